@@ -1,0 +1,88 @@
+"""One job of a sweep: the store decides whether it runs; W&B mirrors what it does."""
+
+import logging
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from normexp.tracking.store import RunLocked, RunRecord, run_key
+from normexp.tracking.wandb_mirror import WandbMirror
+from normexp.validate import resolve_config
+
+log = logging.getLogger("normexp")
+
+
+def describe(cfg: Mapping) -> str:
+    norm = cfg["norm"]
+    return (
+        f"{cfg['claim']['name']} {cfg['model']['name']} norm={norm['name']}/{norm['position']} "
+        f"batch={cfg['train']['batch_size']} seed={cfg['seed']}"
+    )
+
+
+def prepare_data(config: Mapping) -> None:
+    """Make the run's dataset present and verified (download if allowed); DataError if not.
+
+    Cached per process, so the training that follows reads it from memory."""
+    from normexp.data.cifar10 import load_cifar10
+    from normexp.data.paths import resolve_data_dir
+
+    data = config["data"]
+    load_cifar10(resolve_data_dir(config["paths"]["data_dir"]), data["download"], data["verify"])
+
+
+def run_job(cfg: DictConfig, progress_position: int = 0) -> dict | None:
+    """Run (or skip) the job; return its summary. Raises only for invalid input."""
+    config = resolve_config(cfg)  # validated plain dict; ConfigError before anything is written
+    key = run_key(config)
+    record = RunRecord(Path(config["paths"]["results_dir"]), config["claim"]["name"], key)
+    if record.is_finished():
+        log.info("skip %s [%s]: already %s", describe(config), key, record.status["status"])
+        return None
+    prepare_data(config)  # DataError before anything is written
+    try:
+        with record.lock():
+            return _train(config, record, progress_position)
+    except RunLocked as exc:
+        log.warning("skip %s: %s", describe(config), exc)
+        return None
+
+
+def _train(config: dict, record: RunRecord, progress_position: int) -> dict:
+    from normexp.train.classification import Diverged, train_classifier
+
+    record.start(config)
+    norm = config["norm"]
+    mirror = WandbMirror(
+        mode=config["tracking"]["mode"], project=config["tracking"]["project"],
+        group=config["claim"]["name"], name=f"{record.key}",
+        tags=[config["claim"]["id"], f"norm:{norm['name']}", f"position:{norm['position']}"],
+        config=config, run_dir=record.path,
+    )
+
+    def log_epoch(metrics: dict) -> None:
+        record.append_metrics(metrics)
+        mirror.log(metrics, step=metrics["epoch"])
+
+    status, error, summary = "ok", None, {}
+    try:
+        summary = train_classifier(config, log_epoch, progress_position)
+    except Diverged as exc:
+        status, error = "diverged", str(exc)
+    except Exception as exc:  # noqa: BLE001 - recorded as a failed run; the sweep goes on
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        log.error("%s failed:\n%s", describe(config), traceback.format_exc())
+    if status != "ok":
+        epochs = record.metrics()
+        summary = {**(epochs[-1] if epochs else {}), "epochs": len(epochs)}
+    summary = {**summary, "status": status, "run_key": record.key}
+    if mirror.error:
+        summary["wandb_error"] = mirror.error
+    mirror.finish(summary, exit_code=0 if status == "ok" else 1)
+    if mirror.error and "wandb_error" not in summary:
+        summary["wandb_error"] = mirror.error
+    record.finish(status, summary, error)
+    log.info("%s %s [%s] test_acc=%s", status, describe(config), record.key, summary.get("test_acc"))
+    return summary

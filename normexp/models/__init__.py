@@ -1,0 +1,55 @@
+"""Model construction from config, with the norm validity rules applied first."""
+
+from collections.abc import Mapping
+
+from torch import nn
+
+from normexp.errors import ConfigError
+from normexp.models.cnn import VGGNet, normalized_channels, smallest_feature_map
+from normexp.models.mlp import MLP
+from normexp.norms.validity import check_norm, check_position
+
+MODELS = ("cnn", "mlp")
+
+
+def split_norm_config(norm: Mapping) -> tuple[str, str, dict]:
+    """(name, position, constructor kwargs) from a ``norm`` config node."""
+    kwargs = {k: v for k, v in norm.items() if k not in ("name", "position")}
+    return norm["name"], norm["position"], kwargs
+
+
+def check_model(model: Mapping, norm: Mapping, batch_size: int, image_size: int = 32) -> None:
+    """Raise ConfigError if this model/norm/batch combination is undefined."""
+    name, position, kwargs = split_norm_config(norm)
+    check_position(position)
+    if model["name"] == "cnn":
+        widths = list(model["widths"])
+        if not widths or any(int(w) <= 0 for w in widths):
+            raise ConfigError("model.widths", f"{widths} must be a non-empty list of positive ints")
+        if model["convs_per_stage"] <= 0:
+            raise ConfigError("model.convs_per_stage", "must be a positive int")
+        channels = normalized_channels(widths, model["convs_per_stage"])
+        values = batch_size * smallest_feature_map(widths, image_size)
+        check_norm(name, "image", channels, values, kwargs)
+    elif model["name"] == "mlp":
+        for field in ("hidden", "depth"):
+            if model[field] <= 0:
+                raise ConfigError(f"model.{field}", f"{model[field]} must be a positive int")
+        check_norm(name, "dense", [model["hidden"]], batch_size, kwargs)
+    else:
+        raise ConfigError("model.name", f"unknown {model['name']!r}; allowed: {', '.join(MODELS)}")
+
+
+def build_model(model: Mapping, norm: Mapping, num_classes: int = 10) -> nn.Module:
+    name, position, kwargs = split_norm_config(norm)
+    if model["name"] == "cnn":
+        return VGGNet(
+            list(model["widths"]), model["convs_per_stage"], name, position,
+            model["activation"], kwargs, num_classes=num_classes,
+        )
+    if model["name"] == "mlp":
+        return MLP(
+            3 * 32 * 32, model["hidden"], model["depth"], name, position,
+            model["activation"], kwargs, num_classes=num_classes,
+        )
+    raise ConfigError("model.name", f"unknown {model['name']!r}; allowed: {', '.join(MODELS)}")

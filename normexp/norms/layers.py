@@ -1,0 +1,77 @@
+"""Activation-side normalization layers.
+
+All compute γ·(x−μ)/σ+β and differ only in the set S of values pooled for μ and σ:
+BN over (N, H, W) per channel; LN over (C, H, W) of one sample; IN over (H, W) of one channel of
+one sample; GN over a group of channels (and H, W) of one sample. Where PyTorch has a native
+kernel for that set it is used as is.
+"""
+
+from torch import Tensor, nn
+
+from normexp.errors import ConfigError
+from normexp.norms.registry import register_norm
+
+
+class BatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm for (N, C) and (N, C, H, W) inputs alike, so one name fits MLP and CNN."""
+
+    def _check_input_dim(self, x: Tensor) -> None:
+        if x.dim() not in (2, 3, 4):
+            raise ValueError(f"BatchNorm expects (N,C), (N,C,L) or (N,C,H,W); got {tuple(x.shape)}")
+
+
+def resolve_num_groups(
+    num_features: int, num_groups: int | None = None, channels_per_group: int | None = None
+) -> int:
+    """Groups for GroupNorm from either a count or a group width; they must divide the channels."""
+    if (num_groups is None) == (channels_per_group is None):
+        raise ConfigError("norm.num_groups", "set exactly one of num_groups, channels_per_group")
+    if channels_per_group is not None:
+        if channels_per_group <= 0 or num_features % channels_per_group:
+            raise ConfigError(
+                "norm.channels_per_group",
+                f"{channels_per_group} does not divide {num_features} channels",
+            )
+        return num_features // channels_per_group
+    if num_groups <= 0 or num_features % num_groups:
+        raise ConfigError(
+            "norm.num_groups", f"{num_groups} does not divide {num_features} channels"
+        )
+    return num_groups
+
+
+@register_norm("none", input_kinds=("dense", "image", "recurrent"), has_shift=False)
+def build_none(num_features: int) -> nn.Module:
+    return nn.Identity()
+
+
+@register_norm("batch", uses_batch_stats=True)
+def build_batch(
+    num_features: int, eps: float = 1e-5, momentum: float = 0.1
+) -> nn.Module:
+    return BatchNorm(num_features, eps=eps, momentum=momentum)
+
+
+@register_norm("layer")
+def build_layer(num_features: int, eps: float = 1e-5) -> nn.Module:
+    # LN as in the GN paper: statistics over all of (C, H, W), affine per channel. That is
+    # GroupNorm with one group, which also covers dense (N, C) inputs.
+    return nn.GroupNorm(1, num_features, eps=eps)
+
+
+@register_norm("instance", input_kinds=("image",))
+def build_instance(num_features: int, eps: float = 1e-5) -> nn.Module:
+    # IN with affine γ, β like the other norms (InstanceNorm2d defaults to none), no running
+    # statistics: GroupNorm with one channel per group is exactly that, on a native kernel.
+    return nn.GroupNorm(num_features, num_features, eps=eps)
+
+
+@register_norm("group")
+def build_group(
+    num_features: int,
+    num_groups: int | None = None,
+    channels_per_group: int | None = None,
+    eps: float = 1e-5,
+) -> nn.Module:
+    groups = resolve_num_groups(num_features, num_groups, channels_per_group)
+    return nn.GroupNorm(groups, num_features, eps=eps)

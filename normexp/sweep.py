@@ -1,0 +1,108 @@
+"""What a long sweep needs around Hydra's sweeper, as a Hydra callback (any launcher works).
+
+Before any job starts: every job's config is composed and validated (a bad value stops the sweep
+with one line, nothing written) and the data is prepared once (downloaded if allowed, verified),
+so workers never race to download. During the sweep: a progress bar fed by the results store,
+which is what jobs in other processes or on other machines share. After: one line counting
+ok / diverged / failed runs; exit 1 if any failed.
+"""
+
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from normexp.errors import one_line_errors
+from normexp.job import prepare_data
+from normexp.tracking.store import FINISHED, RunRecord, run_key
+from normexp.validate import resolve_config
+
+
+def sweep_overrides(config: DictConfig) -> list[list[str]]:
+    """The override list of every job, enumerated as the basic sweeper does."""
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    loader = GlobalHydra.instance().config_loader()
+    parser = OverridesParser.create(config_loader=loader)
+    parsed = parser.parse_overrides(params + list(config.hydra.overrides.task))
+    return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+class SweepCallback(Callback):
+    def __init__(self) -> None:
+        self.records: list[RunRecord] = []
+        self.start = time.time()
+        self.stop = threading.Event()
+        self.watcher: threading.Thread | None = None
+
+    def __getstate__(self) -> dict:
+        # Launchers pickle the callbacks into every job; the watcher stays in this process.
+        return {"records": [], "start": self.start}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+        self.start = state["start"]
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        loader = GlobalHydra.instance().config_loader()
+        with one_line_errors():
+            for i, overrides in enumerate(sweep_overrides(config)):
+                job_cfg = loader.load_sweep_config(master_config=config, sweep_overrides=overrides)
+                job = resolve_config(job_cfg)
+                if i == 0:
+                    prepare_data(job)
+                results = Path(job["paths"]["results_dir"])
+                self.records.append(RunRecord(results, job["claim"]["name"], run_key(job)))
+        self.start = time.time()
+        self.watcher = threading.Thread(target=self._watch, daemon=True)
+        self.watcher.start()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.stop.set()
+        if self.watcher is not None:
+            self.watcher.join()
+        counts = Counter(_state(r) for r in self.records)
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        where = self.records[0].path.parent if self.records else "-"
+        print(
+            f"normexp: sweep of {len(self.records)} runs, {time.time() - self.start:.0f} s: "
+            f"{parts}; store: {where}",
+            file=sys.stderr,
+        )
+        if counts.get("failed"):
+            print(
+                "normexp: runs failed; each one's status.json holds the error. Rerun the same "
+                "command to retry them (finished runs are skipped).",
+                file=sys.stderr,
+            )
+            raise SystemExit(1)
+
+    def _settled(self, record: RunRecord) -> bool:
+        """Finished at any time, or failed during this sweep."""
+        status = record.status or {}
+        state = status.get("status")
+        return state in FINISHED or (state == "failed" and status.get("time", 0) >= self.start)
+
+    def _watch(self) -> None:
+        bar = tqdm(total=len(self.records), desc="sweep", position=0, unit="run", disable=None)
+        done = 0
+        while True:
+            stopping = self.stop.wait(1.0)
+            now = sum(1 for r in self.records if self._settled(r))
+            bar.update(now - done)
+            done = now
+            if stopping:
+                break
+        bar.close()
+
+
+def _state(record: RunRecord) -> str:
+    return (record.status or {}).get("status", "not run")

@@ -1,0 +1,80 @@
+"""Optimizer and learning-rate schedule.
+
+The learning rate is stated per 128 examples and scaled to the batch size by a stated rule, so
+one config means the same thing at every batch size.
+"""
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from normexp.errors import ConfigError
+
+LR_SCALING = ("linear", "sqrt", "none")
+SCHEDULES = ("onecycle", "cosine", "constant")
+OPTIMIZERS = ("sgd", "adam")
+
+
+def scaled_lr(lr_per_128: float, batch_size: int, rule: str) -> float:
+    ratio = batch_size / 128
+    if rule == "linear":
+        return lr_per_128 * ratio
+    if rule == "sqrt":
+        return lr_per_128 * math.sqrt(ratio)
+    if rule == "none":
+        return lr_per_128
+    raise ConfigError("optim.lr_scaling", f"unknown {rule!r}; allowed: {', '.join(LR_SCALING)}")
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list:
+    """Weight decay on weight matrices/filters only, unless norm parameters are asked for too.
+
+    One-dimensional parameters are the norms' γ, β and the layers' biases; decaying γ would
+    shrink the scale that normalization just fixed, which is a different method.
+    """
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 or decay_norm_and_bias else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, optim: Mapping, batch_size: int) -> torch.optim.Optimizer:
+    lr = scaled_lr(optim["lr_per_128"], batch_size, optim["lr_scaling"])
+    groups = parameter_groups(model, optim["weight_decay"], optim["decay_norm_and_bias"])
+    if optim["name"] == "sgd":
+        return torch.optim.SGD(
+            groups, lr=lr, momentum=optim["momentum"], nesterov=optim["nesterov"]
+        )
+    if optim["name"] == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    raise ConfigError("optim.name", f"unknown {optim['name']!r}; allowed: {', '.join(OPTIMIZERS)}")
+
+
+def lr_factor(step: int, total_steps: int, schedule: str, warmup_frac: float) -> float:
+    """Multiplier of the peak learning rate at ``step`` (0-based) of ``total_steps``."""
+    warmup = max(1, round(warmup_frac * total_steps)) if warmup_frac > 0 else 0
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    if schedule == "onecycle":  # linear warm-up then linear decay to zero (airbench-style)
+        return max(0.0, 1.0 - progress)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    if schedule == "constant":
+        return 1.0
+    raise ConfigError("optim.schedule", f"unknown {schedule!r}; allowed: {', '.join(SCHEDULES)}")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, optim: Mapping, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    lr_factor(0, total_steps, optim["schedule"], optim["warmup_frac"])  # validate the name now
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_factor(s, total_steps, optim["schedule"], optim["warmup_frac"]),
+    )
