@@ -11,7 +11,6 @@ import traceback
 from collections.abc import Iterator
 
 
-
 class NormexpError(Exception):
     """Base class: a problem the user can fix, described in one line."""
 
@@ -29,7 +28,9 @@ class DataError(NormexpError):
 
 
 def verbose_errors() -> bool:
-    return any(os.environ.get(v, "") not in ("", "0") for v in ("HYDRA_FULL_ERROR", "NORMEXP_VERBOSE"))
+    return any(
+        os.environ.get(v, "") not in ("", "0") for v in ("HYDRA_FULL_ERROR", "NORMEXP_VERBOSE")
+    )
 
 
 @contextlib.contextmanager

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from normexp.tracking.provenance import provenance
 from normexp.tracking.store import RunLocked, RunRecord, run_key
 from normexp.tracking.wandb_mirror import WandbMirror
+from normexp.train.device import pick_device
 from normexp.validate import resolve_config
 
 log = logging.getLogger("normexp")
@@ -56,10 +58,13 @@ def _train(config: dict, record: RunRecord, progress_position: int) -> dict:
     record.start(config)
     norm = config["norm"]
     mirror = WandbMirror(
-        mode=config["tracking"]["mode"], project=config["tracking"]["project"],
-        group=config["claim"]["name"], name=f"{record.key}",
+        mode=config["tracking"]["mode"],
+        project=config["tracking"]["project"],
+        group=config["claim"]["name"],
+        name=f"{record.key}",
         tags=[config["claim"]["id"], f"norm:{norm['name']}", f"position:{norm['position']}"],
-        config=config, run_dir=record.path,
+        config=config,
+        run_dir=record.path,
     )
 
     def log_epoch(metrics: dict) -> None:
@@ -77,12 +82,19 @@ def _train(config: dict, record: RunRecord, progress_position: int) -> dict:
     if status != "ok":
         epochs = record.metrics()
         summary = {**(epochs[-1] if epochs else {}), "epochs": len(epochs)}
-    summary = {**summary, "status": status, "run_key": record.key}
+    summary = {
+        **summary,
+        "status": status,
+        "run_key": record.key,
+        "provenance": provenance(str(pick_device(config["train"]["device"]))),
+    }
     if mirror.error:
         summary["wandb_error"] = mirror.error
     mirror.finish(summary, exit_code=0 if status == "ok" else 1)
     if mirror.error and "wandb_error" not in summary:
         summary["wandb_error"] = mirror.error
     record.finish(status, summary, error)
-    log.info("%s %s [%s] test_acc=%s", status, describe(config), record.key, summary.get("test_acc"))
+    log.info(
+        "%s %s [%s] test_acc=%s", status, describe(config), record.key, summary.get("test_acc")
+    )
     return summary

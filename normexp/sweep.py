@@ -39,6 +39,7 @@ def sweep_overrides(config: DictConfig) -> list[list[str]]:
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self.records: list[RunRecord] = []
+        self.skipped = 0
         self.start = time.time()
         self.stop = threading.Event()
         self.watcher: threading.Thread | None = None
@@ -61,6 +62,7 @@ class SweepCallback(Callback):
                     prepare_data(job)
                 results = Path(job["paths"]["results_dir"])
                 self.records.append(RunRecord(results, job["claim"]["name"], run_key(job)))
+        self.skipped = sum(r.is_finished() for r in self.records)
         self.start = time.time()
         self.watcher = threading.Thread(target=self._watch, daemon=True)
         self.watcher.start()
@@ -73,8 +75,8 @@ class SweepCallback(Callback):
         parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         where = self.records[0].path.parent if self.records else "-"
         print(
-            f"normexp: sweep of {len(self.records)} runs, {time.time() - self.start:.0f} s: "
-            f"{parts}; store: {where}",
+            f"normexp: sweep of {len(self.records)} runs ({self.skipped} finished before, skipped) "
+            f"in {time.time() - self.start:.0f} s: {parts}; store: {where}",
             file=sys.stderr,
         )
         if counts.get("failed"):

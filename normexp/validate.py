@@ -8,9 +8,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from normexp.errors import ConfigError
 from normexp.models import check_model
+from normexp.tracking.wandb_mirror import MODES
 from normexp.train.device import DEVICES
 from normexp.train.optim import LR_SCALING, OPTIMIZERS, SCHEDULES
-from normexp.tracking.wandb_mirror import MODES
 
 PROFILES = ("smoke", "quick", "paper")
 TASKS = ("classification",)

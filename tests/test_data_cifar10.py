@@ -12,7 +12,7 @@ import torch
 from normexp.data import cifar10, load_cifar10, resolve_data_dir, stratified_subset, train_val_split
 from normexp.errors import ConfigError, DataError
 
-PER_BATCH = 20  # images per tiny batch file
+from fake_data import PER_BATCH, write_cifar
 
 
 @pytest.fixture(autouse=True)
@@ -20,23 +20,6 @@ def _fresh_cache():
     cifar10.clear_cache()
     yield
     cifar10.clear_cache()
-
-
-def write_cifar(root: Path, seed: int = 0) -> Path:
-    """Tiny files in the real format: latin1-loadable pickles of `data` (K x 3072) and `labels`."""
-    folder = root / cifar10.FOLDER
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    for name in (*cifar10.TRAIN_FILES, *cifar10.TEST_FILES):
-        batch = {
-            "batch_label": name,
-            "data": rng.integers(0, 256, (PER_BATCH, 3072), dtype=np.uint8),
-            "labels": [int(v) for v in rng.integers(0, 10, PER_BATCH)],
-        }
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-    meta = {"label_names": [f"class{i}" for i in range(10)], "num_vis": 3072}
-    (folder / cifar10.META_FILE).write_bytes(pickle.dumps(meta, protocol=2))
-    return folder
 
 
 def read_raw(folder: Path, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:

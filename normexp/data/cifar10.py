@@ -55,7 +55,7 @@ def load_cifar10(data_dir: Path, download: bool = False, verify: bool = True) ->
         if not download:
             raise DataError(
                 f"CIFAR-10 folder {folder} not found: set data.download=true to download it, or "
-                f"point NORMEXP_DATA_DIR / data.dir at a folder that holds {FOLDER}/"
+                f"point NORMEXP_DATA_DIR / paths.data_dir at a folder that holds {FOLDER}/"
             )
         _download(data_dir)
     return _load_cached(folder, verify)
@@ -70,7 +70,7 @@ def _download(data_dir: Path) -> None:
     except (OSError, RuntimeError) as e:
         raise DataError(
             f"downloading CIFAR-10 into {data_dir} failed ({e}); download {URL} by hand and "
-            f"extract it there, or point NORMEXP_DATA_DIR / data.dir at a copy"
+            f"extract it there, or point NORMEXP_DATA_DIR / paths.data_dir at a copy"
         ) from e
     if not (data_dir / FOLDER).is_dir():
         raise DataError(f"the CIFAR-10 archive extracted into {data_dir} did not hold {FOLDER}/")
@@ -116,7 +116,7 @@ def _unpickle(path: Path) -> dict:
     if not path.is_file():
         raise DataError(
             f"CIFAR-10 file {path} is missing: delete {path.parent} and rerun with "
-            f"data.download=true, or point data.dir at a complete copy"
+            f"data.download=true, or point paths.data_dir at a complete copy"
         )
     try:
         with open(path, "rb") as f:
@@ -174,5 +174,5 @@ def _check_fingerprints(
         raise DataError(
             f"CIFAR-10 in {folder} fails its {split} {' and '.join(bad)} fingerprint: the copy "
             f"is altered or incomplete; replace it with an intact copy (or delete it and rerun "
-            f"with data.download=true)"
+            f"with data.download=true); data.verify=false skips this check"
         )

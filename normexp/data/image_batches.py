@@ -12,7 +12,8 @@ class ImageBatches:
 
     Each pass (epoch) draws a fresh order from `generator` when `shuffle`, and fresh crops and
     flips when `augment`. Padding for crops is black (0 before normalisation), as in the usual
-    torchvision pipeline.
+    torchvision pipeline. Unshuffled, unaugmented batches are views of the stored set: do not
+    modify batches in place.
     """
 
     def __init__(

@@ -88,8 +88,8 @@ def load_ptb(data_dir: Path, level: str, download: bool = False) -> PTBCorpus:
         if not download:
             raise DataError(
                 f"PTB files {', '.join(n for n in needed if n in missing)} not found in {folder}: "
-                f"set data.download=true to download them, or point NORMEXP_DATA_DIR / data.dir "
-                f"at a folder that holds {FOLDER}/"
+                f"set data.download=true to download them, or point NORMEXP_DATA_DIR / "
+                f"paths.data_dir at a folder that holds {FOLDER}/"
             )
         _download(folder, missing)
     return _load_cached(folder, level)

@@ -44,12 +44,23 @@ def build_model(model: Mapping, norm: Mapping, num_classes: int = 10) -> nn.Modu
     name, position, kwargs = split_norm_config(norm)
     if model["name"] == "cnn":
         return VGGNet(
-            list(model["widths"]), model["convs_per_stage"], name, position,
-            model["activation"], kwargs, num_classes=num_classes,
+            list(model["widths"]),
+            model["convs_per_stage"],
+            name,
+            position,
+            model["activation"],
+            kwargs,
+            num_classes=num_classes,
         )
     if model["name"] == "mlp":
         return MLP(
-            3 * 32 * 32, model["hidden"], model["depth"], name, position,
-            model["activation"], kwargs, num_classes=num_classes,
+            3 * 32 * 32,
+            model["hidden"],
+            model["depth"],
+            name,
+            position,
+            model["activation"],
+            kwargs,
+            num_classes=num_classes,
         )
     raise ConfigError("model.name", f"unknown {model['name']!r}; allowed: {', '.join(MODELS)}")

@@ -30,7 +30,11 @@ def needs_bias(norm_name: str, position: str) -> bool:
 
 
 def norm_block(
-    layer: nn.Module, norm_name: str, position: str, activation: str, num_features: int,
+    layer: nn.Module,
+    norm_name: str,
+    position: str,
+    activation: str,
+    num_features: int,
     norm_kwargs: dict,
 ) -> nn.Sequential:
     """``layer`` followed by norm and activation in the order that ``position`` names."""

@@ -30,7 +30,9 @@ class VGGNet(nn.Module):
                 layers.append(norm_block(conv, norm, position, activation, width, norm_kwargs))
                 c_in = width
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes)
+        )
         init_weights(self, activation)
 
     def forward(self, x: Tensor) -> Tensor:

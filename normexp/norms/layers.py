@@ -46,9 +46,7 @@ def build_none(num_features: int) -> nn.Module:
 
 
 @register_norm("batch", uses_batch_stats=True)
-def build_batch(
-    num_features: int, eps: float = 1e-5, momentum: float = 0.1
-) -> nn.Module:
+def build_batch(num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> nn.Module:
     return BatchNorm(num_features, eps=eps, momentum=momentum)
 
 

@@ -61,8 +61,15 @@ class WandbMirror:
             import wandb
 
             self.run = wandb.init(
-                project=project, group=group, name=name, tags=list(tags), job_type=job_type,
-                config=dict(config), dir=str(run_dir), mode=self.mode, reinit="create_new",
+                project=project,
+                group=group,
+                name=name,
+                tags=list(tags),
+                job_type=job_type,
+                config=dict(config),
+                dir=str(run_dir),
+                mode=self.mode,
+                reinit="create_new",
                 settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
             )
         except Exception as exc:  # noqa: BLE001 - the mirror must never take the run down

@@ -44,13 +44,20 @@ def train_classifier(
     test_idx = (
         torch.arange(len(cifar.test_y))
         if data_cfg["n_test"] is None
-        else stratified_subset(cifar.test_y, data_cfg["n_test"], seed=0)  # same test set for all runs
+        else stratified_subset(
+            cifar.test_y, data_cfg["n_test"], seed=0
+        )  # same test set for all runs
     )
     generator = torch.Generator(device=device).manual_seed(cfg["seed"])
     batch_size, eval_bs = train_cfg["batch_size"], train_cfg["eval_batch_size"]
     train_batches = ImageBatches(
-        cifar.train_x[train_idx].to(device), cifar.train_y[train_idx].to(device), batch_size,
-        shuffle=True, augment=data_cfg["augment"], drop_last=True, generator=generator,
+        cifar.train_x[train_idx].to(device),
+        cifar.train_y[train_idx].to(device),
+        batch_size,
+        shuffle=True,
+        augment=data_cfg["augment"],
+        drop_last=True,
+        generator=generator,
     )
     val_x = normalize(cifar.train_x[val_idx].to(device), CIFAR10_MEAN, CIFAR10_STD)
     test_x = normalize(cifar.test_x[test_idx].to(device), CIFAR10_MEAN, CIFAR10_STD)
@@ -63,8 +70,11 @@ def train_classifier(
     batch_stats = has_batch_stats(model)
 
     bar = tqdm(
-        total=total_steps, desc=f"{cfg['norm']['name']} b={batch_size} s={cfg['seed']}",
-        position=progress_position, leave=False, disable=None if cfg["runtime"]["progress"] else True,
+        total=total_steps,
+        desc=f"{cfg['norm']['name']} b={batch_size} s={cfg['seed']}",
+        position=progress_position,
+        leave=False,
+        disable=None if cfg["runtime"]["progress"] else True,
         mininterval=1.0,
     )
     start, history = time.perf_counter(), []

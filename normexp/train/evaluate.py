@@ -44,7 +44,9 @@ def evaluate_with_batch_stats(
 ) -> tuple[float, float]:
     """BN normalizes each test batch by its own statistics, as in training (batches of the
     training size). The running averages are restored afterwards: evaluation never changes them."""
-    buffers = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+    buffers = {
+        k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k
+    }
     model.train()
     n = len(x) - len(x) % batch_size if len(x) % batch_size == 1 else len(x)  # no batch of one
     try:

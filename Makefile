@@ -1,0 +1,41 @@
+# normexp: `make run-sweep` and `make test` do everything on a fresh machine.
+PROFILE    ?= quick# smoke (seconds), quick (about an hour on 2 CPU cores), paper (GPU / cluster)
+EXPERIMENT ?= all# one experiment name from experiments/, or all
+WORKERS    ?= -1# parallel runs; -1 = one per core
+PYTHON     ?= python3
+VENV       := .venv
+PY         := $(VENV)/bin/python
+EXPERIMENTS := $(if $(filter all,$(EXPERIMENT)),$(basename $(notdir $(wildcard experiments/*.yaml))),$(EXPERIMENT))
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run-sweep figures test lint bench clean-outputs
+
+help: ## list the commands
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "  variables: PROFILE=$(PROFILE) EXPERIMENT=$(EXPERIMENT) WORKERS=$(WORKERS)"
+
+setup: $(VENV)/.installed ## create .venv and install the suite with its pinned dependencies
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run-sweep: setup ## train every experiment (or EXPERIMENT=name) at PROFILE; resumes where it stopped
+	@for e in $(EXPERIMENTS); do \
+		echo "== $$e ($(PROFILE) profile)"; \
+		$(PY) -m normexp.run -m experiment=$$e profile=$(PROFILE) hydra.launcher.n_jobs=$(WORKERS) || exit $$?; \
+	done
+
+figures: setup ## collect the store into tables and draw every figure under results/
+	$(PY) -m normexp.analysis.figures
+
+test: setup ## run the test suite
+	$(PY) -m pytest -q
+
+lint: setup ## ruff
+	$(PY) -m ruff check .
+
+clean-outputs: ## delete Hydra's per-job logs under outputs/ (the results store is kept)
+	rm -rf outputs

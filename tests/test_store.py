@@ -1,0 +1,331 @@
+"""Results store (run keys, records, atomic writes, locks) and collecting runs into a table."""
+
+import copy
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from normexp.tracking.collect import collect_runs, experiments_in_store, write_collected
+from normexp.tracking.store import (
+    RunLocked,
+    RunRecord,
+    atomic_write_json,
+    atomic_write_text,
+    iter_records,
+    read_json,
+    run_key,
+)
+
+
+def make_config(seed: int = 0, norm: str = "batch", batch: int = 8, results: str = "/r") -> dict:
+    return {
+        "claim": {"id": "C4", "name": "bn_small_batch"},
+        "seed": seed,
+        "profile": "smoke",
+        "norm": {"name": norm, "position": "pre"},
+        "model": {"name": "cnn", "widths": [4, 8], "activation": "relu"},
+        "train": {"batch_size": batch, "epochs": 1},
+        "optim": {"name": "sgd", "lr_per_128": 0.2},
+        "scale": {"smoke": {"n_train": 256}},
+        "paths": {"results_dir": results, "data_dir": None},
+        "tracking": {"mode": "disabled", "project": "normexp"},
+        "runtime": {"threads": 1, "progress": False},
+    }
+
+
+def reversed_keys(tree):
+    if isinstance(tree, dict):
+        return {k: reversed_keys(tree[k]) for k in reversed(list(tree))}
+    return tree
+
+
+def no_temp_files(folder) -> bool:
+    return not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+# --- run_key ---------------------------------------------------------------------------
+
+
+def test_run_key_is_stable_under_key_order():
+    config = make_config()
+    reordered = reversed_keys(config)
+    assert list(reordered) != list(config)
+    assert list(reordered["norm"]) != list(config["norm"])
+    key = run_key(config)
+    assert run_key(reordered) == key
+    assert len(key) == 16 and all(c in "0123456789abcdef" for c in key)
+    assert run_key(copy.deepcopy(config)) == key
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("tracking", {"mode": "online", "project": "other"}),
+        ("paths", {"results_dir": "/elsewhere", "data_dir": "/data"}),
+        ("runtime", {"threads": 8, "progress": True}),
+        ("hydra", {"job": {"num": 3}}),
+    ],
+)
+def test_run_key_ignores_output_and_tracking_fields(field, value):
+    config = make_config()
+    changed = {**config, field: value}
+    assert run_key(changed) == run_key(config)
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        make_config(seed=1),
+        make_config(norm="group"),
+        make_config(batch=16),
+    ],
+    ids=["seed", "norm", "batch"],
+)
+def test_run_key_changes_with_what_is_computed(changed):
+    assert run_key(changed) != run_key(make_config())
+
+
+def test_run_key_changes_with_nested_values():
+    config = make_config()
+    changed = copy.deepcopy(config)
+    changed["model"]["widths"] = [4, 16]
+    assert run_key(changed) != run_key(config)
+
+
+# --- RunRecord -------------------------------------------------------------------------
+
+
+def test_record_round_trip(tmp_path):
+    config = make_config(results=str(tmp_path))
+    record = RunRecord(tmp_path, "exp", run_key(config))
+    assert record.path == tmp_path / "runs" / "exp" / run_key(config)
+    assert record.status is None and not record.is_finished()
+    assert record.metrics() == []
+
+    record.start(config)
+    assert read_json(record.path / "config.json") == config
+    assert record.status["status"] == "running"
+    assert not record.is_finished()
+    assert record.metrics() == []
+
+    record.append_metrics({"epoch": 1, "train_loss": 2.0})
+    record.append_metrics({"epoch": 2, "train_loss": 1.5})
+    assert record.metrics() == [{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.5}]
+
+    record.finish("ok", {"test_acc": 0.5})
+    assert read_json(record.path / "summary.json") == {"test_acc": 0.5}
+    status = record.status
+    assert status["status"] == "ok" and "error" not in status
+    assert status["host"] == socket.gethostname()
+    assert record.is_finished()
+    assert no_temp_files(tmp_path)
+
+
+def test_restart_drops_metrics_and_summary_of_an_unfinished_try(tmp_path):
+    record = RunRecord(tmp_path, "exp", "k1")
+    record.start(make_config())
+    record.append_metrics({"epoch": 1})
+    record.finish("failed", {"epochs": 1}, error="RuntimeError: boom")
+    assert record.status == {**record.status, "status": "failed", "error": "RuntimeError: boom"}
+    assert not record.is_finished()  # a failed run is tried again
+    record.start(make_config())
+    assert record.metrics() == []
+    assert not (record.path / "summary.json").exists()
+    assert record.status["status"] == "running"
+
+
+def test_diverged_counts_as_finished(tmp_path):
+    record = RunRecord(tmp_path, "exp", "k1")
+    record.start(make_config())
+    record.finish("diverged", {}, error="loss is nan")
+    assert record.is_finished()
+    assert record.status["error"] == "loss is nan"
+
+
+def test_unknown_status_is_refused(tmp_path):
+    record = RunRecord(tmp_path, "exp", "k1")
+    record.start(make_config())
+    with pytest.raises(AssertionError):
+        record.write_status("done")
+    assert record.status["status"] == "running"
+
+
+def test_atomic_write_replaces_and_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "a.json"
+    atomic_write_json(path, {"b": 1, "a": [1, 2]})
+    atomic_write_json(path, {"c": 3})
+    assert json.loads(path.read_text()) == {"c": 3}
+    atomic_write_text(tmp_path / "t.txt", "hello\n")
+    assert (tmp_path / "t.txt").read_text() == "hello\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "t.txt"]
+
+
+def test_read_json_of_missing_or_torn_file_is_none(tmp_path):
+    assert read_json(tmp_path / "missing.json") is None
+    (tmp_path / "torn.json").write_text('{"a": ')
+    assert read_json(tmp_path / "torn.json") is None
+
+
+# --- lock ------------------------------------------------------------------------------
+
+
+def test_lock_is_exclusive_and_released(tmp_path):
+    record = RunRecord(tmp_path, "exp", "k1")
+    lock_file = record.path / "run.lock"
+    with record.lock():
+        assert lock_file.read_text().split() == [socket.gethostname(), str(os.getpid())]
+        with pytest.raises(RunLocked), record.lock():
+            pass
+        assert lock_file.exists()  # the failed attempt did not remove the holder's lock
+    assert not lock_file.exists()
+    with record.lock():
+        pass
+
+
+def test_lock_released_when_the_body_raises(tmp_path):
+    record = RunRecord(tmp_path, "exp", "k1")
+    with pytest.raises(ValueError), record.lock():
+        raise ValueError("training failed")
+    assert not (record.path / "run.lock").exists()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(proc.stdout)
+    record = RunRecord(tmp_path, "exp", "k1")
+    record.path.mkdir(parents=True)
+    lock_file = record.path / "run.lock"
+    lock_file.write_text(f"{socket.gethostname()} {dead_pid}\n")
+    with record.lock():
+        assert lock_file.read_text().split() == [socket.gethostname(), str(os.getpid())]
+    assert not lock_file.exists()
+
+
+def test_lock_of_a_live_process_is_respected(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        record = RunRecord(tmp_path, "exp", "k1")
+        record.path.mkdir(parents=True)
+        lock_file = record.path / "run.lock"
+        lock_file.write_text(f"{socket.gethostname()} {proc.pid}\n")
+        with pytest.raises(RunLocked), record.lock():
+            pass
+        assert lock_file.exists()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_lock_of_another_host_is_assumed_live(tmp_path):
+    record = RunRecord(tmp_path, "exp", "k1")
+    record.path.mkdir(parents=True)
+    (record.path / "run.lock").write_text(f"not-{socket.gethostname()} 1\n")
+    with pytest.raises(RunLocked), record.lock():
+        pass
+
+
+def test_unreadable_lock_is_taken_over(tmp_path):
+    record = RunRecord(tmp_path, "exp", "k1")
+    record.path.mkdir(parents=True)
+    (record.path / "run.lock").write_text("")
+    with record.lock():
+        pass
+
+
+# --- iter_records ----------------------------------------------------------------------
+
+
+def test_iter_records_lists_run_folders(tmp_path):
+    for key in ("b2", "a1", "c3"):
+        RunRecord(tmp_path, "exp", key).start(make_config())
+    (tmp_path / "runs" / "exp" / ".hidden").mkdir()
+    (tmp_path / "runs" / "exp" / "stray.txt").write_text("x")
+    RunRecord(tmp_path, "other", "z9").start(make_config())
+    records = list(iter_records(tmp_path, "exp"))
+    assert [r.key for r in records] == ["a1", "b2", "c3"]
+    assert all(r.experiment == "exp" and r.path.is_dir() for r in records)
+    assert list(iter_records(tmp_path, "missing")) == []
+    assert experiments_in_store(tmp_path) == ["exp", "other"]
+    assert experiments_in_store(tmp_path / "nowhere") == []
+
+
+# --- collect ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path):
+    runs = [
+        (make_config(seed=0, norm="group", batch=8), "ok", {"test_acc": 0.4}, None),
+        (make_config(seed=0, norm="batch", batch=16), "ok", {"test_acc": 0.6}, None),
+        (make_config(seed=1, norm="batch", batch=2), "failed", {"epochs": 0},
+         "RuntimeError: boom"),
+    ]
+    for config, status, summary, error in runs:
+        key = run_key(config)
+        record = RunRecord(tmp_path, "bn_small_batch", key)
+        record.start(config)
+        record.append_metrics({"epoch": 1, "val_acc": 0.3})
+        record.finish(status, {**summary, "status": status, "run_key": key}, error)
+    # A folder without a config (a job killed before start) is not a run.
+    (tmp_path / "runs" / "bn_small_batch" / "0000000000000000").mkdir()
+    return tmp_path
+
+
+def test_collect_runs_one_row_per_run_with_dotted_columns(store):
+    df = collect_runs(store, "bn_small_batch")
+    assert len(df) == 3
+    for col in ("norm.name", "norm.position", "train.batch_size", "seed", "claim.name",
+                "model.widths", "status", "error", "run_key", "test_acc"):
+        assert col in df.columns, col
+    dropped = ("scale.", "paths.", "tracking.", "runtime.")
+    assert not [c for c in df.columns if c.startswith(dropped)]
+    by_batch = df.set_index("train.batch_size")
+    assert by_batch.loc[2, "status"] == "failed"
+    assert by_batch.loc[2, "error"] == "RuntimeError: boom"
+    assert by_batch.loc[16, "status"] == "ok" and pd.isna(by_batch.loc[16, "error"])
+    assert by_batch.loc[16, "test_acc"] == 0.6
+    assert by_batch.loc[8, "norm.name"] == "group"
+    assert by_batch.loc[8, "model.widths"] == "[4, 8]"
+    assert math.isnan(by_batch.loc[2, "test_acc"])
+    assert set(df["run_key"]) == {p.name for p in (store / "runs" / "bn_small_batch").iterdir()
+                                  if (p / "config.json").exists()}
+
+
+def test_collect_marks_a_run_without_status_as_running(store):
+    config = make_config(seed=5)
+    record = RunRecord(store, "bn_small_batch", run_key(config))
+    record.start(config)
+    (record.path / "status.json").unlink()
+    df = collect_runs(store, "bn_small_batch")
+    assert len(df) == 4
+    assert df.set_index("seed").loc[5, "status"] == "running"
+
+
+def test_write_collected_writes_parquet_and_csv(store):
+    df = write_collected(store, "bn_small_batch")
+    out = store / "collected"
+    parquet = pd.read_parquet(out / "bn_small_batch.parquet")
+    csv = pd.read_csv(out / "bn_small_batch.csv")
+    assert len(parquet) == len(csv) == len(df) == 3
+    assert list(parquet.columns) == list(df.columns) == list(csv.columns)
+    # sorted by norm, then batch size
+    assert list(zip(parquet["norm.name"], parquet["train.batch_size"], strict=True)) == [
+        ("batch", 2), ("batch", 16), ("group", 8)
+    ]
+    assert list(csv["status"]) == ["failed", "ok", "ok"]
+    assert not [c for c in parquet.columns if c.startswith(("scale.", "paths."))]
+    assert no_temp_files(store)
+
+
+def test_write_collected_of_an_empty_experiment(tmp_path):
+    df = write_collected(tmp_path, "nothing")
+    assert df.empty
+    assert (tmp_path / "collected" / "nothing.csv").exists()
+    assert (tmp_path / "collected" / "nothing.parquet").exists()

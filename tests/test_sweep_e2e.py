@@ -1,0 +1,59 @@
+"""End to end: the smoke sweep of bn_small_batch in a subprocess, its store, table, figure and
+W&B offline runs; then the same command again trains nothing."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+NORMS, BATCHES = 5, 7  # the grid of experiments/bn_small_batch.yaml at one smoke seed
+
+
+def sweep(tmp_path, data_dir, extra):
+    return run_cli(
+        ["normexp.run", "-m", "experiment=bn_small_batch", "profile=smoke", "tracking.mode=offline",
+         "runtime.progress=false", f"hydra.sweep.dir={tmp_path / 'hydra'}", *extra],
+        tmp_path / "results", data_dir,
+    )
+
+
+def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(tmp_path, cifar_data):
+    data_dir, extra = cifar_data
+    first = sweep(tmp_path, data_dir, extra)
+    assert first.returncode == 0, first.stderr[-3000:]
+    runs = sorted((tmp_path / "results" / "runs" / "bn_small_batch").iterdir())
+    assert len(runs) == NORMS * BATCHES
+    seen = set()
+    for run in runs:
+        status = json.loads((run / "status.json").read_text())
+        assert status["status"] == "ok", status
+        config = json.loads((run / "config.json").read_text())
+        seen.add((config["norm"]["name"], config["train"]["batch_size"]))
+        epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [m["epoch"] for m in epochs] == [1]
+        summary = json.loads((run / "summary.json").read_text())
+        assert 0.0 <= summary["test_err"] <= 1.0 and "wandb_error" not in summary
+        assert ("test_acc_batch_stats" in summary) == (config["norm"]["name"] == "batch")
+        assert list((run / "wandb").glob("offline-run-*")), f"no W&B offline run in {run}"
+    assert len(seen) == NORMS * BATCHES  # every grid cell once
+
+    figures = run_cli(
+        ["normexp.analysis.figures", "--results-dir", str(tmp_path / "results")],
+        tmp_path / "results", data_dir,
+    )
+    assert figures.returncode == 0, figures.stderr
+    table = pd.read_parquet(tmp_path / "results" / "collected" / "bn_small_batch.parquet")
+    assert len(table) == NORMS * BATCHES and set(table["status"]) == {"ok"}
+    assert {"norm.name", "train.batch_size", "seed", "test_err"} <= set(table.columns)
+    figure = tmp_path / "results" / "figures" / "bn_small_batch.png"
+    assert figure.stat().st_size > 20_000
+
+    stamps = {run.name: (run / "summary.json").stat().st_mtime_ns for run in runs}
+    second = sweep(tmp_path, data_dir, extra)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"({NORMS * BATCHES} finished before, skipped)" in second.stderr
+    assert (second.stdout + second.stderr).count("skip ") == NORMS * BATCHES
+    assert {run.name: (run / "summary.json").stat().st_mtime_ns for run in runs} == stamps
