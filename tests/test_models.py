@@ -17,6 +17,15 @@ CNN = {"name": "cnn", "widths": [4, 8, 8], "convs_per_stage": 1, "activation": "
 MLP = {"name": "mlp", "hidden": 8, "depth": 2, "activation": "relu"}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # Tiny tensors: a thread pool only adds contention on a busy 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def norm_cfg(name: str, position: str = "pre") -> dict:
     cfg = {"name": name, "position": position}
     if name == "group":
@@ -42,9 +51,9 @@ def images(n: int = 4, seed: int = 0) -> torch.Tensor:
 def blocks(model: nn.Module) -> list[nn.Sequential]:
     """The layer/norm/act blocks, in order: the Sequentials whose first child is conv/linear."""
     return [
-        m for m in model.modules()
-        if isinstance(m, nn.Sequential) and len(m) == 3
-        and isinstance(m[0], nn.Conv2d | nn.Linear)
+        m
+        for m in model.modules()
+        if isinstance(m, nn.Sequential) and len(m) == 3 and isinstance(m[0], nn.Conv2d | nn.Linear)
     ]
 
 

@@ -18,10 +18,25 @@ from normexp.train.optim import (
 
 MLP = {"name": "mlp", "hidden": 8, "depth": 2, "activation": "relu"}
 SGD = {
-    "name": "sgd", "lr_per_128": 0.2, "lr_scaling": "linear", "momentum": 0.9, "nesterov": True,
-    "weight_decay": 5e-4, "decay_norm_and_bias": False, "schedule": "onecycle",
+    "name": "sgd",
+    "lr_per_128": 0.2,
+    "lr_scaling": "linear",
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 5e-4,
+    "decay_norm_and_bias": False,
+    "schedule": "onecycle",
     "warmup_frac": 0.2,
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # Tiny tensors: a thread pool only adds contention on a busy 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_model(norm: str = "batch", position: str = "pre") -> nn.Module:

@@ -196,8 +196,12 @@ def test_lock_released_when_the_body_raises(tmp_path):
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead_pid = int(proc.stdout)
     record = RunRecord(tmp_path, "exp", "k1")
     record.path.mkdir(parents=True)
@@ -264,8 +268,7 @@ def store(tmp_path):
     runs = [
         (make_config(seed=0, norm="group", batch=8), "ok", {"test_acc": 0.4}, None),
         (make_config(seed=0, norm="batch", batch=16), "ok", {"test_acc": 0.6}, None),
-        (make_config(seed=1, norm="batch", batch=2), "failed", {"epochs": 0},
-         "RuntimeError: boom"),
+        (make_config(seed=1, norm="batch", batch=2), "failed", {"epochs": 0}, "RuntimeError: boom"),
     ]
     for config, status, summary, error in runs:
         key = run_key(config)
@@ -281,8 +284,18 @@ def store(tmp_path):
 def test_collect_runs_one_row_per_run_with_dotted_columns(store):
     df = collect_runs(store, "bn_small_batch")
     assert len(df) == 3
-    for col in ("norm.name", "norm.position", "train.batch_size", "seed", "claim.name",
-                "model.widths", "status", "error", "run_key", "test_acc"):
+    for col in (
+        "norm.name",
+        "norm.position",
+        "train.batch_size",
+        "seed",
+        "claim.name",
+        "model.widths",
+        "status",
+        "error",
+        "run_key",
+        "test_acc",
+    ):
         assert col in df.columns, col
     dropped = ("scale.", "paths.", "tracking.", "runtime.")
     assert not [c for c in df.columns if c.startswith(dropped)]
@@ -294,8 +307,11 @@ def test_collect_runs_one_row_per_run_with_dotted_columns(store):
     assert by_batch.loc[8, "norm.name"] == "group"
     assert by_batch.loc[8, "model.widths"] == "[4, 8]"
     assert math.isnan(by_batch.loc[2, "test_acc"])
-    assert set(df["run_key"]) == {p.name for p in (store / "runs" / "bn_small_batch").iterdir()
-                                  if (p / "config.json").exists()}
+    assert set(df["run_key"]) == {
+        p.name
+        for p in (store / "runs" / "bn_small_batch").iterdir()
+        if (p / "config.json").exists()
+    }
 
 
 def test_collect_marks_a_run_without_status_as_running(store):
@@ -317,7 +333,9 @@ def test_write_collected_writes_parquet_and_csv(store):
     assert list(parquet.columns) == list(df.columns) == list(csv.columns)
     # sorted by norm, then batch size
     assert list(zip(parquet["norm.name"], parquet["train.batch_size"], strict=True)) == [
-        ("batch", 2), ("batch", 16), ("group", 8)
+        ("batch", 2),
+        ("batch", 16),
+        ("group", 8),
     ]
     assert list(csv["status"]) == ["failed", "ok", "ok"]
     assert not [c for c in parquet.columns if c.startswith(("scale.", "paths."))]

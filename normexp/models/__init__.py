@@ -8,6 +8,7 @@ from normexp.errors import ConfigError
 from normexp.models.cnn import VGGNet, normalized_channels, smallest_feature_map
 from normexp.models.mlp import MLP
 from normexp.norms.validity import check_norm, check_position
+from normexp.norms.weight_side import WEIGHT_SIDE, apply_weight_side
 
 MODELS = ("cnn", "mlp")
 
@@ -22,6 +23,13 @@ def check_model(model: Mapping, norm: Mapping, batch_size: int, image_size: int 
     """Raise ConfigError if this model/norm/batch combination is undefined."""
     name, position, kwargs = split_norm_config(norm)
     check_position(position)
+    weight_side = model.get("weight_side", "none")
+    if weight_side not in WEIGHT_SIDE:
+        raise ConfigError(
+            "model.weight_side", f"unknown {weight_side!r}; allowed: {', '.join(WEIGHT_SIDE)}"
+        )
+    if weight_side == "weight_std" and model["name"] != "cnn":
+        raise ConfigError("model.weight_side", "weight_std standardizes conv filters: cnn only")
     if model["name"] == "cnn":
         widths = list(model["widths"])
         if not widths or any(int(w) <= 0 for w in widths):
@@ -30,17 +38,23 @@ def check_model(model: Mapping, norm: Mapping, batch_size: int, image_size: int 
             raise ConfigError("model.convs_per_stage", "must be a positive int")
         channels = normalized_channels(widths, model["convs_per_stage"])
         values = batch_size * smallest_feature_map(widths, image_size)
-        check_norm(name, "image", channels, values, kwargs)
+        check_norm(name, "image", channels, values, kwargs, batch_size)
     elif model["name"] == "mlp":
         for field in ("hidden", "depth"):
             if model[field] <= 0:
                 raise ConfigError(f"model.{field}", f"{model[field]} must be a positive int")
-        check_norm(name, "dense", [model["hidden"]], batch_size, kwargs)
+        check_norm(name, "dense", [model["hidden"]], batch_size, kwargs, batch_size)
     else:
         raise ConfigError("model.name", f"unknown {model['name']!r}; allowed: {', '.join(MODELS)}")
 
 
 def build_model(model: Mapping, norm: Mapping, num_classes: int = 10) -> nn.Module:
+    net = _build_net(model, norm, num_classes)
+    # After initialization, so weight norm's g starts at ||v|| and the function is unchanged.
+    return apply_weight_side(net, model.get("weight_side", "none"))
+
+
+def _build_net(model: Mapping, norm: Mapping, num_classes: int) -> nn.Module:
     name, position, kwargs = split_norm_config(norm)
     if model["name"] == "cnn":
         return VGGNet(

@@ -12,8 +12,9 @@ def init_weights(model: nn.Module, activation: str) -> None:
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity=nonlinearity)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)) and m.affine:
-            nn.init.ones_(m.weight)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm | nn.GroupNorm) and m.affine:
+            if m.weight is not None:  # mean-only BN has a shift but no scale
+                nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
     # Small classifier weights: near-uniform initial predictions, whatever the norm upstream.
     head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]

@@ -6,6 +6,8 @@ one sample; GN over a group of channels (and H, W) of one sample. Where PyTorch 
 kernel for that set it is used as is.
 """
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from normexp.errors import ConfigError
@@ -50,7 +52,7 @@ def build_batch(num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> 
     return BatchNorm(num_features, eps=eps, momentum=momentum)
 
 
-@register_norm("layer")
+@register_norm("layer", input_kinds=("dense", "image", "recurrent"))
 def build_layer(num_features: int, eps: float = 1e-5) -> nn.Module:
     # LN as in the GN paper: statistics over all of (C, H, W), affine per channel. That is
     # GroupNorm with one group, which also covers dense (N, C) inputs.
@@ -73,3 +75,22 @@ def build_group(
 ) -> nn.Module:
     groups = resolve_num_groups(num_features, num_groups, channels_per_group)
     return nn.GroupNorm(groups, num_features, eps=eps)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm (Zhang & Sennrich 2019): x / rms(x) · γ over all units of one sample, no mean
+    subtraction and no shift; γ per channel so one layer fits (N, C) and (N, C, H, W)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.rms_norm(x, x.shape[1:], eps=self.eps)
+        return y * self.weight.view(1, -1, *([1] * (x.dim() - 2)))
+
+
+@register_norm("rms", input_kinds=("dense", "image", "recurrent"), has_shift=False)
+def build_rms(num_features: int, eps: float = 1e-6) -> nn.Module:
+    return RMSNorm(num_features, eps=eps)

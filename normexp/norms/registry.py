@@ -51,7 +51,7 @@ def register_norm(
 def norm_spec(name: str, field: str = "norm.name") -> NormSpec:
     """The spec of a registered norm; an unknown name raises ConfigError listing the valid ones."""
     # Importing the layers module fills the registry; done here so callers need one import.
-    from normexp.norms import layers  # noqa: F401
+    from normexp.norms import batch_variants, layers  # noqa: F401
 
     if name not in NORMS:
         raise ConfigError(field, f"unknown norm {name!r}; allowed: {', '.join(sorted(NORMS))}")

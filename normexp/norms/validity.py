@@ -22,6 +22,7 @@ def check_norm(
     channels: Sequence[int],
     values_per_channel_in_training: int,
     kwargs: Mapping[str, object] | None = None,
+    batch_size: int = 1,
 ) -> None:
     """Refuse a norm that is undefined for this model.
 
@@ -50,6 +51,14 @@ def check_norm(
 
         for c in channels:
             resolve_num_groups(c, kwargs.get("num_groups"), kwargs.get("channels_per_group"))
+    if name == "ghost_batch":
+        group_size = kwargs.get("group_size", 8)
+        if not isinstance(group_size, int) or group_size < 1 or batch_size % group_size:
+            raise ConfigError(
+                "norm.group_size",
+                f"{group_size!r} must be a positive divisor of train.batch_size={batch_size}",
+            )
+        values_per_channel_in_training = values_per_channel_in_training // batch_size * group_size
     if spec.uses_batch_stats and values_per_channel_in_training < 2:
         raise ConfigError(
             "train.batch_size",

@@ -14,6 +14,8 @@ from normexp.data.image_batches import ImageBatches
 from normexp.data.paths import resolve_data_dir
 from normexp.data.splits import stratified_subset, train_val_split
 from normexp.models import build_model
+from normexp.norms.precise_bn import recompute_bn_stats
+from normexp.norms.weight_side import l1_penalty
 from normexp.train.device import pick_device, seed_everything
 from normexp.train.evaluate import evaluate, evaluate_with_batch_stats, has_batch_stats
 from normexp.train.optim import build_optimizer, build_scheduler
@@ -68,6 +70,7 @@ def train_classifier(
     total_steps = train_cfg["epochs"] * len(train_batches)
     scheduler = build_scheduler(optimizer, cfg["optim"], total_steps)
     batch_stats = has_batch_stats(model)
+    l1 = cfg["optim"]["l1"]
 
     bar = tqdm(
         total=total_steps,
@@ -87,6 +90,8 @@ def train_classifier(
             for step, (x, y) in enumerate(train_batches, 1):
                 out = model(x)
                 loss = F.cross_entropy(out, y)
+                if l1:
+                    loss = loss + l1 * l1_penalty(model)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -123,6 +128,22 @@ def train_classifier(
     finally:
         bar.close()
     final = history[-1]
+    if batch_stats and train_cfg["precise_bn_batches"] > 0:
+        # Population statistics from large training batches, as augmented in training.
+        population = ImageBatches(
+            cifar.train_x[train_idx].to(device),
+            cifar.train_y[train_idx].to(device),
+            eval_bs,
+            shuffle=True,
+            augment=data_cfg["augment"],
+            drop_last=True,
+            generator=generator,
+        )
+        used = recompute_bn_stats(
+            model, (x for x, _ in population), train_cfg["precise_bn_batches"]
+        )
+        final["test_acc_precise_bn"], _ = evaluate(model, test_x, test_y, eval_bs)
+        final["precise_bn_batches_used"] = used
     return {
         **{k: v for k, v in final.items() if k != "epoch"},
         "epochs": len(history),

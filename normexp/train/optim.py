@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from normexp.errors import ConfigError
+from normexp.norms.weight_side import WEIGHT_NORM_GAIN
 
 LR_SCALING = ("linear", "sqrt", "none")
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -31,12 +32,14 @@ def scaled_lr(lr_per_128: float, batch_size: int, rule: str) -> float:
 def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list:
     """Weight decay on weight matrices/filters only, unless norm parameters are asked for too.
 
-    One-dimensional parameters are the norms' γ, β and the layers' biases; decaying γ would
-    shrink the scale that normalization just fixed, which is a different method.
+    One-dimensional parameters are the norms' γ, β and the layers' biases, and weight norm's g is
+    a scale too; decaying them would shrink the scale that normalization just fixed, which is a
+    different method.
     """
     decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.ndim > 1 or decay_norm_and_bias else no_decay).append(p)
+    for name, p in model.named_parameters():
+        is_scale_or_shift = p.ndim <= 1 or name.endswith(WEIGHT_NORM_GAIN)
+        (no_decay if is_scale_or_shift and not decay_norm_and_bias else decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

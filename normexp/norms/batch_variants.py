@@ -1,0 +1,190 @@
+"""BatchNorm variants written here: ghost BN, batch renormalization, noisy BN, mean-only BN.
+
+Each keeps BN's buffers (running_mean, running_var, num_batches_tracked), so precise-BN and the
+train/test comparisons of claim C5 treat them all alike. Running variances are unbiased, as in
+``nn.BatchNorm``; normalization uses the biased batch variance.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from normexp.norms.layers import BatchNorm
+from normexp.norms.registry import register_norm
+
+
+def _channel_view(t: Tensor, x: Tensor) -> Tensor:
+    return t.view(1, -1, *([1] * (x.dim() - 2)))
+
+
+class GhostBatchNorm(BatchNorm):
+    """BN whose training statistics come from consecutive groups of ``group_size`` samples: what
+    each device sees when a batch is split over devices (the GN paper's protocol). The running
+    statistics are updated with the average over groups of the groups' statistics."""
+
+    def __init__(
+        self, num_features: int, group_size: int, eps: float = 1e-5, momentum: float = 0.1
+    ) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.group_size = group_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c = x.shape[:2]
+        if not self.training or n == self.group_size:
+            return super().forward(x)
+        if n % self.group_size:
+            raise ValueError(f"batch of {n} does not split into groups of {self.group_size}")
+        groups = n // self.group_size
+        # (G*g, C, ...) -> (g, G*C, L): one native batch_norm call gives every group its own
+        # statistics; the running buffers are per (group, channel) for the call, then averaged.
+        xg = (
+            x.reshape(groups, self.group_size, c, -1)
+            .transpose(0, 1)
+            .reshape(self.group_size, groups * c, -1)
+        )
+        running_mean = self.running_mean.repeat(groups)
+        running_var = self.running_var.repeat(groups)
+        self.num_batches_tracked.add_(1)
+        y = F.batch_norm(xg, running_mean, running_var, None, None, True, self.momentum, self.eps)
+        with torch.no_grad():
+            self.running_mean.copy_(running_mean.view(groups, c).mean(0))
+            self.running_var.copy_(running_var.view(groups, c).mean(0))
+        y = y.reshape(self.group_size, groups, c, -1).transpose(0, 1).reshape(x.shape)
+        return y * _channel_view(self.weight, x) + _channel_view(self.bias, x)
+
+
+class BatchRenorm(BatchNorm):
+    """Batch renormalization (Ioffe 2017): y = γ·((x−μ_B)/σ_B · r + d) + β with
+    r = clip(σ_B/σ, 1/r_max, r_max) and d = clip((μ_B−μ)/σ, −d_max, d_max), both without gradient.
+
+    r_max and d_max relax linearly from 1 and 0 (plain BN) to their final values between
+    ``relax_start`` and ``relax_end`` training steps, as the paper warms them up."""
+
+    def __init__(
+        self,
+        num_features: int,
+        rmax: float = 3.0,
+        dmax: float = 5.0,
+        relax_start: int = 0,
+        relax_end: int = 0,
+        eps: float = 1e-5,
+        momentum: float = 0.01,
+    ) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.rmax, self.dmax = rmax, dmax
+        self.relax_start, self.relax_end = relax_start, relax_end
+
+    def limits(self) -> tuple[float, float]:
+        """(r_max, d_max) at the current training step."""
+        step = int(self.num_batches_tracked)
+        span = self.relax_end - self.relax_start
+        t = 1.0 if span <= 0 else min(1.0, max(0.0, (step - self.relax_start) / span))
+        return 1.0 + t * (self.rmax - 1.0), t * self.dmax
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return super().forward(x)
+        dims = [0, *range(2, x.dim())]
+        var, mean = torch.var_mean(x, dim=dims, unbiased=False)
+        std = (var + self.eps).sqrt()
+        rmax, dmax = self.limits()
+        with torch.no_grad():
+            running_std = (self.running_var + self.eps).sqrt()
+            r = (std / running_std).clamp(1.0 / rmax, rmax)
+            d = ((mean - self.running_mean) / running_std).clamp(-dmax, dmax)
+            n = x.numel() / x.shape[1]
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
+            self.num_batches_tracked.add_(1)
+        # y = x·scale + shift: two passes over x instead of five.
+        scale = self.weight * r / std
+        shift = self.bias + self.weight * d - mean * scale
+        return torch.addcmul(_channel_view(shift, x), x, _channel_view(scale, x))
+
+
+class NoisyBatchNorm(BatchNorm):
+    """BN followed, in training only, by noise whose distribution changes at every step
+    (Santurkar et al. 2018, "noisy BN"): per step and per (sample, channel) a scale
+    s ~ U(1, max_scale) and a shift m ~ U(−max_shift, max_shift), so every layer's input
+    distribution moves all the time, with non-zero mean and non-unit variance."""
+
+    def __init__(
+        self,
+        num_features: int,
+        max_shift: float = 0.5,
+        max_scale: float = 1.5,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+    ) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.max_shift, self.max_scale = max_shift, max_scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = super().forward(x)
+        if not self.training:
+            return y
+        shape = (*x.shape[:2], *([1] * (x.dim() - 2)))
+        scale = torch.empty(shape, device=x.device, dtype=x.dtype).uniform_(1.0, self.max_scale)
+        shift = torch.empty(shape, device=x.device, dtype=x.dtype).uniform_(
+            -self.max_shift, self.max_shift
+        )
+        return torch.addcmul(shift, y, scale)
+
+
+class MeanOnlyBatchNorm(BatchNorm):
+    """Subtract the batch mean per channel and add β, no division (Salimans & Kingma 2016 pair it
+    with weight normalization, which fixes the scale)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        del self.weight  # no scale: weight norm's g plays that role
+        self.register_parameter("weight", None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        dims = [0, *range(2, x.dim())]
+        if self.training:
+            mean = x.mean(dim=dims)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean, self.momentum)
+                self.num_batches_tracked.add_(1)
+        else:
+            mean = self.running_mean
+        return x - _channel_view(mean, x) + _channel_view(self.bias, x)
+
+
+@register_norm("ghost_batch", uses_batch_stats=True)
+def build_ghost_batch(
+    num_features: int, group_size: int = 8, eps: float = 1e-5, momentum: float = 0.1
+) -> GhostBatchNorm:
+    return GhostBatchNorm(num_features, group_size, eps=eps, momentum=momentum)
+
+
+@register_norm("batch_renorm", uses_batch_stats=True)
+def build_batch_renorm(
+    num_features: int,
+    rmax: float = 3.0,
+    dmax: float = 5.0,
+    relax_start: int = 0,
+    relax_end: int = 0,
+    eps: float = 1e-5,
+    momentum: float = 0.01,
+) -> BatchRenorm:
+    return BatchRenorm(num_features, rmax, dmax, relax_start, relax_end, eps, momentum)
+
+
+@register_norm("noisy_batch", uses_batch_stats=True)
+def build_noisy_batch(
+    num_features: int,
+    max_shift: float = 0.5,
+    max_scale: float = 1.5,
+    eps: float = 1e-5,
+    momentum: float = 0.1,
+) -> NoisyBatchNorm:
+    return NoisyBatchNorm(num_features, max_shift, max_scale, eps, momentum)
+
+
+@register_norm("mean_only_batch", uses_batch_stats=True)
+def build_mean_only_batch(
+    num_features: int, eps: float = 1e-5, momentum: float = 0.1
+) -> MeanOnlyBatchNorm:
+    return MeanOnlyBatchNorm(num_features, eps, momentum)
