@@ -133,7 +133,7 @@ def train_classifier(
         population = ImageBatches(
             cifar.train_x[train_idx].to(device),
             cifar.train_y[train_idx].to(device),
-            eval_bs,
+            min(eval_bs, len(train_idx)),
             shuffle=True,
             augment=data_cfg["augment"],
             drop_last=True,
