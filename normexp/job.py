@@ -7,9 +7,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from normexp.tasks import get_task
 from normexp.tracking.provenance import provenance
 from normexp.tracking.store import RunLocked, RunRecord, run_key
 from normexp.tracking.wandb_mirror import WandbMirror
+from normexp.train import Diverged
 from normexp.train.device import pick_device
 from normexp.validate import resolve_config
 
@@ -26,13 +28,8 @@ def describe(cfg: Mapping) -> str:
 
 def prepare_data(config: Mapping) -> None:
     """Make the run's dataset present and verified (download if allowed); DataError if not.
-
     Cached per process, so the training that follows reads it from memory."""
-    from normexp.data.cifar10 import load_cifar10
-    from normexp.data.paths import resolve_data_dir
-
-    data = config["data"]
-    load_cifar10(resolve_data_dir(config["paths"]["data_dir"]), data["download"], data["verify"])
+    get_task(config["train"]["task"]).prepare_data(config)
 
 
 def run_job(cfg: DictConfig, progress_position: int = 0) -> dict | None:
@@ -53,8 +50,6 @@ def run_job(cfg: DictConfig, progress_position: int = 0) -> dict | None:
 
 
 def _train(config: dict, record: RunRecord, progress_position: int) -> dict:
-    from normexp.train.classification import Diverged, train_classifier
-
     record.start(config)
     norm = config["norm"]
     mirror = WandbMirror(
@@ -73,7 +68,7 @@ def _train(config: dict, record: RunRecord, progress_position: int) -> dict:
 
     status, error, summary = "ok", None, {}
     try:
-        summary = train_classifier(config, log_epoch, progress_position)
+        summary = get_task(config["train"]["task"]).train(config, log_epoch, progress_position)
     except Diverged as exc:
         status, error = "diverged", str(exc)
     except Exception as exc:  # noqa: BLE001 - recorded as a failed run; the sweep goes on

@@ -7,13 +7,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from normexp.errors import ConfigError
-from normexp.models import check_model
+from normexp.tasks import get_task
 from normexp.tracking.wandb_mirror import MODES
 from normexp.train.device import DEVICES
 from normexp.train.optim import LR_SCALING, OPTIMIZERS, SCHEDULES
+from normexp.validate_fields import check_choice, check_int, check_number
 
 PROFILES = ("smoke", "quick", "paper")
-TASKS = ("classification",)
 
 
 def resolve_config(cfg: DictConfig) -> dict:
@@ -31,48 +31,25 @@ def resolve_config(cfg: DictConfig) -> dict:
     return config
 
 
-def _choice(field: str, value: object, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ConfigError(field, f"unknown {value!r}; allowed: {', '.join(map(str, allowed))}")
-
-
-def _int(field: str, value: object, minimum: int = 1, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        none = " or null" if allow_none else ""
-        raise ConfigError(field, f"{value!r} is not allowed; must be an integer >= {minimum}{none}")
-
-
-def _number(field: str, value: object, minimum: float = 0.0, strict: bool = False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or value < minimum or (strict and value == minimum):
-        op = ">" if strict else ">="
-        raise ConfigError(field, f"{value!r} is not allowed; must be a number {op} {minimum}")
-
-
 def check_config(c: Mapping) -> None:
     """Every rule a single run's config must satisfy, each naming its field."""
-    _choice("profile", c["profile"], PROFILES)
-    _int("seed", c["seed"], minimum=0)
-    data, train, optim = c["data"], c["train"], c["optim"]
-    _choice("data.name", data["name"], ("cifar10",))
-    _int("data.n_train", data["n_train"], allow_none=True)
-    _int("data.n_val", data["n_val"])
-    _int("data.n_test", data["n_test"], allow_none=True)
-    _choice("train.task", train["task"], TASKS)
-    _int("train.epochs", train["epochs"])
-    _int("train.batch_size", train["batch_size"])
-    _int("train.eval_batch_size", train["eval_batch_size"])
-    _choice("train.device", train["device"], DEVICES)
-    _choice("optim.name", optim["name"], OPTIMIZERS)
-    _number("optim.lr_per_128", optim["lr_per_128"], strict=True)
-    _choice("optim.lr_scaling", optim["lr_scaling"], LR_SCALING)
-    _choice("optim.schedule", optim["schedule"], SCHEDULES)
-    _number("optim.weight_decay", optim["weight_decay"])
-    _number("optim.warmup_frac", optim["warmup_frac"])
+    check_choice("profile", c["profile"], PROFILES)
+    check_int("seed", c["seed"], minimum=0)
+    train, optim = c["train"], c["optim"]
+    task = get_task(train["task"])
+    check_int("train.epochs", train["epochs"])
+    check_int("train.batch_size", train["batch_size"])
+    check_int("train.eval_batch_size", train["eval_batch_size"])
+    check_choice("train.device", train["device"], DEVICES)
+    check_choice("optim.name", optim["name"], OPTIMIZERS)
+    check_number("optim.lr_per_128", optim["lr_per_128"], strict=True)
+    check_choice("optim.lr_scaling", optim["lr_scaling"], LR_SCALING)
+    check_choice("optim.schedule", optim["schedule"], SCHEDULES)
+    check_number("optim.weight_decay", optim["weight_decay"])
+    check_number("optim.l1", optim.get("l1", 0.0))
+    check_number("optim.warmup_frac", optim["warmup_frac"])
     if optim["warmup_frac"] >= 1:
         raise ConfigError("optim.warmup_frac", f"{optim['warmup_frac']} must be < 1")
-    _choice("tracking.mode", c["tracking"]["mode"], MODES)
-    _int("runtime.threads", c["runtime"]["threads"])
-    check_model(c["model"], c["norm"], train["batch_size"])
+    check_choice("tracking.mode", c["tracking"]["mode"], MODES)
+    check_int("runtime.threads", c["runtime"]["threads"])
+    task.check(c)

@@ -191,12 +191,6 @@ def test_bad_values_are_refused_naming_the_field(hydra_ctx, overrides, field):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.xfail(
-    reason="normexp/validate.py check_config (and models.check_model) never check "
-    "model.activation: an unknown activation passes resolve_config and fails only when the "
-    "model is built inside the job, after the store has been written (recorded as a failed run)",
-    strict=True,
-)
 def test_unknown_activation_is_refused_at_config_time(hydra_ctx):
     with pytest.raises(ConfigError) as info:
         resolve("model.activation=swish")

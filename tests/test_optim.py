@@ -125,12 +125,6 @@ def test_unknown_schedule():
     assert "onecycle" in str(info.value) and "cosine" in str(info.value)
 
 
-@pytest.mark.xfail(
-    reason="normexp/train/optim.py lr_factor returns the warm-up factor before looking at the "
-    "schedule name, so build_scheduler's lr_factor(0, ...) check passes an unknown schedule "
-    "whenever warmup_frac > 0; the error comes only at the first post-warm-up step",
-    strict=True,
-)
 def test_build_scheduler_refuses_unknown_schedule_at_construction():
     model = tiny_model()
     opt = build_optimizer(model, SGD, 128)

@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from normexp.errors import ConfigError
+from normexp.models.blocks import ACTIVATIONS
 from normexp.models.cnn import VGGNet, normalized_channels, smallest_feature_map
 from normexp.models.mlp import MLP
 from normexp.norms.validity import check_norm, check_position
@@ -23,6 +24,11 @@ def check_model(model: Mapping, norm: Mapping, batch_size: int, image_size: int 
     """Raise ConfigError if this model/norm/batch combination is undefined."""
     name, position, kwargs = split_norm_config(norm)
     check_position(position)
+    if model["activation"] not in ACTIVATIONS:
+        raise ConfigError(
+            "model.activation",
+            f"unknown {model['activation']!r}; allowed: {', '.join(sorted(ACTIVATIONS))}",
+        )
     weight_side = model.get("weight_side", "none")
     if weight_side not in WEIGHT_SIDE:
         raise ConfigError(

@@ -84,22 +84,25 @@ class BatchRenorm(BatchNorm):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             return super().forward(x)
-        dims = [0, *range(2, x.dim())]
-        var, mean = torch.var_mean(x, dim=dims, unbiased=False)
-        std = (var + self.eps).sqrt()
+        # The native kernel normalizes by the batch statistics (with their gradient) and, with
+        # momentum 1, hands back mu_B and the unbiased var_B in the scratch buffers.
+        batch_mean = torch.zeros_like(self.running_mean)
+        batch_var = torch.ones_like(self.running_var)
+        x_hat = F.batch_norm(x, batch_mean, batch_var, None, None, True, 1.0, self.eps)
         rmax, dmax = self.limits()
         with torch.no_grad():
+            n = x.numel() / x.shape[1]
+            std = (batch_var * ((n - 1) / n) + self.eps).sqrt()
             running_std = (self.running_var + self.eps).sqrt()
             r = (std / running_std).clamp(1.0 / rmax, rmax)
-            d = ((mean - self.running_mean) / running_std).clamp(-dmax, dmax)
-            n = x.numel() / x.shape[1]
-            self.running_mean.lerp_(mean, self.momentum)
-            self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
+            d = ((batch_mean - self.running_mean) / running_std).clamp(-dmax, dmax)
+            self.running_mean.lerp_(batch_mean, self.momentum)
+            self.running_var.lerp_(batch_var, self.momentum)
             self.num_batches_tracked.add_(1)
-        # y = x·scale + shift: two passes over x instead of five.
-        scale = self.weight * r / std
-        shift = self.bias + self.weight * d - mean * scale
-        return torch.addcmul(_channel_view(shift, x), x, _channel_view(scale, x))
+        # r, d are constants for the gradient: gamma*(x_hat*r + d) + beta in one pass.
+        scale = self.weight * r
+        shift = self.bias + self.weight * d
+        return torch.addcmul(_channel_view(shift, x), x_hat, _channel_view(scale, x))
 
 
 class NoisyBatchNorm(BatchNorm):
@@ -120,15 +123,20 @@ class NoisyBatchNorm(BatchNorm):
         self.max_shift, self.max_scale = max_shift, max_scale
 
     def forward(self, x: Tensor) -> Tensor:
-        y = super().forward(x)
         if not self.training:
-            return y
+            return super().forward(x)
+        x_hat = F.batch_norm(
+            x, self.running_mean, self.running_var, None, None, True, self.momentum, self.eps
+        )
+        self.num_batches_tracked.add_(1)
         shape = (*x.shape[:2], *([1] * (x.dim() - 2)))
-        scale = torch.empty(shape, device=x.device, dtype=x.dtype).uniform_(1.0, self.max_scale)
-        shift = torch.empty(shape, device=x.device, dtype=x.dtype).uniform_(
+        s = torch.empty(shape, device=x.device, dtype=x.dtype).uniform_(1.0, self.max_scale)
+        m = torch.empty(shape, device=x.device, dtype=x.dtype).uniform_(
             -self.max_shift, self.max_shift
         )
-        return torch.addcmul(shift, y, scale)
+        # (gamma*x_hat + beta)*s + m folded into one pass over the activations.
+        gamma, beta = _channel_view(self.weight, x), _channel_view(self.bias, x)
+        return torch.addcmul(beta * s + m, x_hat, gamma * s)
 
 
 class MeanOnlyBatchNorm(BatchNorm):

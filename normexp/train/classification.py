@@ -16,15 +16,12 @@ from normexp.data.splits import stratified_subset, train_val_split
 from normexp.models import build_model
 from normexp.norms.precise_bn import recompute_bn_stats
 from normexp.norms.weight_side import l1_penalty
+from normexp.train import Diverged
 from normexp.train.device import pick_device, seed_everything
 from normexp.train.evaluate import evaluate, evaluate_with_batch_stats, has_batch_stats
 from normexp.train.optim import build_optimizer, build_scheduler
 
 DIVERGENCE_CHECK_EVERY = 50  # steps between host syncs that look for a non-finite loss
-
-
-class Diverged(Exception):
-    """The training loss became NaN or infinite."""
 
 
 def train_classifier(

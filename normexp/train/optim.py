@@ -60,6 +60,10 @@ def build_optimizer(model: nn.Module, optim: Mapping, batch_size: int) -> torch.
 
 def lr_factor(step: int, total_steps: int, schedule: str, warmup_frac: float) -> float:
     """Multiplier of the peak learning rate at ``step`` (0-based) of ``total_steps``."""
+    if schedule not in SCHEDULES:
+        raise ConfigError(
+            "optim.schedule", f"unknown {schedule!r}; allowed: {', '.join(SCHEDULES)}"
+        )
     warmup = max(1, round(warmup_frac * total_steps)) if warmup_frac > 0 else 0
     if step < warmup:
         return (step + 1) / warmup
@@ -68,9 +72,7 @@ def lr_factor(step: int, total_steps: int, schedule: str, warmup_frac: float) ->
         return max(0.0, 1.0 - progress)
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    if schedule == "constant":
-        return 1.0
-    raise ConfigError("optim.schedule", f"unknown {schedule!r}; allowed: {', '.join(SCHEDULES)}")
+    return 1.0  # constant
 
 
 def build_scheduler(

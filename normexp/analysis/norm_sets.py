@@ -1,0 +1,353 @@
+"""C1 norm_sets: every norm is γ·(x−μ)/σ+β over its own set S, read off the layers themselves.
+
+The set S that an output y_i pools over is measured, not assumed: it is the set of inputs x_j
+with ∂y_i/∂x_j ≠ 0, one row of the Jacobian of the registered layer (float64, training mode,
+random input and random γ, β). Through μ and σ every member of S influences y_i, and nothing
+outside S does, so the non-zero pattern of that row is S. It is compared with S as each norm's
+definition states it (``defined_set``), and the layer's output with γ·(x−μ_S)/σ_S+β computed
+from that definition (``reference_output``). No training runs are involved.
+
+Anchor: Wu & He 2018 (Group Normalization), Fig. 2, which draws the same four sets by hand.
+"""
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from normexp.analysis.style import norm_color, norm_label  # sets the Agg backend first
+from normexp.errors import ConfigError
+from normexp.norms.layers import resolve_num_groups
+from normexp.norms.registry import make_norm
+from normexp.norms.validity import check_norm
+
+CLAIM = "C1"
+EXPERIMENT = "norm_sets"
+ANCHOR = "Wu & He 2018 (Group Normalization), Fig. 2"
+
+# What each norm pools its statistics over, by definition (the claim's wording).
+POOLED_OVER = {
+    "batch": "all samples, one channel, all positions",
+    "batch_renorm": "all samples, one channel, all positions",
+    "noisy_batch": "all samples, one channel, all positions",
+    "mean_only_batch": "all samples, one channel, all positions",
+    "ghost_batch": "the samples of one consecutive group of group_size, one channel, all positions",
+    "layer": "one sample, all channels, all positions",
+    "rms": "one sample, all channels, all positions",
+    "instance": "one sample, one channel, all positions",
+    "group": "one sample, the channels of one group, all positions",
+}
+# The norms the verdict checks, with the keyword arguments they are checked with, for the shape
+# below. Ghost BN in groups of 2 and GN in 2 groups, so both sets are neither "all" nor "one".
+CHECKED = {
+    "batch": {},
+    "ghost_batch": {"group_size": 2},
+    "layer": {},
+    "instance": {},
+    "group": {"num_groups": 2},
+    "rms": {},
+    "batch_renorm": {},
+    "mean_only_batch": {},
+}
+SHAPE = (4, 6, 2, 2)  # (N, C, H, W): small enough to draw, large enough that the sets differ
+# The five sets of the GN paper's Fig. 2 (plus ghost BN), in the order they are drawn.
+DRAWN = ("batch", "ghost_batch", "layer", "instance", "group")
+REL_TOL = 1e-12  # |∂y_i/∂x_j| above this fraction of the row's largest entry counts as "in S"
+# A member of S whose derivative falls below this fraction of the row's largest would leave the
+# measurement too close to the tolerance to trust: the verdict is then inconclusive.
+MIN_SEPARATION = 1e-6
+
+
+def _norm_kwargs(name: str, kwargs: dict) -> dict:
+    return {**CHECKED.get(name, {}), **kwargs}
+
+
+def pool_ids(name: str, shape: Sequence[int], **kwargs: object) -> Tensor:
+    """An id per input element, equal for elements whose statistics are pooled together: the
+    partition of the input into the sets S of norm ``name`` by its definition.
+
+    ``shape`` is (N, C) or (N, C, *spatial); ``kwargs`` are the norm's (group_size, num_groups,
+    channels_per_group)."""
+    if name not in POOLED_OVER:
+        raise ValueError(
+            f"no definition of S for norm {name!r}; defined: {', '.join(sorted(POOLED_OVER))}"
+        )
+    n_, c_ = shape[0], shape[1]
+    n = torch.arange(n_).view(-1, 1, *([1] * (len(shape) - 2)))
+    c = torch.arange(c_).view(1, -1, *([1] * (len(shape) - 2)))
+    kind = POOLED_OVER[name]
+    if kind.startswith("all samples"):
+        ids = c + 0 * n
+    elif name == "ghost_batch":
+        g = int(kwargs.get("group_size", 8))
+        if n_ % g:
+            raise ValueError(f"batch of {n_} does not split into groups of {g}")
+        ids = (n // g) * c_ + c
+    elif kind.startswith("one sample, all channels"):
+        ids = n + 0 * c
+    elif name == "instance":
+        ids = n * c_ + c
+    else:  # group
+        groups = resolve_num_groups(c_, kwargs.get("num_groups"), kwargs.get("channels_per_group"))
+        ids = n * groups + c // (c_ // groups)
+    return ids.expand(*shape).clone()
+
+
+def defined_set(
+    name: str, shape: Sequence[int] = SHAPE, index: Sequence[int] = (0, 0, 0, 0), **kwargs: object
+) -> Tensor:
+    """S of the output element ``index`` as norm ``name``'s definition states it (bool, shape)."""
+    ids = pool_ids(name, shape, **_norm_kwargs(name, kwargs))
+    return ids == ids[tuple(index)]
+
+
+def _layer_and_input(
+    name: str, shape: Sequence[int], seed: int, **kwargs: object
+) -> tuple[torch.nn.Module, Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    layer = make_norm(name, shape[1], **_norm_kwargs(name, kwargs)).to(torch.float64).train()
+    with torch.no_grad():
+        # γ, β away from 1, 0 so a layer that mixed channels in its affine part would show.
+        for p in layer.parameters():
+            p.copy_(0.5 + torch.rand(p.shape, generator=gen, dtype=torch.float64))
+    x = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    return layer, x
+
+
+def jacobian_row(
+    name: str,
+    shape: Sequence[int] = SHAPE,
+    index: Sequence[int] = (0, 0, 0, 0),
+    *,
+    seed: int = 0,
+    **kwargs: object,
+) -> Tensor:
+    """∂y[index]/∂x for the layer ``make_norm(name, C, **kwargs)``, in training mode, float64."""
+    layer, x = _layer_and_input(name, shape, seed, **kwargs)
+    x.requires_grad_(True)
+    y = layer(x)
+    (grad,) = torch.autograd.grad(y[tuple(index)], x)
+    return grad
+
+
+def measured_set(
+    name: str,
+    shape: Sequence[int] = SHAPE,
+    index: Sequence[int] = (0, 0, 0, 0),
+    *,
+    seed: int = 0,
+    rel_tol: float = REL_TOL,
+    **kwargs: object,
+) -> Tensor:
+    """S of the output element ``index`` as the layer computes it: the inputs whose derivative
+    is non-zero (above ``rel_tol`` of the largest), from autograd on the real layer."""
+    g = jacobian_row(name, shape, index, seed=seed, **kwargs).abs()
+    return g > rel_tol * g.max()
+
+
+def reference_output(name: str, x: Tensor, weight: Tensor, bias: Tensor | None, eps: float,
+                     **kwargs: object) -> Tensor:  # fmt: skip
+    """γ·(x−μ_S)/σ_S+β with μ, σ (biased) pooled over each element's defined set S; for RMSNorm
+    γ·x/rms_S, its member of the family without μ and β."""
+    ids = pool_ids(name, x.shape, **_norm_kwargs(name, kwargs)).flatten()
+    flat = x.flatten()
+    count = torch.zeros(int(ids.max()) + 1, dtype=x.dtype).index_add_(0, ids, torch.ones_like(flat))
+    channel = (1, -1, *([1] * (x.dim() - 2)))
+    if name == "rms":
+        ms = torch.zeros_like(count).index_add_(0, ids, flat**2) / count
+        return (flat / (ms[ids] + eps).sqrt()).view(x.shape) * weight.view(channel)
+    mean = torch.zeros_like(count).index_add_(0, ids, flat) / count
+    var = torch.zeros_like(count).index_add_(0, ids, (flat - mean[ids]) ** 2) / count
+    xhat = ((flat - mean[ids]) / (var[ids] + eps).sqrt()).view(x.shape)
+    return xhat * weight.view(channel) + bias.view(channel)
+
+
+def formula_error(name: str, shape: Sequence[int] = SHAPE, seed: int = 0, **kwargs: object) -> float:
+    """Largest |layer(x) − reference_output(x)|: 0 up to rounding iff the layer is γ·(x−μ)/σ+β
+    over its defined sets (or γ·x/rms for RMSNorm)."""
+    layer, x = _layer_and_input(name, shape, seed, **kwargs)
+    with torch.no_grad():
+        y = layer(x)
+        ref = reference_output(name, x, layer.weight, getattr(layer, "bias", None), layer.eps,
+                               **kwargs)  # fmt: skip
+    return float((y - ref).abs().max())
+
+
+def reference_indices(shape: Sequence[int], count: int = 4, seed: int = 0) -> list[tuple]:
+    """The first and last elements, and ``count - 2`` more drawn at random (seeded)."""
+    gen = torch.Generator().manual_seed(seed)
+    picks = [tuple(0 for _ in shape), tuple(s - 1 for s in shape)]
+    while len(picks) < count:
+        picks.append(tuple(int(torch.randint(s, (1,), generator=gen)) for s in shape))
+    return picks
+
+
+def _instance_refused(input_kind: str) -> str | None:
+    """The validity rule's one-line refusal of IN for ``input_kind`` inputs, None if accepted."""
+    try:
+        check_norm("instance", input_kind, [SHAPE[1]], 8)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def verdict(shape: Sequence[int] = SHAPE, indices_per_norm: int = 4) -> dict:
+    """The verdict on C1, computed from the layers.
+
+    Rule: *supported* iff (a) for every norm in ``CHECKED`` the measured set equals the defined
+    set at every reference index, (b) the BN/ghost-BN/LN/IN/GN layers reproduce γ·(x−μ_S)/σ_S+β
+    over their defined sets (RMSNorm γ·x/rms_S) to 1e-10, and (c) the validity rules refuse IN
+    for dense and recurrent inputs. *contradicted* if any of (a)-(c) fails. *inconclusive* if
+    all hold but some member of a measured set had a derivative within ``MIN_SEPARATION`` of
+    the tolerance, so the measurement could not tell it from zero with confidence.
+
+    This is a deterministic property check on the layers, not an effect measured over seeds:
+    there is no effect size with a confidence interval (``ci`` is None).
+    """
+    details: dict[str, dict] = {}
+    sets_ok = forms_ok = True
+    weakest = 1.0
+    for name, kwargs in CHECKED.items():
+        matches, sizes = 0, set()
+        indices = reference_indices(shape, indices_per_norm)
+        for index in indices:
+            g = jacobian_row(name, shape, index, **kwargs).abs()
+            rel = g / g.max()
+            measured = rel > REL_TOL
+            defined = defined_set(name, shape, index, **kwargs)
+            matches += bool(torch.equal(measured, defined))
+            sizes.add(int(defined.sum()))
+            if defined.any():
+                weakest = min(weakest, float(rel[defined].min()))
+        err = formula_error(name, shape, **kwargs) if name in (*DRAWN, "rms") else None
+        details[name] = {
+            "kwargs": kwargs,
+            "pooled_over": POOLED_OVER[name],
+            "set_size": sorted(sizes),
+            "indices_matched": f"{matches}/{len(indices)}",
+            "formula_max_abs_err": err,
+        }
+        sets_ok &= matches == len(indices)
+        forms_ok &= err is None or err < 1e-10
+    # IN on a dense (N, C) input, built anyway: one value per set, so x−μ ≡ 0 and y ≡ β.
+    dense_grad = float(jacobian_row("instance", (8, SHAPE[1]), (0, 0)).abs().max())
+    refusals = {kind: _instance_refused(kind) for kind in ("dense", "recurrent")}
+    in_refused = all(refusals.values())
+    details["instance_on_dense"] = {
+        "refused_by_validity": refusals,
+        "jacobian_max_abs_if_built_anyway": dense_grad,
+    }
+    n_ok = sum(d["indices_matched"].split("/")[0] == d["indices_matched"].split("/")[1]
+               for k, d in details.items() if k in CHECKED)  # fmt: skip
+    if not (sets_ok and forms_ok and in_refused):
+        result = "contradicted"
+    elif weakest < MIN_SEPARATION:
+        result = "inconclusive"
+    else:
+        result = "supported"
+    return {
+        "claim": CLAIM,
+        "experiment": EXPERIMENT,
+        "verdict": result,
+        "effect": (
+            f"measured S == defined S for {n_ok}/{len(CHECKED)} norms "
+            f"({indices_per_norm} reference outputs each); γ·(x−μ)/σ+β reproduced: {forms_ok}; "
+            f"IN refused for dense/recurrent inputs: {in_refused} "
+            f"(built anyway on (N,C) its Jacobian is {dense_grad:g}: the output is just β)"
+        ),
+        "ci": None,
+        "ci_note": "not applicable: a deterministic property of the layers, no seeds to vary",
+        "min_in_set_relative_derivative": weakest,
+        "rule": " ".join(verdict.__doc__.split("Rule:")[1].split("This is")[0].split()),
+        "anchor": ANCHOR,
+        "details": details,
+    }
+
+
+def write_verdict(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(verdict(), indent=2, ensure_ascii=False) + "\n")
+    return out
+
+
+def _darker(color: str, factor: float = 0.45) -> tuple[float, float, float]:
+    from matplotlib.colors import to_rgb
+
+    return tuple(factor * v for v in to_rgb(color))
+
+
+def draw(out: Path) -> Path:
+    """``norm_sets.png`` (``out`` a folder, or the file's path): one N×C×(H·W) cube per norm, the
+    measured S coloured and the reference output's own element darker, like the GN paper's Fig. 2
+    but computed from each layer's Jacobian."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import LightSource, to_rgba
+
+    out = Path(out)
+    if out.suffix != ".png":
+        out = out / f"{EXPERIMENT}.png"
+    n_, c_, h_, w_ = SHAPE
+    # Visible from the default view: first sample, first channel, top of the H·W column.
+    index = (0, 0, h_ - 1, w_ - 1)
+    light = LightSource(azdeg=300, altdeg=70)  # from above: top faces brightest
+    fig = plt.figure(figsize=(15, 4.4))
+    for k, name in enumerate(DRAWN):
+        ax = fig.add_subplot(1, len(DRAWN), k + 1, projection="3d")
+        s = measured_set(name, SHAPE, index).reshape(n_, c_, h_ * w_)
+        # Voxel axes: x = C, y = N, z = H·W (the GN paper's layout).
+        in_s = s.permute(1, 0, 2).numpy()
+        # The whole tensor as a faint grid (edges only, so it hides nothing), S filled on top.
+        grid = np.ones(in_s.shape, dtype=bool)
+        ax.voxels(grid, facecolors=(1, 1, 1, 0), edgecolors=(0.6, 0.6, 0.6, 0.35), linewidth=0.4)
+        colors = np.empty((*in_s.shape, 4))
+        colors[...] = to_rgba(norm_color(name), 0.92)
+        ref = (index[1], index[0], index[2] * w_ + index[3])
+        colors[ref] = (*_darker(norm_color(name)), 1.0)
+        ax.voxels(in_s, facecolors=colors, edgecolors=(1, 1, 1, 0.9), linewidth=0.6,
+                  lightsource=light)  # fmt: skip
+        ax.set_box_aspect((c_, n_, h_ * w_), zoom=1.15)
+        ax.view_init(elev=22, azim=-58)
+        ax.set_xlabel("C", labelpad=-12)
+        ax.set_ylabel("N", labelpad=-12)
+        ax.set_zlabel("H·W", labelpad=-14)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_zticks([])
+        ax.xaxis.pane.set_visible(False)
+        ax.yaxis.pane.set_visible(False)
+        ax.zaxis.pane.set_visible(False)
+        ax.grid(False)
+        title = {
+            "batch": "Batch Norm",
+            "ghost_batch": f"Ghost Batch Norm (groups of {CHECKED['ghost_batch']['group_size']})",
+            "layer": "Layer Norm",
+            "instance": "Instance Norm",
+            "group": f"Group Norm ({CHECKED['group']['num_groups']} groups)",
+        }[name]
+        ax.set_title(f"{title}\n|S| = {int(s.sum())} of {s.numel()}", fontsize=11,
+                     color=_darker(norm_color(name), 0.8))  # fmt: skip
+    fig.suptitle(
+        f"C1: the set S each norm pools μ, σ over — input N={n_}, C={c_}, H×W={h_}×{w_}",
+        fontsize=13,
+        y=0.98,
+    )
+    fig.text(
+        0.5,
+        0.03,
+        "Measured, not drawn: coloured voxels are the inputs x_j with ∂y/∂x_j ≠ 0 for one output "
+        "y (dark voxel), from autograd on the registered layers (float64, training mode, random "
+        f"input).\nEach equals its definition; IN is refused for dense/recurrent inputs "
+        f"(S = one neuron). Compare {ANCHOR}.",
+        ha="center",
+        va="bottom",
+        fontsize=9.5,
+        color="#444444",
+    )
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.86, bottom=0.12, wspace=0.02)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return out

@@ -1,0 +1,21 @@
+"""Interleaved timing, so that two candidates see the same machine state."""
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def interleaved_median(
+    fns: dict[str, Callable[[], object]], repeats: int = 15, warmup: int = 3
+) -> dict[str, float]:
+    """Median seconds per call of each function, calls alternating round-robin."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
