@@ -9,13 +9,14 @@ from omegaconf import DictConfig
 
 from normexp.tasks import get_task
 from normexp.tracking.provenance import provenance
-from normexp.tracking.store import RunLocked, RunRecord, run_key
+from normexp.tracking.store import FINISHED, RunLocked, RunRecord, run_key
 from normexp.tracking.wandb_mirror import WandbMirror
 from normexp.train import Diverged
 from normexp.train.device import pick_device
 from normexp.validate import resolve_config
 
 log = logging.getLogger("normexp")
+CHECKPOINT = "checkpoint.pt"
 
 
 def describe(cfg: Mapping) -> str:
@@ -67,8 +68,13 @@ def _train(config: dict, record: RunRecord, progress_position: int) -> dict:
         mirror.log(metrics, step=metrics["epoch"])
 
     status, error, summary = "ok", None, {}
+    checkpoint = record.path / CHECKPOINT
     try:
-        summary = get_task(config["train"]["task"]).train(config, log_epoch, progress_position)
+        task = get_task(config["train"]["task"])
+        if task.resumable:
+            summary = task.train(config, log_epoch, progress_position, checkpoint=checkpoint)
+        else:
+            summary = task.train(config, log_epoch, progress_position)
     except Diverged as exc:
         status, error = "diverged", str(exc)
     except Exception as exc:  # noqa: BLE001 - recorded as a failed run; the sweep goes on
@@ -83,12 +89,12 @@ def _train(config: dict, record: RunRecord, progress_position: int) -> dict:
         "run_key": record.key,
         "provenance": provenance(str(pick_device(config["train"]["device"]))),
     }
-    if mirror.error:
-        summary["wandb_error"] = mirror.error
     mirror.finish(summary, exit_code=0 if status == "ok" else 1)
-    if mirror.error and "wandb_error" not in summary:
+    if mirror.error:  # recorded, never fatal: the local store is the source of truth
         summary["wandb_error"] = mirror.error
     record.finish(status, summary, error)
+    if status in FINISHED:
+        checkpoint.unlink(missing_ok=True)  # a finished run is never resumed
     log.info(
         "%s %s [%s] test_acc=%s", status, describe(config), record.key, summary.get("test_acc")
     )

@@ -3,6 +3,7 @@ data preparation (run before anything is written) and its training loop."""
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from normexp.errors import ConfigError
 from normexp.validate_fields import check_int
@@ -14,7 +15,8 @@ LogEpoch = Callable[[dict], None]
 class Task:
     check: Callable[[Mapping], None]  # raise ConfigError naming the field
     prepare_data: Callable[[Mapping], None]  # DataError if the data is missing or corrupt
-    train: Callable[[Mapping, LogEpoch, int], dict]  # (config, log_epoch, bar row) -> summary
+    train: Callable[..., dict]  # (config, log_epoch, bar row[, checkpoint=path]) -> summary
+    resumable: bool = False  # train() takes checkpoint=<path> and resumes from it
 
 
 def _check_classification(c: Mapping) -> None:
@@ -39,14 +41,18 @@ def _prepare_cifar10(c: Mapping) -> None:
     load_cifar10(resolve_data_dir(c["paths"]["data_dir"]), data["download"], data["verify"])
 
 
-def _train_classification(c: Mapping, log_epoch: LogEpoch, bar_row: int) -> dict:
+def _train_classification(
+    c: Mapping, log_epoch: LogEpoch, bar_row: int, checkpoint: Path | None = None
+) -> dict:
     from normexp.train.classification import train_classifier
 
-    return train_classifier(c, log_epoch, bar_row)
+    return train_classifier(c, log_epoch, bar_row, checkpoint)
 
 
 TASKS: dict[str, Task] = {
-    "classification": Task(_check_classification, _prepare_cifar10, _train_classification),
+    "classification": Task(
+        _check_classification, _prepare_cifar10, _train_classification, resumable=True
+    ),
 }
 
 

@@ -1,13 +1,16 @@
 """``python -m normexp.analysis.figures``: collect the store and draw every claim's figure."""
 
 import argparse
+import json
 import os
 from pathlib import Path
 
-from normexp.analysis import bn_small_batch
+from normexp.analysis import bn_small_batch, norm_sets
 from normexp.tracking.collect import experiments_in_store, write_collected
 
 FIGURES = {bn_small_batch.EXPERIMENT: bn_small_batch.draw}
+# Claims decided from the layers themselves, not from runs: (draw(out_path), verdict()).
+LAYER_FIGURES = {norm_sets.EXPERIMENT: (norm_sets.draw, norm_sets.verdict)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,6 +33,13 @@ def main(argv: list[str] | None = None) -> None:
         path = draw(df, args.results_dir / "figures" / f"{experiment}.png")
         runs = "not run yet" if df.empty else f"{len(df)} runs"
         print(f"{experiment}: {runs} -> {path}")
+    for experiment, (draw, verdict) in LAYER_FIGURES.items():
+        path = draw(args.results_dir / "figures" / f"{experiment}.png")
+        result = verdict()
+        verdict_path = args.results_dir / "verdicts" / f"{experiment}.json"
+        verdict_path.parent.mkdir(parents=True, exist_ok=True)
+        verdict_path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        print(f"{experiment}: from the layers (no runs), {result['verdict']} -> {path}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import math
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ from normexp.models import build_model
 from normexp.norms.precise_bn import recompute_bn_stats
 from normexp.norms.weight_side import l1_penalty
 from normexp.train import Diverged
+from normexp.train.checkpoint import load_checkpoint, save_checkpoint
 from normexp.train.device import pick_device, seed_everything
 from normexp.train.evaluate import evaluate, evaluate_with_batch_stats, has_batch_stats
 from normexp.train.optim import build_optimizer, build_scheduler
@@ -28,8 +30,12 @@ def train_classifier(
     cfg: Mapping,
     log_epoch: Callable[[dict], None],
     progress_position: int = 0,
+    checkpoint: Path | None = None,
 ) -> dict:
-    """Train as ``cfg`` says; call ``log_epoch`` after each epoch; return the run summary."""
+    """Train as ``cfg`` says; call ``log_epoch`` after each epoch; return the run summary.
+
+    With ``checkpoint``, the state after every epoch is saved there, and a run that finds one
+    (it was killed) resumes after its last finished epoch, re-logging the epochs before it."""
     data_cfg, train_cfg = cfg["data"], cfg["train"]
     torch.set_num_threads(cfg["runtime"]["threads"])
     seed_everything(cfg["seed"], train_cfg["deterministic"])
@@ -77,9 +83,21 @@ def train_classifier(
         disable=None if cfg["runtime"]["progress"] else True,
         mininterval=1.0,
     )
-    start, history = time.perf_counter(), []
+    start, history, elapsed_before = time.perf_counter(), [], 0.0
+    resumed = load_checkpoint(checkpoint)
+    resumed_at = 0 if resumed is None else len(resumed["history"])
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        generator.set_state(resumed["generator"])
+        torch.set_rng_state(resumed["torch_rng"])
+        history, elapsed_before = list(resumed["history"]), resumed["elapsed_s"]
+        for metrics in history:
+            log_epoch(metrics)
+        bar.update(len(history) * len(train_batches))
     try:
-        for epoch in range(1, train_cfg["epochs"] + 1):
+        for epoch in range(len(history) + 1, train_cfg["epochs"] + 1):
             t0 = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
@@ -121,6 +139,19 @@ def train_classifier(
             metrics["epoch_time_s"] = time.perf_counter() - t0
             history.append(metrics)
             log_epoch(metrics)
+            if checkpoint is not None:
+                save_checkpoint(
+                    checkpoint,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "generator": generator.get_state(),
+                        "torch_rng": torch.get_rng_state(),
+                        "history": history,
+                        "elapsed_s": elapsed_before + time.perf_counter() - start,
+                    },
+                )
             bar.set_postfix(loss=f"{train_loss:.3f}", test_acc=f"{metrics['test_acc']:.3f}")
     finally:
         bar.close()
@@ -146,7 +177,8 @@ def train_classifier(
         "epochs": len(history),
         "test_err": 1.0 - final["test_acc"],
         "best_val_acc": max(m["val_acc"] for m in history),
-        "wall_time_s": time.perf_counter() - start,
+        "wall_time_s": elapsed_before + time.perf_counter() - start,
+        "resumed_at_epoch": resumed_at,
         "images_per_s": sum(m["images_per_s"] for m in history) / len(history),
         "n_params": sum(p.numel() for p in model.parameters()),
         "n_train": len(train_idx),
