@@ -313,7 +313,8 @@ def test_batch_renorm_forward_uses_the_limits_of_the_current_step(step, rmax, dm
     torch.testing.assert_close(out.double(), expected, atol=5e-5, rtol=1e-5)
     assert int(layer.num_batches_tracked) == step + 1
     if step < 10:  # before relax_start: plain BN whatever the running stats
-        torch.testing.assert_close(out.double(), bn_reference(x, mean, var, weight, bias))
+        plain = bn_reference(x, mean, var, weight, bias)
+        torch.testing.assert_close(out.double(), plain, atol=5e-5, rtol=1e-5)
 
 
 @INPUTS
@@ -512,19 +513,18 @@ def test_rms_norm_matches_reference(make_x):
 
 
 def gradcheck_module(module: nn.Module, x: torch.Tensor, names: list[str], seed=None) -> None:
-    """gradcheck of module(x) wrt x and the named parameters, float64; buffers (and, if given,
-    the RNG) reset before each forward so every evaluation computes the same function."""
+    """gradcheck of module(x) wrt x and the named parameters, float64. Every evaluation gets fresh
+    copies of the buffers (and, if given, a reseeded RNG), so each computes the same function."""
     module = module.double()
     buffers = {n: b.clone() for n, b in module.named_buffers()}
     params = [getattr(module, n).detach().clone().requires_grad_() for n in names]
 
     def f(x, *ps):
-        with torch.no_grad():
-            for n, b in module.named_buffers():
-                b.copy_(buffers[n])
         if seed is not None:
             torch.manual_seed(seed)
-        return torch.func.functional_call(module, dict(zip(names, ps, strict=True)), (x,))
+        state = {n: b.clone() for n, b in buffers.items()}
+        state.update(zip(names, ps, strict=True))
+        return torch.func.functional_call(module, state, (x,))
 
     x = x.double().clone().requires_grad_()
     assert torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-5, rtol=1e-4)
@@ -844,7 +844,7 @@ def test_precise_bn_without_bn_layers_returns_zero():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="normexp/norms/precise_bn.py:44-47 checks `used == num_batches` only after the for "
+    reason="normexp/norms/precise_bn.py:42-44 checks `used == num_batches` only after the for "
     "loop has drawn the next item, so it takes num_batches+1 items from the caller's iterator "
     "(one extra augmented batch in train_classifier; a shared iterator loses one batch)",
 )
@@ -927,7 +927,41 @@ def test_check_model_accepts_every_norm_for_cnn(name):
 
 # --- 8. every registered norm builds and trains ----------------------------------------------
 
-TRAIN_CASES = list(itertools.product(sorted(NORMS), ("cnn", "mlp"), ("pre", "post")))
+CONSTANT_OUTPUT_BUG = (
+    "normexp/models/cnn.py:30-34 (VGGNet): with position=post the last block ends in the norm "
+    "and the head global-average-pools it at once; instance norm makes every channel's mean "
+    "over H,W exactly beta, so the logits are head(beta) for every input: no gradient reaches "
+    "any conv and the net cannot learn. Expected: check_model refuses it (or the head pools "
+    "before the norm); actual: build_model builds it and it trains at chance"
+)
+
+
+def _train_case(name: str, model: str, position: str):
+    if (name, model, position) == ("instance", "cnn", "post"):
+        return pytest.param(
+            name, model, position, marks=pytest.mark.xfail(strict=True, reason=CONSTANT_OUTPUT_BUG)
+        )
+    return pytest.param(name, model, position)
+
+
+TRAIN_CASES = [
+    _train_case(*case) for case in itertools.product(sorted(NORMS), ("cnn", "mlp"), ("pre", "post"))
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "model", "position"),
+    [c for c in TRAIN_CASES if c.values[1] == "cnn"],
+)
+def test_cnn_output_depends_on_its_input(name, model, position):
+    torch.manual_seed(0)
+    net = build_model(CNN, norm_cfg(name, position)).train()
+    with torch.no_grad():
+        for m in net.modules():  # non-zero shifts, so a constant output would not be all-zero
+            if getattr(m, "bias", None) is not None:
+                m.bias.normal_()
+        logits = net(model_input("cnn"))
+    assert (logits - logits[0]).abs().max() > 1e-5
 
 
 @pytest.mark.parametrize(("name", "model", "position"), TRAIN_CASES)

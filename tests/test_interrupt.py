@@ -1,0 +1,66 @@
+"""A sweep killed with SIGKILL at an arbitrary moment loses nothing: rerunning the same command
+finishes it, every run exactly once, and runs that had finished are not trained again."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, run_cli
+
+pytestmark = pytest.mark.slow
+GRID = ["norm=none,batch,group", "seed=0,1"]
+
+
+def sweep_args(tmp_path, extra):
+    return ["normexp.run", "-m", "experiment=bn_small_batch", "profile=smoke",
+            "tracking.mode=disabled", "runtime.progress=false", "train.epochs=2",
+            f"hydra.sweep.dir={tmp_path / 'hydra'}", *GRID, *extra]
+
+
+def finished(runs_dir):
+    done = {}
+    for status in runs_dir.glob("*/status.json"):
+        if json.loads(status.read_text())["status"] == "ok":
+            done[status.parent.name] = (status.parent / "summary.json").stat().st_mtime_ns
+    return done
+
+
+def test_sigkill_midway_then_rerun_finishes_every_run_once(tmp_path, cifar_data):
+    data_dir, extra = cifar_data
+    runs_dir = tmp_path / "results" / "runs" / "bn_small_batch"
+    env = {**os.environ, "NORMEXP_RESULTS_DIR": str(tmp_path / "results"),
+           "NORMEXP_DATA_DIR": str(data_dir)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *sweep_args(tmp_path, extra)], cwd=REPO, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while len(finished(runs_dir)) < 5 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and all of its workers, mid-run
+    proc.wait()
+    before = finished(runs_dir)
+    assert 5 <= len(before) < 3 * 7 * 2, "kill the sweep while it is still running"
+
+    rerun = run_cli(sweep_args(tmp_path, extra), tmp_path / "results", data_dir)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    after = finished(runs_dir)
+    assert len(after) == 3 * 7 * 2
+    assert {k: after[k] for k in before} == before  # finished runs were not retrained
+    assert f"({len(before)} finished before, skipped)" in rerun.stderr
+    assert not list(runs_dir.glob("*/run.lock")) and not list(runs_dir.glob("*/.*.tmp"))
+
+    figures = run_cli(["normexp.analysis.figures", "--results-dir", str(tmp_path / "results")],
+                      tmp_path / "results", data_dir)
+    assert figures.returncode == 0, figures.stderr
+    table = pd.read_parquet(tmp_path / "results" / "collected" / "bn_small_batch.parquet")
+    assert len(table) == 3 * 7 * 2 and table["run_key"].is_unique
+    assert set(table["status"]) == {"ok"}
+    cells = table.groupby(["norm.name", "train.batch_size", "seed"]).size()
+    assert (cells == 1).all()
