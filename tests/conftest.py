@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fake_data import write_cifar
+
 from normexp.data import cifar10
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,6 +39,10 @@ def run_cli(args: list[str], results_dir: Path, data_dir: Path, timeout: int = 6
     env.pop("HYDRA_FULL_ERROR", None)
     env.pop("NORMEXP_VERBOSE", None)
     return subprocess.run(
-        [sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )

@@ -1,7 +1,6 @@
 """Bad input at the command line: one line naming the field or file, exit 2, nothing stored."""
 
 import pytest
-
 from conftest import run_cli
 
 
@@ -33,9 +32,17 @@ def test_bad_overrides_get_one_line_and_write_nothing(tmp_path, overrides, fragm
 def test_bad_value_in_a_sweep_stops_it_before_any_job(tmp_path, cifar_data):
     data_dir, extra = cifar_data
     result = run_cli(
-        ["normexp.run", "-m", "experiment=bn_small_batch", "profile=smoke", "model=mlp",
-         f"hydra.sweep.dir={tmp_path / 'hydra'}", *extra],
-        tmp_path / "res", data_dir,
+        [
+            "normexp.run",
+            "-m",
+            "experiment=bn_small_batch",
+            "profile=smoke",
+            "model=mlp",
+            f"hydra.sweep.dir={tmp_path / 'hydra'}",
+            *extra,
+        ],
+        tmp_path / "res",
+        data_dir,
     )
     assert_refused(result, "norm.name", "instance")
     assert not (tmp_path / "res").exists()

@@ -10,7 +10,6 @@ import time
 
 import pandas as pd
 import pytest
-
 from conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow
@@ -18,9 +17,18 @@ GRID = ["norm=none,batch,group", "seed=0,1"]
 
 
 def sweep_args(tmp_path, extra):
-    return ["normexp.run", "-m", "experiment=bn_small_batch", "profile=smoke",
-            "tracking.mode=disabled", "runtime.progress=false", "train.epochs=2",
-            f"hydra.sweep.dir={tmp_path / 'hydra'}", *GRID, *extra]
+    return [
+        "normexp.run",
+        "-m",
+        "experiment=bn_small_batch",
+        "profile=smoke",
+        "tracking.mode=disabled",
+        "runtime.progress=false",
+        "train.epochs=2",
+        f"hydra.sweep.dir={tmp_path / 'hydra'}",
+        *GRID,
+        *extra,
+    ]
 
 
 def finished(runs_dir):
@@ -34,11 +42,18 @@ def finished(runs_dir):
 def test_sigkill_midway_then_rerun_finishes_every_run_once(tmp_path, cifar_data):
     data_dir, extra = cifar_data
     runs_dir = tmp_path / "results" / "runs" / "bn_small_batch"
-    env = {**os.environ, "NORMEXP_RESULTS_DIR": str(tmp_path / "results"),
-           "NORMEXP_DATA_DIR": str(data_dir)}
+    env = {
+        **os.environ,
+        "NORMEXP_RESULTS_DIR": str(tmp_path / "results"),
+        "NORMEXP_DATA_DIR": str(data_dir),
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", *sweep_args(tmp_path, extra)], cwd=REPO, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [sys.executable, "-m", *sweep_args(tmp_path, extra)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.time() + 300
     while len(finished(runs_dir)) < 5 and time.time() < deadline and proc.poll() is None:
@@ -56,8 +71,11 @@ def test_sigkill_midway_then_rerun_finishes_every_run_once(tmp_path, cifar_data)
     assert f"({len(before)} finished before, skipped)" in rerun.stderr
     assert not list(runs_dir.glob("*/run.lock")) and not list(runs_dir.glob("*/.*.tmp"))
 
-    figures = run_cli(["normexp.analysis.figures", "--results-dir", str(tmp_path / "results")],
-                      tmp_path / "results", data_dir)
+    figures = run_cli(
+        ["normexp.analysis.figures", "--results-dir", str(tmp_path / "results")],
+        tmp_path / "results",
+        data_dir,
+    )
     assert figures.returncode == 0, figures.stderr
     table = pd.read_parquet(tmp_path / "results" / "collected" / "bn_small_batch.parquet")
     assert len(table) == 3 * 7 * 2 and table["run_key"].is_unique

@@ -5,7 +5,6 @@ import json
 
 import pandas as pd
 import pytest
-
 from conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -14,9 +13,18 @@ NORMS, BATCHES = 5, 7  # the grid of experiments/bn_small_batch.yaml at one smok
 
 def sweep(tmp_path, data_dir, extra):
     return run_cli(
-        ["normexp.run", "-m", "experiment=bn_small_batch", "profile=smoke", "tracking.mode=offline",
-         "runtime.progress=false", f"hydra.sweep.dir={tmp_path / 'hydra'}", *extra],
-        tmp_path / "results", data_dir,
+        [
+            "normexp.run",
+            "-m",
+            "experiment=bn_small_batch",
+            "profile=smoke",
+            "tracking.mode=offline",
+            "runtime.progress=false",
+            f"hydra.sweep.dir={tmp_path / 'hydra'}",
+            *extra,
+        ],
+        tmp_path / "results",
+        data_dir,
     )
 
 
@@ -42,7 +50,8 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(tmp_path, 
 
     figures = run_cli(
         ["normexp.analysis.figures", "--results-dir", str(tmp_path / "results")],
-        tmp_path / "results", data_dir,
+        tmp_path / "results",
+        data_dir,
     )
     assert figures.returncode == 0, figures.stderr
     table = pd.read_parquet(tmp_path / "results" / "collected" / "bn_small_batch.parquet")

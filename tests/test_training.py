@@ -17,9 +17,15 @@ def config(data_dir: Path, extra: list[str], *overrides: str) -> dict:
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         cfg = compose(
             "config",
-            overrides=["profile=smoke", "train.epochs=3", "train.batch_size=32",
-                       f"paths.data_dir={data_dir}", "runtime.progress=false", *extra,
-                       *overrides],
+            overrides=[
+                "profile=smoke",
+                "train.epochs=3",
+                "train.batch_size=32",
+                f"paths.data_dir={data_dir}",
+                "runtime.progress=false",
+                *extra,
+                *overrides,
+            ],
         )
     return resolve_config(cfg)
 
