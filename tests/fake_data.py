@@ -11,7 +11,7 @@ PER_BATCH = 20  # images per tiny batch file
 
 
 def write_cifar(root: Path, seed: int = 0, per_batch: int = PER_BATCH) -> Path:
-    """Latin1-loadable pickles of `data` (K x 3072 uint8) and `labels`, as in cifar-10-batches-py."""
+    """Latin1 pickles of `data` (K x 3072 uint8) and `labels`, as in cifar-10-batches-py."""
     folder = root / cifar10.FOLDER
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
