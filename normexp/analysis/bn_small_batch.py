@@ -1,14 +1,32 @@
-"""C4 bn_small_batch: test error vs batch size per norm (plain protocol: SGD batch = BN batch)."""
+"""C4 bn_small_batch: test error vs batch size per norm (plain protocol: SGD batch = BN batch).
+
+Verdict rule. With D(b) = err_BN(b) − err_GN(b), paired by seed, at the smallest batch size
+b_s of the grid and at the reference batch b_r = 32 (the GN paper's; else the largest ≤ 32):
+(a) "BN degrades at very small batches": D(b_s) − D(b_r) > 0, i.e. BN loses more than GN when
+the batch shrinks (measured against GN, because with a fixed number of epochs a smaller batch
+also means more steps, which moves every norm); (b) "GN is the choice for tiny batches":
+D(b_s) > 0. *supported* if the 95% CIs over seeds of both lie above 0; *contradicted* if either
+lies below 0; *inconclusive* otherwise. The estimate is (a), in percentage points of test error.
+"""
 
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from normexp.analysis.claims import ClaimAnalysis
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import norm_color, norm_label, not_run_yet
+from normexp.analysis.verdict import by_seed, decide, failures, make_verdict, paired_difference
+from normexp.analysis.verdict import not_run_yet as no_runs
 
+CLAIM = "C4"
 EXPERIMENT = "bn_small_batch"
+REFERENCE_BATCH = 32
+ANCHOR = (
+    "GN paper, ResNet-50 ImageNet top-1 error at 32/16/8/4/2 images per GPU: "
+    "BN 23.6/23.7/24.8/27.3/34.7, GN 24.1/24.2/24.0/24.2/24.1 (one run each)"
+)
 # Wu & He 2018 (Group Normalization), ResNet-50 on ImageNet, top-1 error (%) by images per GPU.
 ANCHOR_GN_PAPER = {
     "batch": {32: 23.6, 16: 23.7, 8: 24.8, 4: 27.3, 2: 34.7},
@@ -38,7 +56,8 @@ def error_by_batch(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def draw(df: pd.DataFrame, out: Path) -> Path:
+def draw(tables: dict, out: Path) -> Path:
+    df = tables.get(EXPERIMENT, pd.DataFrame())
     fig, (ax, ax_ref) = plt.subplots(
         1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.6, 1]}, constrained_layout=True
     )
@@ -87,3 +106,75 @@ def draw(df: pd.DataFrame, out: Path) -> Path:
     fig.savefig(out, dpi=130)
     plt.close(fig)
     return out
+
+
+def _plain(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs of the plain protocol (BN statistics over the whole SGD batch)."""
+    return df[df["norm.name"].isin(["batch", "group"])]
+
+
+def verdict(tables: dict) -> dict:
+    rule = __doc__.split("Verdict rule.")[1]
+    df = tables.get(EXPERIMENT, pd.DataFrame())
+    if df.empty or "test_err" not in df:
+        return no_runs(CLAIM, EXPERIMENT, rule=rule, anchor=ANCHOR)
+    plain = _plain(df)
+    sizes = sorted(int(b) for b in plain["train.batch_size"].unique())
+    if len(sizes) < 2:
+        return no_runs(
+            CLAIM,
+            EXPERIMENT,
+            rule=rule,
+            anchor=ANCHOR,
+            what="BN and GN need at least two batch sizes",
+        )
+    small = sizes[0]
+    ref = max([b for b in sizes if b <= REFERENCE_BATCH and b > small] or sizes[-1:])
+
+    def gap(batch: int) -> dict[int, float]:
+        bn = by_seed(plain, "test_err", norm__name="batch", train__batch_size=batch)
+        gn = by_seed(plain, "test_err", norm__name="group", train__batch_size=batch)
+        return {s: 100 * (bn[s] - gn[s]) for s in set(bn) & set(gn)}
+
+    d_small, d_ref = gap(small), gap(ref)
+    inter, i_lo, i_hi, n = paired_difference(d_small, d_ref)
+    tiny, t_lo, t_hi, n_tiny = paired_difference(d_small, dict.fromkeys(d_small, 0.0))
+    parts = [decide(i_lo, i_hi, n), decide(t_lo, t_hi, n_tiny)]
+    if "contradicted" in parts:
+        result = "contradicted"
+    elif parts == ["supported", "supported"]:
+        result = "supported"
+    else:
+        result = "inconclusive"
+    effect = (
+        f"BN minus GN test error grows by {inter:+.1f} pp [{i_lo:+.1f}, {i_hi:+.1f}] from batch "
+        f"{ref} to batch {small}; at batch {small} BN trails GN by {tiny:+.1f} pp "
+        f"[{t_lo:+.1f}, {t_hi:+.1f}] ({n} seeds)"
+    )
+    return make_verdict(
+        CLAIM,
+        EXPERIMENT,
+        result,
+        effect,
+        rule=rule,
+        anchor=ANCHOR,
+        estimate=inter,
+        ci=(i_lo, i_hi),
+        notes=failures(df),
+        details={
+            "small_batch": small,
+            "reference_batch": ref,
+            "parts": parts,
+            "bn_minus_gn_at_small_pp": [tiny, t_lo, t_hi],
+        },
+    )
+
+
+ANALYSIS = ClaimAnalysis(
+    claim=CLAIM,
+    name=EXPERIMENT,
+    title="BN degrades at tiny batches; GN is the choice there",
+    reads=(EXPERIMENT,),
+    draw=draw,
+    verdict=verdict,
+)

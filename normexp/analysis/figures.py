@@ -1,16 +1,36 @@
-"""``python -m normexp.analysis.figures``: collect the store and draw every claim's figure."""
+"""``python -m normexp.analysis.figures``: collect the store, then draw every claim's figure
+and write its verdict (results/figures/<claim>.png, results/verdicts/<claim>.json)."""
 
 import argparse
 import json
 import os
 from pathlib import Path
 
-from normexp.analysis import bn_small_batch, norm_sets
+import pandas as pd
+
+from normexp.analysis.claims import Tables, load_analyses
 from normexp.tracking.collect import experiments_in_store, write_collected
 
-FIGURES = {bn_small_batch.EXPERIMENT: bn_small_batch.draw}
-# Claims decided from the layers themselves, not from runs: (draw(out_path), verdict()).
-LAYER_FIGURES = {norm_sets.EXPERIMENT: (norm_sets.draw, norm_sets.verdict)}
+
+def collect_tables(results_dir: Path) -> Tables:
+    return {e: write_collected(results_dir, e) for e in experiments_in_store(results_dir)}
+
+
+def write_figures_and_verdicts(results_dir: Path) -> list[dict]:
+    tables = collect_tables(results_dir)
+    verdicts = []
+    for analysis in load_analyses():
+        mine = {e: tables.get(e, pd.DataFrame()) for e in analysis.reads}
+        figure = analysis.draw(mine, results_dir / "figures" / f"{analysis.name}.png")
+        verdict = analysis.verdict(mine)
+        verdict_path = results_dir / "verdicts" / f"{analysis.name}.json"
+        verdict_path.parent.mkdir(parents=True, exist_ok=True)
+        verdict_path.write_text(json.dumps(verdict, indent=2, ensure_ascii=False) + "\n")
+        runs = sum(len(t) for t in mine.values())
+        source = f"{runs} runs" if analysis.reads else "from the layers (no runs)"
+        print(f"{analysis.claim} {analysis.name}: {source}, {verdict['verdict']} -> {figure}")
+        verdicts.append(verdict)
+    return verdicts
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,24 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         help="results folder holding runs/ (default: $NORMEXP_RESULTS_DIR or ./results)",
     )
     args = parser.parse_args(argv)
-    present = experiments_in_store(args.results_dir)
-    for experiment, draw in FIGURES.items():
-        if experiment in present:
-            df = write_collected(args.results_dir, experiment)
-        else:
-            import pandas as pd
-
-            df = pd.DataFrame()
-        path = draw(df, args.results_dir / "figures" / f"{experiment}.png")
-        runs = "not run yet" if df.empty else f"{len(df)} runs"
-        print(f"{experiment}: {runs} -> {path}")
-    for experiment, (draw, verdict) in LAYER_FIGURES.items():
-        path = draw(args.results_dir / "figures" / f"{experiment}.png")
-        result = verdict()
-        verdict_path = args.results_dir / "verdicts" / f"{experiment}.json"
-        verdict_path.parent.mkdir(parents=True, exist_ok=True)
-        verdict_path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-        print(f"{experiment}: from the layers (no runs), {result['verdict']} -> {path}")
+    write_figures_and_verdicts(args.results_dir)
 
 
 if __name__ == "__main__":
