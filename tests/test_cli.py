@@ -15,7 +15,7 @@ def assert_refused(result, *fragments: str) -> None:
 @pytest.mark.parametrize(
     ("overrides", "fragments"),
     [
-        (["norm=foo"], ["norm:", "allowed: batch, group, instance, layer, none"]),
+        (["norm=foo"], ["norm:", "unknown 'foo'; allowed: batch, batch_renorm, ghost_batch"]),
         (["experiment=nope"], ["experiment:", "bn_small_batch"]),
         (["model=mlp", "norm=instance"], ["norm.name", "dense"]),
         (["norm=group", "norm.num_groups=3"], ["norm.num_groups", "does not divide"]),

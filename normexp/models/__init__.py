@@ -43,6 +43,7 @@ def check_model(model: Mapping, norm: Mapping, batch_size: int, image_size: int 
         if model["convs_per_stage"] <= 0:
             raise ConfigError("model.convs_per_stage", "must be a positive int")
         channels = normalized_channels(widths, model["convs_per_stage"])
+        _refuse_norm_before_pooling(name, position, kwargs, channels[-1])
         values = batch_size * smallest_feature_map(widths, image_size)
         check_norm(name, "image", channels, values, kwargs, batch_size)
     elif model["name"] == "mlp":
@@ -52,6 +53,24 @@ def check_model(model: Mapping, norm: Mapping, batch_size: int, image_size: int 
         check_norm(name, "dense", [model["hidden"]], batch_size, kwargs, batch_size)
     else:
         raise ConfigError("model.name", f"unknown {model['name']!r}; allowed: {', '.join(MODELS)}")
+
+
+def _refuse_norm_before_pooling(name: str, position: str, kwargs: Mapping, channels: int) -> None:
+    """In ``post`` the last conv block ends with the norm and global average pooling follows. A
+    norm whose set S is one channel of one sample (IN, or GN with one channel per group) makes
+    each channel's spatial mean exactly β there: the logits would not depend on the input."""
+    if position != "post":
+        return
+    per_channel = name == "instance" or (
+        name == "group"
+        and (kwargs.get("channels_per_group") == 1 or kwargs.get("num_groups") == channels)
+    )
+    if per_channel:
+        raise ConfigError(
+            "norm.position",
+            f"'post' {name} norm right before global average pooling makes every channel's mean "
+            "equal β, so the CNN would ignore its input; allowed for it: pre",
+        )
 
 
 def build_model(model: Mapping, norm: Mapping, num_classes: int = 10) -> nn.Module:

@@ -1,6 +1,7 @@
 """Precise BN (as pycls and fvcore do it): after training, replace the running averages of every
 BN layer (variants included) by population statistics averaged over training batches."""
 
+import itertools
 from collections.abc import Iterable
 
 import torch
@@ -39,9 +40,7 @@ def recompute_bn_stats(model: nn.Module, batches: Iterable[Tensor], num_batches:
     model.train()
     used = 0
     try:
-        for x in batches:
-            if used == num_batches:
-                break
+        for x in itertools.islice(batches, num_batches):  # draws no batch it won't use
             model(x)
             used += 1
     finally:

@@ -1,0 +1,115 @@
+"""Per-image photometric corruptions for the image-to-image task (C6): each image gets its own
+contrast, brightness and colour cast, and the task is to undo them.
+
+Pixels are in [0, 1] (uint8 / 255); the clean image, also in [0, 1], is the target. Per image n
+and channel c the corruption is an affine map about mid-grey,
+
+    y[n, c] = 0.5 + a[n] * k[n, c] * (x[n, c] - 0.5) + b[n] + d[n, c]
+
+with contrast a (log-uniform), colour gain k (log-uniform per channel), brightness b and colour
+offset d (uniform). The result is not clipped: the map stays invertible, so how much of it a
+network undoes is limited by how well it infers each image's parameters from the content, not
+by lost information. This is the setting where instance normalization's invariance to each
+image's per-channel mean and scale fits the task (Ulyanov et al. 2016), and where a batch
+statistic mixes parameters of unrelated images.
+"""
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+# Fixed seed of the test set's corruptions: every run, whatever its own seed, sees the same
+# corrupted test inputs.
+TEST_CORRUPTION_SEED = 20160727  # the Instance Normalization preprint's arXiv date
+
+
+@dataclass(frozen=True)
+class CorruptionRanges:
+    """How strong the corruptions are (configured under ``train.corruption``)."""
+
+    contrast: tuple[float, float] = (0.5, 2.0)  # a, log-uniform: 0.5 halves, 2 doubles contrast
+    colour_gain: tuple[float, float] = (0.8, 1.25)  # k per channel, log-uniform
+    brightness: float = 0.2  # b ~ U(-brightness, brightness), in [0, 1] pixel units
+    colour_offset: float = 0.1  # d per channel ~ U(-colour_offset, colour_offset)
+
+    @classmethod
+    def from_config(cls, c: Mapping) -> "CorruptionRanges":
+        return cls(
+            contrast=tuple(c["contrast"]),
+            colour_gain=tuple(c["colour_gain"]),
+            brightness=float(c["brightness"]),
+            colour_offset=float(c["colour_offset"]),
+        )
+
+    def is_identity(self) -> bool:
+        return (
+            self.contrast == (1.0, 1.0)
+            and self.colour_gain == (1.0, 1.0)
+            and self.brightness == 0
+            and self.colour_offset == 0
+        )
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """Per-image, per-channel gain and offset: y = 0.5 + gain * (x - 0.5) + offset."""
+
+    gain: torch.Tensor  # (N, C, 1, 1)
+    offset: torch.Tensor  # (N, C, 1, 1)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - 0.5).mul(self.gain).add_(0.5).add_(self.offset)
+
+    def invert(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - 0.5 - self.offset).div_(self.gain).add_(0.5)
+
+    def __getitem__(self, index: slice | torch.Tensor) -> "Corruption":
+        return Corruption(self.gain[index], self.offset[index])
+
+
+def _log_uniform(
+    lo_hi: tuple[float, float], shape: tuple[int, ...], g: torch.Generator
+) -> torch.Tensor:
+    lo, hi = math.log(lo_hi[0]), math.log(lo_hi[1])
+    u = torch.rand(shape, generator=g, device=g.device)
+    return torch.exp(lo + (hi - lo) * u)
+
+
+def _uniform(half_width: float, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
+    return (2 * torch.rand(shape, generator=g, device=g.device) - 1) * half_width
+
+
+def sample_corruption(
+    n: int, ranges: CorruptionRanges, generator: torch.Generator, channels: int = 3
+) -> Corruption:
+    """Parameters for ``n`` images, drawn from ``generator`` only (same state -> same draw),
+    always in the same order so that a draw does not depend on the device of the images."""
+    contrast = _log_uniform(ranges.contrast, (n, 1, 1, 1), generator)
+    colour = _log_uniform(ranges.colour_gain, (n, channels, 1, 1), generator)
+    brightness = _uniform(ranges.brightness, (n, 1, 1, 1), generator)
+    colour_offset = _uniform(ranges.colour_offset, (n, channels, 1, 1), generator)
+    return Corruption(gain=contrast * colour, offset=brightness + colour_offset)
+
+
+def corrupt(
+    x: torch.Tensor, ranges: CorruptionRanges, generator: torch.Generator
+) -> tuple[torch.Tensor, Corruption]:
+    """(corrupted batch, its parameters) for float images ``x`` (N, C, H, W) in [0, 1]; each
+    image draws its own parameters."""
+    params = sample_corruption(x.shape[0], ranges, generator, x.shape[1])
+    params = Corruption(params.gain.to(x.device), params.offset.to(x.device))
+    return params.apply(x), params
+
+
+def fixed_corruption(
+    x: torch.Tensor, ranges: CorruptionRanges, seed: int = TEST_CORRUPTION_SEED
+) -> torch.Tensor:
+    """The corrupted version of a fixed image set, the same on every call (CPU generator)."""
+    return corrupt(x, ranges, torch.Generator().manual_seed(seed))[0]
+
+
+def to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [0, 1]."""
+    return x_uint8.to(torch.float32).div_(255.0)

@@ -1,0 +1,177 @@
+"""Image-to-image generator: a small encoder-decoder CNN in the shape of the feed-forward
+stylization networks where instance normalization was introduced (Johnson et al. 2016;
+Ulyanov et al. 2016): stride-2 conv down, residual blocks at the bottleneck, nearest upsample +
+conv up, and an output conv without a norm.
+
+Long (U-Net) skips are off by default: with them the full-resolution features of the first
+block reach the output through one norm only, so the comparison would mostly measure that one
+layer's norm; without them every pixel passes through every norm of the network, which is the
+setting the claim is about. ``skips: true`` concatenates each encoder level's output (after its
+norm) into the decoder at the same resolution, for a U-Net-style variant.
+"""
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from normexp.errors import ConfigError
+from normexp.models.blocks import ACTIVATIONS, needs_bias, norm_block
+from normexp.norms.validity import check_norm, check_position
+
+IMAGE_CHANNELS = 3
+
+
+class ResidualBlock(nn.Module):
+    """x + block(block(x)), each block conv/norm/act in the norm position's order."""
+
+    def __init__(self, width: int, norm: str, position: str, activation: str, kw: dict) -> None:
+        super().__init__()
+        bias = needs_bias(norm, position)
+        self.body = nn.Sequential(
+            *(
+                norm_block(
+                    nn.Conv2d(width, width, 3, padding=1, bias=bias),
+                    norm,
+                    position,
+                    activation,
+                    width,
+                    kw,
+                )
+                for _ in range(2)
+            )
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class Generator(nn.Module):
+    """``widths[i]`` channels at resolution H / 2**i; images in, images out (same shape).
+
+    Input and output are in the CIFAR-normalized space (x - mean) / std; the training loop maps
+    the output back to [0, 1] pixels for the loss and the metrics."""
+
+    def __init__(
+        self,
+        widths: list[int],
+        res_blocks: int,
+        skips: bool,
+        norm: str,
+        position: str,
+        activation: str,
+        norm_kwargs: dict,
+        in_channels: int = IMAGE_CHANNELS,
+    ) -> None:
+        super().__init__()
+        bias = needs_bias(norm, position)
+        self.skips = skips
+
+        def block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+            conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=bias)
+            return norm_block(conv, norm, position, activation, c_out, norm_kwargs)
+
+        self.stem = block(in_channels, widths[0])
+        self.down = nn.ModuleList(block(widths[i - 1], widths[i], 2) for i in range(1, len(widths)))
+        self.bottleneck = nn.Sequential(
+            *(ResidualBlock(widths[-1], norm, position, activation, norm_kwargs))
+            for _ in range(res_blocks)
+        )
+        self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+        self.up = nn.ModuleList(
+            block(widths[i] + (widths[i - 1] if skips else 0), widths[i - 1])
+            for i in range(len(widths) - 1, 0, -1)
+        )
+        self.out = nn.Conv2d(widths[0], in_channels, 3, padding=1)
+        init_generator(self, activation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.stem(x)
+        levels = [h]
+        for down in self.down:
+            h = down(h)
+            levels.append(h)
+        h = self.bottleneck(h)
+        for up, skip in zip(self.up, reversed(levels[:-1]), strict=True):
+            h = self.upsample(h)
+            if self.skips:
+                h = torch.cat((h, skip), dim=1)
+            h = up(h)
+        return self.out(h)
+
+
+def init_generator(model: nn.Module, activation: str) -> None:
+    # He init as in the classifiers. The output conv starts at zero: every model, whatever its
+    # norm, starts by predicting the dataset's mean colour, and its first steps train the head.
+    nonlinearity = "relu" if activation in ("relu", "gelu") else activation
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity=nonlinearity)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    nn.init.zeros_(model.out.weight)
+
+
+def normalized_channels(widths: list[int], res_blocks: int) -> list[int]:
+    """Width of every normalized layer: encoder, 2 per residual block, decoder."""
+    return [*widths, *[widths[-1]] * (2 * res_blocks), *widths[:-1]]
+
+
+def smallest_feature_map(widths: list[int], image_size: int = 32) -> int:
+    side = image_size // 2 ** (len(widths) - 1)
+    return side * side
+
+
+def split_norm_config(norm: Mapping) -> tuple[str, str, dict]:
+    kwargs = {k: v for k, v in norm.items() if k not in ("name", "position")}
+    return norm["name"], norm["position"], kwargs
+
+
+def check_generator(model: Mapping, norm: Mapping, batch_size: int, image_size: int = 32) -> None:
+    """Raise ConfigError, naming the field, if this generator/norm/batch is undefined."""
+    if model["name"] != "generator":
+        raise ConfigError(
+            "model.name", f"{model['name']!r} cannot map images to images; allowed: generator"
+        )
+    widths = model["widths"]
+    if (
+        not isinstance(widths, list | tuple)
+        or not widths
+        or any(isinstance(w, bool) or not isinstance(w, int) or w <= 0 for w in widths)
+    ):
+        raise ConfigError("model.widths", f"{widths} must be a non-empty list of positive ints")
+    if image_size % 2 ** (len(widths) - 1):
+        raise ConfigError(
+            "model.widths",
+            f"{len(widths)} levels halve {image_size}-pixel images {len(widths) - 1} times, "
+            f"which does not divide evenly; allowed: at most "
+            f"{(image_size & -image_size).bit_length()} widths",
+        )
+    res_blocks = model["res_blocks"]
+    if isinstance(res_blocks, bool) or not isinstance(res_blocks, int) or res_blocks < 0:
+        raise ConfigError("model.res_blocks", f"{res_blocks!r} must be an integer >= 0")
+    if not isinstance(model["skips"], bool):
+        raise ConfigError("model.skips", f"{model['skips']!r} must be true or false")
+    if model["activation"] not in ACTIVATIONS:
+        raise ConfigError(
+            "model.activation",
+            f"unknown {model['activation']!r}; allowed: {', '.join(sorted(ACTIVATIONS))}",
+        )
+    name, position, kwargs = split_norm_config(norm)
+    check_position(position)
+    channels = normalized_channels(list(widths), res_blocks)
+    values = batch_size * smallest_feature_map(list(widths), image_size)
+    check_norm(name, "image", channels, values, kwargs, batch_size)
+
+
+def build_generator(model: Mapping, norm: Mapping) -> Generator:
+    name, position, kwargs = split_norm_config(norm)
+    return Generator(
+        list(model["widths"]),
+        model["res_blocks"],
+        model["skips"],
+        name,
+        position,
+        model["activation"],
+        kwargs,
+    )

@@ -1,0 +1,276 @@
+"""Classification with probes (task ``instrumented_classification``, claims C9 and C10): the
+classification loop of normexp.train.classification, plus, every ``train.probe_every`` steps,
+measurements of the optimization problem at the current weights on the batch about to be
+trained on (normexp.train.landscape).
+
+Probes never change training: they restore weights, BN buffers and RNG states, so with the same
+config and seed the training metrics equal those of a run without probes (tested). Probes sit
+before the step's forward pass, at the weights the step starts from; step 0 (the initial weights)
+is probed too. Per epoch, the mean of each probe over that epoch's probe points is logged; the
+summary holds each probe's mean over training, its per-epoch means and its full series (as lists,
+evenly thinned to at most MAX_SERIES points)."""
+
+import math
+import time
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from normexp.data.augment import CIFAR10_MEAN, CIFAR10_STD, normalize
+from normexp.data.cifar10 import load_cifar10
+from normexp.data.image_batches import ImageBatches
+from normexp.data.paths import resolve_data_dir
+from normexp.data.splits import stratified_subset, train_val_split
+from normexp.errors import ConfigError
+from normexp.models import build_model
+from normexp.norms.weight_side import l1_penalty
+from normexp.train import Diverged
+from normexp.train.device import pick_device, seed_everything
+from normexp.train.evaluate import evaluate, evaluate_with_batch_stats, has_batch_stats
+from normexp.train.landscape import ics_per_layer, landscape_along_gradient
+from normexp.train.optim import build_optimizer, build_scheduler
+from normexp.validate_fields import check_int, check_number
+
+PROBES = ("ics", "landscape")
+MAX_SERIES = 200  # probe points kept per series in the summary (the store's JSON stays small)
+DIVERGENCE_CHECK_EVERY = 50  # as in classification: steps between host syncs
+
+
+def check_probes(train: Mapping) -> None:
+    """Config rules of the probe fields, each naming its field."""
+    check_int("train.probe_every", train["probe_every"], minimum=0)
+    probes = list(train["probes"])
+    unknown = [p for p in probes if p not in PROBES]
+    if unknown:
+        raise ConfigError("train.probes", f"unknown {unknown}; allowed: {', '.join(PROBES)}")
+    sizes = list(train["probe_step_sizes"])
+    if "landscape" in probes and not sizes:
+        raise ConfigError("train.probe_step_sizes", "the landscape probe needs step sizes")
+    for i, eta in enumerate(sizes):
+        check_number(f"train.probe_step_sizes[{i}]", eta, strict=True)
+    if train.get("precise_bn_batches", 0):
+        raise ConfigError(
+            "train.precise_bn_batches", "not measured by instrumented_classification; use 0"
+        )
+
+
+def _short(v: float) -> float | None:
+    """6 significant digits; None for NaN (JSON has no NaN), ±inf kept (a blown-up probe)."""
+    if math.isnan(v):
+        return None
+    return v if math.isinf(v) else float(f"{v:.6g}")
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def _thin(n: int, limit: int) -> list[int]:
+    """At most ``limit`` indices of range(n), evenly spread, first and last kept."""
+    if n <= limit:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (limit - 1)) for i in range(limit)})
+
+
+class StepProbes:
+    """The probes of one run: ``before_step`` measures (every ``every`` steps), ``epoch_metrics``
+    gives the epoch's means and starts the next epoch, ``summary`` the whole run."""
+
+    def __init__(
+        self,
+        every: int,
+        probes: list[str],
+        step_sizes: list[float],
+        loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+    ) -> None:
+        self.every, self.probes, self.step_sizes = every, list(probes), list(step_sizes)
+        self.loss_fn = loss_fn
+        self.steps: list[int] = []
+        self.series: dict[str, list[float]] = {}
+        self.by_layer: dict[str, list[list[float]]] = {"l2": [], "cos": []}
+        self.layers: list[str] = []
+        self.epoch_start = 0  # index into steps where this epoch's probe points begin
+        self.by_epoch: dict[str, list[float | None]] = {}
+        self.seconds = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.every > 0 and bool(self.probes)
+
+    def before_step(self, model: nn.Module, x: Tensor, y: Tensor, step: int, lr: float) -> None:
+        """Probe at 0-based training step ``step`` (before its update) if it is due."""
+        if not self.active or step % self.every:
+            return
+        t0 = time.perf_counter()
+        values: dict[str, float] = {}
+        if "ics" in self.probes:
+            ics = ics_per_layer(model, x, y, lr, self.loss_fn)
+            self.layers = ics["layers"]
+            self.by_layer["l2"].append(ics["l2"])
+            self.by_layer["cos"].append(ics["cos"])
+            values["ics_l2"] = _mean(ics["l2"])
+            values["ics_cos"] = _mean(ics["cos"])
+        if "landscape" in self.probes:
+            land = landscape_along_gradient(model, x, y, self.step_sizes, self.loss_fn)
+            for key in ("loss_range", "grad_predictiveness", "beta_smoothness", "grad_norm"):
+                values[key] = land[key]
+        self.steps.append(step)
+        for key, v in values.items():
+            self.series.setdefault(key, []).append(v)
+        self.seconds += time.perf_counter() - t0
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """``probe_<name>``: the mean over this epoch's probe points (absent: none this epoch)."""
+        metrics = {}
+        for key, values in self.series.items():
+            epoch = values[self.epoch_start :]
+            mean = _mean(epoch) if epoch else math.nan
+            self.by_epoch.setdefault(key, []).append(_short(mean))
+            if epoch:
+                metrics[f"probe_{key}"] = mean
+        self.epoch_start = len(self.steps)
+        return metrics
+
+    def summary(self) -> dict:
+        if not self.steps:
+            return {}
+        keep = _thin(len(self.steps), MAX_SERIES)
+        out: dict = {"probe_points": len(self.steps), "probe_time_s": self.seconds}
+        out["probe_steps"] = [self.steps[i] for i in keep]
+        for key, values in self.series.items():
+            out[f"probe_{key}_mean"] = _mean(values)
+            out[f"probe_{key}_by_epoch"] = self.by_epoch.get(key, [])
+            out[f"probe_{key}_series"] = [_short(values[i]) for i in keep]
+        if self.by_layer["l2"]:
+            out["probe_ics_layers"] = self.layers
+            for kind, rows in self.by_layer.items():
+                out[f"probe_ics_{kind}_by_layer"] = [_short(_mean(list(c))) for c in zip(*rows)]
+        return out
+
+
+def train_instrumented(
+    cfg: Mapping, log_epoch: Callable[[dict], None], progress_position: int = 0
+) -> dict:
+    """train_classifier's loop (same data, model, optimizer, schedule, metrics) with probes.
+
+    Not resumable: the probe series live in memory until the run ends."""
+    data_cfg, train_cfg = cfg["data"], cfg["train"]
+    torch.set_num_threads(cfg["runtime"]["threads"])
+    seed_everything(cfg["seed"], train_cfg["deterministic"])
+    device = pick_device(train_cfg["device"])
+
+    cifar = load_cifar10(
+        resolve_data_dir(cfg["paths"]["data_dir"]), data_cfg["download"], data_cfg["verify"]
+    )
+    train_idx, val_idx = train_val_split(
+        cifar.train_y, data_cfg["n_train"], data_cfg["n_val"], seed=cfg["seed"]
+    )
+    test_idx = (
+        torch.arange(len(cifar.test_y))
+        if data_cfg["n_test"] is None
+        else stratified_subset(cifar.test_y, data_cfg["n_test"], seed=0)
+    )
+    generator = torch.Generator(device=device).manual_seed(cfg["seed"])
+    batch_size, eval_bs = train_cfg["batch_size"], train_cfg["eval_batch_size"]
+    train_batches = ImageBatches(
+        cifar.train_x[train_idx].to(device),
+        cifar.train_y[train_idx].to(device),
+        batch_size,
+        shuffle=True,
+        augment=data_cfg["augment"],
+        drop_last=True,
+        generator=generator,
+    )
+    val_x = normalize(cifar.train_x[val_idx].to(device), CIFAR10_MEAN, CIFAR10_STD)
+    test_x = normalize(cifar.test_x[test_idx].to(device), CIFAR10_MEAN, CIFAR10_STD)
+    val_y, test_y = cifar.train_y[val_idx].to(device), cifar.test_y[test_idx].to(device)
+
+    model = build_model(cfg["model"], cfg["norm"]).to(device)
+    optimizer = build_optimizer(model, cfg["optim"], batch_size)
+    total_steps = train_cfg["epochs"] * len(train_batches)
+    scheduler = build_scheduler(optimizer, cfg["optim"], total_steps)
+    batch_stats = has_batch_stats(model)
+    l1 = cfg["optim"]["l1"]
+    probes = StepProbes(
+        train_cfg["probe_every"], train_cfg["probes"], train_cfg["probe_step_sizes"]
+    )
+
+    bar = tqdm(
+        total=total_steps,
+        desc=f"{cfg['norm']['name']} b={batch_size} s={cfg['seed']} probes",
+        position=progress_position,
+        leave=False,
+        disable=None if cfg["runtime"]["progress"] else True,
+        mininterval=1.0,
+    )
+    start, history, global_step = time.perf_counter(), [], 0
+    try:
+        for epoch in range(1, train_cfg["epochs"] + 1):
+            t0 = time.perf_counter()
+            probe_s = probes.seconds
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
+            for step, (x, y) in enumerate(train_batches, 1):
+                if probes.active:
+                    probes.before_step(model, x, y, global_step, optimizer.param_groups[0]["lr"])
+                out = model(x)
+                loss = F.cross_entropy(out, y)
+                if l1:
+                    loss = loss + l1 * l1_penalty(model)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                global_step += 1
+                loss_sum += loss.detach() * len(y)
+                correct += (out.detach().argmax(1) == y).sum()
+                seen += len(y)
+                if step % DIVERGENCE_CHECK_EVERY == 0:
+                    bar.update(DIVERGENCE_CHECK_EVERY)
+                    if not torch.isfinite(loss_sum):
+                        raise Diverged(f"non-finite training loss in epoch {epoch}, step {step}")
+            bar.update(len(train_batches) % DIVERGENCE_CHECK_EVERY)
+            train_time = time.perf_counter() - t0 - (probes.seconds - probe_s)
+            train_loss = loss_sum.item() / seen
+            if not math.isfinite(train_loss):
+                raise Diverged(f"non-finite training loss in epoch {epoch}")
+            metrics = {
+                "epoch": epoch,
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_loss": train_loss,
+                "train_acc": correct.item() / seen,
+                "images_per_s": seen / train_time,  # training only, probes excluded
+            }
+            metrics["val_acc"], metrics["val_loss"] = evaluate(model, val_x, val_y, eval_bs)
+            metrics["test_acc"], metrics["test_loss"] = evaluate(model, test_x, test_y, eval_bs)
+            if batch_stats:
+                metrics["test_acc_batch_stats"], _ = evaluate_with_batch_stats(
+                    model, test_x, test_y, batch_size
+                )
+            metrics.update(probes.epoch_metrics())
+            metrics["epoch_time_s"] = time.perf_counter() - t0
+            history.append(metrics)
+            log_epoch(metrics)
+            bar.set_postfix(loss=f"{train_loss:.3f}", test_acc=f"{metrics['test_acc']:.3f}")
+    finally:
+        bar.close()
+    final = history[-1]
+    return {
+        **{k: v for k, v in final.items() if k != "epoch" and not k.startswith("probe_")},
+        "epochs": len(history),
+        "test_err": 1.0 - final["test_acc"],
+        "best_val_acc": max(m["val_acc"] for m in history),
+        "test_acc_by_epoch": [_short(m["test_acc"]) for m in history],
+        "train_loss_by_epoch": [_short(m["train_loss"]) for m in history],
+        "wall_time_s": time.perf_counter() - start,
+        "images_per_s": sum(m["images_per_s"] for m in history) / len(history),
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "n_train": len(train_idx),
+        "n_val": len(val_idx),
+        "n_test": len(test_idx),
+        **probes.summary(),
+    }
