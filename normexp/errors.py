@@ -23,6 +23,10 @@ class ConfigError(NormexpError):
         self.field = field
 
 
+class StoreError(NormexpError):
+    """The results store cannot be written (missing permission, full disk, read-only)."""
+
+
 class DataError(NormexpError):
     """A data directory or file is missing, unreadable or fails its integrity check."""
 

@@ -1,5 +1,6 @@
 """One job of a sweep: the store decides whether it runs; W&B mirrors what it does."""
 
+import errno
 import logging
 import traceback
 from collections.abc import Mapping
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from normexp.errors import StoreError
 from normexp.tasks import get_task
 from normexp.tracking.provenance import provenance
 from normexp.tracking.store import FINISHED, RunLocked, RunRecord, run_key
@@ -16,6 +18,8 @@ from normexp.train.device import pick_device
 from normexp.validate import resolve_config
 
 log = logging.getLogger("normexp")
+# Write failures that mean "the store cannot be written", not "this run failed".
+STORE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -33,8 +37,20 @@ def prepare_data(config: Mapping) -> None:
     get_task(config["train"]["task"]).prepare_data(config)
 
 
-def run_job(cfg: DictConfig, progress_position: int = 0) -> dict | None:
-    """Run (or skip) the job; return its summary. Raises only for invalid input."""
+def run_job(cfg: DictConfig, progress_position: int = 0, in_sweep: bool = False) -> dict | None:
+    """Run (or skip) the job; return its summary. Raises only for invalid input, or when the
+    store cannot be written (StoreError); in a sweep that is logged and the job returns None,
+    so the sweep's closing count shows the run as not run."""
+    try:
+        return _run_job(cfg, progress_position)
+    except StoreError as exc:
+        if not in_sweep:
+            raise
+        log.error("normexp: error: %s", exc)
+        return None
+
+
+def _run_job(cfg: DictConfig, progress_position: int) -> dict | None:
     config = resolve_config(cfg)  # validated plain dict; ConfigError before anything is written
     key = run_key(config)
     record = RunRecord(Path(config["paths"]["results_dir"]), config["claim"]["name"], key)
@@ -48,6 +64,11 @@ def run_job(cfg: DictConfig, progress_position: int = 0) -> dict | None:
     except RunLocked as exc:
         log.warning("skip %s: %s", describe(config), exc)
         return None
+    except OSError as exc:
+        if exc.errno not in STORE_ERRNOS:
+            raise
+        where = exc.filename or config["paths"]["results_dir"]
+        raise StoreError(f"paths.results_dir: cannot write {where}: {exc.strerror}") from None
 
 
 def _train(config: dict, record: RunRecord, progress_position: int) -> dict:

@@ -79,6 +79,13 @@ class SweepCallback(Callback):
             f"in {time.time() - self.start:.0f} s: {parts}; store: {where}",
             file=sys.stderr,
         )
+        if counts.get("not run") or counts.get("running"):
+            print(
+                "normexp: some runs did not finish (see the errors above); rerun the same "
+                "command to complete the sweep.",
+                file=sys.stderr,
+            )
+            raise SystemExit(1)
         if counts.get("failed"):
             print(
                 "normexp: runs failed; each one's status.json holds the error. Rerun the same "

@@ -9,6 +9,7 @@ from normexp.errors import ConfigError
 from normexp.validate_fields import check_int
 
 LogEpoch = Callable[[dict], None]
+CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,16 @@ def _check_classification(c: Mapping) -> None:
     check_int("data.n_train", data["n_train"], allow_none=True)
     check_int("data.n_val", data["n_val"])
     check_int("data.n_test", data["n_test"], allow_none=True)
+    if data["n_val"] + (data["n_train"] or 0) > CIFAR10_TRAIN:
+        raise ConfigError(
+            "data.n_train",
+            f"n_train + n_val = {data['n_val'] + data['n_train']} exceeds the {CIFAR10_TRAIN} "
+            f"CIFAR-10 training images; at most {CIFAR10_TRAIN - data['n_val']} with this n_val",
+        )
+    if data["n_val"] >= CIFAR10_TRAIN:
+        raise ConfigError("data.n_val", f"must be < {CIFAR10_TRAIN}, the training images")
+    if (data["n_test"] or 0) > CIFAR10_TEST:
+        raise ConfigError("data.n_test", f"at most {CIFAR10_TEST} (the CIFAR-10 test set) or null")
     check_model(c["model"], c["norm"], c["train"]["batch_size"])
 
 
@@ -49,9 +60,70 @@ def _train_classification(
     return train_classifier(c, log_epoch, bar_row, checkpoint)
 
 
+def _check_instrumented(c: Mapping) -> None:
+    from normexp.train.instrumented import check_probes
+
+    _check_classification(c)
+    check_probes(c["train"])
+
+
+def _train_instrumented(c: Mapping, log_epoch: LogEpoch, bar_row: int) -> dict:
+    from normexp.train.instrumented import train_instrumented
+
+    return train_instrumented(c, log_epoch, bar_row)
+
+
+def _check_image_to_image(c: Mapping) -> None:
+    from normexp.train.image_to_image import check_image_to_image
+
+    check_image_to_image(c)
+
+
+def _train_image_to_image(
+    c: Mapping, log_epoch: LogEpoch, bar_row: int, checkpoint: Path | None = None
+) -> dict:
+    from normexp.train.image_to_image import train_image_to_image
+
+    # The run folder is where the job keeps the checkpoint: the sample grid goes beside it.
+    run_dir = checkpoint.parent if checkpoint is not None else None
+    return train_image_to_image(c, log_epoch, bar_row, checkpoint, artifacts_dir=run_dir)
+
+
+def _check_language_model(c: Mapping) -> None:
+    from normexp.train.language_model import check_language_model
+
+    check_language_model(c)
+
+
+def _prepare_ptb(c: Mapping) -> None:
+    from normexp.data.paths import resolve_data_dir
+    from normexp.data.ptb import load_ptb
+
+    data = c["data"]
+    load_ptb(resolve_data_dir(c["paths"]["data_dir"]), data["level"], data["download"])
+
+
+def _train_language_model(
+    c: Mapping, log_epoch: LogEpoch, bar_row: int, checkpoint: Path | None = None
+) -> dict:
+    from normexp.train.language_model import train_language_model
+
+    return train_language_model(c, log_epoch, bar_row, checkpoint)
+
+
 TASKS: dict[str, Task] = {
     "classification": Task(
         _check_classification, _prepare_cifar10, _train_classification, resumable=True
+    ),
+    # C9, C10: classification plus probes of ICS and of the loss landscape (not resumable)
+    "instrumented_classification": Task(_check_instrumented, _prepare_cifar10, _train_instrumented),
+    # C6: undo per-image contrast / colour changes of CIFAR-10 images with a generator
+    "image_to_image": Task(
+        _check_image_to_image, _prepare_cifar10, _train_image_to_image, resumable=True
+    ),
+    # C7: LSTM language model on PTB, the cell chosen by norm.name
+    "language_model": Task(
+        _check_language_model, _prepare_ptb, _train_language_model, resumable=True
     ),
 }
 

@@ -1,5 +1,6 @@
 """Turn a composed Hydra config into a validated plain dict, refusing bad input in one line."""
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -28,7 +29,19 @@ def resolve_config(cfg: DictConfig) -> dict:
     check_config(config)
     paths = config["paths"]
     paths["results_dir"] = str(Path(paths["results_dir"]).expanduser().resolve())
+    check_writable("paths.results_dir", Path(paths["results_dir"]))
     return config
+
+
+def check_writable(field: str, path: Path) -> None:
+    """The folder exists and is writable, or could be created: checked without writing."""
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(field, f"cannot create {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(field, f"cannot write to {probe} (permission denied)")
 
 
 def check_config(c: Mapping) -> None:

@@ -1,0 +1,87 @@
+"""One job: the store decides; a full disk is one clear line; W&B failing never loses a result."""
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import normexp
+from normexp.errors import StoreError, one_line_errors
+from normexp.job import run_job
+from normexp.tracking import store
+
+CONFIGS = str(Path(normexp.__file__).resolve().parent.parent / "configs")
+
+
+def job_config(tmp_path, cifar_data, *overrides):
+    data_dir, extra = cifar_data
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[
+                "profile=smoke",
+                f"paths.data_dir={data_dir}",
+                f"paths.results_dir={tmp_path / 'res'}",
+                "runtime.progress=false",
+                *extra,
+                *overrides,
+            ],
+        )
+
+
+def run_dirs(tmp_path):
+    return list((tmp_path / "res" / "runs" / "adhoc").glob("*"))
+
+
+def test_disk_full_is_one_line_naming_the_results_dir(tmp_path, cifar_data, monkeypatch, capsys):
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(store, "atomic_write_text", full)
+    cfg = job_config(tmp_path, cifar_data, "tracking.mode=disabled")
+    with pytest.raises(SystemExit) as info, one_line_errors():
+        run_job(cfg)
+    assert info.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and line.startswith("normexp: error: paths.results_dir: cannot write")
+    assert "No space left on device" in line
+    # In a sweep the job logs it and returns, so the sweep's closing count shows it as not run.
+    assert run_job(cfg, in_sweep=True) is None
+    with pytest.raises(StoreError):
+        run_job(cfg)
+
+
+def test_wandb_failing_to_start_keeps_the_local_result(tmp_path, cifar_data, monkeypatch):
+    import wandb
+
+    def broken_init(*args, **kwargs):
+        raise RuntimeError("wandb: network is unreachable")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    summary = run_job(job_config(tmp_path, cifar_data, "tracking.mode=online"))
+    assert summary is not None and summary["status"] == "ok"
+    assert "network is unreachable" in summary["wandb_error"]
+    (run,) = run_dirs(tmp_path)
+    assert json.loads((run / "status.json").read_text())["status"] == "ok"
+    assert "wandb_error" in json.loads((run / "summary.json").read_text())
+
+
+def test_finished_run_is_skipped_and_diverged_run_is_kept(tmp_path, cifar_data):
+    cfg = job_config(
+        tmp_path,
+        cifar_data,
+        "tracking.mode=disabled",
+        "norm=none",
+        "optim.lr_per_128=1e6",
+        "optim.warmup_frac=0",
+        "train.epochs=2",
+    )
+    summary = run_job(cfg)
+    assert summary["status"] == "diverged"
+    (run,) = run_dirs(tmp_path)
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "diverged" and "non-finite" in status["error"]
+    assert not (run / "checkpoint.pt").exists()
+    assert run_job(cfg) is None  # diverged counts as finished: never trained again
