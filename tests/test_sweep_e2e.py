@@ -28,7 +28,9 @@ def sweep(tmp_path, data_dir, extra):
     )
 
 
-def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(tmp_path, cifar_data):
+def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(
+    tmp_path, cifar_data, monkeypatch
+):
     data_dir, extra = cifar_data
     first = sweep(tmp_path, data_dir, extra)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -59,6 +61,23 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(tmp_path, 
     assert {"norm.name", "train.batch_size", "seed", "test_err"} <= set(table.columns)
     figure = tmp_path / "results" / "figures" / "bn_small_batch.png"
     assert figure.stat().st_size > 20_000
+
+    # Determinism across processes: a run trained by a launcher worker equals the same config
+    # trained again here.
+    from normexp.train.classification import train_classifier
+
+    monkeypatch.setenv("NORMEXP_DATA_DIR", str(data_dir))
+    batch_run = next(
+        r
+        for r in runs
+        if json.loads((r / "config.json").read_text())["norm"]
+        == {"name": "batch", "position": "pre"}
+        and json.loads((r / "config.json").read_text())["train"]["batch_size"] == 32
+    )
+    stored = json.loads((batch_run / "summary.json").read_text())
+    again = train_classifier(json.loads((batch_run / "config.json").read_text()), lambda m: None)
+    for key in ("train_loss", "val_loss", "test_loss", "test_acc_batch_stats"):
+        assert again[key] == stored[key], key
 
     stamps = {run.name: (run / "summary.json").stat().st_mtime_ns for run in runs}
     second = sweep(tmp_path, data_dir, extra)
