@@ -39,3 +39,6 @@ lint: setup ## ruff
 
 clean-outputs: ## delete Hydra's per-job logs under outputs/ (the results store is kept)
 	rm -rf outputs
+
+bench: setup ## benchmark ratios (norms, data pipeline, harness, sweep layout, RNN cells) -> results/bench/
+	$(PY) -m normexp.bench

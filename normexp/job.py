@@ -18,6 +18,7 @@ from normexp.train.device import pick_device
 from normexp.validate import resolve_config
 
 log = logging.getLogger("normexp")
+HEADLINE_METRICS = ("test_acc", "test_psnr", "test_bpc", "test_ppl")  # the first one present
 # Write failures that mean "the store cannot be written", not "this run failed".
 STORE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 CHECKPOINT = "checkpoint.pt"
@@ -116,7 +117,7 @@ def _train(config: dict, record: RunRecord, progress_position: int) -> dict:
     record.finish(status, summary, error)
     if status in FINISHED:
         checkpoint.unlink(missing_ok=True)  # a finished run is never resumed
-    log.info(
-        "%s %s [%s] test_acc=%s", status, describe(config), record.key, summary.get("test_acc")
-    )
+    headline = next((k for k in HEADLINE_METRICS if k in summary), None)
+    result = f" {headline}={summary[headline]:.4g}" if headline else ""
+    log.info("%s %s [%s]%s", status, describe(config), record.key, result)
     return summary

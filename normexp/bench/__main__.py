@@ -1,52 +1,87 @@
-"""``python -m normexp.bench``: print one table of ratios and write results/bench/bench.json."""
+"""``python -m normexp.bench``: one table of ratios, each measured side by side in this run;
+written with the machine description to results/bench/bench.json."""
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
 
 import torch
 
-from normexp.bench.norms import bench_norms
+from normexp.data.paths import resolve_data_dir
 from normexp.tracking.provenance import provenance
+
+SECTIONS = ("norms", "data", "harness", "sweep", "rnn")
+
+
+def run_section(name: str, data_dir: Path, repeats: int) -> list[dict]:
+    if name == "norms":
+        from normexp.bench.norms import bench_norms
+
+        return bench_norms(repeats=repeats)
+    if name == "data":
+        from normexp.bench.data import bench_data
+
+        return bench_data(data_dir)
+    if name == "harness":
+        from normexp.bench.harness import bench_harness
+
+        return bench_harness(data_dir)
+    if name == "sweep":
+        from normexp.bench.sweep import bench_sweep
+
+        return bench_sweep(data_dir)
+    try:
+        from normexp.bench.rnn import bench_rnn
+    except ModuleNotFoundError:
+        return []
+    return bench_rnn()
+
+
+def fmt(row: dict) -> str:
+    ours = row.get("ours", f"{row.get('ours_ms', 0):.2f} ms")
+    ref = row.get("reference_value", f"{row.get('reference_ms', 0):.2f} ms")
+    mark = "ok" if row["meets_target"] else "MISSES"
+    return (
+        f"{row['bench']:<13} {row['name']:<26} {row['reference']:<18} {ours:>16} "
+        f"{ref:>16} {row['ratio']:>6.2f}  {row['target']} {mark}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (default: 1, as each sweep worker uses)",
-    )
+    parser.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)  # as each sweep worker runs
+    data_dir = resolve_data_dir(None)
     start = time.time()
-    rows = bench_norms(repeats=args.repeats)
     print(
-        f"{'bench':<14} {'name':<16} {'reference':<16} {'ours ms':>9} {'ref ms':>9} "
+        f"{'bench':<13} {'case':<26} {'reference':<18} {'ours':>16} {'reference':>16} "
         f"{'ratio':>6}  target"
     )
-    for r in rows:
-        mark = "ok" if r["meets_target"] else "MISSES"
-        print(
-            f"{r['bench']:<14} {r['name']:<16} {r['reference']:<16} {r['ours_ms']:>9.2f} "
-            f"{r['reference_ms']:>9.2f} {r['ratio']:>6.2f}  {r['target']} {mark}"
-        )
+    rows = []
+    for section in args.only:
+        for row in run_section(section, data_dir, args.repeats):
+            print(fmt(row), flush=True)
+            rows.append(row)
     args.out.mkdir(parents=True, exist_ok=True)
     record = {
         "rows": rows,
-        "threads": args.threads,
         "seconds": time.time() - start,
         "provenance": provenance("cpu"),
         "cpu": platform.processor() or platform.machine(),
-        "cpu_count": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
     }
     (args.out / "bench.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"-> {args.out / 'bench.json'}")
+    print(
+        f"-> {args.out / 'bench.json'} (load average {record['load_average_1min']:.1f} "
+        f"on {record['cpu_count']} cores: ratios are side by side, absolute numbers are not)"
+    )
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ and channel c the corruption is an affine map about mid-grey,
 with contrast a (log-uniform), colour gain k (log-uniform per channel), brightness b and colour
 offset d (uniform). The result is not clipped: the map stays invertible, so how much of it a
 network undoes is limited by how well it infers each image's parameters from the content, not
-by lost information. This is the setting where instance normalization's invariance to each
-image's per-channel mean and scale fits the task (Ulyanov et al. 2016), and where a batch
-statistic mixes parameters of unrelated images.
+by lost information. It is the setting of the IN paper's argument (Ulyanov et al. 2016: the
+output should not depend on the input's contrast): IN right after the first conv removes the
+common contrast a and brightness b exactly, while BN must learn to ignore them. The cost is on
+the other side: IN also discards what the corrupted image's statistics still say about the
+clean image's brightness and contrast, which the network must then infer from content.
 """
 
 import math

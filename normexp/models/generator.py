@@ -1,13 +1,15 @@
-"""Image-to-image generator: a small encoder-decoder CNN in the shape of the feed-forward
-stylization networks where instance normalization was introduced (Johnson et al. 2016;
-Ulyanov et al. 2016): stride-2 conv down, residual blocks at the bottleneck, nearest upsample +
-conv up, and an output conv without a norm.
+"""Image-to-image generator: a small encoder-decoder CNN in the shape of the generators where
+instance normalization is used (feed-forward stylization, Johnson et al. 2016 and Ulyanov et al.
+2016; the U-Net of pix2pix, Isola et al. 2017): stride-2 conv down, residual blocks at the
+bottleneck, nearest upsample + conv up, and an output conv without a norm.
 
-Long (U-Net) skips are off by default: with them the full-resolution features of the first
-block reach the output through one norm only, so the comparison would mostly measure that one
-layer's norm; without them every pixel passes through every norm of the network, which is the
-setting the claim is about. ``skips: true`` concatenates each encoder level's output (after its
-norm) into the decoder at the same resolution, for a U-Net-style variant.
+U-Net skips (``skips: true``) concatenate each encoder level's output, taken after its norm,
+into the decoder block of the same resolution, before that block's conv and norm. So they do not
+let anything bypass normalization: every path from input to output passes through at least two
+norms (an encoder block's and a decoder block's); they only shorten the path for fine detail,
+which makes the task learnable at the quick profile's scale. There is deliberately no global
+residual (output = input + correction): that path would carry the corrupted input's contrast and
+colour past every norm, and a branch with IN, invariant to them, could not correct them.
 """
 
 from collections.abc import Mapping
@@ -74,8 +76,10 @@ class Generator(nn.Module):
         self.stem = block(in_channels, widths[0])
         self.down = nn.ModuleList(block(widths[i - 1], widths[i], 2) for i in range(1, len(widths)))
         self.bottleneck = nn.Sequential(
-            *(ResidualBlock(widths[-1], norm, position, activation, norm_kwargs))
-            for _ in range(res_blocks)
+            *(
+                ResidualBlock(widths[-1], norm, position, activation, norm_kwargs)
+                for _ in range(res_blocks)
+            )
         )
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
         self.up = nn.ModuleList(
@@ -159,9 +163,31 @@ def check_generator(model: Mapping, norm: Mapping, batch_size: int, image_size: 
         )
     name, position, kwargs = split_norm_config(norm)
     check_position(position)
+    _refuse_per_channel_norm_before_output(name, position, kwargs, widths[0])
     channels = normalized_channels(list(widths), res_blocks)
     values = batch_size * smallest_feature_map(list(widths), image_size)
     check_norm(name, "image", channels, values, kwargs, batch_size)
+
+
+def _refuse_per_channel_norm_before_output(
+    name: str, position: str, kwargs: Mapping, channels: int
+) -> None:
+    """In ``post`` the last block ends with the norm and the (linear) output conv follows. A norm
+    whose set S is one channel of one sample (IN, or GN with one channel per group) fixes each
+    channel's spatial mean at β there, so every output image would have the same mean colour
+    (up to border effects): the generator could not express the target's brightness."""
+    if position != "post":
+        return
+    per_channel = name == "instance" or (
+        name == "group"
+        and (kwargs.get("channels_per_group") == 1 or kwargs.get("num_groups") == channels)
+    )
+    if per_channel:
+        raise ConfigError(
+            "norm.position",
+            f"'post' {name} norm right before the linear output conv fixes every output "
+            "image's mean colour; allowed for it: pre",
+        )
 
 
 def build_generator(model: Mapping, norm: Mapping) -> Generator:

@@ -46,11 +46,49 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from normexp.models import lstm_kernel
+
 CELLS = ("none", "layer", "batch_per_step", "batch_shared", "rms")
 BATCH_CELLS = ("batch_per_step", "batch_shared")
 BN_GAMMA_INIT = 0.1  # Cooijmans et al. 2016, section 4
 
 _aten = torch.ops.aten
+
+
+# --- the per-step matmul ----------------------------------------------------------------------
+
+
+def _linear_fn(weight: Tensor, batch: int):  # noqa: ANN202
+    """``x -> x @ weight.T`` for many small x of ``batch`` rows.
+
+    On the CPU in float32 the weight is prepacked once for oneDNN's matmul, which is what makes
+    the fused ``nn.LSTM`` fast there (about twice MKL's ``mm`` at these shapes); elsewhere, and
+    if that op is missing from the build, it is a plain ``mm``.
+    """
+    if weight.device.type == "cpu" and weight.dtype == torch.float32 and _ONEDNN_LINEAR:
+        try:
+            packed = _ONEDNN_PACK(weight, batch)
+        except RuntimeError:
+            pass
+        else:
+            return lambda x: _ONEDNN_LINEAR(x, packed, None, "none", [], "")
+    w_t = weight.t()
+    return lambda x: torch.mm(x, w_t)
+
+
+def _onednn_ops():  # noqa: ANN202
+    try:
+        if torch.backends.mkldnn.is_available():
+            return (
+                torch.ops.mkldnn._linear_pointwise.default,
+                torch.ops.mkldnn._reorder_linear_weight.default,
+            )
+    except (AttributeError, RuntimeError):
+        pass
+    return None, None
+
+
+_ONEDNN_LINEAR, _ONEDNN_PACK = _onednn_ops()
 
 
 # --- one normalization site (N_h or N_c) inside the recurrence ---------------------------------
@@ -71,6 +109,21 @@ class _Site:
     scale: Tensor | None = None  # population: (steps, F), gamma / sqrt(var + eps)
     shift: Tensor | None = None  # population: (steps, F), beta - mean * scale
     saved: list = field(default_factory=list)  # per step: (mean, rstd) or (rstd,)
+    kernel_stats: Tensor | None = None  # the C kernel's (T, ·) statistics, instead of saved
+
+    def pointers(self, t: int) -> tuple:
+        """(kind code, γ, β, scale, shift) as the C kernel takes them at step t."""
+        scale = shift = None
+        if self.kind == "population":
+            s = min(t, self.scale.shape[0] - 1)
+            scale, shift = self.scale[s].data_ptr(), self.shift[s].data_ptr()
+        return (
+            lstm_kernel.KINDS[self.kind],
+            _ptr(self.gamma),
+            _ptr(self.beta),
+            scale,
+            shift,
+        )
 
     def forward(self, a: Tensor, t: int) -> Tensor:
         if self.kind == "layer":
@@ -95,44 +148,39 @@ class _Site:
             raise AssertionError(self.kind)
         return n
 
-    def backward(self, dn: Tensor, a: Tensor, t: int) -> Tensor:
-        """Gradient w.r.t. the site's input ``a`` (γ, β gradients are formed after the loop)."""
+    def backward(
+        self, dn: Tensor, a: Tensor, t: int, grads: tuple[bool, bool]
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Gradients w.r.t. the site's input ``a`` and, where ``grads`` asks, its γ and β."""
+        mask = [True, *grads]
         if self.kind == "layer":
             mean, rstd = self.saved[t]
             return _aten.native_layer_norm_backward(
-                dn, a, [a.shape[1]], mean, rstd, self.gamma, None, [True, False, False]
-            )[0]
-        if self.kind == "rms":  # PyTorch has no CPU kernel for it (2.x): written out
-            rstd = self.saved[t][0]
-            g = dn * self.gamma
-            x_hat = a * rstd
-            proj = (g * x_hat).mean(1, keepdim=True)
-            return g.sub_(x_hat.mul_(proj)).mul_(rstd)
+                dn, a, [a.shape[1]], mean, rstd, self.gamma, self.beta, mask
+            )
         if self.kind == "batch":
             mean, invstd = self.saved[t]
             return _aten.native_batch_norm_backward(
-                dn, a, self.gamma, None, None, mean, invstd, True, self.eps, [True, False, False]
-            )[0]
+                dn, a, self.gamma, None, None, mean, invstd, True, self.eps, mask
+            )
+        if self.kind == "rms":  # PyTorch has no CPU kernel for its backward (2.x): written out
+            rstd = self.saved[t][0]
+            x_hat = a * rstd
+            d_gamma = (dn * x_hat).sum(0) if grads[0] else None
+            d_beta = dn.sum(0) if grads[1] else None
+            g = dn * self.gamma
+            proj = (g * x_hat).mean(1, keepdim=True)
+            return g.sub_(x_hat.mul_(proj)).mul_(rstd), d_gamma, d_beta
         raise AssertionError(self.kind)  # population statistics take the eager path
 
-    def normalized(self, a: Tensor) -> Tensor:
-        """x̂ for all steps at once, (T, B, F): what γ multiplied in the forward pass."""
-        if self.kind == "layer":
+    def batch_stats(self, batch: int, width: int) -> tuple[Tensor, Tensor]:
+        """Per-step (mean, unbiased variance), each (T, width), of the batches seen (kind
+        batch)."""
+        if self.kernel_stats is not None:
+            mean, invstd = self.kernel_stats[:, :width], self.kernel_stats[:, width : 2 * width]
+        else:
             mean = torch.stack([m for m, _ in self.saved])
-            rstd = torch.stack([r for _, r in self.saved])
-            return (a - mean) * rstd
-        if self.kind == "rms":
-            return a * torch.stack([r for (r,) in self.saved])
-        if self.kind == "batch":
-            mean = torch.stack([m for m, _ in self.saved]).unsqueeze(1)
-            invstd = torch.stack([s for _, s in self.saved]).unsqueeze(1)
-            return (a - mean) * invstd
-        raise AssertionError(self.kind)
-
-    def batch_stats(self, batch: int) -> tuple[Tensor, Tensor]:
-        """Per-step (mean, unbiased variance), each (T, F), of the batches seen (kind batch)."""
-        mean = torch.stack([m for m, _ in self.saved])
-        invstd = torch.stack([s for _, s in self.saved])
+            invstd = torch.stack([s for _, s in self.saved])
         var = (invstd.pow(-2) - self.eps).clamp_min(0.0)
         return mean, var * (batch / max(batch - 1, 1))
 
@@ -140,29 +188,47 @@ class _Site:
 # --- the recurrence: forward loop, hand-written backward ---------------------------------------
 
 
-def _forward_loop(xin: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, hh: _Site, cc: _Site):
-    """Run the recurrence; return (out, acts, cs, tms, a_hh), all (T, B, ·) buffers.
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
 
-    ``xin`` already holds N_x(W_x x_t) + b. ``acts`` holds i, f, o, g after their nonlinearity,
-    ``cs`` the cell states, ``tms`` tanh(N_c(c_t)), ``a_hh`` the recurrent term W_h h_{t-1}
-    (None when N_h is the identity).
+
+def _kernel_for(ax: Tensor):  # noqa: ANN202
+    """The fused C step kernel when it applies here (float32 on the CPU), else None."""
+    if ax.dtype != torch.float32 or ax.device.type != "cpu":
+        return None
+    return lstm_kernel.load()
+
+
+def _forward_loop(ax: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, sites: tuple):
+    """Run the recurrence; return (out, acts, cs, tms, a_hh).
+
+    ``ax`` holds W_x x_t for every step, or N_x(W_x x_t) + b already when the input site is the
+    identity. The (T, B, ·) buffers: ``acts`` holds i, f, o, g after their nonlinearity, ``cs``
+    the cell states, ``tms`` tanh(N_c(c_t)); ``a_hh`` is the list of the recurrent terms
+    W_h h_{t-1} (None when N_h is the identity).
     """
-    T, B, G = xin.shape
+    kernel = _kernel_for(ax)
+    if kernel is not None:
+        return _forward_loop_kernel(kernel, ax, h0, c0, w_hh, sites)
+    xs, hh, cc = sites
+    T, B, G = ax.shape
     H = G // 4
-    w_t = w_hh.t()
-    out = xin.new_empty(T, B, H)
-    cs = xin.new_empty(T, B, H)
-    tms = xin.new_empty(T, B, H)
-    acts = xin.new_empty(T, B, G)
-    a_hh = None if hh.kind == "none" else xin.new_empty(T, B, G)
+    recurrent = _linear_fn(w_hh, B)
+    out = ax.new_empty(T, B, H)
+    cs = ax.new_empty(T, B, H)
+    tms = ax.new_empty(T, B, H)
+    acts = ax.new_empty(T, B, G)
+    a_hh = None if hh.kind == "none" else []
     h, c = h0, c0
     for t in range(T):
         z = acts[t]
+        x_term = ax[t] if xs.kind == "none" else xs.forward(ax[t], t)
         if a_hh is None:
-            torch.addmm(xin[t], h, w_t, out=z)
+            torch.add(x_term, recurrent(h), out=z)
         else:
-            torch.mm(h, w_t, out=a_hh[t])
-            torch.add(xin[t], hh.forward(a_hh[t], t), out=z)
+            a = recurrent(h)
+            a_hh.append(a)
+            torch.add(x_term, hh.forward(a, t), out=z)
         z[:, : 3 * H].sigmoid_()
         z[:, 3 * H :].tanh_()
         c_t = cs[t]
@@ -175,41 +241,144 @@ def _forward_loop(xin: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, hh: _Site, 
     return out, acts, cs, tms, a_hh
 
 
+def _steps(x: Tensor) -> tuple[int, int]:
+    """(address of step 0, bytes per step) of a contiguous (T, ...) tensor."""
+    return x.data_ptr(), x[0].numel() * x.element_size()
+
+
+def _forward_loop_kernel(kernel, ax, h0, c0, w_hh, sites):  # noqa: ANN001, ANN202
+    """``_forward_loop`` with each step's element-wise work in one call of the C kernel;
+    ``a_hh`` is then the list of every step's recurrent term, and each site's statistics are in
+    its ``kernel_stats``. Addresses are computed, not looked up, to keep the loop thin."""
+    T, B, G = ax.shape
+    H = G // 4
+    ax, h, c0 = ax.contiguous(), h0.contiguous(), c0.contiguous()
+    recurrent = _linear_fn(w_hh, B)
+    out, cs, tms = (ax.new_empty(T, B, H) for _ in range(3))
+    acts = ax.new_empty(T, B, G)
+    for site, width in zip(sites, (G, G, H), strict=True):
+        site.kernel_stats = ax.new_empty(T, 2 * max(width, B))
+    xs, hh, cc = sites
+    (ax0, ax_s), (z0, z_s), (c_0, c_s), (tm0, tm_s), (h_0, h_s) = map(
+        _steps, (ax, acts, cs, tms, out)
+    )
+    stats = [_steps(site.kernel_stats) for site in sites]
+    fixed = [site.pointers(0) for site in sites]
+    population = [site.kind == "population" for site in sites]
+    outs = out.unbind(0)
+    c_prev, a_hh = c0.data_ptr(), []
+    for t in range(T):
+        a = recurrent(h)
+        a_hh.append(a)
+        px, ph, pc = (
+            site.pointers(t) if pop else ptrs
+            for site, pop, ptrs in zip(sites, population, fixed, strict=True)
+        )
+        kernel.lstm_fwd_step(
+            B, H, ax0 + t * ax_s, a.data_ptr(), c_prev,
+            *px, stats[0][0] + t * stats[0][1],
+            ph[0], ph[1], ph[3], ph[4], stats[1][0] + t * stats[1][1],
+            *pc, stats[2][0] + t * stats[2][1],
+            xs.eps, z0 + t * z_s, c_0 + t * c_s, tm0 + t * tm_s, h_0 + t * h_s,
+        )  # fmt: skip
+        h, c_prev = outs[t], c_0 + t * c_s
+    return out, acts, cs, tms, a_hh
+
+
+def _backward_kernel(ctx, kernel, d_out, d_hT, d_cT):  # noqa: ANN001, ANN202
+    """The backward loop with each step's element-wise work in one call of the C kernel."""
+    xs, hh, cc = ctx.sites
+    ax, h0, c0, w_hh, out, acts, cs, tms = ctx.saved_tensors
+    ax, a_hh = ax.contiguous(), ctx.a_hh
+    T, B, G = acts.shape
+    H = G // 4
+    need = ctx.needs_input_grad
+    d_out = d_out.contiguous()
+    d_ax, da_all = acts.new_empty(T, B, G), acts.new_empty(T, B, G)
+    dz, dm, scratch = acts.new_empty(B, G), acts.new_empty(B, H), acts.new_empty(2 * G)
+    names = ("g_x", "b_x", "g_hh", "g_c", "b_c")
+    grad = {
+        k: acts.new_zeros(H if k in ("g_c", "b_c") else G) if need[i] else None
+        for i, k in zip(range(4, 9), names, strict=True)
+    }
+    site_x = (lstm_kernel.KINDS[xs.kind], _ptr(xs.gamma))
+    site_h = (lstm_kernel.KINDS[hh.kind], _ptr(hh.gamma))
+    site_c = (lstm_kernel.KINDS[cc.kind], _ptr(cc.gamma))
+    g_x, b_x, g_hh, g_c, b_c = (_ptr(grad[k]) for k in names)
+    (ax0, ax_s), (z0, z_s), (c_0, c_s), (tm0, tm_s), (dout0, dout_s) = map(
+        _steps, (ax, acts, cs, tms, d_out)
+    )
+    (dax0, dax_s), (da0, da_s) = _steps(d_ax), _steps(da_all)
+    stats = [_steps(site.kernel_stats) for site in (xs, hh, cc)]
+    dh = d_hT.contiguous()
+    dc_carry = d_cT.clone().contiguous()
+    c0 = c0.contiguous()
+    back = _linear_fn(w_hh.t().contiguous(), B)  # dh_{t-1} = da_t @ W_h
+    da_steps = da_all.unbind(0)
+    for t in range(T - 1, -1, -1):
+        kernel.lstm_bwd_step(
+            B, H, dh.data_ptr(), dout0 + t * dout_s, dc_carry.data_ptr(), z0 + t * z_s,
+            c_0 + t * c_s, c_0 + (t - 1) * c_s if t else c0.data_ptr(), tm0 + t * tm_s,
+            ax0 + t * ax_s, a_hh[t].data_ptr(),
+            *site_x, stats[0][0] + t * stats[0][1], g_x, b_x,
+            *site_h, stats[1][0] + t * stats[1][1], g_hh,
+            *site_c, stats[2][0] + t * stats[2][1], g_c, b_c,
+            dm.data_ptr(), dz.data_ptr(), scratch.data_ptr(), dax0 + t * dax_s, da0 + t * da_s,
+        )  # fmt: skip
+        dh = back(da_steps[t])
+    d_w_hh = None
+    if need[3]:
+        d_w_hh = torch.mm(da_all[0].t(), h0)
+        if T > 1:
+            d_w_hh.addmm_(da_all[1:].view(-1, G).t(), out[:-1].view(-1, H))
+    return (d_ax, dh, dc_carry, d_w_hh, *(grad[k] for k in names), None)
+
+
+def _sum_steps(grads: list) -> Tensor | None:
+    return None if not grads or grads[0] is None else torch.stack(grads).sum(0)
+
+
 class _FastRecurrence(torch.autograd.Function):
     """The loop with a hand-written backward (sites of kind none/layer/rms/batch)."""
 
     @staticmethod
-    def forward(ctx, xin, h0, c0, w_hh, g_hh, g_c, b_c, sites):  # noqa: ANN001, ANN205
-        hh, cc = sites
-        out, acts, cs, tms, a_hh = _forward_loop(xin, h0, c0, w_hh, hh, cc)
-        ctx.sites = sites
-        ctx.save_for_backward(h0, c0, w_hh, out, acts, cs, tms, a_hh)
+    def forward(ctx, ax, h0, c0, w_hh, g_x, b_x, g_hh, g_c, b_c, sites):  # noqa: ANN001, ANN205
+        out, acts, cs, tms, a_hh = _forward_loop(ax, h0, c0, w_hh, sites)
+        ctx.sites, ctx.a_hh, ctx.kernel = sites, a_hh, _kernel_for(ax)
+        ctx.save_for_backward(ax, h0, c0, w_hh, out, acts, cs, tms)
         # Copies: the final state is carried into the next window, the buffers stay saved.
         return out, out[-1].clone(), cs[-1].clone()
 
     @staticmethod
     def backward(ctx, d_out, d_hT, d_cT):  # noqa: ANN001, ANN205
-        hh, cc = ctx.sites
-        h0, c0, w_hh, out, acts, cs, tms, a_hh = ctx.saved_tensors
+        if ctx.kernel is not None:
+            return _backward_kernel(ctx, ctx.kernel, d_out, d_hT, d_cT)
+        xs, hh, cc = ctx.sites
+        ax, h0, c0, w_hh, out, acts, cs, tms = ctx.saved_tensors
+        a_hh = ctx.a_hh
         T, B, G = acts.shape
         H = G // 4
+        need = ctx.needs_input_grad
         dz_all = acts.new_empty(T, B, G)
-        da_all = dz_all if a_hh is None else acts.new_empty(T, B, G)
-        dm_all = None if cc.kind == "none" else acts.new_empty(T, B, H)
-        dh = d_out[-1].clone() if d_out is not None else h0.new_zeros(B, H)
-        if d_hT is not None:
-            dh += d_hT
-        dc_carry = d_cT.clone() if d_cT is not None else c0.new_zeros(B, H)
+        # Per-step gradients w.r.t. the sites' inputs and parameters, combined after the loop.
+        dax_steps: list[Tensor] = []
+        da_steps: list[Tensor] = []
+        d_params: dict[str, list] = {k: [] for k in ("g_x", "b_x", "g_hh", "g_c", "b_c")}
+        dh = d_out[-1].clone()
+        dh += d_hT
+        dc_carry = d_cT.clone()
+        back = _linear_fn(w_hh.t().contiguous(), B)  # dh_{t-1} = da_t @ W_h
         for t in range(T - 1, -1, -1):
             z, dz = acts[t], dz_all[t]
             i, f, o, g = z[:, :H], z[:, H : 2 * H], z[:, 2 * H : 3 * H], z[:, 3 * H :]
             torch.mul(dh, tms[t], out=dz[:, 2 * H : 3 * H])
             dm = _aten.tanh_backward(dh * o, tms[t])
-            if dm_all is not None:
-                dm_all[t] = dm
-                dc = cc.backward(dm, cs[t], t)
-            else:
+            if cc.kind == "none":
                 dc = dm
+            else:
+                dc, d_g, d_b = cc.backward(dm, cs[t], t, (need[7], need[8]))
+                d_params["g_c"].append(d_g)
+                d_params["b_c"].append(d_b)
             dc += dc_carry
             torch.mul(dc, g, out=dz[:, :H])
             torch.mul(dc, cs[t - 1] if t else c0, out=dz[:, H : 2 * H])
@@ -219,25 +388,36 @@ class _FastRecurrence(torch.autograd.Function):
                 dz[:, : 3 * H], z[:, : 3 * H], grad_input=dz[:, : 3 * H]
             )
             _aten.tanh_backward.grad_input(dz[:, 3 * H :], g, grad_input=dz[:, 3 * H :])
-            da = dz if a_hh is None else hh.backward(dz, a_hh[t], t)
-            if a_hh is not None:
-                da_all[t] = da
-            dh = torch.mm(da, w_hh)
-            if t and d_out is not None:
+            if xs.kind != "none":
+                dax, d_g, d_b = xs.backward(dz, ax[t], t, (need[4], need[5]))
+                dax_steps.append(dax)
+                d_params["g_x"].append(d_g)
+                d_params["b_x"].append(d_b)
+            if a_hh is None:
+                da = dz
+            else:
+                da, d_g, _ = hh.backward(dz, a_hh[t], t, (need[6], False))
+                da_steps.append(da)
+                d_params["g_hh"].append(d_g)
+            dh = back(da)
+            if t:
                 dh += d_out[t - 1]
-        h_prev = torch.cat([h0.unsqueeze(0), out[:-1]])
-        d_w_hh = torch.mm(da_all.view(T * B, G).t(), h_prev.view(T * B, H))
-        d_g_hh = d_g_c = d_b_c = None
-        if ctx.needs_input_grad[4]:
-            d_g_hh = (dz_all * hh.normalized(a_hh)).sum((0, 1))
-        if ctx.needs_input_grad[5]:
-            d_g_c = (dm_all * cc.normalized(cs)).sum((0, 1))
-        if ctx.needs_input_grad[6]:
-            d_b_c = dm_all.sum((0, 1))
-        return dz_all, dh, dc_carry, d_w_hh, d_g_hh, d_g_c, d_b_c, None
+        d_ax = dz_all if xs.kind == "none" else torch.stack(dax_steps[::-1])
+        # The weight gradient of W_h for all steps at once, in one matmul.
+        da_all = dz_all if a_hh is None else torch.stack(da_steps[::-1])
+        d_w_hh = None
+        if need[3]:
+            d_w_hh = torch.mm(da_all[0].t(), h0)
+            if T > 1:
+                d_w_hh.addmm_(da_all[1:].view(-1, G).t(), out[:-1].view(-1, H))
+        sums = {k: _sum_steps(v) for k, v in d_params.items()}
+        return (
+            d_ax, dh, dc_carry, d_w_hh,
+            sums["g_x"], sums["b_x"], sums["g_hh"], sums["g_c"], sums["b_c"], None,
+        )  # fmt: skip
 
 
-def _eager_recurrence(xin, h0, c0, w_hh, hh: _Site, cc: _Site):  # noqa: ANN001, ANN201
+def _eager_recurrence(ax, h0, c0, w_hh, sites: tuple):  # noqa: ANN001, ANN201
     """The recurrence written plainly with autograd: the specification of the fast path."""
 
     def norm(site: _Site, a: Tensor, t: int) -> Tensor:
@@ -257,10 +437,11 @@ def _eager_recurrence(xin, h0, c0, w_hh, hh: _Site, cc: _Site):  # noqa: ANN001,
         s = min(t, site.scale.shape[0] - 1)
         return a * site.scale[s] + site.shift[s]
 
+    xs, hh, cc = sites
     H = h0.shape[1]
     h, c, outs = h0, c0, []
-    for t in range(xin.shape[0]):
-        z = xin[t] + norm(hh, h @ w_hh.t(), t)
+    for t in range(ax.shape[0]):
+        z = norm(xs, ax[t], t) + norm(hh, h @ w_hh.t(), t)
         i, f, o = torch.sigmoid(z[:, : 3 * H]).chunk(3, 1)
         g = torch.tanh(z[:, 3 * H :])
         c = f * c + i * g
@@ -302,8 +483,8 @@ class NormLSTMLayer(nn.Module):
             self.gamma_hh = nn.Parameter(torch.empty(G))
             self.gamma_c = nn.Parameter(torch.empty(hidden_size))
             self.beta_c = None if cell == "rms" else nn.Parameter(torch.empty(hidden_size))
+        self.max_steps = max_steps if cell == "batch_per_step" else 1
         if cell in BATCH_CELLS:
-            self.max_steps = max_steps if cell == "batch_per_step" else 1
             for site, width in (("ih", G), ("hh", G), ("c", hidden_size)):
                 self.register_buffer(f"running_mean_{site}", torch.zeros(self.max_steps, width))
                 self.register_buffer(f"running_var_{site}", torch.ones(self.max_steps, width))
@@ -352,85 +533,57 @@ class NormLSTMLayer(nn.Module):
                 f"a training window of {T} steps exceeds max_steps={self.max_steps}, the number "
                 "of per-step statistics this layer keeps"
             )
-        xin = self._input_term(x, T)
-        hh, cc = self._sites(T)
-        params = (self.weight_hh, self.gamma_hh, self.gamma_c, self.beta_c)
+        # W_x x_t for all steps in one matmul; with no input norm, the bias comes with it.
+        if self.cell == "none":
+            ax = F.linear(x, self.weight_ih, self.bias)
+        else:
+            ax = F.linear(x, self.weight_ih)
+        sites = self._sites()
+        params = (
+            self.weight_hh, self.gamma_ih, None if self.cell == "none" else self.bias,
+            self.gamma_hh, self.gamma_c, self.beta_c,
+        )  # fmt: skip
         needs_grad = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (xin, h0, c0, *params)
+            t is not None and t.requires_grad for t in (ax, h0, c0, *params)
         )
         if not needs_grad:
-            out, _, cs, _, _ = _forward_loop(xin, h0, c0, self.weight_hh, hh, cc)
+            out, _, cs, _, _ = _forward_loop(ax, h0, c0, self.weight_hh, sites)
             h_t, c_t = out[-1], cs[-1]
-        elif hh.kind == "population":  # gradients through population statistics: rare
-            out, h_t, c_t = _eager_recurrence(xin, h0, c0, self.weight_hh, hh, cc)
+        elif sites[1].kind == "population":  # gradients through population statistics: rare
+            out, h_t, c_t = _eager_recurrence(ax, h0, c0, self.weight_hh, sites)
         else:
-            out, h_t, c_t = _FastRecurrence.apply(xin, h0, c0, *params, (hh, cc))
+            out, h_t, c_t = _FastRecurrence.apply(ax, h0, c0, *params, sites)
         if batch_stats:
-            self._update_running(hh, "hh", B)
-            self._update_running(cc, "c", B)
+            for site, name in zip(sites, ("ih", "hh", "c"), strict=True):
+                self._update_running(site, name, B)
         return out, (h_t, c_t)
 
-    def _gamma(self, name: str) -> Tensor | None:
-        return None if self.cell == "none" else getattr(self, name)
-
-    def _input_term(self, x: Tensor, T: int) -> Tensor:
-        """N_x(W_x x_t) + b for all steps at once, (T, B, 4H)."""
-        G = 4 * self.hidden_size
+    def _sites(self) -> tuple[_Site, _Site, _Site]:
+        """The input, recurrent and cell-state sites; the gate bias is the input site's β."""
         if self.cell == "none":
-            return F.linear(x, self.weight_ih, self.bias)
-        a = F.linear(x, self.weight_ih)
-        if self.cell == "layer":
-            return F.layer_norm(a, (G,), self.gamma_ih, self.bias, self.eps)
-        if self.cell == "rms":
-            return F.rms_norm(a, (G,), self.gamma_ih, self.eps) + self.bias
-        if self.training:  # batch statistics of each step: over the B samples, per unit
-            mean = a.mean(1, keepdim=True)
-            var = a.var(1, unbiased=False, keepdim=True)
-            with torch.no_grad():
-                self._blend(
-                    "ih", mean.squeeze(1), var.squeeze(1) * (a.shape[1] / max(a.shape[1] - 1, 1))
-                )
-            return (a - mean) * torch.rsqrt(var + self.eps) * self.gamma_ih + self.bias
-        mean, var = self._population("ih", T)
-        return (a - mean.unsqueeze(1)) * torch.rsqrt(
-            var.unsqueeze(1) + self.eps
-        ) * self.gamma_ih + self.bias
-
-    def _population(self, site: str, T: int) -> tuple[Tensor, Tensor]:
-        """Population (mean, var) for steps 0..T-1, (T, F): the last kept step beyond max_steps."""
-        mean, var = getattr(self, f"running_mean_{site}"), getattr(self, f"running_var_{site}")
-        steps = torch.arange(T, device=mean.device).clamp_max(self.max_steps - 1)
-        return mean[steps], var[steps]
-
-    def _sites(self, T: int) -> tuple[_Site, _Site]:
-        if self.cell == "none":
-            return _Site("none"), _Site("none")
+            return _Site("none"), _Site("none"), _Site("none")
+        specs = (
+            ("ih", self.gamma_ih, self.bias),
+            ("hh", self.gamma_hh, None),
+            ("c", self.gamma_c, self.beta_c),
+        )
         if self.cell in ("layer", "rms"):
-            return (
-                _Site(self.cell, self.gamma_hh, None, self.eps),
-                _Site(self.cell, self.gamma_c, self.beta_c, self.eps),
-            )
+            return tuple(_Site(self.cell, g, b, self.eps) for _, g, b in specs)
         if self.training:
-            return (
-                _Site("batch", self.gamma_hh, None, self.eps),
-                _Site("batch", self.gamma_c, self.beta_c, self.eps),
-            )
+            return tuple(_Site("batch", g, b, self.eps) for _, g, b in specs)
         sites = []
-        for name, gamma, beta in (("hh", self.gamma_hh, None), ("c", self.gamma_c, self.beta_c)):
+        for name, gamma, beta in specs:
             mean = getattr(self, f"running_mean_{name}")
             scale = gamma * torch.rsqrt(getattr(self, f"running_var_{name}") + self.eps)
             shift = -mean * scale if beta is None else beta - mean * scale
             sites.append(_Site("population", gamma, beta, self.eps, scale, shift))
-        return sites[0], sites[1]
+        return tuple(sites)
 
     @torch.no_grad()
     def _update_running(self, site: _Site, name: str, batch: int) -> None:
-        mean, var = site.batch_stats(batch)
-        self._blend(name, mean, var)
-
-    @torch.no_grad()
-    def _blend(self, name: str, mean: Tensor, var: Tensor) -> None:
-        """Move the population statistics toward this window's per-step (mean, var), (T, F)."""
+        """Move the population statistics toward this window's per-step batch statistics."""
+        width = getattr(self, f"running_mean_{name}").shape[1]
+        mean, var = site.batch_stats(batch, width)
         running_mean = getattr(self, f"running_mean_{name}")
         running_var = getattr(self, f"running_var_{name}")
         m = self.bn_momentum

@@ -22,6 +22,7 @@ from normexp.train.checkpoint import load_checkpoint, save_checkpoint
 from normexp.train.device import pick_device, seed_everything
 from normexp.train.evaluate import evaluate, evaluate_with_batch_stats, has_batch_stats
 from normexp.train.optim import build_optimizer, build_scheduler
+from normexp.train.weight_stats import weight_statistics
 
 DIVERGENCE_CHECK_EVERY = 50  # steps between host syncs that look for a non-finite loss
 
@@ -158,10 +159,13 @@ def train_classifier(
     final = history[-1]
     if batch_stats and train_cfg["precise_bn_batches"] > 0:
         # Population statistics from large training batches, as augmented in training.
+        # Batches of about eval_batch_size, a multiple of the training batch so that norms with
+        # per-group statistics (ghost BN) see whole groups, as in training.
+        population_bs = min(max(batch_size, eval_bs // batch_size * batch_size), len(train_idx))
         population = ImageBatches(
             cifar.train_x[train_idx].to(device),
             cifar.train_y[train_idx].to(device),
-            min(eval_bs, len(train_idx)),
+            population_bs,
             shuffle=True,
             augment=data_cfg["augment"],
             drop_last=True,
@@ -184,4 +188,5 @@ def train_classifier(
         "n_train": len(train_idx),
         "n_val": len(val_idx),
         "n_test": len(test_idx),
+        **weight_statistics(model),
     }

@@ -3,13 +3,16 @@ classification loop of normexp.train.classification, plus, every ``train.probe_e
 measurements of the optimization problem at the current weights on the batch about to be
 trained on (normexp.train.landscape).
 
-Probes never change training: they restore weights, BN buffers and RNG states, so with the same
+The loop is train_classifier's, restated here until classification.py takes a ``probes=``
+hook (then train_instrumented is one call to it; the same StepProbes object plugs in). Probes
+never change training: they restore weights, BN buffers and RNG states, so with the same
 config and seed the training metrics equal those of a run without probes (tested). Probes sit
 before the step's forward pass, at the weights the step starts from; step 0 (the initial weights)
 is probed too. Per epoch, the mean of each probe over that epoch's probe points is logged; the
 summary holds each probe's mean over training, its per-epoch means and its full series (as lists,
 evenly thinned to at most MAX_SERIES points)."""
 
+import copy
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -42,6 +45,9 @@ DIVERGENCE_CHECK_EVERY = 50  # as in classification: steps between host syncs
 def check_probes(train: Mapping) -> None:
     """Config rules of the probe fields, each naming its field."""
     check_int("train.probe_every", train["probe_every"], minimum=0)
+    for field in ("probes", "probe_step_sizes"):
+        if isinstance(train[field], str) or not hasattr(train[field], "__iter__"):
+            raise ConfigError(f"train.{field}", f"{train[field]!r} must be a list, e.g. [ics]")
     probes = list(train["probes"])
     unknown = [p for p in probes if p not in PROBES]
     if unknown:
@@ -76,8 +82,15 @@ def _thin(n: int, limit: int) -> list[int]:
 
 
 class StepProbes:
-    """The probes of one run: ``before_step`` measures (every ``every`` steps), ``epoch_metrics``
-    gives the epoch's means and starts the next epoch, ``summary`` the whole run."""
+    """The probes of one run, as three calls from a training loop: ``before_step`` (measures when
+    the step is due), ``end_epoch`` (adds the epoch's means to its metrics) and ``summary``.
+    ``state_dict`` / ``load_state_dict`` carry it through a checkpoint."""
+
+    EPOCH_SERIES = (
+        "train_acc",
+        "test_acc",
+        "train_loss",
+    )  # also kept per epoch: the training curves
 
     def __init__(
         self,
@@ -122,33 +135,48 @@ class StepProbes:
             self.series.setdefault(key, []).append(v)
         self.seconds += time.perf_counter() - t0
 
-    def epoch_metrics(self) -> dict[str, float]:
-        """``probe_<name>``: the mean over this epoch's probe points (absent: none this epoch)."""
-        metrics = {}
+    def end_epoch(self, metrics: dict) -> None:
+        """Add ``probe_<name>``, the mean over this epoch's probe points (absent when there were
+        none), to the epoch's ``metrics``; keep the per-epoch series for the summary."""
+        for key in self.EPOCH_SERIES:
+            if key in metrics:
+                self.by_epoch.setdefault(key, []).append(_short(metrics[key]))
         for key, values in self.series.items():
             epoch = values[self.epoch_start :]
             mean = _mean(epoch) if epoch else math.nan
-            self.by_epoch.setdefault(key, []).append(_short(mean))
+            self.by_epoch.setdefault(f"probe_{key}", []).append(_short(mean))
             if epoch:
                 metrics[f"probe_{key}"] = mean
         self.epoch_start = len(self.steps)
-        return metrics
 
     def summary(self) -> dict:
+        """Per-epoch series (``<name>_by_epoch``); with probe points, each probe's mean over
+        training (``probe_<name>_mean``), its series (``probe_<name>_series`` at ``probe_steps``)
+        and the ICS per layer (``probe_ics_{l2,cos}_by_layer``, ``probe_ics_layers``)."""
+        out: dict = {f"{key}_by_epoch": v for key, v in self.by_epoch.items()}
         if not self.steps:
-            return {}
+            return out
         keep = _thin(len(self.steps), MAX_SERIES)
-        out: dict = {"probe_points": len(self.steps), "probe_time_s": self.seconds}
+        out.update(probe_points=len(self.steps), probe_time_s=self.seconds)
         out["probe_steps"] = [self.steps[i] for i in keep]
         for key, values in self.series.items():
             out[f"probe_{key}_mean"] = _mean(values)
-            out[f"probe_{key}_by_epoch"] = self.by_epoch.get(key, [])
             out[f"probe_{key}_series"] = [_short(values[i]) for i in keep]
         if self.by_layer["l2"]:
             out["probe_ics_layers"] = self.layers
             for kind, rows in self.by_layer.items():
-                out[f"probe_ics_{kind}_by_layer"] = [_short(_mean(list(c))) for c in zip(*rows)]
+                columns = zip(*rows, strict=True)  # one per layer
+                out[f"probe_ics_{kind}_by_layer"] = [_short(_mean(list(c))) for c in columns]
         return out
+
+    STATE = ("steps", "series", "by_layer", "layers", "epoch_start", "by_epoch", "seconds")
+
+    def state_dict(self) -> dict:
+        return {k: copy.deepcopy(getattr(self, k)) for k in self.STATE}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        for k in self.STATE:
+            setattr(self, k, copy.deepcopy(state[k]))
 
 
 def train_instrumented(
@@ -251,7 +279,7 @@ def train_instrumented(
                 metrics["test_acc_batch_stats"], _ = evaluate_with_batch_stats(
                     model, test_x, test_y, batch_size
                 )
-            metrics.update(probes.epoch_metrics())
+            probes.end_epoch(metrics)
             metrics["epoch_time_s"] = time.perf_counter() - t0
             history.append(metrics)
             log_epoch(metrics)
@@ -260,12 +288,10 @@ def train_instrumented(
         bar.close()
     final = history[-1]
     return {
-        **{k: v for k, v in final.items() if k != "epoch" and not k.startswith("probe_")},
+        **{k: v for k, v in final.items() if k != "epoch"},
         "epochs": len(history),
         "test_err": 1.0 - final["test_acc"],
         "best_val_acc": max(m["val_acc"] for m in history),
-        "test_acc_by_epoch": [_short(m["test_acc"]) for m in history],
-        "train_loss_by_epoch": [_short(m["train_loss"]) for m in history],
         "wall_time_s": time.perf_counter() - start,
         "images_per_s": sum(m["images_per_s"] for m in history) / len(history),
         "n_params": sum(p.numel() for p in model.parameters()),

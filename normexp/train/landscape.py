@@ -155,7 +155,7 @@ def landscape_along_gradient(
         g0 = _grads(loss0, params)
         g0_flat = _flat(g0)
         g_norm = float(torch.linalg.vector_norm(g0_flat))
-        losses, changes, betas = [float(loss0)], [], []
+        losses, changes, betas = [loss0.item()], [], []
         for eta in step_sizes:
             with torch.no_grad():
                 for p, w, g in zip(params, state.params, g0, strict=True):
@@ -163,7 +163,7 @@ def landscape_along_gradient(
             state.reset()
             loss = loss_fn(model(x), y)
             change = float(torch.linalg.vector_norm(_flat(_grads(loss, params)) - g0_flat))
-            losses.append(float(loss))
+            losses.append(loss.item())
             changes.append(change)
             betas.append(change / (eta * g_norm) if g_norm > 0 else math.nan)
     return {
@@ -171,5 +171,5 @@ def landscape_along_gradient(
         "grad_norm": g_norm,
         "loss_range": _largest(losses) - min(losses) if _largest(losses) < math.inf else math.inf,
         "grad_predictiveness": _largest(changes),
-        "beta_smoothness": _largest(betas),
+        "beta_smoothness": _largest(betas) if g_norm > 0 else math.nan,  # no step: undefined
     }

@@ -1,0 +1,290 @@
+"""C6 bn_generation: test PSNR per norm of a generator that undoes per-image contrast / colour
+changes of CIFAR-10 images, at a small and a normal batch size, with sample grids.
+
+Verdict rule. With D(b) = PSNR_IN(b) − PSNR_BN(b), the test PSNR in dB (BN as deployed, with its
+running averages), paired by seed, at the largest batch size of the grid (the normal one, BN's
+best case) and at the smallest: *supported* if the 95% CI over seeds of D at the normal batch
+lies above 0 and that of D at the small batch does not lie below 0; *contradicted* if the CI of
+D lies below 0 at either batch size (BN beats IN); *inconclusive* otherwise. The normal batch
+decides: the claim is about generation, and at the small batch IN beating BN would also follow
+from BN's small-batch weakness (claim C4). The estimate is D at the normal batch, in dB.
+
+Sample grids: each run writes ``samples.png`` into its run folder and names it in the summary
+(``sample_grid``); the collected table holds only ``run_key``. The figure looks for
+``<results>/runs/bn_generation/<run_key>/samples.png`` with <results> the parent of the figure's
+folder (``results/figures/..`` → ``results``), else $NORMEXP_RESULTS_DIR, else ./results; a grid
+that is not found is left out of the figure with a note (the verdict never needs it).
+"""
+
+import math
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from normexp.analysis.claims import ClaimAnalysis
+from normexp.analysis.stats import mean_ci
+from normexp.analysis.style import norm_color, norm_label, not_run_yet
+from normexp.analysis.verdict import by_seed, decide, failures, make_verdict, paired_difference
+from normexp.analysis.verdict import not_run_yet as no_runs
+
+CLAIM = "C6"
+EXPERIMENT = "bn_generation"
+METRIC = "test_psnr"
+ANCHOR = (
+    "Ulyanov, Vedaldi & Lempitsky 2016 (Instance Normalization: The Missing Ingredient for Fast "
+    "Stylization): replacing BN by IN in feed-forward stylization generators visibly improves "
+    "the stylized images; the evidence is qualitative (image comparisons), so no PSNR or other "
+    "number comparable with this task exists"
+)
+NORM_ORDER = ("batch", "instance", "layer", "group", "none")
+GRID_IMAGES = 4  # images of each run's sample grid shown in the figure
+GRID_GAP, GRID_SIDE = 2, 32  # the layout of samples.png (see normexp.train.image_to_image)
+
+
+def psnr_cells(df: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
+    """Mean ``metric`` with 95% CI over seeds per (norm, batch size), from finished runs;
+    ``failed`` counts diverged/failed runs of the cell."""
+    rows = []
+    for (norm, batch), cell in df.groupby(["norm.name", "train.batch_size"]):
+        ok = cell[cell["status"] == "ok"]
+        mean, lo, hi = mean_ci(list(ok[metric].dropna())) if metric in ok else mean_ci([])
+        rows.append(
+            {
+                "norm": norm,
+                "batch_size": int(batch),
+                "psnr": mean,
+                "lo": lo,
+                "hi": hi,
+                "seeds": len(ok),
+                "failed": int((cell["status"] != "ok").sum()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _ordered(norms: set) -> list[str]:
+    return [n for n in NORM_ORDER if n in norms] + sorted(norms - set(NORM_ORDER))
+
+
+def results_dir_for(figure: Path) -> Path | None:
+    """The results folder whose runs/ holds this experiment's run folders (see module doc)."""
+    candidates = [
+        Path(figure).resolve().parent.parent,
+        Path(os.environ.get("NORMEXP_RESULTS_DIR", "results")),
+    ]
+    for root in candidates:
+        if (root / "runs" / EXPERIMENT).is_dir():
+            return root
+    return None
+
+
+def sample_grid_paths(df: pd.DataFrame, results_dir: Path | None) -> dict[tuple[str, int], Path]:
+    """{(norm, batch size): samples.png of its lowest-seed finished run}, where the file exists."""
+    if results_dir is None or df.empty or "sample_grid" not in df:
+        return {}
+    ok = df[(df["status"] == "ok") & df["sample_grid"].notna()].sort_values("seed")
+    found = {}
+    for (norm, batch), cell in ok.groupby(["norm.name", "train.batch_size"]):
+        row = cell.iloc[0]
+        path = results_dir / "runs" / EXPERIMENT / str(row["run_key"]) / str(row["sample_grid"])
+        if path.is_file():
+            found[(norm, int(batch))] = path
+    return found
+
+
+def _draw_psnr(ax, df: pd.DataFrame) -> None:  # noqa: ANN001 - a matplotlib Axes
+    cells = psnr_cells(df)
+    norms = _ordered(set(cells["norm"]))
+    sizes = sorted(cells["batch_size"].unique())
+    markers = ["o", "s", "D", "^", "v"]
+    width = 0.6
+    for k, batch in enumerate(sizes):
+        offset = (k - (len(sizes) - 1) / 2) * width / max(1, len(sizes))
+        for i, norm in enumerate(norms):
+            c = cells[(cells["norm"] == norm) & (cells["batch_size"] == batch)]
+            if c.empty:
+                continue
+            row = c.iloc[0]
+            ax.errorbar(
+                i + offset,
+                row["psnr"],
+                yerr=[[row["psnr"] - row["lo"]], [row["hi"] - row["psnr"]]],
+                fmt=markers[k % len(markers)],
+                color=norm_color(norm),
+                ms=7,
+                capsize=3,
+                mfc="white" if k == 0 and len(sizes) > 1 else norm_color(norm),
+            )
+            if row["failed"]:
+                ax.plot(i + offset, row["psnr"], "x", color="black", ms=9)
+    for k, batch in enumerate(sizes):  # legend entries for the batch sizes
+        ax.plot(
+            [],
+            [],
+            markers[k % len(markers)],
+            color="#444444",
+            mfc="white" if k == 0 and len(sizes) > 1 else "#444444",
+            label=f"batch {batch}",
+        )
+    if "input_psnr" in df and df["input_psnr"].notna().any():
+        ax.axhline(
+            df["input_psnr"].dropna().iloc[0],
+            color="#888888",
+            ls="--",
+            lw=1,
+            label="corrupted input (no restoration)",
+        )
+    ax.set_xticks(range(len(norms)), [norm_label(n) for n in norms])
+    ax.set_xlim(-0.6, len(norms) - 0.4)
+    ax.set_ylabel("test PSNR (dB, higher is better)")
+    seeds = int(cells["seeds"].max()) if not cells.empty else 0
+    profile = df["profile"].iloc[0] if "profile" in df else "?"
+    n_train = (
+        df["n_train"].dropna().iloc[0] if "n_train" in df and df["n_train"].notna().any() else 0
+    )
+    ax.set_title(
+        f"Ours: undo per-image contrast/colour on CIFAR-10, {profile} profile "
+        f"({int(n_train)} train images), mean and 95% CI over {seeds} seed(s)",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(frameon=False, fontsize=9)
+
+
+def _draw_grids(fig, spec, df: pd.DataFrame, grids: dict) -> None:  # noqa: ANN001
+    cells = psnr_cells(df)
+    norms = _ordered(set(cells["norm"]))
+    sizes = sorted(cells["batch_size"].unique())
+    sub = spec.subgridspec(len(sizes), len(norms), wspace=0.05, hspace=0.05)
+    crop = GRID_GAP + GRID_IMAGES * (GRID_SIDE + GRID_GAP)
+    for r, batch in enumerate(sizes):
+        for c, norm in enumerate(norms):
+            ax = fig.add_subplot(sub[r, c])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            path = grids.get((norm, int(batch)))
+            if path is None:
+                ax.text(0.5, 0.5, "no grid", ha="center", va="center", color="#888888")
+            else:
+                ax.imshow(plt.imread(path)[:, :crop], interpolation="nearest")
+            if r == 0:
+                ax.set_title(norm_label(norm), fontsize=9, color=norm_color(norm))
+            if c == 0:
+                ax.set_ylabel(f"batch {batch}\ninput / output / target", fontsize=8)
+
+
+def draw(tables: dict, out: Path) -> Path:
+    df = tables.get(EXPERIMENT, pd.DataFrame())
+    ran = not df.empty and METRIC in df
+    grids = sample_grid_paths(df, results_dir_for(out)) if ran else {}
+    fig = plt.figure(figsize=(11, 7.8 if grids else 4.6), constrained_layout=True)
+    spec = fig.add_gridspec(2 if grids else 1, 1, height_ratios=[1.3, 1] if grids else [1])
+    ax = fig.add_subplot(spec[0])
+    if not ran:
+        not_run_yet(ax, EXPERIMENT)
+    else:
+        _draw_psnr(ax, df)
+        if grids:
+            _draw_grids(fig, spec[1], df, grids)
+        else:
+            fig.text(
+                0.01,
+                0.01,
+                "sample grids not found next to the results (see normexp.analysis.bn_generation)",
+                fontsize=8,
+                color="#888888",
+            )
+    fig.suptitle(
+        "C6: does BN do poorly in pixel-level generation, and IN better? "
+        "(anchor: Ulyanov et al. 2016, qualitative only)",
+        fontsize=12,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return out
+
+
+def _gap(df: pd.DataFrame, batch: int) -> tuple[float, float, float, int]:
+    inorm = by_seed(df, METRIC, norm__name="instance", train__batch_size=batch)
+    bn = by_seed(df, METRIC, norm__name="batch", train__batch_size=batch)
+    return paired_difference(inorm, bn)
+
+
+def verdict(tables: dict) -> dict:
+    rule = __doc__.split("Verdict rule.")[1].split("Sample grids:")[0]
+    df = tables.get(EXPERIMENT, pd.DataFrame())
+    if df.empty or METRIC not in df:
+        return no_runs(CLAIM, EXPERIMENT, rule=rule, anchor=ANCHOR)
+    both = df[df["norm.name"].isin(["batch", "instance"]) & (df["status"] == "ok")]
+    sizes = sorted(int(b) for b in both["train.batch_size"].unique())
+    if not sizes:
+        return no_runs(
+            CLAIM, EXPERIMENT, rule=rule, anchor=ANCHOR, what="no finished BN or IN runs"
+        )
+    normal, small = sizes[-1], sizes[0]
+    d_normal, n_lo, n_hi, n = _gap(df, normal)
+    d_small, s_lo, s_hi, n_small = _gap(df, small)
+    at_normal = decide(n_lo, n_hi, n)
+    at_small = decide(s_lo, s_hi, n_small) if small != normal else at_normal
+    if "contradicted" in (at_normal, at_small):
+        result = "contradicted"
+    elif at_normal == "supported":
+        result = "supported"
+    else:
+        result = "inconclusive"
+    effect = (
+        f"IN minus BN test PSNR: {d_normal:+.2f} dB [{n_lo:+.2f}, {n_hi:+.2f}] at batch {normal}"
+    )
+    if small != normal:
+        effect += f", {d_small:+.2f} dB [{s_lo:+.2f}, {s_hi:+.2f}] at batch {small}"
+    effect += f" ({n} seeds)"
+    cells = psnr_cells(df)
+    winners = {}
+    for batch, c in cells.dropna(subset=["psnr"]).groupby("batch_size"):
+        winners[int(batch)] = str(c.sort_values("psnr", ascending=False).iloc[0]["norm"])
+    means = {
+        f"{row.norm}@{row.batch_size}": round(float(row.psnr), 3)
+        for row in cells.dropna(subset=["psnr"]).itertuples()
+    }
+    details = {
+        "normal_batch": normal,
+        "small_batch": small,
+        "parts": {"normal": at_normal, "small": at_small},
+        "in_minus_bn_at_small_db": [None if math.isnan(v) else v for v in (d_small, s_lo, s_hi)],
+        "winner_by_batch": winners,  # norm with the highest mean test PSNR (C11 reads this)
+        "mean_test_psnr_db": means,
+    }
+    if "test_psnr_batch_stats" in df:  # BN normalizing test batches by their own statistics
+        stats = {}
+        for b in sizes:
+            per_seed = by_seed(df, "test_psnr_batch_stats", norm__name="batch", train__batch_size=b)
+            if per_seed:
+                stats[b] = sum(per_seed.values()) / len(per_seed)
+        details["bn_batch_stats_psnr_db"] = stats
+    if "input_psnr" in df and df["input_psnr"].notna().any():
+        details["input_psnr_db"] = float(df["input_psnr"].dropna().iloc[0])
+    return make_verdict(
+        CLAIM,
+        EXPERIMENT,
+        result,
+        effect,
+        rule=rule,
+        anchor=ANCHOR,
+        estimate=d_normal,
+        ci=(n_lo, n_hi),
+        notes=failures(df),
+        details=details,
+    )
+
+
+ANALYSIS = ClaimAnalysis(
+    claim=CLAIM,
+    name=EXPERIMENT,
+    title="BN does poorly in pixel-level generation; prefer IN",
+    reads=(EXPERIMENT,),
+    draw=draw,
+    verdict=verdict,
+)

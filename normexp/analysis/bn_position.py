@@ -1,0 +1,209 @@
+"""C3 bn_position: BN before the activation (the original paper) vs after it (later work).
+
+Runs: experiments/bn_position.yaml, BN in ``pre`` (layer → BN → act) and ``post`` (layer → act
+→ BN) position, in four cells (model, activation) = {CNN, MLP} × {ReLU, tanh}, same schedule and
+LR for both positions, seeds paired (same data order and initialization seed).
+
+Verdict rule. In each cell, Δ = test accuracy(post) − test accuracy(pre) in percentage points,
+paired by seed, with its 95% CI over seeds. *supported* if Δ > 0 (CI above 0) in the ReLU CNN
+cell, the setting of the claim and of the public CaffeNet comparison, and in no cell does pre
+beat post (no CI below 0); *contradicted* if pre beats post in the ReLU CNN cell (CI below 0);
+*inconclusive* otherwise (among them: the ReLU CNN cell's CI straddles 0, or post wins there
+but pre wins significantly in another cell). The estimate is Δ in the ReLU CNN cell; every
+cell's Δ is in the details. A diverged or failed run drops its seed from its cell's pairs and
+is listed in the notes.
+"""
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from normexp.analysis.claims import ClaimAnalysis
+from normexp.analysis.stats import mean_ci
+from normexp.analysis.style import not_run_yet
+from normexp.analysis.verdict import by_seed, decide, failures, make_verdict, paired_difference
+from normexp.analysis.verdict import not_run_yet as no_runs
+
+CLAIM = "C3"
+EXPERIMENT = "bn_position"
+ANCHOR = (
+    "Ioffe & Szegedy 2015 put BN before the nonlinearity; public CaffeNet benchmark on ImageNet "
+    "(ducha-aiki/caffenet-benchmark, one run each): BN before ReLU 47.4% vs after ReLU 49.9% top-1"
+)
+ANCHOR_CAFFENET = {"pre": 47.4, "post": 49.9}  # top-1 accuracy (%), one run each
+KEY_CELL = ("cnn", "relu")  # the claim's setting
+CELLS = (("cnn", "relu"), ("cnn", "tanh"), ("mlp", "relu"), ("mlp", "tanh"))
+COLUMNS = ("model.name", "model.activation", "norm.position", "test_acc")
+CELL_CALLS = {"supported": "post better", "contradicted": "pre better", "inconclusive": "unclear"}
+POSITION_COLORS = {"pre": "#1f77b4", "post": "#ff7f0e"}
+
+
+def _usable(df: pd.DataFrame) -> bool:
+    return not df.empty and all(c in df for c in COLUMNS)
+
+
+def cells_present(df: pd.DataFrame) -> list[tuple[str, str]]:
+    present = set(zip(df["model.name"], df["model.activation"], strict=True))
+    return [c for c in CELLS if c in present] + sorted(present - set(CELLS))
+
+
+def cell_difference(df: pd.DataFrame, model: str, activation: str) -> dict:
+    """Δ = acc(post) − acc(pre) in pp for one cell, paired by seed: mean, lo, hi, n, decision."""
+    where = {"model__name": model, "model__activation": activation}
+    pre = by_seed(df, "test_acc", norm__position="pre", **where)
+    post = by_seed(df, "test_acc", norm__position="post", **where)
+    diffs = {s: 100 * (post[s] - pre[s]) for s in set(pre) & set(post)}
+    mean, lo, hi, n = paired_difference(diffs, dict.fromkeys(diffs, 0.0))
+    return {
+        "cell": f"{model}/{activation}",
+        "post_minus_pre_pp": mean,
+        "ci": [lo, hi],
+        "seeds": n,
+        "decision": decide(lo, hi, n),
+    }
+
+
+def draw(tables: dict, out: Path) -> Path:
+    df = tables.get(EXPERIMENT, pd.DataFrame())
+    fig, (ax_acc, ax_diff, ax_ref) = plt.subplots(
+        1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1.4, 1.2, 0.8]}, layout="constrained"
+    )
+    if not _usable(df):
+        not_run_yet(ax_acc, EXPERIMENT)
+        not_run_yet(ax_diff, EXPERIMENT)
+    else:
+        df = df[df["norm.name"] == "batch"] if "norm.name" in df else df
+        cells = cells_present(df)
+        x = np.arange(len(cells))
+        for k, position in enumerate(("pre", "post")):
+            means, los, his = [], [], []
+            for model, activation in cells:
+                vals = by_seed(
+                    df,
+                    "test_acc",
+                    model__name=model,
+                    model__activation=activation,
+                    norm__position=position,
+                )
+                m, lo, hi = mean_ci([100 * v for v in vals.values()])
+                means.append(m)
+                los.append(m - lo)
+                his.append(hi - m)
+            ax_acc.errorbar(
+                x + (k - 0.5) * 0.25,
+                means,
+                yerr=[los, his],
+                fmt="o",
+                color=POSITION_COLORS[position],
+                capsize=4,
+                label=f"BN {position} activation",
+            )
+        labels = [f"{m.upper()}\n{a}" for m, a in cells]
+        ax_acc.set_xticks(x, labels)
+        ax_acc.set_ylabel("test accuracy (%)")
+        seeds = int(df[df["status"] == "ok"]["seed"].nunique()) if "seed" in df else 0
+        ax_acc.set_title(f"Ours: CIFAR-10, mean and 95% CI over {seeds} seed(s)", fontsize=10)
+        ax_acc.grid(alpha=0.3, axis="y")
+        ax_acc.legend(frameon=False, fontsize=9)
+        diffs = [cell_difference(df, m, a) for m, a in cells]
+        means = [d["post_minus_pre_pp"] for d in diffs]
+        err = [
+            [m - d["ci"][0] for m, d in zip(means, diffs, strict=True)],
+            [d["ci"][1] - m for m, d in zip(means, diffs, strict=True)],
+        ]
+        ax_diff.errorbar(x, means, yerr=err, fmt="s", color="black", capsize=4)
+        ax_diff.axhline(0, color="#888888", lw=1)
+        for xi, d in zip(x, diffs, strict=True):
+            ax_diff.annotate(
+                CELL_CALLS[d["decision"]],
+                (xi, d["ci"][1] if np.isfinite(d["ci"][1]) else 0),
+                textcoords="offset points",
+                xytext=(0, 6),
+                ha="center",
+                fontsize=8,
+            )
+        ax_diff.set_xticks(x, labels)
+        ax_diff.set_ylabel("post − pre (pp of accuracy)")
+        ax_diff.set_title("Paired difference per cell (> 0: after is better)", fontsize=10)
+        ax_diff.grid(alpha=0.3, axis="y")
+    ax_ref.bar(
+        [0, 1],
+        [ANCHOR_CAFFENET["pre"], ANCHOR_CAFFENET["post"]],
+        color=[POSITION_COLORS["pre"], POSITION_COLORS["post"]],
+        width=0.6,
+    )
+    for i, v in enumerate(ANCHOR_CAFFENET.values()):
+        ax_ref.text(i, v + 0.3, f"{v}%", ha="center", fontsize=9)
+    ax_ref.set_xticks([0, 1], ["BN before\nReLU", "BN after\nReLU"])
+    ax_ref.set_ylim(40, 52)
+    ax_ref.set_ylabel("top-1 accuracy (%)")
+    ax_ref.set_title("Anchor: CaffeNet, ImageNet\n(one run each)", fontsize=10)
+    ax_ref.grid(alpha=0.3, axis="y")
+    fig.suptitle("C3: is BN better after the activation than before it?", fontsize=12)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return out
+
+
+def verdict(tables: dict) -> dict:
+    rule = __doc__.split("Verdict rule.")[1]
+    df = tables.get(EXPERIMENT, pd.DataFrame())
+    if not _usable(df) or not (df["status"] == "ok").any():
+        return no_runs(CLAIM, EXPERIMENT, rule=rule, anchor=ANCHOR)
+    if "norm.name" in df:
+        df = df[df["norm.name"] == "batch"]
+    diffs = {f"{m}/{a}": cell_difference(df, m, a) for m, a in cells_present(df)}
+    key = diffs.get("/".join(KEY_CELL))
+    if key is None or key["seeds"] == 0:
+        return no_runs(
+            CLAIM,
+            EXPERIMENT,
+            rule=rule,
+            anchor=ANCHOR,
+            what="no paired pre/post runs in the ReLU CNN cell yet",
+        )
+    pre_wins = [c for c, d in diffs.items() if d["decision"] == "contradicted"]
+    if key["decision"] == "contradicted":
+        result = "contradicted"
+    elif key["decision"] == "supported" and not pre_wins:
+        result = "supported"
+    else:
+        result = "inconclusive"
+    mean, (lo, hi) = key["post_minus_pre_pp"], key["ci"]
+    others = "; ".join(
+        f"{c} {d['post_minus_pre_pp']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"
+        for c, d in diffs.items()
+        if c != "/".join(KEY_CELL)
+    )
+    effect = (
+        f"BN after minus before ReLU in the CNN: {mean:+.1f} pp test accuracy [{lo:+.1f}, "
+        f"{hi:+.1f}] ({key['seeds']} seeds)" + (f"; other cells: {others}" if others else "")
+    )
+    notes = failures(df)
+    if pre_wins:
+        notes += f"; pre beats post significantly in: {', '.join(pre_wins)}"
+    return make_verdict(
+        CLAIM,
+        EXPERIMENT,
+        result,
+        effect,
+        rule=rule,
+        anchor=ANCHOR,
+        estimate=mean,
+        ci=(lo, hi),
+        notes=notes,
+        details={"cells": diffs, "anchor_caffenet_top1": ANCHOR_CAFFENET},
+    )
+
+
+ANALYSIS = ClaimAnalysis(
+    claim=CLAIM,
+    name=EXPERIMENT,
+    title="BN after the activation beats BN before it",
+    reads=(EXPERIMENT,),
+    draw=draw,
+    verdict=verdict,
+)

@@ -1,0 +1,180 @@
+"""C5 bn_train_test: BN's statistics differ between training and inference.
+
+No runs of its own: the BN runs of bn_small_batch (plain protocol) evaluate the same trained
+network three ways on the same test set, so the comparisons are paired within each run:
+``test_acc`` — inference as deployed, BN normalizes with its running averages (EMA);
+``test_acc_batch_stats`` — BN normalizes each test batch by its own statistics, batches of the
+training batch size, as in training; ``test_acc_precise_bn`` — population statistics recomputed
+after training over large training batches ("precise BN", Wu & Johnson 2021).
+
+Verdict rule. At the smallest batch size of the grid, Δ = accuracy(batch statistics) −
+accuracy(running averages), in percentage points, paired by seed, with its 95% CI over seeds.
+*supported* if the CI excludes 0 (either sign: the claim is that the two differ, not which is
+better); *contradicted* if the CI lies inside ±0.5 pp, i.e. the statistics used in training and
+those used at inference give the same accuracy within half a point (equivalence margin);
+*inconclusive* otherwise. The estimate is Δ. The details give Δ and the precise-BN difference
+(precise − running averages, how far the EMA is from the population statistics) at every batch
+size.
+"""
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from normexp.analysis.claims import ClaimAnalysis
+from normexp.analysis.paired import cell_stats, difference, fmt_ci, has_columns, json_safe
+from normexp.analysis.style import not_run_yet
+from normexp.analysis.verdict import by_seed, failures, make_verdict
+from normexp.analysis.verdict import not_run_yet as no_runs
+
+CLAIM = "C5"
+EXPERIMENT = "bn_small_batch"
+NAME = "bn_train_test"
+EQUIVALENCE_PP = 0.5
+ANCHOR = (
+    "Wu & Johnson 2021 (Rethinking 'Batch' in BatchNorm): the EMA population statistics used at "
+    "inference can differ from the true population statistics (precise BN fixes it), and "
+    "training-time batch statistics differ from population ones most at small batches"
+)
+NO_RUNS = f"no finished BN runs of {EXPERIMENT} with batch-statistics accuracy"
+MODES = {
+    "test_acc": ("running averages (EMA), as deployed", "#1f77b4", "o-"),
+    "test_acc_batch_stats": ("batch statistics (training batch size)", "#d62728", "s--"),
+    "test_acc_precise_bn": ("precise BN (recomputed population)", "#2ca02c", "^:"),
+}
+
+
+def bn_runs(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty or "norm.name" not in df:
+        return pd.DataFrame()
+    return df[df["norm.name"] == "batch"]
+
+
+def per_batch(df: pd.DataFrame) -> dict:
+    """{batch: {"batch_minus_running": diff, "precise_minus_running": diff}} in pp."""
+    out = {}
+    for batch in sorted(int(b) for b in df["train.batch_size"].unique()):
+        running = by_seed(df, "test_acc", train__batch_size=batch)
+        row = {}
+        for key, column in (
+            ("batch_minus_running", "test_acc_batch_stats"),
+            ("precise_minus_running", "test_acc_precise_bn"),
+        ):
+            other = by_seed(df, column, train__batch_size=batch) if column in df else {}
+            other = {s: v for s, v in other.items() if v == v}  # NaN: not measured in that run
+            row[key] = difference(other, running, scale=100)
+        out[batch] = row
+    return out
+
+
+def draw(tables: dict, out: Path) -> Path:
+    df = bn_runs(tables.get(EXPERIMENT, pd.DataFrame()))
+    fig, (ax, ax_diff) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    if not has_columns(df, "test_acc", "train.batch_size", "test_acc_batch_stats"):
+        not_run_yet(ax, f"{EXPERIMENT} (BN runs)")
+        not_run_yet(ax_diff, f"{EXPERIMENT} (BN runs)")
+    else:
+        sizes = sorted(int(b) for b in df["train.batch_size"].unique())
+        for column, (label, color, style) in MODES.items():
+            if column not in df:
+                continue
+            rows = []
+            for b in sizes:
+                vals = [v for v in by_seed(df, column, train__batch_size=b).values() if v == v]
+                rows.append(cell_stats(vals, 100) + (b,))
+            rows = [r for r in rows if r[3] > 0]
+            if not rows:
+                continue
+            xs = [r[4] for r in rows]
+            ax.plot(xs, [r[0] for r in rows], style, color=color, label=label, lw=1.6)
+            ax.fill_between(xs, [r[1] for r in rows], [r[2] for r in rows], color=color, alpha=0.15)
+        diffs = per_batch(df)
+        for key, color, label in (
+            ("batch_minus_running", "#d62728", "batch statistics − running averages"),
+            ("precise_minus_running", "#2ca02c", "precise BN − running averages"),
+        ):
+            xs = [b for b in sizes if diffs[b][key]["seeds"] > 0]
+            if not xs:
+                continue
+            means = [diffs[b][key]["mean"] for b in xs]
+            lo = [diffs[b][key]["ci"][0] for b in xs]
+            hi = [diffs[b][key]["ci"][1] for b in xs]
+            ax_diff.plot(xs, means, "o-", color=color, label=label)
+            ax_diff.fill_between(xs, lo, hi, color=color, alpha=0.15)
+        ax_diff.axhline(0, color="#888888", lw=1)
+        ax_diff.axhspan(-EQUIVALENCE_PP, EQUIVALENCE_PP, color="#cccccc", alpha=0.4, lw=0)
+        for a in (ax, ax_diff):
+            a.set_xscale("log", base=2)
+            a.set_xticks(sizes, [str(s) for s in sizes])
+            a.set_xlabel("training batch size")
+            a.grid(alpha=0.3)
+            a.legend(frameon=False, fontsize=8)
+        seeds = int(df[df["status"] == "ok"]["seed"].nunique())
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"Ours: BN CNN, one network evaluated 3 ways ({seeds} seeds)", fontsize=10)
+        ax_diff.set_ylabel("paired difference (pp), 95% CI")
+        ax_diff.set_title(
+            f"Differences (grey band: ±{EQUIVALENCE_PP} pp, no practical difference)", fontsize=10
+        )
+    fig.suptitle(
+        "C5: do BN's statistics differ between training and inference? "
+        "(anchor: Wu & Johnson 2021, qualitative)",
+        fontsize=12,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return out
+
+
+def verdict(tables: dict) -> dict:
+    rule = __doc__.split("Verdict rule.")[1]
+    df = bn_runs(tables.get(EXPERIMENT, pd.DataFrame()))
+    if (
+        not has_columns(df, "test_acc", "train.batch_size", "test_acc_batch_stats")
+        or not (df["status"] == "ok").any()
+    ):
+        return no_runs(CLAIM, NAME, rule=rule, anchor=ANCHOR, what=NO_RUNS)
+    diffs = per_batch(df)
+    measured = [b for b, d in diffs.items() if d["batch_minus_running"]["seeds"] > 0]
+    if not measured:
+        return no_runs(CLAIM, NAME, rule=rule, anchor=ANCHOR, what=NO_RUNS)
+    small = measured[0]
+    d = diffs[small]["batch_minus_running"]
+    lo, hi = d["ci"]
+    if d["seeds"] >= 2 and (lo > 0 or hi < 0):
+        result = "supported"
+    elif d["seeds"] >= 2 and lo > -EQUIVALENCE_PP and hi < EQUIVALENCE_PP:
+        result = "contradicted"
+    else:
+        result = "inconclusive"
+    precise = diffs[small]["precise_minus_running"]
+    effect = (
+        f"at batch {small}, accuracy with batch statistics minus with running averages: "
+        f"{fmt_ci(d)} ({d['seeds']} seeds)"
+    )
+    if precise["seeds"]:
+        effect += f"; precise BN minus running averages: {fmt_ci(precise)}"
+    return make_verdict(
+        CLAIM,
+        NAME,
+        result,
+        effect,
+        rule=rule,
+        anchor=ANCHOR,
+        estimate=d["mean"],
+        ci=tuple(d["ci"]),
+        notes=failures(df),
+        details=json_safe({"small_batch": small, "per_batch_pp": diffs}),
+    )
+
+
+ANALYSIS = ClaimAnalysis(
+    claim=CLAIM,
+    name=NAME,
+    title="BN's statistics differ between training and inference",
+    reads=(EXPERIMENT,),
+    draw=draw,
+    verdict=verdict,
+)

@@ -1,0 +1,68 @@
+"""Helpers the claim analyses share: per-seed values pooled over cells, CIs of paired
+differences, and details made safe for JSON."""
+
+import math
+from collections.abc import Iterable, Mapping
+
+import pandas as pd
+
+from normexp.analysis.stats import mean_ci
+from normexp.analysis.verdict import by_seed, decide, paired_difference
+
+
+def has_columns(df: pd.DataFrame, *columns: str) -> bool:
+    """True if ``df`` has rows and every column (a missing summary key: not run yet)."""
+    return not df.empty and all(c in df for c in ("status", "seed", *columns))
+
+
+def pooled_by_seed(
+    df: pd.DataFrame, value: str, over: str, levels: Iterable, **where: object
+) -> dict[int, float]:
+    """{seed: mean of ``value`` over the ``levels`` of column ``over``} for finished runs matching
+    ``where``; a seed counts only if it has every level, so each seed's mean is over the same
+    cells (what a paired difference needs)."""
+    per_level = [by_seed(df, value, **{over.replace(".", "__"): lv}, **where) for lv in levels]
+    if not per_level:
+        return {}
+    seeds = set.intersection(*(set(p) for p in per_level))
+    return {s: sum(p[s] for p in per_level) / len(per_level) for s in sorted(seeds)}
+
+
+def difference(
+    a: Mapping[int, float], b: Mapping[int, float], scale: float = 1.0, claimed_sign: int = 1
+) -> dict:
+    """a − b (times a positive ``scale``) paired by seed: mean, 95% CI, seeds, and ``decide``'s
+    call for the claim that the difference has ``claimed_sign``."""
+    mean, lo, hi, n = paired_difference(a, b)
+    return {
+        "mean": scale * mean,
+        "ci": [scale * lo, scale * hi],
+        "seeds": n,
+        "decision": decide(lo, hi, n, claimed_sign),
+    }
+
+
+def cell_stats(values: Iterable[float], scale: float = 1.0) -> tuple[float, float, float, int]:
+    """(mean, lo, hi, n) of ``values`` times ``scale``."""
+    vals = [scale * v for v in values]
+    mean, lo, hi = mean_ci(vals)
+    return mean, lo, hi, len(vals)
+
+
+def fmt_ci(d: Mapping, unit: str = "pp") -> str:
+    """'+1.2 pp [+0.3, +2.1]' from a ``difference`` dict."""
+    lo, hi = d["ci"]
+    return f"{d['mean']:+.1f} {unit} [{lo:+.1f}, {hi:+.1f}]"
+
+
+def json_safe(obj: object) -> object:
+    """Details as JSON allows them: NaN/inf become None, tuples lists, numpy scalars Python."""
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, str):  # numpy scalar
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -1,0 +1,310 @@
+"""C11 recommendations: the blog's summary — RNN → LN; generation → IN; tiny batch → GN;
+otherwise BN — checked against the winners of our own experiments. No runs of its own.
+
+Scenarios and where they are read from (finished runs only, seeds paired):
+- tiny batch: bn_small_batch at its smallest batch size, test error (lower is better);
+- otherwise: bn_small_batch at batch ≥ 32, each seed's test error averaged over the batch sizes
+  ≥ 32 that every norm has (as C8 does);
+- image generation: bn_generation, test PSNR (higher is better), averaged per seed over the
+  batch sizes every norm has;
+- RNN: rnn_norm, character level, test bits per character (lower is better), one value per
+  seed and cell (``norm.name``; LN-LSTM is ``layer``; rows sharing a seed are averaged).
+Candidates are every norm with finished runs in the scenario. The winner is the best mean.
+
+Verdict rule. Per scenario, the blog's pick is compared with the best other candidate, paired by
+seed (95% CI of the difference, oriented so that > 0 favours the blog's pick): the scenario
+*matches* if the CI lies above 0 (the blog's pick wins clearly), *differs* if it lies below 0
+(another norm beats it clearly), *tie* otherwise; a scenario without runs of the blog's pick and
+one rival is *not run yet*. *supported* if every scenario matches; *contradicted* if any
+scenario differs; *inconclusive* otherwise (ties, or scenarios not run yet); "not run yet" when
+no scenario has runs.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from normexp.analysis.claims import ClaimAnalysis
+from normexp.analysis.paired import difference, has_columns, json_safe, pooled_by_seed
+from normexp.analysis.stats import mean_ci
+from normexp.analysis.style import norm_label
+from normexp.analysis.verdict import make_verdict
+from normexp.analysis.verdict import not_run_yet as no_runs
+
+CLAIM = "C11"
+NAME = "recommendations"
+LARGE_BATCH = 32
+ANCHOR = "the blog's own summary: RNN → LN; generation → IN; tiny batch → GN; otherwise BN"
+CALLS = {
+    "supported": "matches",
+    "contradicted": "differs",
+    "inconclusive": "tie",
+    "not run yet": "not run yet",
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    experiment: str
+    blog_pick: str
+    metric: str  # summary column
+    unit: str
+    scale: float  # metric × scale is shown (fractions as %)
+    higher_is_better: bool
+    scores: Callable[[pd.DataFrame], dict[str, dict[int, float]]]  # {norm: {seed: value}}
+    where: str  # what part of the experiment is read, for the table
+
+
+def _finished(df: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    if not has_columns(df, "norm.name", *columns):
+        return pd.DataFrame()
+    return df[df["status"] == "ok"]
+
+
+def _common_levels(df: pd.DataFrame, column: str) -> list:
+    """Levels of ``column`` that every norm of ``df`` has."""
+    common = None
+    for _, rows in df.groupby("norm.name"):
+        have = set(rows[column])
+        common = have if common is None else common & have
+    return sorted(common or [])
+
+
+def _pooled(df: pd.DataFrame, value: str, over: str | None) -> dict[str, dict[int, float]]:
+    """{norm: {seed: value averaged over the levels of ``over`` that every norm has}}."""
+    if df.empty:
+        return {}
+    if over is None or over not in df:
+        return {
+            str(norm): {int(s): float(v) for s, v in rows.groupby("seed")[value].mean().items()}
+            for norm, rows in df.groupby("norm.name")
+        }
+    levels = _common_levels(df, over)
+    return {
+        str(norm): pooled_by_seed(df, value, over, levels, norm__name=norm)
+        for norm in df["norm.name"].unique()
+    }
+
+
+def tiny_batch_scores(df: pd.DataFrame) -> dict[str, dict[int, float]]:
+    df = _finished(df, "train.batch_size", "test_err")
+    if df.empty:
+        return {}
+    smallest = df["train.batch_size"].min()
+    return _pooled(df[df["train.batch_size"] == smallest], "test_err", None)
+
+
+def large_batch_scores(df: pd.DataFrame) -> dict[str, dict[int, float]]:
+    df = _finished(df, "train.batch_size", "test_err")
+    if df.empty:
+        return {}
+    return _pooled(df[df["train.batch_size"] >= LARGE_BATCH], "test_err", "train.batch_size")
+
+
+def generation_scores(df: pd.DataFrame) -> dict[str, dict[int, float]]:
+    return _pooled(_finished(df, "test_psnr"), "test_psnr", "train.batch_size")
+
+
+def rnn_scores(df: pd.DataFrame) -> dict[str, dict[int, float]]:
+    df = _finished(df, "test_bpc")
+    if "data.level" in df:  # bits per character: the character-level runs
+        df = df[df["data.level"] == "char"]
+    return _pooled(df, "test_bpc", None)
+
+
+SCENARIOS = (
+    Scenario(
+        "tiny batch",
+        "bn_small_batch",
+        "group",
+        "test_err",
+        "pp of error",
+        100,
+        False,
+        tiny_batch_scores,
+        "CNN, smallest batch",
+    ),
+    Scenario(
+        "otherwise (CNN, batch ≥ 32)",
+        "bn_small_batch",
+        "batch",
+        "test_err",
+        "pp of error",
+        100,
+        False,
+        large_batch_scores,
+        f"CNN, batch ≥ {LARGE_BATCH}",
+    ),
+    Scenario(
+        "image generation",
+        "bn_generation",
+        "instance",
+        "test_psnr",
+        "dB of PSNR",
+        1,
+        True,
+        generation_scores,
+        "image-to-image, CIFAR-10",
+    ),
+    Scenario(
+        "RNN",
+        "rnn_norm",
+        "layer",
+        "test_bpc",
+        "bpc",
+        1,
+        False,
+        rnn_scores,
+        "LSTM LM, PTB chars",
+    ),
+)
+
+
+def judge(scenario: Scenario, df: pd.DataFrame) -> dict:
+    """Winner, margin over the runner-up and the blog's pick vs its best rival, for one scenario."""
+    scores = {n: s for n, s in scenario.scores(df).items() if s}
+    row = {
+        "scenario": scenario.name,
+        "experiment": scenario.experiment,
+        "where": scenario.where,
+        "blog_pick": scenario.blog_pick,
+        "unit": scenario.unit,
+        "call": "not run yet",
+    }
+    if not scores:
+        return row
+    sign = 1 if scenario.higher_is_better else -1
+    means = {n: mean_ci(list(s.values()))[0] for n, s in scores.items()}
+    ranked = sorted(means, key=lambda n: -sign * means[n])
+    row["means"] = {n: scenario.scale * means[n] for n in ranked}
+    row["winner"] = ranked[0]
+
+    def better(a: str, b: str) -> dict:  # > 0: a better than b, in the shown unit
+        good = {n: {s: sign * v for s, v in scores[n].items()} for n in (a, b)}
+        return difference(good[a], good[b], scenario.scale)
+
+    if len(ranked) > 1:
+        row["runner_up"] = ranked[1]
+        row["margin"] = better(ranked[0], ranked[1])
+    rivals = [n for n in ranked if n != scenario.blog_pick]
+    if scenario.blog_pick in scores and rivals:
+        row["rival"] = rivals[0]
+        row["blog_vs_rival"] = better(scenario.blog_pick, rivals[0])
+        decision = row["blog_vs_rival"]["decision"]
+        row["call"] = CALLS[decision] if row["blog_vs_rival"]["seeds"] else "not run yet"
+    return row
+
+
+def judge_all(tables: dict) -> list[dict]:
+    return [judge(s, tables.get(s.experiment, pd.DataFrame())) for s in SCENARIOS]
+
+
+def _ci_text(d: dict | None, unit: str) -> str:
+    if not d or not d["seeds"]:
+        return "–"
+    lo, hi = d["ci"]
+    return f"{d['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}] {unit}"
+
+
+def draw(tables: dict, out: Path) -> Path:
+    rows = judge_all(tables)
+    header = [
+        "scenario",
+        "read from",
+        "blog says",
+        "our winner",
+        "margin over runner-up",
+        "blog's pick vs best rival",
+        "call",
+    ]
+    cells = []
+    for r in rows:
+        winner = norm_label(r["winner"]) if "winner" in r else "not run yet"
+        runner = f" (vs {norm_label(r['runner_up'])})" if "runner_up" in r else ""
+        rival = f" (vs {norm_label(r['rival'])})" if "rival" in r else ""
+        cells.append(
+            [
+                r["scenario"],
+                f"{r['experiment']}: {r['where']}",
+                norm_label(r["blog_pick"]),
+                winner,
+                _ci_text(r.get("margin"), r["unit"]) + runner,
+                _ci_text(r.get("blog_vs_rival"), r["unit"]) + rival,
+                r["call"],
+            ]
+        )
+    fig, ax = plt.subplots(figsize=(15, 0.8 + 0.45 * len(rows)), layout="constrained")
+    ax.axis("off")
+    table = ax.table(cellText=cells, colLabels=header, loc="center", cellLoc="left")
+    table.auto_set_font_size(False)
+    table.set_fontsize(9)
+    table.scale(1, 1.6)
+    colors = {"matches": "#d9f2d9", "differs": "#f8d7d7", "tie": "#fff3cd"}
+    for i, r in enumerate(rows, start=1):
+        table[i, len(header) - 1].set_facecolor(colors.get(r["call"], "#eeeeee"))
+    for j in range(len(header)):
+        table[0, j].set_text_props(weight="bold")
+    table.auto_set_column_width(list(range(len(header))))
+    ax.set_title(
+        "C11: the blog's recommendations vs our winners (margins: mean and 95% CI over seeds, "
+        "> 0 favours the first)",
+        fontsize=11,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return out
+
+
+def verdict(tables: dict) -> dict:
+    rule = __doc__.split("Verdict rule.")[1]
+    rows = judge_all(tables)
+    calls = [r["call"] for r in rows]
+    if all(c == "not run yet" for c in calls):
+        return no_runs(
+            CLAIM,
+            NAME,
+            rule=rule,
+            anchor=ANCHOR,
+            what="no scenario has runs yet (bn_small_batch, bn_generation, rnn_norm)",
+        )
+    if "differs" in calls:
+        result = "contradicted"
+    elif all(c == "matches" for c in calls):
+        result = "supported"
+    else:
+        result = "inconclusive"
+    effect = "; ".join(
+        f"{r['scenario']}: blog {norm_label(r['blog_pick'])}, ours "
+        f"{norm_label(r['winner']) if 'winner' in r else '–'} ({r['call']})"
+        for r in rows
+    )
+    matches = sum(c == "matches" for c in calls)
+    return make_verdict(
+        CLAIM,
+        NAME,
+        result,
+        effect,
+        rule=rule,
+        anchor=ANCHOR,
+        estimate=float(matches),
+        ci_note=f"the estimate counts scenarios that match, of {len(rows)}; "
+        "each scenario's CI is in the details",
+        notes="scenarios not run yet: "
+        + (", ".join(r["scenario"] for r in rows if r["call"] == "not run yet") or "none"),
+        details=json_safe({"scenarios": rows}),
+    )
+
+
+ANALYSIS = ClaimAnalysis(
+    claim=CLAIM,
+    name=NAME,
+    title="RNN → LN; generation → IN; tiny batch → GN; otherwise BN",
+    reads=("bn_small_batch", "bn_generation", "rnn_norm"),
+    draw=draw,
+    verdict=verdict,
+)

@@ -1,0 +1,399 @@
+"""C7 rnn_norm: which normalization helps an LSTM language model on PTB characters.
+
+Runs: experiments/rnn_norm.yaml, one run per cell and seed: ``none`` (plain LSTM, PyTorch's
+fused kernel), ``layer`` (LN-LSTM, Ba et al. 2016), ``batch_per_step`` (BN-LSTM with statistics
+per time step, Cooijmans et al. 2016), ``batch_shared`` (BN-LSTM, one set of statistics for all
+steps), ``rms``. Scores are test bits per character (lower is better); at word level, bits per
+word (log2 of the perplexity) take their place.
+
+Verdict rule. With d(X, Y) = test bpc(X) − test bpc(Y) at the trained window length, paired by
+seed, with its 95% CI over seeds, and the two BN cells B ∈ {batch_per_step, batch_shared}:
+*contradicted* if some B beats the plain LSTM (d(B, none) CI below 0) and is not worse than LN
+(d(B, layer) CI not above 0), or if some B beats LN (d(B, layer) CI below 0): BN is then not
+useless in RNNs, and LN not the only effective norm there; *supported* if LN beats the plain
+LSTM (d(layer, none) CI below 0), LN beats both BN cells (d(B, layer) CI above 0) and no B beats
+the plain LSTM; *inconclusive* otherwise (among them: LN best but a BN cell also helps, or CIs
+that straddle 0), and when fewer than 2 seeds pair up. A BN cell missing from the table is
+skipped; with neither BN cell nor LN and the plain LSTM there is no verdict ("not run yet"). The
+estimate is d(batch_per_step, layer), Cooijmans' BN-LSTM against LN (positive: LN better). The
+details give every cell's bpc at the trained and at the longer evaluation length, every paired
+difference, and each cell's change from the trained to the longer length (the inconvenience of
+per-step statistics beyond the trained length shows there). A diverged or failed run drops its
+seed from the pairs and is listed in the notes.
+"""
+
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from normexp.analysis.claims import ClaimAnalysis
+from normexp.analysis.paired import difference, json_safe
+from normexp.analysis.stats import mean_ci
+from normexp.analysis.style import not_run_yet
+from normexp.analysis.verdict import by_seed, failures, make_verdict
+from normexp.analysis.verdict import not_run_yet as no_runs
+from normexp.tracking.store import RunRecord
+
+CLAIM = "C7"
+EXPERIMENT = "rnn_norm"
+ANCHOR = (
+    "Cooijmans et al. 2016 (Recurrent Batch Normalization), PTB characters, 1000 units, batch 64, "
+    "Adam 2e-3, windows of 100: test 1.38 bpc (LSTM) vs 1.32 (BN-LSTM, statistics per time "
+    "step); Ba et al. 2016 (Layer Normalization) report LN-LSTM gains on other sequence tasks"
+)
+ANCHOR_COOIJMANS = {"none": 1.38, "batch_per_step": 1.32}  # PTB char test bpc, one run each
+CELLS = ("none", "layer", "batch_per_step", "batch_shared", "rms")
+BN_CELLS = ("batch_per_step", "batch_shared")
+CELL_LABELS = {
+    "none": "LSTM (no norm)",
+    "layer": "LN-LSTM",
+    "batch_per_step": "BN-LSTM, per-step stats",
+    "batch_shared": "BN-LSTM, shared stats",
+    "rms": "RMSNorm-LSTM",
+}
+CELL_COLORS = {
+    "none": "#7f7f7f",
+    "layer": "#ff7f0e",
+    "batch_per_step": "#1f77b4",
+    "batch_shared": "#17becf",
+    "rms": "#8c564b",
+}
+
+
+def cell_label(cell: str) -> str:
+    return CELL_LABELS.get(cell, cell)
+
+
+def _level(df: pd.DataFrame) -> str | None:
+    """The level the verdict is decided on: characters when present, else words."""
+    if df.empty or "data.level" not in df:
+        return "char" if not df.empty and "test_bpc" in df else None
+    levels = set(df["data.level"].dropna())
+    return "char" if "char" in levels else ("word" if "word" in levels else None)
+
+
+def scored(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Runs of the verdict's level with ``bits`` and ``bits_long`` columns (test bits per token
+    at the trained and the longer length); the unit's name."""
+    level = _level(df)
+    if level is None or "norm.name" not in df or "status" not in df or "seed" not in df:
+        return pd.DataFrame(), "bpc"
+    rows = df[df["data.level"] == level] if "data.level" in df else df
+    if level == "char":
+        if "test_bpc" not in rows:
+            return pd.DataFrame(), "bpc"
+        bits = rows["test_bpc"]
+        long = rows["test_bpc_long"] if "test_bpc_long" in rows else pd.Series(np.nan, rows.index)
+        return rows.assign(bits=bits, bits_long=long), "bpc"
+    if "test_ppl" not in rows:
+        return pd.DataFrame(), "bits/word"
+    long = rows["test_ppl_long"] if "test_ppl_long" in rows else pd.Series(np.nan, rows.index)
+    return rows.assign(bits=np.log2(rows["test_ppl"]), bits_long=np.log2(long)), "bits/word"
+
+
+def _scores(df: pd.DataFrame, value: str = "bits") -> dict[str, dict[int, float]]:
+    """{cell: {seed: value}} of finished runs, finite values only."""
+    out = {}
+    for cell in df["norm.name"].unique():
+        values = by_seed(df, value, norm__name=cell)
+        values = {s: v for s, v in values.items() if math.isfinite(v)}
+        if values:
+            out[str(cell)] = values
+    return out
+
+
+def cell_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% CI over seeds of each cell's test bits at both lengths."""
+    rows = []
+    for cell in _ordered(df["norm.name"].unique()):
+        runs = df[df["norm.name"] == cell]
+        ok = runs[runs["status"] == "ok"]
+        row = {"cell": cell, "seeds": len(ok), "failed": int((runs["status"] != "ok").sum())}
+        for value in ("bits", "bits_long"):
+            vals = [v for v in ok[value] if math.isfinite(v)]
+            row[value], row[f"{value}_lo"], row[f"{value}_hi"] = mean_ci(vals)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _ordered(cells) -> list[str]:  # noqa: ANN001
+    cells = [str(c) for c in cells]
+    return [c for c in CELLS if c in cells] + sorted(set(cells) - set(CELLS))
+
+
+def verdict_from(df: pd.DataFrame) -> dict:
+    """The C7 verdict from the collected rnn_norm table (see the module docstring's rule)."""
+    rule = __doc__.split("Verdict rule.")[1]
+    runs, unit = scored(df)
+    if runs.empty:
+        return no_runs(CLAIM, EXPERIMENT, rule=rule, anchor=ANCHOR)
+    scores = _scores(runs)
+    bn_cells = [b for b in BN_CELLS if b in scores]
+    if "layer" not in scores or "none" not in scores or not bn_cells:
+        have = ", ".join(sorted(scores)) or "none"
+        return no_runs(
+            CLAIM,
+            EXPERIMENT,
+            rule=rule,
+            anchor=ANCHOR,
+            what=f"needs finished runs of none, layer and a BN cell; have: {have}",
+        )
+    ln_vs_none = difference(scores["layer"], scores["none"], claimed_sign=-1)
+    bn_vs_none = {b: difference(scores[b], scores["none"], claimed_sign=-1) for b in bn_cells}
+    bn_vs_ln = {b: difference(scores[b], scores["layer"]) for b in bn_cells}
+
+    def below(d: dict) -> bool:
+        return d["seeds"] >= 2 and d["ci"][1] < 0
+
+    def above(d: dict) -> bool:
+        return d["seeds"] >= 2 and d["ci"][0] > 0
+
+    bn_helps = {b: below(bn_vs_none[b]) for b in bn_cells}
+    contradicted = any(
+        (bn_helps[b] and not above(bn_vs_ln[b])) or below(bn_vs_ln[b]) for b in bn_cells
+    )
+    supported = (
+        below(ln_vs_none)
+        and all(above(bn_vs_ln[b]) for b in bn_cells)
+        and not any(bn_helps.values())
+    )
+    result = "contradicted" if contradicted else ("supported" if supported else "inconclusive")
+    key = "batch_per_step" if "batch_per_step" in bn_vs_ln else bn_cells[0]
+    head = bn_vs_ln[key]
+    effect = (
+        f"{cell_label(key)} minus LN-LSTM: {_fmt(head, unit)}; LN-LSTM minus plain LSTM: "
+        f"{_fmt(ln_vs_none, unit)}; "
+        + "; ".join(
+            f"{cell_label(b)} minus plain LSTM: {_fmt(bn_vs_none[b], unit)}" for b in bn_cells
+        )
+        + f" (test {unit}, trained window length, {head['seeds']} paired seeds)"
+    )
+    return make_verdict(
+        CLAIM,
+        EXPERIMENT,
+        result,
+        effect,
+        rule=rule,
+        anchor=ANCHOR,
+        estimate=head["mean"],
+        ci=tuple(head["ci"]),
+        notes=failures(df),
+        details=json_safe(_details(runs, scores, unit)),
+    )
+
+
+def _fmt(d: dict, unit: str) -> str:
+    lo, hi = d["ci"]
+    return f"{d['mean']:+.3f} {unit} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _details(runs: pd.DataFrame, scores: dict, unit: str) -> dict:
+    longs = _scores(runs, "bits_long")
+    details = {
+        "unit": unit,
+        "level": _level(runs),
+        "cells": cell_table(runs).to_dict("records"),
+        "minus_none": {
+            c: difference(scores[c], scores["none"]) for c in _ordered(scores) if c != "none"
+        },
+        "minus_layer": {
+            c: difference(scores[c], scores["layer"]) for c in _ordered(scores) if c != "layer"
+        },
+        # Longer windows minus trained-length windows, per cell: > 0 means worse when longer.
+        "long_minus_trained": {
+            c: difference(longs[c], scores[c]) for c in _ordered(scores) if c in longs
+        },
+    }
+    if "none" in longs and "layer" in longs:
+        details["long_minus_layer"] = {
+            c: difference(longs[c], longs["layer"]) for c in _ordered(longs) if c != "layer"
+        }
+    for key in ("seq_len", "long_eval_len", "tokens_per_s"):
+        if key in runs:
+            details[key] = {
+                c: float(runs.loc[runs["norm.name"] == c, key].mean()) for c in _ordered(scores)
+            }
+    return details
+
+
+def verdict(tables: dict | pd.DataFrame) -> dict:
+    """The C7 verdict from the collected rnn_norm table, or from the claim registry's tables."""
+    if isinstance(tables, pd.DataFrame):
+        return verdict_from(tables)
+    return verdict_from(tables.get(EXPERIMENT, pd.DataFrame()))
+
+
+# --- figure ----------------------------------------------------------------------------------
+
+
+def epoch_curves(df: pd.DataFrame, results_dir: Path, split: str = "valid") -> pd.DataFrame:
+    """Per-epoch ``<split>_bpc`` (or bits per word) of finished runs, from the store's metrics."""
+    if df.empty or "run_key" not in df:
+        return pd.DataFrame()
+    rows = []
+    for cell, seed, key in zip(
+        df["norm.name"],
+        df["seed"],
+        df["run_key"],
+        strict=True,
+    ):
+        for m in RunRecord(results_dir, EXPERIMENT, key).metrics():
+            value = m.get(f"{split}_bpc")
+            if value is None and f"{split}_ppl" in m:
+                value = math.log2(m[f"{split}_ppl"])
+            if value is not None:
+                rows.append({"cell": cell, "seed": seed, "epoch": m["epoch"], "bits": value})
+    return pd.DataFrame(rows)
+
+
+def _draw_curves(ax, curves: pd.DataFrame, unit: str) -> None:  # noqa: ANN001
+    for cell in _ordered(curves["cell"].unique()):
+        c = curves[curves["cell"] == cell]
+        stats = [(e, *mean_ci(list(g["bits"]))) for e, g in c.groupby("epoch")]
+        epochs, mean, lo, hi = (np.array(v, dtype=float) for v in zip(*stats, strict=True))
+        color = CELL_COLORS.get(cell, "#333333")
+        ax.plot(epochs, mean, "o-", color=color, label=cell_label(cell), lw=1.8, ms=4)
+        ax.fill_between(epochs, lo, hi, color=color, alpha=0.15, lw=0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"validation {unit}")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=8)
+
+
+def _draw_final(ax, cells: pd.DataFrame, unit: str, lengths: tuple[int, int] | None) -> None:  # noqa: ANN001
+    xs = np.arange(len(cells))
+    trained = f"trained length ({lengths[0]})" if lengths else "trained length"
+    longer = f"longer windows ({lengths[1]})" if lengths else "longer windows"
+    for offset, value, marker, label in (
+        (-0.14, "bits", "o", trained),
+        (0.14, "bits_long", "s", longer),
+    ):
+        for x, (_, row) in zip(xs, cells.iterrows(), strict=True):
+            if not math.isfinite(row[value]):
+                continue
+            color = CELL_COLORS.get(row["cell"], "#333333")
+            ax.errorbar(
+                x + offset,
+                row[value],
+                yerr=[[row[value] - row[f"{value}_lo"]], [row[f"{value}_hi"] - row[value]]],
+                fmt=marker,
+                color=color,
+                mfc=color if value == "bits" else "white",
+                ms=7,
+                capsize=4,
+                lw=1.5,
+                label=label if x == 0 else None,
+            )
+            ax.annotate(
+                f"{row[value]:.3f}",
+                (x + offset, row[f"{value}_hi"]),
+                textcoords="offset points",
+                xytext=(0, 4),
+                ha="center",
+                fontsize=7,
+            )
+    names = [
+        cell_label(c).replace(", ", ",\n") + (f"\n({n} failed)" if n else "")
+        for c, n in zip(cells["cell"], cells["failed"], strict=True)
+    ]
+    ax.set_xticks(xs, names, fontsize=8)
+    ax.set_ylabel(f"test {unit} (mean, 95% CI over seeds)")
+    ax.grid(alpha=0.3, axis="y")
+    handles = [
+        plt.Line2D([], [], marker="o", color="#444444", ls="", label=trained),
+        plt.Line2D([], [], marker="s", color="#444444", mfc="white", ls="", label=longer),
+    ]
+    ax.legend(handles=handles, frameon=False, fontsize=8, loc="upper right")
+
+
+def _draw_anchor(ax) -> None:  # noqa: ANN001
+    cells = list(ANCHOR_COOIJMANS)
+    values = [ANCHOR_COOIJMANS[c] for c in cells]
+    bars = ax.bar(range(len(cells)), values, color=[CELL_COLORS[c] for c in cells], width=0.6)
+    for bar, v in zip(bars, values, strict=True):
+        ax.annotate(
+            f"{v:.2f}",
+            (bar.get_x() + bar.get_width() / 2, v),
+            textcoords="offset points",
+            xytext=(0, 3),
+            ha="center",
+            fontsize=9,
+        )
+    ax.set_xticks(range(len(cells)), ["LSTM", "BN-LSTM\n(per-step)"], fontsize=8)
+    ax.set_ylim(1.2, 1.45)
+    ax.set_ylabel("test bpc")
+    ax.set_title("Anchor: Cooijmans et al. 2016,\nPTB chars, 1000 units (one run each)", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+
+
+def draw(tables: dict, out: Path) -> Path:
+    df = tables.get(EXPERIMENT, pd.DataFrame())
+    runs, unit = scored(df)
+    fig, (ax_curve, ax_final, ax_ref) = plt.subplots(
+        1,
+        3,
+        figsize=(16, 4.8),
+        gridspec_kw={"width_ratios": [1.3, 1.4, 0.55]},
+        layout="constrained",
+    )
+    if runs.empty:
+        not_run_yet(ax_curve, EXPERIMENT)
+        not_run_yet(ax_final, EXPERIMENT)
+        subtitle = "not run yet"
+    else:
+        ok = runs[runs["status"] == "ok"]
+        curves = epoch_curves(ok, out.parent.parent)
+        if curves.empty:
+            not_run_yet(ax_curve, "per-epoch metrics")
+        else:
+            _draw_curves(ax_curve, curves, unit)
+        cells = cell_table(runs)
+        lengths = None
+        if {"seq_len", "long_eval_len"} <= set(ok.columns) and not ok.empty:
+            lengths = (int(ok["seq_len"].iloc[0]), int(ok["long_eval_len"].iloc[0]))
+        _draw_final(ax_final, cells, unit, lengths)
+        seeds = int(cells["seeds"].max()) if not cells.empty else 0
+        profile = df["profile"].iloc[0] if "profile" in df else "?"
+        n_train = ok["n_train_tokens"].iloc[0] if "n_train_tokens" in ok and len(ok) else None
+        level = "characters" if unit == "bpc" else "words"
+        size = f", {int(n_train):,} training {level}" if n_train is not None else ""
+        ax_curve.set_title(f"Ours: PTB {level}, {profile} profile{size}", fontsize=9)
+        ax_final.set_title(
+            f"Ours: test {unit} at the trained and at longer windows, {seeds} seed(s)", fontsize=9
+        )
+        v = verdict_from(df)
+        subtitle = f"verdict: {v['verdict']} — {v['effect']}"
+    _draw_anchor(ax_ref)
+    fig.suptitle(
+        "C7: is BN useless in RNNs, and LN the only norm that helps there?\n" + _wrap(subtitle),
+        fontsize=10,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return out
+
+
+def _wrap(text: str, width: int = 170) -> str:
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if len(line) + len(w) + 1 > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    return "\n".join([*lines, line])
+
+
+ANALYSIS = ClaimAnalysis(
+    claim=CLAIM,
+    name=EXPERIMENT,
+    title="BN is useless in RNNs; only LN helps there",
+    reads=(EXPERIMENT,),
+    draw=draw,
+    verdict=verdict,
+)

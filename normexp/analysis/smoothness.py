@@ -1,0 +1,270 @@
+"""C10 smoothness: BN makes the loss landscape smoother (Santurkar et al. 2018, Fig. 4).
+
+During training, every few steps, on the batch about to be trained on, the loss and its gradient
+are measured at w − η·g for step sizes η along the gradient g (normexp.train.landscape.
+landscape_along_gradient): the loss range over the steps ("loss landscape"), the largest change
+of the gradient ("gradient predictiveness", lower is more predictive) and the largest gradient
+change per unit of distance moved ("effective β-smoothness"). Per run each is averaged over the
+probe points of training; the curves over training come from the summary lists
+(``probe_steps``, ``probe_*_series``). The same runs sweep the learning rate, with and without
+BN: "the range of learning rates that train".
+
+Verdict rule. (a) Landscape, at the reference learning rate REFERENCE_LR (0.1 per 128, the LR of
+C9; else the grid LR nearest to it in log scale), paired by seed: with r_L = log10(loss range
+with BN / without) and r_β = log10(β-smoothness with BN / without), *supported* if the 95% CIs of
+both lie below 0, *contradicted* if both lie above 0, *inconclusive* otherwise. (b) LR range: an
+LR "trains" a norm if none of its runs diverged or failed and their mean final test accuracy is
+at least 10% + half of (the best cell's accuracy − 10%), the best over both norms and all LRs;
+*supported* if more grid LRs train BN than no norm, *contradicted* if fewer, *inconclusive* if
+as many, or if a cell has fewer than 2 finished (ok, diverged or failed) runs, or the best cell
+is less than MIN_GAIN_PP = 5 pp above chance (nothing trained: the count would be noise). The
+claim is *supported* if (a) and (b) both are, *contradicted* if one is contradicted and neither
+is supported, *inconclusive* otherwise. The estimate is r_β.
+"""
+
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from normexp.analysis.claims import ClaimAnalysis
+from normexp.analysis.not_ics import color, curve, label, ok_runs, plot_curve
+from normexp.analysis.stats import mean_ci
+from normexp.analysis.style import not_run_yet
+from normexp.analysis.verdict import by_seed, failures, make_verdict, paired_difference
+from normexp.analysis.verdict import not_run_yet as no_runs
+
+CLAIM = "C10"
+EXPERIMENT = "smoothness"
+REFERENCE_LR = 0.1  # per 128 examples: the LR at which the landscape is compared (as in C9)
+CHANCE = 0.1  # CIFAR-10
+MIN_GAIN_PP = 5.0  # the best cell must beat chance by this much for the LR range to mean anything
+ANCHOR = (
+    "Santurkar et al. 2018, Fig. 4: VGG on CIFAR-10, along the gradient the loss varies less, the "
+    "gradient changes less and the effective β-smoothness is lower with BN, throughout training; "
+    "Sec. 1 and Fig. 1: BN trains at larger learning rates (qualitative)"
+)
+NORMS = ("none", "batch")
+PROBES = (
+    ("loss_range", "loss range along the step", "max − min of L(w − ηg)"),
+    ("grad_predictiveness", "gradient predictiveness", "max ‖∇L(w) − ∇L(w − ηg)‖₂"),
+    ("beta_smoothness", "effective β-smoothness", "max ‖∇L(w) − ∇L(w − ηg)‖₂ / ‖ηg‖₂"),
+)
+
+
+def _lrs(df: pd.DataFrame) -> list[float]:
+    return sorted(float(v) for v in df["optim.lr_per_128"].dropna().unique())
+
+
+def reference_lr(df: pd.DataFrame) -> float | None:
+    """REFERENCE_LR if the grid has it, else the grid LR nearest to it in log scale."""
+    lrs = _lrs(df) if "optim.lr_per_128" in df else []
+    if not lrs:
+        return None
+    return min(lrs, key=lambda lr: abs(math.log(lr / REFERENCE_LR)))
+
+
+def lr_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (norm, LR): mean final test accuracy (%) with 95% CI over finished runs, and the count
+    of runs that diverged or failed."""
+    rows = []
+    for (norm, lr), cell in df.groupby(["norm.name", "optim.lr_per_128"]):
+        ok = cell[cell["status"] == "ok"]
+        mean, lo, hi = mean_ci(list(100 * ok["test_acc"].astype(float)))
+        bad = int(cell["status"].isin(["diverged", "failed"]).sum())
+        rows.append(
+            {
+                "norm": norm,
+                "lr": float(lr),
+                "acc": mean,
+                "lo": lo,
+                "hi": hi,
+                "ok": len(ok),
+                "bad": bad,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def trains(cells: pd.DataFrame) -> tuple[dict[str, list[float]], float]:
+    """({norm: LRs that train it}, the accuracy threshold in %) as the verdict rule says."""
+    best = cells["acc"].max()
+    if not math.isfinite(best):
+        return {n: [] for n in cells["norm"].unique()}, math.nan
+    threshold = 100 * CHANCE + 0.5 * (best - 100 * CHANCE)
+    good = cells[(cells["bad"] == 0) & (cells["ok"] > 0) & (cells["acc"] >= threshold)]
+    return (
+        {n: sorted(good[good["norm"] == n]["lr"]) for n in cells["norm"].unique()},
+        threshold,
+    )
+
+
+def _scale_note(df: pd.DataFrame) -> str:
+    profile = df["profile"].iloc[0] if "profile" in df else "?"
+    n_train = df["n_train"].dropna() if "n_train" in df else pd.Series(dtype=float)
+    images = f", {int(n_train.iloc[0])} train images" if len(n_train) else ""
+    batch = df["train.batch_size"].iloc[0] if "train.batch_size" in df else "?"
+    sizes = df["train.probe_step_sizes"].iloc[0] if "train.probe_step_sizes" in df else "?"
+    return f"{profile} profile{images}, batch {batch}, step sizes η ∈ {sizes}"
+
+
+def draw(tables: dict, out: Path) -> Path:
+    df = tables.get(EXPERIMENT, pd.DataFrame())
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.3), constrained_layout=True)
+    if df.empty or "test_acc" not in df or "optim.lr_per_128" not in df:
+        for ax in axes:
+            not_run_yet(ax, EXPERIMENT)
+    else:
+        ref = reference_lr(df)
+        for ax, (key, title, ylabel) in zip(axes[:3], PROBES, strict=True):
+            for norm in NORMS:
+                runs = ok_runs(df, norm__name=norm, optim__lr_per_128=ref)
+                xs, m, lo, hi = curve(runs, f"probe_{key}_series", "probe_steps", log=True)
+                if xs:
+                    style = {"color": color(norm), "label": f"{label(norm)} ({len(runs)} runs)"}
+                    plot_curve(ax, xs, m, lo, hi, **style)
+            ax.set(xlabel="training step", ylabel=ylabel, title=f"{title} (LR {ref} per 128)")
+            ax.set_yscale("log")
+        ax = axes[3]
+        cells = lr_cells(df)
+        trained, threshold = trains(cells)
+        for norm in [n for n in NORMS if n in set(cells["norm"])]:
+            c = cells[cells["norm"] == norm].sort_values("lr")
+            ax.plot(c["lr"], c["acc"], "o-", color=color(norm), label=label(norm), lw=1.8)
+            ax.fill_between(c["lr"], c["lo"], c["hi"], color=color(norm), alpha=0.18, lw=0)
+            bad = c[c["bad"] > 0]
+            ax.plot(bad["lr"], [100 * CHANCE] * len(bad), "x", color=color(norm), ms=10, mew=2)
+        if math.isfinite(threshold):
+            ax.axhline(threshold, color="black", ls=":", lw=1, label="“trains” threshold")
+        ax.set_xscale("log")
+        ax.set(
+            xlabel="peak learning rate per 128 examples",
+            ylabel="final test accuracy (%)",
+            title="Learning rates that train (x: diverged / failed)",
+        )
+        for a in axes:
+            a.grid(alpha=0.3)
+            a.legend(frameon=False, fontsize=9)
+        fig.text(
+            0.5,
+            -0.04,
+            f"Ours: CIFAR-10 VGG-style CNN, {_scale_note(df)}; mean and 95% CI "
+            "over seeds (geometric on log axes). Anchor: " + ANCHOR,
+            ha="center",
+            fontsize=8,
+            wrap=True,
+        )
+    fig.suptitle("C10: does BN make the loss landscape smoother?", fontsize=12)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def _log_ratios(df: pd.DataFrame, column: str, lr: float) -> tuple[float, float, float, int]:
+    bn = by_seed(df, column, norm__name="batch", optim__lr_per_128=lr)
+    none = by_seed(df, column, norm__name="none", optim__lr_per_128=lr)
+    ratios = {
+        s: math.log10(bn[s] / none[s])
+        for s in set(bn) & set(none)
+        if min(bn[s], none[s]) > 0 and math.isfinite(bn[s]) and math.isfinite(none[s])
+    }
+    return paired_difference(ratios, dict.fromkeys(ratios, 0.0))
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def verdict(tables: dict) -> dict:
+    rule = __doc__.split("Verdict rule.")[1]
+    df = tables.get(EXPERIMENT, pd.DataFrame())
+    if df.empty or "test_acc" not in df or "optim.lr_per_128" not in df:
+        return no_runs(CLAIM, EXPERIMENT, rule=rule, anchor=ANCHOR)
+    if not set(NORMS) <= set(df["norm.name"]):
+        return no_runs(
+            CLAIM, EXPERIMENT, rule=rule, anchor=ANCHOR, what="needs runs of both none and batch"
+        )
+    ref = reference_lr(df)
+    r_l, l_lo, l_hi, n_l = _log_ratios(df, "probe_loss_range_mean", ref)
+    r_b, b_lo, b_hi, n_b = _log_ratios(df, "probe_beta_smoothness_mean", ref)
+    r_p, p_lo, p_hi, _ = _log_ratios(df, "probe_grad_predictiveness_mean", ref)
+    if n_l < 2 or n_b < 2:
+        part_a = "inconclusive"
+    elif l_hi < 0 and b_hi < 0:
+        part_a = "supported"
+    elif l_lo > 0 and b_lo > 0:
+        part_a = "contradicted"
+    else:
+        part_a = "inconclusive"
+
+    cells = lr_cells(df)
+    trained, threshold = trains(cells)
+    n_bn, n_none = len(trained.get("batch", [])), len(trained.get("none", []))
+    n_lrs = len(_lrs(df))
+    best = cells["acc"].max()
+    if (
+        n_lrs < 2
+        or (cells["ok"] + cells["bad"]).min() < 2
+        or not best >= 100 * CHANCE + MIN_GAIN_PP
+    ):
+        part_b = "inconclusive"
+    else:
+        part_b = (
+            "supported" if n_bn > n_none else "contradicted" if n_bn < n_none else "inconclusive"
+        )
+    parts = [part_a, part_b]
+    if parts == ["supported", "supported"]:
+        result = "supported"
+    elif "contradicted" in parts and "supported" not in parts:
+        result = "contradicted"
+    else:
+        result = "inconclusive"
+    effect = (
+        f"at LR {ref} per 128, log10(BN / no norm) of the loss range {r_l:+.2f} "
+        f"[{l_lo:+.2f}, {l_hi:+.2f}], of the effective β-smoothness {r_b:+.2f} "
+        f"[{b_lo:+.2f}, {b_hi:+.2f}], of the gradient change {r_p:+.2f} [{p_lo:+.2f}, "
+        f"{p_hi:+.2f}] ({n_b} seeds); LRs that train: BN {n_bn}/{n_lrs}, no norm {n_none}/{n_lrs}"
+    )
+    return make_verdict(
+        CLAIM,
+        EXPERIMENT,
+        result,
+        effect,
+        rule=rule,
+        anchor=ANCHOR,
+        estimate=r_b,
+        ci=(b_lo, b_hi),
+        notes="; ".join(
+            x
+            for x in (
+                failures(df),
+                f"scale: {_scale_note(df)}; the landscape is probed on training batches at the "
+                "weights training reached, so a norm that trains slower is probed elsewhere",
+            )
+            if x
+        ),
+        details={
+            "parts": {"smoother_landscape": part_a, "wider_lr_range": part_b},
+            "reference_lr_per_128": ref,
+            "log10_loss_range_ratio": [_finite(v) for v in (r_l, l_lo, l_hi)],
+            "log10_beta_ratio": [_finite(v) for v in (r_b, b_lo, b_hi)],
+            "log10_grad_change_ratio": [_finite(v) for v in (r_p, p_lo, p_hi)],
+            "lrs_that_train": trained,
+            "trains_threshold_pct": _finite(threshold),
+            "acc_by_lr_pct": {
+                f"{row.norm}@{row.lr:g}": _finite(row.acc) for row in cells.itertuples()
+            },
+        },
+    )
+
+
+ANALYSIS = ClaimAnalysis(
+    claim=CLAIM,
+    name=EXPERIMENT,
+    title="BN makes the loss landscape smoother",
+    reads=(EXPERIMENT,),
+    draw=draw,
+    verdict=verdict,
+)

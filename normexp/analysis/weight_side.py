@@ -1,0 +1,282 @@
+"""C2 weight_side: weight normalization acts on weights, not activations; L1/L2 penalties are
+weight-side normalization too: L1 makes weights sparse, L2 makes them small.
+
+Runs: experiments/weight_side.yaml, one CNN and eight arms, seeds paired: BN, no normalization,
+WN alone, WN + mean-only BN (all without any penalty), and, on the CNN without activation
+normalization, L2 (``optim.weight_decay``) and L1 (``optim.l1``) penalties at two strengths
+matched pairwise (equal penalty gradient at |w| = 0.1: l1 = 0.1 × weight_decay). Arms are read
+from the config columns (norm.name, model.weight_side, optim.l1, optim.weight_decay), so the
+analysis does not depend on the arms' names. Weight statistics are the summary's
+``weight_near_zero_frac`` (share of weights with |w| < 1e-3 × the largest |w| of their layer),
+``weight_l2_norm`` and ``weight_l1_norm``, over the effective weights of every conv and linear
+layer (normexp/train/weight_stats.py).
+
+Verdict rule. Three parts, each a paired difference over seeds with its 95% CI:
+(a) "L1 makes weights sparse": at the strongest matched strength, near-zero fraction with L1
+minus with L2 > 0 (sparsity specific to L1, not to any penalty); (b) "L2 makes weights small":
+at the strongest L2 strength, the L2 norm of the weights relative to the same CNN without any
+penalty, 100·(‖w‖_L2/‖w‖_none − 1) < 0; (c) weight normalization does the job of a
+normalization: test accuracy of WN + mean-only BN minus no normalization > 0 (the pairing
+Salimans & Kingma recommend; WN alone is reported). *supported* if all three CIs lie on the
+claimed side of 0; *contradicted* if any lies on the other side; *inconclusive* otherwise; a part
+whose runs or summary columns are missing counts as not supported (the verdict is "not run yet"
+only when no part can be measured). The estimate is (a), in percentage points of weights.
+"""
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from normexp.analysis.claims import ClaimAnalysis
+from normexp.analysis.paired import cell_stats, difference, fmt_ci, has_columns, json_safe
+from normexp.analysis.style import norm_color, not_run_yet
+from normexp.analysis.verdict import failures, make_verdict
+from normexp.analysis.verdict import not_run_yet as no_runs
+
+CLAIM = "C2"
+EXPERIMENT = "weight_side"
+ANCHOR = (
+    "Salimans & Kingma 2016, CIFAR-10 test error of their CNN: plain 8.43%, BN 8.05%, WN 8.46%, "
+    "WN + mean-only BN 7.31% (Table 1; one run each); L1/L2: no published anchor at this scale"
+)
+ANCHOR_SK = {"none": 8.43, "BN": 8.05, "WN": 8.46, "WN + mean-only BN": 7.31}
+CONFIG = ("norm.name", "model.weight_side", "optim.l1", "optim.weight_decay")
+NEAR_ZERO, L2_NORM = "weight_near_zero_frac", "weight_l2_norm"
+PLAIN_ARMS = {  # (norm.name, model.weight_side) without any penalty -> arm label
+    ("none", "none"): "none",
+    ("batch", "none"): "BN",
+    ("none", "weight_norm"): "WN",
+    ("mean_only_batch", "weight_norm"): "WN + mean-only BN",
+}
+ARM_COLORS = {
+    "none": norm_color("none"),
+    "BN": norm_color("batch"),
+    "WN": "#bcbd22",
+    "WN + mean-only BN": "#e377c2",
+}
+
+
+def arm_label(norm: str, weight_side: str, l1: float, wd: float) -> str:
+    """The arm a config belongs to: 'BN', 'WN', 'L2 0.005', 'L1 5e-05', ..."""
+    if l1 == 0 and wd == 0:
+        return PLAIN_ARMS.get((norm, weight_side), f"{norm} + {weight_side}")
+    if (norm, weight_side) == ("none", "none"):
+        if l1 == 0:
+            return f"L2 {wd:g}"
+        if wd == 0:
+            return f"L1 {l1:g}"
+    return f"{norm} + {weight_side}, L1 {l1:g}, L2 {wd:g}"
+
+
+def with_arms(df: pd.DataFrame) -> pd.DataFrame:
+    if not has_columns(df, *CONFIG):
+        return pd.DataFrame()
+    df = df.copy()
+    df["arm"] = [
+        arm_label(n, w, float(l1), float(wd))
+        for n, w, l1, wd in zip(*(df[c] for c in CONFIG), strict=True)
+    ]
+    return df
+
+
+def penalty_levels(df: pd.DataFrame) -> tuple[list[float], list[float]]:
+    """(L1 strengths, L2 strengths), each ascending, among the pure-penalty arms."""
+    plain = df[(df["norm.name"] == "none") & (df["model.weight_side"] == "none")]
+    l1 = sorted({float(v) for v in plain[plain["optim.weight_decay"] == 0]["optim.l1"] if v > 0})
+    l2 = sorted({float(v) for v in plain[plain["optim.l1"] == 0]["optim.weight_decay"] if v > 0})
+    return l1, l2
+
+
+def arm_order(df: pd.DataFrame) -> list[str]:
+    l1, l2 = penalty_levels(df)
+    order = [*PLAIN_ARMS.values(), *(f"L2 {v:g}" for v in l2), *(f"L1 {v:g}" for v in l1)]
+    present = set(df["arm"])
+    return [a for a in order if a in present] + sorted(present - set(order))
+
+
+def values(df: pd.DataFrame, column: str, arm: str, scale: float = 1.0) -> dict[int, float]:
+    """{seed: value × scale} of one arm's finished runs (empty if the column is missing)."""
+    if column not in df:
+        return {}
+    rows = df[(df["arm"] == arm) & (df["status"] == "ok")]
+    return {
+        int(s): scale * float(v) for s, v in zip(rows["seed"], rows[column], strict=True) if v == v
+    }
+
+
+def parts(df: pd.DataFrame) -> dict:
+    """The verdict's three parts and the context measured around them."""
+    l1, l2 = penalty_levels(df)
+    out: dict = {"matched_levels": [], "parts": {}}
+    matched = list(zip(l1, l2, strict=False))  # weakest with weakest, strongest with strongest
+    for a, b in matched:
+        la, lb = f"L1 {a:g}", f"L2 {b:g}"
+        out["matched_levels"].append(
+            {
+                "l1": a,
+                "weight_decay": b,
+                "near_zero_l1_minus_l2_pp": difference(
+                    values(df, NEAR_ZERO, la), values(df, NEAR_ZERO, lb), 100
+                ),
+                "near_zero_l1_minus_none_pp": difference(
+                    values(df, NEAR_ZERO, la), values(df, NEAR_ZERO, "none"), 100
+                ),
+                "acc_l1_minus_l2_pp": difference(
+                    values(df, "test_acc", la), values(df, "test_acc", lb), 100
+                ),
+            }
+        )
+    if matched:
+        out["parts"]["a_l1_sparser_than_l2"] = out["matched_levels"][-1]["near_zero_l1_minus_l2_pp"]
+    if l2:
+        strong, none = values(df, L2_NORM, f"L2 {l2[-1]:g}"), values(df, L2_NORM, "none")
+        rel = {s: 100 * (strong[s] / none[s] - 1) for s in set(strong) & set(none) if none[s]}
+        out["parts"]["b_l2_smaller_than_none_pct"] = difference(
+            rel, dict.fromkeys(rel, 0.0), claimed_sign=-1
+        )
+    acc = {arm: values(df, "test_acc", arm, 100) for arm in PLAIN_ARMS.values()}
+    out["parts"]["c_wn_mean_only_bn_minus_none_acc_pp"] = difference(
+        acc["WN + mean-only BN"], acc["none"]
+    )
+    out["wn_minus_none_acc_pp"] = difference(acc["WN"], acc["none"])
+    out["wn_mean_only_bn_minus_bn_acc_pp"] = difference(acc["WN + mean-only BN"], acc["BN"])
+    out["bn_minus_none_acc_pp"] = difference(acc["BN"], acc["none"])
+    return out
+
+
+def _bar_panel(ax, df: pd.DataFrame, arms: list[str], column: str, scale: float, ylabel: str):  # noqa: ANN001
+    if column not in df:
+        not_run_yet(ax, f"{column} (not in the run summaries yet)")
+        return
+    for i, arm in enumerate(arms):
+        vals = list(values(df, column, arm, scale).values())
+        mean, lo, hi, n = cell_stats(vals)
+        if n == 0:
+            continue
+        color = ARM_COLORS.get(arm, "#9467bd" if arm.startswith("L1") else "#8c564b")
+        ax.bar(i, mean, color=color, alpha=0.8, width=0.65)
+        ax.errorbar(i, mean, yerr=[[mean - lo], [hi - mean]], color="black", capsize=4)
+        ax.plot([i] * n, vals, ".", color="black", alpha=0.6)
+    ax.set_xticks(np.arange(len(arms)), arms, rotation=40, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, axis="y")
+
+
+def draw(tables: dict, out: Path) -> Path:
+    df = with_arms(tables.get(EXPERIMENT, pd.DataFrame()))
+    fig, axes = plt.subplots(
+        1, 4, figsize=(16, 4.6), gridspec_kw={"width_ratios": [1, 1, 1, 0.7]}, layout="constrained"
+    )
+    ax_acc, ax_zero, ax_norm, ax_ref = axes
+    if df.empty or "test_acc" not in df or not (df["status"] == "ok").any():
+        for ax in (ax_acc, ax_zero, ax_norm):
+            not_run_yet(ax, EXPERIMENT)
+    else:
+        arms = arm_order(df)
+        seeds = int(df[df["status"] == "ok"]["seed"].nunique())
+        _bar_panel(ax_acc, df, arms, "test_acc", 100, "test accuracy (%)")
+        ax_acc.set_title(f"Ours: CIFAR-10 CNN, mean, 95% CI, {seeds} seed(s)", fontsize=10)
+        _bar_panel(ax_zero, df, arms, NEAR_ZERO, 100, "near-zero weights (%)")
+        ax_zero.set_title("|w| < 1e-3 × layer's max |w|", fontsize=10)
+        _bar_panel(ax_norm, df, arms, L2_NORM, 1, "‖w‖₂ over all conv/linear weights")
+        ax_norm.set_title("Size of the (effective) weights", fontsize=10)
+    names = list(ANCHOR_SK)
+    ax_ref.bar(
+        range(len(names)),
+        [ANCHOR_SK[n] for n in names],
+        color=[ARM_COLORS[n] for n in names],
+        alpha=0.8,
+        width=0.65,
+    )
+    for i, n in enumerate(names):
+        ax_ref.text(i, ANCHOR_SK[n] + 0.05, f"{ANCHOR_SK[n]}", ha="center", fontsize=8)
+    ax_ref.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
+    ax_ref.set_ylim(6, 9.5)
+    ax_ref.set_ylabel("test error (%)")
+    ax_ref.set_title("Anchor: Salimans & Kingma 2016\nCIFAR-10 (one run each)", fontsize=10)
+    ax_ref.grid(alpha=0.3, axis="y")
+    fig.suptitle(
+        "C2: weight-side normalization: WN vs BN, L1 (sparse?) vs L2 (small?)", fontsize=12
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return out
+
+
+def verdict(tables: dict) -> dict:
+    rule = __doc__.split("Verdict rule.")[1]
+    df = with_arms(tables.get(EXPERIMENT, pd.DataFrame()))
+    if df.empty or "test_acc" not in df or not (df["status"] == "ok").any():
+        return no_runs(CLAIM, EXPERIMENT, rule=rule, anchor=ANCHOR)
+    measured = parts(df)
+    decisions = {
+        name: (d["decision"] if d["seeds"] else "not run yet")
+        for name, d in measured["parts"].items()
+    }
+    for name in ("a_l1_sparser_than_l2", "b_l2_smaller_than_none_pct"):
+        decisions.setdefault(name, "not run yet")
+    if all(v == "not run yet" for v in decisions.values()):
+        return no_runs(
+            CLAIM,
+            EXPERIMENT,
+            rule=rule,
+            anchor=ANCHOR,
+            what="no arm pair measurable yet (runs or weight statistics missing)",
+        )
+    if "contradicted" in decisions.values():
+        result = "contradicted"
+    elif all(v == "supported" for v in decisions.values()):
+        result = "supported"
+    else:
+        result = "inconclusive"
+    p = measured["parts"]
+    sentences = []
+    a = p.get("a_l1_sparser_than_l2")
+    if a and a["seeds"]:
+        lv = measured["matched_levels"][-1]
+        sentences.append(
+            f"near-zero weights with L1 {lv['l1']:g} minus with L2 {lv['weight_decay']:g}: "
+            f"{fmt_ci(a)} of weights"
+        )
+    else:
+        sentences.append("L1 vs L2 sparsity: not run yet (no weight statistics)")
+    b = p.get("b_l2_smaller_than_none_pct")
+    if b and b["seeds"]:
+        sentences.append(f"‖w‖₂ with the strongest L2 vs none: {fmt_ci(b, '%')}")
+    else:
+        sentences.append("L2 weight norm: not run yet")
+    c = p["c_wn_mean_only_bn_minus_none_acc_pp"]
+    if c["seeds"]:
+        sentences.append(f"accuracy of WN + mean-only BN minus none: {fmt_ci(c)}")
+    seeds = max(d["seeds"] for d in p.values())
+    effect = "; ".join(sentences) + f" ({seeds} seeds)"
+    notes = failures(df)
+    missing = [c for c in (NEAR_ZERO, L2_NORM) if c not in df]
+    if missing:
+        notes += f"; summaries lack {', '.join(missing)} (weight statistics not recorded yet)"
+    return make_verdict(
+        CLAIM,
+        EXPERIMENT,
+        result,
+        effect,
+        rule=rule,
+        anchor=ANCHOR,
+        estimate=a["mean"] if a and a["seeds"] else None,
+        ci=tuple(a["ci"]) if a and a["seeds"] else None,
+        ci_note="" if a and a["seeds"] else "L1/L2 sparsity not measured yet",
+        notes=notes,
+        details=json_safe({"decisions": decisions, **measured}),
+    )
+
+
+ANALYSIS = ClaimAnalysis(
+    claim=CLAIM,
+    name=EXPERIMENT,
+    title="Weight-side normalization: WN; L1 makes weights sparse, L2 small",
+    reads=(EXPERIMENT,),
+    draw=draw,
+    verdict=verdict,
+)

@@ -1,0 +1,367 @@
+"""Image to image (claim C6): a generator learns to undo per-image contrast / brightness / colour
+corruptions of CIFAR-10 images (normexp.data.corruptions); metrics are PSNR and SSIM.
+
+Pixels: the clean target and the reported metrics are in [0, 1]; the network sees the corrupted
+image in the CIFAR-normalized space (x - mean) / std (a fixed map, the same for every image: it
+undoes nothing) and its output is mapped back to [0, 1] by the inverse map. The loss is on
+unclipped [0, 1] outputs; the metrics clip outputs to [0, 1] first, as a saved image would.
+
+Training corruptions are drawn afresh for every batch from the run's generator; validation
+corruptions are fixed per run, test corruptions are fixed for all runs (same test inputs).
+"""
+
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from normexp.data.augment import CIFAR10_MEAN, CIFAR10_STD
+from normexp.data.cifar10 import load_cifar10
+from normexp.data.corruptions import (
+    TEST_CORRUPTION_SEED,
+    CorruptionRanges,
+    corrupt,
+    fixed_corruption,
+    to_unit,
+)
+from normexp.data.image_batches import ImageBatches
+from normexp.data.paths import resolve_data_dir
+from normexp.data.splits import stratified_subset, train_val_split
+from normexp.errors import ConfigError
+from normexp.models.generator import build_generator, check_generator
+from normexp.train import Diverged
+from normexp.train.checkpoint import load_checkpoint, save_checkpoint
+from normexp.train.device import pick_device, seed_everything
+from normexp.train.evaluate import has_batch_stats
+from normexp.train.optim import build_optimizer, build_scheduler
+from normexp.validate_fields import check_choice, check_int, check_number
+
+DIVERGENCE_CHECK_EVERY = 50  # steps between host syncs that look for a non-finite loss
+SAMPLE_GRID = "samples.png"  # written into the run folder (see train_image_to_image)
+VAL_CORRUPTION_SEED = TEST_CORRUPTION_SEED + 1  # plus the run's seed
+LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"mse": F.mse_loss, "l1": F.l1_loss}
+
+
+def check_image_to_image(c: Mapping) -> None:
+    """Every rule of an image-to-image run beyond the shared ones, each naming its field."""
+    data, train = c["data"], c["train"]
+    if data["name"] != "cifar10":
+        raise ConfigError(
+            "data.name", f"unknown {data['name']!r} for image_to_image; allowed: cifar10"
+        )
+    check_int("data.n_train", data["n_train"], allow_none=True)
+    check_int("data.n_val", data["n_val"])
+    check_int("data.n_test", data["n_test"], allow_none=True)
+    if data["n_train"] is not None and data["n_train"] < train["batch_size"]:
+        raise ConfigError(
+            "data.n_train",
+            f"{data['n_train']} images make no batch of train.batch_size={train['batch_size']}",
+        )
+    check_choice("train.loss", train["loss"], tuple(LOSSES))
+    check_int("train.samples", train["samples"], minimum=0)
+    corruption = train["corruption"]
+    for key in ("contrast", "colour_gain"):
+        lo_hi = corruption[key]
+        if (
+            not isinstance(lo_hi, list | tuple)
+            or len(lo_hi) != 2
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in lo_hi)
+            or not 0 < lo_hi[0] <= lo_hi[1]
+        ):
+            raise ConfigError(
+                f"train.corruption.{key}", f"{lo_hi!r} must be [low, high] with 0 < low <= high"
+            )
+    for key in ("brightness", "colour_offset"):
+        check_number(f"train.corruption.{key}", corruption[key])
+    check_generator(c["model"], c["norm"], train["batch_size"])
+
+
+class PixelSpace:
+    """The fixed map between [0, 1] pixels and the network's normalized space."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.mean = torch.tensor(CIFAR10_MEAN, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(CIFAR10_STD, device=device).view(1, -1, 1, 1)
+
+    def to_net(self, x01: Tensor) -> Tensor:
+        return (x01 - self.mean) / self.std
+
+    def to_pixels(self, out: Tensor) -> Tensor:
+        return out * self.std + self.mean
+
+
+def psnr_per_image(pred01: Tensor, clean01: Tensor) -> Tensor:
+    """PSNR in dB of each image, peak 1, outputs clipped to [0, 1]."""
+    mse = (pred01.clamp(0, 1) - clean01).pow(2).flatten(1).mean(1)
+    return -10 * torch.log10(mse.clamp_min(1e-10))
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5, device: torch.device | None = None):
+    coords = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(3, 1, size, size).contiguous()
+
+
+def ssim_per_image(pred01: Tensor, clean01: Tensor) -> Tensor:
+    """SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, peak 1) of
+    each image, mean over valid windows and channels; outputs clipped to [0, 1]."""
+    x, y = pred01.clamp(0, 1), clean01
+    w = _gaussian_window(device=x.device)
+    c = x.shape[1]
+
+    def blur(t: Tensor) -> Tensor:
+        return F.conv2d(t, w[:c], groups=c)
+
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx * mx
+    syy = blur(y * y) - my * my
+    sxy = blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(1)
+
+
+def _batches(x: Tensor, y: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    for i in range(0, len(x), batch_size):
+        yield x[i : i + batch_size], y[i : i + batch_size]
+
+
+@torch.no_grad()
+def _quality(
+    model: nn.Module, space: PixelSpace, x01: Tensor, clean01: Tensor, batch_size: int, ssim: bool
+) -> tuple[float, float | None]:
+    """(mean PSNR, mean SSIM or None) over the images, the model in its current mode."""
+    psnr, sims = [], []
+    for xb, yb in _batches(x01, clean01, batch_size):
+        pred = space.to_pixels(model(space.to_net(xb)))
+        psnr.append(psnr_per_image(pred, yb))
+        if ssim:
+            sims.append(ssim_per_image(pred, yb))
+    mean_ssim = torch.cat(sims).mean().item() if ssim else None
+    return torch.cat(psnr).mean().item(), mean_ssim
+
+
+def evaluate_quality(
+    model: nn.Module,
+    space: PixelSpace,
+    x01: Tensor,
+    clean01: Tensor,
+    batch_size: int,
+    ssim: bool = False,
+) -> tuple[float, float | None]:
+    """Inference as deployed: eval mode, BN uses its running averages."""
+    model.eval()
+    try:
+        return _quality(model, space, x01, clean01, batch_size, ssim)
+    finally:
+        model.train()
+
+
+def evaluate_quality_with_batch_stats(
+    model: nn.Module, space: PixelSpace, x01: Tensor, clean01: Tensor, batch_size: int
+) -> float:
+    """Mean PSNR with BN normalizing each test batch (of the training batch size) by its own
+    statistics, as in training; the running averages are restored afterwards."""
+    buffers = {
+        k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k
+    }
+    model.train()
+    n = len(x01) - len(x01) % batch_size if len(x01) % batch_size == 1 else len(x01)
+    try:
+        return _quality(model, space, x01[:n], clean01[:n], batch_size, ssim=False)[0]
+    finally:
+        model.load_state_dict(buffers, strict=False)
+
+
+@torch.no_grad()
+def save_sample_grid(
+    model: nn.Module, space: PixelSpace, x01: Tensor, clean01: Tensor, path: Path
+) -> None:
+    """PNG with one column per image and three rows: corrupted input, output, clean target
+    (all clipped to [0, 1]), 2-pixel white gaps. Eval mode."""
+    from PIL import Image
+
+    model.eval()
+    try:
+        pred = space.to_pixels(model(space.to_net(x01)))
+    finally:
+        model.train()
+    rows = torch.stack([x01, pred, clean01]).clamp(0, 1).cpu()  # (3, S, C, H, W)
+    r, s, c, h, w = rows.shape
+    gap = 2
+    canvas = torch.ones(c, r * (h + gap) + gap, s * (w + gap) + gap)
+    for i in range(r):
+        for j in range(s):
+            top, left = gap + i * (h + gap), gap + j * (w + gap)
+            canvas[:, top : top + h, left : left + w] = rows[i, j]
+    pixels = (canvas.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    Image.fromarray(pixels).save(tmp)
+    tmp.replace(path)
+
+
+def train_image_to_image(
+    cfg: Mapping,
+    log_epoch: Callable[[dict], None],
+    progress_position: int = 0,
+    checkpoint: Path | None = None,
+    artifacts_dir: Path | None = None,
+) -> dict:
+    """Train as ``cfg`` says; call ``log_epoch`` after each epoch; return the run summary.
+
+    With ``checkpoint``, the state after every epoch is saved there and a killed run resumes
+    after its last finished epoch. With ``artifacts_dir`` (the run folder), the sample grid of
+    the final model is written there as ``samples.png`` and the summary names it."""
+    data_cfg, train_cfg = cfg["data"], cfg["train"]
+    torch.set_num_threads(cfg["runtime"]["threads"])
+    seed_everything(cfg["seed"], train_cfg["deterministic"])
+    device = pick_device(train_cfg["device"])
+    ranges = CorruptionRanges.from_config(train_cfg["corruption"])
+    space = PixelSpace(device)
+    loss_fn = LOSSES[train_cfg["loss"]]
+
+    cifar = load_cifar10(
+        resolve_data_dir(cfg["paths"]["data_dir"]), data_cfg["download"], data_cfg["verify"]
+    )
+    train_idx, val_idx = train_val_split(
+        cifar.train_y, data_cfg["n_train"], data_cfg["n_val"], seed=cfg["seed"]
+    )
+    test_idx = (
+        torch.arange(len(cifar.test_y))
+        if data_cfg["n_test"] is None
+        else stratified_subset(cifar.test_y, data_cfg["n_test"], seed=0)  # same for all runs
+    )
+    generator = torch.Generator(device=device).manual_seed(cfg["seed"])
+    batch_size, eval_bs = train_cfg["batch_size"], train_cfg["eval_batch_size"]
+    train_batches = ImageBatches(  # [0, 1] pixels: mean 0, std 1
+        cifar.train_x[train_idx].to(device),
+        cifar.train_y[train_idx].to(device),
+        batch_size,
+        shuffle=True,
+        augment=data_cfg["augment"],
+        drop_last=True,
+        generator=generator,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+    )
+    val_clean = to_unit(cifar.train_x[val_idx].to(device))
+    val_in = fixed_corruption(val_clean, ranges, VAL_CORRUPTION_SEED + cfg["seed"])
+    test_clean = to_unit(cifar.test_x[test_idx].to(device))
+    test_in = fixed_corruption(test_clean, ranges)
+
+    model = build_generator(cfg["model"], cfg["norm"]).to(device)
+    optimizer = build_optimizer(model, cfg["optim"], batch_size)
+    total_steps = train_cfg["epochs"] * len(train_batches)
+    scheduler = build_scheduler(optimizer, cfg["optim"], total_steps)
+    batch_stats = has_batch_stats(model)
+
+    bar = tqdm(
+        total=total_steps,
+        desc=f"{cfg['norm']['name']} b={batch_size} s={cfg['seed']}",
+        position=progress_position,
+        leave=False,
+        disable=None if cfg["runtime"]["progress"] else True,
+        mininterval=1.0,
+    )
+    start, history, elapsed_before = time.perf_counter(), [], 0.0
+    resumed = load_checkpoint(checkpoint)
+    resumed_at = 0 if resumed is None else len(resumed["history"])
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        generator.set_state(resumed["generator"])
+        torch.set_rng_state(resumed["torch_rng"])
+        history, elapsed_before = list(resumed["history"]), resumed["elapsed_s"]
+        for metrics in history:
+            log_epoch(metrics)
+        bar.update(len(history) * len(train_batches))
+    try:
+        for epoch in range(len(history) + 1, train_cfg["epochs"] + 1):
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            seen = 0
+            for step, (clean, _) in enumerate(train_batches, 1):
+                x_in, _ = corrupt(clean, ranges, generator)
+                pred = space.to_pixels(model(space.to_net(x_in)))
+                loss = loss_fn(pred, clean)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                loss_sum += loss.detach() * len(clean)
+                seen += len(clean)
+                if step % DIVERGENCE_CHECK_EVERY == 0:
+                    bar.update(DIVERGENCE_CHECK_EVERY)
+                    if not torch.isfinite(loss_sum):
+                        raise Diverged(f"non-finite training loss in epoch {epoch}, step {step}")
+            bar.update(len(train_batches) % DIVERGENCE_CHECK_EVERY)
+            train_time = time.perf_counter() - t0
+            train_loss = loss_sum.item() / seen
+            if not math.isfinite(train_loss):
+                raise Diverged(f"non-finite training loss in epoch {epoch}")
+            metrics = {
+                "epoch": epoch,
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_loss": train_loss,
+                "images_per_s": seen / train_time,
+            }
+            metrics["val_psnr"], _ = evaluate_quality(model, space, val_in, val_clean, eval_bs)
+            metrics["epoch_time_s"] = time.perf_counter() - t0
+            history.append(metrics)
+            log_epoch(metrics)
+            if checkpoint is not None:
+                save_checkpoint(
+                    checkpoint,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "generator": generator.get_state(),
+                        "torch_rng": torch.get_rng_state(),
+                        "history": history,
+                        "elapsed_s": elapsed_before + time.perf_counter() - start,
+                    },
+                )
+            bar.set_postfix(loss=f"{train_loss:.4f}", val_psnr=f"{metrics['val_psnr']:.2f}")
+    finally:
+        bar.close()
+
+    # Test metrics of the final model only: the verdict reads nothing else.
+    final = {k: v for k, v in history[-1].items() if k != "epoch"}
+    final["test_psnr"], final["test_ssim"] = evaluate_quality(
+        model, space, test_in, test_clean, eval_bs, ssim=True
+    )
+    if batch_stats:
+        final["test_psnr_batch_stats"] = evaluate_quality_with_batch_stats(
+            model, space, test_in, test_clean, batch_size
+        )
+    final["input_psnr"] = psnr_per_image(test_in, test_clean).mean().item()
+    sample_grid = None
+    if artifacts_dir is not None and train_cfg["samples"] > 0:
+        k = min(train_cfg["samples"], len(test_idx))
+        save_sample_grid(
+            model, space, test_in[:k], test_clean[:k], Path(artifacts_dir) / SAMPLE_GRID
+        )
+        sample_grid = SAMPLE_GRID
+    return {
+        **final,
+        "epochs": len(history),
+        "best_val_psnr": max(m["val_psnr"] for m in history),
+        "wall_time_s": elapsed_before + time.perf_counter() - start,
+        "resumed_at_epoch": resumed_at,
+        "images_per_s": sum(m["images_per_s"] for m in history) / len(history),
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "n_train": len(train_idx),
+        "n_val": len(val_idx),
+        "n_test": len(test_idx),
+        "sample_grid": sample_grid,  # file name inside the run folder, or None
+    }

@@ -1,0 +1,567 @@
+"""Claim analyses C2, C3, C4 (GN-paper protocol, remedies), C5, C8, C11 on synthetic collected
+tables whose right verdict is known, both ways; empty tables give "not run yet"; every figure is
+written. Also: the new experiments compose and resolve with the intended grids, and the weight
+statistics of a model."""
+
+import json
+import math
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import normexp
+from normexp.analysis import (
+    bn_position,
+    bn_small_batch,
+    bn_train_test,
+    ln_in_cnn,
+    recommendations,
+    weight_side,
+)
+from normexp.analysis.claims import load_analyses
+from normexp.models import build_model
+from normexp.sweep import sweep_overrides
+from normexp.train.weight_stats import weight_statistics
+from normexp.validate import resolve_config
+
+SEEDS = (0, 1, 2, 3)
+NOISE = 0.002  # per-run noise (fractions): small next to every effect the tables build in
+
+
+def table(cells: list[tuple[dict, dict]], seeds=SEEDS, noise: float = NOISE) -> pd.DataFrame:
+    """One row per (cell, seed) as collect produces it: dotted config columns, summary values
+    (each plus a little seeded noise), status, seed."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for config, summary in cells:
+        for seed in seeds:
+            row = {"status": "ok", "seed": seed, "profile": "quick", "n_train": 4000, **config}
+            row.update({k: v + noise * rng.standard_normal() for k, v in summary.items()})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def check(verdict: dict, expected: str) -> None:
+    assert verdict["verdict"] == expected, verdict
+    json.dumps(verdict, allow_nan=False)  # the verdict file is strict JSON
+
+
+def drawn(analysis, tables: dict, tmp_path: Path) -> Path:
+    out = analysis.draw(tables, tmp_path / f"{analysis.name}.png")
+    assert out.exists() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return out
+
+
+@pytest.mark.parametrize(
+    "analysis",
+    [
+        weight_side.ANALYSIS,
+        bn_position.ANALYSIS,
+        bn_small_batch.ANALYSIS,
+        bn_train_test.ANALYSIS,
+        ln_in_cnn.ANALYSIS,
+        recommendations.ANALYSIS,
+    ],
+    ids=lambda a: a.name,
+)
+def test_empty_tables_are_not_run_yet_and_still_draw(analysis, tmp_path):
+    for tables in ({}, {e: pd.DataFrame() for e in analysis.reads}):
+        check(analysis.verdict(tables), "not run yet")
+        drawn(analysis, tables, tmp_path)
+
+
+def test_the_registry_lists_the_new_analyses():
+    names = [a.name for a in load_analyses()]
+    for name in (
+        "weight_side",
+        "bn_position",
+        "bn_small_batch",
+        "bn_train_test",
+        "ln_in_cnn",
+        "recommendations",
+    ):
+        assert name in names
+    claims = [a.claim for a in load_analyses()]
+    assert claims == sorted(claims, key=lambda c: int(c[1:]))
+
+
+# --- C2 weight_side --------------------------------------------------------------------
+
+
+def arm(norm="none", side="none", l1=0.0, wd=0.0) -> dict:
+    return {
+        "norm.name": norm,
+        "model.weight_side": side,
+        "optim.l1": l1,
+        "optim.weight_decay": wd,
+        "model.name": "cnn",
+    }
+
+
+def weight_side_table(holds: bool, with_stats: bool = True) -> pd.DataFrame:
+    def s(acc, zero, norm):
+        out = {"test_acc": acc}
+        if with_stats:
+            out.update(weight_near_zero_frac=zero, weight_l2_norm=norm, weight_l1_norm=100 * norm)
+        return out
+
+    l1_zero = 0.5 if holds else 0.001
+    l2_zero = 0.003 if holds else 0.2
+    return table(
+        [
+            (arm("batch"), s(0.50, 0.003, 25.0)),
+            (arm(), s(0.35, 0.003, 22.0)),
+            (arm(side="weight_norm"), s(0.40, 0.003, 21.0)),
+            (arm("mean_only_batch", "weight_norm"), s(0.51 if holds else 0.30, 0.003, 21.0)),
+            (arm(wd=5e-4), s(0.35, 0.003, 20.0)),
+            (arm(wd=5e-3), s(0.31, l2_zero, 12.0 if holds else 30.0)),
+            (arm(l1=5e-5), s(0.35, 0.05, 20.0)),
+            (arm(l1=5e-4), s(0.32, l1_zero, 12.0)),
+        ]
+    )
+
+
+def test_weight_side_supported_when_l1_sparsifies_l2_shrinks_and_wn_trains(tmp_path):
+    tables = {"weight_side": weight_side_table(holds=True)}
+    v = weight_side.verdict(tables)
+    check(v, "supported")
+    assert v["estimate"] == pytest.approx(100 * (0.5 - 0.003), abs=1)
+    assert set(v["details"]["decisions"].values()) == {"supported"}
+    assert [lv["l1"] for lv in v["details"]["matched_levels"]] == [5e-5, 5e-4]
+    drawn(weight_side.ANALYSIS, tables, tmp_path)
+
+
+def test_weight_side_contradicted_when_l2_is_sparser_than_l1():
+    v = weight_side.verdict({"weight_side": weight_side_table(holds=False)})
+    check(v, "contradicted")
+    decisions = v["details"]["decisions"]
+    assert decisions["a_l1_sparser_than_l2"] == "contradicted"
+    assert decisions["b_l2_smaller_than_none_pct"] == "contradicted"
+    assert decisions["c_wn_mean_only_bn_minus_none_acc_pp"] == "contradicted"
+
+
+def test_weight_side_without_weight_statistics_decides_on_what_it_can(tmp_path):
+    tables = {"weight_side": weight_side_table(holds=True, with_stats=False)}
+    v = weight_side.verdict(tables)
+    check(v, "inconclusive")  # accuracy part supported, weight parts not run yet
+    assert v["details"]["decisions"]["a_l1_sparser_than_l2"] == "not run yet"
+    assert v["estimate"] is None and "weight statistics" in v["notes"]
+    drawn(weight_side.ANALYSIS, tables, tmp_path)
+
+
+def test_weight_side_arm_labels_come_from_the_config():
+    assert weight_side.arm_label("mean_only_batch", "weight_norm", 0, 0) == "WN + mean-only BN"
+    assert weight_side.arm_label("none", "none", 5e-4, 0) == "L1 0.0005"
+    assert weight_side.arm_label("none", "none", 0, 5e-3) == "L2 0.005"
+
+
+# --- C3 bn_position --------------------------------------------------------------------
+
+
+def position_table(post_minus_pre: dict) -> pd.DataFrame:
+    cells = []
+    for (model, act), delta in post_minus_pre.items():
+        for position, acc in (("pre", 0.5), ("post", 0.5 + delta)):
+            config = {
+                "model.name": model,
+                "model.activation": act,
+                "norm.position": position,
+                "norm.name": "batch",
+            }
+            cells.append((config, {"test_acc": acc}))
+    return table(cells)
+
+
+def test_bn_position_supported_when_post_wins_in_the_relu_cnn(tmp_path):
+    deltas = {("cnn", "relu"): 0.03, ("cnn", "tanh"): 0.0, ("mlp", "relu"): 0.01}
+    deltas[("mlp", "tanh")] = 0.02
+    tables = {"bn_position": position_table(deltas)}
+    v = bn_position.verdict(tables)
+    check(v, "supported")
+    assert v["estimate"] == pytest.approx(3.0, abs=0.5)
+    assert v["details"]["cells"]["cnn/tanh"]["decision"] == "inconclusive"
+    drawn(bn_position.ANALYSIS, tables, tmp_path)
+
+
+def test_bn_position_contradicted_when_pre_wins_in_the_relu_cnn():
+    deltas = {("cnn", "relu"): -0.03, ("mlp", "relu"): 0.02}
+    check(bn_position.verdict({"bn_position": position_table(deltas)}), "contradicted")
+
+
+def test_bn_position_inconclusive_when_pre_wins_elsewhere():
+    deltas = {("cnn", "relu"): 0.03, ("mlp", "tanh"): -0.03}
+    v = bn_position.verdict({"bn_position": position_table(deltas)})
+    check(v, "inconclusive")
+    assert "mlp/tanh" in v["notes"]
+
+
+# --- C4 bn_small_batch: plain, GN-paper protocol, remedies ------------------------------
+
+BATCHES = (2, 4, 8, 16, 32, 64, 128)
+
+
+def plain_table(bn_degrades: bool, ln_worse: bool = True) -> pd.DataFrame:
+    """bn_small_batch: test error per (norm, batch) and the BN runs' three accuracies."""
+    cells = []
+    for b in BATCHES:
+        small = b <= 4
+        errs = {
+            "batch": (0.60 if small and bn_degrades else 0.40),
+            "group": 0.45,
+            "layer": 0.50 if ln_worse else 0.38,
+            "instance": 0.55,
+            "none": 0.65,
+        }
+        for norm, err in errs.items():
+            summary = {"test_err": err, "test_acc": 1 - err}
+            if norm == "batch":
+                gap = 0.1 if small and bn_degrades else 0.0
+                summary.update(test_acc_batch_stats=1 - err - gap, test_acc_precise_bn=1 - err)
+            cells.append(({"norm.name": norm, "train.batch_size": b}, summary))
+    return table(cells)
+
+
+def devices_table(bn_degrades: bool) -> pd.DataFrame:
+    cells = []
+    for g in (2, 4, 8, 16):
+        err = 0.60 if g <= 4 and bn_degrades else 0.40
+        config = {
+            "norm.name": "ghost_batch",
+            "norm.group_size": g,
+            "train.batch_size": 8 * g,
+            "devices.count": 8,
+        }
+        cells.append((config, {"test_err": err, "test_acc": 1 - err}))
+    return table(cells)
+
+
+def remedies_table() -> pd.DataFrame:
+    cells = []
+    for b in (2, 8, 32):
+        for norm, side, err in (("batch_renorm", "none", 0.42), ("group", "weight_std", 0.40)):
+            config = {"norm.name": norm, "model.weight_side": side, "train.batch_size": b}
+            cells.append((config, {"test_err": err, "test_acc": 1 - err}))
+    return table(cells)
+
+
+def test_bn_small_batch_reads_the_devices_and_remedies_tables():
+    assert bn_small_batch.ANALYSIS.reads == (
+        "bn_small_batch",
+        "bn_small_batch_devices",
+        "bn_small_batch_remedies",
+    )
+
+
+def test_bn_small_batch_both_protocols_and_remedies(tmp_path):
+    tables = {
+        "bn_small_batch": plain_table(bn_degrades=True),
+        "bn_small_batch_devices": devices_table(bn_degrades=True),
+        "bn_small_batch_remedies": remedies_table(),
+    }
+    v = bn_small_batch.verdict(tables)
+    check(v, "supported")
+    gn = v["details"]["gn_paper_protocol"]
+    assert gn["call"] == "supported"
+    assert (gn["small_per_device"], gn["reference_per_device"]) == (2, 16)
+    assert gn["total_batch"] == {"2": 16, "4": 32, "8": 64, "16": 128}
+    assert gn["a_gap_growth_pp"]["mean"] == pytest.approx(20.0, abs=1)
+    remedies = v["details"]["remedies"]
+    assert set(remedies) == {"2", "8", "32"}
+    assert remedies["2"]["batch_renorm_minus_bn_pp"]["mean"] == pytest.approx(-18.0, abs=1)
+    assert remedies["2"]["gn_ws_minus_gn_pp"]["decision"] == "contradicted"  # GN+WS better
+    out = drawn(bn_small_batch.ANALYSIS, tables, tmp_path)
+    assert out.stat().st_size > 20_000
+
+
+def test_bn_small_batch_contradicted_in_both_protocols_when_bn_does_not_degrade():
+    tables = {
+        "bn_small_batch": plain_table(bn_degrades=False),
+        "bn_small_batch_devices": devices_table(bn_degrades=False),
+    }
+    v = bn_small_batch.verdict(tables)
+    check(v, "contradicted")
+    assert v["details"]["gn_paper_protocol"]["call"] == "contradicted"
+    assert v["details"]["remedies"] == {}
+
+
+def test_bn_small_batch_without_the_devices_runs_keeps_the_plain_verdict(tmp_path):
+    tables = {"bn_small_batch": plain_table(bn_degrades=True)}
+    v = bn_small_batch.verdict(tables)
+    check(v, "supported")
+    assert v["details"]["gn_paper_protocol"] == {"call": "not run yet"}
+    drawn(bn_small_batch.ANALYSIS, tables, tmp_path)
+
+
+# --- C5 bn_train_test ------------------------------------------------------------------
+
+
+def test_bn_train_test_supported_when_batch_statistics_change_accuracy(tmp_path):
+    tables = {"bn_small_batch": plain_table(bn_degrades=True)}
+    v = bn_train_test.verdict(tables)
+    check(v, "supported")
+    assert v["details"]["small_batch"] == 2
+    assert v["estimate"] == pytest.approx(-10.0, abs=0.5)
+    per = v["details"]["per_batch_pp"]
+    assert per["128"]["batch_minus_running"]["decision"] == "inconclusive"
+    drawn(bn_train_test.ANALYSIS, tables, tmp_path)
+
+
+def test_bn_train_test_contradicted_when_the_three_evaluations_agree():
+    v = bn_train_test.verdict({"bn_small_batch": plain_table(bn_degrades=False)})
+    check(v, "contradicted")
+
+
+def test_bn_train_test_without_batch_statistics_is_not_run_yet():
+    df = plain_table(bn_degrades=True).drop(columns=["test_acc_batch_stats"])
+    check(bn_train_test.verdict({"bn_small_batch": df}), "not run yet")
+
+
+# --- C8 ln_in_cnn ----------------------------------------------------------------------
+
+
+def test_ln_in_cnn_supported_when_ln_trails_bn_and_gn(tmp_path):
+    tables = {"bn_small_batch": plain_table(bn_degrades=True)}
+    v = ln_in_cnn.verdict(tables)
+    check(v, "supported")
+    assert v["details"]["batch_sizes"] == [32, 64, 128]
+    assert v["estimate"] == pytest.approx(10.0, abs=0.5)
+    assert v["details"]["in_minus_ln_pp"]["decision"] == "supported"
+    drawn(ln_in_cnn.ANALYSIS, tables, tmp_path)
+
+
+def test_ln_in_cnn_contradicted_when_ln_beats_bn():
+    v = ln_in_cnn.verdict({"bn_small_batch": plain_table(bn_degrades=True, ln_worse=False)})
+    check(v, "contradicted")
+
+
+def test_ln_in_cnn_pools_only_seeds_with_every_large_batch():
+    df = plain_table(bn_degrades=True)
+    drop = (df["norm.name"] == "layer") & (df["train.batch_size"] == 64) & (df["seed"] == 3)
+    v = ln_in_cnn.verdict({"bn_small_batch": df[~drop]})
+    assert v["details"]["ln_minus_bn_pp"]["seeds"] == len(SEEDS) - 1
+
+
+# --- C11 recommendations ---------------------------------------------------------------
+
+
+def generation_table(best: str) -> pd.DataFrame:
+    cells = []
+    for b in (8, 32):
+        for norm in ("batch", "instance", "layer", "none"):
+            psnr = 25.0 if norm == best else 22.0
+            cells.append(({"norm.name": norm, "train.batch_size": b}, {"test_psnr": psnr}))
+    return table(cells, noise=0.05)
+
+
+def rnn_table(best: str) -> pd.DataFrame:
+    """Character-level runs, plus word-level ones (no bpc, another winner) that must be ignored."""
+    cells = [
+        ({"norm.name": n, "data.level": "char"}, {"test_bpc": 1.40 if n == best else 1.55})
+        for n in ("none", "layer", "batch_per_step", "batch_shared", "rms")
+    ]
+    word = [({"norm.name": n, "data.level": "word"}, {"test_ppl": 120.0}) for n in ("none", "rms")]
+    return table(cells + word)
+
+
+def test_recommendations_supported_when_every_winner_is_the_blogs(tmp_path):
+    tables = {
+        "bn_small_batch": plain_table(bn_degrades=True),
+        "bn_generation": generation_table("instance"),
+        "rnn_norm": rnn_table("layer"),
+    }
+    v = recommendations.verdict(tables)
+    check(v, "supported")
+    rows = {r["scenario"]: r for r in v["details"]["scenarios"]}
+    assert rows["tiny batch"]["winner"] == "group"
+    assert rows["otherwise (CNN, batch ≥ 32)"]["winner"] == "batch"
+    assert rows["RNN"]["margin"]["mean"] == pytest.approx(0.15, abs=0.01)
+    assert v["estimate"] == 4
+    drawn(recommendations.ANALYSIS, tables, tmp_path)
+
+
+def test_recommendations_contradicted_when_a_winner_clearly_differs():
+    tables = {
+        "bn_small_batch": plain_table(bn_degrades=True),
+        "bn_generation": generation_table("batch"),
+        "rnn_norm": rnn_table("layer"),
+    }
+    v = recommendations.verdict(tables)
+    check(v, "contradicted")
+    rows = {r["scenario"]: r for r in v["details"]["scenarios"]}
+    assert rows["image generation"]["call"] == "differs"
+    assert rows["image generation"]["winner"] == "batch"
+
+
+def test_recommendations_missing_scenarios_are_not_run_yet(tmp_path):
+    tables = {"bn_small_batch": plain_table(bn_degrades=True)}
+    v = recommendations.verdict(tables)
+    check(v, "inconclusive")
+    calls = {r["scenario"]: r["call"] for r in v["details"]["scenarios"]}
+    assert calls["image generation"] == calls["RNN"] == "not run yet"
+    assert calls["tiny batch"] == "matches"
+    drawn(recommendations.ANALYSIS, tables, tmp_path)
+
+
+# --- weight statistics -----------------------------------------------------------------
+
+
+def test_weight_statistics_use_effective_weights_and_count_near_zeros():
+    net = nn.Sequential(nn.Linear(4, 3, bias=False), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 0.0, 1e-4, 2.0]] * 3))
+        net[2].weight.fill_(0.5)
+    stats = weight_statistics(net)
+    assert stats["weight_count"] == 12 + 6
+    assert stats["weight_near_zero_frac"] == pytest.approx(6 / 18)  # 0 and 1e-4 < 1e-3 * 2
+    assert stats["weight_l2_norm"] == pytest.approx(math.sqrt(3 * (1 + 1e-8 + 4) + 6 * 0.25))
+    assert stats["weight_l1_norm"] == pytest.approx(3 * 3.0001 + 3.0)
+
+
+@pytest.mark.parametrize("side", ["weight_norm", "weight_std"])
+def test_weight_statistics_of_a_weight_normalized_cnn(side):
+    model = build_model(
+        {
+            "name": "cnn",
+            "widths": [4, 8],
+            "convs_per_stage": 1,
+            "activation": "relu",
+            "weight_side": side,
+        },
+        {
+            "name": "group" if side == "weight_std" else "none",
+            "position": "pre",
+            **({"num_groups": 2} if side == "weight_std" else {}),
+        },
+    )
+    conv = model.features[0][0]
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    with torch.no_grad():
+        if side == "weight_norm":
+            conv.parametrizations.weight.original0.mul_(3.0)  # g: the effective weight grows
+        effective = torch.cat([m.weight.flatten() for m in layers]).double()
+        raw = torch.cat(  # what the optimizer holds: v for WN, the unstandardized filter for WS
+            [
+                m.parametrizations.weight.original1.flatten()
+                if side == "weight_norm" and hasattr(m, "parametrizations")
+                else m.parametrizations.weight.original.flatten()
+                if hasattr(m, "parametrizations")
+                else m.weight.flatten()
+                for m in layers
+            ]
+        ).double()
+    stats = weight_statistics(model)
+    assert stats["weight_l2_norm"] == pytest.approx(float(effective.norm()), rel=1e-6)
+    assert stats["weight_l2_norm"] != pytest.approx(float(raw.norm()), rel=1e-3)
+    assert stats["weight_count"] == effective.numel()
+
+
+# --- experiments: compose, resolve, grid sizes -----------------------------------------
+
+CONFIG_DIR = Path(normexp.__file__).parent.parent / "configs"
+GRIDS = {  # experiment -> (claim id, grid points per seed)
+    "weight_side": ("C2", 8),
+    "bn_position": ("C3", 8),
+    "bn_small_batch_devices": ("C4", 4),
+    "bn_small_batch_remedies": ("C4", 4),
+}
+
+
+@pytest.fixture(scope="module")
+def hydra_ctx():
+    with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _results_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("NORMEXP_RESULTS_DIR", str(tmp_path / "results"))
+
+
+def jobs_of(experiment: str, profile: str) -> list[dict]:
+    cfg = hydra.compose(
+        "config",
+        overrides=[f"experiment={experiment}", f"profile={profile}"],
+        return_hydra_config=True,
+    )
+    return [resolve_config(hydra.compose("config", overrides=job)) for job in sweep_overrides(cfg)]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick"])
+@pytest.mark.parametrize("experiment", sorted(GRIDS))
+def test_new_experiments_resolve_with_their_grid(hydra_ctx, experiment, profile):
+    claim, points = GRIDS[experiment]
+    jobs = jobs_of(experiment, profile)
+    seeds = {j["seed"] for j in jobs}
+    assert len(seeds) == (1 if profile == "smoke" else 3)
+    assert len(jobs) == points * len(seeds)
+    assert {(j["claim"]["id"], j["claim"]["name"]) for j in jobs} == {(claim, experiment)}
+    assert {j["profile"] for j in jobs} == {profile}
+    distinct = {
+        json.dumps({k: v for k, v in j.items() if k != "seed"}, sort_keys=True) for j in jobs
+    }
+    assert len(distinct) == points
+
+
+def test_weight_side_arms(hydra_ctx):
+    arms = {
+        (j["norm"]["name"], j["model"]["weight_side"], j["optim"]["l1"], j["optim"]["weight_decay"])
+        for j in jobs_of("weight_side", "smoke")
+    }
+    assert arms == {
+        ("batch", "none", 0.0, 0.0),
+        ("none", "none", 0.0, 0.0),
+        ("none", "weight_norm", 0.0, 0.0),
+        ("mean_only_batch", "weight_norm", 0.0, 0.0),
+        ("none", "none", 0.0, 5e-4),
+        ("none", "none", 0.0, 5e-3),
+        ("none", "none", 5e-5, 0.0),
+        ("none", "none", 5e-4, 0.0),
+    }
+    # matched strengths: l1 = 0.1 x weight_decay, pairwise
+    assert all(j["train"]["batch_size"] == 32 for j in jobs_of("weight_side", "smoke"))
+
+
+def test_bn_position_grid(hydra_ctx):
+    cells = {
+        (j["model"]["name"], j["model"]["activation"], j["norm"]["position"], j["norm"]["name"])
+        for j in jobs_of("bn_position", "smoke")
+    }
+    assert cells == {
+        (m, a, p, "batch")
+        for m in ("cnn", "mlp")
+        for a in ("relu", "tanh")
+        for p in ("pre", "post")
+    }
+
+
+def test_devices_split_batch_over_eight_devices(hydra_ctx):
+    jobs = jobs_of("bn_small_batch_devices", "smoke")
+    pairs = sorted((j["norm"]["group_size"], j["train"]["batch_size"]) for j in jobs)
+    assert pairs == [(2, 16), (4, 32), (8, 64), (16, 128)]
+    for j in jobs:
+        assert j["norm"]["name"] == "ghost_batch"
+        assert j["train"]["batch_size"] == j["devices"]["count"] * j["devices"]["per_device"]
+        assert j["devices"]["count"] == 8
+        assert j["devices"]["batch"] == j["train"]["batch_size"]
+
+
+def test_devices_totals_are_batch_sizes_of_the_plain_grid(hydra_ctx):
+    """GN/LN/IN/none for the GN-paper protocol are read from bn_small_batch at the same total."""
+    plain = {j["train"]["batch_size"] for j in jobs_of("bn_small_batch", "smoke")}
+    totals = {j["train"]["batch_size"] for j in jobs_of("bn_small_batch_devices", "smoke")}
+    assert totals <= plain
+
+
+def test_remedies_pair_gn_with_weight_standardization(hydra_ctx):
+    cells = {
+        (j["norm"]["name"], j["model"]["weight_side"], j["train"]["batch_size"])
+        for j in jobs_of("bn_small_batch_remedies", "smoke")
+    }
+    assert cells == {
+        (n, w, b) for n, w in (("batch_renorm", "none"), ("group", "weight_std")) for b in (2, 32)
+    }

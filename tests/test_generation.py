@@ -1,0 +1,341 @@
+"""C6 bn_generation: corruptions, generator, image-to-image task, analysis and experiment config."""
+
+import json
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import normexp
+from normexp.analysis import bn_generation
+from normexp.data.corruptions import (
+    CorruptionRanges,
+    corrupt,
+    fixed_corruption,
+    sample_corruption,
+)
+from normexp.errors import ConfigError
+from normexp.models.generator import build_generator, check_generator
+from normexp.sweep import sweep_overrides
+from normexp.tasks import get_task
+from normexp.train.image_to_image import SAMPLE_GRID, psnr_per_image, ssim_per_image
+from normexp.validate import resolve_config
+
+CONFIG_DIR = str(Path(normexp.__file__).resolve().parent.parent / "configs")
+NORMS = ("none", "batch", "instance", "layer", "group")
+RANGES = CorruptionRanges()
+
+
+@pytest.fixture(autouse=True)
+def _results_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("NORMEXP_RESULTS_DIR", str(tmp_path / "results"))
+
+
+@pytest.fixture(scope="module")
+def hydra_ctx():
+    with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        yield
+
+
+def compose(*overrides: str):
+    return hydra.compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def images(n: int = 6, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+# --- corruptions -----------------------------------------------------------------------
+
+
+def test_corruption_is_deterministic_given_the_generator_state():
+    x = images()
+    a, pa = corrupt(x, RANGES, torch.Generator().manual_seed(3))
+    b, pb = corrupt(x, RANGES, torch.Generator().manual_seed(3))
+    c, _ = corrupt(x, RANGES, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and torch.equal(pa.gain, pb.gain)
+    assert not torch.equal(a, c)
+    assert torch.equal(fixed_corruption(x, RANGES), fixed_corruption(x, RANGES))
+
+
+def test_corruption_is_instance_specific_and_exactly_invertible():
+    x = images(16)
+    y, params = corrupt(x, RANGES, torch.Generator().manual_seed(0))
+    assert params.gain.shape == params.offset.shape == (16, 3, 1, 1)
+    # Every image (and channel) has its own gain and offset ...
+    assert len(torch.unique(params.gain.flatten())) == 16 * 3
+    assert len(torch.unique(params.offset.flatten())) == 16 * 3
+    # ... applied to that image only: corrupting one image alone gives the same result.
+    assert torch.allclose(params[3:4].apply(x[3:4]), y[3:4])
+    assert torch.allclose(params.invert(y), x, atol=1e-5)  # not clipped: invertible
+    lo, hi = RANGES.contrast[0] * RANGES.colour_gain[0], RANGES.contrast[1] * RANGES.colour_gain[1]
+    assert params.gain.min() >= lo and params.gain.max() <= hi
+    assert params.offset.abs().max() <= RANGES.brightness + RANGES.colour_offset
+
+
+def test_corruption_draws_do_not_depend_on_the_pixels():
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    p1 = sample_corruption(4, RANGES, g1)
+    _, p2 = corrupt(images(4, seed=9), RANGES, g2)
+    assert torch.equal(p1.gain, p2.gain) and torch.equal(p1.offset, p2.offset)
+
+
+def test_identity_ranges_leave_images_unchanged():
+    none = CorruptionRanges(contrast=(1.0, 1.0), colour_gain=(1.0, 1.0), brightness=0.0,
+                            colour_offset=0.0)  # fmt: skip
+    assert none.is_identity()
+    x = images()
+    assert torch.allclose(corrupt(x, none, torch.Generator().manual_seed(0))[0], x)
+
+
+def test_psnr_and_ssim_of_known_images():
+    x = images(2)
+    assert torch.all(psnr_per_image(x, x) >= 99)  # MSE floor 1e-10 -> 100 dB
+    assert torch.allclose(psnr_per_image(x * 0 + 0.5, x * 0 + 0.6), torch.tensor([20.0, 20.0]))
+    assert torch.allclose(ssim_per_image(x, x), torch.ones(2), atol=1e-5)
+    assert torch.all(ssim_per_image(images(2, seed=1), x) < 0.1)
+
+
+# --- generator -------------------------------------------------------------------------
+
+MODEL = {"name": "generator", "widths": [4, 8, 8], "res_blocks": 1, "skips": False,
+         "activation": "relu"}  # fmt: skip
+
+
+def norm_cfg(name: str, position: str) -> dict:
+    return {"name": name, "position": position, **({"num_groups": 2} if name == "group" else {})}
+
+
+@pytest.mark.parametrize("skips", [False, True], ids=["plain", "skips"])
+@pytest.mark.parametrize("position", ["pre", "post"])
+@pytest.mark.parametrize("name", NORMS)
+def test_generator_maps_images_to_images_with_every_norm(name, position, skips):
+    model = {**MODEL, "skips": skips}
+    norm = norm_cfg(name, position)
+    if position == "post" and name == "instance":  # IN then the linear output conv: no colour
+        with pytest.raises(ConfigError, match="mean colour"):
+            check_generator(model, norm, batch_size=4)
+        return
+    check_generator(model, norm, batch_size=4)
+    torch.manual_seed(0)
+    net = build_generator(model, norm).train()
+    x = torch.randn(4, 3, 32, 32)
+    out = net(x)
+    assert out.shape == x.shape
+    assert torch.all(out == 0)  # zero-initialized output conv: every norm starts alike
+    out.sum().backward()
+    assert net.out.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"name": "cnn"}, "model.name"),
+        ({"widths": []}, "model.widths"),
+        ({"widths": [4, 8, 8, 8, 8, 8, 8]}, "model.widths"),  # 32 px halved 6 times
+        ({"res_blocks": -1}, "model.res_blocks"),
+        ({"skips": "yes"}, "model.skips"),
+        ({"activation": "swish"}, "model.activation"),
+    ],
+)
+def test_bad_generator_configs_are_refused_naming_the_field(change, field):
+    with pytest.raises(ConfigError) as info:
+        check_generator({**MODEL, **change}, norm_cfg("batch", "pre"), batch_size=4)
+    assert info.value.field == field
+
+
+# --- the task --------------------------------------------------------------------------
+
+
+def task_config(data_dir: Path, extra: list[str], *overrides: str) -> dict:
+    return resolve_config(
+        compose(
+            "experiment=bn_generation",
+            "profile=smoke",
+            f"paths.data_dir={data_dir}",
+            "runtime.progress=false",
+            "tracking.mode=disabled",
+            *extra,
+            *overrides,
+        )
+    )
+
+
+def test_task_trains_at_smoke_scale_and_writes_summary_and_sample_grid(
+    hydra_ctx, cifar_data, tmp_path
+):
+    cfg = task_config(*cifar_data, "norm=batch", "train.batch_size=8", "train.epochs=2")
+    logged: list[dict] = []
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    task = get_task("image_to_image")
+    assert task.resumable
+    summary = task.train(cfg, logged.append, 0, checkpoint=run_dir / "checkpoint.pt")
+    assert [m["epoch"] for m in logged] == [1, 2]
+    for key in ("test_psnr", "val_psnr", "test_ssim", "test_psnr_batch_stats", "input_psnr",
+                "wall_time_s", "images_per_s", "train_loss"):  # fmt: skip
+        assert np.isfinite(summary[key]), key
+    assert summary["epochs"] == 2
+    assert summary["sample_grid"] == SAMPLE_GRID
+    grid = (run_dir / SAMPLE_GRID).read_bytes()
+    assert grid.startswith(b"\x89PNG")
+    json.dumps(summary)  # the store writes it as JSON
+    # Same config and seed: the same metrics (the test inputs are fixed, training is seeded).
+    again = task.train(cfg, lambda m: None, 0)
+    assert again["test_psnr"] == summary["test_psnr"]
+    assert again["input_psnr"] == summary["input_psnr"]
+    assert again["sample_grid"] is None  # no run folder given
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_result(
+    hydra_ctx, cifar_data, tmp_path
+):
+    cfg = task_config(*cifar_data, "norm=group", "train.batch_size=16", "train.epochs=2")
+    task = get_task("image_to_image")
+    reference = task.train(cfg, lambda m: None, 0)
+
+    def die_in_epoch_2(metrics: dict) -> None:
+        if metrics["epoch"] == 2:
+            raise Killed  # as if the job were killed while epoch 2 was being logged
+
+    checkpoint = tmp_path / "checkpoint.pt"
+    with pytest.raises(Killed):
+        task.train(cfg, die_in_epoch_2, 0, checkpoint=checkpoint)
+    logged: list[dict] = []
+    resumed = task.train(cfg, logged.append, 0, checkpoint=checkpoint)
+    assert resumed["resumed_at_epoch"] == 1
+    assert [m["epoch"] for m in logged] == [1, 2]
+    for key in ("train_loss", "val_psnr", "test_psnr", "test_ssim"):
+        assert resumed[key] == reference[key], key
+
+
+def test_in_runs_have_no_batch_statistics_metric(hydra_ctx, cifar_data):
+    cfg = task_config(*cifar_data, "norm=instance", "train.batch_size=16")
+    summary = get_task("image_to_image").train(cfg, lambda m: None, 0)
+    assert "test_psnr_batch_stats" not in summary
+    assert np.isfinite(summary["test_psnr"])
+
+
+# --- config ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("profile", "seeds"), [("smoke", 1), ("quick", 3), ("paper", 5)])
+def test_experiment_composes_with_its_grid(hydra_ctx, profile, seeds):
+    cfg = compose("experiment=bn_generation", f"profile={profile}")
+    assert (cfg.claim.id, cfg.claim.name) == ("C6", "bn_generation")
+    params = cfg.hydra.sweeper.params
+    assert set(str(params.norm).split(",")) == set(NORMS)
+    sizes = [int(b) for b in str(params["train.batch_size"]).split(",")]
+    assert len(sizes) == 2 and min(sizes) <= 4 and max(sizes) >= 32
+    assert len(str(params.seed).split(",")) == seeds
+    jobs = sweep_overrides(cfg)
+    assert len(jobs) == len(NORMS) * len(sizes) * seeds
+    config = resolve_config(compose(*jobs[0]))
+    assert config["train"]["task"] == "image_to_image"
+    assert config["model"]["name"] == "generator"
+    assert config["profile"] == profile
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (["model=cnn"], "model.name"),
+        (["norm=group", "norm.num_groups=3"], "norm.num_groups"),
+        (["norm=batch", "train.batch_size=1", "model.widths=[4,8,8,8,8,8]"], "train.batch_size"),
+        (["norm=instance", "norm.position=post"], "norm.position"),
+        (["train.loss=huber"], "train.loss"),
+        (["train.corruption.contrast=[2.0,0.5]"], "train.corruption.contrast"),
+        (["train.corruption.brightness=-1"], "train.corruption.brightness"),
+        (["data.n_test=0"], "data.n_test"),
+        (["data.n_train=16", "train.batch_size=32"], "data.n_train"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_field(hydra_ctx, overrides, field):
+    with pytest.raises(ConfigError) as info:
+        resolve_config(compose("experiment=bn_generation", "profile=smoke", *overrides))
+    assert info.value.field == field
+
+
+# --- analysis --------------------------------------------------------------------------
+
+
+def synthetic_table(in_minus_bn: float, seeds: int = 3) -> pd.DataFrame:
+    """Per-seed IN − BN differences of in_minus_bn ± 0.1 dB (95% CI half-width 0.25 dB)."""
+    rows = []
+    base = {"none": 19.0, "batch": 21.0, "layer": 20.5, "group": 20.8}
+    base["instance"] = base["batch"] + in_minus_bn
+    jitter = [0.1, -0.1, 0.0]
+    for norm, psnr in base.items():
+        for batch in (4, 64):
+            for seed in range(seeds):
+                rows.append(
+                    {
+                        "norm.name": norm,
+                        "train.batch_size": batch,
+                        "seed": seed,
+                        "status": "ok",
+                        "test_psnr": psnr
+                        + 0.2 * seed
+                        + (jitter[seed] if norm == "instance" else 0),
+                        "input_psnr": 18.0,
+                        "profile": "smoke",
+                        "n_train": 256,
+                        "run_key": f"{norm}{batch}{seed}",
+                        "sample_grid": "samples.png",
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    ("gap", "expected"),
+    [(1.0, "supported"), (-1.5, "contradicted"), (0.1, "inconclusive"), (0.0, "inconclusive")],
+)
+def test_verdict_follows_the_rule(gap, expected):
+    v = bn_generation.verdict({"bn_generation": synthetic_table(gap)})
+    assert v["verdict"] == expected, v["effect"]
+    assert v["estimate"] == pytest.approx(gap)
+    assert v["details"]["normal_batch"] == 64 and v["details"]["small_batch"] == 4
+    if gap:
+        assert v["details"]["winner_by_batch"][64] == ("instance" if gap > 0 else "batch")
+    json.dumps(v, allow_nan=False)
+
+
+def test_bn_beating_in_at_the_small_batch_only_contradicts():
+    df = synthetic_table(1.0)
+    small_in = (df["norm.name"] == "instance") & (df["train.batch_size"] == 4)
+    df.loc[small_in, "test_psnr"] -= 3.0
+    assert bn_generation.verdict({"bn_generation": df})["verdict"] == "contradicted"
+
+
+def test_empty_tables_mean_not_run_yet(tmp_path):
+    v = bn_generation.verdict({})
+    assert v["verdict"] == "not run yet"
+    assert "Verdict rule" not in v["rule"] and "PSNR_IN" in v["rule"]
+    out = bn_generation.draw({}, tmp_path / "figures" / "bn_generation.png")
+    assert out.exists()
+
+
+def test_figure_shows_sample_grids_found_in_the_run_folders(tmp_path):
+    from PIL import Image
+
+    df = synthetic_table(1.0)
+    results = tmp_path / "results"
+    for key in df["run_key"]:
+        folder = results / "runs" / "bn_generation" / key
+        folder.mkdir(parents=True)
+        Image.new("RGB", (274, 104), "gray").save(folder / "samples.png")
+    grids = bn_generation.sample_grid_paths(df, bn_generation.results_dir_for(
+        results / "figures" / "x.png"))  # fmt: skip
+    assert len(grids) == 10  # 5 norms x 2 batch sizes, seed 0 each
+    assert all(p.parent.name.endswith("0") for p in grids.values())
+    out = bn_generation.draw({"bn_generation": df}, results / "figures" / "bn_generation.png")
+    assert out.exists()
+    assert bn_generation.sample_grid_paths(df, None) == {}

@@ -1,0 +1,249 @@
+"""The language-model task: configs of the rnn_norm experiment, the training loop on tiny PTB
+files in the real format (and on the real data when configured), metrics, divergence, resume."""
+
+import hashlib
+import math
+import os
+import random
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+
+import normexp
+from normexp.data import ptb
+from normexp.data.paths import resolve_data_dir
+from normexp.errors import ConfigError
+from normexp.models.lstm_cells import CELLS
+from normexp.sweep import sweep_overrides
+from normexp.train import Diverged
+from normexp.train import language_model as lm
+from normexp.validate import resolve_config
+
+CONFIG_DIR = Path(normexp.__file__).parent.parent / "configs"
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "and", "then", "it", "was"]
+WORDS += ["over", "<unk>", "n", "'s", "of", "to", "in"]
+
+
+def write_fake_ptb(root: Path, seed: int = 0, lines: dict | None = None) -> dict[str, str]:
+    """All six PTB files in the real format (word files: a space before each word and a newline
+    per sentence; char files: symbols separated by spaces, `_` between words, a lone space after
+    the last newline), from random sentences; returns their md5s."""
+    rng = random.Random(seed)
+    lines = lines or {"train": 2000, "valid": 400, "test": 400}
+    folder = root / ptb.FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    md5 = {}
+    for split, n in lines.items():
+        sentences = [[rng.choice(WORDS) for _ in range(rng.randint(3, 9))] for _ in range(n)]
+        if split == "train":  # every word and character appears in training
+            sentences.append(list(WORDS))
+        word = "".join(" " + " ".join(s) + " \n" for s in sentences)
+        char = "".join(" ".join("_".join(s)) + " \n" for s in sentences) + " "
+        for level, text in (("word", word), ("char", char)):
+            name = ptb.file_name(level, split)
+            (folder / name).write_text(text)
+            md5[name] = hashlib.md5(text.encode()).hexdigest()
+    return md5
+
+
+@pytest.fixture
+def fake_ptb(tmp_path, monkeypatch) -> Path:
+    ptb.clear_cache()
+    monkeypatch.setattr(ptb, "MD5", write_fake_ptb(tmp_path))
+    yield tmp_path
+    ptb.clear_cache()
+
+
+@pytest.fixture(scope="module")
+def hydra_ctx():
+    with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _results_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("NORMEXP_RESULTS_DIR", str(tmp_path / "results"))
+
+
+def config(*overrides: str) -> dict:
+    cfg = hydra.compose(
+        "config",
+        overrides=["experiment=rnn_norm", "profile=smoke", "runtime.progress=false", *overrides],
+        return_hydra_config=True,
+    )
+    return resolve_config(cfg)
+
+
+def train(cfg: dict, checkpoint: Path | None = None) -> tuple[dict, list[dict]]:
+    logged: list[dict] = []
+    summary = lm.train_language_model(cfg, logged.append, checkpoint=checkpoint)
+    return summary, logged
+
+
+# --- configs ----------------------------------------------------------------------------------
+
+
+def test_the_experiment_sweeps_every_cell_with_three_seeds_at_quick(hydra_ctx):
+    cfg = hydra.compose("config", overrides=["experiment=rnn_norm"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert str(params.norm).split(",") == list(CELLS)
+    assert len(str(params.seed).split(",")) >= 3
+    jobs = sweep_overrides(cfg)
+    assert len(jobs) == len(CELLS) * len(str(params.seed).split(","))
+    config = resolve_config(cfg)
+    assert config["claim"] == {"id": "C7", "name": "rnn_norm"}
+    assert config["train"]["task"] == "language_model"
+    assert config["data"]["level"] == "char"
+
+
+def test_paper_profile_is_cooijmans_at_char_level_and_zaremba_at_word_level(hydra_ctx):
+    char = config("profile=paper")
+    assert (char["model"]["hidden"], char["model"]["layers"]) == (1000, 1)
+    assert (char["train"]["batch_size"], char["train"]["seq_len"]) == (64, 100)
+    assert (char["optim"]["name"], char["optim"]["lr_per_128"]) == ("adam", 2e-3)
+    assert char["data"]["train_tokens"] is None  # all of PTB
+    word = config("profile=paper", "data.level=word", "optim=sgd_lm")
+    assert (word["model"]["hidden"], word["model"]["layers"], word["model"]["emb"]) == (200, 2, 200)
+    assert (word["train"]["batch_size"], word["train"]["seq_len"]) == (20, 35)
+    assert (word["optim"]["name"], word["optim"]["lr_per_128"]) == ("sgd", 1.0)
+    assert word["optim"]["clip_grad_norm"] == 5.0 and word["train"]["epochs"] == 13
+
+
+def test_profiles_change_the_scale_only(hydra_ctx):
+    smoke, quick, paper = (config(f"profile={p}") for p in ("smoke", "quick", "paper"))
+    for group in ("optim", "norm", "claim"):
+        assert smoke[group] == quick[group] == paper[group], group
+    assert smoke["model"]["hidden"] < quick["model"]["hidden"] < paper["model"]["hidden"]
+    assert smoke["train"]["epochs"] < quick["train"]["epochs"] < paper["train"]["epochs"]
+    assert smoke["data"]["train_tokens"] < quick["data"]["train_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "match"),
+    [
+        (["norm=instance"], "norm.name", "one neuron"),
+        (["norm=group"], "norm.name", "allowed: none, layer, batch_per_step, batch_shared, rms"),
+        (["data.valid_tokens=10"], "data.valid_tokens", ">= 100"),
+        # An unknown level has no scale entries: refused where the first one is read.
+        (["data.level=byte"], "data.train_tokens", "scale.smoke.lm.byte"),
+        (["train.long_eval_factor=0"], "train.long_eval_factor", ">= 1"),
+        (["optim.clip_grad_norm=0"], "optim.clip_grad_norm", "> 0"),
+        (["norm=batch_per_step", "train.batch_size=1"], "train.batch_size", "batch_size >= 2"),
+        (["model.tie_weights=true"], "model.tie_weights", "equals"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_field(hydra_ctx, overrides, field, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        config(*overrides)
+    assert info.value.field == field
+    assert "\n" not in str(info.value)
+
+
+# --- training on tiny PTB files -----------------------------------------------------------------
+
+SUMMARY_KEYS = {
+    "test_bpc",
+    "test_bpc_long",
+    "valid_bpc",
+    "valid_bpc_long",
+    "train_bpc",
+    "tokens_per_s",
+    "wall_time_s",
+    "epochs",
+    "best_valid_bpc",
+    "n_params",
+}
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_cell_trains_and_reports_bits_per_character(hydra_ctx, fake_ptb, cell):
+    cfg = config(f"norm={cell}", f"paths.data_dir={fake_ptb}")
+    summary, logged = train(cfg)
+    assert set(summary) >= SUMMARY_KEYS
+    assert [m["epoch"] for m in logged] == [1, 2] and summary["epochs"] == 2
+    vocab = summary["vocab_size"]
+    for key in ("test_bpc", "test_bpc_long", "valid_bpc"):
+        assert 0 < summary[key] < math.log2(vocab) + 0.5, (key, summary[key])
+    assert summary["tokens_per_s"] > 0 and summary["long_eval_len"] == 2 * summary["seq_len"]
+    if cell != "batch_per_step":  # nothing depends on the position in the window
+        assert summary["test_bpc_long"] == pytest.approx(summary["test_bpc"], abs=1e-5)
+
+
+def test_word_level_reports_perplexity(hydra_ctx, fake_ptb):
+    cfg = config("data.level=word", "optim=sgd_lm", "norm=layer", f"paths.data_dir={fake_ptb}")
+    summary, _ = train(cfg)
+    assert {"test_ppl", "test_ppl_long", "valid_ppl", "train_ppl"} <= set(summary)
+    assert "test_bpc" not in summary
+    assert 1 < summary["test_ppl"] < 2 * summary["vocab_size"]
+
+
+def test_same_seed_same_metrics(hydra_ctx, fake_ptb):
+    cfg = config("norm=batch_per_step", f"paths.data_dir={fake_ptb}", "train.epochs=1")
+    first, _ = train(cfg)
+    second, _ = train(cfg)
+    assert first["test_bpc"] == second["test_bpc"]
+    third, _ = train({**cfg, "seed": 1})
+    assert third["test_bpc"] != first["test_bpc"]
+
+
+def test_non_finite_loss_raises_diverged(hydra_ctx, fake_ptb, monkeypatch):
+    cfg = config("norm=layer", f"paths.data_dir={fake_ptb}")
+
+    def nan_loss(logits, target, *args, **kwargs):  # noqa: ANN001, ANN202
+        return (logits.sum() * float("nan")).reshape(())
+
+    monkeypatch.setattr(lm.F, "cross_entropy", nan_loss)
+    with pytest.raises(Diverged, match="non-finite training loss in epoch 1"):
+        train(cfg)
+
+
+def test_a_killed_run_resumes_after_its_last_epoch(hydra_ctx, fake_ptb, tmp_path):
+    ckpt = tmp_path / "checkpoint.pt"
+    cfg = config("norm=layer", f"paths.data_dir={fake_ptb}")
+    straight, _ = train(cfg)
+    one = {**cfg, "train": {**cfg["train"], "epochs": 1}}
+    train(one, checkpoint=ckpt)  # "killed" after epoch 1: the checkpoint holds it
+    assert ckpt.exists()
+    resumed, logged = train(cfg, checkpoint=ckpt)
+    assert resumed["resumed_at_epoch"] == 1 and [m["epoch"] for m in logged] == [1, 2]
+    # The LR schedule of a 1-epoch run differs from the 2-epoch run's, so compare shapes only.
+    assert resumed["epochs"] == straight["epochs"] == 2
+
+
+def test_evaluation_reads_every_token_once():
+    class Uniform(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen = 0
+
+        def forward(self, tokens, state=None):  # noqa: ANN001, ANN202
+            self.seen += tokens.numel()
+            return torch.zeros(*tokens.shape, 7), state
+
+    model = Uniform()
+    data = torch.randint(0, 7, (4, 23))
+    nats = lm.evaluate_lm(model, data, 5)
+    assert nats == pytest.approx(math.log(7))
+    assert model.seen == 4 * 22  # every input position, the last one only as a target
+
+
+# --- the real data ------------------------------------------------------------------------------
+
+
+def real_ptb() -> Path | None:
+    if not os.environ.get("NORMEXP_DATA_DIR"):
+        return None
+    path = resolve_data_dir(None)
+    return path if (path / ptb.FOLDER / "ptb.char.train.txt").is_file() else None
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(real_ptb() is None, reason="NORMEXP_DATA_DIR does not hold PTB")
+def test_smoke_run_on_real_ptb_characters(hydra_ctx):
+    ptb.clear_cache()
+    summary, _ = train(config("norm=layer", f"paths.data_dir={real_ptb()}"))
+    assert summary["vocab_size"] == 50
+    assert summary["n_train_tokens"] == 16000
+    assert summary["test_bpc"] < math.log2(50)  # learned something beyond uniform guessing
