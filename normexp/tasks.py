@@ -67,10 +67,12 @@ def _check_instrumented(c: Mapping) -> None:
     check_probes(c["train"])
 
 
-def _train_instrumented(c: Mapping, log_epoch: LogEpoch, bar_row: int) -> dict:
+def _train_instrumented(
+    c: Mapping, log_epoch: LogEpoch, bar_row: int, checkpoint: Path | None = None
+) -> dict:
     from normexp.train.instrumented import train_instrumented
 
-    return train_instrumented(c, log_epoch, bar_row)
+    return train_instrumented(c, log_epoch, bar_row, checkpoint)
 
 
 def _check_image_to_image(c: Mapping) -> None:
@@ -116,7 +118,9 @@ TASKS: dict[str, Task] = {
         _check_classification, _prepare_cifar10, _train_classification, resumable=True
     ),
     # C9, C10: classification plus probes of ICS and of the loss landscape (not resumable)
-    "instrumented_classification": Task(_check_instrumented, _prepare_cifar10, _train_instrumented),
+    "instrumented_classification": Task(
+        _check_instrumented, _prepare_cifar10, _train_instrumented, resumable=True
+    ),
     # C6: undo per-image contrast / colour changes of CIFAR-10 images with a generator
     "image_to_image": Task(
         _check_image_to_image, _prepare_cifar10, _train_image_to_image, resumable=True

@@ -79,9 +79,11 @@ def test_contradicted_when_bn_beats_ln():
     assert v["ci"][1] < 0
 
 
-def test_inconclusive_when_ln_is_best_but_bn_helps_too():
+def test_contradicted_when_bn_helps_even_if_ln_helps_more():
     v = decide(table({"none": 1.50, "layer": 1.30, "batch_per_step": 1.40, "batch_shared": 1.42}))
-    assert v["verdict"] == "inconclusive"
+    assert v["verdict"] == "contradicted"
+    assert v["details"]["ln_best"] and v["details"]["bn_helps"]["batch_per_step"]
+    assert "LN-LSTM beats the plain LSTM and every BN cell" in v["effect"]
 
 
 def test_inconclusive_when_differences_drown_in_noise():

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from normexp.analysis.claims import Tables, load_analyses
+from normexp.analysis.report import write_report
 from normexp.tracking.collect import experiments_in_store, write_collected
 
 
@@ -16,10 +17,11 @@ def collect_tables(results_dir: Path) -> Tables:
     return {e: write_collected(results_dir, e) for e in experiments_in_store(results_dir)}
 
 
-def write_figures_and_verdicts(results_dir: Path) -> list[dict]:
+def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> list[dict]:
     tables = collect_tables(results_dir)
     verdicts = []
-    for analysis in load_analyses():
+    analyses = load_analyses()
+    for analysis in analyses:
         mine = {e: tables.get(e, pd.DataFrame()) for e in analysis.reads}
         figure = analysis.draw(mine, results_dir / "figures" / f"{analysis.name}.png")
         verdict = analysis.verdict(mine)
@@ -30,6 +32,8 @@ def write_figures_and_verdicts(results_dir: Path) -> list[dict]:
         source = f"{runs} runs" if analysis.reads else "from the layers (no runs)"
         print(f"{analysis.claim} {analysis.name}: {source}, {verdict['verdict']} -> {figure}")
         verdicts.append(verdict)
+    md, page = write_report(results_dir, analyses, tables, wandb_mode)
+    print(f"report -> {md}, {page}")
     return verdicts
 
 
@@ -41,8 +45,15 @@ def main(argv: list[str] | None = None) -> None:
         default=Path(os.environ.get("NORMEXP_RESULTS_DIR", "results")),
         help="results folder holding runs/ (default: $NORMEXP_RESULTS_DIR or ./results)",
     )
+    parser.add_argument(
+        "--wandb-mode",
+        default="auto",
+        choices=("auto", "offline", "online", "disabled"),
+        help="W&B run that shows the figures and verdicts (default: auto = offline unless "
+        "logged in)",
+    )
     args = parser.parse_args(argv)
-    write_figures_and_verdicts(args.results_dir)
+    write_figures_and_verdicts(args.results_dir, args.wandb_mode)
 
 
 if __name__ == "__main__":

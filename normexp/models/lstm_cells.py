@@ -76,6 +76,44 @@ def _linear_fn(weight: Tensor, batch: int):  # noqa: ANN202
     return lambda x: torch.mm(x, w_t)
 
 
+def _weight_grad(da: Tensor, h_prev: Tensor) -> Tensor:
+    """da^T @ h_prev for (N, G) and (N, H): the gradient of W_h over all steps at once; on the
+    CPU in float32 by oneDNN (twice MKL's speed at these shapes, transposes included)."""
+    if da.device.type == "cpu" and da.dtype == torch.float32 and _ONEDNN_LINEAR:
+        return _ONEDNN_LINEAR(da.t().contiguous(), h_prev.t().contiguous(), None, "none", [], "")
+    return torch.mm(da.t(), h_prev)
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """x @ W^T for a (N, E) input with oneDNN's matmul in the forward and both backward
+    products: the input projection of all steps at once (twice MKL's speed at these shapes)."""
+
+    @staticmethod
+    def forward(ctx, x, weight):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(x, weight)
+        return _ONEDNN_LINEAR(x, weight.contiguous(), None, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            dx = _ONEDNN_LINEAR(grad, weight.t().contiguous(), None, "none", [], "")
+        if ctx.needs_input_grad[1]:
+            dw = _weight_grad(grad, x)
+        return dx, dw
+
+
+def _input_projection(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """W_x x_t (+ b) for all T steps of a (T, B, E) input in one matmul."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or not _ONEDNN_LINEAR:
+        return F.linear(x, weight, bias)
+    T, B, E = x.shape
+    out = _OneDNNLinear.apply(x.reshape(T * B, E), weight).view(T, B, -1)
+    return out if bias is None else out + bias
+
+
 def _onednn_ops():  # noqa: ANN202
     try:
         if torch.backends.mkldnn.is_available():
@@ -263,17 +301,15 @@ def _forward_loop_kernel(kernel, ax, h0, c0, w_hh, sites):  # noqa: ANN001, ANN2
         _steps, (ax, acts, cs, tms, out)
     )
     stats = [_steps(site.kernel_stats) for site in sites]
-    fixed = [site.pointers(0) for site in sites]
-    population = [site.kind == "population" for site in sites]
+    px, ph, pc = (site.pointers(0) for site in sites)
+    population = any(site.kind == "population" for site in sites)
     outs = out.unbind(0)
     c_prev, a_hh = c0.data_ptr(), []
     for t in range(T):
         a = recurrent(h)
         a_hh.append(a)
-        px, ph, pc = (
-            site.pointers(t) if pop else ptrs
-            for site, pop, ptrs in zip(sites, population, fixed, strict=True)
-        )
+        if population and t:  # per-step statistics, the last kept step's beyond it
+            px, ph, pc = xs.pointers(t), hh.pointers(t), cc.pointers(t)
         kernel.lstm_fwd_step(
             B, H, ax0 + t * ax_s, a.data_ptr(), c_prev,
             *px, stats[0][0] + t * stats[0][1],
@@ -328,9 +364,8 @@ def _backward_kernel(ctx, kernel, d_out, d_hT, d_cT):  # noqa: ANN001, ANN202
         dh = back(da_steps[t])
     d_w_hh = None
     if need[3]:
-        d_w_hh = torch.mm(da_all[0].t(), h0)
-        if T > 1:
-            d_w_hh.addmm_(da_all[1:].view(-1, G).t(), out[:-1].view(-1, H))
+        h_prev = torch.cat([h0.unsqueeze(0), out[:-1]])
+        d_w_hh = _weight_grad(da_all.view(-1, G), h_prev.view(-1, H))
     return (d_ax, dh, dc_carry, d_w_hh, *(grad[k] for k in names), None)
 
 
@@ -534,10 +569,7 @@ class NormLSTMLayer(nn.Module):
                 "of per-step statistics this layer keeps"
             )
         # W_x x_t for all steps in one matmul; with no input norm, the bias comes with it.
-        if self.cell == "none":
-            ax = F.linear(x, self.weight_ih, self.bias)
-        else:
-            ax = F.linear(x, self.weight_ih)
+        ax = _input_projection(x, self.weight_ih, self.bias if self.cell == "none" else None)
         sites = self._sites()
         params = (
             self.weight_hh, self.gamma_ih, None if self.cell == "none" else self.bias,

@@ -4,6 +4,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,9 @@ from normexp.train.evaluate import evaluate, evaluate_with_batch_stats, has_batc
 from normexp.train.optim import build_optimizer, build_scheduler
 from normexp.train.weight_stats import weight_statistics
 
+if TYPE_CHECKING:
+    from normexp.train.instrumented import StepProbes
+
 DIVERGENCE_CHECK_EVERY = 50  # steps between host syncs that look for a non-finite loss
 
 
@@ -32,11 +36,14 @@ def train_classifier(
     log_epoch: Callable[[dict], None],
     progress_position: int = 0,
     checkpoint: Path | None = None,
+    probes: "StepProbes | None" = None,
 ) -> dict:
     """Train as ``cfg`` says; call ``log_epoch`` after each epoch; return the run summary.
 
     With ``checkpoint``, the state after every epoch is saved there, and a run that finds one
-    (it was killed) resumes after its last finished epoch, re-logging the epochs before it."""
+    (it was killed) resumes after its last finished epoch, re-logging the epochs before it.
+    With ``probes`` (normexp.train.instrumented.StepProbes), each step is probed before its
+    update when due, each epoch's metrics get the probes' means and the summary their series."""
     data_cfg, train_cfg = cfg["data"], cfg["train"]
     torch.set_num_threads(cfg["runtime"]["threads"])
     seed_everything(cfg["seed"], train_cfg["deterministic"])
@@ -94,16 +101,23 @@ def train_classifier(
         generator.set_state(resumed["generator"])
         torch.set_rng_state(resumed["torch_rng"])
         history, elapsed_before = list(resumed["history"]), resumed["elapsed_s"]
+        if probes is not None:
+            probes.load_state_dict(resumed["probes"])
         for metrics in history:
             log_epoch(metrics)
         bar.update(len(history) * len(train_batches))
+    global_step = len(history) * len(train_batches)
     try:
         for epoch in range(len(history) + 1, train_cfg["epochs"] + 1):
             t0 = time.perf_counter()
+            probe_s = probes.seconds if probes is not None else 0.0
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
             for step, (x, y) in enumerate(train_batches, 1):
+                if probes is not None:
+                    probes.before_step(model, x, y, global_step, optimizer.param_groups[0]["lr"])
+                global_step += 1
                 out = model(x)
                 loss = F.cross_entropy(out, y)
                 if l1:
@@ -121,6 +135,8 @@ def train_classifier(
                         raise Diverged(f"non-finite training loss in epoch {epoch}, step {step}")
             bar.update(len(train_batches) % DIVERGENCE_CHECK_EVERY)
             train_time = time.perf_counter() - t0
+            if probes is not None:
+                train_time -= probes.seconds - probe_s  # images_per_s: training only
             train_loss = loss_sum.item() / seen
             if not math.isfinite(train_loss):
                 raise Diverged(f"non-finite training loss in epoch {epoch}")
@@ -137,6 +153,8 @@ def train_classifier(
                 metrics["test_acc_batch_stats"], _ = evaluate_with_batch_stats(
                     model, test_x, test_y, batch_size
                 )
+            if probes is not None:
+                probes.end_epoch(metrics)
             metrics["epoch_time_s"] = time.perf_counter() - t0
             history.append(metrics)
             log_epoch(metrics)
@@ -151,6 +169,7 @@ def train_classifier(
                         "torch_rng": torch.get_rng_state(),
                         "history": history,
                         "elapsed_s": elapsed_before + time.perf_counter() - start,
+                        "probes": probes.state_dict() if probes is not None else None,
                     },
                 )
             bar.set_postfix(loss=f"{train_loss:.3f}", test_acc=f"{metrics['test_acc']:.3f}")
@@ -189,4 +208,5 @@ def train_classifier(
         "n_val": len(val_idx),
         "n_test": len(test_idx),
         **weight_statistics(model),
+        **(probes.summary() if probes is not None else {}),
     }

@@ -16,25 +16,13 @@ import copy
 import math
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
-from normexp.data.augment import CIFAR10_MEAN, CIFAR10_STD, normalize
-from normexp.data.cifar10 import load_cifar10
-from normexp.data.image_batches import ImageBatches
-from normexp.data.paths import resolve_data_dir
-from normexp.data.splits import stratified_subset, train_val_split
 from normexp.errors import ConfigError
-from normexp.models import build_model
-from normexp.norms.weight_side import l1_penalty
-from normexp.train import Diverged
-from normexp.train.device import pick_device, seed_everything
-from normexp.train.evaluate import evaluate, evaluate_with_batch_stats, has_batch_stats
 from normexp.train.landscape import ics_per_layer, landscape_along_gradient
-from normexp.train.optim import build_optimizer, build_scheduler
 from normexp.validate_fields import check_int, check_number
 
 PROBES = ("ics", "landscape")
@@ -180,123 +168,16 @@ class StepProbes:
 
 
 def train_instrumented(
-    cfg: Mapping, log_epoch: Callable[[dict], None], progress_position: int = 0
+    cfg: Mapping,
+    log_epoch: Callable[[dict], None],
+    progress_position: int = 0,
+    checkpoint: Path | None = None,
 ) -> dict:
-    """train_classifier's loop (same data, model, optimizer, schedule, metrics) with probes.
+    """The classification loop with probes before the steps that are due (see StepProbes)."""
+    from normexp.train.classification import train_classifier
 
-    Not resumable: the probe series live in memory until the run ends."""
-    data_cfg, train_cfg = cfg["data"], cfg["train"]
-    torch.set_num_threads(cfg["runtime"]["threads"])
-    seed_everything(cfg["seed"], train_cfg["deterministic"])
-    device = pick_device(train_cfg["device"])
-
-    cifar = load_cifar10(
-        resolve_data_dir(cfg["paths"]["data_dir"]), data_cfg["download"], data_cfg["verify"]
-    )
-    train_idx, val_idx = train_val_split(
-        cifar.train_y, data_cfg["n_train"], data_cfg["n_val"], seed=cfg["seed"]
-    )
-    test_idx = (
-        torch.arange(len(cifar.test_y))
-        if data_cfg["n_test"] is None
-        else stratified_subset(cifar.test_y, data_cfg["n_test"], seed=0)
-    )
-    generator = torch.Generator(device=device).manual_seed(cfg["seed"])
-    batch_size, eval_bs = train_cfg["batch_size"], train_cfg["eval_batch_size"]
-    train_batches = ImageBatches(
-        cifar.train_x[train_idx].to(device),
-        cifar.train_y[train_idx].to(device),
-        batch_size,
-        shuffle=True,
-        augment=data_cfg["augment"],
-        drop_last=True,
-        generator=generator,
-    )
-    val_x = normalize(cifar.train_x[val_idx].to(device), CIFAR10_MEAN, CIFAR10_STD)
-    test_x = normalize(cifar.test_x[test_idx].to(device), CIFAR10_MEAN, CIFAR10_STD)
-    val_y, test_y = cifar.train_y[val_idx].to(device), cifar.test_y[test_idx].to(device)
-
-    model = build_model(cfg["model"], cfg["norm"]).to(device)
-    optimizer = build_optimizer(model, cfg["optim"], batch_size)
-    total_steps = train_cfg["epochs"] * len(train_batches)
-    scheduler = build_scheduler(optimizer, cfg["optim"], total_steps)
-    batch_stats = has_batch_stats(model)
-    l1 = cfg["optim"]["l1"]
+    train_cfg = cfg["train"]
     probes = StepProbes(
         train_cfg["probe_every"], train_cfg["probes"], train_cfg["probe_step_sizes"]
     )
-
-    bar = tqdm(
-        total=total_steps,
-        desc=f"{cfg['norm']['name']} b={batch_size} s={cfg['seed']} probes",
-        position=progress_position,
-        leave=False,
-        disable=None if cfg["runtime"]["progress"] else True,
-        mininterval=1.0,
-    )
-    start, history, global_step = time.perf_counter(), [], 0
-    try:
-        for epoch in range(1, train_cfg["epochs"] + 1):
-            t0 = time.perf_counter()
-            probe_s = probes.seconds
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            seen = 0
-            for step, (x, y) in enumerate(train_batches, 1):
-                if probes.active:
-                    probes.before_step(model, x, y, global_step, optimizer.param_groups[0]["lr"])
-                out = model(x)
-                loss = F.cross_entropy(out, y)
-                if l1:
-                    loss = loss + l1 * l1_penalty(model)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                global_step += 1
-                loss_sum += loss.detach() * len(y)
-                correct += (out.detach().argmax(1) == y).sum()
-                seen += len(y)
-                if step % DIVERGENCE_CHECK_EVERY == 0:
-                    bar.update(DIVERGENCE_CHECK_EVERY)
-                    if not torch.isfinite(loss_sum):
-                        raise Diverged(f"non-finite training loss in epoch {epoch}, step {step}")
-            bar.update(len(train_batches) % DIVERGENCE_CHECK_EVERY)
-            train_time = time.perf_counter() - t0 - (probes.seconds - probe_s)
-            train_loss = loss_sum.item() / seen
-            if not math.isfinite(train_loss):
-                raise Diverged(f"non-finite training loss in epoch {epoch}")
-            metrics = {
-                "epoch": epoch,
-                "lr": optimizer.param_groups[0]["lr"],
-                "train_loss": train_loss,
-                "train_acc": correct.item() / seen,
-                "images_per_s": seen / train_time,  # training only, probes excluded
-            }
-            metrics["val_acc"], metrics["val_loss"] = evaluate(model, val_x, val_y, eval_bs)
-            metrics["test_acc"], metrics["test_loss"] = evaluate(model, test_x, test_y, eval_bs)
-            if batch_stats:
-                metrics["test_acc_batch_stats"], _ = evaluate_with_batch_stats(
-                    model, test_x, test_y, batch_size
-                )
-            probes.end_epoch(metrics)
-            metrics["epoch_time_s"] = time.perf_counter() - t0
-            history.append(metrics)
-            log_epoch(metrics)
-            bar.set_postfix(loss=f"{train_loss:.3f}", test_acc=f"{metrics['test_acc']:.3f}")
-    finally:
-        bar.close()
-    final = history[-1]
-    return {
-        **{k: v for k, v in final.items() if k != "epoch"},
-        "epochs": len(history),
-        "test_err": 1.0 - final["test_acc"],
-        "best_val_acc": max(m["val_acc"] for m in history),
-        "wall_time_s": time.perf_counter() - start,
-        "images_per_s": sum(m["images_per_s"] for m in history) / len(history),
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "n_train": len(train_idx),
-        "n_val": len(val_idx),
-        "n_test": len(test_idx),
-        **probes.summary(),
-    }
+    return train_classifier(cfg, log_epoch, progress_position, checkpoint, probes=probes)
