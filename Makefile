@@ -1,10 +1,13 @@
 # normexp: `make run-sweep` and `make test` do everything on a fresh machine.
 PROFILE    ?= quick# smoke (seconds), quick (about an hour on 2 CPU cores), paper (GPU / cluster)
 EXPERIMENT ?= all# one experiment name from experiments/, or all
-WORKERS    ?= -1# parallel runs; -1 = one per core
+WORKERS    ?= -1# parallel runs; -1 = one per core (LAUNCHER=local)
+LAUNCHER   ?= local# local (processes on this machine) or slurm (see README: Running on a cluster)
+ARGS       ?=# more overrides, e.g. ARGS="hydra.launcher.partition=gpu"
 PYTHON     ?= python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
+LAUNCH      = hydra/launcher=$(LAUNCHER) $(if $(filter local,$(LAUNCHER)),hydra.launcher.n_jobs=$(WORKERS))
 EXPERIMENTS := $(if $(filter all,$(EXPERIMENT)),$(basename $(notdir $(wildcard experiments/*.yaml))),$(EXPERIMENT))
 
 .DEFAULT_GOAL := help
@@ -12,7 +15,7 @@ EXPERIMENTS := $(if $(filter all,$(EXPERIMENT)),$(basename $(notdir $(wildcard e
 
 help: ## list the commands
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  variables: PROFILE=$(PROFILE) EXPERIMENT=$(EXPERIMENT) WORKERS=$(WORKERS)"
+	@echo "  variables: PROFILE=$(PROFILE) EXPERIMENT=$(EXPERIMENT) WORKERS=$(WORKERS) LAUNCHER=$(LAUNCHER) ARGS=$(ARGS)"
 
 setup: $(VENV)/.installed ## create .venv and install the suite with its pinned dependencies
 
@@ -25,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 run-sweep: setup ## train every experiment (or EXPERIMENT=name) at PROFILE; resumes where it stopped
 	@for e in $(EXPERIMENTS); do \
 		echo "== $$e ($(PROFILE) profile)"; \
-		$(PY) -m normexp.run -m experiment=$$e profile=$(PROFILE) hydra.launcher.n_jobs=$(WORKERS) || exit $$?; \
+		$(PY) -m normexp.run -m experiment=$$e profile=$(PROFILE) $(LAUNCH) $(ARGS) || exit $$?; \
 	done
 
 figures: setup ## collect the store into tables and draw every figure under results/

@@ -61,6 +61,9 @@ def _run_job(cfg: DictConfig, progress_position: int) -> dict | None:
     prepare_data(config)  # DataError before anything is written
     try:
         with record.lock():
+            if record.is_finished():  # finished by another worker between the check and the lock
+                log.info("skip %s [%s]: finished meanwhile", describe(config), key)
+                return None
             return _train(config, record, progress_position)
     except RunLocked as exc:
         log.warning("skip %s: %s", describe(config), exc)
@@ -87,6 +90,7 @@ def _train(config: dict, record: RunRecord, progress_position: int) -> dict:
 
     def log_epoch(metrics: dict) -> None:
         record.append_metrics(metrics)
+        record.heartbeat()
         mirror.log(metrics, step=metrics["epoch"])
 
     status, error, summary = "ok", None, {}

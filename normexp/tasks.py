@@ -18,6 +18,7 @@ class Task:
     prepare_data: Callable[[Mapping], None]  # DataError if the data is missing or corrupt
     train: Callable[..., dict]  # (config, log_epoch, bar row[, checkpoint=path]) -> summary
     resumable: bool = False  # train() takes checkpoint=<path> and resumes from it
+    amp: bool = False  # honours train.amp (bf16 autocast on CUDA)
 
 
 def _check_classification(c: Mapping) -> None:
@@ -115,7 +116,7 @@ def _train_language_model(
 
 TASKS: dict[str, Task] = {
     "classification": Task(
-        _check_classification, _prepare_cifar10, _train_classification, resumable=True
+        _check_classification, _prepare_cifar10, _train_classification, resumable=True, amp=True
     ),
     # C9, C10: classification plus probes of ICS and of the loss landscape (not resumable)
     "instrumented_classification": Task(

@@ -10,7 +10,7 @@ from omegaconf.errors import OmegaConfBaseException
 from normexp.errors import ConfigError
 from normexp.tasks import get_task
 from normexp.tracking.wandb_mirror import MODES
-from normexp.train.device import DEVICES
+from normexp.train.device import DEVICES, check_amp
 from normexp.train.optim import LR_SCALING, OPTIMIZERS, SCHEDULES
 from normexp.validate_fields import check_choice, check_int, check_number
 
@@ -54,6 +54,9 @@ def check_config(c: Mapping) -> None:
     check_int("train.batch_size", train["batch_size"])
     check_int("train.eval_batch_size", train["eval_batch_size"])
     check_choice("train.device", train["device"], DEVICES)
+    check_amp(train)
+    if train.get("amp") and not task.amp:
+        raise ConfigError("train.amp", f"not supported by task {train['task']!r}; allowed: false")
     check_choice("optim.name", optim["name"], OPTIMIZERS)
     check_number("optim.lr_per_128", optim["lr_per_128"], strict=True)
     check_choice("optim.lr_scaling", optim["lr_scaling"], LR_SCALING)

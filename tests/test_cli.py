@@ -43,6 +43,7 @@ OVERRIDE_ROWS = [
     ("unknown-weight-side", ["model.weight_side=spectral"], ["model.weight_side", "weight_norm"]),
     ("unknown-tracking-mode", ["tracking.mode=cloud"], ["tracking.mode", "offline, online"]),
     ("unknown-device", ["train.device=tpu"], ["train.device", "auto, cpu, cuda"]),
+    ("amp-on-cpu", ["train.device=cpu", "train.amp=true"], ["train.amp", "CUDA"]),
     (
         "results-dir-not-writable",
         ["paths.results_dir=/etc/hostname/results"],

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from normexp.errors import ConfigError
+from normexp.models import lstm_cells, lstm_kernel
 from normexp.models.lstm import LSTMLanguageModel, build_language_model, check_lstm
 from normexp.models.lstm_cells import (
     BATCH_CELLS,
@@ -19,6 +20,16 @@ from normexp.models.lstm_cells import (
 )
 
 T, B, E, H = 7, 5, 3, 4
+
+
+@pytest.fixture(params=["kernel", "torch ops"])
+def step_path(request, monkeypatch) -> str:
+    """Run the float32 CPU steps with the fused C kernel, or with PyTorch ops."""
+    if request.param == "kernel" and lstm_kernel.load() is None:
+        pytest.skip("no C compiler: the LSTM kernel is not built here")
+    if request.param == "torch ops":
+        monkeypatch.setattr(lstm_cells, "_kernel_for", lambda ax: None)
+    return request.param
 
 
 def perturbed(layer: nn.Module, scale: float = 0.3, seed: int = 1) -> nn.Module:
@@ -150,7 +161,7 @@ def _run(layer: NormLSTMLayer, x, h0, c0, fast: bool):  # noqa: ANN001, ANN202
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_hand_written_backward_equals_autograd(cell, dtype):
+def test_hand_written_backward_equals_autograd(cell, dtype, step_path):
     torch.manual_seed(0)
     layer = perturbed(NormLSTMLayer(E, H, cell, max_steps=T).to(dtype)).train()
     x, h0, c0 = _inputs(layer, T, dtype)
@@ -191,10 +202,11 @@ def test_gradcheck_of_the_fast_recurrence(cell):
             site.gamma, site.beta = gamma, beta
         return _FastRecurrence.apply(ax, h0, c0, full[0], *full[1:], sites)
 
-    assert torch.autograd.gradcheck(fn, (ax, h0, c0, *[p for p in params if p is not None]))
+    inputs = (ax, h0, c0, *[p for p in params if p is not None])
+    assert torch.autograd.gradcheck(fn, inputs, fast_mode=True)
 
 
-def test_no_grad_forward_equals_the_autograd_forward():
+def test_no_grad_forward_equals_the_autograd_forward(step_path):
     torch.manual_seed(0)
     for cell in CELLS:
         layer = perturbed(NormLSTMLayer(E, H, cell, max_steps=T)).eval()
@@ -203,6 +215,20 @@ def test_no_grad_forward_equals_the_autograd_forward():
             out_ng, (h_ng, _) = layer(x)
         out, (h, _) = layer(x.requires_grad_())
         torch.testing.assert_close(out_ng, out.detach(), atol=1e-6, rtol=0)
+
+
+def test_the_kernel_is_built_where_a_compiler_is_and_can_be_switched_off(monkeypatch):
+    import shutil
+
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert lstm_kernel.load() is not None
+    monkeypatch.setenv(lstm_kernel.ENV, "torch")
+    lstm_kernel.load.cache_clear()
+    try:
+        assert lstm_kernel.load() is None
+    finally:
+        monkeypatch.delenv(lstm_kernel.ENV)
+        lstm_kernel.load.cache_clear()
 
 
 def test_onednn_and_mm_paths_agree():
@@ -217,7 +243,7 @@ def test_onednn_and_mm_paths_agree():
 # --- batch norm statistics over time (Cooijmans et al. 2016) ------------------------------
 
 
-def test_per_step_bn_keeps_one_statistic_set_per_step():
+def test_per_step_bn_keeps_one_statistic_set_per_step(step_path):
     torch.manual_seed(0)
     max_steps = 6
     layer = NormLSTMLayer(E, H, "batch_per_step", max_steps=max_steps, bn_momentum=0.5).train()
@@ -238,7 +264,7 @@ def test_per_step_bn_keeps_one_statistic_set_per_step():
     assert not torch.allclose(layer.running_mean_c[1], layer.running_mean_c[0])
 
 
-def test_shared_bn_keeps_one_statistic_set_for_all_steps():
+def test_shared_bn_keeps_one_statistic_set_for_all_steps(step_path):
     torch.manual_seed(0)
     layer = NormLSTMLayer(E, H, "batch_shared", bn_momentum=0.5).train()
     assert layer.running_mean_ih.shape == (1, 4 * H)
@@ -260,7 +286,7 @@ def test_bn_training_uses_the_statistics_of_each_steps_batch():
     assert not torch.allclose(out[:, 1:], out2[:, 1:])
 
 
-def test_evaluation_beyond_the_trained_length_reuses_the_last_steps_statistics():
+def test_evaluation_beyond_the_trained_length_reuses_the_last_steps_statistics(step_path):
     torch.manual_seed(0)
     steps = 3
     layer = perturbed(NormLSTMLayer(E, H, "batch_per_step", max_steps=steps))

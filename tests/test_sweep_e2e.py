@@ -51,7 +51,13 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(
     assert len(seen) == NORMS * BATCHES  # every grid cell once
 
     figures = run_cli(
-        ["normexp.analysis.figures", "--results-dir", str(tmp_path / "results")],
+        [
+            "normexp.analysis.figures",
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--wandb-mode",
+            "offline",
+        ],
         tmp_path / "results",
         data_dir,
     )
@@ -61,6 +67,21 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(
     assert {"norm.name", "train.batch_size", "seed", "test_err"} <= set(table.columns)
     figure = tmp_path / "results" / "figures" / "bn_small_batch.png"
     assert figure.stat().st_size > 20_000
+    report = (tmp_path / "results" / "REPORT.md").read_text()
+    assert "| C4 `bn_small_batch`" in report and "35 runs (35 ok)" in report
+    assert list((tmp_path / "results" / "wandb").glob("offline-run-*"))  # the report's W&B run
+    assert (tmp_path / "results" / "report.html").stat().st_size > 50_000
+
+    # The exploration notebook runs on these results.
+    import nbformat
+    from conftest import REPO
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("NORMEXP_RESULTS_DIR", str(tmp_path / "results"))
+    notebook = nbformat.read(REPO / "notebooks" / "explore_results.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
 
     # Determinism across processes: a run trained by a launcher worker equals the same config
     # trained again here.

@@ -370,7 +370,8 @@ def draw(tables: dict, out: Path) -> Path:
             f"Ours: test {unit} at the trained and at longer windows, {seeds} seed(s)", fontsize=9
         )
         v = verdict_from(df)
-        subtitle = f"verdict: {v['verdict']} — {v['effect']}"
+        subtitle = f"verdict: {v['verdict']}" + _summary_line(v)
+        _note_longer_windows(ax_final, v, unit)
     _draw_anchor(ax_ref)
     fig.suptitle(
         "C7: is BN useless in RNNs, and LN the only norm that helps there?\n" + _wrap(subtitle),
@@ -382,14 +383,60 @@ def draw(tables: dict, out: Path) -> Path:
     return out
 
 
-def _wrap(text: str, width: int = 170) -> str:
-    words, lines, line = text.split(), [], ""
-    for w in words:
-        if len(line) + len(w) + 1 > width:
+def _summary_line(v: dict) -> str:
+    """The verdict's paired differences in a few words, for the figure's title."""
+    details = v.get("details") or {}
+    unit = details.get("unit", "bpc")
+    parts = []
+    for cell, ref, what in (
+        ("layer", "none", "LN − plain"),
+        ("batch_per_step", "none", "BN per-step − plain"),
+        ("batch_shared", "none", "BN shared − plain"),
+        ("batch_per_step", "layer", "BN per-step − LN"),
+    ):
+        d = details.get(f"minus_{ref}", {}).get(cell)
+        if d and d["mean"] is not None and None not in d["ci"]:
+            parts.append(f"{what} {d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]")
+    if not parts:
+        return f" — {v['effect']}"
+    seeds = details.get("minus_none", {}).get("layer", {}).get("seeds", "?")
+    return f" — test {unit}, paired over {seeds} seeds: " + "; ".join(parts)
+
+
+SHORT = {
+    "none": "plain",
+    "layer": "LN",
+    "batch_per_step": "BN per-step",
+    "batch_shared": "BN shared",
+}
+
+
+def _note_longer_windows(ax, v: dict, unit: str) -> None:  # noqa: ANN001
+    """What the longer windows change per cell, as the final-score panel's x label."""
+    long = (v.get("details") or {}).get("long_minus_trained", {})
+    parts = [
+        f"{SHORT.get(c, c)} {d['mean']:+.4f}" for c, d in long.items() if d["mean"] is not None
+    ]
+    if parts:
+        ax.set_xlabel(
+            f"longer minus trained windows ({unit}, mean over seeds): "
+            + ", ".join(parts)
+            + "\n(state carried across windows: only per-step statistics can make them differ)",
+            fontsize=8,
+        )
+
+
+def _wrap(text: str, width: int = 150) -> str:
+    """Lines of at most about ``width`` characters, broken after '; ' where possible."""
+    pieces = text.split("; ")
+    lines, line = [], ""
+    for i, piece in enumerate(pieces):
+        piece += ";" if i < len(pieces) - 1 else ""
+        if line and len(line) + len(piece) + 1 > width:
             lines.append(line)
-            line = w
+            line = piece
         else:
-            line = f"{line} {w}".strip()
+            line = f"{line} {piece}".strip()
     return "\n".join([*lines, line])
 
 

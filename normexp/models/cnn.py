@@ -6,6 +6,13 @@ from normexp.models.blocks import needs_bias, norm_block
 from normexp.models.init import init_weights
 
 
+class GlobalAvgPool(nn.Module):
+    """Mean over H, W: the same as AdaptiveAvgPool2d(1) + Flatten, and deterministic on CUDA."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean((2, 3))
+
+
 class VGGNet(nn.Module):
     def __init__(
         self,
@@ -30,9 +37,7 @@ class VGGNet(nn.Module):
                 layers.append(norm_block(conv, norm, position, activation, width, norm_kwargs))
                 c_in = width
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes)
-        )
+        self.head = nn.Sequential(GlobalAvgPool(), nn.Linear(c_in, num_classes))
         init_weights(self, activation)
 
     def forward(self, x: Tensor) -> Tensor:

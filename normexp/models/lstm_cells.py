@@ -29,14 +29,18 @@ set S is one neuron and x - μ is always 0. Group norm over hidden units would m
 groups of units of one sample at one step; ``layer`` is its one-group case, and no other group
 count is offered.
 
-Speed: the input projection W_x x and N_x run for all T steps in one vectorized call before the
-loop, and the bias is folded into N_x. The loop then does one matmul and a handful of in-place
-element-wise ops per step into preallocated (T, B, ·) buffers, without building an autograd
-graph; a hand-written backward runs the loop in reverse with PyTorch's own fused norm backward
-kernels, and forms the weight gradient of W_h (and the norms' γ, β gradients) after the loop in
-one matmul / reduction over all steps. ``_eager_recurrence`` is the same computation written
-plainly with autograd: the specification the fast path is tested against, and the fallback for
-the rare case that needs gradients through population statistics.
+Speed (the loop over time steps is inherently sequential): the input projection W_x x_t of all
+T steps is one matmul before the loop. Each step is then one matmul h_{t-1} W_h^T (oneDNN, with
+W_h packed once per window, on the CPU) and one call of a fused C kernel that does the rest of
+the step, norms included (``normexp.models.lstm_kernel``), writing into (T, B, ·) buffers
+allocated once per window; no autograd graph is built inside the loop. A hand-written backward
+runs the loop in reverse the same way (one kernel call and one matmul per step; γ, β gradients
+accumulated by the kernel) and forms the gradient of W_h for all steps in one matmul after the
+loop. Where the kernel does not apply (no C compiler, float64, CUDA) the same steps run as
+PyTorch ops (``_forward_loop`` / ``_FastRecurrence.backward``, with PyTorch's fused norm
+kernels). ``_eager_recurrence`` is the computation written plainly with autograd: the
+specification both paths are tested against, and the fallback for the rare case that needs
+gradients through population statistics.
 """
 
 import math

@@ -19,6 +19,7 @@ from pathlib import Path
 NON_IDENTITY_FIELDS = ("tracking", "paths", "hydra", "runtime")
 FINISHED = ("ok", "diverged")  # a run in one of these states is never trained again
 STATUSES = ("running", "ok", "diverged", "failed")
+REMOTE_LOCK_STALE_AFTER_S = 6 * 3600  # a lock from another host, untouched this long, is stale
 
 
 def run_key(config: Mapping) -> str:
@@ -83,6 +84,11 @@ class RunRecord:
         old = path.read_text(encoding="utf-8") if path.exists() else ""
         atomic_write_text(path, old + json.dumps(metrics, sort_keys=True) + "\n")
 
+    def heartbeat(self) -> None:
+        """Mark the lock as held by a live process (checked from other hosts)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.path / "run.lock")
+
     def metrics(self) -> list[dict]:
         path = self.path / "metrics.jsonl"
         if not path.exists():
@@ -127,7 +133,13 @@ def _lock_is_live(lock_path: Path) -> bool:
     except (FileNotFoundError, ValueError):
         return False
     if host != socket.gethostname():
-        return True  # cannot check another machine's processes: assume alive
+        # Another machine's process cannot be checked: alive while it keeps the heartbeat
+        # (the lock is touched after every epoch), stale once it has been silent too long.
+        try:
+            silent = time.time() - lock_path.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        return silent < REMOTE_LOCK_STALE_AFTER_S
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:

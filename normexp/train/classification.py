@@ -20,7 +20,7 @@ from normexp.norms.precise_bn import recompute_bn_stats
 from normexp.norms.weight_side import l1_penalty
 from normexp.train import Diverged
 from normexp.train.checkpoint import load_checkpoint, save_checkpoint
-from normexp.train.device import pick_device, seed_everything
+from normexp.train.device import autocast, pick_device, seed_everything
 from normexp.train.evaluate import evaluate, evaluate_with_batch_stats, has_batch_stats
 from normexp.train.optim import build_optimizer, build_scheduler
 from normexp.train.weight_stats import weight_statistics
@@ -48,6 +48,8 @@ def train_classifier(
     torch.set_num_threads(cfg["runtime"]["threads"])
     seed_everything(cfg["seed"], train_cfg["deterministic"])
     device = pick_device(train_cfg["device"])
+    amp = train_cfg.get("amp", False)  # absent in configs stored before it existed
+    autocast(device, amp)  # refused on a device without bf16 autocast, before any work
 
     data_dir = resolve_data_dir(cfg["paths"]["data_dir"])
     cifar = load_cifar10(data_dir, data_cfg["download"], data_cfg["verify"])
@@ -118,8 +120,9 @@ def train_classifier(
                 if probes is not None:
                     probes.before_step(model, x, y, global_step, optimizer.param_groups[0]["lr"])
                 global_step += 1
-                out = model(x)
-                loss = F.cross_entropy(out, y)
+                with autocast(device, amp):  # the forward pass and loss only; eval stays fp32
+                    out = model(x)
+                    loss = F.cross_entropy(out, y)
                 if l1:
                     loss = loss + l1 * l1_penalty(model)
                 optimizer.zero_grad(set_to_none=True)

@@ -1,6 +1,9 @@
 """Device, threads and seeds: everything that makes a run reproducible on its hardware."""
 
+import contextlib
+import os
 import random
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -24,6 +27,36 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    # Deterministic kernels on the CPU cost nothing measurable; on CUDA they forbid autotuning.
+    if deterministic:
+        # cuBLAS is deterministic only with a fixed workspace, set before its first use.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # Deterministic kernels on the CPU cost nothing measurable; on CUDA they forbid cuDNN's
+    # autotuning (benchmark), which picks kernels by timing and so can differ between runs.
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
+
+
+def check_amp(train: Mapping) -> None:
+    """Config-time rules of ``train.amp``. They never look at this machine's hardware: a SLURM
+    sweep is validated on a login node that has no GPU."""
+    amp = train.get("amp", False)
+    if not isinstance(amp, bool):
+        raise ConfigError("train.amp", f"{amp!r} is not allowed; must be true or false")
+    if amp and train["device"] == "cpu":
+        raise ConfigError("train.amp", "bf16 autocast is CUDA-only; use false with device=cpu")
+
+
+def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+    """The context of the training forward pass and loss: bf16 autocast when ``amp`` (CUDA only;
+    bf16 needs no loss scaling), else nothing. Refused rather than ignored on another device:
+    the run key says amp, so fp32 numbers must not be stored under it."""
+    if not amp:
+        return contextlib.nullcontext()
+    if device.type != "cuda":
+        raise ConfigError(
+            "train.amp",
+            f"bf16 autocast is CUDA-only and this run's device is {device.type}; "
+            "set train.amp=false or run it where a GPU is visible",
+        )
+    return torch.autocast("cuda", dtype=torch.bfloat16)
