@@ -36,10 +36,11 @@ OVERRIDE_ROWS = [
     ("bn-one-value", ["model=mlp", "train.batch_size=1"], ["train.batch_size", "1 value"]),
     (
         "in-post-before-pooling",
-        ["norm=instance", "norm.position=post"],
+        ["norm=instance", "norm.position=post", "model.head=gap"],
         ["norm.position", "ignore its input"],
     ),
     ("unknown-position", ["norm.position=middle"], ["norm.position", "pre, post"]),
+    ("unknown-head", ["model.head=attention"], ["model.head", "flatten, gap"]),
     ("unknown-weight-side", ["model.weight_side=spectral"], ["model.weight_side", "weight_norm"]),
     ("unknown-tracking-mode", ["tracking.mode=cloud"], ["tracking.mode", "offline, online"]),
     ("unknown-device", ["train.device=tpu"], ["train.device", "auto, cpu, cuda"]),

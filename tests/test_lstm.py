@@ -144,7 +144,7 @@ def _inputs(layer: NormLSTMLayer, steps: int, dtype: torch.dtype, seed: int = 0)
 def _run(layer: NormLSTMLayer, x, h0, c0, fast: bool):  # noqa: ANN001, ANN202
     """The layer's recurrence through the fast Function or the eager specification."""
     cell = layer.cell
-    ax = F.linear(x, layer.weight_ih, layer.bias if cell == "none" else None)
+    b_in = layer.bias if cell == "none" else None
     sites = layer._sites()
     if fast:
         params = (
@@ -155,7 +155,8 @@ def _run(layer: NormLSTMLayer, x, h0, c0, fast: bool):  # noqa: ANN001, ANN202
             layer.gamma_c,
             layer.beta_c,
         )
-        return _FastRecurrence.apply(ax, h0, c0, *params, sites)
+        return _FastRecurrence.apply(x, layer.weight_ih, b_in, h0, c0, *params, sites)
+    ax = F.linear(x, layer.weight_ih, b_in)
     return _eager_recurrence(ax, h0, c0, layer.weight_hh, sites)
 
 
@@ -183,26 +184,26 @@ def test_hand_written_backward_equals_autograd(cell, dtype, step_path):
 def test_gradcheck_of_the_fast_recurrence(cell):
     torch.manual_seed(0)
     layer = perturbed(NormLSTMLayer(2, 2, cell, max_steps=3).double()).train()
-    x = torch.randn(3, 3, 2, dtype=torch.double)
+    x = torch.randn(3, 3, 2, dtype=torch.double, requires_grad=True)
     h0 = torch.randn(3, 2, dtype=torch.double, requires_grad=True)
     c0 = torch.randn(3, 2, dtype=torch.double, requires_grad=True)
-    ax = F.linear(x, layer.weight_ih).detach().requires_grad_()
     params = [p.detach().requires_grad_() if p is not None else None for p in (
-        layer.weight_hh, layer.gamma_ih, None if cell == "none" else layer.bias,
+        layer.weight_ih, layer.bias if cell == "none" else None, layer.weight_hh,
+        layer.gamma_ih, None if cell == "none" else layer.bias,
         layer.gamma_hh, layer.gamma_c, layer.beta_c,
     )]  # fmt: skip
 
-    def fn(ax, h0, c0, *ps):  # noqa: ANN001, ANN202
+    def fn(x, h0, c0, *ps):  # noqa: ANN001, ANN202
         it = iter(ps)
-        full = [next(it) if p is not None else None for p in params]
+        w_ih, b_in, w_hh, g_x, b_x, g_hh, g_c, b_c = (
+            next(it) if p is not None else None for p in params
+        )
         sites = layer._sites()
-        for site, gamma, beta in zip(
-            sites, (full[1], full[3], full[4]), (full[2], None, full[5]), strict=True
-        ):
+        for site, gamma, beta in zip(sites, (g_x, g_hh, g_c), (b_x, None, b_c), strict=True):
             site.gamma, site.beta = gamma, beta
-        return _FastRecurrence.apply(ax, h0, c0, full[0], *full[1:], sites)
+        return _FastRecurrence.apply(x, w_ih, b_in, h0, c0, w_hh, g_x, b_x, g_hh, g_c, b_c, sites)
 
-    inputs = (ax, h0, c0, *[p for p in params if p is not None])
+    inputs = (x, h0, c0, *[p for p in params if p is not None])
     assert torch.autograd.gradcheck(fn, inputs, fast_mode=True)
 
 

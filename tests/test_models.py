@@ -71,10 +71,6 @@ def _seed():
 @pytest.mark.parametrize(("model", "name", "position"), CASES, ids=IDS)
 def test_forward_shape_and_finite_gradients(model, name, position):
     cfg = CNN if model == "cnn" else MLP
-    if (model, name, position) == ("cnn", "instance", "post"):  # IN then global pooling: constant
-        with pytest.raises(ConfigError, match="ignore its input"):
-            check_model(cfg, norm_cfg(name, position), batch_size=4)
-        return
     check_model(cfg, norm_cfg(name, position), batch_size=4)
     net = build_model(cfg, norm_cfg(name, position)).train()
     out = net(images())
@@ -234,3 +230,16 @@ def test_bad_model_sizes_are_named(model, field):
     with pytest.raises(ConfigError) as info:
         check_model(model, norm_cfg("layer"), 8)
     assert info.value.field == field
+
+
+def test_global_pooling_head_refuses_post_instance_norm():
+    # IN standardizes each channel: right before global average pooling every pooled feature
+    # would equal its beta, and the logits would not depend on the input.
+    gap = {**CNN, "head": "gap"}
+    with pytest.raises(ConfigError, match="ignore its input") as info:
+        check_model(gap, norm_cfg("instance", "post"), batch_size=4)
+    assert info.value.field == "norm.position"
+    check_model(gap, norm_cfg("instance", "pre"), batch_size=4)
+    check_model(CNN, norm_cfg("instance", "post"), batch_size=4)  # flatten head: allowed
+    net = build_model(gap, norm_cfg("batch", "pre"))
+    assert net(images()).shape == (4, 10)

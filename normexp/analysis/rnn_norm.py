@@ -268,7 +268,7 @@ def _draw_curves(ax, curves: pd.DataFrame, unit: str) -> None:  # noqa: ANN001
     ax.legend(frameon=False, fontsize=8)
 
 
-def _draw_final(ax, cells: pd.DataFrame, unit: str, lengths: tuple[int, int] | None) -> None:  # noqa: ANN001
+def _draw_final(ax, cells: pd.DataFrame, unit: str, lengths: tuple[int, int] | None) -> None:
     xs = np.arange(len(cells))
     trained = f"trained length ({lengths[0]})" if lengths else "trained length"
     longer = f"longer windows ({lengths[1]})" if lengths else "longer windows"

@@ -69,7 +69,7 @@ def eager_reference(layer: NormLSTMLayer, x: Tensor) -> Tensor:
     return torch.stack(outs)
 
 
-def _bn(layer: NormLSTMLayer, site: str, s: int, a: Tensor, gamma: Tensor, beta) -> Tensor:  # noqa: ANN001
+def _bn(layer: NormLSTMLayer, site: str, s: int, a: Tensor, gamma: Tensor, beta) -> Tensor:
     return F.batch_norm(
         a,
         getattr(layer, f"running_mean_{site}")[s],

@@ -6,7 +6,7 @@ from torch import nn
 
 from normexp.errors import ConfigError
 from normexp.models.blocks import ACTIVATIONS
-from normexp.models.cnn import VGGNet, normalized_channels, smallest_feature_map
+from normexp.models.cnn import HEADS, VGGNet, normalized_channels, smallest_feature_map
 from normexp.models.mlp import MLP
 from normexp.norms.validity import check_norm, check_position
 from normexp.norms.weight_side import WEIGHT_SIDE, apply_weight_side
@@ -43,7 +43,11 @@ def check_model(model: Mapping, norm: Mapping, batch_size: int, image_size: int 
         if model["convs_per_stage"] <= 0:
             raise ConfigError("model.convs_per_stage", "must be a positive int")
         channels = normalized_channels(widths, model["convs_per_stage"])
-        _refuse_norm_before_pooling(name, position, kwargs, channels[-1])
+        head = model.get("head", "flatten")
+        if head not in HEADS:
+            raise ConfigError("model.head", f"unknown {head!r}; allowed: {', '.join(HEADS)}")
+        if head == "gap":
+            _refuse_norm_before_pooling(name, position, kwargs, channels[-1])
         values = batch_size * smallest_feature_map(widths, image_size)
         check_norm(name, "image", channels, values, kwargs, batch_size)
     elif model["name"] == "mlp":
@@ -90,6 +94,7 @@ def _build_net(model: Mapping, norm: Mapping, num_classes: int) -> nn.Module:
             model["activation"],
             kwargs,
             num_classes=num_classes,
+            head=model.get("head", "flatten"),
         )
     if model["name"] == "mlp":
         return MLP(

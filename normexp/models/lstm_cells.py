@@ -69,7 +69,7 @@ def _linear_fn(weight: Tensor, batch: int):  # noqa: ANN202
     the fused ``nn.LSTM`` fast there (about twice MKL's ``mm`` at these shapes); elsewhere, and
     if that op is missing from the build, it is a plain ``mm``.
     """
-    if weight.device.type == "cpu" and weight.dtype == torch.float32 and _ONEDNN_LINEAR:
+    if _onednn(weight):
         try:
             packed = _ONEDNN_PACK(weight, batch)
         except RuntimeError:
@@ -83,39 +83,41 @@ def _linear_fn(weight: Tensor, batch: int):  # noqa: ANN202
 def _weight_grad(da: Tensor, h_prev: Tensor) -> Tensor:
     """da^T @ h_prev for (N, G) and (N, H): the gradient of W_h over all steps at once; on the
     CPU in float32 by oneDNN (twice MKL's speed at these shapes, transposes included)."""
-    if da.device.type == "cpu" and da.dtype == torch.float32 and _ONEDNN_LINEAR:
+    if _onednn(da):
         return _ONEDNN_LINEAR(da.t().contiguous(), h_prev.t().contiguous(), None, "none", [], "")
     return torch.mm(da.t(), h_prev)
 
 
-class _OneDNNLinear(torch.autograd.Function):
-    """x @ W^T for a (N, E) input with oneDNN's matmul in the forward and both backward
-    products: the input projection of all steps at once (twice MKL's speed at these shapes)."""
-
-    @staticmethod
-    def forward(ctx, x, weight):  # noqa: ANN001, ANN205
-        ctx.save_for_backward(x, weight)
-        return _ONEDNN_LINEAR(x, weight.contiguous(), None, "none", [], "")
-
-    @staticmethod
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
-        x, weight = ctx.saved_tensors
-        grad = grad.contiguous()
-        dx = dw = None
-        if ctx.needs_input_grad[0]:
-            dx = _ONEDNN_LINEAR(grad, weight.t().contiguous(), None, "none", [], "")
-        if ctx.needs_input_grad[1]:
-            dw = _weight_grad(grad, x)
-        return dx, dw
+def _onednn(x: Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype == torch.float32 and _ONEDNN_LINEAR is not None
 
 
-def _input_projection(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """W_x x_t (+ b) for all T steps of a (T, B, E) input in one matmul."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or not _ONEDNN_LINEAR:
+def _project(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """W_x x_t (+ b) for all T steps of a (T, B, E) input in one matmul (oneDNN on the CPU)."""
+    if not _onednn(x):
         return F.linear(x, weight, bias)
     T, B, E = x.shape
-    out = _OneDNNLinear.apply(x.reshape(T * B, E), weight).view(T, B, -1)
+    out = _ONEDNN_LINEAR(x.reshape(T * B, E), weight.contiguous(), None, "none", [], "")
+    out = out.view(T, B, -1)
     return out if bias is None else out + bias
+
+
+def _projection_grads(x, weight, d_ax, need):  # noqa: ANN001, ANN202
+    """Gradients of x, W_x and the bias of ``_project`` from the gradient of its output."""
+    T, B, E = x.shape
+    x2, d2 = x.reshape(T * B, E), d_ax.reshape(T * B, -1)
+    dx = dw = db = None
+    if need[0]:
+        if _onednn(x):
+            dx = _ONEDNN_LINEAR(d2.contiguous(), weight.t().contiguous(), None, "none", [], "")
+        else:
+            dx = torch.mm(d2, weight)
+        dx = dx.view(T, B, E)
+    if need[1]:
+        dw = _weight_grad(d2, x2)
+    if need[2]:
+        db = d2.sum(0)
+    return dx, dw, db
 
 
 def _onednn_ops():  # noqa: ANN202
@@ -325,14 +327,15 @@ def _forward_loop_kernel(kernel, ax, h0, c0, w_hh, sites):  # noqa: ANN001, ANN2
     return out, acts, cs, tms, a_hh
 
 
-def _backward_kernel(ctx, kernel, d_out, d_hT, d_cT):  # noqa: ANN001, ANN202
-    """The backward loop with each step's element-wise work in one call of the C kernel."""
+def _backward_kernel(ctx, kernel, need, d_out, d_hT, d_cT):  # noqa: ANN001, ANN202
+    """The backward loop with each step's element-wise work in one call of the C kernel.
+    Returns the gradients of (ax, h0, c0, W_h, γ_x, β_x, γ_h, γ_c, β_c); ``need`` is
+    ``needs_input_grad`` from ax's slot on."""
     xs, hh, cc = ctx.sites
-    ax, h0, c0, w_hh, out, acts, cs, tms = ctx.saved_tensors
+    ax, h0, c0, w_hh, out, acts, cs, tms = ctx.saved_tensors[2:]
     ax, a_hh = ax.contiguous(), ctx.a_hh
     T, B, G = acts.shape
     H = G // 4
-    need = ctx.needs_input_grad
     d_out = d_out.contiguous()
     d_ax, da_all = acts.new_empty(T, B, G), acts.new_empty(T, B, G)
     dz, dm, scratch = acts.new_empty(B, G), acts.new_empty(B, H), acts.new_empty(2 * G)
@@ -350,11 +353,12 @@ def _backward_kernel(ctx, kernel, d_out, d_hT, d_cT):  # noqa: ANN001, ANN202
     )
     (dax0, dax_s), (da0, da_s) = _steps(d_ax), _steps(da_all)
     stats = [_steps(site.kernel_stats) for site in (xs, hh, cc)]
+    fixed = (dm.data_ptr(), dz.data_ptr(), scratch.data_ptr())
+    da_steps = da_all.unbind(0)
     dh = d_hT.contiguous()
     dc_carry = d_cT.clone().contiguous()
     c0 = c0.contiguous()
     back = _linear_fn(w_hh.t().contiguous(), B)  # dh_{t-1} = da_t @ W_h
-    da_steps = da_all.unbind(0)
     for t in range(T - 1, -1, -1):
         kernel.lstm_bwd_step(
             B, H, dh.data_ptr(), dout0 + t * dout_s, dc_carry.data_ptr(), z0 + t * z_s,
@@ -363,14 +367,14 @@ def _backward_kernel(ctx, kernel, d_out, d_hT, d_cT):  # noqa: ANN001, ANN202
             *site_x, stats[0][0] + t * stats[0][1], g_x, b_x,
             *site_h, stats[1][0] + t * stats[1][1], g_hh,
             *site_c, stats[2][0] + t * stats[2][1], g_c, b_c,
-            dm.data_ptr(), dz.data_ptr(), scratch.data_ptr(), dax0 + t * dax_s, da0 + t * da_s,
+            *fixed, dax0 + t * dax_s, da0 + t * da_s,
         )  # fmt: skip
         dh = back(da_steps[t])
     d_w_hh = None
     if need[3]:
         h_prev = torch.cat([h0.unsqueeze(0), out[:-1]])
         d_w_hh = _weight_grad(da_all.view(-1, G), h_prev.view(-1, H))
-    return (d_ax, dh, dc_carry, d_w_hh, *(grad[k] for k in names), None)
+    return d_ax, dh, dc_carry, d_w_hh, *(grad[k] for k in names)
 
 
 def _sum_steps(grads: list) -> Tensor | None:
@@ -381,23 +385,34 @@ class _FastRecurrence(torch.autograd.Function):
     """The loop with a hand-written backward (sites of kind none/layer/rms/batch)."""
 
     @staticmethod
-    def forward(ctx, ax, h0, c0, w_hh, g_x, b_x, g_hh, g_c, b_c, sites):  # noqa: ANN001, ANN205
+    def forward(ctx, x, w_ih, b_in, h0, c0, w_hh, g_x, b_x, g_hh, g_c, b_c, sites):
+        ax = _project(x, w_ih, b_in)
         out, acts, cs, tms, a_hh = _forward_loop(ax, h0, c0, w_hh, sites)
         ctx.sites, ctx.a_hh, ctx.kernel = sites, a_hh, _kernel_for(ax)
-        ctx.save_for_backward(ax, h0, c0, w_hh, out, acts, cs, tms)
+        ctx.save_for_backward(x, w_ih, ax, h0, c0, w_hh, out, acts, cs, tms)
         # Copies: the final state is carried into the next window, the buffers stay saved.
         return out, out[-1].clone(), cs[-1].clone()
 
     @staticmethod
     def backward(ctx, d_out, d_hT, d_cT):  # noqa: ANN001, ANN205
+        need = ctx.needs_input_grad[2:]  # from b_in on: the slots of (ax, h0, c0, W_h, ...)
         if ctx.kernel is not None:
-            return _backward_kernel(ctx, ctx.kernel, d_out, d_hT, d_cT)
+            grads = _backward_kernel(ctx, ctx.kernel, need, d_out, d_hT, d_cT)
+        else:
+            grads = _FastRecurrence._backward_ops(ctx, need, d_out, d_hT, d_cT)
+        x, w_ih = ctx.saved_tensors[:2]
+        d_x, d_w_ih, d_b_in = _projection_grads(x, w_ih, grads[0], ctx.needs_input_grad[:3])
+        return (d_x, d_w_ih, d_b_in, *grads[1:], None)
+
+    @staticmethod
+    def _backward_ops(ctx, need, d_out, d_hT, d_cT):  # noqa: ANN001, ANN205
+        """The backward loop as PyTorch ops: gradients of (ax, h0, c0, W_h, γ_x, β_x, γ_h, γ_c,
+        β_c)."""
         xs, hh, cc = ctx.sites
-        ax, h0, c0, w_hh, out, acts, cs, tms = ctx.saved_tensors
+        ax, h0, c0, w_hh, out, acts, cs, tms = ctx.saved_tensors[2:]
         a_hh = ctx.a_hh
         T, B, G = acts.shape
         H = G // 4
-        need = ctx.needs_input_grad
         dz_all = acts.new_empty(T, B, G)
         # Per-step gradients w.r.t. the sites' inputs and parameters, combined after the loop.
         dax_steps: list[Tensor] = []
@@ -452,7 +467,7 @@ class _FastRecurrence(torch.autograd.Function):
         sums = {k: _sum_steps(v) for k, v in d_params.items()}
         return (
             d_ax, dh, dc_carry, d_w_hh,
-            sums["g_x"], sums["b_x"], sums["g_hh"], sums["g_c"], sums["b_c"], None,
+            sums["g_x"], sums["b_x"], sums["g_hh"], sums["g_c"], sums["b_c"],
         )  # fmt: skip
 
 
@@ -573,22 +588,25 @@ class NormLSTMLayer(nn.Module):
                 "of per-step statistics this layer keeps"
             )
         # W_x x_t for all steps in one matmul; with no input norm, the bias comes with it.
-        ax = _input_projection(x, self.weight_ih, self.bias if self.cell == "none" else None)
+        b_in = self.bias if self.cell == "none" else None  # else the bias is N_x's shift
         sites = self._sites()
         params = (
             self.weight_hh, self.gamma_ih, None if self.cell == "none" else self.bias,
             self.gamma_hh, self.gamma_c, self.beta_c,
         )  # fmt: skip
+        inputs = (x, self.weight_ih, b_in, h0, c0, *params)
         needs_grad = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (ax, h0, c0, *params)
+            t is not None and t.requires_grad for t in inputs
         )
         if not needs_grad:
+            ax = _project(x, self.weight_ih, b_in)
             out, _, cs, _, _ = _forward_loop(ax, h0, c0, self.weight_hh, sites)
             h_t, c_t = out[-1], cs[-1]
         elif sites[1].kind == "population":  # gradients through population statistics: rare
+            ax = F.linear(x, self.weight_ih, b_in)
             out, h_t, c_t = _eager_recurrence(ax, h0, c0, self.weight_hh, sites)
         else:
-            out, h_t, c_t = _FastRecurrence.apply(ax, h0, c0, *params, sites)
+            out, h_t, c_t = _FastRecurrence.apply(*inputs, sites)
         if batch_stats:
             for site, name in zip(sites, ("ih", "hh", "c"), strict=True):
                 self._update_running(site, name, B)
