@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from normexp.data.augment import CIFAR10_MEAN, CIFAR10_STD, normalize
 from normexp.data.cifar10 import load_cifar10
@@ -19,7 +18,7 @@ from normexp.models import build_model
 from normexp.norms.precise_bn import recompute_bn_stats
 from normexp.norms.weight_side import l1_penalty
 from normexp.train import Diverged
-from normexp.train.checkpoint import load_checkpoint, save_checkpoint
+from normexp.train.checkpoint import TrainingState, progress_bar
 from normexp.train.device import autocast, pick_device, seed_everything
 from normexp.train.evaluate import evaluate, evaluate_with_batch_stats, has_batch_stats
 from normexp.train.optim import build_optimizer, build_scheduler
@@ -85,29 +84,18 @@ def train_classifier(
     batch_stats = has_batch_stats(model)
     l1 = cfg["optim"]["l1"]
 
-    bar = tqdm(
-        total=total_steps,
-        desc=f"{cfg['norm']['name']} b={batch_size} s={cfg['seed']}",
-        position=progress_position,
-        leave=False,
-        disable=None if cfg["runtime"]["progress"] else True,
-        mininterval=1.0,
+    bar = progress_bar(cfg, total_steps, progress_position)
+    state = TrainingState(
+        checkpoint,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        generator=generator,
+        probes=probes,
     )
-    start, history, elapsed_before = time.perf_counter(), [], 0.0
-    resumed = load_checkpoint(checkpoint)
-    resumed_at = 0 if resumed is None else len(resumed["history"])
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        generator.set_state(resumed["generator"])
-        torch.set_rng_state(resumed["torch_rng"])
-        history, elapsed_before = list(resumed["history"]), resumed["elapsed_s"]
-        if probes is not None:
-            probes.load_state_dict(resumed["probes"])
-        for metrics in history:
-            log_epoch(metrics)
-        bar.update(len(history) * len(train_batches))
+    state.resume(log_epoch)
+    history = state.history
+    bar.update(len(history) * len(train_batches))
     global_step = len(history) * len(train_batches)
     try:
         for epoch in range(len(history) + 1, train_cfg["epochs"] + 1):
@@ -159,22 +147,7 @@ def train_classifier(
             if probes is not None:
                 probes.end_epoch(metrics)
             metrics["epoch_time_s"] = time.perf_counter() - t0
-            history.append(metrics)
-            log_epoch(metrics)
-            if checkpoint is not None:
-                save_checkpoint(
-                    checkpoint,
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "generator": generator.get_state(),
-                        "torch_rng": torch.get_rng_state(),
-                        "history": history,
-                        "elapsed_s": elapsed_before + time.perf_counter() - start,
-                        "probes": probes.state_dict() if probes is not None else None,
-                    },
-                )
+            state.end_epoch(metrics, log_epoch)
             bar.set_postfix(loss=f"{train_loss:.3f}", test_acc=f"{metrics['test_acc']:.3f}")
     finally:
         bar.close()
@@ -203,8 +176,8 @@ def train_classifier(
         "epochs": len(history),
         "test_err": 1.0 - final["test_acc"],
         "best_val_acc": max(m["val_acc"] for m in history),
-        "wall_time_s": elapsed_before + time.perf_counter() - start,
-        "resumed_at_epoch": resumed_at,
+        "wall_time_s": state.elapsed_s,
+        "resumed_at_epoch": state.resumed_at,
         "images_per_s": sum(m["images_per_s"] for m in history) / len(history),
         "n_params": sum(p.numel() for p in model.parameters()),
         "n_train": len(train_idx),

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from normexp.data.augment import CIFAR10_MEAN, CIFAR10_STD
 from normexp.data.cifar10 import load_cifar10
@@ -36,7 +35,7 @@ from normexp.data.splits import stratified_subset, train_val_split
 from normexp.errors import ConfigError
 from normexp.models.generator import build_generator, check_generator
 from normexp.train import Diverged
-from normexp.train.checkpoint import load_checkpoint, save_checkpoint
+from normexp.train.checkpoint import TrainingState, progress_bar
 from normexp.train.device import pick_device, seed_everything
 from normexp.train.evaluate import has_batch_stats
 from normexp.train.optim import build_optimizer, build_scheduler
@@ -263,27 +262,13 @@ def train_image_to_image(
     scheduler = build_scheduler(optimizer, cfg["optim"], total_steps)
     batch_stats = has_batch_stats(model)
 
-    bar = tqdm(
-        total=total_steps,
-        desc=f"{cfg['norm']['name']} b={batch_size} s={cfg['seed']}",
-        position=progress_position,
-        leave=False,
-        disable=None if cfg["runtime"]["progress"] else True,
-        mininterval=1.0,
+    bar = progress_bar(cfg, total_steps, progress_position)
+    state = TrainingState(
+        checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, generator=generator
     )
-    start, history, elapsed_before = time.perf_counter(), [], 0.0
-    resumed = load_checkpoint(checkpoint)
-    resumed_at = 0 if resumed is None else len(resumed["history"])
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        generator.set_state(resumed["generator"])
-        torch.set_rng_state(resumed["torch_rng"])
-        history, elapsed_before = list(resumed["history"]), resumed["elapsed_s"]
-        for metrics in history:
-            log_epoch(metrics)
-        bar.update(len(history) * len(train_batches))
+    state.resume(log_epoch)
+    history = state.history
+    bar.update(len(history) * len(train_batches))
     try:
         for epoch in range(len(history) + 1, train_cfg["epochs"] + 1):
             t0 = time.perf_counter()
@@ -316,21 +301,7 @@ def train_image_to_image(
             }
             metrics["val_psnr"], _ = evaluate_quality(model, space, val_in, val_clean, eval_bs)
             metrics["epoch_time_s"] = time.perf_counter() - t0
-            history.append(metrics)
-            log_epoch(metrics)
-            if checkpoint is not None:
-                save_checkpoint(
-                    checkpoint,
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "generator": generator.get_state(),
-                        "torch_rng": torch.get_rng_state(),
-                        "history": history,
-                        "elapsed_s": elapsed_before + time.perf_counter() - start,
-                    },
-                )
+            state.end_epoch(metrics, log_epoch)
             bar.set_postfix(loss=f"{train_loss:.4f}", val_psnr=f"{metrics['val_psnr']:.2f}")
     finally:
         bar.close()
@@ -356,8 +327,8 @@ def train_image_to_image(
         **final,
         "epochs": len(history),
         "best_val_psnr": max(m["val_psnr"] for m in history),
-        "wall_time_s": elapsed_before + time.perf_counter() - start,
-        "resumed_at_epoch": resumed_at,
+        "wall_time_s": state.elapsed_s,
+        "resumed_at_epoch": state.resumed_at,
         "images_per_s": sum(m["images_per_s"] for m in history) / len(history),
         "n_params": sum(p.numel() for p in model.parameters()),
         "n_train": len(train_idx),
