@@ -311,7 +311,7 @@ def _draw_final(ax, cells: pd.DataFrame, unit: str, lengths: tuple[int, int] | N
         plt.Line2D([], [], marker="o", color="#444444", ls="", label=trained),
         plt.Line2D([], [], marker="s", color="#444444", mfc="white", ls="", label=longer),
     ]
-    ax.legend(handles=handles, frameon=False, fontsize=8, loc="upper right")
+    ax.legend(handles=handles, frameon=False, fontsize=8, loc="best")
 
 
 def _draw_anchor(ax) -> None:  # noqa: ANN001
@@ -400,7 +400,8 @@ def _summary_line(v: dict) -> str:
     if not parts:
         return f" — {v['effect']}"
     seeds = details.get("minus_none", {}).get("layer", {}).get("seeds", "?")
-    return f" — test {unit}, paired over {seeds} seeds: " + "; ".join(parts)
+    plural = "" if seeds == 1 else "s"
+    return f" — test {unit}, paired over {seeds} seed{plural}: " + "; ".join(parts)
 
 
 SHORT = {

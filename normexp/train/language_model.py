@@ -20,14 +20,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from normexp.data.paths import resolve_data_dir
 from normexp.data.ptb import LEVELS, PTBCorpus, batchify, bptt_windows, load_ptb
 from normexp.errors import ConfigError
 from normexp.models.lstm import build_language_model, check_lstm, detach_state
 from normexp.train import Diverged
-from normexp.train.checkpoint import load_checkpoint, save_checkpoint
+from normexp.train.checkpoint import TrainingState, progress_bar
 from normexp.train.device import pick_device, seed_everything
 from normexp.train.optim import build_optimizer, build_scheduler
 from normexp.validate_fields import check_choice, check_int, check_number
@@ -132,27 +131,14 @@ def train_language_model(
     scheduler = build_scheduler(optimizer, cfg["optim"], total_steps)
     clip = cfg["optim"].get("clip_grad_norm")
 
-    bar = tqdm(
-        total=total_steps,
-        desc=f"{cfg['norm']['name']} {level} s={cfg['seed']}",
-        position=progress_position,
-        leave=False,
-        disable=None if cfg["runtime"]["progress"] else True,
-        mininterval=1.0,
+    bar = progress_bar(
+        cfg, total_steps, progress_position, f"{cfg['norm']['name']} {level} s={cfg['seed']}"
     )
-    start, history, elapsed_before = time.perf_counter(), [], 0.0
     cpu_start = time.process_time()  # CPU time: what the run costs on a busy machine too
-    resumed = load_checkpoint(checkpoint)
-    resumed_at = 0 if resumed is None else len(resumed["history"])
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        torch.set_rng_state(resumed["torch_rng"])
-        history, elapsed_before = list(resumed["history"]), resumed["elapsed_s"]
-        for metrics in history:
-            log_epoch(metrics)
-        bar.update(len(history) * steps_per_epoch)
+    state_of_run = TrainingState(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler)
+    state_of_run.resume(log_epoch)
+    history = state_of_run.history
+    bar.update(len(history) * steps_per_epoch)
     try:
         for epoch in range(len(history) + 1, train_cfg["epochs"] + 1):
             t0 = time.perf_counter()
@@ -193,20 +179,7 @@ def train_language_model(
                     metrics[f"{split}_loss{suffix}"] = nats
                     metrics[f"{split}_{unit}{suffix}"] = from_nats(nats, level)
             metrics["epoch_time_s"] = time.perf_counter() - t0
-            history.append(metrics)
-            log_epoch(metrics)
-            if checkpoint is not None:
-                save_checkpoint(
-                    checkpoint,
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "torch_rng": torch.get_rng_state(),
-                        "history": history,
-                        "elapsed_s": elapsed_before + time.perf_counter() - start,
-                    },
-                )
+            state_of_run.end_epoch(metrics, log_epoch)
             bar.set_postfix(loss=f"{train_loss:.3f}", **{f"valid_{unit}": metrics[f"valid_{unit}"]})
     finally:
         bar.close()
@@ -215,9 +188,9 @@ def train_language_model(
         **{k: v for k, v in final.items() if k != "epoch"},
         "epochs": len(history),
         f"best_valid_{unit}": min(m[f"valid_{unit}"] for m in history),
-        "wall_time_s": elapsed_before + time.perf_counter() - start,
-        "cpu_time_s": time.process_time() - cpu_start,
-        "resumed_at_epoch": resumed_at,
+        "wall_time_s": state_of_run.elapsed_s,
+        "cpu_time_s": time.process_time() - cpu_start,  # of this process (not resumed parts)
+        "resumed_at_epoch": state_of_run.resumed_at,
         "tokens_per_s": sum(m["tokens_per_s"] for m in history) / len(history),
         "n_params": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(corpus.vocab),
