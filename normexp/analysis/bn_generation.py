@@ -25,7 +25,7 @@ import pandas as pd
 
 from normexp.analysis.claims import ClaimAnalysis
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import norm_color, norm_label, not_run_yet
+from normexp.analysis.style import norm_color, norm_label, not_run_yet, save_figure
 from normexp.analysis.verdict import by_seed, decide, failures, make_verdict, paired_difference
 from normexp.analysis.verdict import not_run_yet as no_runs
 
@@ -201,10 +201,7 @@ def draw(tables: dict, out: Path) -> Path:
         "(anchor: Ulyanov et al. 2016, qualitative only)",
         fontsize=12,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def _gap(df: pd.DataFrame, batch: int) -> tuple[float, float, float, int]:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from normexp.analysis.claims import ClaimAnalysis
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import not_run_yet
+from normexp.analysis.style import not_run_yet, save_figure
 from normexp.analysis.verdict import by_seed, decide, failures, make_verdict, paired_difference
 from normexp.analysis.verdict import not_run_yet as no_runs
 
@@ -142,10 +142,7 @@ def draw(tables: dict, out: Path) -> Path:
     ax_ref.set_title("Anchor: CaffeNet, ImageNet\n(one run each)", fontsize=10)
     ax_ref.grid(alpha=0.3, axis="y")
     fig.suptitle("C3: is BN better after the activation than before it?", fontsize=12)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def verdict(tables: dict) -> dict:

@@ -29,7 +29,7 @@ import pandas as pd
 from normexp.analysis.claims import ClaimAnalysis
 from normexp.analysis.paired import difference, json_safe
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import norm_color, norm_label, not_run_yet
+from normexp.analysis.style import norm_color, norm_label, not_run_yet, save_figure
 from normexp.analysis.verdict import by_seed, failures, make_verdict
 from normexp.analysis.verdict import not_run_yet as no_runs
 
@@ -195,10 +195,7 @@ def draw(tables: dict, out: Path) -> Path:
     ax_ref.set_ylabel("top-1 error (%)")
     _log2_axis(ax_ref, sorted(ANCHOR_GN_PAPER["batch"]), "images per GPU")
     fig.suptitle("C4: does BN degrade at small batch sizes, and does GN not?", fontsize=12)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def _plain(df: pd.DataFrame) -> pd.DataFrame:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from normexp.analysis.claims import ClaimAnalysis
 from normexp.analysis.paired import cell_stats, difference, fmt_ci, has_columns, json_safe
-from normexp.analysis.style import not_run_yet
+from normexp.analysis.style import not_run_yet, save_figure
 from normexp.analysis.verdict import by_seed, failures, make_verdict
 from normexp.analysis.verdict import not_run_yet as no_runs
 
@@ -122,10 +122,7 @@ def draw(tables: dict, out: Path) -> Path:
         "(anchor: Wu & Johnson 2021, qualitative)",
         fontsize=12,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def verdict(tables: dict) -> dict:

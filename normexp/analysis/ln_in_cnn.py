@@ -20,7 +20,7 @@ import pandas as pd
 from normexp.analysis.claims import ClaimAnalysis
 from normexp.analysis.paired import difference, fmt_ci, has_columns, json_safe, pooled_by_seed
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import norm_color, norm_label, not_run_yet
+from normexp.analysis.style import norm_color, norm_label, not_run_yet, save_figure
 from normexp.analysis.verdict import failures, make_verdict
 from normexp.analysis.verdict import not_run_yet as no_runs
 
@@ -101,10 +101,7 @@ def draw(tables: dict, out: Path) -> Path:
     ax_ref.set_title("Anchor: GN paper, ResNet-50 ImageNet, 32/GPU", fontsize=10)
     ax_ref.grid(alpha=0.3, axis="y")
     fig.suptitle("C8: is LN worse than BN and GN in a CNN (batch ≥ 32)?", fontsize=12)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def verdict(tables: dict) -> dict:

@@ -41,7 +41,7 @@ from matplotlib.ticker import MaxNLocator
 
 from normexp.analysis.claims import ClaimAnalysis
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import norm_color, norm_label, not_run_yet
+from normexp.analysis.style import norm_color, norm_label, not_run_yet, save_figure
 from normexp.analysis.verdict import by_seed, failures, make_verdict, paired_difference
 from normexp.analysis.verdict import not_run_yet as no_runs
 
@@ -207,10 +207,7 @@ def draw(tables: dict, out: Path) -> Path:
             wrap=True,
         )
     fig.suptitle("C9: does BN's benefit come from reducing internal covariate shift?", fontsize=12)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, bbox_inches="tight")
 
 
 def _ci_text(mean: float, lo: float, hi: float, fmt: str = "+.1f") -> str:

@@ -30,7 +30,7 @@ import pandas as pd
 from normexp.analysis.claims import ClaimAnalysis
 from normexp.analysis.paired import difference, has_columns, json_safe, pooled_by_seed
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import norm_label
+from normexp.analysis.style import norm_label, save_figure
 from normexp.analysis.verdict import make_verdict
 from normexp.analysis.verdict import not_run_yet as no_runs
 
@@ -254,10 +254,7 @@ def draw(tables: dict, out: Path) -> Path:
         "> 0 favours the first)",
         fontsize=11,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def verdict(tables: dict) -> dict:

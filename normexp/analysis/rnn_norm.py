@@ -32,7 +32,7 @@ import pandas as pd
 from normexp.analysis.claims import ClaimAnalysis
 from normexp.analysis.paired import difference, json_safe
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import not_run_yet
+from normexp.analysis.style import not_run_yet, save_figure
 from normexp.analysis.verdict import by_seed, failures, make_verdict
 from normexp.analysis.verdict import not_run_yet as no_runs
 from normexp.tracking.store import RunRecord
@@ -377,10 +377,7 @@ def draw(tables: dict, out: Path) -> Path:
         "C7: is BN useless in RNNs, and LN the only norm that helps there?\n" + _wrap(subtitle),
         fontsize=10,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def _summary_line(v: dict) -> str:

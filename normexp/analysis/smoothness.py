@@ -31,7 +31,7 @@ import pandas as pd
 from normexp.analysis.claims import ClaimAnalysis
 from normexp.analysis.not_ics import color, curve, label, ok_runs, plot_curve
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import not_run_yet
+from normexp.analysis.style import not_run_yet, save_figure
 from normexp.analysis.verdict import by_seed, failures, make_verdict, paired_difference
 from normexp.analysis.verdict import not_run_yet as no_runs
 
@@ -156,10 +156,7 @@ def draw(tables: dict, out: Path) -> Path:
             wrap=True,
         )
     fig.suptitle("C10: does BN make the loss landscape smoother?", fontsize=12)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, bbox_inches="tight")
 
 
 def _log_ratios(df: pd.DataFrame, column: str, lr: float) -> tuple[float, float, float, int]:

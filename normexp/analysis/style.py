@@ -44,3 +44,13 @@ def not_run_yet(ax, what: str) -> None:  # noqa: ANN001 - a matplotlib Axes
     )
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def save_figure(fig, out, **savefig_kwargs):  # noqa: ANN001, ANN201 - matplotlib Figure, Path
+    """Write ``fig`` to ``out`` (folders created), close it, and return the path."""
+    import matplotlib.pyplot as plt
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, **{"dpi": 130, **savefig_kwargs})
+    plt.close(fig)
+    return out

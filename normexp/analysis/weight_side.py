@@ -31,7 +31,7 @@ import pandas as pd
 
 from normexp.analysis.claims import ClaimAnalysis
 from normexp.analysis.paired import cell_stats, difference, fmt_ci, has_columns, json_safe
-from normexp.analysis.style import norm_color, not_run_yet
+from normexp.analysis.style import norm_color, not_run_yet, save_figure
 from normexp.analysis.verdict import failures, make_verdict
 from normexp.analysis.verdict import not_run_yet as no_runs
 
@@ -200,10 +200,7 @@ def draw(tables: dict, out: Path) -> Path:
     fig.suptitle(
         "C2: weight-side normalization: WN vs BN, L1 (sparse?) vs L2 (small?)", fontsize=12
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def verdict(tables: dict) -> dict:
