@@ -347,3 +347,16 @@ def test_write_collected_of_an_empty_experiment(tmp_path):
     assert df.empty
     assert (tmp_path / "collected" / "nothing.csv").exists()
     assert (tmp_path / "collected" / "nothing.parquet").exists()
+
+
+def test_restart_removes_temporary_files_of_a_killed_writer(tmp_path):
+    from normexp.tracking.store import RunRecord
+
+    record = RunRecord(tmp_path, "exp", "key")
+    record.path.mkdir(parents=True)
+    stray = record.path / ".config.json.99999.tmp"  # a writer killed between write and rename
+    stray.write_text("{half")
+    with record.lock():
+        record.start({"seed": 0})
+    assert not stray.exists()
+    assert (record.path / "config.json").exists()

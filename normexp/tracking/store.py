@@ -70,8 +70,11 @@ class RunRecord:
         return status is not None and status.get("status") in FINISHED
 
     def start(self, config: Mapping) -> None:
-        """Begin (or restart) the run: config written, old metrics of an unfinished try dropped."""
+        """Begin (or restart) the run: config written, old metrics of an unfinished try dropped,
+        and temporary files that a killed writer left behind removed (we hold the lock)."""
         self.path.mkdir(parents=True, exist_ok=True)
+        for stray in self.path.glob(".*.tmp"):
+            stray.unlink(missing_ok=True)
         atomic_write_json(self.path / "config.json", config)
         atomic_write_text(self.path / "metrics.jsonl", "")
         with contextlib.suppress(FileNotFoundError):
