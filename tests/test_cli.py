@@ -40,7 +40,7 @@ OVERRIDE_ROWS = [
         ["norm.position", "ignore its input"],
     ),
     ("unknown-position", ["norm.position=middle"], ["norm.position", "pre, post"]),
-    ("unknown-head", ["model.head=attention"], ["model.head", "flatten, gap"]),
+    ("unknown-head", ["model.head=attention"], ["model.head", "grid, flatten, gap"]),
     ("unknown-weight-side", ["model.weight_side=spectral"], ["model.weight_side", "weight_norm"]),
     ("unknown-tracking-mode", ["tracking.mode=cloud"], ["tracking.mode", "offline, online"]),
     ("unknown-device", ["train.device=tpu"], ["train.device", "auto, cpu, cuda"]),

@@ -29,7 +29,7 @@ CONFIGS = str(Path(normexp.__file__).resolve().parent.parent / "configs")
 def tiny_cnn(norm: str = "batch") -> nn.Module:
     torch.manual_seed(0)
     kwargs = {"max_shift": 0.5, "max_scale": 1.5} if norm == "noisy_batch" else {}
-    return VGGNet([4, 8], 2, norm, "pre", "relu", kwargs, image_size=8)
+    return VGGNet([4, 8], 2, norm, "pre", "relu", kwargs)
 
 
 def batch(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:

@@ -240,6 +240,6 @@ def test_global_pooling_head_refuses_post_instance_norm():
         check_model(gap, norm_cfg("instance", "post"), batch_size=4)
     assert info.value.field == "norm.position"
     check_model(gap, norm_cfg("instance", "pre"), batch_size=4)
-    check_model(CNN, norm_cfg("instance", "post"), batch_size=4)  # flatten head: allowed
+    check_model(CNN, norm_cfg("instance", "post"), batch_size=4)  # grid head: allowed
     net = build_model(gap, norm_cfg("batch", "pre"))
     assert net(images()).shape == (4, 10)

@@ -43,7 +43,7 @@ def check_model(model: Mapping, norm: Mapping, batch_size: int, image_size: int 
         if model["convs_per_stage"] <= 0:
             raise ConfigError("model.convs_per_stage", "must be a positive int")
         channels = normalized_channels(widths, model["convs_per_stage"])
-        head = model.get("head", "flatten")
+        head = model.get("head", "grid")
         if head not in HEADS:
             raise ConfigError("model.head", f"unknown {head!r}; allowed: {', '.join(HEADS)}")
         if head == "gap":
@@ -94,7 +94,7 @@ def _build_net(model: Mapping, norm: Mapping, num_classes: int) -> nn.Module:
             model["activation"],
             kwargs,
             num_classes=num_classes,
-            head=model.get("head", "flatten"),
+            head=model.get("head", "grid"),
         )
     if model["name"] == "mlp":
         return MLP(
