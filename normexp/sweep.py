@@ -4,9 +4,13 @@ Before any job starts: every job's config is composed and validated (a bad value
 with one line, nothing written) and the data is prepared once (downloaded if allowed, verified),
 so workers never race to download. During the sweep: a progress bar fed by the results store,
 which is what jobs in other processes or on other machines share. After: one line counting
-ok / diverged / failed runs; exit 1 if any failed.
+ok / diverged / failed runs, the same as a JSON line appended to <results>/sweeps.jsonl (the
+command, its wall time, the commit and machine: the report's record of each sitting); exit 1 if
+any failed.
 """
 
+import json
+import os
 import sys
 import threading
 import time
@@ -23,6 +27,7 @@ from tqdm import tqdm
 
 from normexp.errors import one_line_errors
 from normexp.job import prepare_data
+from normexp.tracking.provenance import provenance
 from normexp.tracking.store import FINISHED, RunRecord, run_key
 from normexp.validate import resolve_config
 
@@ -40,6 +45,8 @@ class SweepCallback(Callback):
     def __init__(self) -> None:
         self.records: list[RunRecord] = []
         self.skipped = 0
+        self.experiment = ""
+        self.profile = ""
         self.start = time.time()
         self.stop = threading.Event()
         self.watcher: threading.Thread | None = None
@@ -60,6 +67,7 @@ class SweepCallback(Callback):
                 job = resolve_config(job_cfg)
                 if i == 0:
                     prepare_data(job)
+                    self.experiment, self.profile = job["claim"]["name"], job["profile"]
                 results = Path(job["paths"]["results_dir"])
                 self.records.append(RunRecord(results, job["claim"]["name"], run_key(job)))
         self.skipped = sum(r.is_finished() for r in self.records)
@@ -74,11 +82,14 @@ class SweepCallback(Callback):
         counts = Counter(_state(r) for r in self.records)
         parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         where = self.records[0].path.parent if self.records else "-"
+        wall = time.time() - self.start
         print(
             f"normexp: sweep of {len(self.records)} runs ({self.skipped} finished before, skipped) "
-            f"in {time.time() - self.start:.0f} s: {parts}; store: {where}",
+            f"in {wall:.0f} s: {parts}; store: {where}",
             file=sys.stderr,
         )
+        if self.records:
+            self._record_sitting(self.records[0].path.parents[2], wall, counts)
         if counts.get("not run") or counts.get("running"):
             print(
                 "normexp: some runs did not finish (see the errors above); rerun the same "
@@ -93,6 +104,28 @@ class SweepCallback(Callback):
                 file=sys.stderr,
             )
             raise SystemExit(1)
+
+    def _record_sitting(self, results_dir: Path, wall: float, counts: Counter) -> None:
+        """One JSON line per sweep sitting, appended with O_APPEND so that concurrent sweeps
+        don't overwrite each other; a store that can't be written loses only this line."""
+        line = {
+            "experiment": self.experiment,
+            "profile": self.profile,
+            "command": " ".join(["python -m normexp.run", *sys.argv[1:]]),
+            "started": self.start,
+            "wall_s": round(wall, 1),
+            "runs": len(self.records),
+            "skipped": self.skipped,
+            "counts": dict(counts),
+            "cpu_count": os.cpu_count(),
+            **provenance("-"),
+        }
+        line.pop("device")
+        try:
+            with open(results_dir / "sweeps.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(line, sort_keys=True) + "\n")
+        except OSError as exc:
+            print(f"normexp: could not record the sweep in sweeps.jsonl: {exc}", file=sys.stderr)
 
     def _settled(self, record: RunRecord) -> bool:
         """Finished at any time, or failed during this sweep."""

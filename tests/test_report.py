@@ -2,6 +2,9 @@
 
 import json
 
+import pandas as pd
+
+from normexp.analysis.compute import compute_markdown, experiment_compute
 from normexp.analysis.figures import write_figures_and_verdicts
 
 
@@ -21,3 +24,36 @@ def test_report_from_an_empty_store_has_every_claim(tmp_path):
     for name in ("norm_sets", "bn_small_batch"):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 10_000
         json.loads((tmp_path / "verdicts" / f"{name}.json").read_text())
+
+
+def _table(finished: list[float], durations: list[float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "profile": "quick",
+            "seed": range(len(finished)),
+            "status": "ok",
+            "finished_at": finished,
+            "wall_time_s": durations,
+            "provenance.commit": "abc1234567890",
+            "provenance.device": "cpu",
+            "provenance.cpu_threads": 1,
+        }
+    )
+
+
+def test_compute_wall_time_from_the_store_is_first_start_to_last_finish(tmp_path):
+    # Two runs side by side: 100..160 s and 130..190 s; the sweep spans 90 s, the runs 120 s.
+    rows = experiment_compute({"exp": _table([160.0, 190.0], [60.0, 60.0])}, tmp_path)
+    assert rows[0]["sweep_wall_minutes"] == 1.5 and rows[0]["training_minutes"] == 2.0
+    assert rows[0]["wall_source"].startswith("store")
+    lines = compute_markdown(rows)
+    assert lines[2].startswith("| `exp` | quick | 2 (2 ok) | 2 | 1.5 | 2.0 | cpu, 1 | abc1234567")
+    assert lines[-1] == "| **total** | | 2 | | 1.5 | 2.0 | | |"
+
+
+def test_compute_wall_time_prefers_the_sweep_sittings(tmp_path):
+    sittings = [{"experiment": "exp", "wall_s": 600.0}, {"experiment": "other", "wall_s": 5.0}]
+    sittings.append({"experiment": "exp", "wall_s": 300.0})
+    (tmp_path / "sweeps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in sittings))
+    rows = experiment_compute({"exp": _table([160.0], [60.0])}, tmp_path)
+    assert rows[0]["sweep_wall_minutes"] == 15.0 and rows[0]["wall_source"] == "2 sweep sitting(s)"

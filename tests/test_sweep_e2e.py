@@ -49,6 +49,11 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(
         assert ("test_acc_batch_stats" in summary) == (config["norm"]["name"] == "batch")
         assert list((run / "wandb").glob("offline-run-*")), f"no W&B offline run in {run}"
     assert len(seen) == NORMS * BATCHES  # every grid cell once
+    sittings = (tmp_path / "results" / "sweeps.jsonl").read_text().splitlines()
+    sitting = json.loads(sittings[0])
+    assert len(sittings) == 1 and sitting["experiment"] == "bn_small_batch"
+    assert sitting["counts"] == {"ok": NORMS * BATCHES} and sitting["skipped"] == 0
+    assert sitting["wall_s"] > 0 and "experiment=bn_small_batch" in sitting["command"]
 
     figures = run_cli(
         [
@@ -69,6 +74,9 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(
     assert figure.stat().st_size > 20_000
     report = (tmp_path / "results" / "REPORT.md").read_text()
     assert "| C4 `bn_small_batch`" in report and "35 runs (35 ok)" in report
+    assert f"| `bn_small_batch` | smoke | 35 (35 ok) | 1 | {sitting['wall_s'] / 60:.1f} |" in report
+    provenance = json.loads((tmp_path / "results" / "provenance.json").read_text())
+    assert provenance["compute"][0]["wall_source"] == "1 sweep sitting(s)"
     assert list((tmp_path / "results" / "wandb").glob("offline-run-*"))  # the report's W&B run
     assert (tmp_path / "results" / "report.html").stat().st_size > 50_000
 
@@ -106,3 +114,5 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(
     assert f"({NORMS * BATCHES} finished before, skipped)" in second.stderr
     assert (second.stdout + second.stderr).count("skip ") == NORMS * BATCHES
     assert {run.name: (run / "summary.json").stat().st_mtime_ns for run in runs} == stamps
+    sittings = (tmp_path / "results" / "sweeps.jsonl").read_text().splitlines()
+    assert len(sittings) == 2 and json.loads(sittings[1])["skipped"] == NORMS * BATCHES

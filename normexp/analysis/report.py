@@ -5,13 +5,14 @@ and the verdict table are also logged to a W&B run of their own."""
 import base64
 import html
 import json
-import platform
 from pathlib import Path
 
 import pandas as pd
 
 from normexp.analysis.blog import CLAIMS as BLOG
 from normexp.analysis.claims import ClaimAnalysis, Tables
+from normexp.analysis.compute import compute_markdown, experiment_compute, read_sittings
+from normexp.tracking.store import atomic_write_json
 
 SCALE_NOTE = (
     "Profiles change scale only, never the method. The `quick` profile trains small networks "
@@ -87,6 +88,7 @@ def sections(results_dir: Path, analyses: list[ClaimAnalysis], tables: Tables) -
 
 
 def render_markdown(secs: list[dict], provenance: dict) -> str:
+    compute = compute_markdown(provenance["compute"])
     lines = [
         "# normexp report: which normalization, and why — tested",
         "",
@@ -115,7 +117,8 @@ def render_markdown(secs: list[dict], provenance: dict) -> str:
             lines += [f"*Anchor.* {v['anchor']}", ""]
         if v.get("notes"):
             lines += [f"*Notes.* {v['notes']}", ""]
-    lines += ["## Provenance", "", "```", json.dumps(provenance, indent=2), "```", ""]
+    lines += ["## Compute and provenance", "", *compute, ""]
+    lines += ["```", json.dumps(_brief(provenance), indent=2), "```", ""]
     return "\n".join(lines)
 
 
@@ -131,6 +134,23 @@ pre{background:#f6f6f6;padding:1em;overflow-x:auto}
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{path.stem}" src="data:image/png;base64,{data}">'
+
+
+def _brief(provenance: dict) -> dict:
+    """What the report prints under its compute table; provenance.json has all of it."""
+    return {k: v for k, v in provenance.items() if k not in ("compute", "sittings")}
+
+
+def _markdown_table_html(lines: list[str]) -> str:
+    """The compute table, drawn from the same markdown rows as REPORT.md."""
+    if len(lines) < 2:
+        return f"<p>{html.escape(' '.join(lines))}</p>"
+    cells = [[c.strip().strip("*`") for c in line.strip("|").split("|")] for line in lines]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells[2:]
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def render_html(secs: list[dict], provenance: dict) -> str:
@@ -166,7 +186,9 @@ def render_html(secs: list[dict], provenance: dict) -> str:
         for key, label in (("rule", "Rule"), ("anchor", "Anchor"), ("notes", "Notes")):
             if v.get(key):
                 body.append(f"<p><i>{label}.</i> {e(str(v[key]))}</p>")
-    body.append(f"<h2>Provenance</h2><pre>{e(json.dumps(provenance, indent=2))}</pre>")
+    body.append("<h2>Compute and provenance</h2>")
+    body.append(_markdown_table_html(compute_markdown(provenance["compute"])))
+    body.append(f"<pre>{e(json.dumps(_brief(provenance), indent=2))}</pre>")
     return (
         f'<!doctype html><html><head><meta charset="utf-8"><title>normexp report</title>'
         f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>\n"
@@ -216,9 +238,11 @@ def write_report(
     provenance = {
         "generated_from": str(results_dir.name),
         "experiments": {e: len(t) for e, t in tables.items()},
-        "python": platform.python_version(),
         "commands": ["make run-sweep", "make figures"],
+        "compute": experiment_compute(tables, results_dir),
+        "sittings": read_sittings(results_dir),
     }
+    atomic_write_json(results_dir / "provenance.json", provenance)
     md = results_dir / "REPORT.md"
     md.write_text(render_markdown(secs, provenance), encoding="utf-8")
     page = results_dir / "report.html"

@@ -13,7 +13,7 @@ import torch
 from normexp.data.paths import resolve_data_dir
 from normexp.tracking.provenance import provenance
 
-SECTIONS = ("norms", "data", "harness", "sweep", "rnn")
+SECTIONS = ("norms", "data", "harness", "options", "sweep", "rnn")
 
 
 def run_section(name: str, data_dir: Path, repeats: int) -> list[dict]:
@@ -29,6 +29,10 @@ def run_section(name: str, data_dir: Path, repeats: int) -> list[dict]:
         from normexp.bench.harness import bench_harness
 
         return bench_harness(data_dir)
+    if name == "options":
+        from normexp.bench.options import bench_options
+
+        return bench_options()
     if name == "sweep":
         from normexp.bench.sweep import bench_sweep
 
@@ -43,7 +47,7 @@ def run_section(name: str, data_dir: Path, repeats: int) -> list[dict]:
 def fmt(row: dict) -> str:
     ours = row.get("ours", f"{row.get('ours_ms', 0):.2f} ms")
     ref = row.get("reference_value", f"{row.get('reference_ms', 0):.2f} ms")
-    mark = "ok" if row["meets_target"] else "MISSES"
+    mark = row.get("mark") or ("ok" if row["meets_target"] else "MISSES")
     return (
         f"{row['bench']:<13} {row['name']:<26} {row['reference']:<18} {ours:>16} "
         f"{ref:>16} {row['ratio']:>6.2f}  {row['target']} {mark}"
@@ -54,7 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS))
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=41)
     args = parser.parse_args()
     torch.set_num_threads(1)  # as each sweep worker runs
     data_dir = resolve_data_dir(None)

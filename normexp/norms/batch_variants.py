@@ -35,22 +35,22 @@ class GhostBatchNorm(BatchNorm):
         if n % self.group_size:
             raise ValueError(f"batch of {n} does not split into groups of {self.group_size}")
         groups = n // self.group_size
-        # (G*g, C, ...) -> (g, G*C, L): one native batch_norm call gives every group its own
-        # statistics; the running buffers are per (group, channel) for the call, then averaged.
-        xg = (
-            x.reshape(groups, self.group_size, c, -1)
-            .transpose(0, 1)
-            .reshape(self.group_size, groups * c, -1)
-        )
-        running_mean = self.running_mean.repeat(groups)
-        running_var = self.running_var.repeat(groups)
-        self.num_batches_tracked.add_(1)
-        y = F.batch_norm(xg, running_mean, running_var, None, None, True, self.momentum, self.eps)
+        # One native batch_norm per group on a contiguous slice of the batch (no transposed
+        # copies); each writes its group's statistics into a scratch row (momentum 1), and the
+        # running buffers then move by the average over groups.
+        batch_mean = self.running_mean.new_zeros(groups, c)
+        batch_var = self.running_var.new_ones(groups, c)
+        parts = [
+            F.batch_norm(
+                chunk, batch_mean[i], batch_var[i], self.weight, self.bias, True, 1.0, self.eps
+            )
+            for i, chunk in enumerate(x.split(self.group_size))
+        ]
         with torch.no_grad():
-            self.running_mean.copy_(running_mean.view(groups, c).mean(0))
-            self.running_var.copy_(running_var.view(groups, c).mean(0))
-        y = y.reshape(self.group_size, groups, c, -1).transpose(0, 1).reshape(x.shape)
-        return y * _channel_view(self.weight, x) + _channel_view(self.bias, x)
+            self.running_mean.lerp_(batch_mean.mean(0), self.momentum)
+            self.running_var.lerp_(batch_var.mean(0), self.momentum)
+            self.num_batches_tracked.add_(1)
+        return torch.cat(parts)
 
 
 class BatchRenorm(BatchNorm):
@@ -84,13 +84,13 @@ class BatchRenorm(BatchNorm):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             return super().forward(x)
-        # The native kernel normalizes by the batch statistics (with their gradient) and, with
-        # momentum 1, hands back mu_B and the unbiased var_B in the scratch buffers.
-        batch_mean = torch.zeros_like(self.running_mean)
-        batch_var = torch.ones_like(self.running_var)
-        x_hat = F.batch_norm(x, batch_mean, batch_var, None, None, True, 1.0, self.eps)
         rmax, dmax = self.limits()
         with torch.no_grad():
+            # The batch statistics first, from the native kernel (momentum 1 into scratch
+            # buffers: mu_B and the unbiased var_B), since r and d depend on them.
+            batch_mean = torch.zeros_like(self.running_mean)
+            batch_var = torch.ones_like(self.running_var)
+            F.batch_norm(x, batch_mean, batch_var, None, None, True, 1.0, self.eps)
             n = x.numel() / x.shape[1]
             std = (batch_var * ((n - 1) / n) + self.eps).sqrt()
             running_std = (self.running_var + self.eps).sqrt()
@@ -99,10 +99,12 @@ class BatchRenorm(BatchNorm):
             self.running_mean.lerp_(batch_mean, self.momentum)
             self.running_var.lerp_(batch_var, self.momentum)
             self.num_batches_tracked.add_(1)
-        # r, d are constants for the gradient: gamma*(x_hat*r + d) + beta in one pass.
+        # gamma*(x_hat*r + d) + beta = x_hat*(gamma*r) + (beta + gamma*d), r and d constants for
+        # the gradient: the native kernel (batch statistics, with their gradient) does it in one
+        # pass with that scale and shift as its affine.
         scale = self.weight * r
         shift = self.bias + self.weight * d
-        return torch.addcmul(_channel_view(shift, x), x_hat, _channel_view(scale, x))
+        return F.batch_norm(x, None, None, scale, shift, True, 0.0, self.eps)
 
 
 class NoisyBatchNorm(BatchNorm):
@@ -125,8 +127,15 @@ class NoisyBatchNorm(BatchNorm):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             return super().forward(x)
-        x_hat = F.batch_norm(
-            x, self.running_mean, self.running_var, None, None, True, self.momentum, self.eps
+        y = F.batch_norm(
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            True,
+            self.momentum,
+            self.eps,
         )
         self.num_batches_tracked.add_(1)
         shape = (*x.shape[:2], *([1] * (x.dim() - 2)))
@@ -134,9 +143,9 @@ class NoisyBatchNorm(BatchNorm):
         m = torch.empty(shape, device=x.device, dtype=x.dtype).uniform_(
             -self.max_shift, self.max_shift
         )
-        # (gamma*x_hat + beta)*s + m folded into one pass over the activations.
-        gamma, beta = _channel_view(self.weight, x), _channel_view(self.bias, x)
-        return torch.addcmul(beta * s + m, x_hat, gamma * s)
+        # (gamma*x_hat + beta)*s + m, in place on the native kernel's output (its backward
+        # needs only the input); s and m are constants, so the backward is one multiply.
+        return y.mul_(s).add_(m)
 
 
 class MeanOnlyBatchNorm(BatchNorm):

@@ -37,7 +37,12 @@ def collect_runs(results_dir: Path, experiment: str) -> pd.DataFrame:
             {k: v for k, v in summary.items() if k not in ("status", "run_key", "provenance")}
         )
         row.update({f"provenance.{k}": v for k, v in summary.get("provenance", {}).items()})
-        row.update(run_key=record.key, status=status["status"], error=status.get("error"))
+        row.update(
+            run_key=record.key,
+            status=status["status"],
+            error=status.get("error"),
+            finished_at=status.get("time"),
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 

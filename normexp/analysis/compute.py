@@ -1,0 +1,92 @@
+"""Compute and provenance per experiment, from the collected tables and <results>/sweeps.jsonl.
+
+Sweep wall time comes from the sweep's own record of each sitting when it wrote one; otherwise
+from the store, as the first run's start to the last run's finish (a run's finish time is in its
+status.json, its duration in its summary).
+"""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from normexp.analysis.claims import Tables
+
+
+def read_sittings(results_dir: Path) -> list[dict]:
+    path = Path(results_dir) / "sweeps.jsonl"
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _unique(df: pd.DataFrame, column: str) -> list[str]:
+    return sorted(df[column].dropna().astype(str).unique().tolist()) if column in df else []
+
+
+def experiment_compute(tables: Tables, results_dir: Path) -> list[dict]:
+    """One row per experiment in the store: runs, seeds, wall and run minutes, code, machine."""
+    sittings = read_sittings(results_dir)
+    rows = []
+    for experiment, df in sorted(tables.items()):
+        if df.empty:
+            continue
+        mine = [s for s in sittings if s.get("experiment") == experiment]
+        duration = df.get("wall_time_s", pd.Series(0.0, index=df.index)).fillna(0.0)
+        if mine:
+            wall_s, source = sum(s["wall_s"] for s in mine), f"{len(mine)} sweep sitting(s)"
+        elif "finished_at" in df and df["finished_at"].notna().any():
+            wall_s = float(df["finished_at"].max() - (df["finished_at"] - duration).min())
+            source = "store: first start to last finish"
+        else:
+            wall_s, source = None, "unknown"
+        profiles = _unique(df, "profile")
+        rows.append(
+            {
+                "experiment": experiment,
+                "profiles": profiles,
+                "runs": len(df),
+                "by_status": df["status"].value_counts().to_dict(),
+                "seeds": int(df["seed"].nunique()) if "seed" in df else 0,
+                "sweep_wall_minutes": None if wall_s is None else wall_s / 60,
+                "wall_source": source,
+                "training_minutes": float(duration.sum()) / 60,
+                "commits": _unique(df, "provenance.commit"),
+                "hosts": _unique(df, "provenance.host"),
+                "devices": _unique(df, "provenance.device"),
+                "machines": _unique(df, "provenance.machine"),
+                "threads_per_run": _unique(df, "provenance.cpu_threads"),
+                "command": f"make run-sweep PROFILE={','.join(profiles)} EXPERIMENT={experiment}",
+            }
+        )
+    return rows
+
+
+def compute_markdown(rows: list[dict]) -> list[str]:
+    """The compute table of the report, with a total row."""
+    if not rows:
+        return ["No runs in the store yet."]
+    lines = [
+        "| experiment | profile | runs | seeds | sweep wall (min) | training (run-min) "
+        "| device, threads/run | code |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        status = ", ".join(f"{n} {s}" for s, n in sorted(r["by_status"].items()))
+        lines.append(
+            f"| `{r['experiment']}` | {', '.join(r['profiles'])} | {r['runs']} ({status}) | "
+            f"{r['seeds']} | {_minutes(r['sweep_wall_minutes'])} | {r['training_minutes']:.1f} | "
+            f"{', '.join(r['devices'])}, {', '.join(r['threads_per_run'])} | "
+            f"{', '.join(c[:10] for c in r['commits'])} |"
+        )
+    walls = [r["sweep_wall_minutes"] for r in rows]
+    wall = None if None in walls else sum(walls)
+    train = sum(r["training_minutes"] for r in rows)
+    runs = sum(r["runs"] for r in rows)
+    lines.append(f"| **total** | | {runs} | | {_minutes(wall)} | {train:.1f} | | |")
+    return lines
+
+
+def _minutes(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1f}"
