@@ -68,4 +68,5 @@ def check_config(c: Mapping) -> None:
         raise ConfigError("optim.warmup_frac", f"{optim['warmup_frac']} must be < 1")
     check_choice("tracking.mode", c["tracking"]["mode"], MODES)
     check_int("runtime.threads", c["runtime"]["threads"])
+    check_choice("runtime.channels_last", c["runtime"].get("channels_last", False), (True, False))
     task.check(c)

@@ -60,7 +60,7 @@ def suite_config(data_dir: Path, n: int, batch_size: int) -> dict:
             "precise_bn_batches": 0,
         },
         "paths": {"data_dir": str(data_dir), "results_dir": "/tmp"},
-        "runtime": {"threads": torch.get_num_threads(), "progress": False},
+        "runtime": {"threads": torch.get_num_threads(), "progress": False, "channels_last": True},
         "tracking": {"mode": "disabled", "project": "normexp"},
     }
 
@@ -82,7 +82,7 @@ def bare_images_per_s(data_dir: Path, n: int, batch_size: int) -> float:
         drop_last=True,
         generator=torch.Generator().manual_seed(0),
     )
-    model = build_model(MODEL, NORM)
+    model = build_model(MODEL, NORM).to(memory_format=torch.channels_last)  # as the suite
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     t0, seen = time.perf_counter(), 0
     for x, y in batches:

@@ -1,4 +1,4 @@
-"""CPU speed options, each against the suite's default step on the quick VGG (BN, batch 32,
+"""CPU speed options, each against PyTorch's default step on the quick VGG (BN, batch 32,
 one thread as a sweep worker runs; the default SGD on CPU tensors is PyTorch's per-parameter
 loop): channels-last memory format, the multi-tensor (foreach) and fused SGD, and torch.compile.
 The suite keeps an option only where this bench shows it helps."""

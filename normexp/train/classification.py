@@ -19,7 +19,7 @@ from normexp.norms.precise_bn import recompute_bn_stats
 from normexp.norms.weight_side import l1_penalty
 from normexp.train import Diverged
 from normexp.train.checkpoint import TrainingState, progress_bar
-from normexp.train.device import autocast, pick_device, seed_everything
+from normexp.train.device import autocast, pick_device, place_model, seed_everything
 from normexp.train.evaluate import evaluate, evaluate_with_batch_stats, has_batch_stats
 from normexp.train.optim import build_optimizer, build_scheduler
 from normexp.train.weight_stats import weight_statistics
@@ -77,7 +77,7 @@ def train_classifier(
     test_x = normalize(cifar.test_x[test_idx].to(device), CIFAR10_MEAN, CIFAR10_STD)
     val_y, test_y = cifar.train_y[val_idx].to(device), cifar.test_y[test_idx].to(device)
 
-    model = build_model(cfg["model"], cfg["norm"]).to(device)
+    model = place_model(build_model(cfg["model"], cfg["norm"]), device, cfg["runtime"])
     optimizer = build_optimizer(model, cfg["optim"], batch_size)
     total_steps = train_cfg["epochs"] * len(train_batches)
     scheduler = build_scheduler(optimizer, cfg["optim"], total_steps)

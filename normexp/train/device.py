@@ -60,3 +60,14 @@ def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManag
             "set train.amp=false or run it where a GPU is visible",
         )
     return torch.autocast("cuda", dtype=torch.bfloat16)
+
+
+def place_model(model: torch.nn.Module, device: torch.device, runtime: Mapping) -> torch.nn.Module:
+    """Move the model to the device; with ``runtime.channels_last`` its conv weights go
+    channels-last, so every conv (and the norms after it) runs in that layout whatever the
+    input's: 1.1-1.8x faster training steps on the CPU (``make bench``, "cpu option"), the same
+    math up to float rounding. Dense and recurrent models are unaffected."""
+    model = model.to(device)
+    if runtime.get("channels_last", False):  # absent in configs stored before it existed
+        model = model.to(memory_format=torch.channels_last)
+    return model

@@ -36,7 +36,7 @@ from normexp.errors import ConfigError
 from normexp.models.generator import build_generator, check_generator
 from normexp.train import Diverged
 from normexp.train.checkpoint import TrainingState, progress_bar
-from normexp.train.device import pick_device, seed_everything
+from normexp.train.device import pick_device, place_model, seed_everything
 from normexp.train.evaluate import has_batch_stats
 from normexp.train.optim import build_optimizer, build_scheduler
 from normexp.validate_fields import check_choice, check_int, check_number
@@ -256,7 +256,7 @@ def train_image_to_image(
     test_clean = to_unit(cifar.test_x[test_idx].to(device))
     test_in = fixed_corruption(test_clean, ranges)
 
-    model = build_generator(cfg["model"], cfg["norm"]).to(device)
+    model = place_model(build_generator(cfg["model"], cfg["norm"]), device, cfg["runtime"])
     optimizer = build_optimizer(model, cfg["optim"], batch_size)
     total_steps = train_cfg["epochs"] * len(train_batches)
     scheduler = build_scheduler(optimizer, cfg["optim"], total_steps)
