@@ -249,12 +249,32 @@ def remedies_table() -> pd.DataFrame:
     return table(cells)
 
 
-def test_bn_small_batch_reads_the_devices_and_remedies_tables():
+def test_bn_small_batch_reads_the_devices_remedies_and_schedule_tables():
     assert bn_small_batch.ANALYSIS.reads == (
         "bn_small_batch",
         "bn_small_batch_devices",
         "bn_small_batch_remedies",
+        "bn_small_batch_long",
     )
+
+
+def test_bn_small_batch_reports_the_schedule_check_beside_the_verdict():
+    plain = plain_table(bn_degrades=False).assign(**{"train.epochs": 4})
+    # Trained 4x longer, GN catches up with BN at batch 32 (BN - GN: -5 pp -> 0 pp).
+    long_cells = [
+        ({"norm.name": norm, "train.batch_size": b, "train.epochs": 16}, {"test_err": err})
+        for b in (2, 32)
+        for norm, err in (("batch", 0.30), ("group", 0.30))
+    ]
+    tables = {"bn_small_batch": plain, "bn_small_batch_long": table(long_cells)}
+    v = bn_small_batch.verdict(tables)
+    check(v, "contradicted")  # decided on the plain runs, as before
+    at32 = v["details"]["schedule_check"]["32"]
+    assert at32["epochs"] == [4, 16]
+    assert at32["bn_minus_gn_pp"][0]["mean"] == pytest.approx(-5.0, abs=0.5)
+    assert at32["change_pp"]["mean"] == pytest.approx(5.0, abs=0.5)
+    assert "BN minus GN at batch 32: -4.9 pp" in v["effect"] and "after 16" in v["effect"]
+    assert "schedule check" in v["notes"]
 
 
 def test_bn_small_batch_both_protocols_and_remedies(tmp_path):

@@ -9,6 +9,7 @@ import normexp
 from normexp.errors import ConfigError, DataError, one_line_errors
 from normexp.run import check_group_choices
 from normexp.sweep import sweep_overrides
+from normexp.tracking.store import run_key
 from normexp.validate import resolve_config
 
 CONFIG_DIR = Path(normexp.__file__).parent.parent / "configs"
@@ -303,3 +304,14 @@ def test_other_exceptions_pass_through(quiet_env, capsys):
     with one_line_errors():
         pass  # no error: nothing printed, no exit
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+@pytest.mark.parametrize("position", ["pre", "post"])
+def test_more_seeds_for_c3_are_the_same_runs_as_bn_position_cnn_relu(hydra_ctx, profile, position):
+    # Same run key at a shared seed: the extra seeds extend bn_position's cell, not a new one.
+    cell = ("model=cnn", "model.activation=relu", f"norm.position={position}", "seed=0")
+    base = resolve("experiment=bn_position", f"profile={profile}", *cell)
+    more = resolve("experiment=bn_position_more_seeds", f"profile={profile}", *cell)
+    assert base["claim"] == more["claim"]
+    assert run_key(base) == run_key(more)

@@ -29,6 +29,13 @@ from normexp.analysis.style import norm_color, norm_label, not_run_yet, save_fig
 from normexp.analysis.verdict import by_seed, decide, failures, make_verdict, paired_difference
 from normexp.analysis.verdict import not_run_yet as no_runs
 
+# What differs from the anchor's setting, stated with every verdict.
+SCOPE = (
+    "scope: this task restores each image's own contrast and colour, so the output depends on "
+    "per-image statistics of the input, which IN removes at every layer; in the anchor's "
+    "stylization the output statistics come from the style, not from the content image, which "
+    "is where discarding them helps. The verdict is about restoration-type pixel generation"
+)
 CLAIM = "C6"
 EXPERIMENT = "bn_generation"
 METRIC = "test_psnr"
@@ -272,7 +279,7 @@ def verdict(tables: dict) -> dict:
         anchor=ANCHOR,
         estimate=d_normal,
         ci=(n_lo, n_hi),
-        notes=failures(df),
+        notes=f"{failures(df)}; {SCOPE}",
         details=details,
     )
 
