@@ -137,3 +137,20 @@ def test_batches_reject_float_images():
             augment=False,
             drop_last=False,
         )
+
+
+def test_batches_equal_normalising_first_then_cropping_with_normalised_black():
+    # Cropping the uint8 images then normalising the batch is the same, bit for bit, as
+    # normalising the whole set first and padding with the normalised value of black.
+    n, raw, labels = 96, images(96, seed=3), torch.arange(96)
+    batches = ImageBatches(
+        raw, labels, 32, shuffle=True, augment=True, drop_last=False, generator=gen(5)
+    )
+    g = gen(5)
+    whole = normalize(raw, CIFAR10_MEAN, CIFAR10_STD)
+    black = -torch.tensor(CIFAR10_MEAN) / torch.tensor(CIFAR10_STD)
+    order = torch.randperm(n, generator=g)
+    for b, (x, y) in enumerate(batches):
+        idx = order[32 * b : 32 * (b + 1)]
+        expected = random_crop_flip(whole[idx], 4, g, fill=black)
+        assert torch.equal(y, idx) and torch.equal(x, expected)
