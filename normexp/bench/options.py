@@ -13,6 +13,10 @@ from normexp.bench.harness import MODEL, NORM
 from normexp.models import build_model
 
 ADOPT = 1.05  # below a 5% gain an option is not worth its cost (compile time, complexity)
+# What the suite does with each option (runtime.channels_last); torch.compile helps the step
+# rate but costs a compile per run process (about 12 s with a cold cache, more again when
+# evaluation switches the model's mode) against quick runs of 15-40 s, so it stays off.
+ADOPTED = {"channels_last"}
 Step = Callable[[torch.Tensor, torch.Tensor], None]
 
 
@@ -85,6 +89,10 @@ def bench_options(batch_size: int = 32, steps: int = 60, rounds: int = 3) -> lis
 
 def _row(name: str, ours: str, ref: str, ratio: float) -> dict:
     helps = ratio > ADOPT
+    if name in ADOPTED:
+        mark = "adopted" if helps else "ADOPTED BUT NO GAIN"
+    else:
+        mark = "helps; not adopted" if helps else "no gain; not adopted"
     return {
         "bench": "cpu option",
         "name": f"{name}, b=32",
@@ -92,7 +100,7 @@ def _row(name: str, ours: str, ref: str, ratio: float) -> dict:
         "ours": ours,
         "reference_value": ref,
         "ratio": ratio,
-        "target": f"> {ADOPT} to adopt",
+        "target": f"> {ADOPT} helps",
         "meets_target": True,  # a comparison, not a target: the mark says what the suite does
-        "mark": "adopt" if helps else "not adopted",
+        "mark": mark,
     }
