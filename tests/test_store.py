@@ -109,7 +109,9 @@ def test_record_round_trip(tmp_path):
     assert record.metrics() == []
 
     record.start(config)
-    assert read_json(record.path / "config.json") == config
+    stored = read_json(record.path / "config.json")
+    assert stored == {**config, "paths": dict.fromkeys(config["paths"])}  # no machine paths
+    assert config["paths"]["results_dir"] == str(tmp_path)  # the caller's config untouched
     assert record.status["status"] == "running"
     assert not record.is_finished()
     assert record.metrics() == []

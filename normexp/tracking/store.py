@@ -29,6 +29,15 @@ def run_key(config: Mapping) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def portable(config: Mapping) -> dict:
+    """The config as the store keeps it: the machine's paths left out (they say where a run
+    wrote and read, not what it computed, and a committed store must not carry them)."""
+    out = dict(config)
+    if isinstance(out.get("paths"), Mapping):
+        out["paths"] = dict.fromkeys(out["paths"])
+    return out
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -75,7 +84,7 @@ class RunRecord:
         self.path.mkdir(parents=True, exist_ok=True)
         for stray in self.path.glob(".*.tmp"):
             stray.unlink(missing_ok=True)
-        atomic_write_json(self.path / "config.json", config)
+        atomic_write_json(self.path / "config.json", portable(config))
         atomic_write_text(self.path / "metrics.jsonl", "")
         with contextlib.suppress(FileNotFoundError):
             (self.path / "summary.json").unlink()
