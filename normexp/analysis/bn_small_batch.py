@@ -358,7 +358,7 @@ def verdict(tables: dict) -> dict:
     tiny, (t_lo, t_hi) = tiny_d["mean"], tiny_d["ci"]
     effect = (
         f"BN minus GN test error grows by {inter:+.1f} pp [{i_lo:+.1f}, {i_hi:+.1f}] from batch "
-        f"{ref} to batch {small}; at batch {small} BN trails GN by {tiny:+.1f} pp "
+        f"{ref} to batch {small}; at batch {small} BN minus GN is {tiny:+.1f} pp "
         f"[{t_lo:+.1f}, {t_hi:+.1f}] ({n} seeds)"
     )
     gn_protocol = devices_part(df, tables.get(DEVICES, pd.DataFrame()))
