@@ -242,6 +242,10 @@ def write_report(
         "compute": experiment_compute(tables, results_dir),
         "sittings": read_sittings(results_dir),
     }
+    for key in ("machines", "hosts"):  # where the runs ran, for the report's own summary
+        provenance[key] = sorted({m for row in provenance["compute"] for m in row[key]})
+    cores = {s["cpu_count"] for s in provenance["sittings"] if s.get("cpu_count")}
+    provenance["cpu_count"] = sorted(cores)
     atomic_write_json(results_dir / "provenance.json", provenance)
     md = results_dir / "REPORT.md"
     md.write_text(render_markdown(secs, provenance), encoding="utf-8")
