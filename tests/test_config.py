@@ -144,8 +144,9 @@ def test_every_job_of_every_experiment_resolves(hydra_ctx, experiment):
     """What the sweep callback checks before a sweep starts, at the default (quick) profile."""
     cfg = compose(f"experiment={experiment}")
     # Seeds never change validity: one job per other grid point keeps this fast.
-    jobs = {tuple(o for o in job if not o.startswith("seed=")) for job in sweep_overrides(cfg)}
-    assert len(jobs) > 1
+    every = sweep_overrides(cfg)
+    jobs = {tuple(o for o in job if not o.startswith("seed=")) for job in every}
+    assert len(every) > 1 and jobs  # a grid (of seeds at least)
     names = {resolve_config(compose(*job))["claim"]["name"] for job in sorted(jobs)}
     assert names == {cfg.claim.name}
 
@@ -315,3 +316,16 @@ def test_more_seeds_for_c3_are_the_same_runs_as_bn_position_cnn_relu(hydra_ctx, 
     more = resolve("experiment=bn_position_more_seeds", f"profile={profile}", *cell)
     assert base["claim"] == more["claim"]
     assert run_key(base) == run_key(more)
+
+
+@pytest.mark.parametrize(
+    ("more", "base", "cell"),
+    [
+        ("not_ics_more_seeds", "not_ics", ("norm=noisy_batch",)),
+        ("bn_train_test_more_seeds", "bn_small_batch", ("norm=batch", "train.batch_size=2")),
+    ],
+)
+def test_more_seeds_experiments_extend_their_base_cells(hydra_ctx, more, base, cell):
+    a = resolve(f"experiment={base}", "profile=quick", "seed=0", *cell)
+    b = resolve(f"experiment={more}", "profile=quick", "seed=0", *cell)
+    assert run_key(a) == run_key(b) and a["claim"] == b["claim"]
