@@ -172,6 +172,7 @@ def test_every_job_of_every_experiment_resolves(hydra_ctx, experiment):
         (["optim.warmup_frac=1.0"], "optim.warmup_frac"),
         (["optim.weight_decay=-1"], "optim.weight_decay"),
         (["tracking.mode=bogus"], "tracking.mode"),
+        (["runtime.channels_last=maybe"], "runtime.channels_last"),
         (["model.widths=[]"], "model.widths"),
         (["norm=instance", "model=mlp"], "norm.name"),
         (["norm=group", "norm.num_groups=3"], "norm.num_groups"),

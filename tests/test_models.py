@@ -243,3 +243,24 @@ def test_global_pooling_head_refuses_post_instance_norm():
     check_model(CNN, norm_cfg("instance", "post"), batch_size=4)  # grid head: allowed
     net = build_model(gap, norm_cfg("batch", "pre"))
     assert net(images()).shape == (4, 10)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_place_model_puts_conv_weights_channels_last_only_when_asked(channels_last):
+    from normexp.train.device import place_model
+
+    model = build_model(
+        {
+            "name": "cnn",
+            "widths": [4, 8, 8],
+            "convs_per_stage": 1,
+            "activation": "relu",
+            "weight_side": "none",
+        },
+        {"name": "batch", "position": "pre"},
+    )
+    placed = place_model(model, torch.device("cpu"), {"channels_last": channels_last})
+    conv = next(m for m in placed.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    out = placed(torch.randn(2, 3, 32, 32))  # an ordinary NCHW input still works
+    assert out.shape == (2, 10)

@@ -70,6 +70,7 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(
     table = pd.read_parquet(tmp_path / "results" / "collected" / "bn_small_batch.parquet")
     assert len(table) == NORMS * BATCHES and set(table["status"]) == {"ok"}
     assert {"norm.name", "train.batch_size", "seed", "test_err"} <= set(table.columns)
+    assert table["finished_at"].notna().all()  # each run's finish time, from its status.json
     figure = tmp_path / "results" / "figures" / "bn_small_batch.png"
     assert figure.stat().st_size > 20_000
     report = (tmp_path / "results" / "REPORT.md").read_text()

@@ -21,7 +21,8 @@ def read_sittings(results_dir: Path) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def _unique(df: pd.DataFrame, column: str) -> list[str]:
+def unique_values(df: pd.DataFrame, column: str) -> list[str]:
+    """The distinct non-missing values of a column, as sorted text ([] without the column)."""
     return sorted(df[column].dropna().astype(str).unique().tolist()) if column in df else []
 
 
@@ -41,7 +42,7 @@ def experiment_compute(tables: Tables, results_dir: Path) -> list[dict]:
             source = "store: first start to last finish"
         else:
             wall_s, source = None, "unknown"
-        profiles = _unique(df, "profile")
+        profiles = unique_values(df, "profile")
         rows.append(
             {
                 "experiment": experiment,
@@ -52,11 +53,11 @@ def experiment_compute(tables: Tables, results_dir: Path) -> list[dict]:
                 "sweep_wall_minutes": None if wall_s is None else wall_s / 60,
                 "wall_source": source,
                 "training_minutes": float(duration.sum()) / 60,
-                "commits": _unique(df, "provenance.commit"),
-                "hosts": _unique(df, "provenance.host"),
-                "devices": _unique(df, "provenance.device"),
-                "machines": _unique(df, "provenance.machine"),
-                "threads_per_run": _unique(df, "provenance.cpu_threads"),
+                "commits": unique_values(df, "provenance.commit"),
+                "hosts": unique_values(df, "provenance.host"),
+                "devices": unique_values(df, "provenance.device"),
+                "machines": unique_values(df, "provenance.machine"),
+                "threads_per_run": unique_values(df, "provenance.cpu_threads"),
                 "command": f"make run-sweep PROFILE={','.join(profiles)} EXPERIMENT={experiment}",
             }
         )

@@ -11,7 +11,12 @@ import pandas as pd
 
 from normexp.analysis.blog import CLAIMS as BLOG
 from normexp.analysis.claims import ClaimAnalysis, Tables
-from normexp.analysis.compute import compute_markdown, experiment_compute, read_sittings
+from normexp.analysis.compute import (
+    compute_markdown,
+    experiment_compute,
+    read_sittings,
+    unique_values,
+)
 from normexp.tracking.store import atomic_write_json
 
 SCALE_NOTE = (
@@ -49,7 +54,7 @@ def run_summary(tables: Tables) -> dict:
     }
     for key in ("provenance.commit", "provenance.device", "provenance.machine"):
         if key in df:
-            out[key.split(".")[1] + "s"] = sorted(df[key].dropna().astype(str).unique().tolist())
+            out[key.split(".")[1] + "s"] = unique_values(df, key)
     return out
 
 
