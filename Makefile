@@ -11,7 +11,7 @@ LAUNCH      = hydra/launcher=$(LAUNCHER) $(if $(filter local,$(LAUNCHER)),hydra.
 EXPERIMENTS := $(if $(filter all,$(EXPERIMENT)),$(basename $(notdir $(wildcard experiments/*.yaml))),$(EXPERIMENT))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run-sweep figures test lint bench clean-outputs
+.PHONY: help setup run-sweep figures screenshot test lint bench clean-outputs
 
 help: ## list the commands
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ run-sweep: setup ## train every experiment (or EXPERIMENT=name) at PROFILE; resu
 
 figures: setup ## collect the store into tables and draw every figure under results/
 	$(PY) -m normexp.analysis.figures
+
+screenshot: setup ## results/report_screenshot.png: report.html's first screen in headless Chromium
+	$(PY) -m normexp.analysis.report_browser --page results/report.html --out results/report_screenshot.png
 
 test: setup ## run the test suite
 	$(PY) -m pytest -q

@@ -1,8 +1,12 @@
 """The report builds from partial results: missing claims read "not run yet", never a crash."""
 
+import base64
+import io
 import json
+import re
 
 import pandas as pd
+from PIL import Image
 
 from normexp.analysis.compute import compute_markdown, experiment_compute
 from normexp.analysis.figures import write_figures_and_verdicts
@@ -21,6 +25,17 @@ def test_report_from_an_empty_store_has_every_claim(tmp_path):
         assert f"| {claim} `" in md
     assert "not run yet" in md and "> 所有Normalization模型" in md  # the blog quoted
     assert "data:image/png;base64," in page and 'src="figures/' not in page  # self-contained
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == len(list((tmp_path / "figures").glob("*.png"))) - 1  # C11: a table
+    for data in images:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+            image.verify()
+    # Markdown rendered, not escaped: emphasis and code become tags, no markup is left as text.
+    assert "<em>supported</em>" in page and "<code>make figures</code>" in page
+    text = re.sub(r"<pre>.*?</pre>|<[^>]+>", " ", page, flags=re.S)
+    assert "**" not in text and "`" not in text
+    assert '<section id="recommendations">' in page and "<th>blog says</th>" in page
+    assert page.count('lang="zh-Hans"') == len(by_claim) + 1  # each quote and the blog's title
     for name in ("norm_sets", "bn_small_batch"):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 10_000
         json.loads((tmp_path / "verdicts" / f"{name}.json").read_text())

@@ -210,17 +210,19 @@ def _ci_text(d: dict | None, unit: str) -> str:
     return f"{d['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}] {unit}"
 
 
-def draw(tables: dict, out: Path) -> Path:
-    rows = judge_all(tables)
-    header = [
-        "scenario",
-        "read from",
-        "blog says",
-        "our winner",
-        "margin over runner-up",
-        "blog's pick vs best rival",
-        "call",
-    ]
+HEADER = (
+    "scenario",
+    "read from",
+    "blog says",
+    "our winner",
+    "margin over runner-up",
+    "blog's pick vs best rival",
+    "call",
+)
+
+
+def table_cells(rows: list[dict]) -> list[list[str]]:
+    """One row of text per scenario, columns as in ``HEADER``: the figure's and the report's."""
     cells = []
     for r in rows:
         winner = norm_label(r["winner"]) if "winner" in r else "not run yet"
@@ -237,6 +239,26 @@ def draw(tables: dict, out: Path) -> Path:
                 r["call"],
             ]
         )
+    return cells
+
+
+def markdown_table(tables: dict) -> list[str]:
+    """The scenario table in markdown, for the report (the figure draws the same cells)."""
+    lines = [
+        "Margins: mean and 95% CI over seeds, > 0 favours the first named.",
+        "",
+        "| " + " | ".join(HEADER) + " |",
+        "|" + "---|" * len(HEADER),
+    ]
+    for row in table_cells(judge_all(tables)):
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+    return lines
+
+
+def draw(tables: dict, out: Path) -> Path:
+    rows = judge_all(tables)
+    header = list(HEADER)
+    cells = table_cells(rows)
     fig, ax = plt.subplots(figsize=(15, 0.8 + 0.45 * len(rows)), layout="constrained")
     ax.axis("off")
     table = ax.table(cellText=cells, colLabels=header, loc="center", cellLoc="left")

@@ -3,11 +3,14 @@ built only from the verdicts, figures and collected tables that ``figures`` wrot
 and the verdict table are also logged to a W&B run of their own."""
 
 import base64
-import html
+import importlib
 import json
 from pathlib import Path
 
 import pandas as pd
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 
 from normexp.analysis.blog import CLAIMS as BLOG
 from normexp.analysis.claims import ClaimAnalysis, Tables
@@ -29,6 +32,11 @@ SCALE_NOTE = (
     "matching BN at large batch after 100 epochs). Each verdict is about our setup; where it "
     "disagrees with an anchor, the notes say what differs."
 )
+
+
+TITLE = "normexp report: which normalization, and why — tested"
+BLOG_TITLE = "深度学习中的Normalization模型"
+PARTS = (("rule", "Rule"), ("anchor", "Anchor"), ("notes", "Notes"))
 
 
 def _fmt_ci(v: dict) -> str:
@@ -80,6 +88,8 @@ def sections(results_dir: Path, analyses: list[ClaimAnalysis], tables: Tables) -
         path = results_dir / "verdicts" / f"{a.name}.json"
         verdict = json.loads(path.read_text()) if path.exists() else {"verdict": "not run yet"}
         mine = {e: tables.get(e, pd.DataFrame()) for e in a.reads}
+        # A claim whose figure is a table (C11) gives the table as markdown rows too.
+        as_table = getattr(importlib.import_module(a.draw.__module__), "markdown_table", None)
         out.append(
             {
                 "analysis": a,
@@ -87,6 +97,7 @@ def sections(results_dir: Path, analyses: list[ClaimAnalysis], tables: Tables) -
                 "blog": BLOG.get(a.claim, {}),
                 "run": _what_was_run(run_summary(mine), a),
                 "figure": results_dir / "figures" / f"{a.name}.png",
+                "table": as_table(mine) if as_table else None,
             }
         )
     return out
@@ -95,9 +106,9 @@ def sections(results_dir: Path, analyses: list[ClaimAnalysis], tables: Tables) -
 def render_markdown(secs: list[dict], provenance: dict) -> str:
     compute = compute_markdown(provenance["compute"])
     lines = [
-        "# normexp report: which normalization, and why — tested",
+        f"# {TITLE}",
         "",
-        "Each claim of the blog post *深度学习中的Normalization模型* tested with real runs. "
+        f"Each claim of the blog post *{BLOG_TITLE}* tested with real runs. "
         "Regenerate with `make figures` (from the results store) after `make run-sweep`.",
         "",
         "| claim | the blog says | verdict | effect (95% CI over seeds) |",
@@ -113,32 +124,21 @@ def render_markdown(secs: list[dict], provenance: dict) -> str:
         if blog:
             lines += [f"> {blog['zh']}", ">", f"> *{blog['en']}*", ""]
         lines += [f"**What was run.** {s['run']}", ""]
-        if s["figure"].exists():
+        if s["table"]:
+            lines += [*s["table"], ""]
+        elif s["figure"].exists():
             lines += [f"![{a.name}](figures/{s['figure'].name})", ""]
         lines += [f"**Verdict: {v['verdict']}.** {v.get('effect', '')}", ""]
-        if v.get("rule"):
-            lines += [f"*Rule.* {v['rule']}", ""]
-        if v.get("anchor"):
-            lines += [f"*Anchor.* {v['anchor']}", ""]
-        if v.get("notes"):
-            lines += [f"*Notes.* {v['notes']}", ""]
+        for key, label in PARTS:
+            if v.get(key):
+                lines += [f"*{label}.* {v[key]}", ""]
     lines += ["## Compute and provenance", "", *compute, ""]
     lines += ["```", json.dumps(_brief(provenance), indent=2), "```", ""]
     return "\n".join(lines)
 
 
-CSS = """
-body{font:15px/1.5 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
-blockquote{border-left:4px solid #ccc;margin:0;padding:0 1em;color:#555}
-img{max-width:100%}.supported{color:#2a7d2a}.contradicted{color:#b22}.inconclusive{color:#b80}
-pre{background:#f6f6f6;padding:1em;overflow-x:auto}
-"""
-
-
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{path.stem}" src="data:image/png;base64,{data}">'
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 def _brief(provenance: dict) -> dict:
@@ -146,57 +146,53 @@ def _brief(provenance: dict) -> dict:
     return {k: v for k, v in provenance.items() if k not in ("compute", "sittings")}
 
 
-def _markdown_table_html(lines: list[str]) -> str:
-    """The compute table, drawn from the same markdown rows as REPORT.md."""
-    if len(lines) < 2:
-        return f"<p>{html.escape(' '.join(lines))}</p>"
-    cells = [[c.strip().strip("*`") for c in line.strip("|").split("|")] for line in lines]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells[2:]
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
+# CommonMark with tables; raw HTML in the texts is shown as text, never inserted.
+_MD = MarkdownIt("commonmark", {"html": False}).enable("table")
+_TEMPLATES = Environment(
+    loader=PackageLoader("normexp.analysis", "templates"),
+    autoescape=select_autoescape(["html", "j2"]),
+    keep_trailing_newline=True,
+)
+
+
+def _inline(text: str) -> Markup:
+    return Markup(_MD.renderInline(str(text)))
+
+
+def _block(lines: list[str]) -> Markup:
+    return Markup(_MD.render("\n".join(lines)))
 
 
 def render_html(secs: list[dict], provenance: dict) -> str:
-    e = html.escape
-    rows = "".join(
-        f"<tr><td>{s['analysis'].claim} <code>{e(s['analysis'].name)}</code></td>"
-        f'<td>{e(s["analysis"].title)}</td><td class="{s["verdict"]["verdict"].split()[0]}">'
-        f"<b>{e(s['verdict']['verdict'])}</b></td><td>{e(_fmt_ci(s['verdict']))}</td></tr>"
-        for s in secs
-    )
-    body = [
-        "<h1>normexp report: which normalization, and why — tested</h1>",
-        "<p>Each claim of the blog post <i>深度学习中的Normalization模型</i> tested with real "
-        "runs. Regenerate with <code>make figures</code>.</p>",
-        "<table><tr><th>claim</th><th>the blog says</th><th>verdict</th>"
-        f"<th>effect (95% CI over seeds)</th></tr>{rows}</table>",
-        f"<h2>Scale</h2><p>{e(SCALE_NOTE)}</p>",
-    ]
+    """The same content as REPORT.md, its markdown rendered and laid out by the template, with
+    the figures embedded so the page stands alone."""
+    rows = []
     for s in secs:
         a, v, blog = s["analysis"], s["verdict"], s["blog"]
-        body.append(f"<h2>{a.claim} <code>{e(a.name)}</code>: {e(a.title)}</h2>")
-        if blog:
-            body.append(
-                f"<blockquote><p>{e(blog['zh'])}</p><p><i>{e(blog['en'])}</i></p></blockquote>"
-            )
-        body.append(f"<p><b>What was run.</b> {e(s['run'])}</p>")
-        if s["figure"].exists():
-            body.append(_img(s["figure"]))
-        body.append(
-            f'<p><b class="{v["verdict"].split()[0]}">Verdict: {e(v["verdict"])}.'
-            f"</b> {e(v.get('effect', ''))}</p>"
+        rows.append(
+            {
+                "claim": a.claim,
+                "name": a.name,
+                "title": _inline(a.title),
+                "verdict": v["verdict"],
+                "css": v["verdict"].split()[0],
+                "ci": _fmt_ci(v),
+                "zh": blog.get("zh", ""),
+                "en": blog.get("en", ""),
+                "run": _inline(s["run"]),
+                "table": _block(s["table"]) if s["table"] else None,
+                "image": _data_uri(s["figure"]) if s["figure"].exists() else None,
+                "effect": _inline(v.get("effect", "")),
+                "parts": [(label, _inline(v[key])) for key, label in PARTS if v.get(key)],
+            }
         )
-        for key, label in (("rule", "Rule"), ("anchor", "Anchor"), ("notes", "Notes")):
-            if v.get(key):
-                body.append(f"<p><i>{label}.</i> {e(str(v[key]))}</p>")
-    body.append("<h2>Compute and provenance</h2>")
-    body.append(_markdown_table_html(compute_markdown(provenance["compute"])))
-    body.append(f"<pre>{e(json.dumps(_brief(provenance), indent=2))}</pre>")
-    return (
-        f'<!doctype html><html><head><meta charset="utf-8"><title>normexp report</title>'
-        f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>\n"
+    return _TEMPLATES.get_template("report.html.j2").render(
+        title=TITLE,
+        blog_title=BLOG_TITLE,
+        sections=rows,
+        scale=_block([SCALE_NOTE]),
+        compute=_block(compute_markdown(provenance["compute"])),
+        provenance=json.dumps(_brief(provenance), indent=2),
     )
 
 

@@ -1,0 +1,123 @@
+"""The HTML report as headless Chromium renders it: every figure decodes, no markdown markup is
+left as text, the Chinese quotes carry ``lang`` and name an installed CJK font, C11's table is a
+table. Skipped where Chromium is not installed (.ci/run installs it)."""
+
+import html
+import json
+import re
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+from conftest import REPO
+from PIL import Image
+
+from normexp.analysis.blog import CLAIMS as BLOG
+from normexp.analysis.claims import load_analyses
+from normexp.analysis.report import write_report
+from normexp.analysis.report_browser import chromium, dump_dom, screenshot
+
+pytestmark = pytest.mark.skipif(chromium() is None, reason="Chromium is not installed")
+
+RESULTS = REPO / "results"
+
+# Runs in the page once it has loaded; what it sees is dumped with the DOM.
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const sections = [...document.querySelectorAll("section")];
+  const probe = {
+    images: [...document.images].map(i => ({alt: i.alt, complete: i.complete,
+                                             width: i.naturalWidth, height: i.naturalHeight})),
+    text: [...document.body.children].filter(e => !["PRE", "SCRIPT"].includes(e.tagName))
+          .map(e => e.innerText).join("\\n"),
+    chinese: [...document.querySelectorAll("[lang]")].filter(e => e !== document.documentElement)
+             .map(e => ({lang: e.lang, font: getComputedStyle(e).fontFamily,
+                         text: e.textContent})),
+    sections: Object.fromEntries(sections.map(s => [s.id, {
+      tables: s.querySelectorAll("table").length, images: s.querySelectorAll("img").length}])),
+  };
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify(probe);
+  document.body.appendChild(out);
+});
+</script>"""
+
+# What markdown left unrendered would look like in the page's text.
+MARKUP = {
+    "bold": re.compile(r"\*\*|__\w"),
+    "code": re.compile(r"`"),
+    "emphasis": re.compile(r"(?<![\w*])\*(?=\S)[^*\n]+(?<=\S)\*(?![\w*])"),
+    "link or image": re.compile(r"\]\(|!\["),
+    "heading": re.compile(r"^#{1,6} ", re.M),
+    "table rule": re.compile(r"\|\s*---"),
+}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """report.html built from the committed results' verdicts, figures and collected tables."""
+    out = tmp_path_factory.mktemp("report")
+    for folder in ("figures", "verdicts"):
+        shutil.copytree(RESULTS / folder, out / folder)
+    shutil.copy(RESULTS / "sweeps.jsonl", out / "sweeps.jsonl")
+    tables = {p.stem: pd.read_parquet(p) for p in sorted((RESULTS / "collected").glob("*.parquet"))}
+    write_report(out, load_analyses(), tables, wandb_mode="disabled")
+    return out / "report.html"
+
+
+@pytest.fixture(scope="module")
+def probe(report) -> dict:
+    page = report.with_name("probed.html")
+    page.write_text(report.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"))
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dump_dom(page), re.S)
+    assert found, "the probe script did not run"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_every_figure_decodes_in_the_browser(probe):
+    figures = sorted(p.stem for p in (RESULTS / "figures").glob("*.png"))
+    images = probe["images"]
+    assert sorted(i["alt"] for i in images) == [f for f in figures if f != "recommendations"]
+    broken = [i["alt"] for i in images if not (i["complete"] and i["width"] > 100)]
+    assert not broken, f"images the browser could not decode: {broken}"
+
+
+def test_no_markdown_markup_is_left_as_text(probe):
+    text = probe["text"]
+    assert "Verdict: supported." in text and "What was run." in text
+    for what, pattern in MARKUP.items():
+        hit = pattern.search(text)
+        around = text[max(0, hit.start() - 60) : hit.end() + 60] if hit else ""
+        assert hit is None, f"literal {what} markup: {around!r}"
+
+
+def test_c11_is_an_html_table(probe):
+    c11 = probe["sections"]["recommendations"]
+    assert c11 == {"tables": 1, "images": 0}
+    assert "blog's pick vs best rival" in probe["text"]
+
+
+def test_the_chinese_text_has_lang_and_an_installed_cjk_font(probe):
+    chinese = [e for e in probe["chinese"] if e["lang"].startswith("zh")]
+    quoted = {e["text"] for e in chinese}
+    assert all(claim["zh"] in quoted for claim in BLOG.values())
+    # Chromium on Linux finds fonts through fontconfig: some family the page names for the
+    # Chinese text must be one fontconfig has with Chinese glyphs.
+    listed = subprocess.run(
+        ["fc-list", ":lang=zh", "family"], capture_output=True, text=True, check=True
+    ).stdout
+    installed = {f.strip() for line in listed.splitlines() for f in line.split(",")}
+    assert installed, "no font with Chinese glyphs is installed (apt-get install fonts-noto-cjk)"
+    for element in chinese:
+        named = {f.strip().strip('"') for f in element["font"].split(",")}
+        assert named & installed, f"{element['font']} names no installed CJK font"
+
+
+def test_first_screen_screenshot(report, tmp_path):
+    shot = screenshot(report, tmp_path / "first_screen.png")
+    with Image.open(shot) as image:
+        assert image.size == (1280, 900)
+        colors = image.convert("RGB").getcolors(maxcolors=1_000_000)
+    assert len(colors) > 50  # text and tables drawn, not a blank page
