@@ -11,7 +11,7 @@ LAUNCH      = hydra/launcher=$(LAUNCHER) $(if $(filter local,$(LAUNCHER)),hydra.
 EXPERIMENTS := $(if $(filter all,$(EXPERIMENT)),$(basename $(notdir $(wildcard experiments/*.yaml))),$(EXPERIMENT))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run-sweep figures screenshot test lint bench clean-outputs
+.PHONY: help setup run-sweep figures notebook screenshot test lint bench clean-outputs
 
 help: ## list the commands
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,8 +31,12 @@ run-sweep: setup ## train every experiment (or EXPERIMENT=name) at PROFILE; resu
 		$(PY) -m normexp.run -m experiment=$$e profile=$(PROFILE) $(LAUNCH) $(ARGS) || exit $$?; \
 	done
 
-figures: setup ## collect the store into tables and draw every figure under results/
+figures: setup ## collect the store, draw every figure, write the report (results/), run the notebook
 	$(PY) -m normexp.analysis.figures
+	$(MAKE) --no-print-directory notebook
+
+notebook: setup ## execute notebooks/explore_results.ipynb against the results, saving its outputs
+	$(PY) -m normexp.analysis.explore
 
 screenshot: setup ## results/report_screenshot.png: report.html's first screen in headless Chromium
 	$(PY) -m normexp.analysis.report_browser --page results/report.html --out results/report_screenshot.png
