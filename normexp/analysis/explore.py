@@ -133,11 +133,8 @@ def execute_notebook(results_dir: Path, source: Path = NOTEBOOK, out: Path | Non
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--results-dir",
-        type=Path,
-        default=Path(os.environ.get("NORMEXP_RESULTS_DIR", "results")),
-    )
+    results = os.environ.get("NORMEXP_RESULTS_DIR", "results")
+    parser.add_argument("results_dir", nargs="?", type=Path, default=Path(results))
     parser.add_argument("--notebook", type=Path, default=NOTEBOOK)
     args = parser.parse_args(argv)
     print(f"notebook -> {execute_notebook(args.results_dir, args.notebook)}")
