@@ -11,7 +11,7 @@ LAUNCH      = hydra/launcher=$(LAUNCHER) $(if $(filter local,$(LAUNCHER)),hydra.
 EXPERIMENTS := $(if $(filter all,$(EXPERIMENT)),$(basename $(notdir $(wildcard experiments/*.yaml))),$(EXPERIMENT))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run-sweep figures notebook screenshot test lint bench clean-outputs
+.PHONY: help setup run-sweep figures notebook screenshot test lint bench clean-outputs wandb-sync dashboards
 
 help: ## list the commands
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,6 +40,12 @@ notebook: setup ## execute notebooks/explore_results.ipynb against the results, 
 
 screenshot: setup ## results/report_screenshot.png: report.html's first screen in headless Chromium
 	$(PY) -m normexp.analysis.report_browser --page results/report.html --out results/report_screenshot.png
+
+wandb-sync: setup ## upload every offline W&B run (training runs and report runs) under results/
+	$(PY) -m normexp.tracking.dashboards --sync
+
+dashboards: setup ## publish one W&B report per claim (needs `wandb login`); ARGS="--entity me"
+	$(PY) -m normexp.tracking.dashboards --publish $(ARGS)
 
 test: setup ## run the test suite
 	$(PY) -m pytest -q

@@ -12,7 +12,7 @@ from normexp.errors import StoreError
 from normexp.tasks import get_task
 from normexp.tracking.provenance import provenance
 from normexp.tracking.store import FINISHED, RunLocked, RunRecord, run_key
-from normexp.tracking.wandb_mirror import WandbMirror
+from normexp.tracking.wandb_mirror import WandbMirror, run_identity
 from normexp.train import Diverged
 from normexp.train.device import pick_device
 from normexp.validate import resolve_config
@@ -77,21 +77,17 @@ def _run_job(cfg: DictConfig, progress_position: int) -> dict | None:
 
 def _train(config: dict, record: RunRecord, progress_position: int) -> dict:
     record.start(config)
-    norm = config["norm"]
     mirror = WandbMirror(
         mode=config["tracking"]["mode"],
         project=config["tracking"]["project"],
-        group=config["claim"]["name"],
-        name=f"{record.key}",
-        tags=[config["claim"]["id"], f"norm:{norm['name']}", f"position:{norm['position']}"],
-        config=config,
         run_dir=record.path,
+        **run_identity(config, record.key),
     )
 
     def log_epoch(metrics: dict) -> None:
         record.append_metrics(metrics)
         record.heartbeat()
-        mirror.log(metrics, step=metrics["epoch"])
+        mirror.log(metrics)
 
     status, error, summary = "ok", None, {}
     checkpoint = record.path / CHECKPOINT
@@ -115,7 +111,7 @@ def _train(config: dict, record: RunRecord, progress_position: int) -> dict:
         "run_key": record.key,
         "provenance": provenance(str(pick_device(config["train"]["device"]))),
     }
-    mirror.finish(summary, exit_code=0 if status == "ok" else 1)
+    mirror.finish(summary, exit_code=0 if status == "ok" else 1, run_dir=record.path)
     if mirror.error:  # recorded, never fatal: the local store is the source of truth
         summary["wandb_error"] = mirror.error
     record.finish(status, summary, error)

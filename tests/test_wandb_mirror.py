@@ -1,15 +1,34 @@
 """The W&B mirror: mode resolution, and that no failure of W&B ever reaches the run."""
 
+import json
+import struct
+from pathlib import Path
+
 import pytest
 import wandb
+import yaml
+from wandb.proto import wandb_internal_pb2
 
 from normexp.errors import ConfigError
-from normexp.tracking.wandb_mirror import WandbMirror, resolve_mode
+from normexp.tracking import wandb_mirror
+from normexp.tracking.wandb_mirror import (
+    FACTORS,
+    MEDIA_FILES,
+    NAME_EXTRAS,
+    WandbMirror,
+    resolve_mode,
+    run_identity,
+    wandb_key,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def clean_env(tmp_path, monkeypatch):
-    """No W&B login or mode from the machine running the tests; W&B files under tmp."""
+    """No W&B login or mode from the machine running the tests; W&B files under tmp; no online
+    failure remembered from an earlier test."""
+    monkeypatch.setattr(wandb_mirror, "_online_failure", None)
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
@@ -101,13 +120,15 @@ def test_failed_init_is_recorded_and_later_calls_do_nothing(clean_env, tmp_path,
         raise RuntimeError("no network\nsecond line of detail")
 
     clean_env.setattr(wandb, "init", broken_init)
+    clean_env.setattr(wandb_mirror, "_unreachable", lambda url: None)
     m = mirror(tmp_path, mode="online")
-    assert len(calls) == 1
-    assert calls[0]["mode"] == "online" and calls[0]["group"] == "exp"
+    # online failed, so the offline fallback was tried (and failed too)
+    assert [c["mode"] for c in calls] == ["online", "offline"]
+    assert calls[0]["group"] == "exp"
     assert m.run is None
     assert m.error == "wandb init failed: RuntimeError: no network"
     assert "no network" in caplog.text
-    m.log({"acc": 0.5}, step=1)
+    m.log({"acc": 0.5})
     m.log_images({"grid": tmp_path / "missing.png"})
     m.finish({"acc": 0.5}, exit_code=1)
     assert m.error == "wandb init failed: RuntimeError: no network"  # the first failure kept
@@ -122,6 +143,9 @@ class FlakyRun:
         self.finished = []
         self.dir = "/somewhere"
 
+    def define_metric(self, *args, **kwargs):
+        pass
+
     def log(self, metrics, step=None):
         raise ValueError("log broke")
 
@@ -134,11 +158,11 @@ def test_failed_log_is_recorded_and_the_run_still_finished(clean_env, tmp_path):
     clean_env.setattr(wandb, "init", lambda **kwargs: run)
     m = mirror(tmp_path)
     assert m.error is None and m.run_path == "/somewhere"
-    m.log({"acc": 0.5}, step=1)
+    m.log({"acc": 0.5})
     assert m.error == "wandb log failed: ValueError: log broke"
-    m.finish({"acc": 0.5, "status": "failed"}, exit_code=1)
+    m.finish({"test_acc": 0.5, "status": "failed"}, exit_code=1)
     assert run.finished == [1]
-    assert run.summary == {"acc": 0.5, "status": "failed"}
+    assert run.summary == {"test/acc": 0.5, "run/status": "failed"}  # under W&B names
     assert m.run is None
     m.finish({}, exit_code=0)  # a second finish is a no-op
     assert run.finished == [1]
@@ -154,7 +178,7 @@ def test_disabled_creates_no_files(clean_env, tmp_path):
     clean_env.setattr(wandb, "init", must_not_init)
     m = mirror(run_dir, mode="disabled")
     assert m.mode == "disabled" and m.run is None and m.error is None
-    m.log({"acc": 0.5}, step=1)
+    m.log({"acc": 0.5})
     m.finish({"acc": 0.5}, exit_code=0)
     assert list(run_dir.iterdir()) == []
     assert m.error is None
@@ -166,10 +190,223 @@ def test_offline_run_is_written_under_the_run_dir(clean_env, tmp_path):
     m = mirror(run_dir, mode="offline")
     assert m.error is None, m.error
     assert m.run is not None
-    m.log({"epoch": 1, "val_acc": 0.25}, step=1)
+    m.log({"epoch": 1, "val_acc": 0.25})
     m.finish({"test_acc": 0.3}, exit_code=0)
     assert m.error is None, m.error
     assert m.run is None
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and runs[0].is_dir()
     assert list(runs[0].glob("*.wandb"))  # the run's log, for a later `wandb sync`
+
+
+# --- names, ids, tags ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("store", "expected"),
+    [
+        ("epoch", "epoch"),
+        ("train_loss", "train/loss"),
+        ("train_bpc", "train/bpc"),
+        ("lr", "train/lr"),
+        ("val_acc", "val/acc"),
+        ("valid_bpc_long", "val/bpc_long"),
+        ("best_val_acc", "val/best_acc"),
+        ("best_valid_bpc", "val/best_bpc"),
+        ("test_acc_batch_stats", "test/acc_batch_stats"),
+        ("test_err", "test/err"),
+        ("probe_ics_l2", "probe/ics_l2"),
+        ("weight_near_zero_frac", "weights/near_zero_frac"),
+        ("images_per_s", "perf/images_per_s"),
+        ("epoch_time_s", "perf/epoch_time_s"),
+        ("n_params", "run/n_params"),
+    ],
+)
+def test_store_metrics_get_namespaced_w_and_b_names(store, expected):
+    assert wandb_key(store) == expected
+
+
+def config_for(**overrides) -> dict:
+    config = json.loads(
+        next((ROOT / "results" / "runs" / "bn_small_batch").glob("*/config.json")).read_text()
+    )
+    config["paths"] = {"data_dir": "/home/me/data", "results_dir": "/home/me/results"}
+    for path, value in overrides.items():
+        node = config
+        *parents, last = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return config
+
+
+def test_identity_is_readable_and_keyed_by_the_run_key():
+    config = config_for(**{"norm.name": "group", "train.batch_size": 4, "seed": 1})
+    ident = run_identity(config, "0123456789abcdef")
+    assert ident["run_id"] == "0123456789abcdef"
+    assert ident["name"] == "bn_small_batch/group-pre-b4-s1"
+    assert ident["group"] == "bn_small_batch"
+    assert {"C4", "bn_small_batch", "norm:group", "position:pre", "batch:4", "seed:1"} <= set(
+        ident["tags"]
+    )
+    assert ident["config"]["run_key"] == "0123456789abcdef"
+    # the store leaves the machine's paths out; so does W&B
+    assert ident["config"]["paths"] == {"data_dir": None, "results_dir": None}
+    assert config["paths"]["results_dir"] == "/home/me/results"  # the caller's config untouched
+
+
+def swept_paths(experiment_file: Path) -> list[str]:
+    """The config paths an experiment sweeps (a group choice sweeps its ``name``)."""
+    doc = yaml.safe_load(experiment_file.read_text())
+    params = doc.get("hydra", {}).get("sweeper", {}).get("params", {})
+    groups = {"norm": "norm.name", "model": "model.name", "arm": "arm.name"}
+    return [groups.get(p, "devices.per_device" if p == "devices" else p) for p in params]
+
+
+@pytest.mark.parametrize(
+    "experiment_file",
+    sorted((ROOT / "configs" / "experiment").glob("*.yaml")),
+    ids=lambda p: p.stem,
+)
+def test_every_swept_factor_is_a_tag_and_part_of_the_name(experiment_file):
+    factor_paths = {path for _, path in FACTORS}
+    core = {"norm.name", "norm.position", "train.batch_size", "seed"}
+    claim = yaml.safe_load(experiment_file.read_text()).get("claim", {}).get("name")
+    for path in swept_paths(experiment_file):
+        assert path in factor_paths, f"{experiment_file.stem} sweeps {path}: not tagged"
+        if path not in core and claim:
+            extras = [p for p, _ in NAME_EXTRAS.get(claim, ())]
+            assert path in extras, f"{claim} sweeps {path}: runs differ by it, names do not"
+
+
+def test_names_tell_the_committed_runs_apart():
+    for experiment in sorted((ROOT / "results" / "runs").iterdir()):
+        names = {}
+        for config_file in experiment.glob("*/config.json"):
+            config = json.loads(config_file.read_text())
+            name = run_identity(config, config_file.parent.name)["name"]
+            key = names.setdefault(name, config_file.parent.name)
+            # same name only for the same cell: a run key differs by nothing else then
+            assert key == config_file.parent.name or _same_cell(experiment, key, config), name
+
+
+def _same_cell(experiment: Path, key: str, config: dict) -> bool:
+    other = json.loads((experiment / key / "config.json").read_text())
+    return {k: v for k, v in other.items() if k != "profile"} == {
+        k: v for k, v in config.items() if k != "profile"
+    }
+
+
+# --- the offline run folder, as `wandb sync` reads it ----------------------------------
+
+
+def wandb_records(run_file: Path):
+    """Records of a .wandb file (a LevelDB-style log of protobuf records, 32 KiB blocks)."""
+    data = run_file.read_bytes()
+    assert data[:4] == b":W&B"
+    block, header = 32768, 7
+    pos, buf = 7, b""
+    while pos + header <= len(data):
+        left = block - pos % block
+        if left < header:  # block trailer padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + header])
+        buf += data[pos + header : pos + header + length]
+        pos += header + length
+        if kind in (1, 4):  # FULL or LAST chunk
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(buf)
+            buf = b""
+            yield record
+
+
+def parse_run(run_dir: Path) -> dict:
+    (run_file,) = run_dir.glob("run-*.wandb")
+    out = {"history": set(), "summary": set(), "metrics": {}, "run": None}
+
+    def keys(items) -> set[str]:
+        return {item.key or "/".join(item.nested_key) for item in items}
+
+    for record in wandb_records(run_file):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            out["run"] = record.run
+        elif kind == "history":
+            out["history"] |= keys(record.history.item)
+        elif kind == "summary":
+            out["summary"] |= keys(record.summary.update)
+        elif kind == "metric":
+            metric = record.metric
+            out["metrics"][metric.glob_name or metric.name] = metric.step_metric
+    return out
+
+
+def test_offline_run_has_the_id_names_metrics_and_media(clean_env, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    grid = next((ROOT / "results" / "runs" / "bn_generation").glob("*/samples.png"))
+    (run_dir / MEDIA_FILES["media/samples"]).write_bytes(grid.read_bytes())
+    config = config_for(**{"norm.name": "batch", "train.batch_size": 2, "seed": 0})
+    for epoch in (1, 2):  # the second mirror is a resumed run: same id
+        ident = run_identity(config, "abc123")
+        m = WandbMirror("offline", "normexp-test", run_dir=run_dir, **ident)
+        assert m.error is None, m.error
+        m.log({"epoch": epoch, "train_loss": 1.0, "val_acc": 0.5, "lr": 0.1, "images_per_s": 9.0})
+        m.finish({"test_acc": 0.5, "test_err": 0.5, "status": "ok"}, 0, run_dir=run_dir)
+        assert m.error is None, m.error
+    wandb.teardown()  # W&B's service writes the run files in the background: let it finish
+    folders = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(folders) == 2 and all(f.name.endswith("-abc123") for f in folders)
+    run = parse_run(folders[-1])
+    assert run["run"].run_id == "abc123"
+    assert run["run"].display_name == "bn_small_batch/batch-pre-b2-s0"
+    assert run["run"].run_group == "bn_small_batch"
+    assert {"C4", "norm:batch", "batch:2", "seed:0"} <= set(run["run"].tags)
+    config_keys = {item.key for item in run["run"].config.update}
+    assert {"norm", "train", "run_key", "paths"} <= config_keys
+    assert {"epoch", "train/loss", "train/lr", "val/acc", "perf/images_per_s"} <= run["history"]
+    assert not {"train_loss", "val_acc"} & run["history"]  # no flat store names
+    assert any(k.startswith("media/samples") for k in run["history"])  # the sample grid
+    assert list((folders[-1] / "files" / "media" / "images").rglob("samples_*.png"))
+    assert {"test/acc", "test/err", "run/status"} <= run["summary"]
+    assert run["metrics"]["train/*"] == "epoch" and run["metrics"]["val/*"] == "epoch"
+
+
+# --- online without a network ----------------------------------------------------------
+
+
+def test_unreachable_server_goes_offline_once_and_quickly(clean_env, tmp_path, caplog):
+    """The discard port on loopback: nothing listens, so the probe fails at once."""
+    clean_env.setenv("WANDB_API_KEY", "x" * 40)
+    clean_env.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    probes = []
+    real_probe = wandb_mirror._unreachable
+    clean_env.setattr(
+        wandb_mirror, "_unreachable", lambda url: probes.append(url) or real_probe(url)
+    )
+    mirrors = []
+    for i in range(2):
+        run_dir = tmp_path / f"run{i}"
+        run_dir.mkdir()
+        m = mirror(run_dir, mode="online")
+        m.log({"epoch": 1, "val_acc": 0.5})
+        m.finish({"test_acc": 0.5}, exit_code=0)
+        mirrors.append(m)
+        assert list((run_dir / "wandb").glob("offline-run-*")), "kept offline, for a later sync"
+    assert [m.mode for m in mirrors] == ["offline", "offline"]
+    assert all(m.error is None for m in mirrors)  # a fallback, not a lost run
+    assert probes == ["http://127.0.0.1:9"]  # the second run did not try again
+    warnings = [r for r in caplog.records if "wandb online failed" in r.getMessage()]
+    assert len(warnings) == 1 and "127.0.0.1:9" in warnings[0].getMessage()
+
+
+def test_probe_reports_a_refused_port_and_accepts_a_listening_one():
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert wandb_mirror._unreachable(f"http://127.0.0.1:{port}") is None
+    assert "unreachable" in wandb_mirror._unreachable(f"http://127.0.0.1:{port}")

@@ -1,19 +1,119 @@
 """Weights & Biases mirror of the results store.
 
 W&B only mirrors: any failure of it (no network, bad credentials, its own exception) is recorded
-and never loses or blocks the local result.
+and never loses or blocks the local result. Online mode is bounded: the server is probed first
+(seconds), ``wandb.init`` and ``finish`` have timeouts, and after the first online failure in a
+process every later run of that process goes offline (one warning line), to be synced later.
 """
 
 import logging
 import netrc
 import os
+import socket
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
 from normexp.errors import ConfigError
+from normexp.tracking.store import portable
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "offline", "online", "disabled")
+
+PROBE_TIMEOUT_S = 3.0  # TCP connect to the W&B server before an online init
+INIT_TIMEOUT_S = 20.0  # wandb.init online (W&B's default is 90 s)
+FINISH_TIMEOUT_S = 60.0  # upload at finish; past it W&B marks the run crashed, the store keeps it
+_online_failure: str | None = None  # process-wide: set by the first online failure
+
+# Store metric name prefix -> W&B namespace. The store's names stay as they are.
+NAMESPACES = (
+    ("train_", "train"),
+    ("valid_", "val"),
+    ("val_", "val"),
+    ("test_", "test"),
+    ("probe_", "probe"),
+    ("weight_", "weights"),
+)
+STEP_METRIC = "epoch"
+PERF_SUFFIXES = ("_per_s", "_time_s")
+# Files a task writes into its run folder that are logged as media at finish.
+MEDIA_FILES = {"media/samples": "samples.png"}
+
+# (tag label, config path) for every factor some experiment sweeps.
+FACTORS = (
+    ("norm", "norm.name"),
+    ("position", "norm.position"),
+    ("batch", "train.batch_size"),
+    ("seed", "seed"),
+    ("model", "model.name"),
+    ("activation", "model.activation"),
+    ("lr_per_128", "optim.lr_per_128"),
+    ("arm", "arm.name"),
+    ("per_device", "devices.per_device"),
+)
+# Experiment -> the factors beyond norm/position/batch/seed that tell its runs apart in a name.
+NAME_EXTRAS = {
+    "bn_position": (("model.name", ""), ("model.activation", "")),
+    "smoothness": (("optim.lr_per_128", "lr"),),
+    "weight_side": (("arm.name", ""),),
+    "bn_small_batch_devices": (("devices.per_device", "pd"),),
+}
+
+
+def wandb_key(key: str) -> str:
+    """The W&B name of a store metric: ``train_loss`` -> ``train/loss``, ``valid_bpc`` ->
+    ``val/bpc``, ``best_val_acc`` -> ``val/best_acc``, ``lr`` -> ``train/lr``,
+    ``images_per_s`` -> ``perf/images_per_s``; anything else -> ``run/<key>``."""
+    if key == STEP_METRIC:
+        return key
+    if key.startswith("best_"):
+        namespace, _, rest = wandb_key(key[len("best_") :]).partition("/")
+        return f"{namespace}/best_{rest}"
+    for prefix, namespace in NAMESPACES:
+        if key.startswith(prefix):
+            return f"{namespace}/{key[len(prefix) :]}"
+    if key == "lr":
+        return "train/lr"
+    if key.endswith(PERF_SUFFIXES):
+        return f"perf/{key}"
+    return f"run/{key}"
+
+
+def wandb_metrics(metrics: Mapping) -> dict:
+    return {wandb_key(k): v for k, v in metrics.items()}
+
+
+def _get(config: Mapping, path: str):
+    node = config
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def run_identity(config: Mapping, key: str) -> dict:
+    """The W&B id, name, group, tags and config of a store run. The id is the run key, so a
+    resumed run continues its W&B run; the config is the store's (no machine paths)."""
+    experiment = config["claim"]["name"]
+    norm = config["norm"]
+    name = (
+        f"{experiment}/{norm['name']}-{norm['position']}"
+        f"-b{config['train']['batch_size']}-s{config['seed']}"
+    )
+    for path, prefix in NAME_EXTRAS.get(experiment, ()):
+        if _get(config, path) is not None:
+            name += f"-{prefix}{_get(config, path)}"
+    tags = [config["claim"]["id"], experiment]
+    tags += [f"{label}:{_get(config, p)}" for label, p in FACTORS if _get(config, p) is not None]
+    return {
+        "run_id": key,
+        "name": name,
+        "group": experiment,
+        "tags": tags,
+        "config": {**portable(config), "run_key": key},
+    }
 
 
 def resolve_mode(mode: str) -> str:
@@ -38,8 +138,45 @@ def _logged_in() -> bool:
     return any("wandb" in host for host in hosts)
 
 
+def _unreachable(base_url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the server cannot be reached within ``timeout`` (DNS included), or None."""
+    url = urlparse(base_url)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    if not host:
+        return f"bad base URL {base_url!r}"
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(f"{type(exc).__name__}: {exc}")
+
+    # In a thread: name resolution has no timeout of its own.
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return f"no answer within {timeout:.0f} s"
+    return outcome[0] and f"{base_url} unreachable ({outcome[0]})"
+
+
+def _go_offline(reason: str) -> None:
+    global _online_failure
+    if _online_failure is None:
+        _online_failure = reason
+        log.warning(
+            "wandb online failed (%s); this and later runs of this process are written offline "
+            "(upload them with `wandb sync`, see README)",
+            reason,
+        )
+
+
 class WandbMirror:
-    """One W&B run per job; every call is guarded, ``error`` holds the first failure."""
+    """One W&B run per job; every call is guarded, ``error`` holds the first failure.
+
+    With ``run_id`` the W&B run is resumed when it exists (``resume="allow"``)."""
 
     def __init__(
         self,
@@ -51,6 +188,7 @@ class WandbMirror:
         config: Mapping,
         run_dir: Path,
         job_type: str = "train",
+        run_id: str | None = None,
     ) -> None:
         self.mode = resolve_mode(mode)
         self.error: str | None = None
@@ -60,31 +198,67 @@ class WandbMirror:
         try:
             import wandb
 
-            self.run = wandb.init(
-                project=project,
-                group=group,
-                name=name,
-                tags=list(tags),
-                job_type=job_type,
-                config=dict(config),
-                dir=str(run_dir),
-                mode=self.mode,
-                reinit="create_new",
-                settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
-            )
+            if self.mode == "online" and _online_failure is not None:
+                self.mode = "offline"
+            if self.mode == "online":
+                # The environment first: W&B's settings object may predate a change to it.
+                url = os.environ.get("WANDB_BASE_URL") or wandb.setup().settings.base_url
+                reason = _unreachable(url)
+                if reason:
+                    _go_offline(reason)
+                    self.mode = "offline"
+            kwargs = {
+                "project": project,
+                "group": group,
+                "name": name,
+                "tags": list(tags),
+                "job_type": job_type,
+                "config": dict(config),
+                "dir": str(run_dir),
+                "reinit": "create_new",
+            }
+            if run_id is not None:
+                kwargs.update(id=run_id, resume="allow")
+            try:
+                self.run = wandb.init(mode=self.mode, settings=self._settings(wandb), **kwargs)
+            except Exception as exc:  # noqa: BLE001
+                if self.mode != "online":
+                    raise
+                _go_offline(f"{type(exc).__name__}: {exc}".splitlines()[0])
+                self.mode = "offline"
+                self.run = wandb.init(mode=self.mode, settings=self._settings(wandb), **kwargs)
+            self._define_metrics()
         except Exception as exc:  # noqa: BLE001 - the mirror must never take the run down
             self._fail("init", exc)
+
+    @staticmethod
+    def _settings(wandb):
+        return wandb.Settings(
+            silent=True,
+            console="off",
+            x_disable_stats=True,
+            init_timeout=INIT_TIMEOUT_S,
+            finish_timeout=FINISH_TIMEOUT_S,
+        )
+
+    def _define_metrics(self) -> None:
+        """Every namespace plotted against the epoch, so resumed runs line up."""
+        self.run.define_metric(STEP_METRIC)
+        namespaces = {ns for _, ns in NAMESPACES} | {"perf"}
+        for namespace in sorted(namespaces):
+            self.run.define_metric(f"{namespace}/*", step_metric=STEP_METRIC)
 
     def _fail(self, what: str, exc: BaseException) -> None:
         if self.error is None:
             self.error = f"wandb {what} failed: {type(exc).__name__}: {exc}".splitlines()[0]
             log.warning("%s (the local result is kept)", self.error)
 
-    def log(self, metrics: Mapping, step: int | None = None) -> None:
+    def log(self, metrics: Mapping) -> None:
+        """One epoch's store metrics, under their W&B names (``epoch`` is the x axis)."""
         if self.run is None:
             return
         try:
-            self.run.log(dict(metrics), step=step)
+            self.run.log(wandb_metrics(metrics))
         except Exception as exc:  # noqa: BLE001
             self._fail("log", exc)
 
@@ -98,12 +272,17 @@ class WandbMirror:
         except Exception as exc:  # noqa: BLE001
             self._fail("log", exc)
 
-    def finish(self, summary: Mapping, exit_code: int) -> None:
-        """Always called, also when the job failed."""
+    def finish(self, summary: Mapping, exit_code: int, run_dir: Path | None = None) -> None:
+        """Always called, also when the job failed. The summary goes under W&B names; the media
+        a task wrote into ``run_dir`` (MEDIA_FILES) are logged first."""
         if self.run is None:
             return
+        if run_dir is not None:
+            media = {k: run_dir / f for k, f in MEDIA_FILES.items() if (run_dir / f).exists()}
+            if media:
+                self.log_images(media)
         try:
-            self.run.summary.update(dict(summary))
+            self.run.summary.update(wandb_metrics(summary))
             self.run.finish(exit_code=exit_code)
         except Exception as exc:  # noqa: BLE001
             self._fail("finish", exc)

@@ -1,0 +1,176 @@
+"""The W&B dashboards build offline, and every key a panel names is one the runs log."""
+
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import wandb_workspaces.reports.v2 as wr
+
+from normexp.analysis.claims import MODULES
+from normexp.tracking import dashboards
+from normexp.tracking.dashboards import FIGURE_KEY, SPECS, claim_dashboards, main
+from normexp.tracking.wandb_mirror import MEDIA_FILES, STEP_METRIC, wandb_key
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "results" / "runs"
+FIGURE_KEYS = {FIGURE_KEY.format(name=m) for m in MODULES}
+
+
+def _paths(node, prefix=""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, f"{prefix}{k}.")
+    else:
+        yield prefix.rstrip(".")
+
+
+def logged(experiment: str) -> dict[str, set[str]]:
+    """What the mirror logs for an experiment's committed runs: the W&B names of the store's
+    per-epoch metrics (history) and summaries, and the config paths."""
+    out = {"history": {STEP_METRIC}, "summary": set(), "config": {"run_key", "claim.name"}}
+    folders = list((RUNS / experiment).glob("*/"))
+    assert folders, f"no committed runs of {experiment}"
+    for folder in folders:
+        for line in (folder / "metrics.jsonl").read_text().splitlines():
+            out["history"] |= {wandb_key(k) for k in json.loads(line)}
+        summary = json.loads((folder / "summary.json").read_text())
+        out["summary"] |= {wandb_key(k) for k in summary}
+        out["config"] |= set(_paths(json.loads((folder / "config.json").read_text())))
+        if (folder / MEDIA_FILES["media/samples"]).exists():
+            out.setdefault("media", set()).add("media/samples")
+    out["summary"] |= out["history"]  # W&B keeps the last logged value in the summary
+    return out
+
+
+def referenced(grid: wr.PanelGrid) -> dict[str, set[str]]:
+    """Every key the grid's panels and run set name, by where W&B looks it up."""
+    out = {"history": set(), "summary": set(), "config": set(), "media": set()}
+
+    def add(metric, default: str) -> None:
+        if metric is None:
+            return
+        if isinstance(metric, wr.Config):
+            out["config"].add(metric.name)
+        elif isinstance(metric, wr.SummaryMetric):
+            out["summary"].add(metric.name)
+        else:
+            out[default].add(metric.name if isinstance(metric, wr.Metric) else metric)
+
+    for panel in grid.panels:
+        if isinstance(panel, wr.LinePlot):
+            add(panel.x, "history")
+            for y in panel.y:
+                add(y, "history")
+        elif isinstance(panel, wr.ScatterPlot):
+            for m in (panel.x, panel.y, panel.z):
+                add(m, "summary")
+        elif isinstance(panel, wr.BarPlot):
+            for m in panel.metrics:
+                add(m, "history")
+        elif isinstance(panel, wr.ParallelCoordinatesPlot):
+            for column in panel.columns:
+                add(column.metric, "summary")
+        elif isinstance(panel, wr.MediaBrowser):
+            out["media"] |= set(panel.media_keys)
+        else:
+            raise AssertionError(f"no key check for {type(panel).__name__}")
+    for runset in grid.runsets:
+        out["config"] |= {g.removeprefix("config.") for g in runset.groupby}
+        out["config"] |= set(re.findall(r"Config\('([^']+)'\)", runset.filters))
+    return out
+
+
+def grids_of(report: wr.Report) -> list[wr.PanelGrid]:
+    return [b for b in report.blocks if isinstance(b, wr.PanelGrid)]
+
+
+def test_one_report_per_claim_built_offline():
+    reports = claim_dashboards("someone", "normexp")
+    assert [s.name for s in SPECS] == list(MODULES)  # every claim, in claim order
+    assert len(reports) == len(MODULES)
+    for spec, report in zip(SPECS, reports, strict=True):
+        assert isinstance(report, wr.Report)
+        assert spec.claim in report.title and report.entity == "someone"
+        assert len(grids_of(report)) == 1 + len(spec.grids)  # the figure, then the grids
+        for grid in grids_of(report):
+            for panel in grid.panels:
+                panel._to_model()  # serializable; only the run sets need the server
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.claim)
+def test_every_panel_names_a_key_the_runs_log(spec):
+    report = dashboards.build_report(spec, "someone", "normexp")
+    figure_grid, *grids = grids_of(report)
+    assert referenced(figure_grid)["media"] <= FIGURE_KEYS
+    for grid_spec, grid in zip(spec.grids, grids, strict=True):
+        names = referenced(grid)
+        known = {"history": set(), "summary": set(), "config": set(), "media": set()}
+        for experiment in grid_spec.experiments:
+            for kind, keys in logged(experiment).items():
+                known[kind] |= keys
+        for kind, keys in names.items():
+            unknown = keys - known[kind]
+            assert not unknown, f"{spec.claim} '{grid_spec.title}': no run logs {kind} {unknown}"
+
+
+def test_an_unknown_key_fails_the_check():
+    spec = SPECS[3]  # C4
+    bad = dashboards.Grid("typo", spec.grids[0].experiments, ("norm.name",), bars=("test/error",))
+    names = referenced(dashboards.build_report(
+        dashboards.ClaimDashboard("C4", spec.name, "t", (bad,)), "e", "p"
+    ).blocks[-1])
+    assert "test/error" in names["summary"] - logged("bn_small_batch")["summary"]
+
+
+def test_the_report_run_logs_each_figure_under_its_key(tmp_path, monkeypatch):
+    """The report run (normexp.analysis.report) is where the per-claim figure panels look."""
+    import wandb
+    from test_wandb_mirror import parse_run
+
+    from normexp.analysis.report import log_to_wandb
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    figure = ROOT / "results" / "figures" / "bn_small_batch.png"
+    secs = [
+        {
+            "analysis": SimpleNamespace(claim="C4", name="bn_small_batch"),
+            "verdict": {"verdict": "supported", "effect": "x"},
+            "figure": figure,
+        }
+    ]
+    assert log_to_wandb(secs, tmp_path, "offline") is None
+    wandb.teardown()  # let W&B's service finish writing the run file
+    (folder,) = dashboards.offline_run_dirs(tmp_path)  # where `--sync` looks
+    run = parse_run(folder)
+    assert run["run"].run_group == dashboards.REPORT_GROUP
+    assert any(k.startswith(FIGURE_KEY.format(name="bn_small_batch")) for k in run["history"])
+
+
+def test_sync_finds_training_and_report_runs(tmp_path):
+    for folder in ("runs/c4/k1/wandb/offline-run-1-k1", "wandb/offline-run-2-report"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "runs/c4/k1/wandb/latest-run").mkdir()
+    names = [p.name for p in dashboards.offline_run_dirs(tmp_path)]
+    assert names == ["offline-run-1-k1", "offline-run-2-report"]
+
+
+def test_publish_refuses_in_one_line_when_not_logged_in(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in ("WANDB_API_KEY", "NETRC"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(wr.Report, "save", lambda self, **kw: pytest.fail("saved offline"))
+    assert main(["--publish"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not logged in" in err
+
+
+def test_publish_refuses_when_the_server_is_unreachable(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # loopback, nothing listens
+    monkeypatch.setattr(wr.Report, "save", lambda self, **kw: pytest.fail("saved offline"))
+    assert main(["--publish"]) == 1
+    assert "127.0.0.1:9 unreachable" in capsys.readouterr().err
