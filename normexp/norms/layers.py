@@ -6,6 +6,8 @@ one sample; GN over a group of channels (and H, W) of one sample. Where PyTorch 
 kernel for that set it is used as is.
 """
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor, nn
 
@@ -65,7 +67,7 @@ def build_layer(num_features: int, eps: float = 1e-5) -> nn.Module:
     return nn.GroupNorm(1, num_features, eps=eps)
 
 
-def _always(kwargs: object, channels: int) -> bool:
+def _always(kwargs: Mapping, channels: int) -> bool:
     return True
 
 
@@ -91,7 +93,7 @@ def _check_groups(ctx: NormContext) -> None:
         resolve_num_groups(c, ctx.kwargs.get("num_groups"), ctx.kwargs.get("channels_per_group"))
 
 
-def _one_channel_per_group(kwargs: dict, channels: int) -> bool:
+def _one_channel_per_group(kwargs: Mapping, channels: int) -> bool:
     return kwargs.get("channels_per_group") == 1 or kwargs.get("num_groups") == channels
 
 
