@@ -17,6 +17,7 @@ import normexp
 from normexp.analysis import not_ics, smoothness
 from normexp.errors import ConfigError
 from normexp.models.cnn import VGGNet
+from normexp.norms import NormFactory
 from normexp.sweep import sweep_overrides
 from normexp.train.classification import train_classifier
 from normexp.train.instrumented import StepProbes, train_instrumented
@@ -29,7 +30,7 @@ CONFIGS = str(Path(normexp.__file__).resolve().parent.parent / "configs")
 def tiny_cnn(norm: str = "batch") -> nn.Module:
     torch.manual_seed(0)
     kwargs = {"max_shift": 0.5, "max_scale": 1.5} if norm == "noisy_batch" else {}
-    return VGGNet([4, 8], 2, norm, "pre", "relu", kwargs)
+    return VGGNet([4, 8], 2, NormFactory(norm, "pre", kwargs), "relu")
 
 
 def batch(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:

@@ -247,7 +247,7 @@ def test_onednn_and_mm_paths_agree():
 def test_per_step_bn_keeps_one_statistic_set_per_step(step_path):
     torch.manual_seed(0)
     max_steps = 6
-    layer = NormLSTMLayer(E, H, "batch_per_step", max_steps=max_steps, bn_momentum=0.5).train()
+    layer = NormLSTMLayer(E, H, "batch_per_step", max_steps=max_steps, momentum=0.5).train()
     assert layer.running_mean_ih.shape == (max_steps, 4 * H)
     assert layer.running_var_c.shape == (max_steps, H)
     # Input statistics whose mean differs per step: step t has mean t.
@@ -267,7 +267,7 @@ def test_per_step_bn_keeps_one_statistic_set_per_step(step_path):
 
 def test_shared_bn_keeps_one_statistic_set_for_all_steps(step_path):
     torch.manual_seed(0)
-    layer = NormLSTMLayer(E, H, "batch_shared", bn_momentum=0.5).train()
+    layer = NormLSTMLayer(E, H, "batch_shared", momentum=0.5).train()
     assert layer.running_mean_ih.shape == (1, 4 * H)
     x = torch.randn(4, 16, E) + torch.arange(4.0).view(4, 1, 1)
     layer(x)

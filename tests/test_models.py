@@ -8,7 +8,8 @@ from torch import nn
 
 from normexp.errors import ConfigError
 from normexp.models import build_model, check_model
-from normexp.models.blocks import ORDERS, make_activation, needs_bias, norm_block
+from normexp.models.blocks import ORDERS, make_activation, norm_block
+from normexp.norms import NormFactory, make_norm_factory
 from normexp.norms.layers import BatchNorm
 
 NORMS = ("none", "batch", "layer", "instance", "group")
@@ -114,9 +115,9 @@ def test_orders_are_the_documented_ones():
 
 def test_norm_block_order_pre_and_post():
     lin = nn.Linear(3, 4)
-    pre = norm_block(lin, "batch", "pre", "tanh", 4, {})
+    pre = norm_block(lin, NormFactory("batch", "pre", {}), "tanh", 4)
     assert [type(m) for m in pre] == [nn.Linear, BatchNorm, nn.Tanh]
-    post = norm_block(nn.Linear(3, 4), "batch", "post", "tanh", 4, {})
+    post = norm_block(nn.Linear(3, 4), NormFactory("batch", "post", {}), "tanh", 4)
     assert [type(m) for m in post] == [nn.Linear, nn.Tanh, BatchNorm]
     # and the computation follows that order: post normalizes after tanh
     x = torch.randn(6, 3)
@@ -125,12 +126,33 @@ def test_norm_block_order_pre_and_post():
     torch.testing.assert_close(y.mean(0), torch.zeros(4), atol=1e-5, rtol=0)
 
 
-def test_needs_bias():
-    assert not needs_bias("batch", "pre")
-    assert not needs_bias("group", "pre")
-    assert needs_bias("batch", "post")
-    assert needs_bias("none", "pre")
-    assert needs_bias("none", "post")
+def test_layer_bias():
+    assert not NormFactory("batch", "pre", {}).layer_bias
+    assert not NormFactory("group", "pre", {"num_groups": 2}).layer_bias
+    assert NormFactory("batch", "post", {}).layer_bias
+    assert NormFactory("none", "pre", {}).layer_bias
+    assert NormFactory("none", "post", {}).layer_bias
+    assert NormFactory("rms", "pre", {}).layer_bias  # no shift: the layer keeps its bias
+
+
+def test_norm_factory_from_config():
+    factory = make_norm_factory({"name": "group", "position": "post", "num_groups": 2})
+    assert (factory.name, factory.position) == ("group", "post")
+    assert dict(factory.kwargs) == {"num_groups": 2}
+    layer = factory(6)
+    assert isinstance(layer, nn.GroupNorm) and layer.num_groups == 2 and layer.num_channels == 6
+    assert factory.per_channel(2) and not factory.per_channel(6)
+    with pytest.raises(ConfigError) as info:
+        make_norm_factory({"name": "batch", "position": "middle"})
+    assert info.value.field == "norm.position"
+
+
+def test_recurrent_only_norms_are_refused_for_cnn_and_mlp():
+    for model in (CNN, MLP):
+        with pytest.raises(ConfigError) as info:
+            check_model(model, norm_cfg("batch_per_step"), 8)
+        assert info.value.field == "norm.name"
+        assert "batch_per_step" not in str(info.value).split("allowed:")[1]
 
 
 def test_head_keeps_its_bias_and_mlp_input_is_flattened_cifar():

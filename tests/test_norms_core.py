@@ -4,13 +4,24 @@ Every layer is compared with a float64 reference written here with explicit redu
 layer that pools over the wrong set S (the point of claim C1) fails.
 """
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
 
 from normexp.errors import ConfigError
 from normexp.norms.layers import resolve_num_groups
-from normexp.norms.registry import NORMS, make_norm, norm_parameters, norm_spec
+from normexp.norms.registry import (
+    NORMS,
+    CellNorm,
+    make_norm,
+    norm_parameters,
+    norm_spec,
+    norms_for,
+    register_cell,
+    register_norm,
+)
 from normexp.norms.validity import check_norm, check_position
 
 EPS = 1e-5
@@ -231,6 +242,57 @@ def test_unknown_norm_name_lists_the_allowed_ones():
     allowed = msg.split("allowed:")[1]
     for name in BASE_NORMS:
         assert name in allowed
+
+
+def test_make_norm_is_importable_from_the_package():
+    from normexp import norms
+
+    assert norms.make_norm is make_norm
+    assert isinstance(norms.make_norm("layer", 4), nn.GroupNorm)
+
+
+def test_lstm_cell_norms_are_registered_with_their_parameters():
+    assert norms_for("recurrent") == ["none", "layer", "batch_per_step", "batch_shared", "rms"]
+    for name in ("batch_per_step", "batch_shared"):
+        spec = norm_spec(name)
+        assert spec.input_kinds == {"recurrent"} and spec.uses_batch_stats and spec.build is None
+        assert spec.cell.site == "batch" and spec.cell.per_step == (name == "batch_per_step")
+        assert dict(spec.cell.defaults) == {"eps": 1e-5, "momentum": 0.1, "gamma_init": 0.1}
+        with pytest.raises(ConfigError) as info:  # no layer for images
+            make_norm(name, 4)
+        assert info.value.field == "norm.name"
+    for name in ("none", "layer", "rms"):  # the same norms as for images, used inside a cell
+        assert {"dense", "image", "recurrent"} <= norm_spec(name).input_kinds
+    assert norm_parameters("rms", "recurrent") == ["eps"]
+    assert norm_parameters("none", "recurrent") == []
+    assert not any(n in norms_for("image") for n in ("batch_per_step", "batch_shared"))
+
+
+def test_recurrent_use_is_declared_with_the_cell():
+    with pytest.raises(ValueError, match="register_cell"):
+        register_norm("x_test", input_kinds=("dense", "recurrent"))(lambda num_features: None)
+    with pytest.raises(ValueError, match="twice"):
+        register_cell("layer", CellNorm("layer"))
+    assert "x_test" not in NORMS
+
+
+def test_a_norms_own_check_runs_with_the_model_context(monkeypatch):
+    seen = []
+    spec = norm_spec("layer")
+    monkeypatch.setitem(NORMS, "layer", replace(spec, check=seen.append))
+    check_norm("layer", "image", [8, 16], 64, {"eps": 1e-3}, 4)
+    (ctx,) = seen
+    assert (ctx.input_kind, list(ctx.channels), ctx.values_per_statistic) == ("image", [8, 16], 64)
+    assert (ctx.batch_size, dict(ctx.kwargs)) == (4, {"eps": 1e-3})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"), [({"eps": 0}, "norm.eps"), ({"momentum": 1.5}, "norm.momentum")]
+)
+def test_shared_parameter_values_are_checked(kwargs, field):
+    with pytest.raises(ConfigError) as info:
+        check_norm("batch", "image", [8], 64, kwargs, 4)
+    assert info.value.field == field
 
 
 def test_norm_spec_reports_the_given_field():

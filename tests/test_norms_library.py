@@ -8,10 +8,12 @@ that pools over the wrong set of values, or updates its running statistics wrong
 
 import copy
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -25,7 +27,7 @@ from normexp.norms.batch_variants import (
 )
 from normexp.norms.layers import BatchNorm, RMSNorm
 from normexp.norms.precise_bn import recompute_bn_stats
-from normexp.norms.registry import NORMS, make_norm, norm_spec
+from normexp.norms.registry import NORMS, make_norm, norm_spec, norms_for
 from normexp.norms.validity import check_norm
 from normexp.norms.weight_side import (
     WEIGHT_NORM_GAIN,
@@ -36,6 +38,8 @@ from normexp.norms.weight_side import (
 from normexp.train.optim import parameter_groups
 
 EPS = 1e-5
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+IMAGE_NORMS = norms_for("image")  # every norm with a layer for images (not the LSTM cells' own)
 C = 4  # channels of the layer-level tests
 
 
@@ -242,6 +246,7 @@ def test_ghost_batch_groups_are_consecutive_samples():
 
 
 def renorm_layer(rmax, dmax, momentum=0.1, **kw) -> BatchRenorm:
+    kw = {"relax_start": 0, "relax_end": 0} | kw  # the final limits from the first step
     layer = make_norm("batch_renorm", C, rmax=rmax, dmax=dmax, momentum=momentum, **kw)
     assert isinstance(layer, BatchRenorm)
     return layer.train()
@@ -296,6 +301,21 @@ def test_batch_renorm_relax_schedule():
         assert layer.limits() == pytest.approx((rmax, dmax), abs=1e-12), step
     # no relaxation window: the final limits from the first step
     assert renorm_layer(rmax=3.0, dmax=5.0).limits() == (3.0, 5.0)
+    # a window of no length: plain BN up to relax_start, the final limits from there on
+    sudden = renorm_layer(rmax=3.0, dmax=5.0, relax_start=10, relax_end=10)
+    for step, limits in {0: (1.0, 0.0), 9: (1.0, 0.0), 10: (3.0, 5.0), 11: (3.0, 5.0)}.items():
+        sudden.num_batches_tracked.fill_(step)
+        assert sudden.limits() == limits, step
+
+
+def test_batch_renorm_defaults_start_as_plain_bn_as_in_the_paper_and_config():
+    layer = make_norm("batch_renorm", C)
+    assert layer.limits() == (1.0, 0.0)  # r_max 1, d_max 0: plain BN at the start
+    config = OmegaConf.load(CONFIG_DIR / "norm" / "batch_renorm.yaml")
+    for key in ("rmax", "dmax", "relax_start", "relax_end", "momentum"):
+        assert getattr(layer, key) == config[key], key
+    layer.num_batches_tracked.fill_(config["relax_end"])
+    assert layer.limits() == (3.0, 5.0)  # Ioffe 2017's final limits
 
 
 @pytest.mark.parametrize(("step", "rmax", "dmax"), [(5, 1.0, 0.0), (20, 2.0, 2.5), (40, 3.0, 5.0)])
@@ -908,7 +928,7 @@ def test_registry_properties_of_the_library_norms():
         assert spec.has_shift and spec.input_kinds == {"dense", "image"}
 
 
-@pytest.mark.parametrize("name", sorted(NORMS))
+@pytest.mark.parametrize("name", IMAGE_NORMS)
 def test_check_model_accepts_every_norm_for_cnn(name):
     check_model(CNN, norm_cfg(name), 8, image_size=8)
     if name == "instance":
@@ -931,7 +951,7 @@ def _train_case(name: str, model: str, position: str):
 
 
 TRAIN_CASES = [
-    _train_case(*case) for case in itertools.product(sorted(NORMS), ("cnn", "mlp"), ("pre", "post"))
+    _train_case(*case) for case in itertools.product(IMAGE_NORMS, ("cnn", "mlp"), ("pre", "post"))
 ]
 
 

@@ -12,8 +12,9 @@ too, but its 16x larger classifier trained much worse at large batches in the qu
 
 from torch import Tensor, nn
 
-from normexp.models.blocks import needs_bias, norm_block
+from normexp.models.blocks import norm_block
 from normexp.models.init import init_weights
+from normexp.norms.registry import NormFactory
 
 
 class GlobalAvgPool(nn.Module):
@@ -40,17 +41,15 @@ class VGGNet(nn.Module):
         self,
         widths: list[int],
         convs_per_stage: int,
-        norm: str,
-        position: str,
+        norm: NormFactory,
         activation: str,
-        norm_kwargs: dict,
         num_classes: int = 10,
         in_channels: int = 3,
         head: str = "grid",
         image_size: int = 32,
     ) -> None:
         super().__init__()
-        bias = needs_bias(norm, position)
+        bias = norm.layer_bias
         layers: list[nn.Module] = []
         c_in = in_channels
         for stage, width in enumerate(widths):
@@ -58,7 +57,7 @@ class VGGNet(nn.Module):
                 layers.append(nn.MaxPool2d(2))
             for _ in range(convs_per_stage):
                 conv = nn.Conv2d(c_in, width, 3, padding=1, bias=bias)
-                layers.append(norm_block(conv, norm, position, activation, width, norm_kwargs))
+                layers.append(norm_block(conv, norm, activation, width))
                 c_in = width
         self.features = nn.Sequential(*layers)
         side = image_size // 2 ** (len(widths) - 1)
@@ -79,6 +78,6 @@ def normalized_channels(widths: list[int], convs_per_stage: int) -> list[int]:
 
 
 def smallest_feature_map(widths: list[int], image_size: int = 32) -> int:
-    """H*W of the last stage (one max-pool per stage after the first)."""
+    """H*W of the last stage (one max-pool, or stride-2 conv, per stage after the first)."""
     side = image_size // 2 ** (len(widths) - 1)
     return side * side

@@ -18,8 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from normexp.errors import ConfigError
-from normexp.models.blocks import ACTIVATIONS, needs_bias, norm_block
-from normexp.norms.validity import check_norm, check_position
+from normexp.models.blocks import check_activation, norm_block
+from normexp.models.cnn import smallest_feature_map
+from normexp.norms.registry import NormFactory, make_norm_factory
+from normexp.norms.validity import check_norm, refuse_per_channel_post
 
 IMAGE_CHANNELS = 3
 
@@ -27,18 +29,15 @@ IMAGE_CHANNELS = 3
 class ResidualBlock(nn.Module):
     """x + block(block(x)), each block conv/norm/act in the norm position's order."""
 
-    def __init__(self, width: int, norm: str, position: str, activation: str, kw: dict) -> None:
+    def __init__(self, width: int, norm: NormFactory, activation: str) -> None:
         super().__init__()
-        bias = needs_bias(norm, position)
         self.body = nn.Sequential(
             *(
                 norm_block(
-                    nn.Conv2d(width, width, 3, padding=1, bias=bias),
+                    nn.Conv2d(width, width, 3, padding=1, bias=norm.layer_bias),
                     norm,
-                    position,
                     activation,
                     width,
-                    kw,
                 )
                 for _ in range(2)
             )
@@ -59,27 +58,21 @@ class Generator(nn.Module):
         widths: list[int],
         res_blocks: int,
         skips: bool,
-        norm: str,
-        position: str,
+        norm: NormFactory,
         activation: str,
-        norm_kwargs: dict,
         in_channels: int = IMAGE_CHANNELS,
     ) -> None:
         super().__init__()
-        bias = needs_bias(norm, position)
         self.skips = skips
 
         def block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
-            conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=bias)
-            return norm_block(conv, norm, position, activation, c_out, norm_kwargs)
+            conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=norm.layer_bias)
+            return norm_block(conv, norm, activation, c_out)
 
         self.stem = block(in_channels, widths[0])
         self.down = nn.ModuleList(block(widths[i - 1], widths[i], 2) for i in range(1, len(widths)))
         self.bottleneck = nn.Sequential(
-            *(
-                ResidualBlock(widths[-1], norm, position, activation, norm_kwargs)
-                for _ in range(res_blocks)
-            )
+            *(ResidualBlock(widths[-1], norm, activation) for _ in range(res_blocks))
         )
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
         self.up = nn.ModuleList(
@@ -121,16 +114,6 @@ def normalized_channels(widths: list[int], res_blocks: int) -> list[int]:
     return [*widths, *[widths[-1]] * (2 * res_blocks), *widths[:-1]]
 
 
-def smallest_feature_map(widths: list[int], image_size: int = 32) -> int:
-    side = image_size // 2 ** (len(widths) - 1)
-    return side * side
-
-
-def split_norm_config(norm: Mapping) -> tuple[str, str, dict]:
-    kwargs = {k: v for k, v in norm.items() if k not in ("name", "position")}
-    return norm["name"], norm["position"], kwargs
-
-
 def check_generator(model: Mapping, norm: Mapping, batch_size: int, image_size: int = 32) -> None:
     """Raise ConfigError, naming the field, if this generator/norm/batch is undefined."""
     if model["name"] != "generator":
@@ -156,48 +139,24 @@ def check_generator(model: Mapping, norm: Mapping, batch_size: int, image_size: 
         raise ConfigError("model.res_blocks", f"{res_blocks!r} must be an integer >= 0")
     if not isinstance(model["skips"], bool):
         raise ConfigError("model.skips", f"{model['skips']!r} must be true or false")
-    if model["activation"] not in ACTIVATIONS:
-        raise ConfigError(
-            "model.activation",
-            f"unknown {model['activation']!r}; allowed: {', '.join(sorted(ACTIVATIONS))}",
-        )
-    name, position, kwargs = split_norm_config(norm)
-    check_position(position)
-    _refuse_per_channel_norm_before_output(name, position, kwargs, widths[0])
+    check_activation(model["activation"])
+    factory = make_norm_factory(norm)
+    # In ``post`` the last block ends with the norm and the (linear) output conv follows: every
+    # output image would have the same mean colour (up to border effects), so the generator
+    # could not express the target's brightness.
+    refuse_per_channel_post(
+        factory, widths[0], "the linear output conv fixes every output image's mean colour"
+    )
     channels = normalized_channels(list(widths), res_blocks)
     values = batch_size * smallest_feature_map(list(widths), image_size)
-    check_norm(name, "image", channels, values, kwargs, batch_size)
-
-
-def _refuse_per_channel_norm_before_output(
-    name: str, position: str, kwargs: Mapping, channels: int
-) -> None:
-    """In ``post`` the last block ends with the norm and the (linear) output conv follows. A norm
-    whose set S is one channel of one sample (IN, or GN with one channel per group) fixes each
-    channel's spatial mean at β there, so every output image would have the same mean colour
-    (up to border effects): the generator could not express the target's brightness."""
-    if position != "post":
-        return
-    per_channel = name == "instance" or (
-        name == "group"
-        and (kwargs.get("channels_per_group") == 1 or kwargs.get("num_groups") == channels)
-    )
-    if per_channel:
-        raise ConfigError(
-            "norm.position",
-            f"'post' {name} norm right before the linear output conv fixes every output "
-            "image's mean colour; allowed for it: pre",
-        )
+    check_norm(factory.name, "image", channels, values, factory.kwargs, batch_size)
 
 
 def build_generator(model: Mapping, norm: Mapping) -> Generator:
-    name, position, kwargs = split_norm_config(norm)
     return Generator(
         list(model["widths"]),
         model["res_blocks"],
         model["skips"],
-        name,
-        position,
+        make_norm_factory(norm),
         model["activation"],
-        kwargs,
     )

@@ -1,11 +1,11 @@
 """LSTM language model: embedding -> L LSTM layers -> linear decoder, the cell chosen by config.
 
-The cell comes from ``norm.name`` (see ``normexp.models.lstm_cells`` for what each one
-normalizes): ``none`` runs PyTorch's fused ``nn.LSTM``; ``layer``, ``batch_per_step``,
-``batch_shared`` and ``rms`` run ``NormLSTM``. ``norm.position`` is required by the rest of the
-suite but unused here: each cell fixes where it normalizes (the gate pre-activations and the
-cell state). Dropout is applied to the non-recurrent connections only (Zaremba et al. 2014):
-after the embedding, between layers and before the decoder.
+The cell comes from ``norm.name``: the norms registered for LSTM cells
+(``normexp.norms.recurrent``, see ``normexp.models.lstm_cells`` for what each one normalizes).
+``none`` runs PyTorch's fused ``nn.LSTM``; the others run ``NormLSTM``. ``norm.position`` is
+checked like every norm config's but unused here: each cell fixes where it normalizes (the gate
+pre-activations and the cell state). Dropout is applied to the non-recurrent connections only
+(Zaremba et al. 2014): after the embedding, between layers and before the decoder.
 """
 
 from collections.abc import Mapping
@@ -13,25 +13,14 @@ from collections.abc import Mapping
 from torch import Tensor, nn
 
 from normexp.errors import ConfigError
-from normexp.models.lstm_cells import BATCH_CELLS, BN_GAMMA_INIT, CELLS, NormLSTM
-from normexp.norms.validity import check_position
+from normexp.models.lstm_cells import CELLS, NormLSTM
+from normexp.norms.registry import check_position, norm_parameters, split_norm_config
+from normexp.norms.validity import check_norm
 from normexp.validate_fields import check_choice, check_int, check_number
 
-# Keyword arguments each cell accepts from the norm config, besides name and position.
-CELL_PARAMETERS = {
-    "none": (),
-    "layer": ("eps",),
-    "rms": ("eps",),
-    "batch_per_step": ("eps", "momentum", "gamma_init"),
-    "batch_shared": ("eps", "momentum", "gamma_init"),
-}
-_REFUSED_BECAUSE = {
-    "instance": "its set S would be one neuron (one value per unit, sample and step), so "
-    "x - mu is always 0",
-    "batch": "a recurrent layer needs to say which statistics it keeps over time: use "
-    "batch_per_step (Cooijmans et al.) or batch_shared",
-    "group": "group norm over hidden units is not offered; layer is its one-group case",
-}
+# Keyword arguments each cell accepts from the norm config, besides name and position (read from
+# the registry; kept for the modules that import it from here).
+CELL_PARAMETERS = {cell: tuple(norm_parameters(cell, "recurrent")) for cell in CELLS}
 
 
 def check_lstm(model: Mapping, norm: Mapping, batch_size: int, seq_len: int) -> None:
@@ -39,35 +28,6 @@ def check_lstm(model: Mapping, norm: Mapping, batch_size: int, seq_len: int) -> 
     if model["name"] != "lstm":
         raise ConfigError(
             "model.name", f"unknown {model['name']!r} for language models; allowed: lstm"
-        )
-    name = norm["name"]
-    if name not in CELLS:
-        why = _REFUSED_BECAUSE.get(name, "not an LSTM cell")
-        raise ConfigError(
-            "norm.name",
-            f"{name!r} is undefined for recurrent layers ({why}); allowed: {', '.join(CELLS)}",
-        )
-    check_position(norm["position"])
-    allowed = CELL_PARAMETERS[name]
-    for key in norm:
-        if key not in ("name", "position", *allowed):
-            listed = ", ".join(allowed) or "none"
-            raise ConfigError(
-                f"norm.{key}", f"not a parameter of the {name!r} LSTM cell; allowed: {listed}"
-            )
-    if "eps" in norm:
-        check_number("norm.eps", norm["eps"], strict=True)
-    if "momentum" in norm:
-        check_number("norm.momentum", norm["momentum"], strict=True)
-        if norm["momentum"] > 1:
-            raise ConfigError("norm.momentum", f"{norm['momentum']} must be in (0, 1]")
-    if "gamma_init" in norm:
-        check_number("norm.gamma_init", norm["gamma_init"], strict=True)
-    if name in BATCH_CELLS and batch_size < 2:
-        raise ConfigError(
-            "train.batch_size",
-            f"{name!r} pools each statistic over the batch: {batch_size} value per statistic "
-            "leaves the variance undefined; use batch_size >= 2 or a per-sample cell",
         )
     for field in ("emb", "hidden", "layers"):
         check_int(f"model.{field}", model[field])
@@ -81,6 +41,12 @@ def check_lstm(model: Mapping, norm: Mapping, batch_size: int, seq_len: int) -> 
             f"the decoder shares the embedding matrix only if model.emb ({model['emb']}) equals "
             f"model.hidden ({model['hidden']})",
         )
+    name, position, kwargs = split_norm_config(norm)
+    # Normalized: the 4H gate pre-activations and the H cell units; a batch statistic pools one
+    # value per sample (per unit and step).
+    hidden = model["hidden"]
+    check_norm(name, "recurrent", [4 * hidden, hidden], batch_size, kwargs, batch_size)
+    check_position(position)
     check_int("train.seq_len", seq_len)
 
 
@@ -97,7 +63,7 @@ class LSTMLanguageModel(nn.Module):
         dropout: float = 0.0,
         tie_weights: bool = False,
         max_steps: int = 100,
-        **cell_kwargs: float,
+        **cell_kwargs: float,  # the cell norm's parameters (normexp.norms.recurrent)
     ) -> None:
         super().__init__()
         self.cell, self.hidden, self.layers = cell, hidden, layers
@@ -132,13 +98,7 @@ def build_language_model(
 ) -> LSTMLanguageModel:
     """The model of ``model`` / ``norm`` config nodes; ``max_steps`` is the training window
     length, the number of per-step statistics ``batch_per_step`` keeps."""
-    cell = norm["name"]
-    kwargs = {}
-    if cell != "none":
-        kwargs["eps"] = norm.get("eps", 1e-5)
-    if cell in BATCH_CELLS:
-        kwargs["bn_momentum"] = norm.get("momentum", 0.1)
-        kwargs["bn_gamma_init"] = norm.get("gamma_init", BN_GAMMA_INIT)
+    cell, _, kwargs = split_norm_config(norm)
     return LSTMLanguageModel(
         vocab_size,
         model["emb"],
@@ -159,6 +119,7 @@ def detach_state(state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
 
 __all__ = [
     "CELLS",
+    "CELL_PARAMETERS",
     "LSTMLanguageModel",
     "build_language_model",
     "check_lstm",

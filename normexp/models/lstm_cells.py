@@ -51,10 +51,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from normexp.models import lstm_kernel
+from normexp.norms.recurrent import BN_GAMMA_INIT
+from normexp.norms.registry import cell_norm, norm_spec, norms_for
 
-CELLS = ("none", "layer", "batch_per_step", "batch_shared", "rms")
-BATCH_CELLS = ("batch_per_step", "batch_shared")
-BN_GAMMA_INIT = 0.1  # Cooijmans et al. 2016, section 4
+# The cells and what each normalizes are registered in normexp.norms.recurrent; these names are
+# read from there (and kept for the modules that import them from here).
+CELLS = tuple(norms_for("recurrent"))
+BATCH_CELLS = tuple(c for c in CELLS if cell_norm(c).site == "batch")
+__all__ = ["BATCH_CELLS", "BN_GAMMA_INIT", "CELLS", "NormLSTM", "NormLSTMLayer"]
 
 _aten = torch.ops.aten
 
@@ -516,29 +520,35 @@ class NormLSTMLayer(nn.Module):
         hidden_size: int,
         cell: str = "layer",
         max_steps: int = 100,
-        eps: float = 1e-5,
-        bn_momentum: float = 0.1,
-        bn_gamma_init: float = BN_GAMMA_INIT,
+        **norm_kwargs: float,
     ) -> None:
+        """``norm_kwargs``: the cell norm's parameters (eps; momentum and gamma_init for the
+        batch cells), their defaults from the registry (``normexp.norms.recurrent``)."""
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"unknown cell {cell!r}; allowed: {', '.join(CELLS)}")
+        norm = cell_norm(cell)  # ValueError for a name that is not a cell
+        unknown = set(norm_kwargs) - set(norm.defaults)
+        if unknown:
+            raise ValueError(f"not parameters of the {cell!r} cell: {', '.join(sorted(unknown))}")
+        params = {**norm.defaults, **norm_kwargs}
         self.input_size, self.hidden_size, self.cell = input_size, hidden_size, cell
-        self.eps, self.bn_momentum, self.bn_gamma_init = eps, bn_momentum, bn_gamma_init
+        self.site, self.per_step = norm.site, norm.per_step
+        self.eps = params.get("eps")
+        self.momentum, self.gamma_init = params.get("momentum"), params.get("gamma_init")
         G = 4 * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(G, input_size))
         self.weight_hh = nn.Parameter(torch.empty(G, hidden_size))
         self.bias = nn.Parameter(torch.empty(G))
-        if cell == "none":
+        if self.site == "none":
             for name in ("gamma_ih", "gamma_hh", "gamma_c", "beta_c"):
                 self.register_parameter(name, None)
         else:
             self.gamma_ih = nn.Parameter(torch.empty(G))
             self.gamma_hh = nn.Parameter(torch.empty(G))
             self.gamma_c = nn.Parameter(torch.empty(hidden_size))
-            self.beta_c = None if cell == "rms" else nn.Parameter(torch.empty(hidden_size))
-        self.max_steps = max_steps if cell == "batch_per_step" else 1
-        if cell in BATCH_CELLS:
+            shift = norm_spec(cell).has_shift  # N_c's β
+            self.beta_c = nn.Parameter(torch.empty(hidden_size)) if shift else None
+        self.max_steps = max_steps if self.per_step else 1
+        if self.site == "batch":
             for site, width in (("ih", G), ("hh", G), ("c", hidden_size)):
                 self.register_buffer(f"running_mean_{site}", torch.zeros(self.max_steps, width))
                 self.register_buffer(f"running_var_{site}", torch.ones(self.max_steps, width))
@@ -549,8 +559,8 @@ class NormLSTMLayer(nn.Module):
         bound = 1.0 / math.sqrt(self.hidden_size)
         for p in (self.weight_ih, self.weight_hh, self.bias):
             nn.init.uniform_(p, -bound, bound)
-        if self.cell != "none":
-            gain = self.bn_gamma_init if self.cell in BATCH_CELLS else 1.0
+        if self.site != "none":
+            gain = self.gamma_init if self.site == "batch" else 1.0
             for p in (self.gamma_ih, self.gamma_hh, self.gamma_c):
                 nn.init.constant_(p, gain)
             if self.beta_c is not None:
@@ -581,17 +591,17 @@ class NormLSTMLayer(nn.Module):
             h0 = c0 = x.new_zeros(B, self.hidden_size)
         else:
             h0, c0 = state
-        batch_stats = self.cell in BATCH_CELLS and self.training
-        if batch_stats and self.max_steps < T and self.cell == "batch_per_step":
+        batch_stats = self.site == "batch" and self.training
+        if batch_stats and self.max_steps < T and self.per_step:
             raise ValueError(
                 f"a training window of {T} steps exceeds max_steps={self.max_steps}, the number "
                 "of per-step statistics this layer keeps"
             )
         # W_x x_t for all steps in one matmul; with no input norm, the bias comes with it.
-        b_in = self.bias if self.cell == "none" else None  # else the bias is N_x's shift
+        b_in = self.bias if self.site == "none" else None  # else the bias is N_x's shift
         sites = self._sites()
         params = (
-            self.weight_hh, self.gamma_ih, None if self.cell == "none" else self.bias,
+            self.weight_hh, self.gamma_ih, None if self.site == "none" else self.bias,
             self.gamma_hh, self.gamma_c, self.beta_c,
         )  # fmt: skip
         inputs = (x, self.weight_ih, b_in, h0, c0, *params)
@@ -614,15 +624,15 @@ class NormLSTMLayer(nn.Module):
 
     def _sites(self) -> tuple[_Site, _Site, _Site]:
         """The input, recurrent and cell-state sites; the gate bias is the input site's β."""
-        if self.cell == "none":
+        if self.site == "none":
             return _Site("none"), _Site("none"), _Site("none")
         specs = (
             ("ih", self.gamma_ih, self.bias),
             ("hh", self.gamma_hh, None),
             ("c", self.gamma_c, self.beta_c),
         )
-        if self.cell in ("layer", "rms"):
-            return tuple(_Site(self.cell, g, b, self.eps) for _, g, b in specs)
+        if self.site != "batch":  # layer, rms: per-sample statistics
+            return tuple(_Site(self.site, g, b, self.eps) for _, g, b in specs)
         if self.training:
             return tuple(_Site("batch", g, b, self.eps) for _, g, b in specs)
         sites = []
@@ -640,8 +650,8 @@ class NormLSTMLayer(nn.Module):
         mean, var = site.batch_stats(batch, width)
         running_mean = getattr(self, f"running_mean_{name}")
         running_var = getattr(self, f"running_var_{name}")
-        m = self.bn_momentum
-        if self.cell == "batch_per_step":
+        m = self.momentum
+        if self.per_step:
             n = mean.shape[0]
             running_mean[:n].lerp_(mean, m)
             running_var[:n].lerp_(var, m)

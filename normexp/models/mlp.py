@@ -2,8 +2,9 @@
 
 from torch import Tensor, nn
 
-from normexp.models.blocks import needs_bias, norm_block
+from normexp.models.blocks import norm_block
 from normexp.models.init import init_weights
+from normexp.norms.registry import NormFactory
 
 
 class MLP(nn.Module):
@@ -12,19 +13,17 @@ class MLP(nn.Module):
         in_features: int,
         hidden: int,
         depth: int,
-        norm: str,
-        position: str,
+        norm: NormFactory,
         activation: str,
-        norm_kwargs: dict,
         num_classes: int = 10,
     ) -> None:
         super().__init__()
-        bias = needs_bias(norm, position)
+        bias = norm.layer_bias
         layers: list[nn.Module] = [nn.Flatten()]
         d_in = in_features
         for _ in range(depth):
             linear = nn.Linear(d_in, hidden, bias=bias)
-            layers.append(norm_block(linear, norm, position, activation, hidden, norm_kwargs))
+            layers.append(norm_block(linear, norm, activation, hidden))
             d_in = hidden
         layers.append(nn.Linear(d_in, num_classes))
         self.net = nn.Sequential(*layers)

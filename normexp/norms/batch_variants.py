@@ -9,21 +9,52 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from normexp.errors import ConfigError
 from normexp.norms.layers import BatchNorm
-from normexp.norms.registry import register_norm
+from normexp.norms.registry import NormContext, register_norm
+
+GHOST_GROUP_SIZE = 8  # samples per statistic unless configured: a typical per-device batch
 
 
 def _channel_view(t: Tensor, x: Tensor) -> Tensor:
     return t.view(1, -1, *([1] * (x.dim() - 2)))
 
 
+def _group_size(ctx: NormContext) -> object:
+    return ctx.kwargs.get("group_size", GHOST_GROUP_SIZE)
+
+
+def _check_ghost_groups(ctx: NormContext) -> None:
+    group_size = _group_size(ctx)
+    if not isinstance(group_size, int) or group_size < 1 or ctx.batch_size % group_size:
+        raise ConfigError(
+            "norm.group_size",
+            f"{group_size!r} must be a positive divisor of train.batch_size={ctx.batch_size}",
+        )
+
+
+def _ghost_pooled_values(ctx: NormContext) -> int:
+    # One statistic pools one group of samples, not the whole batch.
+    return ctx.values_per_statistic // ctx.batch_size * _group_size(ctx)
+
+
+@register_norm(
+    "ghost_batch",
+    uses_batch_stats=True,
+    check=_check_ghost_groups,
+    pooled_values=_ghost_pooled_values,
+)
 class GhostBatchNorm(BatchNorm):
     """BN whose training statistics come from consecutive groups of ``group_size`` samples: what
     each device sees when a batch is split over devices (the GN paper's protocol). The running
     statistics are updated with the average over groups of the groups' statistics."""
 
     def __init__(
-        self, num_features: int, group_size: int, eps: float = 1e-5, momentum: float = 0.1
+        self,
+        num_features: int,
+        group_size: int = GHOST_GROUP_SIZE,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
     ) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum)
         self.group_size = group_size
@@ -53,20 +84,23 @@ class GhostBatchNorm(BatchNorm):
         return torch.cat(parts)
 
 
+@register_norm("batch_renorm", uses_batch_stats=True)
 class BatchRenorm(BatchNorm):
     """Batch renormalization (Ioffe 2017): y = γ·((x−μ_B)/σ_B · r + d) + β with
     r = clip(σ_B/σ, 1/r_max, r_max) and d = clip((μ_B−μ)/σ, −d_max, d_max), both without gradient.
 
-    r_max and d_max relax linearly from 1 and 0 (plain BN) to their final values between
-    ``relax_start`` and ``relax_end`` training steps, as the paper warms them up."""
+    r_max and d_max stay at 1 and 0 (plain BN) until ``relax_start`` training steps, then relax
+    linearly to their final values ``rmax``, ``dmax`` at ``relax_end``, as the paper warms them up
+    (it uses r_max 3, d_max 5, plain BN for the first 5k steps; the defaults here are
+    configs/norm/batch_renorm.yaml's, that schedule shortened to our runs' length)."""
 
     def __init__(
         self,
         num_features: int,
         rmax: float = 3.0,
         dmax: float = 5.0,
-        relax_start: int = 0,
-        relax_end: int = 0,
+        relax_start: int = 200,
+        relax_end: int = 1000,
         eps: float = 1e-5,
         momentum: float = 0.01,
     ) -> None:
@@ -77,8 +111,12 @@ class BatchRenorm(BatchNorm):
     def limits(self) -> tuple[float, float]:
         """(r_max, d_max) at the current training step."""
         step = int(self.num_batches_tracked)
-        span = self.relax_end - self.relax_start
-        t = 1.0 if span <= 0 else min(1.0, max(0.0, (step - self.relax_start) / span))
+        if step < self.relax_start:
+            t = 0.0
+        elif step >= self.relax_end:
+            t = 1.0
+        else:
+            t = (step - self.relax_start) / (self.relax_end - self.relax_start)
         return 1.0 + t * (self.rmax - 1.0), t * self.dmax
 
     def forward(self, x: Tensor) -> Tensor:
@@ -107,6 +145,7 @@ class BatchRenorm(BatchNorm):
         return F.batch_norm(x, None, None, scale, shift, True, 0.0, self.eps)
 
 
+@register_norm("noisy_batch", uses_batch_stats=True)
 class NoisyBatchNorm(BatchNorm):
     """BN followed, in training only, by noise whose distribution changes at every step
     (Santurkar et al. 2018, "noisy BN"): per step and per (sample, channel) a scale
@@ -148,6 +187,7 @@ class NoisyBatchNorm(BatchNorm):
         return y.mul_(s).add_(m)
 
 
+@register_norm("mean_only_batch", uses_batch_stats=True)
 class MeanOnlyBatchNorm(BatchNorm):
     """Subtract the batch mean per channel and add β, no division (Salimans & Kingma 2016 pair it
     with weight normalization, which fixes the scale)."""
@@ -167,41 +207,3 @@ class MeanOnlyBatchNorm(BatchNorm):
         else:
             mean = self.running_mean
         return x - _channel_view(mean, x) + _channel_view(self.bias, x)
-
-
-@register_norm("ghost_batch", uses_batch_stats=True)
-def build_ghost_batch(
-    num_features: int, group_size: int = 8, eps: float = 1e-5, momentum: float = 0.1
-) -> GhostBatchNorm:
-    return GhostBatchNorm(num_features, group_size, eps=eps, momentum=momentum)
-
-
-@register_norm("batch_renorm", uses_batch_stats=True)
-def build_batch_renorm(
-    num_features: int,
-    rmax: float = 3.0,
-    dmax: float = 5.0,
-    relax_start: int = 0,
-    relax_end: int = 0,
-    eps: float = 1e-5,
-    momentum: float = 0.01,
-) -> BatchRenorm:
-    return BatchRenorm(num_features, rmax, dmax, relax_start, relax_end, eps, momentum)
-
-
-@register_norm("noisy_batch", uses_batch_stats=True)
-def build_noisy_batch(
-    num_features: int,
-    max_shift: float = 0.5,
-    max_scale: float = 1.5,
-    eps: float = 1e-5,
-    momentum: float = 0.1,
-) -> NoisyBatchNorm:
-    return NoisyBatchNorm(num_features, max_shift, max_scale, eps, momentum)
-
-
-@register_norm("mean_only_batch", uses_batch_stats=True)
-def build_mean_only_batch(
-    num_features: int, eps: float = 1e-5, momentum: float = 0.1
-) -> MeanOnlyBatchNorm:
-    return MeanOnlyBatchNorm(num_features, eps, momentum)

@@ -6,11 +6,13 @@ one sample; GN over a group of channels (and H, W) of one sample. Where PyTorch 
 kernel for that set it is used as is.
 """
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor, nn
 
 from normexp.errors import ConfigError
-from normexp.norms.registry import register_norm
+from normexp.norms.registry import NormContext, register_norm
 
 
 class BatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -41,31 +43,68 @@ def resolve_num_groups(
     return num_groups
 
 
-@register_norm("none", input_kinds=("dense", "image", "recurrent"), has_shift=False)
+@register_norm("none", has_shift=False)
 def build_none(num_features: int) -> nn.Module:
     return nn.Identity()
 
 
-@register_norm("batch", uses_batch_stats=True)
+@register_norm(
+    "batch",
+    uses_batch_stats=True,
+    undefined_because={
+        "recurrent": "a recurrent layer needs to say which statistics it keeps over time: use "
+        "batch_per_step (Cooijmans et al.) or batch_shared"
+    },
+)
 def build_batch(num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> nn.Module:
     return BatchNorm(num_features, eps=eps, momentum=momentum)
 
 
-@register_norm("layer", input_kinds=("dense", "image", "recurrent"))
+@register_norm("layer")
 def build_layer(num_features: int, eps: float = 1e-5) -> nn.Module:
     # LN as in the GN paper: statistics over all of (C, H, W), affine per channel. That is
     # GroupNorm with one group, which also covers dense (N, C) inputs.
     return nn.GroupNorm(1, num_features, eps=eps)
 
 
-@register_norm("instance", input_kinds=("image",))
+def _always(kwargs: Mapping, channels: int) -> bool:
+    return True
+
+
+@register_norm(
+    "instance",
+    input_kinds=("image",),
+    per_channel=_always,
+    undefined_because={
+        "dense": "its set S would be a single neuron, so x-mu is always 0",
+        "recurrent": "its set S would be one neuron (one value per unit, sample and step), so "
+        "x - mu is always 0",
+    },
+)
 def build_instance(num_features: int, eps: float = 1e-5) -> nn.Module:
     # IN with affine γ, β like the other norms (InstanceNorm2d defaults to none), no running
     # statistics: GroupNorm with one channel per group is exactly that, on a native kernel.
     return nn.GroupNorm(num_features, num_features, eps=eps)
 
 
-@register_norm("group")
+def _check_groups(ctx: NormContext) -> None:
+    # The groups must divide every normalized layer's channels.
+    for c in ctx.channels:
+        resolve_num_groups(c, ctx.kwargs.get("num_groups"), ctx.kwargs.get("channels_per_group"))
+
+
+def _one_channel_per_group(kwargs: Mapping, channels: int) -> bool:
+    return kwargs.get("channels_per_group") == 1 or kwargs.get("num_groups") == channels
+
+
+@register_norm(
+    "group",
+    check=_check_groups,
+    per_channel=_one_channel_per_group,
+    undefined_because={
+        "recurrent": "group norm over hidden units is not offered; layer is its one-group case"
+    },
+)
 def build_group(
     num_features: int,
     num_groups: int | None = None,
@@ -94,6 +133,6 @@ class RMSNorm(nn.Module):
         return x * scale
 
 
-@register_norm("rms", input_kinds=("dense", "image", "recurrent"), has_shift=False)
+@register_norm("rms", has_shift=False)
 def build_rms(num_features: int, eps: float = 1e-6) -> nn.Module:
     return RMSNorm(num_features, eps=eps)

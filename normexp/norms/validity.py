@@ -1,19 +1,71 @@
-"""Which norm is defined where: every rule in one place, checked before anything runs.
+"""Which norm is defined where, checked before anything runs.
 
-Each violation raises ConfigError naming the field and what is allowed.
+The rules common to every norm are here; a norm's own rules (GN's groups must divide the
+channels, ghost BN's groups must divide the batch, ...) are registered with it
+(``NormSpec.check``, ``NormSpec.pooled_values``). Each violation raises ConfigError naming the
+field and what is allowed.
 """
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from normexp.errors import ConfigError
-from normexp.norms.registry import NORMS, norm_parameters, norm_spec
+from normexp.norms.registry import (
+    NORMS,
+    POSITIONS,
+    NormContext,
+    NormFactory,
+    check_kwargs,
+    check_position,
+    norm_parameters,
+    norm_spec,
+    norms_for,
+)
+from normexp.validate_fields import check_number
 
-POSITIONS = ("pre", "post")  # pre: layer -> norm -> act; post: layer -> act -> norm
+__all__ = ["POSITIONS", "check_norm", "check_position", "refuse_per_channel_post"]
 
-# Why a norm is undefined for an input kind, for the error line.
-_UNDEFINED_BECAUSE = {
-    "instance": "its set S would be a single neuron, so x-mu is always 0",
+
+@dataclass(frozen=True)
+class _Wording:
+    """How the error lines speak of one input kind."""
+
+    place: str  # where the norm would be used
+    norm: str  # how a norm used there is named ({name})
+    one_value: str  # the line when one statistic would pool a single value ({name}, {values})
+    otherwise_undefined: str  # why a norm whose entry gives no reason is undefined there
+    unregistered_is_undefined: bool = False  # else an unknown name is refused as unknown
+
+
+_LAYER_WORDING = {
+    "place": "{kind} inputs",
+    "norm": "norm {name!r}",
+    "one_value": "{name!r} norm would pool {values} value per statistic in training (variance "
+    "undefined); use batch_size >= 2 or a per-sample norm",
+    "otherwise_undefined": "it is not defined there",
 }
+_WORDING = {
+    "dense": _Wording(**_LAYER_WORDING),
+    "image": _Wording(**_LAYER_WORDING),
+    "recurrent": _Wording(
+        place="recurrent layers",
+        norm="the {name!r} LSTM cell",
+        one_value="{name!r} pools each statistic over the batch: {values} value per statistic "
+        "leaves the variance undefined; use batch_size >= 2 or a per-sample cell",
+        otherwise_undefined="not an LSTM cell",
+        unregistered_is_undefined=True,
+    ),
+}
+
+
+def _check_values(kwargs: Mapping) -> None:
+    """The parameters several norms share: eps and the gain's start strictly positive numbers,
+    a running-average momentum in (0, 1]."""
+    for key in ("eps", "momentum", "gamma_init"):
+        if key in kwargs:
+            check_number(f"norm.{key}", kwargs[key], strict=True)
+    if "momentum" in kwargs and kwargs["momentum"] > 1:
+        raise ConfigError("norm.momentum", f"{kwargs['momentum']} must be in (0, 1]")
 
 
 def check_norm(
@@ -28,45 +80,39 @@ def check_norm(
 
     ``channels`` lists the width of every normalized layer; ``values_per_channel_in_training``
     is how many values one statistic pools in training when statistics are pooled over the batch
-    (batch size x the smallest feature map's H*W).
+    (batch size x the smallest feature map's H*W; for recurrent layers, the batch size).
     """
-    spec = norm_spec(name)
-    if input_kind not in spec.input_kinds:
-        allowed = sorted(n for n, s in NORMS.items() if input_kind in s.input_kinds)
-        why = _UNDEFINED_BECAUSE.get(name, "it is not defined there")
+    words = _WORDING[input_kind]
+    allowed = norms_for(input_kind)
+    spec = NORMS.get(name)
+    if spec is None and not words.unregistered_is_undefined:
+        norm_spec(name)  # raises: unknown norm
+    if spec is None or input_kind not in spec.input_kinds:
+        why = words.otherwise_undefined
+        if spec is not None:
+            why = spec.undefined_because.get(input_kind, why)
+        place = words.place.format(kind=input_kind)
         raise ConfigError(
-            "norm.name",
-            f"{name!r} is undefined for {input_kind} inputs ({why}); allowed: {', '.join(allowed)}",
+            "norm.name", f"{name!r} is undefined for {place} ({why}); allowed: {', '.join(allowed)}"
         )
     kwargs = dict(kwargs or {})
-    allowed_kwargs = norm_parameters(name)
-    for key in kwargs:
-        if key not in allowed_kwargs:
-            raise ConfigError(
-                f"norm.{key}",
-                f"not a parameter of norm {name!r}; allowed: {', '.join(allowed_kwargs) or 'none'}",
-            )
-    if name == "group":
-        from normexp.norms.layers import resolve_num_groups
+    check_kwargs(name, kwargs, norm_parameters(name, input_kind), words.norm.format(name=name))
+    _check_values(kwargs)
+    values = values_per_channel_in_training
+    ctx = NormContext(input_kind, list(channels), values, batch_size, kwargs)
+    spec.check(ctx)
+    values = spec.pooled_values(ctx)
+    if spec.uses_batch_stats and values < 2:
+        raise ConfigError("train.batch_size", words.one_value.format(name=name, values=values))
 
-        for c in channels:
-            resolve_num_groups(c, kwargs.get("num_groups"), kwargs.get("channels_per_group"))
-    if name == "ghost_batch":
-        group_size = kwargs.get("group_size", 8)
-        if not isinstance(group_size, int) or group_size < 1 or batch_size % group_size:
-            raise ConfigError(
-                "norm.group_size",
-                f"{group_size!r} must be a positive divisor of train.batch_size={batch_size}",
-            )
-        values_per_channel_in_training = values_per_channel_in_training // batch_size * group_size
-    if spec.uses_batch_stats and values_per_channel_in_training < 2:
+
+def refuse_per_channel_post(norm: NormFactory, channels: int, consequence: str) -> None:
+    """In ``post`` a model's last block ends with the norm. If what follows averages each channel
+    (pooling, or the mean colour a linear conv gives), a norm whose set S is one channel of one
+    sample (IN, GN with one channel per group) fixes that mean at β: refused, naming what would
+    follow (``consequence``)."""
+    if norm.position == "post" and norm.per_channel(channels):
         raise ConfigError(
-            "train.batch_size",
-            f"{name!r} norm would pool {values_per_channel_in_training} value per statistic in "
-            "training (variance undefined); use batch_size >= 2 or a per-sample norm",
+            "norm.position",
+            f"'post' {norm.name} norm right before {consequence}; allowed for it: pre",
         )
-
-
-def check_position(position: str) -> None:
-    if position not in POSITIONS:
-        raise ConfigError("norm.position", f"unknown {position!r}; allowed: {', '.join(POSITIONS)}")
