@@ -78,6 +78,10 @@ DAMAGES = {
         lambda p: (p / "metrics.jsonl").write_text('{"epoch": 2}\n{"epoch": 1}\n'),
         "metrics.jsonl line 1: epoch 2, expected 1",
     ),
+    "binary metrics": (
+        lambda p: (p / "metrics.jsonl").write_bytes(b"\xff\xfe\x00"),
+        "metrics.jsonl: unreadable (UnicodeDecodeError)",
+    ),
     "missing metrics": (lambda p: (p / "metrics.jsonl").unlink(), "metrics.jsonl missing"),
     "missing status": (lambda p: (p / "status.json").unlink(), "status.json missing"),
     "truncated status": (lambda p: truncate(p / "status.json"), "status.json: unreadable JSON"),
@@ -132,6 +136,9 @@ def test_metrics_of_a_damaged_file_raise_naming_the_line(tmp_path):
     record = finished(tmp_path, "k1")
     (record.path / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": \n')
     with pytest.raises(RunDamaged, match="line 2: not JSON"):
+        record.metrics()
+    (record.path / "metrics.jsonl").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(RunDamaged, match="not UTF-8"):
         record.metrics()
 
 
@@ -306,10 +313,6 @@ def test_verdicts_with_a_damaged_run_equal_those_without_it(tmp_path):
 
     with_damage, damaged = tables(damaged_store)
     clean, none = tables(without)
-    assert none == []
-    assert sorted(str(d.path.relative_to(damaged_store)) for d in damaged) == sorted(
-        str(p) for p in (bad_summary, bad_metrics)
-    )
     touched = [a for a in load_analyses() if {"bn_small_batch", "rnn_norm"} & set(a.reads)]
     assert {a.claim for a in touched} >= {"C4", "C5", "C7", "C11"}
     for analysis in touched:
@@ -317,6 +320,10 @@ def test_verdicts_with_a_damaged_run_equal_those_without_it(tmp_path):
         verdict = analysis.verdict(mine)
         assert verdict == analysis.verdict({e: clean[e] for e in analysis.reads}), analysis.claim
         assert "nan" not in json.dumps(verdict).lower(), analysis.claim
+    assert none == []
+    assert sorted(str(d.path.relative_to(damaged_store)) for d in damaged) == sorted(
+        str(p) for p in (bad_summary, bad_metrics)
+    )
     rnn = next(a for a in touched if a.reads == ("rnn_norm",))
     figure = rnn.draw({"rnn_norm": with_damage["rnn_norm"]}, damaged_store / "figures" / "c7.png")
     assert figure.stat().st_size > 10_000  # drawn, the damaged run's metrics never read
@@ -346,3 +353,16 @@ def test_make_figures_names_damaged_runs_and_never_uses_them(tmp_path, capsys):
     without_page = (results / "report.html").read_text()
     assert page.startswith(without_page.removesuffix("</body></html>\n"))
     assert "<h2>Damaged runs (left out)</h2>" in page and "b_bad" in page
+
+
+def test_a_sweep_counts_a_run_still_damaged_at_its_end_as_not_done(tmp_path, capsys):
+    from normexp.sweep import SweepCallback
+
+    callback = SweepCallback()
+    callback.records = [finished(tmp_path, "a_ok"), finished(tmp_path, "b_bad")]
+    truncate(callback.records[1].path / "summary.json")  # e.g. skipped: locked elsewhere
+    with pytest.raises(SystemExit) as info:
+        callback.on_multirun_end(None)
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert "1 damaged, 1 ok" in err and "some runs did not finish" in err

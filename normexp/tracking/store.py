@@ -218,7 +218,10 @@ class RunRecord:
         path = self.path / "metrics.jsonl"
         if not path.exists():
             return []
-        epochs, problems = _parse_metrics(path.read_text(encoding="utf-8"))
+        try:
+            epochs, problems = _parse_metrics(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            epochs, problems = [], ["metrics.jsonl: not UTF-8 text"]
         if problems:
             raise RunDamaged(f"{self.path}: {'; '.join(problems)}")
         return epochs
