@@ -57,6 +57,7 @@ def _run_job(cfg: DictConfig, progress_position: int) -> dict | None:
     record = RunRecord(Path(config["paths"]["results_dir"]), config["claim"]["name"], key)
     if record.is_finished():
         log.info("skip %s [%s]: already %s", describe(config), key, record.status["status"])
+        record.remove_stale_lock()  # left by a job killed outright; nothing else would remove it
         return None
     prepare_data(config)  # DataError before anything is written
     try:

@@ -90,7 +90,7 @@ class SweepCallback(Callback):
         )
         if self.records:
             self._record_sitting(self.records[0].path.parents[2], wall, counts)
-        if counts.get("not run") or counts.get("running"):
+        if counts.get("not run") or counts.get("running") or counts.get("damaged"):
             print(
                 "normexp: some runs did not finish (see the errors above); rerun the same "
                 "command to complete the sweep.",
@@ -147,4 +147,5 @@ class SweepCallback(Callback):
 
 
 def _state(record: RunRecord) -> str:
-    return (record.status or {}).get("status", "not run")
+    state = (record.status or {}).get("status", "not run")
+    return "damaged" if state in FINISHED and not record.is_finished() else state

@@ -45,6 +45,11 @@ def reversed_keys(tree):
     return tree
 
 
+def full_summary(record: RunRecord, status: str, epochs: int, **values) -> dict:
+    """A summary as the job writes it (the store's check needs these keys)."""
+    return {**values, "epochs": epochs, "status": status, "run_key": record.key}
+
+
 def no_temp_files(folder) -> bool:
     return not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
 
@@ -120,8 +125,8 @@ def test_record_round_trip(tmp_path):
     record.append_metrics({"epoch": 2, "train_loss": 1.5})
     assert record.metrics() == [{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.5}]
 
-    record.finish("ok", {"test_acc": 0.5})
-    assert read_json(record.path / "summary.json") == {"test_acc": 0.5}
+    record.finish("ok", full_summary(record, "ok", 2, test_acc=0.5))
+    assert read_json(record.path / "summary.json") == full_summary(record, "ok", 2, test_acc=0.5)
     status = record.status
     assert status["status"] == "ok" and "error" not in status
     assert status["host"] == socket.gethostname()
@@ -145,7 +150,7 @@ def test_restart_drops_metrics_and_summary_of_an_unfinished_try(tmp_path):
 def test_diverged_counts_as_finished(tmp_path):
     record = RunRecord(tmp_path, "exp", "k1")
     record.start(make_config())
-    record.finish("diverged", {}, error="loss is nan")
+    record.finish("diverged", full_summary(record, "diverged", 0), error="loss is nan")
     assert record.is_finished()
     assert record.status["error"] == "loss is nan"
 
@@ -270,14 +275,14 @@ def store(tmp_path):
     runs = [
         (make_config(seed=0, norm="group", batch=8), "ok", {"test_acc": 0.4}, None),
         (make_config(seed=0, norm="batch", batch=16), "ok", {"test_acc": 0.6}, None),
-        (make_config(seed=1, norm="batch", batch=2), "failed", {"epochs": 0}, "RuntimeError: boom"),
+        (make_config(seed=1, norm="batch", batch=2), "failed", {}, "RuntimeError: boom"),
     ]
     for config, status, summary, error in runs:
         key = run_key(config)
         record = RunRecord(tmp_path, "bn_small_batch", key)
         record.start(config)
         record.append_metrics({"epoch": 1, "val_acc": 0.3})
-        record.finish(status, {**summary, "status": status, "run_key": key}, error)
+        record.finish(status, full_summary(record, status, 1, **summary), error)
     # A folder without a config (a job killed before start) is not a run.
     (tmp_path / "runs" / "bn_small_batch" / "0000000000000000").mkdir()
     return tmp_path
@@ -316,13 +321,14 @@ def test_collect_runs_one_row_per_run_with_dotted_columns(store):
     }
 
 
-def test_collect_marks_a_run_without_status_as_running(store):
+def test_collect_keeps_a_running_run(store):
     config = make_config(seed=5)
     record = RunRecord(store, "bn_small_batch", run_key(config))
     record.start(config)
-    (record.path / "status.json").unlink()
-    df = collect_runs(store, "bn_small_batch")
-    assert len(df) == 4
+    record.append_metrics({"epoch": 1, "val_acc": 0.2})
+    damaged = []
+    df = collect_runs(store, "bn_small_batch", damaged)
+    assert len(df) == 4 and damaged == []
     assert df.set_index("seed").loc[5, "status"] == "running"
 
 

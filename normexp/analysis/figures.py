@@ -9,22 +9,27 @@ from pathlib import Path
 import pandas as pd
 
 from normexp.analysis.claims import Tables, load_analyses
+from normexp.analysis.damage import damaged_in
 from normexp.analysis.report import write_report
-from normexp.tracking.collect import experiments_in_store, write_collected
+from normexp.tracking.collect import DamagedRun, experiments_in_store, write_collected
 
 
-def collect_tables(results_dir: Path) -> Tables:
-    return {e: write_collected(results_dir, e) for e in experiments_in_store(results_dir)}
+def collect_tables(results_dir: Path, damaged: list[DamagedRun] | None = None) -> Tables:
+    """The collected table of every experiment; damaged runs left out, into ``damaged``."""
+    return {e: write_collected(results_dir, e, damaged) for e in experiments_in_store(results_dir)}
 
 
 def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> list[dict]:
-    tables = collect_tables(results_dir)
+    damaged: list[DamagedRun] = []
+    tables = collect_tables(results_dir, damaged)
     verdicts = []
     analyses = load_analyses()
     for analysis in analyses:
         mine = {e: tables.get(e, pd.DataFrame()) for e in analysis.reads}
         figure = analysis.draw(mine, results_dir / "figures" / f"{analysis.name}.png")
         verdict = analysis.verdict(mine)
+        if left_out := damaged_in(damaged, analysis.reads):  # computed without them: say so
+            verdict["damaged_runs_left_out"] = left_out
         verdict_path = results_dir / "verdicts" / f"{analysis.name}.json"
         verdict_path.parent.mkdir(parents=True, exist_ok=True)
         verdict_path.write_text(json.dumps(verdict, indent=2, ensure_ascii=False) + "\n")
@@ -32,7 +37,9 @@ def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> l
         source = f"{runs} runs" if analysis.reads else "from the layers (no runs)"
         print(f"{analysis.claim} {analysis.name}: {source}, {verdict['verdict']} -> {figure}")
         verdicts.append(verdict)
-    md, page = write_report(results_dir, analyses, tables, wandb_mode)
+    md, page = write_report(results_dir, analyses, tables, wandb_mode, damaged)
+    if damaged:
+        print(f"{len(damaged)} damaged run(s) left out, named in the report")
     print(f"report -> {md}, {page}")
     return verdicts
 

@@ -5,6 +5,7 @@ and the verdict table are also logged to a W&B run of their own."""
 import base64
 import importlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,8 @@ from normexp.analysis.compute import (
     read_sittings,
     unique_values,
 )
+from normexp.analysis.damage import damaged_runs_html, damaged_runs_markdown
+from normexp.tracking.collect import DamagedRun
 from normexp.tracking.store import atomic_write_json
 
 SCALE_NOTE = (
@@ -233,7 +236,11 @@ def log_to_wandb(secs: list[dict], results_dir: Path, mode: str) -> str | None:
 
 
 def write_report(
-    results_dir: Path, analyses: list[ClaimAnalysis], tables: Tables, wandb_mode: str = "auto"
+    results_dir: Path,
+    analyses: list[ClaimAnalysis],
+    tables: Tables,
+    wandb_mode: str = "auto",
+    damaged: Sequence[DamagedRun] = (),
 ) -> tuple[Path, Path]:
     secs = sections(results_dir, analyses, tables)
     provenance = {
@@ -249,9 +256,12 @@ def write_report(
     provenance["cpu_count"] = sorted(cores)
     atomic_write_json(results_dir / "provenance.json", provenance)
     md = results_dir / "REPORT.md"
-    md.write_text(render_markdown(secs, provenance), encoding="utf-8")
+    # Damaged runs (none in a clean store: nothing added) close the report.
+    text = render_markdown(secs, provenance) + damaged_runs_markdown(damaged, analyses)
+    md.write_text(text, encoding="utf-8")
     page = results_dir / "report.html"
-    page.write_text(render_html(secs, provenance), encoding="utf-8")
+    damage = damaged_runs_html(damaged, analyses)
+    page.write_text(render_html(secs, provenance).replace("</body>", damage + "</body>"), "utf-8")
     error = log_to_wandb(secs, results_dir, wandb_mode)
     if error:
         print(f"report: {error} (the report files are written)")

@@ -1,10 +1,27 @@
-"""Gather the store's runs into one table per experiment (Parquet, plus CSV for eyes)."""
+"""Gather the store's runs into one table per experiment (Parquet, plus CSV for eyes).
 
+A run whose files fail ``RunRecord.check`` is left out of the table, never half-used: the
+caller gets it in its ``damaged`` list (the report counts and names such runs)."""
+
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from normexp.tracking.store import iter_records
+from normexp.tracking.store import iter_records, read_json
+
+log = logging.getLogger("normexp")
+
+
+@dataclass(frozen=True)
+class DamagedRun:
+    """A run left out of its experiment's table, and why."""
+
+    experiment: str
+    run_key: str
+    path: Path
+    problems: tuple[str, ...]
 
 # Config subtrees that say how or where a run was executed, not what it computed.
 DROPPED_PREFIXES = ("scale.", "paths.", "runtime.", "tracking.")
@@ -23,15 +40,24 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def collect_runs(results_dir: Path, experiment: str) -> pd.DataFrame:
-    """One row per run that has a config: its config fields (dotted), summary, status, error."""
+def collect_runs(
+    results_dir: Path, experiment: str, damaged: list[DamagedRun] | None = None
+) -> pd.DataFrame:
+    """One row per started run whose files pass the store's check: its config fields (dotted),
+    summary, status, error. Damaged runs are logged and appended to ``damaged`` when given."""
     rows = []
     for record in iter_records(results_dir, experiment):
-        config = _read(record.path / "config.json")
-        if config is None:
+        if not record.is_started():
             continue
-        status = record.status or {"status": "running"}
-        summary = _read(record.path / "summary.json") or {}
+        problems = record.check()
+        if problems:
+            log.warning("left out damaged run %s: %s", record.path, "; ".join(problems))
+            if damaged is not None:
+                damaged.append(DamagedRun(experiment, record.key, record.path, tuple(problems)))
+            continue
+        config = read_json(record.path / "config.json")
+        status = record.status
+        summary = read_json(record.path / "summary.json") or {}  # none while running
         row = {k: v for k, v in _flatten(config).items() if not k.startswith(DROPPED_PREFIXES)}
         row.update(
             {k: v for k, v in summary.items() if k not in ("status", "run_key", "provenance")}
@@ -47,20 +73,16 @@ def collect_runs(results_dir: Path, experiment: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _read(path: Path) -> dict | None:
-    from normexp.tracking.store import read_json
-
-    return read_json(path)
-
-
 def experiments_in_store(results_dir: Path) -> list[str]:
     runs = Path(results_dir) / "runs"
     return sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
 
 
-def write_collected(results_dir: Path, experiment: str) -> pd.DataFrame:
+def write_collected(
+    results_dir: Path, experiment: str, damaged: list[DamagedRun] | None = None
+) -> pd.DataFrame:
     """Collect and write ``<results>/collected/<experiment>.{parquet,csv}``."""
-    df = collect_runs(results_dir, experiment)
+    df = collect_runs(results_dir, experiment, damaged)
     out = Path(results_dir) / "collected"
     out.mkdir(parents=True, exist_ok=True)
     if not df.empty:

@@ -4,11 +4,17 @@
 (one line per epoch), ``summary.json`` and ``status.json``. Every file is written atomically
 (temporary file, then rename), so a killed job never leaves a half-written record that a later
 step would trust; a lock file keeps two workers off the same run.
+
+Files can still be damaged afterwards (a copy cut short, a bad merge, a hand edit), so every
+reader goes through ``RunRecord.check``: a finished run whose files do not pass it counts as not
+finished (the next sweep retrains it) and is left out of the collected tables (the report names
+it).
 """
 
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import socket
 import time
@@ -19,7 +25,13 @@ from pathlib import Path
 NON_IDENTITY_FIELDS = ("tracking", "paths", "hydra", "runtime")
 FINISHED = ("ok", "diverged")  # a run in one of these states is never trained again
 STATUSES = ("running", "ok", "diverged", "failed")
+ENDED = ("ok", "diverged", "failed")  # statuses written by finish(), with a summary beside them
+RECORD_FILES = ("config.json", "metrics.jsonl", "summary.json", "status.json")
+# Keys that the job writes into every summary; without one, the summary is not the job's.
+SUMMARY_KEYS = ("epochs", "run_key", "status")
 REMOTE_LOCK_STALE_AFTER_S = 6 * 3600  # a lock from another host, untouched this long, is stale
+
+log = logging.getLogger("normexp")
 
 
 def run_key(config: Mapping) -> str:
@@ -62,6 +74,50 @@ class RunLocked(Exception):
     """Another live process holds this run."""
 
 
+class RunDamaged(ValueError):
+    """A file of a run folder cannot be read as the store wrote it."""
+
+
+def _read_object(path: Path) -> tuple[dict | None, str | None]:
+    """(the JSON object in the file, None) or (None, what is wrong with it)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, f"{path.name} missing"
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"{path.name}: unreadable ({type(exc).__name__})"
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        return None, f"{path.name}: unreadable JSON"
+    if not isinstance(obj, dict):
+        return None, f"{path.name}: not a JSON object"
+    return obj, None
+
+
+def _parse_metrics(text: str) -> tuple[list[dict], list[str]]:
+    """(epochs, problems) of a metrics.jsonl: one JSON object per line, epochs 1, 2, 3..."""
+    epochs, problems = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            problems.append(f"metrics.jsonl line {number}: not JSON")
+            continue
+        if not isinstance(obj, dict):
+            problems.append(f"metrics.jsonl line {number}: not a JSON object")
+            continue
+        if obj.get("epoch") != len(epochs) + 1:
+            problems.append(
+                f"metrics.jsonl line {number}: epoch {obj.get('epoch')!r}, "
+                f"expected {len(epochs) + 1}"
+            )
+        epochs.append(obj)
+    return epochs, problems
+
+
 class RunRecord:
     """The store folder of one run."""
 
@@ -72,15 +128,71 @@ class RunRecord:
 
     @property
     def status(self) -> dict | None:
-        return read_json(self.path / "status.json")
+        return _read_object(self.path / "status.json")[0]
+
+    def is_started(self) -> bool:
+        """Whether any record file exists (a folder with only a lock or temporary files, or
+        none, is a job killed before start(): not a run)."""
+        return any((self.path / name).exists() for name in RECORD_FILES)
+
+    def check(self) -> list[str]:
+        """What is wrong with the run's files, as the store writes them (empty: nothing, or the
+        run has not started). A running run needs a readable config, status and metrics; an
+        ended one also a summary with the job's keys, agreeing with its status, its folder
+        and the number of epochs in its metrics."""
+        if not self.is_started():
+            return []
+        problems = []
+        _, problem = _read_object(self.path / "config.json")
+        if problem:
+            problems.append(problem)
+        status, problem = _read_object(self.path / "status.json")
+        if problem:
+            problems.append(problem)
+        elif status.get("status") not in STATUSES:
+            problems.append(f"status.json: unknown status {status.get('status')!r}")
+            status = None
+        try:
+            epochs, metric_problems = _parse_metrics(
+                (self.path / "metrics.jsonl").read_text(encoding="utf-8")
+            )
+        except FileNotFoundError:
+            epochs, metric_problems = [], ["metrics.jsonl missing"]
+        except (OSError, UnicodeDecodeError) as exc:
+            epochs, metric_problems = [], [f"metrics.jsonl: unreadable ({type(exc).__name__})"]
+        problems += metric_problems
+        if status is None or status["status"] not in ENDED:
+            return problems
+        summary, problem = _read_object(self.path / "summary.json")
+        if problem:
+            return [*problems, problem]
+        missing = [k for k in SUMMARY_KEYS if k not in summary]
+        if missing:
+            return [*problems, f"summary.json incomplete: no {', '.join(missing)}"]
+        if summary["status"] != status["status"]:
+            problems.append(
+                f"summary.json says {summary['status']!r}, status.json {status['status']!r}"
+            )
+        if summary["run_key"] != self.key:
+            problems.append(f"summary.json is of run {summary['run_key']!r}")
+        if not metric_problems and summary["epochs"] != len(epochs):
+            problems.append(
+                f"metrics.jsonl has {len(epochs)} epochs, summary says {summary['epochs']!r}"
+            )
+        return problems
 
     def is_finished(self) -> bool:
+        """Ended as ok or diverged, with files that pass check(): a damaged run is retrained."""
         status = self.status
-        return status is not None and status.get("status") in FINISHED
+        return status is not None and status.get("status") in FINISHED and not self.check()
 
     def start(self, config: Mapping) -> None:
         """Begin (or restart) the run: config written, old metrics of an unfinished try dropped,
-        and temporary files that a killed writer left behind removed (we hold the lock)."""
+        and temporary files that a killed writer left behind removed (we hold the lock). Every
+        record file is rewritten or removed, so the damage of an earlier try goes with it."""
+        problems = self.check()
+        if problems:
+            log.warning("retraining damaged run %s: %s", self.path, "; ".join(problems))
         self.path.mkdir(parents=True, exist_ok=True)
         for stray in self.path.glob(".*.tmp"):
             stray.unlink(missing_ok=True)
@@ -102,10 +214,17 @@ class RunRecord:
             os.utime(self.path / "run.lock")
 
     def metrics(self) -> list[dict]:
+        """The epochs logged so far; RunDamaged if the file does not parse as written."""
         path = self.path / "metrics.jsonl"
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        try:
+            epochs, problems = _parse_metrics(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            epochs, problems = [], ["metrics.jsonl: not UTF-8 text"]
+        if problems:
+            raise RunDamaged(f"{self.path}: {'; '.join(problems)}")
+        return epochs
 
     def finish(self, status: str, summary: Mapping, error: str | None = None) -> None:
         """Summary first, then status: a status of ok always has its summary beside it."""
@@ -129,6 +248,7 @@ class RunRecord:
         except FileExistsError:
             if _lock_is_live(lock_path):
                 raise RunLocked(f"{self.path} is being trained by another process") from None
+            log.info("taking over the stale lock of %s (%s)", self.path, _lock_owner(lock_path))
             lock_path.unlink(missing_ok=True)
             fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         with os.fdopen(fd, "w") as f:
@@ -139,11 +259,32 @@ class RunRecord:
             lock_path.unlink(missing_ok=True)
 
 
-def _lock_is_live(lock_path: Path) -> bool:
+    def remove_stale_lock(self) -> bool:
+        """Remove run.lock if its owner was on this host and is gone (a job killed outright);
+        a lock of another host, or an unreadable one (maybe being written), stays."""
+        lock_path = self.path / "run.lock"
+        owner = _lock_owner(lock_path)
+        if owner is None or owner[0] != socket.gethostname() or _lock_is_live(lock_path):
+            return False
+        lock_path.unlink(missing_ok=True)
+        log.warning("removed the stale lock of %s (its pid %s here is gone)", self.path, owner[1])
+        return True
+
+
+def _lock_owner(lock_path: Path) -> tuple[str, str] | None:
+    """(host, pid) written in the lock, or None if it is missing or unreadable."""
     try:
         host, pid = lock_path.read_text().split()
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):
+        return None
+    return (host, pid) if pid.isdigit() else None
+
+
+def _lock_is_live(lock_path: Path) -> bool:
+    owner = _lock_owner(lock_path)
+    if owner is None:
         return False
+    host, pid = owner
     if host != socket.gethostname():
         # Another machine's process cannot be checked: alive while it keeps the heartbeat
         # (the lock is touched after every epoch), stale once it has been silent too long.
