@@ -24,7 +24,7 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.claims import Claim
-from normexp.analysis.stats import mean_ci
+from normexp.analysis.paired import batch_cells
 from normexp.analysis.style import mark_not_run, norm_color, norm_label, save_figure
 from normexp.analysis.verdict import by_seed, decide, failures, paired_difference
 
@@ -50,24 +50,9 @@ GRID_GAP, GRID_SIDE = 2, 32  # the layout of samples.png (see normexp.train.imag
 
 
 def psnr_cells(df: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
-    """Mean ``metric`` with 95% CI over seeds per (norm, batch size), from finished runs;
-    ``failed`` counts diverged/failed runs of the cell."""
-    rows = []
-    for (norm, batch), cell in df.groupby([col.NORM, col.BATCH]):
-        ok = cell[cell[col.STATUS] == "ok"]
-        mean, lo, hi = mean_ci(list(ok[metric].dropna())) if metric in ok else mean_ci([])
-        rows.append(
-            {
-                "norm": norm,
-                "batch_size": int(batch),
-                "psnr": mean,
-                "lo": lo,
-                "hi": hi,
-                "seeds": len(ok),
-                "failed": int((cell[col.STATUS] != "ok").sum()),
-            }
-        )
-    return pd.DataFrame(rows)
+    """Mean ``metric`` (``psnr``) with 95% CI over seeds per (norm, batch size), from finished
+    runs; ``failed`` counts diverged/failed runs of the cell."""
+    return batch_cells(df, metric, "psnr")
 
 
 def _ordered(norms: set) -> list[str]:
@@ -188,12 +173,12 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
                 fontsize=8,
                 color="#888888",
             )
-    fig.suptitle(
+    return save_figure(
+        fig,
+        out,
         "C6: does BN do poorly in pixel-level generation, and IN better? "
         "(anchor: Ulyanov et al. 2016, qualitative only)",
-        fontsize=12,
     )
-    return save_figure(fig, out)
 
 
 def _ran(df: pd.DataFrame) -> bool:

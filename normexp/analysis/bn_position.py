@@ -136,8 +136,7 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         offset=0.3,
         unit="%",
     )
-    fig.suptitle("C3: is BN better after the activation than before it?", fontsize=12)
-    return save_figure(fig, out)
+    return save_figure(fig, out, "C3: is BN better after the activation than before it?")
 
 
 def verdict(tables: dict) -> dict:

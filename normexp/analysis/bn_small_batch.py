@@ -27,8 +27,14 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.claims import Claim
-from normexp.analysis.paired import against_zero, difference, fmt_ci, gap, json_safe
-from normexp.analysis.stats import mean_ci
+from normexp.analysis.paired import (
+    against_zero,
+    batch_cells,
+    difference,
+    fmt_ci,
+    gap,
+    json_safe,
+)
 from normexp.analysis.style import (
     log2_axis,
     mark_not_run,
@@ -61,24 +67,9 @@ REMEDY_LABELS = {("batch_renorm", "none"): "batch renorm", ("group", "weight_std
 
 
 def error_by_batch(df: pd.DataFrame, key: str = col.NORM) -> pd.DataFrame:
-    """Mean test error (%) with 95% CI over seeds per (``key``, batch size), from finished runs;
-    ``failed`` counts diverged/failed runs of the cell, which count as failures."""
-    rows = []
-    for (norm, batch), cell in df.groupby([key, col.BATCH]):
-        ok = cell[cell[col.STATUS] == "ok"]
-        mean, lo, hi = mean_ci(list(100 * ok[col.TEST_ERR]))
-        rows.append(
-            {
-                "norm": norm,
-                "batch_size": int(batch),
-                "err": mean,
-                "lo": lo,
-                "hi": hi,
-                "seeds": len(ok),
-                "failed": int((cell[col.STATUS] != "ok").sum()),
-            }
-        )
-    return pd.DataFrame(rows)
+    """Mean test error (%, ``err``) with 95% CI over seeds per (``key``, batch size), from
+    finished runs; ``failed`` counts diverged/failed runs of the cell, which count as failures."""
+    return batch_cells(df, col.TEST_ERR, "err", key, scale=100)
 
 
 def _usable(df: pd.DataFrame, *columns: str) -> bool:
@@ -191,8 +182,7 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     ax_ref.set_title("Anchor: GN paper, ResNet-50 ImageNet (one run each)", fontsize=9)
     ax_ref.set_ylabel("top-1 error (%)")
     log2_axis(ax_ref, sorted(ANCHOR_GN_PAPER["batch"]), "images per GPU")
-    fig.suptitle("C4: does BN degrade at small batch sizes, and does GN not?", fontsize=12)
-    return save_figure(fig, out)
+    return save_figure(fig, out, "C4: does BN degrade at small batch sizes, and does GN not?")
 
 
 def _plain(df: pd.DataFrame) -> pd.DataFrame:
@@ -354,8 +344,7 @@ def verdict(tables: dict) -> dict:
     return CLAIM.verdict(
         result,
         effect,
-        estimate=inter,
-        ci=(i_lo, i_hi),
+        inter_d,
         notes=notes,
         details=json_safe(
             {

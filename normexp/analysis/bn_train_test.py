@@ -119,12 +119,12 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         ax_diff.set_title(
             f"Differences (grey band: ±{EQUIVALENCE_PP} pp, no practical difference)", fontsize=10
         )
-    fig.suptitle(
+    return save_figure(
+        fig,
+        out,
         "C5: do BN's statistics differ between training and inference? "
         "(anchor: Wu & Johnson 2021, qualitative)",
-        fontsize=12,
     )
-    return save_figure(fig, out)
 
 
 def verdict(tables: dict) -> dict:
@@ -152,8 +152,7 @@ def verdict(tables: dict) -> dict:
     return CLAIM.verdict(
         result,
         effect,
-        estimate=d["mean"],
-        ci=tuple(d["ci"]),
+        d,
         notes=failures(df),
         details=json_safe({"small_batch": small, "per_batch_pp": diffs}),
     )

@@ -58,8 +58,13 @@ class Claim:
         rule = doc.split("Verdict rule.")[1]
         return cls(id, name, anchor, rule.split(end)[0] if end else rule)
 
-    def verdict(self, verdict: str, effect: str, **fields: object) -> dict:
-        """A verdict dict of this claim (``fields``: make_verdict's keyword arguments)."""
+    def verdict(
+        self, verdict: str, effect: str, measured: dict | None = None, **fields: object
+    ) -> dict:
+        """A verdict dict of this claim (``fields``: make_verdict's keyword arguments); the
+        estimate and its CI from ``measured``, a paired ``difference``, when given."""
+        if measured is not None:
+            fields.update(estimate=measured["mean"], ci=tuple(measured["ci"]))
         return make_verdict(
             self.id, self.name, verdict, effect, rule=self.rule, anchor=self.anchor, **fields
         )

@@ -32,12 +32,12 @@ from normexp.analysis.verdict import all_parts, failures
 
 EXPERIMENT = "bn_small_batch"
 NAME = "ln_in_cnn"
-MIN_BATCH = 32
 ANCHOR = (
     "GN paper (Wu & He 2018), ResNet-50 ImageNet top-1 error at 32 images per GPU: "
     "BN 23.6, GN 24.1, LN 25.3, IN 28.4 (one run each)"
 )
 CLAIM = Claim.from_doc("C8", NAME, ANCHOR, __doc__)
+MIN_BATCH = 32
 ANCHOR_GN_PAPER = {"batch": 23.6, "group": 24.1, "layer": 25.3, "instance": 28.4}
 NORM_ORDER = ("batch", "group", "layer", "instance", "none")
 NO_RUNS = f"no finished LN, BN and GN runs of {EXPERIMENT} at batch >= {MIN_BATCH}"
@@ -97,8 +97,7 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         offset=0.1,
         alpha=0.8,
     )
-    fig.suptitle("C8: is LN worse than BN and GN in a CNN (batch ≥ 32)?", fontsize=12)
-    return save_figure(fig, out)
+    return save_figure(fig, out, "C8: is LN worse than BN and GN in a CNN (batch ≥ 32)?")
 
 
 def verdict(tables: dict) -> dict:
@@ -124,8 +123,7 @@ def verdict(tables: dict) -> dict:
     return CLAIM.verdict(
         result,
         effect,
-        estimate=ln_bn["mean"],
-        ci=tuple(ln_bn["ci"]),
+        ln_bn,
         notes=failures(df[df[col.BATCH] >= MIN_BATCH]),
         details=json_safe(details),
     )

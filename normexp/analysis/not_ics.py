@@ -160,24 +160,29 @@ def _scale_note(df: pd.DataFrame) -> str:
     return f"{scale_note(df)}, LR {lr} per 128, {seeds} seed(s)"
 
 
-def landscape_caption(fig, axes, note: str, anchor: str) -> None:  # noqa: ANN001
-    """Grids and legends on every panel, and the scale and the anchor below them."""
-    for ax in axes:
-        finish(ax)
-    caption(
-        fig,
-        f"Ours: CIFAR-10 VGG-style CNN, {note}; mean and 95% CI "
-        "over seeds (geometric on log axes). Anchor: " + anchor,
-    )
+def save_landscape(fig, axes, out: Path, title: str, note: str | None, anchor: str) -> Path:  # noqa: ANN001
+    """The figure at ``out``, cropped to its content; when runs were drawn (a scale ``note``),
+    first grids and legends on every panel, and the scale and the anchor below them."""
+    if note is not None:
+        for ax in axes:
+            finish(ax)
+        caption(
+            fig,
+            f"Ours: CIFAR-10 VGG-style CNN, {note}; mean and 95% CI "
+            "over seeds (geometric on log axes). Anchor: " + anchor,
+        )
+    return save_figure(fig, out, title, bbox_inches="tight")
 
 
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     df = col.table(tables, EXPERIMENT)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.3), constrained_layout=True)
+    note = None
     if not usable(df):
         for ax in axes:
             mark_not_run(ax, EXPERIMENT)
     else:
+        note = _scale_note(df)
         acc_ax, l2_ax, cos_ax = axes
         for norm in _norms(df):
             runs = ok_runs(df, {col.NORM: norm})
@@ -217,9 +222,14 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
             ylabel="1 − cos(G, G') (mean over conv layers 2…k)",
             title="ICS, 1 − cosine of G and G' (0: no shift)",
         )
-        landscape_caption(fig, axes, _scale_note(df), ANCHOR)
-    fig.suptitle("C9: does BN's benefit come from reducing internal covariate shift?", fontsize=12)
-    return save_figure(fig, out, bbox_inches="tight")
+    return save_landscape(
+        fig,
+        axes,
+        out,
+        "C9: does BN's benefit come from reducing internal covariate shift?",
+        note,
+        ANCHOR,
+    )
 
 
 def _ci_text(mean: float, lo: float, hi: float, fmt: str = "+.1f") -> str:

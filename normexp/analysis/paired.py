@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
+from normexp.analysis import columns as col
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.verdict import by_seed, decide, paired_difference
 
@@ -25,6 +26,30 @@ def pooled_by_seed(
         return {}
     seeds = set.intersection(*(set(p) for p in per_level))
     return {s: sum(p[s] for p in per_level) / len(per_level) for s in sorted(seeds)}
+
+
+def batch_cells(
+    df: pd.DataFrame, metric: str, name: str, key: str = col.NORM, scale: float = 1.0
+) -> pd.DataFrame:
+    """One row per (``key``, batch size): ``name`` = mean of scale × ``metric`` over finished
+    runs, with its 95% CI (``lo``, ``hi``), ``seeds`` (finished runs) and ``failed`` (runs not
+    ok: diverged, failed or unfinished)."""
+    rows = []
+    for (level, batch), cell in df.groupby([key, col.BATCH]):
+        ok = cell[cell[col.STATUS] == "ok"]
+        mean, lo, hi = mean_ci(list(scale * ok[metric].dropna()))
+        rows.append(
+            {
+                "norm": level,
+                "batch_size": int(batch),
+                name: mean,
+                "lo": lo,
+                "hi": hi,
+                "seeds": len(ok),
+                "failed": int((cell[col.STATUS] != "ok").sum()),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def gap(a: Mapping[int, float], b: Mapping[int, float], scale: float = 100) -> dict[int, float]:

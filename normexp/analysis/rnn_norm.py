@@ -173,8 +173,7 @@ def verdict_from(df: pd.DataFrame) -> dict:
     return CLAIM.verdict(
         result,
         effect,
-        estimate=head["mean"],
-        ci=tuple(head["ci"]),
+        head,
         notes=failures(df),
         details=json_safe(
             {**_details(runs, scores, unit), "ln_best": ln_best, "bn_helps": bn_helps}
@@ -358,11 +357,12 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         subtitle = f"verdict: {v['verdict']}" + _summary_line(v)
         _note_longer_windows(ax_final, v, unit)
     _draw_anchor(ax_ref)
-    fig.suptitle(
+    return save_figure(
+        fig,
+        out,
         "C7: is BN useless in RNNs, and LN the only norm that helps there?\n" + _wrap(subtitle),
-        fontsize=10,
+        title_size=10,
     )
-    return save_figure(fig, out)
 
 
 def _summary_line(v: dict) -> str:

@@ -34,14 +34,14 @@ from normexp.analysis.not_ics import (
     color,
     curve,
     label,
-    landscape_caption,
     ok_runs,
     plot_curve,
+    save_landscape,
     scale_note,
     usable,
 )
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import mark_not_run, save_figure
+from normexp.analysis.style import mark_not_run
 from normexp.analysis.verdict import by_seed, failures, finite, join_notes, paired_difference
 
 EXPERIMENT = "smoothness"
@@ -116,10 +116,12 @@ def _scale_note(df: pd.DataFrame) -> str:
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     df = col.table(tables, EXPERIMENT)
     fig, axes = plt.subplots(1, 4, figsize=(19, 4.3), constrained_layout=True)
+    note = None
     if not usable(df, col.PROBE_STEP_SIZES):
         for ax in axes:
             mark_not_run(ax, EXPERIMENT)
     else:
+        note = _scale_note(df)
         ref = reference_lr(df)
         for ax, (key, title, ylabel) in zip(axes[:3], PROBES, strict=True):
             for norm in NORMS:
@@ -147,9 +149,9 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
             ylabel="final test accuracy (%)",
             title="Learning rates that train (x: diverged / failed)",
         )
-        landscape_caption(fig, axes, _scale_note(df), ANCHOR)
-    fig.suptitle("C10: does BN make the loss landscape smoother?", fontsize=12)
-    return save_figure(fig, out, bbox_inches="tight")
+    return save_landscape(
+        fig, axes, out, "C10: does BN make the loss landscape smoother?", note, ANCHOR
+    )
 
 
 def _log_ratios(df: pd.DataFrame, probe: str, lr: float) -> tuple[float, float, float, int]:

@@ -119,9 +119,19 @@ def caption(fig, text: str) -> None:  # noqa: ANN001 - a matplotlib Figure
     fig.text(0.5, -0.04, text, ha="center", fontsize=8, wrap=True)
 
 
-def save_figure(fig, out: Path, **savefig_kwargs) -> Path:  # noqa: ANN001 - a matplotlib Figure
-    """Write ``fig`` to ``out`` (folders created), close it, and return the path."""
+def save_figure(  # noqa: ANN201
+    fig,  # noqa: ANN001 - a matplotlib Figure
+    out: Path,
+    title: str | None = None,
+    title_size: float = 12,
+    **savefig_kwargs: object,
+) -> Path:
+    """Write ``fig`` to ``out`` (folders created) under its ``title``, close it, and return the
+    path."""
     import matplotlib.pyplot as plt
+
+    if title is not None:
+        fig.suptitle(title, fontsize=title_size)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, **{"dpi": 130, **savefig_kwargs})

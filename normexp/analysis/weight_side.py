@@ -200,10 +200,9 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         fontsize=8,
         ha="right",
     )
-    fig.suptitle(
-        "C2: weight-side normalization: WN vs BN, L1 (sparse?) vs L2 (small?)", fontsize=12
+    return save_figure(
+        fig, out, "C2: weight-side normalization: WN vs BN, L1 (sparse?) vs L2 (small?)"
     )
-    return save_figure(fig, out)
 
 
 def verdict(tables: dict) -> dict:
