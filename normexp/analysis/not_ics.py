@@ -160,6 +160,11 @@ def _scale_note(df: pd.DataFrame) -> str:
     return f"{scale_note(df)}, LR {lr} per 128, {seeds} seed(s)"
 
 
+def landscape_notes(df: pd.DataFrame, scale: str, caveat: str) -> str:
+    """The verdict's notes: failed runs, the scale and what it means for the comparison."""
+    return join_notes(failures(df), f"scale: {scale}; {caveat}")
+
+
 def save_landscape(fig, axes, out: Path, title: str, note: str | None, anchor: str) -> Path:  # noqa: ANN001
     """The figure at ``out``, cropped to its content; when runs were drawn (a scale ``note``),
     first grids and legends on every panel, and the scale and the anchor below them."""
@@ -216,12 +221,12 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
             title="ICS, ℓ2 change of a layer's gradient",
         )
         l2_ax.set_yscale("log")
-        cos_ax.set_yscale("log")
         cos_ax.set(
             xlabel="training step",
             ylabel="1 − cos(G, G') (mean over conv layers 2…k)",
             title="ICS, 1 − cosine of G and G' (0: no shift)",
         )
+        cos_ax.set_yscale("log")
     return save_landscape(
         fig,
         axes,
@@ -304,9 +309,8 @@ def verdict(tables: dict) -> dict:
         effect,
         estimate=d_bn,
         ci=(bn_lo, bn_hi),
-        notes=join_notes(
-            failures(df),
-            f"scale: {_scale_note(df)}; short schedules favour whichever norm trains fastest",
+        notes=landscape_notes(
+            df, _scale_note(df), "short schedules favour whichever norm trains fastest"
         ),
         details={
             "parts": {"noisy_bn_trains_like_bn": part_a, "bn_does_not_reduce_ics": part_b},

@@ -34,6 +34,7 @@ from normexp.analysis.not_ics import (
     color,
     curve,
     label,
+    landscape_notes,
     ok_runs,
     plot_curve,
     save_landscape,
@@ -42,7 +43,7 @@ from normexp.analysis.not_ics import (
 )
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import mark_not_run
-from normexp.analysis.verdict import by_seed, failures, finite, join_notes, paired_difference
+from normexp.analysis.verdict import by_seed, finite, paired_difference
 
 EXPERIMENT = "smoothness"
 REFERENCE_LR = 0.1  # per 128 examples: the LR at which the landscape is compared (as in C9)
@@ -217,10 +218,11 @@ def verdict(tables: dict) -> dict:
         effect,
         estimate=r_b,
         ci=(b_lo, b_hi),
-        notes=join_notes(
-            failures(df),
-            f"scale: {_scale_note(df)}; the landscape is probed on training batches at the "
-            "weights training reached, so a norm that trains slower is probed elsewhere",
+        notes=landscape_notes(
+            df,
+            _scale_note(df),
+            "the landscape is probed on training batches at the weights training reached, so a "
+            "norm that trains slower is probed elsewhere",
         ),
         details={
             "parts": {"smoother_landscape": part_a, "wider_lr_range": part_b},
