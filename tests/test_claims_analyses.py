@@ -19,11 +19,13 @@ from normexp.analysis import (
     bn_position,
     bn_small_batch,
     bn_train_test,
+    columns,
     ln_in_cnn,
     recommendations,
     weight_side,
 )
 from normexp.analysis.claims import load_analyses
+from normexp.analysis.verdict import by_seed
 from normexp.models import build_model
 from normexp.sweep import sweep_overrides
 from normexp.train.weight_stats import weight_statistics
@@ -585,3 +587,67 @@ def test_remedies_pair_gn_with_weight_standardization(hydra_ctx):
     assert cells == {
         (n, w, b) for n, w in (("batch_renorm", "none"), ("group", "weight_std")) for b in (2, 32)
     }
+
+
+# --- the column vocabulary --------------------------------------------------------------
+
+
+def _flat(tree: dict, prefix: str = "") -> set[str]:
+    """Dotted names of a resolved config's leaves, as collect names the table's columns."""
+    names = set()
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        names |= _flat(value, f"{name}.") if isinstance(value, dict) else {name}
+    return names
+
+
+def test_every_config_column_the_analyses_read_is_in_a_resolved_config(hydra_ctx):
+    """A renamed config key fails here, not as a silent "not run yet" in the report."""
+    experiments = sorted(p.stem for p in (CONFIG_DIR.parent / "experiments").glob("*.yaml"))
+    names = set()
+    for experiment in experiments:
+        cfg = hydra.compose(
+            "config",
+            overrides=[f"experiment={experiment}", "profile=smoke"],
+            return_hydra_config=True,
+        )
+        first_job = sweep_overrides(cfg)[0]
+        names |= _flat(resolve_config(hydra.compose("config", overrides=first_job)))
+    assert set(columns.CONFIG_COLUMNS) <= names, set(columns.CONFIG_COLUMNS) - names
+
+
+@pytest.mark.parametrize(
+    ("analysis", "experiment", "table_of", "renamed"),
+    [
+        (
+            bn_position,
+            "bn_position",
+            lambda: position_table({("cnn", "relu"): 0.05}),
+            "model.activation",
+        ),
+        (bn_small_batch, "bn_small_batch", lambda: plain_table(True), "train.batch_size"),
+        (bn_train_test, "bn_small_batch", lambda: plain_table(True), "train.batch_size"),
+        (ln_in_cnn, "bn_small_batch", lambda: plain_table(True), "norm.name"),
+        (recommendations, "bn_small_batch", lambda: plain_table(True), "train.batch_size"),
+        (weight_side, "weight_side", lambda: weight_side_table(holds=True), "optim.l1"),
+    ],
+    ids=lambda v: getattr(v, "__name__", str(v)).rsplit(".", 1)[-1],
+)
+def test_runs_without_a_column_are_an_error_not_a_verdict(
+    analysis, experiment, table_of, renamed, tmp_path
+):
+    df = table_of().rename(columns={renamed: renamed + "_renamed"})
+    with pytest.raises(columns.MissingColumnError, match=renamed):
+        analysis.verdict({experiment: df})
+    with pytest.raises(columns.MissingColumnError, match=renamed):
+        analysis.draw({experiment: df}, tmp_path / "figure.png")
+
+
+def test_by_seed_tells_no_rows_from_a_missing_column():
+    df = table([({"norm.name": "batch"}, {"test_acc": 0.5})])
+    assert by_seed(df.iloc[:0], "test_acc", {"norm.name": "batch"}) == {}  # not run yet
+    assert by_seed(df, "test_acc", {"norm.name": "batch"}).keys() == set(SEEDS)
+    with pytest.raises(columns.MissingColumnError, match="test_err"):
+        by_seed(df, "test_err", {"norm.name": "batch"})
+    with pytest.raises(columns.MissingColumnError, match="norm.position"):
+        by_seed(df, "test_acc", {"norm.position": "pre"})

@@ -332,10 +332,11 @@ def test_figure_shows_sample_grids_found_in_the_run_folders(tmp_path):
         folder = results / "runs" / "bn_generation" / key
         folder.mkdir(parents=True)
         Image.new("RGB", (274, 104), "gray").save(folder / "samples.png")
-    grids = bn_generation.sample_grid_paths(df, bn_generation.results_dir_for(
-        results / "figures" / "x.png"))  # fmt: skip
+    grids = bn_generation.sample_grid_paths(df, results)
     assert len(grids) == 10  # 5 norms x 2 batch sizes, seed 0 each
     assert all(p.parent.name.endswith("0") for p in grids.values())
-    out = bn_generation.draw({"bn_generation": df}, results / "figures" / "bn_generation.png")
+    out = bn_generation.draw(
+        {"bn_generation": df}, results / "figures" / "bn_generation.png", results_dir=results
+    )
     assert out.exists()
     assert bn_generation.sample_grid_paths(df, None) == {}

@@ -11,23 +11,22 @@ from BN's small-batch weakness (claim C4). The estimate is D at the normal batch
 
 Sample grids: each run writes ``samples.png`` into its run folder and names it in the summary
 (``sample_grid``); the collected table holds only ``run_key``. The figure looks for
-``<results>/runs/bn_generation/<run_key>/samples.png`` with <results> the parent of the figure's
-folder (``results/figures/..`` → ``results``), else $NORMEXP_RESULTS_DIR, else ./results; a grid
-that is not found is left out of the figure with a note (the verdict never needs it).
+``<results>/runs/bn_generation/<run_key>/samples.png`` in the results folder its caller passes
+(``draw(..., results_dir=...)``); without one, or for a grid that is not found, the grids are
+left out of the figure with a note (the verdict never needs them).
 """
 
 import math
-import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from normexp.analysis.claims import ClaimAnalysis
-from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import norm_color, norm_label, not_run_yet, save_figure
-from normexp.analysis.verdict import by_seed, decide, failures, make_verdict, paired_difference
-from normexp.analysis.verdict import not_run_yet as no_runs
+from normexp.analysis import columns as col
+from normexp.analysis.claims import Claim
+from normexp.analysis.paired import batch_cells
+from normexp.analysis.style import mark_not_run, norm_color, norm_label, save_figure
+from normexp.analysis.verdict import by_seed, decide, failures, paired_difference
 
 # What differs from the anchor's setting, stated with every verdict.
 SCOPE = (
@@ -36,66 +35,40 @@ SCOPE = (
     "stylization the output statistics come from the style, not from the content image, which "
     "is where discarding them helps. The verdict is about restoration-type pixel generation"
 )
-CLAIM = "C6"
 EXPERIMENT = "bn_generation"
-METRIC = "test_psnr"
+METRIC = col.TEST_PSNR
 ANCHOR = (
     "Ulyanov, Vedaldi & Lempitsky 2016 (Instance Normalization: The Missing Ingredient for Fast "
     "Stylization): replacing BN by IN in feed-forward stylization generators visibly improves "
     "the stylized images; the evidence is qualitative (image comparisons), so no PSNR or other "
     "number comparable with this task exists"
 )
+CLAIM = Claim.from_doc("C6", EXPERIMENT, ANCHOR, __doc__, end="Sample grids:")
 NORM_ORDER = ("batch", "instance", "layer", "group", "none")
 GRID_IMAGES = 4  # images of each run's sample grid shown in the figure
 GRID_GAP, GRID_SIDE = 2, 32  # the layout of samples.png (see normexp.train.image_to_image)
 
 
 def psnr_cells(df: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
-    """Mean ``metric`` with 95% CI over seeds per (norm, batch size), from finished runs;
-    ``failed`` counts diverged/failed runs of the cell."""
-    rows = []
-    for (norm, batch), cell in df.groupby(["norm.name", "train.batch_size"]):
-        ok = cell[cell["status"] == "ok"]
-        mean, lo, hi = mean_ci(list(ok[metric].dropna())) if metric in ok else mean_ci([])
-        rows.append(
-            {
-                "norm": norm,
-                "batch_size": int(batch),
-                "psnr": mean,
-                "lo": lo,
-                "hi": hi,
-                "seeds": len(ok),
-                "failed": int((cell["status"] != "ok").sum()),
-            }
-        )
-    return pd.DataFrame(rows)
+    """Mean ``metric`` (``psnr``) with 95% CI over seeds per (norm, batch size), from finished
+    runs; ``failed`` counts diverged/failed runs of the cell."""
+    return batch_cells(df, metric, "psnr")
 
 
 def _ordered(norms: set) -> list[str]:
     return [n for n in NORM_ORDER if n in norms] + sorted(norms - set(NORM_ORDER))
 
 
-def results_dir_for(figure: Path) -> Path | None:
-    """The results folder whose runs/ holds this experiment's run folders (see module doc)."""
-    candidates = [
-        Path(figure).resolve().parent.parent,
-        Path(os.environ.get("NORMEXP_RESULTS_DIR", "results")),
-    ]
-    for root in candidates:
-        if (root / "runs" / EXPERIMENT).is_dir():
-            return root
-    return None
-
-
 def sample_grid_paths(df: pd.DataFrame, results_dir: Path | None) -> dict[tuple[str, int], Path]:
     """{(norm, batch size): samples.png of its lowest-seed finished run}, where the file exists."""
-    if results_dir is None or df.empty or "sample_grid" not in df:
+    if results_dir is None or df.empty or col.SAMPLE_GRID not in df:
         return {}
-    ok = df[(df["status"] == "ok") & df["sample_grid"].notna()].sort_values("seed")
+    ok = df[(df[col.STATUS] == "ok") & df[col.SAMPLE_GRID].notna()].sort_values(col.SEED)
     found = {}
-    for (norm, batch), cell in ok.groupby(["norm.name", "train.batch_size"]):
+    for (norm, batch), cell in ok.groupby([col.NORM, col.BATCH]):
         row = cell.iloc[0]
-        path = results_dir / "runs" / EXPERIMENT / str(row["run_key"]) / str(row["sample_grid"])
+        run = Path(results_dir) / "runs" / EXPERIMENT / str(row[col.RUN_KEY])
+        path = run / str(row[col.SAMPLE_GRID])
         if path.is_file():
             found[(norm, int(batch))] = path
     return found
@@ -135,9 +108,9 @@ def _draw_psnr(ax, df: pd.DataFrame) -> None:  # noqa: ANN001 - a matplotlib Axe
             mfc="white" if k == 0 and len(sizes) > 1 else "#444444",
             label=f"batch {batch}",
         )
-    if "input_psnr" in df and df["input_psnr"].notna().any():
+    if col.first(df, col.INPUT_PSNR) is not None:
         ax.axhline(
-            df["input_psnr"].dropna().iloc[0],
+            col.first(df, col.INPUT_PSNR),
             color="#888888",
             ls="--",
             lw=1,
@@ -147,10 +120,7 @@ def _draw_psnr(ax, df: pd.DataFrame) -> None:  # noqa: ANN001 - a matplotlib Axe
     ax.set_xlim(-0.6, len(norms) - 0.4)
     ax.set_ylabel("test PSNR (dB, higher is better)")
     seeds = int(cells["seeds"].max()) if not cells.empty else 0
-    profile = df["profile"].iloc[0] if "profile" in df else "?"
-    n_train = (
-        df["n_train"].dropna().iloc[0] if "n_train" in df and df["n_train"].notna().any() else 0
-    )
+    profile, n_train = col.first(df, col.PROFILE, "?"), col.first(df, col.N_TRAIN, 0)
     ax.set_title(
         f"Ours: undo per-image contrast/colour on CIFAR-10, {profile} profile "
         f"({int(n_train)} train images), mean and 95% CI over {seeds} seed(s)",
@@ -182,15 +152,15 @@ def _draw_grids(fig, spec, df: pd.DataFrame, grids: dict) -> None:  # noqa: ANN0
                 ax.set_ylabel(f"batch {batch}\ninput / output / target", fontsize=8)
 
 
-def draw(tables: dict, out: Path) -> Path:
-    df = tables.get(EXPERIMENT, pd.DataFrame())
-    ran = not df.empty and METRIC in df
-    grids = sample_grid_paths(df, results_dir_for(out)) if ran else {}
+def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
+    df = col.table(tables, EXPERIMENT)
+    ran = _ran(df)
+    grids = sample_grid_paths(df, results_dir) if ran else {}
     fig = plt.figure(figsize=(11, 7.8 if grids else 4.6), constrained_layout=True)
     spec = fig.add_gridspec(2 if grids else 1, 1, height_ratios=[1.3, 1] if grids else [1])
     ax = fig.add_subplot(spec[0])
     if not ran:
-        not_run_yet(ax, EXPERIMENT)
+        mark_not_run(ax, EXPERIMENT)
     else:
         _draw_psnr(ax, df)
         if grids:
@@ -203,31 +173,32 @@ def draw(tables: dict, out: Path) -> Path:
                 fontsize=8,
                 color="#888888",
             )
-    fig.suptitle(
+    return save_figure(
+        fig,
+        out,
         "C6: does BN do poorly in pixel-level generation, and IN better? "
         "(anchor: Ulyanov et al. 2016, qualitative only)",
-        fontsize=12,
     )
-    return save_figure(fig, out)
+
+
+def _ran(df: pd.DataFrame) -> bool:
+    return col.has_rows(df, col.NORM, col.BATCH) and METRIC in df
 
 
 def _gap(df: pd.DataFrame, batch: int) -> tuple[float, float, float, int]:
-    inorm = by_seed(df, METRIC, norm__name="instance", train__batch_size=batch)
-    bn = by_seed(df, METRIC, norm__name="batch", train__batch_size=batch)
+    inorm = by_seed(df, METRIC, {col.NORM: "instance", col.BATCH: batch})
+    bn = by_seed(df, METRIC, {col.NORM: "batch", col.BATCH: batch})
     return paired_difference(inorm, bn)
 
 
 def verdict(tables: dict) -> dict:
-    rule = __doc__.split("Verdict rule.")[1].split("Sample grids:")[0]
-    df = tables.get(EXPERIMENT, pd.DataFrame())
-    if df.empty or METRIC not in df:
-        return no_runs(CLAIM, EXPERIMENT, rule=rule, anchor=ANCHOR)
-    both = df[df["norm.name"].isin(["batch", "instance"]) & (df["status"] == "ok")]
-    sizes = sorted(int(b) for b in both["train.batch_size"].unique())
+    df = col.table(tables, EXPERIMENT)
+    if not _ran(df):
+        return CLAIM.not_run_yet()
+    both = df[df[col.NORM].isin(["batch", "instance"]) & (df[col.STATUS] == "ok")]
+    sizes = sorted(int(b) for b in both[col.BATCH].unique())
     if not sizes:
-        return no_runs(
-            CLAIM, EXPERIMENT, rule=rule, anchor=ANCHOR, what="no finished BN or IN runs"
-        )
+        return CLAIM.not_run_yet("no finished BN or IN runs")
     normal, small = sizes[-1], sizes[0]
     d_normal, n_lo, n_hi, n = _gap(df, normal)
     d_small, s_lo, s_hi, n_small = _gap(df, small)
@@ -261,22 +232,19 @@ def verdict(tables: dict) -> dict:
         "winner_by_batch": winners,  # norm with the highest mean test PSNR (C11 reads this)
         "mean_test_psnr_db": means,
     }
-    if "test_psnr_batch_stats" in df:  # BN normalizing test batches by their own statistics
+    if col.TEST_PSNR_BATCH_STATS in df:  # BN normalizing test batches by their own statistics
         stats = {}
         for b in sizes:
-            per_seed = by_seed(df, "test_psnr_batch_stats", norm__name="batch", train__batch_size=b)
+            where = {col.NORM: "batch", col.BATCH: b}
+            per_seed = by_seed(df, col.TEST_PSNR_BATCH_STATS, where)
             if per_seed:
                 stats[b] = sum(per_seed.values()) / len(per_seed)
         details["bn_batch_stats_psnr_db"] = stats
-    if "input_psnr" in df and df["input_psnr"].notna().any():
-        details["input_psnr_db"] = float(df["input_psnr"].dropna().iloc[0])
-    return make_verdict(
-        CLAIM,
-        EXPERIMENT,
+    if col.first(df, col.INPUT_PSNR) is not None:
+        details["input_psnr_db"] = float(col.first(df, col.INPUT_PSNR))
+    return CLAIM.verdict(
         result,
         effect,
-        rule=rule,
-        anchor=ANCHOR,
         estimate=d_normal,
         ci=(n_lo, n_hi),
         notes=f"{failures(df)}; {SCOPE}",
@@ -284,11 +252,6 @@ def verdict(tables: dict) -> dict:
     )
 
 
-ANALYSIS = ClaimAnalysis(
-    claim=CLAIM,
-    name=EXPERIMENT,
-    title="BN does poorly in pixel-level generation; prefer IN",
-    reads=(EXPERIMENT,),
-    draw=draw,
-    verdict=verdict,
+ANALYSIS = CLAIM.analysis(
+    "BN does poorly in pixel-level generation; prefer IN", (EXPERIMENT,), draw, verdict
 )

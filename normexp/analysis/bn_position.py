@@ -16,44 +16,48 @@ is listed in the notes.
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from normexp.analysis.claims import ClaimAnalysis
+from normexp.analysis import columns as col
+from normexp.analysis.claims import Claim
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import not_run_yet, save_figure
-from normexp.analysis.verdict import by_seed, decide, failures, make_verdict, paired_difference
-from normexp.analysis.verdict import not_run_yet as no_runs
+from normexp.analysis.style import anchor_bars, mark_not_run, panels, save_figure
+from normexp.analysis.verdict import by_seed, decide, failures, paired_difference
 
-CLAIM = "C3"
 EXPERIMENT = "bn_position"
 ANCHOR = (
     "Ioffe & Szegedy 2015 put BN before the nonlinearity; public CaffeNet benchmark on ImageNet "
     "(ducha-aiki/caffenet-benchmark, one run each): BN before ReLU 47.4% vs after ReLU 49.9% top-1"
 )
+CLAIM = Claim.from_doc("C3", EXPERIMENT, ANCHOR, __doc__)
 ANCHOR_CAFFENET = {"pre": 47.4, "post": 49.9}  # top-1 accuracy (%), one run each
 KEY_CELL = ("cnn", "relu")  # the claim's setting
 CELLS = (("cnn", "relu"), ("cnn", "tanh"), ("mlp", "relu"), ("mlp", "tanh"))
-COLUMNS = ("model.name", "model.activation", "norm.position", "test_acc")
 CELL_CALLS = {"supported": "post better", "contradicted": "pre better", "inconclusive": "unclear"}
 POSITION_COLORS = {"pre": "#1f77b4", "post": "#ff7f0e"}
 
 
 def _usable(df: pd.DataFrame) -> bool:
-    return not df.empty and all(c in df for c in COLUMNS)
+    return col.has_rows(df, col.MODEL, col.ACTIVATION, col.POSITION, col.NORM) and (
+        col.TEST_ACC in df
+    )
+
+
+def _bn_runs(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df[col.NORM] == "batch"]
 
 
 def cells_present(df: pd.DataFrame) -> list[tuple[str, str]]:
-    present = set(zip(df["model.name"], df["model.activation"], strict=True))
+    present = set(zip(df[col.MODEL], df[col.ACTIVATION], strict=True))
     return [c for c in CELLS if c in present] + sorted(present - set(CELLS))
 
 
 def cell_difference(df: pd.DataFrame, model: str, activation: str) -> dict:
     """Δ = acc(post) − acc(pre) in pp for one cell, paired by seed: mean, lo, hi, n, decision."""
-    where = {"model__name": model, "model__activation": activation}
-    pre = by_seed(df, "test_acc", norm__position="pre", **where)
-    post = by_seed(df, "test_acc", norm__position="post", **where)
+    where = {col.MODEL: model, col.ACTIVATION: activation}
+    pre = by_seed(df, col.TEST_ACC, {col.POSITION: "pre", **where})
+    post = by_seed(df, col.TEST_ACC, {col.POSITION: "post", **where})
     diffs = {s: 100 * (post[s] - pre[s]) for s in set(pre) & set(post)}
     mean, lo, hi, n = paired_difference(diffs, dict.fromkeys(diffs, 0.0))
     return {
@@ -65,28 +69,21 @@ def cell_difference(df: pd.DataFrame, model: str, activation: str) -> dict:
     }
 
 
-def draw(tables: dict, out: Path) -> Path:
-    df = tables.get(EXPERIMENT, pd.DataFrame())
-    fig, (ax_acc, ax_diff, ax_ref) = plt.subplots(
-        1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1.4, 1.2, 0.8]}, layout="constrained"
-    )
+def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
+    df = col.table(tables, EXPERIMENT)
+    fig, (ax_acc, ax_diff, ax_ref) = panels(3, (13, 4.2), (1.4, 1.2, 0.8))
     if not _usable(df):
-        not_run_yet(ax_acc, EXPERIMENT)
-        not_run_yet(ax_diff, EXPERIMENT)
+        mark_not_run(ax_acc, EXPERIMENT)
+        mark_not_run(ax_diff, EXPERIMENT)
     else:
-        df = df[df["norm.name"] == "batch"] if "norm.name" in df else df
+        df = _bn_runs(df)
         cells = cells_present(df)
         x = np.arange(len(cells))
         for k, position in enumerate(("pre", "post")):
             means, los, his = [], [], []
             for model, activation in cells:
-                vals = by_seed(
-                    df,
-                    "test_acc",
-                    model__name=model,
-                    model__activation=activation,
-                    norm__position=position,
-                )
+                where = {col.MODEL: model, col.ACTIVATION: activation, col.POSITION: position}
+                vals = by_seed(df, col.TEST_ACC, where)
                 m, lo, hi = mean_ci([100 * v for v in vals.values()])
                 means.append(m)
                 los.append(m - lo)
@@ -103,7 +100,7 @@ def draw(tables: dict, out: Path) -> Path:
         labels = [f"{m.upper()}\n{a}" for m, a in cells]
         ax_acc.set_xticks(x, labels)
         ax_acc.set_ylabel("test accuracy (%)")
-        seeds = int(df[df["status"] == "ok"]["seed"].nunique()) if "seed" in df else 0
+        seeds = int(df[df[col.STATUS] == "ok"][col.SEED].nunique())
         ax_acc.set_title(f"Ours: CIFAR-10, mean and 95% CI over {seeds} seed(s)", fontsize=10)
         ax_acc.grid(alpha=0.3, axis="y")
         ax_acc.legend(frameon=False, fontsize=9)
@@ -128,40 +125,29 @@ def draw(tables: dict, out: Path) -> Path:
         ax_diff.set_ylabel("post − pre (pp of accuracy)")
         ax_diff.set_title("Paired difference per cell (> 0: after is better)", fontsize=10)
         ax_diff.grid(alpha=0.3, axis="y")
-    ax_ref.bar(
-        [0, 1],
-        [ANCHOR_CAFFENET["pre"], ANCHOR_CAFFENET["post"]],
-        color=[POSITION_COLORS["pre"], POSITION_COLORS["post"]],
-        width=0.6,
+    anchor_bars(
+        ax_ref,
+        ANCHOR_CAFFENET,
+        [POSITION_COLORS[p] for p in ANCHOR_CAFFENET],
+        ["BN before\nReLU", "BN after\nReLU"],
+        ylim=(40, 52),
+        ylabel="top-1 accuracy (%)",
+        title="Anchor: CaffeNet, ImageNet\n(one run each)",
+        offset=0.3,
+        unit="%",
     )
-    for i, v in enumerate(ANCHOR_CAFFENET.values()):
-        ax_ref.text(i, v + 0.3, f"{v}%", ha="center", fontsize=9)
-    ax_ref.set_xticks([0, 1], ["BN before\nReLU", "BN after\nReLU"])
-    ax_ref.set_ylim(40, 52)
-    ax_ref.set_ylabel("top-1 accuracy (%)")
-    ax_ref.set_title("Anchor: CaffeNet, ImageNet\n(one run each)", fontsize=10)
-    ax_ref.grid(alpha=0.3, axis="y")
-    fig.suptitle("C3: is BN better after the activation than before it?", fontsize=12)
-    return save_figure(fig, out)
+    return save_figure(fig, out, "C3: is BN better after the activation than before it?")
 
 
 def verdict(tables: dict) -> dict:
-    rule = __doc__.split("Verdict rule.")[1]
-    df = tables.get(EXPERIMENT, pd.DataFrame())
-    if not _usable(df) or not (df["status"] == "ok").any():
-        return no_runs(CLAIM, EXPERIMENT, rule=rule, anchor=ANCHOR)
-    if "norm.name" in df:
-        df = df[df["norm.name"] == "batch"]
+    df = col.table(tables, EXPERIMENT)
+    if not _usable(df) or not (df[col.STATUS] == "ok").any():
+        return CLAIM.not_run_yet()
+    df = _bn_runs(df)
     diffs = {f"{m}/{a}": cell_difference(df, m, a) for m, a in cells_present(df)}
     key = diffs.get("/".join(KEY_CELL))
     if key is None or key["seeds"] == 0:
-        return no_runs(
-            CLAIM,
-            EXPERIMENT,
-            rule=rule,
-            anchor=ANCHOR,
-            what="no paired pre/post runs in the ReLU CNN cell yet",
-        )
+        return CLAIM.not_run_yet("no paired pre/post runs in the ReLU CNN cell yet")
     pre_wins = [c for c, d in diffs.items() if d["decision"] == "contradicted"]
     if key["decision"] == "contradicted":
         result = "contradicted"
@@ -182,13 +168,9 @@ def verdict(tables: dict) -> dict:
     notes = failures(df)
     if pre_wins:
         notes += f"; pre beats post significantly in: {', '.join(pre_wins)}"
-    return make_verdict(
-        CLAIM,
-        EXPERIMENT,
+    return CLAIM.verdict(
         result,
         effect,
-        rule=rule,
-        anchor=ANCHOR,
         estimate=mean,
         ci=(lo, hi),
         notes=notes,
@@ -196,11 +178,6 @@ def verdict(tables: dict) -> dict:
     )
 
 
-ANALYSIS = ClaimAnalysis(
-    claim=CLAIM,
-    name=EXPERIMENT,
-    title="BN after the activation beats BN before it",
-    reads=(EXPERIMENT,),
-    draw=draw,
-    verdict=verdict,
+ANALYSIS = CLAIM.analysis(
+    "BN after the activation beats BN before it", (EXPERIMENT,), draw, verdict
 )

@@ -23,23 +23,35 @@ their batch sizes (batch renorm − BN, GN+WS − GN, GN+WS − BN).
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
-from normexp.analysis.claims import ClaimAnalysis
-from normexp.analysis.paired import difference, fmt_ci, json_safe
-from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import norm_color, norm_label, not_run_yet, save_figure
-from normexp.analysis.verdict import by_seed, failures, make_verdict
-from normexp.analysis.verdict import not_run_yet as no_runs
+from normexp.analysis import columns as col
+from normexp.analysis.claims import Claim
+from normexp.analysis.paired import (
+    against_zero,
+    batch_cells,
+    difference,
+    fmt_ci,
+    gap,
+    json_safe,
+)
+from normexp.analysis.style import (
+    log2_axis,
+    mark_not_run,
+    norm_color,
+    norm_label,
+    panels,
+    save_figure,
+)
+from normexp.analysis.verdict import all_parts, by_seed, failures
 
-CLAIM = "C4"
 EXPERIMENT = "bn_small_batch"
 REFERENCE_BATCH = 32
 ANCHOR = (
     "GN paper, ResNet-50 ImageNet top-1 error at 32/16/8/4/2 images per GPU: "
     "BN 23.6/23.7/24.8/27.3/34.7, GN 24.1/24.2/24.0/24.2/24.1 (one run each)"
 )
+CLAIM = Claim.from_doc("C4", EXPERIMENT, ANCHOR, __doc__)
 # Wu & He 2018 (Group Normalization), ResNet-50 on ImageNet, top-1 error (%) by images per GPU.
 ANCHOR_GN_PAPER = {
     "batch": {32: 23.6, 16: 23.7, 8: 24.8, 4: 27.3, 2: 34.7},
@@ -54,40 +66,26 @@ DEFAULT_DEVICES = 8  # the GN paper's 8 GPUs, when a table lacks devices.count
 REMEDY_LABELS = {("batch_renorm", "none"): "batch renorm", ("group", "weight_std"): "GN+WS"}
 
 
-def error_by_batch(df: pd.DataFrame, key: str = "norm.name") -> pd.DataFrame:
-    """Mean test error (%) with 95% CI over seeds per (``key``, batch size), from finished runs;
-    ``failed`` counts diverged/failed runs of the cell, which count as failures."""
-    rows = []
-    for (norm, batch), cell in df.groupby([key, "train.batch_size"]):
-        ok = cell[cell["status"] == "ok"]
-        mean, lo, hi = mean_ci(list(100 * ok["test_err"]))
-        rows.append(
-            {
-                "norm": norm,
-                "batch_size": int(batch),
-                "err": mean,
-                "lo": lo,
-                "hi": hi,
-                "seeds": len(ok),
-                "failed": int((cell["status"] != "ok").sum()),
-            }
-        )
-    return pd.DataFrame(rows)
+def error_by_batch(df: pd.DataFrame, key: str = col.NORM) -> pd.DataFrame:
+    """Mean test error (%, ``err``) with 95% CI over seeds per (``key``, batch size), from
+    finished runs; ``failed`` counts diverged/failed runs of the cell, which count as failures."""
+    return batch_cells(df, col.TEST_ERR, "err", key, scale=100)
 
 
 def _usable(df: pd.DataFrame, *columns: str) -> bool:
-    return not df.empty and all(c in df for c in ("status", "seed", "test_err", *columns))
+    """Runs with these config columns and a test error (not run yet without rows)."""
+    return col.has_rows(df, col.BATCH, *columns) and col.TEST_ERR in df
 
 
 def with_remedy_labels(df: pd.DataFrame) -> pd.DataFrame:
     """The remedies' runs with a ``remedy`` column ('batch renorm', 'GN+WS')."""
-    if not _usable(df, "norm.name", "train.batch_size"):
+    if not _usable(df, col.NORM):
         return pd.DataFrame()
-    side = df["model.weight_side"] if "model.weight_side" in df else pd.Series("none", df.index)
+    # a CNN without a weight-side layer may predate the model.weight_side option
+    side = df[col.WEIGHT_SIDE] if col.WEIGHT_SIDE in df else pd.Series("none", df.index)
     df = df.assign(
         remedy=[
-            REMEDY_LABELS.get((n, w), f"{n}+{w}")
-            for n, w in zip(df["norm.name"], side, strict=True)
+            REMEDY_LABELS.get((n, w), f"{n}+{w}") for n, w in zip(df[col.NORM], side, strict=True)
         ]
     )
     return df
@@ -102,14 +100,6 @@ def _curve(ax, cells: pd.DataFrame, label: str, color: str, style: str, x_scale:
     ax.plot(bad["batch_size"] / x_scale, bad["err"], "x", color="black", ms=9)
 
 
-def _log2_axis(ax, sizes: list[int], xlabel: str) -> None:  # noqa: ANN001
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sizes, [str(s) for s in sizes])
-    ax.set_xlabel(xlabel)
-    ax.grid(alpha=0.3)
-    ax.legend(frameon=False, fontsize=8)
-
-
 def _draw_plain(ax, df: pd.DataFrame, remedies: pd.DataFrame) -> None:  # noqa: ANN001
     cells = error_by_batch(df)
     norms = [n for n in NORM_ORDER if n in set(cells["norm"])]
@@ -122,33 +112,34 @@ def _draw_plain(ax, df: pd.DataFrame, remedies: pd.DataFrame) -> None:  # noqa: 
         for remedy in sorted(set(rcells["norm"])):
             name = "batch_renorm" if remedy == "batch renorm" else "group"
             _curve(ax, rcells[rcells["norm"] == remedy], remedy, norm_color(name), "D--")
-    sizes = sorted(set(cells["batch_size"]) | set(remedies.get("train.batch_size", [])))
+    sizes = sorted(set(cells["batch_size"]) | set(remedies.get(col.BATCH, [])))
     seeds = int(cells["seeds"].max())
-    profile = df["profile"].iloc[0] if "profile" in df else "?"
-    n_train = (
-        df["n_train"].dropna().iloc[0] if "n_train" in df and df["n_train"].notna().any() else 0
-    )
     ax.set_title(
-        f"Ours, plain: CIFAR-10 CNN, {profile} profile ({int(n_train)} train images), "
-        f"mean, 95% CI, {seeds} seed(s)",
+        f"Ours, plain: CIFAR-10 CNN, {_scale(df)}, mean, 95% CI, {seeds} seed(s)",
         fontsize=9,
     )
     ax.set_ylabel("test error (%)")
-    _log2_axis(ax, [int(s) for s in sizes], "batch size (= BN batch); dashed: remedies")
+    log2_axis(ax, [int(s) for s in sizes], "batch size (= BN batch); dashed: remedies")
+
+
+def _scale(df: pd.DataFrame) -> str:
+    """'quick profile (4000 train images)'."""
+    profile, n_train = col.first(df, col.PROFILE, "?"), col.first(df, col.N_TRAIN, 0)
+    return f"{profile} profile ({int(n_train)} train images)"
 
 
 def _draw_devices(ax, df: pd.DataFrame, devices: pd.DataFrame) -> None:  # noqa: ANN001
     """GN-paper protocol: error vs images per device; per-sample norms from the plain runs at
     the same total batch."""
     count = _device_count(devices)
-    per_device = sorted(int(g) for g in devices["norm.group_size"].unique())
+    per_device = sorted(int(g) for g in devices[col.GROUP_SIZE].unique())
     ghost = error_by_batch(devices)
     _curve(
         ax, ghost, f"BN, statistics per device ({count} devices)", norm_color("batch"), "o-", count
     )
-    if _usable(df, "norm.name", "train.batch_size"):
-        totals = set(int(b) for b in devices["train.batch_size"].unique())
-        plain = error_by_batch(df[df["train.batch_size"].isin(totals)])
+    if _usable(df, col.NORM):
+        totals = set(int(b) for b in devices[col.BATCH].unique())
+        plain = error_by_batch(df[df[col.BATCH].isin(totals)])
         for norm in ("batch", "group", "layer", "instance", "none"):
             c = plain[plain["norm"] == norm]
             if c.empty:
@@ -163,28 +154,24 @@ def _draw_devices(ax, df: pd.DataFrame, devices: pd.DataFrame) -> None:  # noqa:
         fontsize=9,
     )
     ax.set_ylabel("test error (%)")
-    _log2_axis(ax, per_device, "images per device (BN batch)")
+    log2_axis(ax, per_device, "images per device (BN batch)")
 
 
 def _device_count(devices: pd.DataFrame) -> int:
-    if "devices.count" in devices and devices["devices.count"].notna().any():
-        return int(devices["devices.count"].dropna().iloc[0])
-    return DEFAULT_DEVICES
+    return int(col.first(devices, col.DEVICES, DEFAULT_DEVICES))
 
 
-def draw(tables: dict, out: Path) -> Path:
-    df = tables.get(EXPERIMENT, pd.DataFrame())
-    devices = tables.get(DEVICES, pd.DataFrame())
-    remedies = with_remedy_labels(tables.get(REMEDIES, pd.DataFrame()))
-    fig, (ax, ax_dev, ax_ref) = plt.subplots(
-        1, 3, figsize=(17, 4.6), gridspec_kw={"width_ratios": [1.5, 1.5, 1]}, layout="constrained"
-    )
-    if not _usable(df, "norm.name", "train.batch_size"):
-        not_run_yet(ax, EXPERIMENT)
+def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
+    df = col.table(tables, EXPERIMENT)
+    devices = col.table(tables, DEVICES)
+    remedies = with_remedy_labels(col.table(tables, REMEDIES))
+    fig, (ax, ax_dev, ax_ref) = panels(3, (17, 4.6), (1.5, 1.5, 1))
+    if not _usable(df, col.NORM):
+        mark_not_run(ax, EXPERIMENT)
     else:
         _draw_plain(ax, df, remedies)
-    if not _usable(devices, "norm.group_size", "train.batch_size"):
-        not_run_yet(ax_dev, DEVICES)
+    if not _usable(devices, col.GROUP_SIZE):
+        mark_not_run(ax_dev, DEVICES)
     else:
         _draw_devices(ax_dev, df, devices)
     for norm, errs in ANCHOR_GN_PAPER.items():
@@ -194,28 +181,19 @@ def draw(tables: dict, out: Path) -> Path:
         )
     ax_ref.set_title("Anchor: GN paper, ResNet-50 ImageNet (one run each)", fontsize=9)
     ax_ref.set_ylabel("top-1 error (%)")
-    _log2_axis(ax_ref, sorted(ANCHOR_GN_PAPER["batch"]), "images per GPU")
-    fig.suptitle("C4: does BN degrade at small batch sizes, and does GN not?", fontsize=12)
-    return save_figure(fig, out)
+    log2_axis(ax_ref, sorted(ANCHOR_GN_PAPER["batch"]), "images per GPU")
+    return save_figure(fig, out, "C4: does BN degrade at small batch sizes, and does GN not?")
 
 
 def _plain(df: pd.DataFrame) -> pd.DataFrame:
     """Runs of the plain protocol (BN statistics over the whole SGD batch)."""
-    return df[df["norm.name"].isin(["batch", "group"])]
+    return df[df[col.NORM].isin(["batch", "group"])]
 
 
 def _decide_parts(d_small: dict, d_ref: dict) -> tuple[dict, dict, str]:
     """(a) D(b_s) − D(b_r), (b) D(b_s), and the combined call, as in the verdict rule."""
-    inter = difference(d_small, d_ref)
-    tiny = difference(d_small, dict.fromkeys(d_small, 0.0))
-    parts = [inter["decision"], tiny["decision"]]
-    if "contradicted" in parts:
-        result = "contradicted"
-    elif parts == ["supported", "supported"]:
-        result = "supported"
-    else:
-        result = "inconclusive"
-    return inter, tiny, result
+    inter, tiny = difference(d_small, d_ref), against_zero(d_small)
+    return inter, tiny, all_parts([inter["decision"], tiny["decision"]])
 
 
 def _reference(sizes: list[int], small: int) -> int:
@@ -225,26 +203,21 @@ def _reference(sizes: list[int], small: int) -> int:
 def devices_part(df: pd.DataFrame, devices: pd.DataFrame) -> dict:
     """The verdict's (a) and (b) for the GN-paper protocol: D(g) = err(BN with statistics per
     device of g images) − err(GN at the same total batch), pp, paired by seed."""
-    if not _usable(devices, "norm.group_size", "train.batch_size") or not _usable(
-        df, "norm.name", "train.batch_size"
-    ):
+    if not _usable(devices, col.GROUP_SIZE) or not _usable(df, col.NORM):
         return {"call": "not run yet"}
-    ok = devices[devices["status"] == "ok"]
-    total_of = {
-        int(g): int(b) for g, b in zip(ok["norm.group_size"], ok["train.batch_size"], strict=True)
-    }
+    ok = devices[devices[col.STATUS] == "ok"]
+    total_of = {int(g): int(b) for g, b in zip(ok[col.GROUP_SIZE], ok[col.BATCH], strict=True)}
     sizes = sorted(total_of)
     if len(sizes) < 2:
         return {"call": "not run yet", "why": "needs two per-device batch sizes"}
 
-    def gap(g: int) -> dict[int, float]:
-        bn = by_seed(ok, "test_err", norm__group_size=g)
-        gn = by_seed(df, "test_err", norm__name="group", train__batch_size=total_of[g])
-        return {s: 100 * (bn[s] - gn[s]) for s in set(bn) & set(gn)}
+    def device_gap(g: int) -> dict[int, float]:
+        bn = by_seed(ok, col.TEST_ERR, {col.GROUP_SIZE: g})
+        return gap(bn, bn_gn_errors(df, total_of[g])[1])
 
     small = sizes[0]
     ref = _reference(sizes, small)
-    inter, tiny, call = _decide_parts(gap(small), gap(ref))
+    inter, tiny, call = _decide_parts(device_gap(small), device_gap(ref))
     if inter["seeds"] == 0 and tiny["seeds"] == 0:
         call = "not run yet"
     return {
@@ -260,22 +233,18 @@ def devices_part(df: pd.DataFrame, devices: pd.DataFrame) -> dict:
 
 def remedies_part(df: pd.DataFrame, remedies: pd.DataFrame) -> dict:
     """Paired differences of test error (pp) at each batch size of the remedies' grid."""
-    if remedies.empty or not _usable(df, "norm.name", "train.batch_size"):
+    if remedies.empty or not _usable(df, col.NORM):
         return {}
     out = {}
-    for batch in sorted(int(b) for b in remedies["train.batch_size"].unique()):
+    for batch in sorted(int(b) for b in remedies[col.BATCH].unique()):
 
         def err(table: pd.DataFrame, column: str, name: str, b: int = batch) -> dict[int, float]:
-            return {
-                s: 100 * v
-                for s, v in by_seed(
-                    table, "test_err", train__batch_size=b, **{column: name}
-                ).items()
-            }
+            where = {col.BATCH: b, column: name}
+            return {s: 100 * v for s, v in by_seed(table, col.TEST_ERR, where).items()}
 
         brn = err(remedies, "remedy", "batch renorm")
         gnws = err(remedies, "remedy", "GN+WS")
-        bn, gn = err(df, "norm__name", "batch"), err(df, "norm__name", "group")
+        bn, gn = err(df, col.NORM, "batch"), err(df, col.NORM, "group")
         out[str(batch)] = {
             "batch_renorm_minus_bn_pp": difference(brn, bn),
             "gn_ws_minus_gn_pp": difference(gnws, gn),
@@ -287,25 +256,14 @@ def remedies_part(df: pd.DataFrame, remedies: pd.DataFrame) -> dict:
 def schedule_part(df: pd.DataFrame, long: pd.DataFrame) -> dict:
     """BN − GN test error (pp, paired by seed) at each batch size of the long-schedule check,
     for the plain runs' schedule and for the long one, with the epochs of each."""
-    if not _usable(long, "norm.name", "train.batch_size") or not _usable(
-        df, "norm.name", "train.batch_size"
-    ):
+    if not _usable(long, col.NORM, col.EPOCHS) or not _usable(df, col.NORM, col.EPOCHS):
         return {}
     out = {}
-    for batch in sorted(int(b) for b in long["train.batch_size"].unique()):
-
-        def gap(table: pd.DataFrame, b: int = batch) -> dict[int, float]:
-            bn = by_seed(table, "test_err", norm__name="batch", train__batch_size=b)
-            gn = by_seed(table, "test_err", norm__name="group", train__batch_size=b)
-            return {s: 100 * (bn[s] - gn[s]) for s in set(bn) & set(gn)}
-
-        short_gap, long_gap = gap(df), gap(long)
+    for batch in sorted(int(b) for b in long[col.BATCH].unique()):
+        short_gap, long_gap = gap(*bn_gn_errors(df, batch)), gap(*bn_gn_errors(long, batch))
         out[str(batch)] = {
-            "epochs": [int(df["train.epochs"].max()), int(long["train.epochs"].max())],
-            "bn_minus_gn_pp": [
-                difference(short_gap, dict.fromkeys(short_gap, 0.0)),
-                difference(long_gap, dict.fromkeys(long_gap, 0.0)),
-            ],
+            "epochs": [int(df[col.EPOCHS].max()), int(long[col.EPOCHS].max())],
+            "bn_minus_gn_pp": [against_zero(short_gap), against_zero(long_gap)],
             "change_pp": difference(long_gap, short_gap),
         }
     return out
@@ -330,30 +288,26 @@ def extras_text(remedies: dict, schedule: dict, small: int) -> str:
     return "; ".join(parts)
 
 
+def bn_gn_errors(df: pd.DataFrame, batch: int) -> tuple[dict[int, float], dict[int, float]]:
+    """({seed: BN's test error}, {seed: GN's}) at one batch size."""
+    return tuple(
+        by_seed(df, col.TEST_ERR, {col.NORM: norm, col.BATCH: batch}) for norm in ("batch", "group")
+    )
+
+
 def verdict(tables: dict) -> dict:
-    rule = __doc__.split("Verdict rule.")[1]
-    df = tables.get(EXPERIMENT, pd.DataFrame())
-    if not _usable(df, "norm.name", "train.batch_size"):
-        return no_runs(CLAIM, EXPERIMENT, rule=rule, anchor=ANCHOR)
+    df = col.table(tables, EXPERIMENT)
+    if not _usable(df, col.NORM):
+        return CLAIM.not_run_yet()
     plain = _plain(df)
-    sizes = sorted(int(b) for b in plain["train.batch_size"].unique())
+    sizes = sorted(int(b) for b in plain[col.BATCH].unique())
     if len(sizes) < 2:
-        return no_runs(
-            CLAIM,
-            EXPERIMENT,
-            rule=rule,
-            anchor=ANCHOR,
-            what="BN and GN need at least two batch sizes",
-        )
+        return CLAIM.not_run_yet("BN and GN need at least two batch sizes")
     small = sizes[0]
     ref = _reference(sizes, small)
-
-    def gap(batch: int) -> dict[int, float]:
-        bn = by_seed(plain, "test_err", norm__name="batch", train__batch_size=batch)
-        gn = by_seed(plain, "test_err", norm__name="group", train__batch_size=batch)
-        return {s: 100 * (bn[s] - gn[s]) for s in set(bn) & set(gn)}
-
-    inter_d, tiny_d, result = _decide_parts(gap(small), gap(ref))
+    inter_d, tiny_d, result = _decide_parts(
+        gap(*bn_gn_errors(plain, small)), gap(*bn_gn_errors(plain, ref))
+    )
     inter, (i_lo, i_hi), n = inter_d["mean"], inter_d["ci"], inter_d["seeds"]
     tiny, (t_lo, t_hi) = tiny_d["mean"], tiny_d["ci"]
     effect = (
@@ -361,7 +315,7 @@ def verdict(tables: dict) -> dict:
         f"{ref} to batch {small}; at batch {small} BN minus GN is {tiny:+.1f} pp "
         f"[{t_lo:+.1f}, {t_hi:+.1f}] ({n} seeds)"
     )
-    gn_protocol = devices_part(df, tables.get(DEVICES, pd.DataFrame()))
+    gn_protocol = devices_part(df, col.table(tables, DEVICES))
     if gn_protocol["call"] != "not run yet":
         a, g = gn_protocol["a_gap_growth_pp"], gn_protocol["small_per_device"]
         effect += (
@@ -370,8 +324,8 @@ def verdict(tables: dict) -> dict:
             f"{gn_protocol['reference_per_device']} to {g} images per device "
             f"({gn_protocol['call']})"
         )
-    remedies = remedies_part(df, with_remedy_labels(tables.get(REMEDIES, pd.DataFrame())))
-    schedule = schedule_part(df, tables.get(LONG, pd.DataFrame()))
+    remedies = remedies_part(df, with_remedy_labels(col.table(tables, REMEDIES)))
+    schedule = schedule_part(df, col.table(tables, LONG))
     extras = extras_text(remedies, schedule, small)
     if extras:
         effect += f". {extras[0].upper()}{extras[1:]}"
@@ -384,18 +338,13 @@ def verdict(tables: dict) -> dict:
             "schedule"
         )
     for name in (DEVICES, REMEDIES, LONG):
-        extra = failures(tables.get(name, pd.DataFrame()))
+        extra = failures(col.table(tables, name))
         if extra:
             notes += f"; {name}: {extra}"
-    return make_verdict(
-        CLAIM,
-        EXPERIMENT,
+    return CLAIM.verdict(
         result,
         effect,
-        rule=rule,
-        anchor=ANCHOR,
-        estimate=inter,
-        ci=(i_lo, i_hi),
+        inter_d,
         notes=notes,
         details=json_safe(
             {
@@ -411,11 +360,9 @@ def verdict(tables: dict) -> dict:
     )
 
 
-ANALYSIS = ClaimAnalysis(
-    claim=CLAIM,
-    name=EXPERIMENT,
-    title="BN degrades at tiny batches; GN is the choice there",
-    reads=(EXPERIMENT, DEVICES, REMEDIES, LONG),
-    draw=draw,
-    verdict=verdict,
+ANALYSIS = CLAIM.analysis(
+    "BN degrades at tiny batches; GN is the choice there",
+    (EXPERIMENT, DEVICES, REMEDIES, LONG),
+    draw,
+    verdict,
 )

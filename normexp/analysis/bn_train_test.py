@@ -19,16 +19,14 @@ size.
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
-from normexp.analysis.claims import ClaimAnalysis
-from normexp.analysis.paired import cell_stats, difference, fmt_ci, has_columns, json_safe
-from normexp.analysis.style import not_run_yet, save_figure
-from normexp.analysis.verdict import by_seed, failures, make_verdict
-from normexp.analysis.verdict import not_run_yet as no_runs
+from normexp.analysis import columns as col
+from normexp.analysis.claims import Claim
+from normexp.analysis.paired import cell_stats, difference, fmt_ci, json_safe
+from normexp.analysis.style import log2_axis, mark_not_run, panels, save_figure
+from normexp.analysis.verdict import by_seed, failures
 
-CLAIM = "C5"
 EXPERIMENT = "bn_small_batch"
 NAME = "bn_train_test"
 EQUIVALENCE_PP = 0.5
@@ -37,51 +35,57 @@ ANCHOR = (
     "inference can differ from the true population statistics (precise BN fixes it), and "
     "training-time batch statistics differ from population ones most at small batches"
 )
+CLAIM = Claim.from_doc("C5", NAME, ANCHOR, __doc__)
 NO_RUNS = f"no finished BN runs of {EXPERIMENT} with batch-statistics accuracy"
 MODES = {
-    "test_acc": ("running averages (EMA), as deployed", "#1f77b4", "o-"),
-    "test_acc_batch_stats": ("batch statistics (training batch size)", "#d62728", "s--"),
-    "test_acc_precise_bn": ("precise BN (recomputed population)", "#2ca02c", "^:"),
+    col.TEST_ACC: ("running averages (EMA), as deployed", "#1f77b4", "o-"),
+    col.TEST_ACC_BATCH_STATS: ("batch statistics (training batch size)", "#d62728", "s--"),
+    col.TEST_ACC_PRECISE_BN: ("precise BN (recomputed population)", "#2ca02c", "^:"),
 }
 
 
 def bn_runs(df: pd.DataFrame) -> pd.DataFrame:
-    if df.empty or "norm.name" not in df:
+    """The BN runs; their batch-statistics accuracy may be missing (not measured yet)."""
+    if not col.has_rows(df, col.NORM, col.BATCH):
         return pd.DataFrame()
-    return df[df["norm.name"] == "batch"]
+    return df[df[col.NORM] == "batch"]
+
+
+def _measured(df: pd.DataFrame) -> bool:
+    return not df.empty and col.TEST_ACC in df and col.TEST_ACC_BATCH_STATS in df
 
 
 def per_batch(df: pd.DataFrame) -> dict:
     """{batch: {"batch_minus_running": diff, "precise_minus_running": diff}} in pp."""
     out = {}
-    for batch in sorted(int(b) for b in df["train.batch_size"].unique()):
-        running = by_seed(df, "test_acc", train__batch_size=batch)
+    for batch in sorted(int(b) for b in df[col.BATCH].unique()):
+        running = by_seed(df, col.TEST_ACC, {col.BATCH: batch})
         row = {}
         for key, column in (
-            ("batch_minus_running", "test_acc_batch_stats"),
-            ("precise_minus_running", "test_acc_precise_bn"),
+            ("batch_minus_running", col.TEST_ACC_BATCH_STATS),
+            ("precise_minus_running", col.TEST_ACC_PRECISE_BN),
         ):
-            other = by_seed(df, column, train__batch_size=batch) if column in df else {}
+            other = by_seed(df, column, {col.BATCH: batch}) if column in df else {}
             other = {s: v for s, v in other.items() if v == v}  # NaN: not measured in that run
             row[key] = difference(other, running, scale=100)
         out[batch] = row
     return out
 
 
-def draw(tables: dict, out: Path) -> Path:
-    df = bn_runs(tables.get(EXPERIMENT, pd.DataFrame()))
-    fig, (ax, ax_diff) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-    if not has_columns(df, "test_acc", "train.batch_size", "test_acc_batch_stats"):
-        not_run_yet(ax, f"{EXPERIMENT} (BN runs)")
-        not_run_yet(ax_diff, f"{EXPERIMENT} (BN runs)")
+def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
+    df = bn_runs(col.table(tables, EXPERIMENT))
+    fig, (ax, ax_diff) = panels(2, (11, 4.2))
+    if not _measured(df):
+        mark_not_run(ax, f"{EXPERIMENT} (BN runs)")
+        mark_not_run(ax_diff, f"{EXPERIMENT} (BN runs)")
     else:
-        sizes = sorted(int(b) for b in df["train.batch_size"].unique())
+        sizes = sorted(int(b) for b in df[col.BATCH].unique())
         for column, (label, color, style) in MODES.items():
             if column not in df:
                 continue
             rows = []
             for b in sizes:
-                vals = [v for v in by_seed(df, column, train__batch_size=b).values() if v == v]
+                vals = [v for v in by_seed(df, column, {col.BATCH: b}).values() if v == v]
                 rows.append(cell_stats(vals, 100) + (b,))
             rows = [r for r in rows if r[3] > 0]
             if not rows:
@@ -105,12 +109,8 @@ def draw(tables: dict, out: Path) -> Path:
         ax_diff.axhline(0, color="#888888", lw=1)
         ax_diff.axhspan(-EQUIVALENCE_PP, EQUIVALENCE_PP, color="#cccccc", alpha=0.4, lw=0)
         for a in (ax, ax_diff):
-            a.set_xscale("log", base=2)
-            a.set_xticks(sizes, [str(s) for s in sizes])
-            a.set_xlabel("training batch size")
-            a.grid(alpha=0.3)
-            a.legend(frameon=False, fontsize=8)
-        seed_counts = df[df["status"] == "ok"].groupby("train.batch_size")["seed"].nunique()
+            log2_axis(a, sizes, "training batch size")
+        seed_counts = df[df[col.STATUS] == "ok"].groupby(col.BATCH)[col.SEED].nunique()
         lo, hi = int(seed_counts.min()), int(seed_counts.max())
         seeds = f"{lo} seeds" if lo == hi else f"{lo}-{hi} seeds per batch size"
         ax.set_ylabel("test accuracy (%)")
@@ -119,26 +119,20 @@ def draw(tables: dict, out: Path) -> Path:
         ax_diff.set_title(
             f"Differences (grey band: ±{EQUIVALENCE_PP} pp, no practical difference)", fontsize=10
         )
-    fig.suptitle(
+    return save_figure(
+        fig,
+        out,
         "C5: do BN's statistics differ between training and inference? "
         "(anchor: Wu & Johnson 2021, qualitative)",
-        fontsize=12,
     )
-    return save_figure(fig, out)
 
 
 def verdict(tables: dict) -> dict:
-    rule = __doc__.split("Verdict rule.")[1]
-    df = bn_runs(tables.get(EXPERIMENT, pd.DataFrame()))
-    if (
-        not has_columns(df, "test_acc", "train.batch_size", "test_acc_batch_stats")
-        or not (df["status"] == "ok").any()
-    ):
-        return no_runs(CLAIM, NAME, rule=rule, anchor=ANCHOR, what=NO_RUNS)
-    diffs = per_batch(df)
+    df = bn_runs(col.table(tables, EXPERIMENT))
+    diffs = per_batch(df) if _measured(df) else {}
     measured = [b for b, d in diffs.items() if d["batch_minus_running"]["seeds"] > 0]
     if not measured:
-        return no_runs(CLAIM, NAME, rule=rule, anchor=ANCHOR, what=NO_RUNS)
+        return CLAIM.not_run_yet(NO_RUNS)
     small = measured[0]
     d = diffs[small]["batch_minus_running"]
     lo, hi = d["ci"]
@@ -155,25 +149,15 @@ def verdict(tables: dict) -> dict:
     )
     if precise["seeds"]:
         effect += f"; precise BN minus running averages: {fmt_ci(precise)}"
-    return make_verdict(
-        CLAIM,
-        NAME,
+    return CLAIM.verdict(
         result,
         effect,
-        rule=rule,
-        anchor=ANCHOR,
-        estimate=d["mean"],
-        ci=tuple(d["ci"]),
+        d,
         notes=failures(df),
         details=json_safe({"small_batch": small, "per_batch_pp": diffs}),
     )
 
 
-ANALYSIS = ClaimAnalysis(
-    claim=CLAIM,
-    name=NAME,
-    title="BN's statistics differ between training and inference",
-    reads=(EXPERIMENT,),
-    draw=draw,
-    verdict=verdict,
+ANALYSIS = CLAIM.analysis(
+    "BN's statistics differ between training and inference", (EXPERIMENT,), draw, verdict
 )

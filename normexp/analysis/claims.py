@@ -1,6 +1,7 @@
 """The claim analyses, in claim order. Each module under normexp.analysis that tests a claim
-defines ``ANALYSIS = ClaimAnalysis(...)``: which collected tables it reads, how it draws its
-figure and how it decides its verdict (both from those tables only)."""
+defines ``ANALYSIS = ClaimAnalysis(...)`` (usually through its ``Claim``): which collected tables
+it reads, how it draws its figure and how it decides its verdict (both from those tables only;
+the figure may also read the results folder, which the caller passes in)."""
 
 import importlib
 from collections.abc import Callable
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from normexp.analysis.verdict import make_verdict
 
 Tables = dict[str, pd.DataFrame]  # experiment name -> collected table (empty: not run yet)
 
@@ -33,8 +36,47 @@ class ClaimAnalysis:
     name: str  # figure / verdict file name
     title: str  # the claim in a few words
     reads: tuple[str, ...]  # experiments whose collected tables it needs
-    draw: Callable[[Tables, Path], Path]
+    # draw(tables, out, results_dir=None): the figure at ``out``; ``results_dir`` is the folder
+    # whose runs/ hold the runs' own files (None: the figure does without them)
+    draw: Callable[..., Path]
     verdict: Callable[[Tables], dict]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What every verdict of one claim repeats: its id, its name (the verdict's and figure's file
+    name), the published numbers it is compared with and its decision rule."""
+
+    id: str  # "C4"
+    name: str
+    anchor: str
+    rule: str
+
+    @classmethod
+    def from_doc(cls, id: str, name: str, anchor: str, doc: str, end: str = "") -> "Claim":  # noqa: A002
+        """The rule is the module docstring's text after "Verdict rule." (up to ``end``)."""
+        rule = doc.split("Verdict rule.")[1]
+        return cls(id, name, anchor, rule.split(end)[0] if end else rule)
+
+    def verdict(
+        self, verdict: str, effect: str, measured: dict | None = None, **fields: object
+    ) -> dict:
+        """A verdict dict of this claim (``fields``: make_verdict's keyword arguments); the
+        estimate and its CI from ``measured``, a paired ``difference``, when given."""
+        if measured is not None:
+            fields.update(estimate=measured["mean"], ci=tuple(measured["ci"]))
+        return make_verdict(
+            self.id, self.name, verdict, effect, rule=self.rule, anchor=self.anchor, **fields
+        )
+
+    def not_run_yet(self, what: str = "") -> dict:
+        """The verdict when the runs it needs are not in the store (``what``: which are missing)."""
+        return self.verdict("not run yet", what or f"no finished runs of {self.name} in the store")
+
+    def analysis(
+        self, title: str, reads: tuple[str, ...], draw: Callable[..., Path], verdict: Callable
+    ) -> "ClaimAnalysis":
+        return ClaimAnalysis(self.id, self.name, title, reads, draw, verdict)
 
 
 def load_analyses() -> list[ClaimAnalysis]:

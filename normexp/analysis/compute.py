@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from normexp.analysis import columns as col
 from normexp.analysis.claims import Tables
 
 
@@ -34,30 +35,31 @@ def experiment_compute(tables: Tables, results_dir: Path) -> list[dict]:
         if df.empty:
             continue
         mine = [s for s in sittings if s.get("experiment") == experiment]
-        duration = df.get("wall_time_s", pd.Series(0.0, index=df.index)).fillna(0.0)
+        duration = df.get(col.WALL_TIME, pd.Series(0.0, index=df.index)).fillna(0.0)
         if mine:
             wall_s, source = sum(s["wall_s"] for s in mine), f"{len(mine)} sweep sitting(s)"
-        elif "finished_at" in df and df["finished_at"].notna().any():
-            wall_s = float(df["finished_at"].max() - (df["finished_at"] - duration).min())
+        elif col.FINISHED_AT in df and df[col.FINISHED_AT].notna().any():
+            finished = df[col.FINISHED_AT]
+            wall_s = float(finished.max() - (finished - duration).min())
             source = "store: first start to last finish"
         else:
             wall_s, source = None, "unknown"
-        profiles = unique_values(df, "profile")
+        profiles = unique_values(df, col.PROFILE)
         rows.append(
             {
                 "experiment": experiment,
                 "profiles": profiles,
                 "runs": len(df),
-                "by_status": df["status"].value_counts().to_dict(),
-                "seeds": int(df["seed"].nunique()) if "seed" in df else 0,
+                "by_status": df[col.STATUS].value_counts().to_dict(),
+                "seeds": int(df[col.SEED].nunique()) if col.SEED in df else 0,
                 "sweep_wall_minutes": None if wall_s is None else wall_s / 60,
                 "wall_source": source,
                 "training_minutes": float(duration.sum()) / 60,
-                "commits": unique_values(df, "provenance.commit"),
-                "hosts": unique_values(df, "provenance.host"),
-                "devices": unique_values(df, "provenance.device"),
-                "machines": unique_values(df, "provenance.machine"),
-                "threads_per_run": unique_values(df, "provenance.cpu_threads"),
+                "commits": unique_values(df, col.COMMIT),
+                "hosts": unique_values(df, col.HOST),
+                "devices": unique_values(df, col.DEVICE),
+                "machines": unique_values(df, col.MACHINE),
+                "threads_per_run": unique_values(df, col.CPU_THREADS),
                 "command": f"make run-sweep PROFILE={','.join(profiles)} EXPERIMENT={experiment}",
             }
         )

@@ -6,9 +6,8 @@ import json
 import os
 from pathlib import Path
 
-import pandas as pd
-
 from normexp.analysis.claims import Tables, load_analyses
+from normexp.analysis.columns import table
 from normexp.analysis.damage import damaged_in
 from normexp.analysis.report import write_report
 from normexp.tracking.collect import DamagedRun, experiments_in_store, write_collected
@@ -25,8 +24,9 @@ def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> l
     verdicts = []
     analyses = load_analyses()
     for analysis in analyses:
-        mine = {e: tables.get(e, pd.DataFrame()) for e in analysis.reads}
-        figure = analysis.draw(mine, results_dir / "figures" / f"{analysis.name}.png")
+        mine = {e: table(tables, e) for e in analysis.reads}
+        out = results_dir / "figures" / f"{analysis.name}.png"
+        figure = analysis.draw(mine, out, results_dir=results_dir)
         verdict = analysis.verdict(mine)
         if left_out := damaged_in(damaged, analysis.reads):  # computed without them: say so
             verdict["damaged_runs_left_out"] = left_out

@@ -13,25 +13,31 @@ The estimate is LN − BN. IN − BN and IN − LN are reported in the details, 
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from normexp.analysis.claims import ClaimAnalysis
-from normexp.analysis.paired import difference, fmt_ci, has_columns, json_safe, pooled_by_seed
-from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import norm_color, norm_label, not_run_yet, save_figure
-from normexp.analysis.verdict import failures, make_verdict
-from normexp.analysis.verdict import not_run_yet as no_runs
+from normexp.analysis import columns as col
+from normexp.analysis.claims import Claim
+from normexp.analysis.paired import difference, fmt_ci, json_safe, pooled_by_seed
+from normexp.analysis.style import (
+    anchor_bars,
+    mark_not_run,
+    norm_color,
+    norm_label,
+    panels,
+    save_figure,
+    seed_bar,
+)
+from normexp.analysis.verdict import all_parts, failures
 
-CLAIM = "C8"
 EXPERIMENT = "bn_small_batch"
 NAME = "ln_in_cnn"
-MIN_BATCH = 32
 ANCHOR = (
     "GN paper (Wu & He 2018), ResNet-50 ImageNet top-1 error at 32 images per GPU: "
     "BN 23.6, GN 24.1, LN 25.3, IN 28.4 (one run each)"
 )
+CLAIM = Claim.from_doc("C8", NAME, ANCHOR, __doc__)
+MIN_BATCH = 32
 ANCHOR_GN_PAPER = {"batch": 23.6, "group": 24.1, "layer": 25.3, "instance": 28.4}
 NORM_ORDER = ("batch", "group", "layer", "instance", "none")
 NO_RUNS = f"no finished LN, BN and GN runs of {EXPERIMENT} at batch >= {MIN_BATCH}"
@@ -39,44 +45,39 @@ NO_RUNS = f"no finished LN, BN and GN runs of {EXPERIMENT} at batch >= {MIN_BATC
 
 def large_batches(df: pd.DataFrame, norms: tuple[str, ...]) -> list[int]:
     """Batch sizes ≥ MIN_BATCH where every one of ``norms`` has a finished run."""
-    ok = df[(df["status"] == "ok") & (df["train.batch_size"] >= MIN_BATCH)]
+    ok = df[(df[col.STATUS] == "ok") & (df[col.BATCH] >= MIN_BATCH)]
     sizes = None
     for norm in norms:
-        have = set(int(b) for b in ok[ok["norm.name"] == norm]["train.batch_size"])
+        have = set(int(b) for b in ok[ok[col.NORM] == norm][col.BATCH])
         sizes = have if sizes is None else sizes & have
     return sorted(sizes or [])
 
 
 def pooled_error(df: pd.DataFrame, norm: str, batches: list[int]) -> dict[int, float]:
     """{seed: test error (%) averaged over ``batches``} for ``norm``."""
-    errs = pooled_by_seed(df, "test_err", "train.batch_size", batches, norm__name=norm)
+    errs = pooled_by_seed(df, col.TEST_ERR, col.BATCH, batches, {col.NORM: norm})
     return {s: 100 * e for s, e in errs.items()}
 
 
 def _usable(df: pd.DataFrame) -> bool:
-    return has_columns(df, "norm.name", "train.batch_size", "test_err")
+    return col.has_rows(df, col.NORM, col.BATCH) and col.TEST_ERR in df
 
 
-def draw(tables: dict, out: Path) -> Path:
-    df = tables.get(EXPERIMENT, pd.DataFrame())
-    fig, (ax, ax_ref) = plt.subplots(
-        1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.4, 1]}, layout="constrained"
-    )
+def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
+    df = col.table(tables, EXPERIMENT)
+    fig, (ax, ax_ref) = panels(2, (11, 4.2), (1.4, 1))
     norms = []
     if _usable(df):
-        present = set(df[df["status"] == "ok"]["norm.name"])
+        present = set(df[df[col.STATUS] == "ok"][col.NORM])
         norms = [n for n in NORM_ORDER if n in present]
     batches = large_batches(df, tuple(norms)) if norms else []
     if not batches:
-        not_run_yet(ax, f"{EXPERIMENT} at batch ≥ {MIN_BATCH}")
+        mark_not_run(ax, f"{EXPERIMENT} at batch ≥ {MIN_BATCH}")
     else:
         x = np.arange(len(norms))
         for i, norm in enumerate(norms):
             errs = pooled_error(df, norm, batches)
-            mean, lo, hi = mean_ci(list(errs.values()))
-            ax.bar(i, mean, color=norm_color(norm), alpha=0.8, width=0.6)
-            ax.errorbar(i, mean, yerr=[[mean - lo], [hi - mean]], color="black", capsize=5)
-            ax.plot([i] * len(errs), list(errs.values()), ".", color="black", alpha=0.6)
+            seed_bar(ax, i, errs.values(), norm_color(norm), width=0.6, capsize=5)
         ax.set_xticks(x, [norm_label(n) for n in norms])
         ax.set_ylabel("test error (%)")
         sizes = ", ".join(str(b) for b in batches)
@@ -85,43 +86,29 @@ def draw(tables: dict, out: Path) -> Path:
             fontsize=10,
         )
         ax.grid(alpha=0.3, axis="y")
-    ref = list(ANCHOR_GN_PAPER)
-    ax_ref.bar(
-        range(len(ref)),
-        [ANCHOR_GN_PAPER[n] for n in ref],
-        color=[norm_color(n) for n in ref],
+    anchor_bars(
+        ax_ref,
+        ANCHOR_GN_PAPER,
+        [norm_color(n) for n in ANCHOR_GN_PAPER],
+        [norm_label(n) for n in ANCHOR_GN_PAPER],
+        ylim=(20, 30),
+        ylabel="top-1 error (%)",
+        title="Anchor: GN paper, ResNet-50 ImageNet, 32/GPU",
+        offset=0.1,
         alpha=0.8,
-        width=0.6,
     )
-    for i, n in enumerate(ref):
-        ax_ref.text(i, ANCHOR_GN_PAPER[n] + 0.1, f"{ANCHOR_GN_PAPER[n]}", ha="center", fontsize=9)
-    ax_ref.set_xticks(range(len(ref)), [norm_label(n) for n in ref])
-    ax_ref.set_ylim(20, 30)
-    ax_ref.set_ylabel("top-1 error (%)")
-    ax_ref.set_title("Anchor: GN paper, ResNet-50 ImageNet, 32/GPU", fontsize=10)
-    ax_ref.grid(alpha=0.3, axis="y")
-    fig.suptitle("C8: is LN worse than BN and GN in a CNN (batch ≥ 32)?", fontsize=12)
-    return save_figure(fig, out)
+    return save_figure(fig, out, "C8: is LN worse than BN and GN in a CNN (batch ≥ 32)?")
 
 
 def verdict(tables: dict) -> dict:
-    rule = __doc__.split("Verdict rule.")[1]
-    df = tables.get(EXPERIMENT, pd.DataFrame())
-    if not _usable(df):
-        return no_runs(CLAIM, NAME, rule=rule, anchor=ANCHOR, what=NO_RUNS)
-    batches = large_batches(df, ("layer", "batch", "group"))
+    df = col.table(tables, EXPERIMENT)
+    batches = large_batches(df, ("layer", "batch", "group")) if _usable(df) else []
     if not batches:
-        return no_runs(CLAIM, NAME, rule=rule, anchor=ANCHOR, what=NO_RUNS)
+        return CLAIM.not_run_yet(NO_RUNS)
     err = {n: pooled_error(df, n, batches) for n in ("layer", "batch", "group")}
     ln_bn = difference(err["layer"], err["batch"])
     ln_gn = difference(err["layer"], err["group"])
-    parts = [ln_bn["decision"], ln_gn["decision"]]
-    if "contradicted" in parts:
-        result = "contradicted"
-    elif parts == ["supported", "supported"]:
-        result = "supported"
-    else:
-        result = "inconclusive"
+    result = all_parts([ln_bn["decision"], ln_gn["decision"]])
     details = {"batch_sizes": batches, "ln_minus_bn_pp": ln_bn, "ln_minus_gn_pp": ln_gn}
     in_batches = large_batches(df, ("instance", "batch", "layer"))
     if in_batches:
@@ -133,25 +120,13 @@ def verdict(tables: dict) -> dict:
         f"test error of LN minus BN {fmt_ci(ln_bn)}, LN minus GN {fmt_ci(ln_gn)} "
         f"(averaged over batch {', '.join(map(str, batches))}; {ln_bn['seeds']} seeds)"
     )
-    return make_verdict(
-        CLAIM,
-        NAME,
+    return CLAIM.verdict(
         result,
         effect,
-        rule=rule,
-        anchor=ANCHOR,
-        estimate=ln_bn["mean"],
-        ci=tuple(ln_bn["ci"]),
-        notes=failures(df[df["train.batch_size"] >= MIN_BATCH]),
+        ln_bn,
+        notes=failures(df[df[col.BATCH] >= MIN_BATCH]),
         details=json_safe(details),
     )
 
 
-ANALYSIS = ClaimAnalysis(
-    claim=CLAIM,
-    name=NAME,
-    title="LN in CNNs is worse than BN or GN",
-    reads=(EXPERIMENT,),
-    draw=draw,
-    verdict=verdict,
-)
+ANALYSIS = CLAIM.analysis("LN in CNNs is worse than BN or GN", (EXPERIMENT,), draw, verdict)

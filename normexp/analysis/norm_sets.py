@@ -371,6 +371,6 @@ ANALYSIS = ClaimAnalysis(
     name=EXPERIMENT,
     title="all norms are γ·(x−μ)/σ+β over different sets S",
     reads=(),
-    draw=lambda tables, out: draw(out),
+    draw=lambda tables, out, results_dir=None: draw(out),
     verdict=lambda tables: verdict(),
 )

@@ -39,22 +39,29 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from normexp.analysis.claims import ClaimAnalysis
+from normexp.analysis import columns as col
+from normexp.analysis.claims import Claim
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import norm_color, norm_label, not_run_yet, save_figure
-from normexp.analysis.verdict import by_seed, failures, make_verdict, paired_difference
-from normexp.analysis.verdict import not_run_yet as no_runs
+from normexp.analysis.style import (
+    caption,
+    finish,
+    mark_not_run,
+    norm_color,
+    norm_label,
+    save_figure,
+)
+from normexp.analysis.verdict import by_seed, failures, finite, join_notes, paired_difference
 
-CLAIM = "C9"
 EXPERIMENT = "not_ics"
 MARGIN_PP = 3.0  # noisy BN "trains like BN" if it loses clearly less than this (pp)
-ACC_COLUMN = "train_acc"  # the verdict's accuracy (last epoch, as trained); see the rule
+ACC_COLUMN = col.TRAIN_ACC  # the verdict's accuracy (last epoch, as trained); see the rule
 ANCHOR = (
     "Santurkar et al. 2018, Fig. 2: VGG on CIFAR-10, noisy BN trains about as well as BN and "
     "better than no norm; Fig. 5 / Sec. 2.2: with BN the ICS (ℓ2 change of a layer's gradient "
     "after the earlier layers update) is as large or larger and the cosine as low or lower "
     "(qualitative: no numbers in the text)"
 )
+CLAIM = Claim.from_doc("C9", EXPERIMENT, ANCHOR, __doc__)
 NORM_ORDER = ("none", "batch", "noisy_batch")
 COLORS = {"noisy_batch": "#e377c2"}
 LABELS = {"noisy_batch": "noisy BN"}
@@ -80,15 +87,13 @@ def parse_list(value: object) -> list[float]:
     return [math.nan if t == "None" else float(t) for t in _TOKEN.findall(value)]
 
 
-def ok_runs(df: pd.DataFrame, **where: object) -> pd.DataFrame:
-    """Finished (status ok) runs matching ``where`` (``a__b`` for column ``a.b``)."""
+def ok_runs(df: pd.DataFrame, where: dict[str, object]) -> pd.DataFrame:
+    """Finished (status ok) runs whose columns equal ``where`` ({column: wanted})."""
     if df.empty:
         return df
-    mask = df["status"] == "ok"
+    col.require(df, (col.STATUS, *where))
+    mask = df[col.STATUS] == "ok"
     for column, wanted in where.items():
-        column = column.replace("__", ".")
-        if column not in df:
-            return df.iloc[:0]
         mask &= df[column] == wanted
     return df[mask]
 
@@ -134,32 +139,60 @@ def plot_curve(ax, xs: Sequence, mean: Sequence, lo: Sequence, hi: Sequence, **k
 
 
 def _norms(df: pd.DataFrame) -> list[str]:
-    present = set(df["norm.name"]) if "norm.name" in df else set()
+    present = set(df[col.NORM])
     return [n for n in NORM_ORDER if n in present] + sorted(present - set(NORM_ORDER))
 
 
+def usable(df: pd.DataFrame, *columns: str) -> bool:
+    """Runs of one CNN at one batch size over norms (and LRs), with a test accuracy."""
+    return col.has_rows(df, col.NORM, col.BATCH, col.LR, *columns) and col.TEST_ACC in df
+
+
+def scale_note(df: pd.DataFrame) -> str:
+    """'quick profile, 4000 train images, batch 128': the scale the figure and notes state."""
+    n_train = col.first(df, col.N_TRAIN)
+    images = f", {int(n_train)} train images" if n_train is not None else ""
+    return f"{col.first(df, col.PROFILE, '?')} profile{images}, batch {df[col.BATCH].iloc[0]}"
+
+
 def _scale_note(df: pd.DataFrame) -> str:
-    profile = df["profile"].iloc[0] if "profile" in df else "?"
-    n_train = df["n_train"].dropna() if "n_train" in df else pd.Series(dtype=float)
-    images = f", {int(n_train.iloc[0])} train images" if len(n_train) else ""
-    seeds = df["seed"].nunique() if "seed" in df else 0
-    batch = df["train.batch_size"].iloc[0] if "train.batch_size" in df else "?"
-    lr = df["optim.lr_per_128"].iloc[0] if "optim.lr_per_128" in df else "?"
-    return f"{profile} profile{images}, batch {batch}, LR {lr} per 128, {seeds} seed(s)"
+    lr, seeds = df[col.LR].iloc[0], df[col.SEED].nunique()
+    return f"{scale_note(df)}, LR {lr} per 128, {seeds} seed(s)"
 
 
-def draw(tables: dict, out: Path) -> Path:
-    df = tables.get(EXPERIMENT, pd.DataFrame())
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3), constrained_layout=True)
-    if df.empty or "test_acc" not in df:
+def landscape_notes(df: pd.DataFrame, scale: str, caveat: str) -> str:
+    """The verdict's notes: failed runs, the scale and what it means for the comparison."""
+    return join_notes(failures(df), f"scale: {scale}; {caveat}")
+
+
+def save_landscape(fig, axes, out: Path, title: str, note: str | None, anchor: str) -> Path:  # noqa: ANN001
+    """The figure at ``out``, cropped to its content; when runs were drawn (a scale ``note``),
+    first grids and legends on every panel, and the scale and the anchor below them."""
+    if note is not None:
         for ax in axes:
-            not_run_yet(ax, EXPERIMENT)
+            finish(ax)
+        caption(
+            fig,
+            f"Ours: CIFAR-10 VGG-style CNN, {note}; mean and 95% CI "
+            "over seeds (geometric on log axes). Anchor: " + anchor,
+        )
+    return save_figure(fig, out, title, bbox_inches="tight")
+
+
+def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
+    df = col.table(tables, EXPERIMENT)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3), constrained_layout=True)
+    note = None
+    if not usable(df):
+        for ax in axes:
+            mark_not_run(ax, EXPERIMENT)
     else:
+        note = _scale_note(df)
         acc_ax, l2_ax, cos_ax = axes
         for norm in _norms(df):
-            runs = ok_runs(df, norm__name=norm)
+            runs = ok_runs(df, {col.NORM: norm})
             style = {"color": color(norm), "label": f"{label(norm)} ({len(runs)} runs)"}
-            for column, line in (("train_acc_by_epoch", "-"), ("test_acc_by_epoch", "--")):
+            for column, line in ((col.TRAIN_ACC_BY_EPOCH, "-"), (col.TEST_ACC_BY_EPOCH, "--")):
                 xs, m, lo, hi = curve(runs, column)
                 if xs:
                     pct = [[100 * v for v in vs] for vs in (m, lo, hi)]
@@ -167,12 +200,12 @@ def draw(tables: dict, out: Path) -> Path:
                     plot_curve(
                         acc_ax, xs, *pct, ls=line, **{**style, "label": f"{label(norm)}, {kind}"}
                     )
-            xs, m, lo, hi = curve(runs, "probe_ics_l2_series", "probe_steps", log=True)
+            xs, m, lo, hi = curve(runs, col.ICS_L2_SERIES, col.PROBE_STEPS, log=True)
             if xs:
                 plot_curve(l2_ax, xs, m, lo, hi, **style)
             # 1 − cos on a log scale: the cosines all sit just below 1
             one_minus = curve(
-                runs, "probe_ics_cos_series", "probe_steps", transform=lambda v: 1 - v, log=True
+                runs, col.ICS_COS_SERIES, col.PROBE_STEPS, transform=lambda v: 1 - v, log=True
             )
             if one_minus[0]:
                 plot_curve(cos_ax, *one_minus, **style)
@@ -188,26 +221,20 @@ def draw(tables: dict, out: Path) -> Path:
             title="ICS, ℓ2 change of a layer's gradient",
         )
         l2_ax.set_yscale("log")
-        cos_ax.set_yscale("log")
         cos_ax.set(
             xlabel="training step",
             ylabel="1 − cos(G, G') (mean over conv layers 2…k)",
             title="ICS, 1 − cosine of G and G' (0: no shift)",
         )
-        for ax in axes:
-            ax.grid(alpha=0.3)
-            ax.legend(frameon=False, fontsize=9)
-        fig.text(
-            0.5,
-            -0.04,
-            f"Ours: CIFAR-10 VGG-style CNN, {_scale_note(df)}; mean and 95% CI "
-            "over seeds (geometric on log axes). Anchor: " + ANCHOR,
-            ha="center",
-            fontsize=8,
-            wrap=True,
-        )
-    fig.suptitle("C9: does BN's benefit come from reducing internal covariate shift?", fontsize=12)
-    return save_figure(fig, out, bbox_inches="tight")
+        cos_ax.set_yscale("log")
+    return save_landscape(
+        fig,
+        axes,
+        out,
+        "C9: does BN's benefit come from reducing internal covariate shift?",
+        note,
+        ANCHOR,
+    )
 
 
 def _ci_text(mean: float, lo: float, hi: float, fmt: str = "+.1f") -> str:
@@ -223,19 +250,12 @@ def _log_ratio(a: dict[int, float], b: dict[int, float]) -> dict[int, float]:
 
 
 def verdict(tables: dict) -> dict:
-    rule = __doc__.split("Verdict rule.")[1]
-    df = tables.get(EXPERIMENT, pd.DataFrame())
-    if df.empty or "test_acc" not in df:
-        return no_runs(CLAIM, EXPERIMENT, rule=rule, anchor=ANCHOR)
-    acc = _accuracy(df, ACC_COLUMN)
-    if not (acc["batch"] and acc["noisy_batch"] and acc["none"]):
-        return no_runs(
-            CLAIM,
-            EXPERIMENT,
-            rule=rule,
-            anchor=ANCHOR,
-            what="needs finished runs of none, batch and noisy_batch",
-        )
+    df = col.table(tables, EXPERIMENT)
+    acc = _accuracy(df, ACC_COLUMN) if usable(df) else {}
+    if not all(acc.get(n) for n in ("batch", "noisy_batch", "none")):
+        if not acc:
+            return CLAIM.not_run_yet()
+        return CLAIM.not_run_yet("needs finished runs of none, batch and noisy_batch")
     d_bn, bn_lo, bn_hi, n = paired_difference(acc["noisy_batch"], acc["batch"])
     d_none, none_lo, none_hi, n_none = paired_difference(acc["noisy_batch"], acc["none"])
     if n >= 2 and bn_hi < -MARGIN_PP:
@@ -244,12 +264,12 @@ def verdict(tables: dict) -> dict:
         part_a = "supported"
     else:
         part_a = "inconclusive"
-    test = _accuracy(df, "test_acc")
+    test = _accuracy(df, col.TEST_ACC)
     test_bn = paired_difference(test["noisy_batch"], test["batch"])[:3]
     test_none = paired_difference(test["noisy_batch"], test["none"])[:3]
 
-    l2 = {n_: by_seed(df, "probe_ics_l2_mean", norm__name=n_) for n_ in ("batch", "none")}
-    cos = {n_: by_seed(df, "probe_ics_cos_mean", norm__name=n_) for n_ in ("batch", "none")}
+    l2 = {n_: by_seed(df, col.ICS_L2_MEAN, {col.NORM: n_}) for n_ in NORM_ORDER}
+    cos = {n_: by_seed(df, col.ICS_COS_MEAN, {col.NORM: n_}) for n_ in NORM_ORDER}
     ratio = _log_ratio(l2["batch"], l2["none"])
     r, r_lo, r_hi, n_r = paired_difference(ratio, dict.fromkeys(ratio, 0.0))
     c, c_lo, c_hi, n_c = paired_difference(cos["batch"], cos["none"])
@@ -279,37 +299,28 @@ def verdict(tables: dict) -> dict:
         norm: {
             "train_acc_pct": _mean_of(acc[norm]),
             "test_acc_pct": _mean_of(test[norm]),
-            "ics_l2": _mean_of(by_seed(df, "probe_ics_l2_mean", norm__name=norm)),
-            "ics_cos": _mean_of(by_seed(df, "probe_ics_cos_mean", norm__name=norm)),
+            "ics_l2": _mean_of(l2[norm]),
+            "ics_cos": _mean_of(cos[norm]),
         }
         for norm in NORM_ORDER
     }
-    return make_verdict(
-        CLAIM,
-        EXPERIMENT,
+    return CLAIM.verdict(
         result,
         effect,
-        rule=rule,
-        anchor=ANCHOR,
         estimate=d_bn,
         ci=(bn_lo, bn_hi),
-        notes="; ".join(
-            x
-            for x in (
-                failures(df),
-                f"scale: {_scale_note(df)}; short schedules favour whichever norm trains fastest",
-            )
-            if x
+        notes=landscape_notes(
+            df, _scale_note(df), "short schedules favour whichever norm trains fastest"
         ),
         details={
             "parts": {"noisy_bn_trains_like_bn": part_a, "bn_does_not_reduce_ics": part_b},
             "margin_pp": MARGIN_PP,
-            "noisy_minus_none_pp": [_finite(v) for v in (d_none, none_lo, none_hi)],
+            "noisy_minus_none_pp": [finite(v) for v in (d_none, none_lo, none_hi)],
             "accuracy_in_rule": ACC_COLUMN,
-            "test_acc_noisy_minus_bn_pp": [_finite(v) for v in test_bn],
-            "test_acc_noisy_minus_none_pp": [_finite(v) for v in test_none],
-            "ics_log10_l2_ratio_bn_over_none": [_finite(v) for v in (r, r_lo, r_hi)],
-            "ics_cos_bn_minus_none": [_finite(v) for v in (c, c_lo, c_hi)],
+            "test_acc_noisy_minus_bn_pp": [finite(v) for v in test_bn],
+            "test_acc_noisy_minus_none_pp": [finite(v) for v in test_none],
+            "ics_log10_l2_ratio_bn_over_none": [finite(v) for v in (r, r_lo, r_hi)],
+            "ics_cos_bn_minus_none": [finite(v) for v in (c, c_lo, c_hi)],
             "means": means,
         },
     )
@@ -318,23 +329,14 @@ def verdict(tables: dict) -> dict:
 def _accuracy(df: pd.DataFrame, column: str) -> dict[str, dict[int, float]]:
     """{norm: {seed: accuracy in %}} from finished runs."""
     return {
-        n: {s: 100 * v for s, v in by_seed(df, column, norm__name=n).items()} for n in NORM_ORDER
+        n: {s: 100 * v for s, v in by_seed(df, column, {col.NORM: n}).items()} for n in NORM_ORDER
     }
 
 
-def _finite(v: float) -> float | None:
-    return float(v) if isinstance(v, float | int) and math.isfinite(v) else None
-
-
 def _mean_of(values: dict[int, float]) -> float | None:
-    return _finite(mean_ci(list(values.values()))[0])
+    return finite(mean_ci(list(values.values()))[0])
 
 
-ANALYSIS = ClaimAnalysis(
-    claim=CLAIM,
-    name=EXPERIMENT,
-    title="BN's benefit is not about internal covariate shift",
-    reads=(EXPERIMENT,),
-    draw=draw,
-    verdict=verdict,
+ANALYSIS = CLAIM.analysis(
+    "BN's benefit is not about internal covariate shift", (EXPERIMENT,), draw, verdict
 )

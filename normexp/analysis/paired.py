@@ -6,26 +6,60 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
+from normexp.analysis import columns as col
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.verdict import by_seed, decide, paired_difference
 
 
-def has_columns(df: pd.DataFrame, *columns: str) -> bool:
-    """True if ``df`` has rows and every column (a missing summary key: not run yet)."""
-    return not df.empty and all(c in df for c in ("status", "seed", *columns))
-
-
 def pooled_by_seed(
-    df: pd.DataFrame, value: str, over: str, levels: Iterable, **where: object
+    df: pd.DataFrame,
+    value: str,
+    over: str,
+    levels: Iterable,
+    where: Mapping[str, object] | None = None,
 ) -> dict[int, float]:
     """{seed: mean of ``value`` over the ``levels`` of column ``over``} for finished runs matching
     ``where``; a seed counts only if it has every level, so each seed's mean is over the same
     cells (what a paired difference needs)."""
-    per_level = [by_seed(df, value, **{over.replace(".", "__"): lv}, **where) for lv in levels]
+    per_level = [by_seed(df, value, {over: lv, **(where or {})}) for lv in levels]
     if not per_level:
         return {}
     seeds = set.intersection(*(set(p) for p in per_level))
     return {s: sum(p[s] for p in per_level) / len(per_level) for s in sorted(seeds)}
+
+
+def batch_cells(
+    df: pd.DataFrame, metric: str, name: str, key: str = col.NORM, scale: float = 1.0
+) -> pd.DataFrame:
+    """One row per (``key``, batch size): ``name`` = mean of scale × ``metric`` over finished
+    runs, with its 95% CI (``lo``, ``hi``), ``seeds`` (finished runs) and ``failed`` (runs not
+    ok: diverged, failed or unfinished)."""
+    rows = []
+    for (level, batch), cell in df.groupby([key, col.BATCH]):
+        ok = cell[cell[col.STATUS] == "ok"]
+        mean, lo, hi = mean_ci(list(scale * ok[metric].dropna()))
+        rows.append(
+            {
+                "norm": level,
+                "batch_size": int(batch),
+                name: mean,
+                "lo": lo,
+                "hi": hi,
+                "seeds": len(ok),
+                "failed": int((cell[col.STATUS] != "ok").sum()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def gap(a: Mapping[int, float], b: Mapping[int, float], scale: float = 100) -> dict[int, float]:
+    """{seed: scale × (a − b)} over the seeds both have (fractions to percentage points)."""
+    return {s: scale * (a[s] - b[s]) for s in set(a) & set(b)}
+
+
+def against_zero(d: Mapping[int, float]) -> dict:
+    """``difference`` of per-seed values from 0: their mean and 95% CI, decided for > 0."""
+    return difference(d, dict.fromkeys(d, 0.0))
 
 
 def difference(

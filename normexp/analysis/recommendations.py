@@ -27,17 +27,16 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from normexp.analysis.claims import ClaimAnalysis
-from normexp.analysis.paired import difference, has_columns, json_safe, pooled_by_seed
+from normexp.analysis import columns as col
+from normexp.analysis.claims import Claim
+from normexp.analysis.paired import difference, json_safe, pooled_by_seed
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import norm_label, save_figure
-from normexp.analysis.verdict import make_verdict
-from normexp.analysis.verdict import not_run_yet as no_runs
 
-CLAIM = "C11"
 NAME = "recommendations"
 LARGE_BATCH = 32
 ANCHOR = "the blog's own summary: RNN → LN; generation → IN; tiny batch → GN; otherwise BN"
+CLAIM = Claim.from_doc("C11", NAME, ANCHOR, __doc__)
 CALLS = {
     "supported": "matches",
     "contradicted": "differs",
@@ -59,16 +58,17 @@ class Scenario:
     where: str  # what part of the experiment is read, for the table
 
 
-def _finished(df: pd.DataFrame, *columns: str) -> pd.DataFrame:
-    if not has_columns(df, "norm.name", *columns):
+def _finished(df: pd.DataFrame, metric: str, *columns: str) -> pd.DataFrame:
+    """Finished runs with these config columns; none when ``metric`` was not recorded."""
+    if not col.has_rows(df, col.NORM, *columns) or metric not in df:
         return pd.DataFrame()
-    return df[df["status"] == "ok"]
+    return df[df[col.STATUS] == "ok"]
 
 
 def _common_levels(df: pd.DataFrame, column: str) -> list:
     """Levels of ``column`` that every norm of ``df`` has."""
     common = None
-    for _, rows in df.groupby("norm.name"):
+    for _, rows in df.groupby(col.NORM):
         have = set(rows[column])
         common = have if common is None else common & have
     return sorted(common or [])
@@ -80,40 +80,40 @@ def _pooled(df: pd.DataFrame, value: str, over: str | None) -> dict[str, dict[in
         return {}
     if over is None or over not in df:
         return {
-            str(norm): {int(s): float(v) for s, v in rows.groupby("seed")[value].mean().items()}
-            for norm, rows in df.groupby("norm.name")
+            str(norm): {int(s): float(v) for s, v in rows.groupby(col.SEED)[value].mean().items()}
+            for norm, rows in df.groupby(col.NORM)
         }
     levels = _common_levels(df, over)
     return {
-        str(norm): pooled_by_seed(df, value, over, levels, norm__name=norm)
-        for norm in df["norm.name"].unique()
+        str(norm): pooled_by_seed(df, value, over, levels, {col.NORM: norm})
+        for norm in df[col.NORM].unique()
     }
 
 
 def tiny_batch_scores(df: pd.DataFrame) -> dict[str, dict[int, float]]:
-    df = _finished(df, "train.batch_size", "test_err")
+    df = _finished(df, col.TEST_ERR, col.BATCH)
     if df.empty:
         return {}
-    smallest = df["train.batch_size"].min()
-    return _pooled(df[df["train.batch_size"] == smallest], "test_err", None)
+    smallest = df[col.BATCH].min()
+    return _pooled(df[df[col.BATCH] == smallest], col.TEST_ERR, None)
 
 
 def large_batch_scores(df: pd.DataFrame) -> dict[str, dict[int, float]]:
-    df = _finished(df, "train.batch_size", "test_err")
+    df = _finished(df, col.TEST_ERR, col.BATCH)
     if df.empty:
         return {}
-    return _pooled(df[df["train.batch_size"] >= LARGE_BATCH], "test_err", "train.batch_size")
+    return _pooled(df[df[col.BATCH] >= LARGE_BATCH], col.TEST_ERR, col.BATCH)
 
 
 def generation_scores(df: pd.DataFrame) -> dict[str, dict[int, float]]:
-    return _pooled(_finished(df, "test_psnr"), "test_psnr", "train.batch_size")
+    return _pooled(_finished(df, col.TEST_PSNR, col.BATCH), col.TEST_PSNR, col.BATCH)
 
 
 def rnn_scores(df: pd.DataFrame) -> dict[str, dict[int, float]]:
-    df = _finished(df, "test_bpc")
-    if "data.level" in df:  # bits per character: the character-level runs
-        df = df[df["data.level"] == "char"]
-    return _pooled(df, "test_bpc", None)
+    df = _finished(df, col.TEST_BPC)
+    if col.LEVEL in df:  # bits per character: the character-level runs
+        df = df[df[col.LEVEL] == "char"]
+    return _pooled(df, col.TEST_BPC, None)
 
 
 SCENARIOS = (
@@ -121,7 +121,7 @@ SCENARIOS = (
         "tiny batch",
         "bn_small_batch",
         "group",
-        "test_err",
+        col.TEST_ERR,
         "pp of error",
         100,
         False,
@@ -132,7 +132,7 @@ SCENARIOS = (
         "otherwise (CNN, batch ≥ 32)",
         "bn_small_batch",
         "batch",
-        "test_err",
+        col.TEST_ERR,
         "pp of error",
         100,
         False,
@@ -143,7 +143,7 @@ SCENARIOS = (
         "image generation",
         "bn_generation",
         "instance",
-        "test_psnr",
+        col.TEST_PSNR,
         "dB of PSNR",
         1,
         True,
@@ -154,7 +154,7 @@ SCENARIOS = (
         "RNN",
         "rnn_norm",
         "layer",
-        "test_bpc",
+        col.TEST_BPC,
         "bpc",
         1,
         False,
@@ -200,7 +200,7 @@ def judge(scenario: Scenario, df: pd.DataFrame) -> dict:
 
 
 def judge_all(tables: dict) -> list[dict]:
-    return [judge(s, tables.get(s.experiment, pd.DataFrame())) for s in SCENARIOS]
+    return [judge(s, col.table(tables, s.experiment)) for s in SCENARIOS]
 
 
 def _ci_text(d: dict | None, unit: str) -> str:
@@ -255,7 +255,7 @@ def markdown_table(tables: dict) -> list[str]:
     return lines
 
 
-def draw(tables: dict, out: Path) -> Path:
+def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     rows = judge_all(tables)
     header = list(HEADER)
     cells = table_cells(rows)
@@ -280,16 +280,11 @@ def draw(tables: dict, out: Path) -> Path:
 
 
 def verdict(tables: dict) -> dict:
-    rule = __doc__.split("Verdict rule.")[1]
     rows = judge_all(tables)
     calls = [r["call"] for r in rows]
     if all(c == "not run yet" for c in calls):
-        return no_runs(
-            CLAIM,
-            NAME,
-            rule=rule,
-            anchor=ANCHOR,
-            what="no scenario has runs yet (bn_small_batch, bn_generation, rnn_norm)",
+        return CLAIM.not_run_yet(
+            "no scenario has runs yet (bn_small_batch, bn_generation, rnn_norm)"
         )
     if "differs" in calls:
         result = "contradicted"
@@ -303,13 +298,9 @@ def verdict(tables: dict) -> dict:
         for r in rows
     )
     matches = sum(c == "matches" for c in calls)
-    return make_verdict(
-        CLAIM,
-        NAME,
+    return CLAIM.verdict(
         result,
         effect,
-        rule=rule,
-        anchor=ANCHOR,
         estimate=float(matches),
         ci_note=f"the estimate counts scenarios that match, of {len(rows)}; "
         "each scenario's CI is in the details",
@@ -319,11 +310,9 @@ def verdict(tables: dict) -> dict:
     )
 
 
-ANALYSIS = ClaimAnalysis(
-    claim=CLAIM,
-    name=NAME,
-    title="RNN → LN; generation → IN; tiny batch → GN; otherwise BN",
-    reads=("bn_small_batch", "bn_generation", "rnn_norm"),
-    draw=draw,
-    verdict=verdict,
+ANALYSIS = CLAIM.analysis(
+    "RNN → LN; generation → IN; tiny batch → GN; otherwise BN",
+    tuple(dict.fromkeys(s.experiment for s in SCENARIOS)),
+    draw,
+    verdict,
 )

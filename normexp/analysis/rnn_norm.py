@@ -29,24 +29,24 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from normexp.analysis.claims import ClaimAnalysis
+from normexp.analysis import columns as col
+from normexp.analysis.claims import Claim
 from normexp.analysis.paired import difference, json_safe
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import not_run_yet, save_figure
-from normexp.analysis.verdict import by_seed, failures, make_verdict
-from normexp.analysis.verdict import not_run_yet as no_runs
+from normexp.analysis.style import mark_not_run, panels, save_figure
+from normexp.analysis.verdict import by_seed, failures
+from normexp.models.lstm_cells import BATCH_CELLS as BN_CELLS
+from normexp.models.lstm_cells import CELLS
 from normexp.tracking.store import RunRecord
 
-CLAIM = "C7"
 EXPERIMENT = "rnn_norm"
 ANCHOR = (
     "Cooijmans et al. 2016 (Recurrent Batch Normalization), PTB characters, 1000 units, batch 64, "
     "Adam 2e-3, windows of 100: test 1.38 bpc (LSTM) vs 1.32 (BN-LSTM, statistics per time "
     "step); Ba et al. 2016 (Layer Normalization) report LN-LSTM gains on other sequence tasks"
 )
+CLAIM = Claim.from_doc("C7", EXPERIMENT, ANCHOR, __doc__)
 ANCHOR_COOIJMANS = {"none": 1.38, "batch_per_step": 1.32}  # PTB char test bpc, one run each
-CELLS = ("none", "layer", "batch_per_step", "batch_shared", "rms")
-BN_CELLS = ("batch_per_step", "batch_shared")
 CELL_LABELS = {
     "none": "LSTM (no norm)",
     "layer": "LN-LSTM",
@@ -70,36 +70,41 @@ def cell_label(cell: str) -> str:
 
 def _level(df: pd.DataFrame) -> str | None:
     """The level the verdict is decided on: characters when present, else words."""
-    if df.empty or "data.level" not in df:
-        return "char" if not df.empty and "test_bpc" in df else None
-    levels = set(df["data.level"].dropna())
+    if df.empty or col.LEVEL not in df:  # runs from before word level was an option
+        return "char" if not df.empty and col.TEST_BPC in df else None
+    levels = set(df[col.LEVEL].dropna())
     return "char" if "char" in levels else ("word" if "word" in levels else None)
 
 
 def scored(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Runs of the verdict's level with ``bits`` and ``bits_long`` columns (test bits per token
     at the trained and the longer length); the unit's name."""
-    level = _level(df)
-    if level is None or "norm.name" not in df or "status" not in df or "seed" not in df:
+    level = _level(df) if col.has_rows(df, col.NORM) else None
+    if level is None:
         return pd.DataFrame(), "bpc"
-    rows = df[df["data.level"] == level] if "data.level" in df else df
+    rows = df[df[col.LEVEL] == level] if col.LEVEL in df else df
     if level == "char":
-        if "test_bpc" not in rows:
+        if col.TEST_BPC not in rows:
             return pd.DataFrame(), "bpc"
-        bits = rows["test_bpc"]
-        long = rows["test_bpc_long"] if "test_bpc_long" in rows else pd.Series(np.nan, rows.index)
+        bits = rows[col.TEST_BPC]
+        long = _optional(rows, col.TEST_BPC_LONG)
         return rows.assign(bits=bits, bits_long=long), "bpc"
-    if "test_ppl" not in rows:
+    if col.TEST_PPL not in rows:
         return pd.DataFrame(), "bits/word"
-    long = rows["test_ppl_long"] if "test_ppl_long" in rows else pd.Series(np.nan, rows.index)
-    return rows.assign(bits=np.log2(rows["test_ppl"]), bits_long=np.log2(long)), "bits/word"
+    long = _optional(rows, col.TEST_PPL_LONG)
+    return rows.assign(bits=np.log2(rows[col.TEST_PPL]), bits_long=np.log2(long)), "bits/word"
+
+
+def _optional(rows: pd.DataFrame, column: str) -> pd.Series:
+    """A metric that older runs did not record (the longer windows): NaN where missing."""
+    return rows[column] if column in rows else pd.Series(np.nan, rows.index)
 
 
 def _scores(df: pd.DataFrame, value: str = "bits") -> dict[str, dict[int, float]]:
     """{cell: {seed: value}} of finished runs, finite values only."""
     out = {}
-    for cell in df["norm.name"].unique():
-        values = by_seed(df, value, norm__name=cell)
+    for cell in df[col.NORM].unique():
+        values = by_seed(df, value, {col.NORM: cell})
         values = {s: v for s, v in values.items() if math.isfinite(v)}
         if values:
             out[str(cell)] = values
@@ -109,10 +114,10 @@ def _scores(df: pd.DataFrame, value: str = "bits") -> dict[str, dict[int, float]
 def cell_table(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95% CI over seeds of each cell's test bits at both lengths."""
     rows = []
-    for cell in _ordered(df["norm.name"].unique()):
-        runs = df[df["norm.name"] == cell]
-        ok = runs[runs["status"] == "ok"]
-        row = {"cell": cell, "seeds": len(ok), "failed": int((runs["status"] != "ok").sum())}
+    for cell in _ordered(df[col.NORM].unique()):
+        runs = df[df[col.NORM] == cell]
+        ok = runs[runs[col.STATUS] == "ok"]
+        row = {"cell": cell, "seeds": len(ok), "failed": int((runs[col.STATUS] != "ok").sum())}
         for value in ("bits", "bits_long"):
             vals = [v for v in ok[value] if math.isfinite(v)]
             row[value], row[f"{value}_lo"], row[f"{value}_hi"] = mean_ci(vals)
@@ -127,21 +132,15 @@ def _ordered(cells) -> list[str]:  # noqa: ANN001
 
 def verdict_from(df: pd.DataFrame) -> dict:
     """The C7 verdict from the collected rnn_norm table (see the module docstring's rule)."""
-    rule = __doc__.split("Verdict rule.")[1]
     runs, unit = scored(df)
     if runs.empty:
-        return no_runs(CLAIM, EXPERIMENT, rule=rule, anchor=ANCHOR)
+        return CLAIM.not_run_yet()
     scores = _scores(runs)
     bn_cells = [b for b in BN_CELLS if b in scores]
     if "layer" not in scores or "none" not in scores or not bn_cells:
         have = ", ".join(sorted(scores)) or "none"
-        return no_runs(
-            CLAIM,
-            EXPERIMENT,
-            rule=rule,
-            anchor=ANCHOR,
-            what=f"needs finished runs of none, layer and a BN cell; have: {have}",
-        )
+        what = f"needs finished runs of none, layer and a BN cell; have: {have}"
+        return CLAIM.not_run_yet(what)
     ln_vs_none = difference(scores["layer"], scores["none"], claimed_sign=-1)
     bn_vs_none = {b: difference(scores[b], scores["none"], claimed_sign=-1) for b in bn_cells}
     bn_vs_ln = {b: difference(scores[b], scores["layer"]) for b in bn_cells}
@@ -171,15 +170,10 @@ def verdict_from(df: pd.DataFrame) -> dict:
         effect += "; LN-LSTM beats the plain LSTM and every BN cell"
     if any(bn_helps.values()):
         effect += "; BN helps over the plain LSTM"
-    return make_verdict(
-        CLAIM,
-        EXPERIMENT,
+    return CLAIM.verdict(
         result,
         effect,
-        rule=rule,
-        anchor=ANCHOR,
-        estimate=head["mean"],
-        ci=tuple(head["ci"]),
+        head,
         notes=failures(df),
         details=json_safe(
             {**_details(runs, scores, unit), "ln_best": ln_best, "bn_helps": bn_helps}
@@ -213,10 +207,10 @@ def _details(runs: pd.DataFrame, scores: dict, unit: str) -> dict:
         details["long_minus_layer"] = {
             c: difference(longs[c], longs["layer"]) for c in _ordered(longs) if c != "layer"
         }
-    for key in ("seq_len", "long_eval_len", "tokens_per_s"):
+    for key in (col.SEQ_LEN, col.LONG_EVAL_LEN, col.TOKENS_PER_S):
         if key in runs:
             details[key] = {
-                c: float(runs.loc[runs["norm.name"] == c, key].mean()) for c in _ordered(scores)
+                c: float(runs.loc[runs[col.NORM] == c, key].mean()) for c in _ordered(scores)
             }
     return details
 
@@ -225,23 +219,19 @@ def verdict(tables: dict | pd.DataFrame) -> dict:
     """The C7 verdict from the collected rnn_norm table, or from the claim registry's tables."""
     if isinstance(tables, pd.DataFrame):
         return verdict_from(tables)
-    return verdict_from(tables.get(EXPERIMENT, pd.DataFrame()))
+    return verdict_from(col.table(tables, EXPERIMENT))
 
 
 # --- figure ----------------------------------------------------------------------------------
 
 
-def epoch_curves(df: pd.DataFrame, results_dir: Path, split: str = "valid") -> pd.DataFrame:
-    """Per-epoch ``<split>_bpc`` (or bits per word) of finished runs, from the store's metrics."""
-    if df.empty or "run_key" not in df:
+def epoch_curves(df: pd.DataFrame, results_dir: Path | None, split: str = "valid") -> pd.DataFrame:
+    """Per-epoch ``<split>_bpc`` (or bits per word) of finished runs, from the metrics of the
+    store in ``results_dir`` (None: no store to read, no curves)."""
+    if results_dir is None or df.empty or col.RUN_KEY not in df:
         return pd.DataFrame()
     rows = []
-    for cell, seed, key in zip(
-        df["norm.name"],
-        df["seed"],
-        df["run_key"],
-        strict=True,
-    ):
+    for cell, seed, key in zip(df[col.NORM], df[col.SEED], df[col.RUN_KEY], strict=True):
         for m in RunRecord(results_dir, EXPERIMENT, key).metrics():
             value = m.get(f"{split}_bpc")
             if value is None and f"{split}_ppl" in m:
@@ -334,35 +324,29 @@ def _draw_anchor(ax) -> None:  # noqa: ANN001
     ax.grid(alpha=0.3, axis="y")
 
 
-def draw(tables: dict, out: Path) -> Path:
-    df = tables.get(EXPERIMENT, pd.DataFrame())
+def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
+    df = col.table(tables, EXPERIMENT)
     runs, unit = scored(df)
-    fig, (ax_curve, ax_final, ax_ref) = plt.subplots(
-        1,
-        3,
-        figsize=(16, 4.8),
-        gridspec_kw={"width_ratios": [1.3, 1.4, 0.55]},
-        layout="constrained",
-    )
+    fig, (ax_curve, ax_final, ax_ref) = panels(3, (16, 4.8), (1.3, 1.4, 0.55))
     if runs.empty:
-        not_run_yet(ax_curve, EXPERIMENT)
-        not_run_yet(ax_final, EXPERIMENT)
+        mark_not_run(ax_curve, EXPERIMENT)
+        mark_not_run(ax_final, EXPERIMENT)
         subtitle = "not run yet"
     else:
-        ok = runs[runs["status"] == "ok"]
-        curves = epoch_curves(ok, out.parent.parent)
+        ok = runs[runs[col.STATUS] == "ok"]
+        curves = epoch_curves(ok, results_dir)
         if curves.empty:
-            not_run_yet(ax_curve, "per-epoch metrics")
+            mark_not_run(ax_curve, "per-epoch metrics")
         else:
             _draw_curves(ax_curve, curves, unit)
         cells = cell_table(runs)
         lengths = None
-        if {"seq_len", "long_eval_len"} <= set(ok.columns) and not ok.empty:
-            lengths = (int(ok["seq_len"].iloc[0]), int(ok["long_eval_len"].iloc[0]))
+        if {col.SEQ_LEN, col.LONG_EVAL_LEN} <= set(ok.columns) and not ok.empty:
+            lengths = (int(ok[col.SEQ_LEN].iloc[0]), int(ok[col.LONG_EVAL_LEN].iloc[0]))
         _draw_final(ax_final, cells, unit, lengths)
         seeds = int(cells["seeds"].max()) if not cells.empty else 0
-        profile = df["profile"].iloc[0] if "profile" in df else "?"
-        n_train = ok["n_train_tokens"].iloc[0] if "n_train_tokens" in ok and len(ok) else None
+        profile = col.first(df, col.PROFILE, "?")
+        n_train = col.first(ok, col.N_TRAIN_TOKENS)
         level = "characters" if unit == "bpc" else "words"
         size = f", {int(n_train):,} training {level}" if n_train is not None else ""
         ax_curve.set_title(f"Ours: PTB {level}, {profile} profile{size}", fontsize=9)
@@ -373,11 +357,12 @@ def draw(tables: dict, out: Path) -> Path:
         subtitle = f"verdict: {v['verdict']}" + _summary_line(v)
         _note_longer_windows(ax_final, v, unit)
     _draw_anchor(ax_ref)
-    fig.suptitle(
+    return save_figure(
+        fig,
+        out,
         "C7: is BN useless in RNNs, and LN the only norm that helps there?\n" + _wrap(subtitle),
-        fontsize=10,
+        title_size=10,
     )
-    return save_figure(fig, out)
 
 
 def _summary_line(v: dict) -> str:
@@ -438,11 +423,6 @@ def _wrap(text: str, width: int = 150) -> str:
     return "\n".join([*lines, line])
 
 
-ANALYSIS = ClaimAnalysis(
-    claim=CLAIM,
-    name=EXPERIMENT,
-    title="BN is useless in RNNs; only LN helps there",
-    reads=(EXPERIMENT,),
-    draw=draw,
-    verdict=verdict,
+ANALYSIS = CLAIM.analysis(
+    "BN is useless in RNNs; only LN helps there", (EXPERIMENT,), draw, verdict
 )

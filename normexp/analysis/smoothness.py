@@ -28,14 +28,23 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from normexp.analysis.claims import ClaimAnalysis
-from normexp.analysis.not_ics import color, curve, label, ok_runs, plot_curve
+from normexp.analysis import columns as col
+from normexp.analysis.claims import Claim
+from normexp.analysis.not_ics import (
+    color,
+    curve,
+    label,
+    landscape_notes,
+    ok_runs,
+    plot_curve,
+    save_landscape,
+    scale_note,
+    usable,
+)
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import not_run_yet, save_figure
-from normexp.analysis.verdict import by_seed, failures, make_verdict, paired_difference
-from normexp.analysis.verdict import not_run_yet as no_runs
+from normexp.analysis.style import mark_not_run
+from normexp.analysis.verdict import by_seed, finite, paired_difference
 
-CLAIM = "C10"
 EXPERIMENT = "smoothness"
 REFERENCE_LR = 0.1  # per 128 examples: the LR at which the landscape is compared (as in C9)
 CHANCE = 0.1  # CIFAR-10
@@ -45,6 +54,7 @@ ANCHOR = (
     "gradient changes less and the effective β-smoothness is lower with BN, throughout training; "
     "Sec. 1 and Fig. 1: BN trains at larger learning rates (qualitative)"
 )
+CLAIM = Claim.from_doc("C10", EXPERIMENT, ANCHOR, __doc__)
 NORMS = ("none", "batch")
 PROBES = (
     ("loss_range", "loss range along the step", "max − min of L(w − ηg)"),
@@ -54,12 +64,12 @@ PROBES = (
 
 
 def _lrs(df: pd.DataFrame) -> list[float]:
-    return sorted(float(v) for v in df["optim.lr_per_128"].dropna().unique())
+    return sorted(float(v) for v in df[col.LR].dropna().unique())
 
 
 def reference_lr(df: pd.DataFrame) -> float | None:
     """REFERENCE_LR if the grid has it, else the grid LR nearest to it in log scale."""
-    lrs = _lrs(df) if "optim.lr_per_128" in df else []
+    lrs = _lrs(df)
     if not lrs:
         return None
     return min(lrs, key=lambda lr: abs(math.log(lr / REFERENCE_LR)))
@@ -69,10 +79,10 @@ def lr_cells(df: pd.DataFrame) -> pd.DataFrame:
     """Per (norm, LR): mean final test accuracy (%) with 95% CI over finished runs, and the count
     of runs that diverged or failed."""
     rows = []
-    for (norm, lr), cell in df.groupby(["norm.name", "optim.lr_per_128"]):
-        ok = cell[cell["status"] == "ok"]
-        mean, lo, hi = mean_ci(list(100 * ok["test_acc"].astype(float)))
-        bad = int(cell["status"].isin(["diverged", "failed"]).sum())
+    for (norm, lr), cell in df.groupby([col.NORM, col.LR]):
+        ok = cell[cell[col.STATUS] == "ok"]
+        mean, lo, hi = mean_ci(list(100 * ok[col.TEST_ACC].astype(float)))
+        bad = int(cell[col.STATUS].isin(["diverged", "failed"]).sum())
         rows.append(
             {
                 "norm": norm,
@@ -101,26 +111,23 @@ def trains(cells: pd.DataFrame) -> tuple[dict[str, list[float]], float]:
 
 
 def _scale_note(df: pd.DataFrame) -> str:
-    profile = df["profile"].iloc[0] if "profile" in df else "?"
-    n_train = df["n_train"].dropna() if "n_train" in df else pd.Series(dtype=float)
-    images = f", {int(n_train.iloc[0])} train images" if len(n_train) else ""
-    batch = df["train.batch_size"].iloc[0] if "train.batch_size" in df else "?"
-    sizes = df["train.probe_step_sizes"].iloc[0] if "train.probe_step_sizes" in df else "?"
-    return f"{profile} profile{images}, batch {batch}, step sizes η ∈ {sizes}"
+    return f"{scale_note(df)}, step sizes η ∈ {df[col.PROBE_STEP_SIZES].iloc[0]}"
 
 
-def draw(tables: dict, out: Path) -> Path:
-    df = tables.get(EXPERIMENT, pd.DataFrame())
+def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
+    df = col.table(tables, EXPERIMENT)
     fig, axes = plt.subplots(1, 4, figsize=(19, 4.3), constrained_layout=True)
-    if df.empty or "test_acc" not in df or "optim.lr_per_128" not in df:
+    note = None
+    if not usable(df, col.PROBE_STEP_SIZES):
         for ax in axes:
-            not_run_yet(ax, EXPERIMENT)
+            mark_not_run(ax, EXPERIMENT)
     else:
+        note = _scale_note(df)
         ref = reference_lr(df)
         for ax, (key, title, ylabel) in zip(axes[:3], PROBES, strict=True):
             for norm in NORMS:
-                runs = ok_runs(df, norm__name=norm, optim__lr_per_128=ref)
-                xs, m, lo, hi = curve(runs, f"probe_{key}_series", "probe_steps", log=True)
+                runs = ok_runs(df, {col.NORM: norm, col.LR: ref})
+                xs, m, lo, hi = curve(runs, col.probe_series(key), col.PROBE_STEPS, log=True)
                 if xs:
                     style = {"color": color(norm), "label": f"{label(norm)} ({len(runs)} runs)"}
                     plot_curve(ax, xs, m, lo, hi, **style)
@@ -143,25 +150,14 @@ def draw(tables: dict, out: Path) -> Path:
             ylabel="final test accuracy (%)",
             title="Learning rates that train (x: diverged / failed)",
         )
-        for a in axes:
-            a.grid(alpha=0.3)
-            a.legend(frameon=False, fontsize=9)
-        fig.text(
-            0.5,
-            -0.04,
-            f"Ours: CIFAR-10 VGG-style CNN, {_scale_note(df)}; mean and 95% CI "
-            "over seeds (geometric on log axes). Anchor: " + ANCHOR,
-            ha="center",
-            fontsize=8,
-            wrap=True,
-        )
-    fig.suptitle("C10: does BN make the loss landscape smoother?", fontsize=12)
-    return save_figure(fig, out, bbox_inches="tight")
+    return save_landscape(
+        fig, axes, out, "C10: does BN make the loss landscape smoother?", note, ANCHOR
+    )
 
 
-def _log_ratios(df: pd.DataFrame, column: str, lr: float) -> tuple[float, float, float, int]:
-    bn = by_seed(df, column, norm__name="batch", optim__lr_per_128=lr)
-    none = by_seed(df, column, norm__name="none", optim__lr_per_128=lr)
+def _log_ratios(df: pd.DataFrame, probe: str, lr: float) -> tuple[float, float, float, int]:
+    bn = by_seed(df, col.probe_mean(probe), {col.NORM: "batch", col.LR: lr})
+    none = by_seed(df, col.probe_mean(probe), {col.NORM: "none", col.LR: lr})
     ratios = {
         s: math.log10(bn[s] / none[s])
         for s in set(bn) & set(none)
@@ -170,23 +166,16 @@ def _log_ratios(df: pd.DataFrame, column: str, lr: float) -> tuple[float, float,
     return paired_difference(ratios, dict.fromkeys(ratios, 0.0))
 
 
-def _finite(v: float) -> float | None:
-    return float(v) if math.isfinite(v) else None
-
-
 def verdict(tables: dict) -> dict:
-    rule = __doc__.split("Verdict rule.")[1]
-    df = tables.get(EXPERIMENT, pd.DataFrame())
-    if df.empty or "test_acc" not in df or "optim.lr_per_128" not in df:
-        return no_runs(CLAIM, EXPERIMENT, rule=rule, anchor=ANCHOR)
-    if not set(NORMS) <= set(df["norm.name"]):
-        return no_runs(
-            CLAIM, EXPERIMENT, rule=rule, anchor=ANCHOR, what="needs runs of both none and batch"
-        )
+    df = col.table(tables, EXPERIMENT)
+    if not usable(df, col.PROBE_STEP_SIZES):
+        return CLAIM.not_run_yet()
+    if not set(NORMS) <= set(df[col.NORM]):
+        return CLAIM.not_run_yet("needs runs of both none and batch")
     ref = reference_lr(df)
-    r_l, l_lo, l_hi, n_l = _log_ratios(df, "probe_loss_range_mean", ref)
-    r_b, b_lo, b_hi, n_b = _log_ratios(df, "probe_beta_smoothness_mean", ref)
-    r_p, p_lo, p_hi, _ = _log_ratios(df, "probe_grad_predictiveness_mean", ref)
+    r_l, l_lo, l_hi, n_l = _log_ratios(df, "loss_range", ref)
+    r_b, b_lo, b_hi, n_b = _log_ratios(df, "beta_smoothness", ref)
+    r_p, p_lo, p_hi, _ = _log_ratios(df, "grad_predictiveness", ref)
     if n_l < 2 or n_b < 2:
         part_a = "inconclusive"
     elif l_hi < 0 and b_hi < 0:
@@ -224,44 +213,30 @@ def verdict(tables: dict) -> dict:
         f"[{b_lo:+.2f}, {b_hi:+.2f}], of the gradient change {r_p:+.2f} [{p_lo:+.2f}, "
         f"{p_hi:+.2f}] ({n_b} seeds); LRs that train: BN {n_bn}/{n_lrs}, no norm {n_none}/{n_lrs}"
     )
-    return make_verdict(
-        CLAIM,
-        EXPERIMENT,
+    return CLAIM.verdict(
         result,
         effect,
-        rule=rule,
-        anchor=ANCHOR,
         estimate=r_b,
         ci=(b_lo, b_hi),
-        notes="; ".join(
-            x
-            for x in (
-                failures(df),
-                f"scale: {_scale_note(df)}; the landscape is probed on training batches at the "
-                "weights training reached, so a norm that trains slower is probed elsewhere",
-            )
-            if x
+        notes=landscape_notes(
+            df,
+            _scale_note(df),
+            "the landscape is probed on training batches at the weights training reached, so a "
+            "norm that trains slower is probed elsewhere",
         ),
         details={
             "parts": {"smoother_landscape": part_a, "wider_lr_range": part_b},
             "reference_lr_per_128": ref,
-            "log10_loss_range_ratio": [_finite(v) for v in (r_l, l_lo, l_hi)],
-            "log10_beta_ratio": [_finite(v) for v in (r_b, b_lo, b_hi)],
-            "log10_grad_change_ratio": [_finite(v) for v in (r_p, p_lo, p_hi)],
+            "log10_loss_range_ratio": [finite(v) for v in (r_l, l_lo, l_hi)],
+            "log10_beta_ratio": [finite(v) for v in (r_b, b_lo, b_hi)],
+            "log10_grad_change_ratio": [finite(v) for v in (r_p, p_lo, p_hi)],
             "lrs_that_train": trained,
-            "trains_threshold_pct": _finite(threshold),
+            "trains_threshold_pct": finite(threshold),
             "acc_by_lr_pct": {
-                f"{row.norm}@{row.lr:g}": _finite(row.acc) for row in cells.itertuples()
+                f"{row.norm}@{row.lr:g}": finite(row.acc) for row in cells.itertuples()
             },
         },
     )
 
 
-ANALYSIS = ClaimAnalysis(
-    claim=CLAIM,
-    name=EXPERIMENT,
-    title="BN makes the loss landscape smoother",
-    reads=(EXPERIMENT,),
-    draw=draw,
-    verdict=verdict,
-)
+ANALYSIS = CLAIM.analysis("BN makes the loss landscape smoother", (EXPERIMENT,), draw, verdict)

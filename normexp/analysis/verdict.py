@@ -7,10 +7,13 @@ to compare with), ``notes`` (failures, scale caveats), ``details`` (anything els
 """
 
 import math
-from collections.abc import Mapping
+import numbers
+from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
+from normexp.analysis import columns as col
+from normexp.analysis.columns import require
 from normexp.analysis.stats import mean_ci
 
 VERDICTS = ("supported", "contradicted", "inconclusive", "not run yet")
@@ -31,10 +34,6 @@ def make_verdict(
     ci_note: str = "",
 ) -> dict:
     assert verdict in VERDICTS, verdict
-
-    def finite(v: float | None) -> float | None:  # JSON has no NaN: no estimate is None
-        return None if v is None or not math.isfinite(v) else float(v)
-
     estimate = finite(estimate)
     ci = None if ci is None or any(finite(v) is None for v in ci) else ci
     return {
@@ -52,15 +51,14 @@ def make_verdict(
     }
 
 
-def not_run_yet(claim: str, experiment: str, *, rule: str, anchor: str, what: str = "") -> dict:
-    return make_verdict(
-        claim,
-        experiment,
-        "not run yet",
-        what or f"no finished runs of {experiment} in the store",
-        rule=rule,
-        anchor=anchor,
-    )
+def finite(v: object) -> float | None:
+    """``v`` as a float; None when missing, NaN or infinite (JSON has no NaN)."""
+    return float(v) if isinstance(v, numbers.Real) and math.isfinite(v) else None
+
+
+def join_notes(*parts: str) -> str:
+    """The non-empty notes, joined by '; '."""
+    return "; ".join(p for p in parts if p)
 
 
 def paired_difference(
@@ -86,29 +84,42 @@ def decide(lo: float, hi: float, n: int, claimed_sign: int = 1) -> str:
     return "inconclusive"
 
 
-def by_seed(df: pd.DataFrame, value: str, **where: object) -> dict[int, float]:
-    """{seed: value} for finished (status ok) runs matching ``where`` (dotted column names)."""
-    if df.empty or value not in df:
+def by_seed(
+    df: pd.DataFrame, value: str, where: Mapping[str, object] | None = None
+) -> dict[int, float]:
+    """{seed: value} for finished (status ok) runs whose columns equal ``where`` ({column:
+    wanted}); {} for a table without rows, MissingColumnError for one without a named column."""
+    where = dict(where or {})
+    if df.empty:
         return {}
-    mask = df["status"] == "ok"
+    require(df, (col.STATUS, col.SEED, value, *where))
+    mask = df[col.STATUS] == "ok"
     for column, wanted in where.items():
-        column = column.replace("__", ".")
-        if column not in df:
-            return {}
         mask &= df[column] == wanted
     rows = df[mask]
-    return {int(s): float(v) for s, v in zip(rows["seed"], rows[value], strict=True)}
+    return {int(s): float(v) for s, v in zip(rows[col.SEED], rows[value], strict=True)}
+
+
+def all_parts(parts: Iterable[str]) -> str:
+    """A claim that needs every part: contradicted if any part is, supported if all are,
+    inconclusive otherwise (a part not run yet included)."""
+    parts = list(parts)
+    if "contradicted" in parts:
+        return "contradicted"
+    if all(p == "supported" for p in parts):
+        return "supported"
+    return "inconclusive"
 
 
 def failures(df: pd.DataFrame) -> str:
     """A sentence on diverged/failed runs, which count as failed configurations."""
     if df.empty:
         return ""
-    bad = df[df["status"].isin(["diverged", "failed"])]
-    unfinished = int((df["status"] == "running").sum())
+    bad = df[df[col.STATUS].isin(["diverged", "failed"])]
+    unfinished = int((df[col.STATUS] == "running").sum())
     text = "no diverged or failed runs"
     if not bad.empty:
-        counts = bad["status"].value_counts().to_dict()
+        counts = bad[col.STATUS].value_counts().to_dict()
         text = "; ".join(f"{n} {s}" for s, n in counts.items()) + " (counted as failures)"
     if unfinished:
         text += f"; {unfinished} unfinished (interrupted, not counted)"

@@ -25,25 +25,31 @@ only when no part can be measured). The estimate is (a), in percentage points of
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from normexp.analysis.claims import ClaimAnalysis
-from normexp.analysis.paired import cell_stats, difference, fmt_ci, has_columns, json_safe
-from normexp.analysis.style import norm_color, not_run_yet, save_figure
-from normexp.analysis.verdict import failures, make_verdict
-from normexp.analysis.verdict import not_run_yet as no_runs
+from normexp.analysis import columns as col
+from normexp.analysis.claims import Claim
+from normexp.analysis.columns import L2_NORM, NEAR_ZERO
+from normexp.analysis.paired import difference, fmt_ci, json_safe
+from normexp.analysis.style import (
+    anchor_bars,
+    mark_not_run,
+    norm_color,
+    panels,
+    save_figure,
+    seed_bar,
+)
+from normexp.analysis.verdict import all_parts, by_seed, failures
 
-CLAIM = "C2"
 EXPERIMENT = "weight_side"
 ANCHOR = (
     "Salimans & Kingma 2016, CIFAR-10 test error of their CNN: plain 8.43%, BN 8.05%, WN 8.46%, "
     "WN + mean-only BN 7.31% (Table 1; one run each); L1/L2: no published anchor at this scale"
 )
+CLAIM = Claim.from_doc("C2", EXPERIMENT, ANCHOR, __doc__)
 ANCHOR_SK = {"none": 8.43, "BN": 8.05, "WN": 8.46, "WN + mean-only BN": 7.31}
-CONFIG = ("norm.name", "model.weight_side", "optim.l1", "optim.weight_decay")
-NEAR_ZERO, L2_NORM = "weight_near_zero_frac", "weight_l2_norm"
+CONFIG = (col.NORM, col.WEIGHT_SIDE, col.L1, col.WEIGHT_DECAY)
 PLAIN_ARMS = {  # (norm.name, model.weight_side) without any penalty -> arm label
     ("none", "none"): "none",
     ("batch", "none"): "BN",
@@ -71,7 +77,7 @@ def arm_label(norm: str, weight_side: str, l1: float, wd: float) -> str:
 
 
 def with_arms(df: pd.DataFrame) -> pd.DataFrame:
-    if not has_columns(df, *CONFIG):
+    if not col.has_rows(df, *CONFIG):
         return pd.DataFrame()
     df = df.copy()
     df["arm"] = [
@@ -83,9 +89,9 @@ def with_arms(df: pd.DataFrame) -> pd.DataFrame:
 
 def penalty_levels(df: pd.DataFrame) -> tuple[list[float], list[float]]:
     """(L1 strengths, L2 strengths), each ascending, among the pure-penalty arms."""
-    plain = df[(df["norm.name"] == "none") & (df["model.weight_side"] == "none")]
-    l1 = sorted({float(v) for v in plain[plain["optim.weight_decay"] == 0]["optim.l1"] if v > 0})
-    l2 = sorted({float(v) for v in plain[plain["optim.l1"] == 0]["optim.weight_decay"] if v > 0})
+    plain = df[(df[col.NORM] == "none") & (df[col.WEIGHT_SIDE] == "none")]
+    l1 = sorted({float(v) for v in plain[plain[col.WEIGHT_DECAY] == 0][col.L1] if v > 0})
+    l2 = sorted({float(v) for v in plain[plain[col.L1] == 0][col.WEIGHT_DECAY] if v > 0})
     return l1, l2
 
 
@@ -97,13 +103,11 @@ def arm_order(df: pd.DataFrame) -> list[str]:
 
 
 def values(df: pd.DataFrame, column: str, arm: str, scale: float = 1.0) -> dict[int, float]:
-    """{seed: value × scale} of one arm's finished runs (empty if the column is missing)."""
+    """{seed: value × scale} of one arm's finished runs; {} where the runs did not record the
+    column (weight statistics are newer than some runs)."""
     if column not in df:
         return {}
-    rows = df[(df["arm"] == arm) & (df["status"] == "ok")]
-    return {
-        int(s): scale * float(v) for s, v in zip(rows["seed"], rows[column], strict=True) if v == v
-    }
+    return {s: scale * v for s, v in by_seed(df, column, {"arm": arm}).items() if v == v}
 
 
 def parts(df: pd.DataFrame) -> dict:
@@ -117,15 +121,9 @@ def parts(df: pd.DataFrame) -> dict:
             {
                 "l1": a,
                 "weight_decay": b,
-                "near_zero_l1_minus_l2_pp": difference(
-                    values(df, NEAR_ZERO, la), values(df, NEAR_ZERO, lb), 100
-                ),
-                "near_zero_l1_minus_none_pp": difference(
-                    values(df, NEAR_ZERO, la), values(df, NEAR_ZERO, "none"), 100
-                ),
-                "acc_l1_minus_l2_pp": difference(
-                    values(df, "test_acc", la), values(df, "test_acc", lb), 100
-                ),
+                "near_zero_l1_minus_l2_pp": arm_difference(df, NEAR_ZERO, la, lb),
+                "near_zero_l1_minus_none_pp": arm_difference(df, NEAR_ZERO, la, "none"),
+                "acc_l1_minus_l2_pp": arm_difference(df, col.TEST_ACC, la, lb),
             }
         )
     if matched:
@@ -136,7 +134,7 @@ def parts(df: pd.DataFrame) -> dict:
         out["parts"]["b_l2_smaller_than_none_pct"] = difference(
             rel, dict.fromkeys(rel, 0.0), claimed_sign=-1
         )
-    acc = {arm: values(df, "test_acc", arm, 100) for arm in PLAIN_ARMS.values()}
+    acc = {arm: values(df, col.TEST_ACC, arm, 100) for arm in PLAIN_ARMS.values()}
     out["parts"]["c_wn_mean_only_bn_minus_none_acc_pp"] = difference(
         acc["WN + mean-only BN"], acc["none"]
     )
@@ -146,68 +144,71 @@ def parts(df: pd.DataFrame) -> dict:
     return out
 
 
+def arm_difference(df: pd.DataFrame, column: str, a: str, b: str) -> dict:
+    """Arm a − arm b of ``column`` in percentage points, paired by seed."""
+    return difference(values(df, column, a), values(df, column, b), 100)
+
+
 def _bar_panel(ax, df: pd.DataFrame, arms: list[str], column: str, scale: float, ylabel: str):  # noqa: ANN001
     if column not in df:
-        not_run_yet(ax, f"{column} (not in the run summaries yet)")
+        mark_not_run(ax, f"{column} (not in the run summaries yet)")
         return
     for i, arm in enumerate(arms):
         vals = list(values(df, column, arm, scale).values())
-        mean, lo, hi, n = cell_stats(vals)
-        if n == 0:
+        if not vals:
             continue
         color = ARM_COLORS.get(arm, "#9467bd" if arm.startswith("L1") else "#8c564b")
-        ax.bar(i, mean, color=color, alpha=0.8, width=0.65)
-        ax.errorbar(i, mean, yerr=[[mean - lo], [hi - mean]], color="black", capsize=4)
-        ax.plot([i] * n, vals, ".", color="black", alpha=0.6)
+        seed_bar(ax, i, vals, color, width=0.65, capsize=4)
     ax.set_xticks(np.arange(len(arms)), arms, rotation=40, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, axis="y")
 
 
-def draw(tables: dict, out: Path) -> Path:
-    df = with_arms(tables.get(EXPERIMENT, pd.DataFrame()))
-    fig, axes = plt.subplots(
-        1, 4, figsize=(16, 4.6), gridspec_kw={"width_ratios": [1, 1, 1, 0.7]}, layout="constrained"
-    )
+def _finished(df: pd.DataFrame) -> bool:
+    return not df.empty and col.TEST_ACC in df and (df[col.STATUS] == "ok").any()
+
+
+def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
+    df = with_arms(col.table(tables, EXPERIMENT))
+    fig, axes = panels(4, (16, 4.6), (1, 1, 1, 0.7))
     ax_acc, ax_zero, ax_norm, ax_ref = axes
-    if df.empty or "test_acc" not in df or not (df["status"] == "ok").any():
+    if not _finished(df):
         for ax in (ax_acc, ax_zero, ax_norm):
-            not_run_yet(ax, EXPERIMENT)
+            mark_not_run(ax, EXPERIMENT)
     else:
         arms = arm_order(df)
-        seeds = int(df[df["status"] == "ok"]["seed"].nunique())
-        _bar_panel(ax_acc, df, arms, "test_acc", 100, "test accuracy (%)")
+        seeds = int(df[df[col.STATUS] == "ok"][col.SEED].nunique())
+        _bar_panel(ax_acc, df, arms, col.TEST_ACC, 100, "test accuracy (%)")
         ax_acc.set_title(f"Ours: CIFAR-10 CNN, mean, 95% CI, {seeds} seed(s)", fontsize=10)
         _bar_panel(ax_zero, df, arms, NEAR_ZERO, 100, "near-zero weights (%)")
         ax_zero.set_title("|w| < 1e-3 × layer's max |w|", fontsize=10)
         _bar_panel(ax_norm, df, arms, L2_NORM, 1, "‖w‖₂ over all conv/linear weights")
         ax_norm.set_title("Size of the (effective) weights", fontsize=10)
-    names = list(ANCHOR_SK)
-    ax_ref.bar(
-        range(len(names)),
-        [ANCHOR_SK[n] for n in names],
-        color=[ARM_COLORS[n] for n in names],
-        alpha=0.8,
+    anchor_bars(
+        ax_ref,
+        ANCHOR_SK,
+        [ARM_COLORS[n] for n in ANCHOR_SK],
+        list(ANCHOR_SK),
+        ylim=(6, 9.5),
+        ylabel="test error (%)",
+        title="Anchor: Salimans & Kingma 2016\nCIFAR-10 (one run each)",
+        offset=0.05,
         width=0.65,
+        alpha=0.8,
+        label_size=8,
+        rotation=40,
+        fontsize=8,
+        ha="right",
     )
-    for i, n in enumerate(names):
-        ax_ref.text(i, ANCHOR_SK[n] + 0.05, f"{ANCHOR_SK[n]}", ha="center", fontsize=8)
-    ax_ref.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
-    ax_ref.set_ylim(6, 9.5)
-    ax_ref.set_ylabel("test error (%)")
-    ax_ref.set_title("Anchor: Salimans & Kingma 2016\nCIFAR-10 (one run each)", fontsize=10)
-    ax_ref.grid(alpha=0.3, axis="y")
-    fig.suptitle(
-        "C2: weight-side normalization: WN vs BN, L1 (sparse?) vs L2 (small?)", fontsize=12
+    return save_figure(
+        fig, out, "C2: weight-side normalization: WN vs BN, L1 (sparse?) vs L2 (small?)"
     )
-    return save_figure(fig, out)
 
 
 def verdict(tables: dict) -> dict:
-    rule = __doc__.split("Verdict rule.")[1]
-    df = with_arms(tables.get(EXPERIMENT, pd.DataFrame()))
-    if df.empty or "test_acc" not in df or not (df["status"] == "ok").any():
-        return no_runs(CLAIM, EXPERIMENT, rule=rule, anchor=ANCHOR)
+    df = with_arms(col.table(tables, EXPERIMENT))
+    if not _finished(df):
+        return CLAIM.not_run_yet()
     measured = parts(df)
     decisions = {
         name: (d["decision"] if d["seeds"] else "not run yet")
@@ -216,19 +217,8 @@ def verdict(tables: dict) -> dict:
     for name in ("a_l1_sparser_than_l2", "b_l2_smaller_than_none_pct"):
         decisions.setdefault(name, "not run yet")
     if all(v == "not run yet" for v in decisions.values()):
-        return no_runs(
-            CLAIM,
-            EXPERIMENT,
-            rule=rule,
-            anchor=ANCHOR,
-            what="no arm pair measurable yet (runs or weight statistics missing)",
-        )
-    if "contradicted" in decisions.values():
-        result = "contradicted"
-    elif all(v == "supported" for v in decisions.values()):
-        result = "supported"
-    else:
-        result = "inconclusive"
+        return CLAIM.not_run_yet("no arm pair measurable yet (runs or weight statistics missing)")
+    result = all_parts(decisions.values())
     p = measured["parts"]
     sentences = []
     a = p.get("a_l1_sparser_than_l2")
@@ -254,13 +244,9 @@ def verdict(tables: dict) -> dict:
     missing = [c for c in (NEAR_ZERO, L2_NORM) if c not in df]
     if missing:
         notes += f"; summaries lack {', '.join(missing)} (weight statistics not recorded yet)"
-    return make_verdict(
-        CLAIM,
-        EXPERIMENT,
+    return CLAIM.verdict(
         result,
         effect,
-        rule=rule,
-        anchor=ANCHOR,
         estimate=a["mean"] if a and a["seeds"] else None,
         ci=tuple(a["ci"]) if a and a["seeds"] else None,
         ci_note="" if a and a["seeds"] else "L1/L2 sparsity not measured yet",
@@ -269,11 +255,6 @@ def verdict(tables: dict) -> dict:
     )
 
 
-ANALYSIS = ClaimAnalysis(
-    claim=CLAIM,
-    name=EXPERIMENT,
-    title="Weight-side normalization: WN; L1 makes weights sparse, L2 small",
-    reads=(EXPERIMENT,),
-    draw=draw,
-    verdict=verdict,
+ANALYSIS = CLAIM.analysis(
+    "Weight-side normalization: WN; L1 makes weights sparse, L2 small", (EXPERIMENT,), draw, verdict
 )

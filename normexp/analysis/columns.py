@@ -1,0 +1,152 @@
+"""The columns the claim analyses read from the collected tables, named once.
+
+A collected table (normexp.tracking.collect) has one row per run: the run's config fields as
+dotted names (``train.batch_size``), its summary metrics, and the bookkeeping that collect adds
+(``status``, ``run_key``, ``finished_at``, ``provenance.*``). Analyses name these columns only
+through the constants below, so a renamed config key or summary metric is changed here once,
+and ``tests/test_claims_analyses.py`` checks that every config column named here still exists in
+the resolved experiment configs.
+
+Two kinds of absence, kept apart: a table without rows is an experiment not run yet (the verdict
+says so); a table with rows but without a column an analysis needs is an error
+(``MissingColumnError``), never an empty result, because it means the name no longer matches
+what the runs record. Summary metrics that only some runs record (older runs, or runs that
+never finished) are checked for explicitly by the analysis that tolerates their absence.
+"""
+
+from collections.abc import Iterable
+
+import pandas as pd
+
+# --- bookkeeping: every collected row has these ----------------------------------------------
+STATUS = "status"  # ok / diverged / failed / running
+SEED = "seed"
+RUN_KEY = "run_key"
+FINISHED_AT = "finished_at"
+PROFILE = "profile"
+
+# --- config fields (dotted, as collect flattens the resolved config) --------------------------
+NORM = "norm.name"
+POSITION = "norm.position"
+GROUP_SIZE = "norm.group_size"  # ghost BN: images per simulated device
+MODEL = "model.name"
+ACTIVATION = "model.activation"
+WEIGHT_SIDE = "model.weight_side"
+BATCH = "train.batch_size"
+EPOCHS = "train.epochs"
+PROBE_STEP_SIZES = "train.probe_step_sizes"
+LR = "optim.lr_per_128"
+L1 = "optim.l1"
+WEIGHT_DECAY = "optim.weight_decay"
+DEVICES = "devices.count"
+LEVEL = "data.level"  # PTB: char or word
+
+CONFIG_COLUMNS = (
+    NORM,
+    POSITION,
+    GROUP_SIZE,
+    MODEL,
+    ACTIVATION,
+    WEIGHT_SIDE,
+    BATCH,
+    EPOCHS,
+    PROBE_STEP_SIZES,
+    LR,
+    L1,
+    WEIGHT_DECAY,
+    DEVICES,
+    LEVEL,
+)
+
+# --- summary metrics --------------------------------------------------------------------------
+TEST_ACC = "test_acc"  # BN with its running averages, as deployed
+TEST_ERR = "test_err"
+TRAIN_ACC = "train_acc"  # last epoch, as trained
+TEST_ACC_BATCH_STATS = "test_acc_batch_stats"
+TEST_ACC_PRECISE_BN = "test_acc_precise_bn"
+TRAIN_ACC_BY_EPOCH = "train_acc_by_epoch"
+TEST_ACC_BY_EPOCH = "test_acc_by_epoch"
+N_TRAIN = "n_train"
+WALL_TIME = "wall_time_s"
+# image-to-image generation
+TEST_PSNR = "test_psnr"
+TEST_PSNR_BATCH_STATS = "test_psnr_batch_stats"
+INPUT_PSNR = "input_psnr"
+SAMPLE_GRID = "sample_grid"
+# language model
+TEST_BPC = "test_bpc"
+TEST_BPC_LONG = "test_bpc_long"
+TEST_PPL = "test_ppl"
+TEST_PPL_LONG = "test_ppl_long"
+SEQ_LEN = "seq_len"
+LONG_EVAL_LEN = "long_eval_len"
+TOKENS_PER_S = "tokens_per_s"
+N_TRAIN_TOKENS = "n_train_tokens"
+# weight statistics
+NEAR_ZERO = "weight_near_zero_frac"
+L2_NORM = "weight_l2_norm"
+# probes along training (normexp.train.landscape): per-run means and over-training lists
+PROBE_STEPS = "probe_steps"
+ICS_L2_MEAN = "probe_ics_l2_mean"
+ICS_COS_MEAN = "probe_ics_cos_mean"
+ICS_L2_SERIES = "probe_ics_l2_series"
+ICS_COS_SERIES = "probe_ics_cos_series"
+
+
+def probe_mean(name: str) -> str:
+    """The per-run mean of a landscape probe (``loss_range``, ``beta_smoothness``, ...)."""
+    return f"probe_{name}_mean"
+
+
+def probe_series(name: str) -> str:
+    """The over-training list of a landscape probe."""
+    return f"probe_{name}_series"
+
+
+# --- provenance (collect prefixes the summary's provenance fields) ----------------------------
+COMMIT = "provenance.commit"
+HOST = "provenance.host"
+DEVICE = "provenance.device"
+MACHINE = "provenance.machine"
+CPU_THREADS = "provenance.cpu_threads"
+
+
+class MissingColumnError(KeyError):
+    """A collected table has runs but not a column an analysis reads (a renamed key?)."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+def require(df: pd.DataFrame, columns: Iterable[str]) -> None:
+    """Raise MissingColumnError naming every column of ``columns`` that ``df`` lacks."""
+    missing = [c for c in dict.fromkeys(columns) if c not in df]
+    if missing:
+        have = ", ".join(sorted(map(str, df.columns)))
+        raise MissingColumnError(
+            f"collected table has no column {', '.join(map(repr, missing))} "
+            f"(renamed config key or summary metric? see normexp.analysis.columns); "
+            f"it has: {have}"
+        )
+
+
+def has_rows(df: pd.DataFrame, *columns: str) -> bool:
+    """False for a table without rows (not run yet); True when it has rows and every column
+    (with ``status`` and ``seed``); a table with rows that lacks one raises MissingColumnError."""
+    if df.empty:
+        return False
+    require(df, (STATUS, SEED, *columns))
+    return True
+
+
+def table(tables: dict[str, pd.DataFrame], experiment: str) -> pd.DataFrame:
+    """The collected table of ``experiment``; an empty one if it was not run."""
+    return tables.get(experiment, pd.DataFrame())
+
+
+def first(df: pd.DataFrame, column: str, default: object = None) -> object:
+    """The first non-missing value of ``column``; ``default`` without one (or without the
+    column: scale notes in figures are optional)."""
+    if column in df and df[column].notna().any():
+        return df[column].dropna().iloc[0]
+    return default
