@@ -15,7 +15,8 @@ from normexp.norms.weight_side import l1_penalty
 from normexp.train.cifar_splits import CifarSplits
 from normexp.train.device import autocast, place_model
 from normexp.train.evaluate import evaluate, evaluate_with_batch_stats, has_batch_stats
-from normexp.train.fit import TaskHooks, fit, optimizer_and_scheduler
+from normexp.train.fit import TaskHooks, fit
+from normexp.train.optim import build_optimizer_and_scheduler
 from normexp.train.weight_stats import weight_statistics
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class Classification(TaskHooks):
         self.test_y = cifar.test_y[s.test_idx].to(device)
         self.model = place_model(build_model(cfg["model"], cfg["norm"]), device, cfg["runtime"])
         self.steps_per_epoch = len(self.train_batches)
-        self.optimizer, self.scheduler = optimizer_and_scheduler(
+        self.optimizer, self.scheduler = build_optimizer_and_scheduler(
             self.model, cfg, self.steps_per_epoch
         )
         self.batch_stats = has_batch_stats(self.model)

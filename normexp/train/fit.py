@@ -18,7 +18,6 @@ from tqdm import tqdm
 from normexp.train import Diverged
 from normexp.train.checkpoint import TrainingState, progress_bar
 from normexp.train.device import pick_device, seed_everything
-from normexp.train.optim import build_optimizer, build_scheduler
 
 DIVERGENCE_CHECK_EVERY = 50  # steps between host syncs that look for a non-finite loss
 
@@ -67,14 +66,6 @@ class TaskHooks:
     def summary(self, history: list[dict], final: dict) -> dict:
         """Summary entries of the task, after training; may add test metrics to ``final``."""
         return {}
-
-
-def optimizer_and_scheduler(
-    model: nn.Module, cfg: Mapping, steps_per_epoch: int
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    optimizer = build_optimizer(model, cfg["optim"], cfg["train"]["batch_size"])
-    total_steps = cfg["train"]["epochs"] * steps_per_epoch
-    return optimizer, build_scheduler(optimizer, cfg["optim"], total_steps)
 
 
 def fit(

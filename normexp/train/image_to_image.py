@@ -31,7 +31,8 @@ from normexp.models.generator import build_generator, check_generator
 from normexp.train.cifar_splits import CifarSplits
 from normexp.train.device import place_model
 from normexp.train.evaluate import has_batch_stats
-from normexp.train.fit import TaskHooks, fit, optimizer_and_scheduler
+from normexp.train.fit import TaskHooks, fit
+from normexp.train.optim import build_optimizer_and_scheduler
 from normexp.validate_fields import check_choice, check_int, check_number
 
 SAMPLE_GRID = "samples.png"  # written into the run folder (see train_image_to_image)
@@ -228,7 +229,7 @@ class ImageToImage(TaskHooks):
         self.test_in = fixed_corruption(self.test_clean, ranges)
         self.model = place_model(build_generator(cfg["model"], cfg["norm"]), device, cfg["runtime"])
         self.steps_per_epoch = len(self.train_batches)
-        self.optimizer, self.scheduler = optimizer_and_scheduler(
+        self.optimizer, self.scheduler = build_optimizer_and_scheduler(
             self.model, cfg, self.steps_per_epoch
         )
         self.batch_stats = has_batch_stats(self.model)

@@ -25,7 +25,8 @@ from normexp.data.paths import resolve_data_dir
 from normexp.data.ptb import LEVELS, PTBCorpus, batchify, bptt_windows, load_ptb
 from normexp.errors import ConfigError
 from normexp.models.lstm import build_language_model, check_lstm, detach_state
-from normexp.train.fit import TaskHooks, fit, optimizer_and_scheduler
+from normexp.train.fit import TaskHooks, fit
+from normexp.train.optim import build_optimizer_and_scheduler
 from normexp.validate_fields import check_choice, check_int, check_number
 
 
@@ -104,10 +105,8 @@ class LanguageModel(TaskHooks):
         data_cfg, train_cfg = cfg["data"], cfg["train"]
         self.level = level = data_cfg["level"]
         self.unit = metric_name(level)
-        self.headline, self.desc = (
-            f"valid_{self.unit}",
-            f"{cfg['norm']['name']} {level} s={cfg['seed']}",
-        )
+        self.headline = f"valid_{self.unit}"
+        self.desc = f"{cfg['norm']['name']} {level} s={cfg['seed']}"
         self.cpu_start = time.process_time()  # CPU time: what the run costs on a busy machine too
         self.corpus = load_ptb(
             resolve_data_dir(cfg["paths"]["data_dir"]), level, data_cfg["download"]
@@ -123,7 +122,7 @@ class LanguageModel(TaskHooks):
         self.steps_per_epoch = math.ceil((self.train_data.shape[1] - 1) / self.seq_len)
         vocab = len(self.corpus.vocab)
         self.model = build_language_model(cfg["model"], cfg["norm"], vocab, self.seq_len).to(device)
-        self.optimizer, self.scheduler = optimizer_and_scheduler(
+        self.optimizer, self.scheduler = build_optimizer_and_scheduler(
             self.model, cfg, self.steps_per_epoch
         )
         self.clip = cfg["optim"].get("clip_grad_norm")
