@@ -94,10 +94,7 @@ def _train(config: dict, record: RunRecord, progress_position: int) -> dict:
     checkpoint = record.path / CHECKPOINT
     try:
         task = get_task(config["train"]["task"])
-        if task.resumable:
-            summary = task.train(config, log_epoch, progress_position, checkpoint=checkpoint)
-        else:
-            summary = task.train(config, log_epoch, progress_position)
+        summary = task.train(config, log_epoch, progress_position, checkpoint=checkpoint)
     except Diverged as exc:
         status, error = "diverged", str(exc)
     except Exception as exc:  # noqa: BLE001 - recorded as a failed run; the sweep goes on

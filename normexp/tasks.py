@@ -16,8 +16,8 @@ CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000
 class Task:
     check: Callable[[Mapping], None]  # raise ConfigError naming the field
     prepare_data: Callable[[Mapping], None]  # DataError if the data is missing or corrupt
-    train: Callable[..., dict]  # (config, log_epoch, bar row[, checkpoint=path]) -> summary
-    resumable: bool = False  # train() takes checkpoint=<path> and resumes from it
+    train: Callable[..., dict]  # (config, log_epoch, bar row, checkpoint=path) -> summary;
+    # every task resumes from its checkpoint (normexp.train.fit)
     amp: bool = False  # honours train.amp (bf16 autocast on CUDA)
 
 
@@ -116,20 +116,14 @@ def _train_language_model(
 
 TASKS: dict[str, Task] = {
     "classification": Task(
-        _check_classification, _prepare_cifar10, _train_classification, resumable=True, amp=True
+        _check_classification, _prepare_cifar10, _train_classification, amp=True
     ),
-    # C9, C10: classification plus probes of ICS and of the loss landscape (not resumable)
-    "instrumented_classification": Task(
-        _check_instrumented, _prepare_cifar10, _train_instrumented, resumable=True
-    ),
+    # C9, C10: classification plus probes of ICS and of the loss landscape
+    "instrumented_classification": Task(_check_instrumented, _prepare_cifar10, _train_instrumented),
     # C6: undo per-image contrast / colour changes of CIFAR-10 images with a generator
-    "image_to_image": Task(
-        _check_image_to_image, _prepare_cifar10, _train_image_to_image, resumable=True
-    ),
+    "image_to_image": Task(_check_image_to_image, _prepare_cifar10, _train_image_to_image),
     # C7: LSTM language model on PTB, the cell chosen by norm.name
-    "language_model": Task(
-        _check_language_model, _prepare_ptb, _train_language_model, resumable=True
-    ),
+    "language_model": Task(_check_language_model, _prepare_ptb, _train_language_model),
 }
 
 

@@ -172,7 +172,6 @@ def test_task_trains_at_smoke_scale_and_writes_summary_and_sample_grid(
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     task = get_task("image_to_image")
-    assert task.resumable
     summary = task.train(cfg, logged.append, 0, checkpoint=run_dir / "checkpoint.pt")
     assert [m["epoch"] for m in logged] == [1, 2]
     for key in ("test_psnr", "val_psnr", "test_ssim", "test_psnr_batch_stats", "input_psnr",

@@ -197,6 +197,29 @@ def test_probes_do_not_change_training(cifar_data, norm):
     assert probed["test_acc_by_epoch"] == pytest.approx([m["test_acc"] for m in logged], rel=1e-5)
 
 
+class Killed(Exception):
+    pass
+
+
+def test_a_killed_probed_run_resumes_to_the_same_metrics_and_probe_series(cifar_data, tmp_path):
+    cfg = compose(*cifar_data, "norm=noisy_batch", "train.probe_every=3")
+    reference = train_instrumented(cfg, lambda m: None)
+    checkpoint = tmp_path / "checkpoint.pt"
+
+    def die_in_epoch_2(metrics: dict) -> None:
+        if metrics["epoch"] == 2:
+            raise Killed  # as if the job were killed while epoch 2 was being logged
+
+    with pytest.raises(Killed):
+        train_instrumented(cfg, die_in_epoch_2, checkpoint=checkpoint)
+    resumed = train_instrumented(cfg, lambda m: None, checkpoint=checkpoint)
+    assert resumed["resumed_at_epoch"] == 1
+    timing = {"wall_time_s", "images_per_s", "epoch_time_s", "probe_time_s", "resumed_at_epoch"}
+    assert {k: v for k, v in resumed.items() if k not in timing} == {
+        k: v for k, v in reference.items() if k not in timing
+    }
+
+
 @pytest.mark.parametrize(
     ("override", "field"),
     [

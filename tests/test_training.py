@@ -1,13 +1,18 @@
-"""The classification loop: determinism, resume after a kill, divergence, L1 and precise BN."""
+"""The training skeleton (resume, divergence) and the classification task: determinism, resume
+after a kill, divergence, L1 and precise BN."""
 
+import math
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 import normexp
 from normexp.train import Diverged
 from normexp.train.classification import train_classifier
+from normexp.train.fit import DIVERGENCE_CHECK_EVERY, TaskHooks, fit
 from normexp.validate import resolve_config
 
 CONFIGS = str(Path(normexp.__file__).resolve().parent.parent / "configs")
@@ -90,3 +95,82 @@ def test_precise_bn_reports_its_accuracy(cifar_data):
     summary, _ = train(config(*cifar_data, "train.precise_bn_batches=2", "train.epochs=1"))
     assert summary["precise_bn_batches_used"] >= 1
     assert 0.0 <= summary["test_acc_precise_bn"] <= 1.0
+
+
+# --- the skeleton every task shares (normexp.train.fit), on a toy task without data -----------
+
+
+class ToyRegression(TaskHooks):
+    """Least squares on fixed random data, ``n`` steps per epoch; records the global steps."""
+
+    headline = "val_loss"
+
+    def __init__(
+        self, device: torch.device, steps: list[int], nan_at: int | None = None, n: int = 7
+    ) -> None:
+        self.x = torch.randn(n, 4, 3)  # from the seeded global RNG: fit seeds before building
+        self.y = self.x.sum(-1)
+        self.model = torch.nn.Linear(3, 1)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 0.9**s)
+        self.steps_per_epoch, self.steps, self.nan_at = n, steps, nan_at
+
+    def batches(self):
+        return zip(self.x, self.y, strict=True)
+
+    def loss(self, batch, step):
+        self.steps.append(step)
+        x, y = batch
+        loss = F.mse_loss(self.model(x).squeeze(-1), y)
+        return (loss * math.nan if step == self.nan_at else loss), len(y)
+
+    def evaluate(self, metrics):
+        with torch.no_grad():
+            metrics["val_loss"] = F.mse_loss(self.model(self.x).squeeze(-1), self.y).item()
+
+    def summary(self, history, final):
+        return {"best_val_loss": min(m["val_loss"] for m in history)}
+
+
+def toy_config(epochs: int = 3) -> dict:
+    return {
+        "seed": 0,
+        "runtime": {"threads": 1, "progress": False},
+        "train": {"deterministic": True, "device": "cpu", "epochs": epochs, "batch_size": 4},
+        "norm": {"name": "toy"},
+    }
+
+
+def test_fit_resumes_a_killed_toy_run_to_the_same_summary(tmp_path):
+    steps: list[int] = []
+    reference = fit(toy_config(), lambda d: ToyRegression(d, steps), lambda m: None)
+    assert steps == list(range(21))  # the global step of every update, in order
+    checkpoint = tmp_path / "checkpoint.pt"
+
+    def die_in_epoch_2(metrics: dict) -> None:
+        if metrics["epoch"] == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit(toy_config(), lambda d: ToyRegression(d, []), die_in_epoch_2, checkpoint=checkpoint)
+    resumed_steps: list[int] = []
+    logged: list[dict] = []
+    resumed = fit(
+        toy_config(), lambda d: ToyRegression(d, resumed_steps), logged.append, 0, checkpoint
+    )
+    assert resumed_steps == list(range(7, 21))  # epochs 2 and 3 again, numbered as before
+    assert [m["epoch"] for m in logged] == [1, 2, 3]
+    assert resumed["resumed_at_epoch"] == 1
+    for key in ("train_loss", "val_loss", "best_val_loss", "lr", "epochs", "n_params"):
+        assert resumed[key] == reference[key], key
+
+
+def test_fit_stops_a_non_finite_loss_at_the_next_check():
+    with pytest.raises(Diverged, match="in epoch 2$"):  # a short epoch: checked at its end
+        fit(toy_config(), lambda d: ToyRegression(d, [], nan_at=10), lambda m: None)
+    every = DIVERGENCE_CHECK_EVERY
+    steps: list[int] = []
+    with pytest.raises(Diverged, match=f"in epoch 1, step {2 * every}$"):
+        build = lambda d: ToyRegression(d, steps, nan_at=every + 3, n=2 * every + 5)  # noqa: E731
+        fit(toy_config(), build, lambda m: None)
+    assert len(steps) == 2 * every  # stopped at the first check after the NaN

@@ -1,4 +1,5 @@
-"""Training loops, one per task (see normexp.tasks)."""
+"""Training: one loop for every task (normexp.train.fit), which each task (see normexp.tasks)
+plugs into with its hooks."""
 
 
 class Diverged(Exception):

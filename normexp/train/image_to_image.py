@@ -10,9 +10,7 @@ Training corruptions are drawn afresh for every batch from the run's generator; 
 corruptions are fixed per run, test corruptions are fixed for all runs (same test inputs).
 """
 
-import math
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from normexp.data.augment import CIFAR10_MEAN, CIFAR10_STD
-from normexp.data.cifar10 import load_cifar10
 from normexp.data.corruptions import (
     TEST_CORRUPTION_SEED,
     CorruptionRanges,
@@ -29,19 +26,15 @@ from normexp.data.corruptions import (
     fixed_corruption,
     to_unit,
 )
-from normexp.data.image_batches import ImageBatches
-from normexp.data.paths import resolve_data_dir
-from normexp.data.splits import stratified_subset, train_val_split
 from normexp.errors import ConfigError
 from normexp.models.generator import build_generator, check_generator
-from normexp.train import Diverged
-from normexp.train.checkpoint import TrainingState, progress_bar
-from normexp.train.device import pick_device, place_model, seed_everything
+from normexp.train.cifar_splits import CifarSplits
+from normexp.train.device import place_model
 from normexp.train.evaluate import has_batch_stats
-from normexp.train.optim import build_optimizer, build_scheduler
+from normexp.train.fit import TaskHooks, fit
+from normexp.train.optim import build_optimizer_and_scheduler
 from normexp.validate_fields import check_choice, check_int, check_number
 
-DIVERGENCE_CHECK_EVERY = 50  # steps between host syncs that look for a non-finite loss
 SAMPLE_GRID = "samples.png"  # written into the run folder (see train_image_to_image)
 VAL_CORRUPTION_SEED = TEST_CORRUPTION_SEED + 1  # plus the run's seed
 LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"mse": F.mse_loss, "l1": F.l1_loss}
@@ -207,6 +200,81 @@ def save_sample_grid(
     tmp.replace(path)
 
 
+class ImageToImage(TaskHooks):
+    """Undo fresh corruptions of each training batch; validation PSNR after every epoch, test
+    PSNR / SSIM (and a sample grid in ``artifacts_dir``) of the final model only."""
+
+    headline = "val_psnr"
+
+    def __init__(self, cfg: Mapping, device: torch.device, artifacts_dir: Path | None) -> None:
+        data_cfg, train_cfg = cfg["data"], cfg["train"]
+        self.cfg, self.artifacts_dir = cfg, artifacts_dir
+        self.ranges = ranges = CorruptionRanges.from_config(train_cfg["corruption"])
+        self.space = PixelSpace(device)
+        self.loss_fn = LOSSES[train_cfg["loss"]]
+        self.splits = s = CifarSplits.of_run(cfg)
+        self.generator = torch.Generator(device=device).manual_seed(cfg["seed"])
+        self.batch_size, self.eval_bs = train_cfg["batch_size"], train_cfg["eval_batch_size"]
+        self.train_batches = s.train_batches(  # [0, 1] pixels: mean 0, std 1
+            device,
+            self.batch_size,
+            data_cfg["augment"],
+            self.generator,
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+        )
+        self.val_clean = to_unit(s.cifar.train_x[s.val_idx].to(device))
+        self.val_in = fixed_corruption(self.val_clean, ranges, VAL_CORRUPTION_SEED + cfg["seed"])
+        self.test_clean = to_unit(s.cifar.test_x[s.test_idx].to(device))
+        self.test_in = fixed_corruption(self.test_clean, ranges)
+        self.model = place_model(build_generator(cfg["model"], cfg["norm"]), device, cfg["runtime"])
+        self.steps_per_epoch = len(self.train_batches)
+        self.optimizer, self.scheduler = build_optimizer_and_scheduler(
+            self.model, cfg, self.steps_per_epoch
+        )
+        self.batch_stats = has_batch_stats(self.model)
+
+    def stateful(self) -> dict[str, object]:
+        return {"generator": self.generator}
+
+    def batches(self) -> Iterable:
+        return self.train_batches
+
+    def loss(self, batch: tuple[Tensor, Tensor], step: int) -> tuple[Tensor, int]:
+        clean, _ = batch
+        x_in, _ = corrupt(clean, self.ranges, self.generator)
+        pred = self.space.to_pixels(self.model(self.space.to_net(x_in)))
+        return self.loss_fn(pred, clean), len(clean)
+
+    def evaluate(self, metrics: dict) -> None:
+        metrics["val_psnr"], _ = evaluate_quality(
+            self.model, self.space, self.val_in, self.val_clean, self.eval_bs
+        )
+
+    def summary(self, history: list[dict], final: dict) -> dict:
+        """Test metrics of the final model only: the verdict reads nothing else."""
+        model, space, test_in, test_clean = self.model, self.space, self.test_in, self.test_clean
+        final["test_psnr"], final["test_ssim"] = evaluate_quality(
+            model, space, test_in, test_clean, self.eval_bs, ssim=True
+        )
+        if self.batch_stats:
+            final["test_psnr_batch_stats"] = evaluate_quality_with_batch_stats(
+                model, space, test_in, test_clean, self.batch_size
+            )
+        final["input_psnr"] = psnr_per_image(test_in, test_clean).mean().item()
+        sample_grid = None
+        if self.artifacts_dir is not None and self.cfg["train"]["samples"] > 0:
+            k = min(self.cfg["train"]["samples"], len(test_in))
+            path = Path(self.artifacts_dir) / SAMPLE_GRID
+            save_sample_grid(model, space, test_in[:k], test_clean[:k], path)
+            sample_grid = SAMPLE_GRID
+        return {
+            "best_val_psnr": max(m["val_psnr"] for m in history),
+            **self.splits.sizes(),
+            "sample_grid": sample_grid,  # file name inside the run folder, or None
+        }
+
+
 def train_image_to_image(
     cfg: Mapping,
     log_epoch: Callable[[dict], None],
@@ -219,120 +287,10 @@ def train_image_to_image(
     With ``checkpoint``, the state after every epoch is saved there and a killed run resumes
     after its last finished epoch. With ``artifacts_dir`` (the run folder), the sample grid of
     the final model is written there as ``samples.png`` and the summary names it."""
-    data_cfg, train_cfg = cfg["data"], cfg["train"]
-    torch.set_num_threads(cfg["runtime"]["threads"])
-    seed_everything(cfg["seed"], train_cfg["deterministic"])
-    device = pick_device(train_cfg["device"])
-    ranges = CorruptionRanges.from_config(train_cfg["corruption"])
-    space = PixelSpace(device)
-    loss_fn = LOSSES[train_cfg["loss"]]
-
-    cifar = load_cifar10(
-        resolve_data_dir(cfg["paths"]["data_dir"]), data_cfg["download"], data_cfg["verify"]
+    return fit(
+        cfg,
+        lambda device: ImageToImage(cfg, device, artifacts_dir),
+        log_epoch,
+        progress_position,
+        checkpoint,
     )
-    train_idx, val_idx = train_val_split(
-        cifar.train_y, data_cfg["n_train"], data_cfg["n_val"], seed=cfg["seed"]
-    )
-    test_idx = (
-        torch.arange(len(cifar.test_y))
-        if data_cfg["n_test"] is None
-        else stratified_subset(cifar.test_y, data_cfg["n_test"], seed=0)  # same for all runs
-    )
-    generator = torch.Generator(device=device).manual_seed(cfg["seed"])
-    batch_size, eval_bs = train_cfg["batch_size"], train_cfg["eval_batch_size"]
-    train_batches = ImageBatches(  # [0, 1] pixels: mean 0, std 1
-        cifar.train_x[train_idx].to(device),
-        cifar.train_y[train_idx].to(device),
-        batch_size,
-        shuffle=True,
-        augment=data_cfg["augment"],
-        drop_last=True,
-        generator=generator,
-        mean=(0.0, 0.0, 0.0),
-        std=(1.0, 1.0, 1.0),
-    )
-    val_clean = to_unit(cifar.train_x[val_idx].to(device))
-    val_in = fixed_corruption(val_clean, ranges, VAL_CORRUPTION_SEED + cfg["seed"])
-    test_clean = to_unit(cifar.test_x[test_idx].to(device))
-    test_in = fixed_corruption(test_clean, ranges)
-
-    model = place_model(build_generator(cfg["model"], cfg["norm"]), device, cfg["runtime"])
-    optimizer = build_optimizer(model, cfg["optim"], batch_size)
-    total_steps = train_cfg["epochs"] * len(train_batches)
-    scheduler = build_scheduler(optimizer, cfg["optim"], total_steps)
-    batch_stats = has_batch_stats(model)
-
-    bar = progress_bar(cfg, total_steps, progress_position)
-    state = TrainingState(
-        checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, generator=generator
-    )
-    state.resume(log_epoch)
-    history = state.history
-    bar.update(len(history) * len(train_batches))
-    try:
-        for epoch in range(len(history) + 1, train_cfg["epochs"] + 1):
-            t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            seen = 0
-            for step, (clean, _) in enumerate(train_batches, 1):
-                x_in, _ = corrupt(clean, ranges, generator)
-                pred = space.to_pixels(model(space.to_net(x_in)))
-                loss = loss_fn(pred, clean)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                loss_sum += loss.detach() * len(clean)
-                seen += len(clean)
-                if step % DIVERGENCE_CHECK_EVERY == 0:
-                    bar.update(DIVERGENCE_CHECK_EVERY)
-                    if not torch.isfinite(loss_sum):
-                        raise Diverged(f"non-finite training loss in epoch {epoch}, step {step}")
-            bar.update(len(train_batches) % DIVERGENCE_CHECK_EVERY)
-            train_time = time.perf_counter() - t0
-            train_loss = loss_sum.item() / seen
-            if not math.isfinite(train_loss):
-                raise Diverged(f"non-finite training loss in epoch {epoch}")
-            metrics = {
-                "epoch": epoch,
-                "lr": optimizer.param_groups[0]["lr"],
-                "train_loss": train_loss,
-                "images_per_s": seen / train_time,
-            }
-            metrics["val_psnr"], _ = evaluate_quality(model, space, val_in, val_clean, eval_bs)
-            metrics["epoch_time_s"] = time.perf_counter() - t0
-            state.end_epoch(metrics, log_epoch)
-            bar.set_postfix(loss=f"{train_loss:.4f}", val_psnr=f"{metrics['val_psnr']:.2f}")
-    finally:
-        bar.close()
-
-    # Test metrics of the final model only: the verdict reads nothing else.
-    final = {k: v for k, v in history[-1].items() if k != "epoch"}
-    final["test_psnr"], final["test_ssim"] = evaluate_quality(
-        model, space, test_in, test_clean, eval_bs, ssim=True
-    )
-    if batch_stats:
-        final["test_psnr_batch_stats"] = evaluate_quality_with_batch_stats(
-            model, space, test_in, test_clean, batch_size
-        )
-    final["input_psnr"] = psnr_per_image(test_in, test_clean).mean().item()
-    sample_grid = None
-    if artifacts_dir is not None and train_cfg["samples"] > 0:
-        k = min(train_cfg["samples"], len(test_idx))
-        save_sample_grid(
-            model, space, test_in[:k], test_clean[:k], Path(artifacts_dir) / SAMPLE_GRID
-        )
-        sample_grid = SAMPLE_GRID
-    return {
-        **final,
-        "epochs": len(history),
-        "best_val_psnr": max(m["val_psnr"] for m in history),
-        "wall_time_s": state.elapsed_s,
-        "resumed_at_epoch": state.resumed_at,
-        "images_per_s": sum(m["images_per_s"] for m in history) / len(history),
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "n_train": len(train_idx),
-        "n_val": len(val_idx),
-        "n_test": len(test_idx),
-        "sample_grid": sample_grid,  # file name inside the run folder, or None
-    }

@@ -1,16 +1,16 @@
 """Classification with probes (task ``instrumented_classification``, claims C9 and C10): the
-classification loop of normexp.train.classification, plus, every ``train.probe_every`` steps,
+classification task of normexp.train.classification, plus, every ``train.probe_every`` steps,
 measurements of the optimization problem at the current weights on the batch about to be
 trained on (normexp.train.landscape).
 
-The loop is train_classifier's, restated here until classification.py takes a ``probes=``
-hook (then train_instrumented is one call to it; the same StepProbes object plugs in). Probes
-never change training: they restore weights, BN buffers and RNG states, so with the same
-config and seed the training metrics equal those of a run without probes (tested). Probes sit
-before the step's forward pass, at the weights the step starts from; step 0 (the initial weights)
-is probed too. Per epoch, the mean of each probe over that epoch's probe points is logged; the
-summary holds each probe's mean over training, its per-epoch means and its full series (as lists,
-evenly thinned to at most MAX_SERIES points)."""
+A StepProbes object plugs into the classification task (its ``probes=``), which calls it from the
+shared training loop (normexp.train.fit). Probes never change training: they restore weights, BN
+buffers and RNG states, so with the same config and seed the training metrics equal those of a
+run without probes (tested). Probes sit before the step's forward pass, at the weights the step
+starts from; step 0 (the initial weights) is probed too. Per epoch, the mean of each probe over
+that epoch's probe points is logged; the summary holds each probe's mean over training, its
+per-epoch means and its full series (as lists, evenly thinned to at most MAX_SERIES points). Their
+time is kept out of the epoch's images_per_s."""
 
 import copy
 import math
@@ -27,7 +27,6 @@ from normexp.validate_fields import check_int, check_number
 
 PROBES = ("ics", "landscape")
 MAX_SERIES = 200  # probe points kept per series in the summary (the store's JSON stays small)
-DIVERGENCE_CHECK_EVERY = 50  # as in classification: steps between host syncs
 
 
 def check_probes(train: Mapping) -> None:

@@ -15,7 +15,7 @@ level) of train / valid / test at both lengths, tokens/s.
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -25,13 +25,9 @@ from normexp.data.paths import resolve_data_dir
 from normexp.data.ptb import LEVELS, PTBCorpus, batchify, bptt_windows, load_ptb
 from normexp.errors import ConfigError
 from normexp.models.lstm import build_language_model, check_lstm, detach_state
-from normexp.train import Diverged
-from normexp.train.checkpoint import TrainingState, progress_bar
-from normexp.train.device import pick_device, seed_everything
-from normexp.train.optim import build_optimizer, build_scheduler
+from normexp.train.fit import TaskHooks, fit
+from normexp.train.optim import build_optimizer_and_scheduler
 from normexp.validate_fields import check_choice, check_int, check_number
-
-DIVERGENCE_CHECK_EVERY = 50  # steps between host syncs that look for a non-finite loss
 
 
 def check_language_model(c: Mapping) -> None:
@@ -99,6 +95,73 @@ def evaluate_lm(model: torch.nn.Module, data: torch.Tensor, seq_len: int) -> flo
     return total / count
 
 
+class LanguageModel(TaskHooks):
+    """Truncated BPTT over the training stream (state carried across windows, reset every
+    epoch); validation and test at the training length and at ``long_eval_factor`` times it."""
+
+    throughput = "tokens_per_s"
+
+    def __init__(self, cfg: Mapping, device: torch.device) -> None:
+        data_cfg, train_cfg = cfg["data"], cfg["train"]
+        self.level = level = data_cfg["level"]
+        self.unit = metric_name(level)
+        self.headline = f"valid_{self.unit}"
+        self.desc = f"{cfg['norm']['name']} {level} s={cfg['seed']}"
+        self.cpu_start = time.process_time()  # CPU time: what the run costs on a busy machine too
+        self.corpus = load_ptb(
+            resolve_data_dir(cfg["paths"]["data_dir"]), level, data_cfg["download"]
+        )
+        self.tokens = streams(self.corpus, data_cfg)
+        eval_bs = train_cfg["eval_batch_size"]
+        self.seq_len = train_cfg["seq_len"]
+        self.long_len = self.seq_len * train_cfg["long_eval_factor"]
+        self.train_data = batchify(self.tokens["train"], train_cfg["batch_size"]).to(device)
+        self.eval_data = {
+            s: batchify(self.tokens[s], eval_bs).to(device) for s in ("valid", "test")
+        }
+        self.steps_per_epoch = math.ceil((self.train_data.shape[1] - 1) / self.seq_len)
+        vocab = len(self.corpus.vocab)
+        self.model = build_language_model(cfg["model"], cfg["norm"], vocab, self.seq_len).to(device)
+        self.optimizer, self.scheduler = build_optimizer_and_scheduler(
+            self.model, cfg, self.steps_per_epoch
+        )
+        self.clip = cfg["optim"].get("clip_grad_norm")
+
+    def begin_epoch(self) -> None:
+        self.state = None
+
+    def batches(self) -> Iterable:
+        return bptt_windows(self.train_data, self.seq_len)
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> tuple[torch.Tensor, int]:
+        x, y = batch
+        logits, state = self.model(x.t(), self.state)
+        self.state = detach_state(state)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.t().reshape(-1))
+        return loss, y.numel()
+
+    def train_metrics(self, train_loss: float, seen: int) -> dict:
+        return {f"train_{self.unit}": from_nats(train_loss, self.level)}
+
+    def evaluate(self, metrics: dict) -> None:
+        for split, data in self.eval_data.items():
+            for suffix, length in (("", self.seq_len), ("_long", self.long_len)):
+                nats = evaluate_lm(self.model, data, length)
+                metrics[f"{split}_loss{suffix}"] = nats
+                metrics[f"{split}_{self.unit}{suffix}"] = from_nats(nats, self.level)
+
+    def summary(self, history: list[dict], final: dict) -> dict:
+        unit, tokens = self.unit, self.tokens
+        return {
+            f"best_valid_{unit}": min(m[f"valid_{unit}"] for m in history),
+            "cpu_time_s": time.process_time() - self.cpu_start,  # this process (not resumed parts)
+            "vocab_size": len(self.corpus.vocab),
+            **{f"n_{s}_tokens": int(tokens[s].numel()) for s in ("train", "valid", "test")},
+            "seq_len": self.seq_len,
+            "long_eval_len": self.long_len,
+        }
+
+
 def train_language_model(
     cfg: Mapping,
     log_epoch: Callable[[dict], None],
@@ -109,94 +172,6 @@ def train_language_model(
 
     With ``checkpoint``, the state after every epoch is saved there, and a run that finds one
     (it was killed) resumes after its last finished epoch, re-logging the epochs before it."""
-    data_cfg, train_cfg = cfg["data"], cfg["train"]
-    level = data_cfg["level"]
-    unit = metric_name(level)
-    torch.set_num_threads(cfg["runtime"]["threads"])
-    seed_everything(cfg["seed"], train_cfg["deterministic"])
-    device = pick_device(train_cfg["device"])
-
-    corpus = load_ptb(resolve_data_dir(cfg["paths"]["data_dir"]), level, data_cfg["download"])
-    tokens = streams(corpus, data_cfg)
-    batch_size, eval_bs = train_cfg["batch_size"], train_cfg["eval_batch_size"]
-    seq_len = train_cfg["seq_len"]
-    long_len = seq_len * train_cfg["long_eval_factor"]
-    train_data = batchify(tokens["train"], batch_size).to(device)
-    eval_data = {s: batchify(tokens[s], eval_bs).to(device) for s in ("valid", "test")}
-    steps_per_epoch = math.ceil((train_data.shape[1] - 1) / seq_len)
-
-    model = build_language_model(cfg["model"], cfg["norm"], len(corpus.vocab), seq_len).to(device)
-    optimizer = build_optimizer(model, cfg["optim"], batch_size)
-    total_steps = train_cfg["epochs"] * steps_per_epoch
-    scheduler = build_scheduler(optimizer, cfg["optim"], total_steps)
-    clip = cfg["optim"].get("clip_grad_norm")
-
-    bar = progress_bar(
-        cfg, total_steps, progress_position, f"{cfg['norm']['name']} {level} s={cfg['seed']}"
+    return fit(
+        cfg, lambda device: LanguageModel(cfg, device), log_epoch, progress_position, checkpoint
     )
-    cpu_start = time.process_time()  # CPU time: what the run costs on a busy machine too
-    state_of_run = TrainingState(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler)
-    state_of_run.resume(log_epoch)
-    history = state_of_run.history
-    bar.update(len(history) * steps_per_epoch)
-    try:
-        for epoch in range(len(history) + 1, train_cfg["epochs"] + 1):
-            t0 = time.perf_counter()
-            model.train()
-            loss_sum = torch.zeros((), device=device)
-            seen, state = 0, None
-            for step, (x, y) in enumerate(bptt_windows(train_data, seq_len), 1):
-                logits, state = model(x.t(), state)
-                state = detach_state(state)
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.t().reshape(-1))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-                optimizer.step()
-                scheduler.step()
-                loss_sum += loss.detach() * y.numel()
-                seen += y.numel()
-                if step % DIVERGENCE_CHECK_EVERY == 0:
-                    bar.update(DIVERGENCE_CHECK_EVERY)
-                    if not torch.isfinite(loss_sum):
-                        raise Diverged(f"non-finite training loss in epoch {epoch}, step {step}")
-            bar.update(steps_per_epoch % DIVERGENCE_CHECK_EVERY)
-            train_time = time.perf_counter() - t0
-            train_loss = loss_sum.item() / seen
-            if not math.isfinite(train_loss):
-                raise Diverged(f"non-finite training loss in epoch {epoch}")
-            metrics = {
-                "epoch": epoch,
-                "lr": optimizer.param_groups[0]["lr"],
-                "train_loss": train_loss,
-                f"train_{unit}": from_nats(train_loss, level),
-                "tokens_per_s": seen / train_time,
-            }
-            for split, data in eval_data.items():
-                for suffix, length in (("", seq_len), ("_long", long_len)):
-                    nats = evaluate_lm(model, data, length)
-                    metrics[f"{split}_loss{suffix}"] = nats
-                    metrics[f"{split}_{unit}{suffix}"] = from_nats(nats, level)
-            metrics["epoch_time_s"] = time.perf_counter() - t0
-            state_of_run.end_epoch(metrics, log_epoch)
-            bar.set_postfix(loss=f"{train_loss:.3f}", **{f"valid_{unit}": metrics[f"valid_{unit}"]})
-    finally:
-        bar.close()
-    final = history[-1]
-    return {
-        **{k: v for k, v in final.items() if k != "epoch"},
-        "epochs": len(history),
-        f"best_valid_{unit}": min(m[f"valid_{unit}"] for m in history),
-        "wall_time_s": state_of_run.elapsed_s,
-        "cpu_time_s": time.process_time() - cpu_start,  # of this process (not resumed parts)
-        "resumed_at_epoch": state_of_run.resumed_at,
-        "tokens_per_s": sum(m["tokens_per_s"] for m in history) / len(history),
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "vocab_size": len(corpus.vocab),
-        "n_train_tokens": int(tokens["train"].numel()),
-        "n_valid_tokens": int(tokens["valid"].numel()),
-        "n_test_tokens": int(tokens["test"].numel()),
-        "seq_len": seq_len,
-        "long_eval_len": long_len,
-    }

@@ -83,3 +83,12 @@ def build_scheduler(
         optimizer,
         lambda s: lr_factor(s, total_steps, optim["schedule"], optim["warmup_frac"]),
     )
+
+
+def build_optimizer_and_scheduler(
+    model: nn.Module, cfg: Mapping, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The optimizer of a run and its schedule over all of its training steps."""
+    optimizer = build_optimizer(model, cfg["optim"], cfg["train"]["batch_size"])
+    total_steps = cfg["train"]["epochs"] * steps_per_epoch
+    return optimizer, build_scheduler(optimizer, cfg["optim"], total_steps)
