@@ -6,9 +6,13 @@ each pays a dispatch and a pass over memory, and together they cost several time
 the sizes the quick profile trains. Here the forward step and the backward step are each one C
 function (the norms' statistics and backward included) compiled for this machine the first time
 an LSTM needs it, with the system C compiler, into a per-process temporary folder (a second or
-two). Where no compiler is found, or the tensors are not float32 on the CPU, the LSTM layers run
-the same step with PyTorch ops instead (``normexp.models.lstm_cells``), which the tests hold this
-kernel to. Set ``NORMEXP_LSTM_KERNEL=torch`` to skip it.
+two). Its numerics do not depend on the CPU: compiled without -ffast-math and without FMA
+contraction (``FLAGS``), with exp written out and row sums in double over fixed lanes, it gives
+the same bits built for SSE2, AVX2 or AVX-512 (tested; on ARM the same rules apply, untested);
+the instruction set (``-march=native``) changes only its speed. Where no compiler is found, or
+the tensors are not float32 on the CPU, the LSTM layers run the same step with PyTorch ops
+instead (``normexp.models.lstm_cells``), which the tests hold this kernel to. Set
+``NORMEXP_LSTM_KERNEL=torch`` to skip it.
 
 Site kinds (N_x, N_h, N_c in lstm_cells' notation), with what each saves per step for the
 backward in ``stat``: none; layer (per row: mean, rstd); rms (per row: rstd); batch (per column:
