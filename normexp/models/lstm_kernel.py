@@ -40,7 +40,7 @@ C_SOURCE = r"""
 enum { NONE = 0, LAYER = 1, RMS = 2, BATCH = 3, POP = 4 };
 
 /* exp written out (Cephes' expf: range reduction by ln 2, a degree-6 polynomial, 2^n set in
-   the exponent bits; within 2 ulp of exp on the clamped range) rather than libm's: every step
+   the exponent bits; within 1 ulp of exp on the clamped range) rather than libm's: every step
    is one IEEE operation, so the compiler vectorizes it for any instruction set and each vector
    width gives the bits a scalar loop would. Overflow is clamped away; NaN stays NaN. */
 #ifdef __FAST_MATH__
@@ -319,8 +319,8 @@ _BWD_ARGS = (
 )
 
 
-# IEEE single-precision arithmetic, each operation rounded as written: no reassociation (so
-# no vectorized reductions, see row_moments), no FMA contraction (GCC on aarch64 contracts by
+# IEEE arithmetic, each operation rounded as written: no reassociation (sums vectorize only
+# across the explicit lanes of row_moments), no FMA contraction (GCC on aarch64 contracts by
 # default; x86 with -mfma would), no libm call except the exactly rounded sqrt. Dropping errno
 # and trap semantics changes no result; it lets the compiler inline sqrt and vectorize the
 # clamps. With these flags the instruction set changes speed only, never a bit of the result
@@ -371,7 +371,4 @@ def load() -> ctypes.CDLL | None:
     compiler knows no ``-march=native``."""
     if os.environ.get(ENV, "") == "torch":
         return None
-    kernel = build(FLAGS + NATIVE) or build(FLAGS)
-    if kernel is None:
-        log.warning("no LSTM kernel: running the steps with PyTorch ops")
-    return kernel
+    return build(FLAGS + NATIVE) or build(FLAGS)
