@@ -166,18 +166,14 @@ def test_hand_written_backward_equals_autograd(cell, dtype, step_path):
     torch.manual_seed(0)
     layer = perturbed(NormLSTMLayer(E, H, cell, max_steps=T).to(dtype)).train()
     x, h0, c0 = _inputs(layer, T, dtype)
-    inputs = [x, h0, c0, *layer.parameters()]
-    results = []
-    for fast in (True, False):
-        out, h, c = _run(layer, x, h0, c0, fast)
-        w = torch.linspace(-1, 1, out.numel(), dtype=dtype).view_as(out)
-        loss = (out * w).sum() + (1.3 * h).sum() + (c * c).sum()
-        results.append((out.detach(), torch.autograd.grad(loss, inputs)))
-    (out_fast, g_fast), (out_ref, g_ref) = results
-    tol = 1e-12 if dtype == torch.float64 else 1e-4
-    torch.testing.assert_close(out_fast, out_ref, atol=tol, rtol=0)
-    for a, b in zip(g_fast, g_ref, strict=True):
-        torch.testing.assert_close(a, b, atol=tol, rtol=tol)
+    fast = _outputs_and_grads(layer, (x, h0, c0), fast=True)
+    if dtype == torch.float32:
+        _assert_as_accurate_as_autograd(layer, (x, h0, c0), fast)
+        return
+    # float64: each path rounds at ~1e-16; 1e-12 leaves the recurrence's amplification of
+    # rounding (up to ~1e4x here, see _assert_as_accurate_as_autograd) room and nothing more.
+    for a, b in zip(fast, _outputs_and_grads(layer, (x, h0, c0), fast=False), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -221,14 +217,16 @@ def test_no_grad_forward_equals_the_autograd_forward(step_path):
 def test_the_kernel_is_built_where_a_compiler_is_and_can_be_switched_off(monkeypatch):
     import shutil
 
-    if shutil.which("cc") or shutil.which("gcc"):
-        assert lstm_kernel.load() is not None
-    monkeypatch.setenv(lstm_kernel.ENV, "torch")
+    monkeypatch.delenv(lstm_kernel.ENV, raising=False)  # this suite may run switched off
     lstm_kernel.load.cache_clear()
     try:
+        if shutil.which("cc") or shutil.which("gcc"):
+            assert lstm_kernel.load() is not None
+        monkeypatch.setenv(lstm_kernel.ENV, "torch")
+        lstm_kernel.load.cache_clear()
         assert lstm_kernel.load() is None
     finally:
-        monkeypatch.delenv(lstm_kernel.ENV)
+        monkeypatch.undo()
         lstm_kernel.load.cache_clear()
 
 
@@ -406,3 +404,136 @@ def test_undefined_lstm_configs_are_refused_naming_the_field(model, norm_cfg, ba
 def test_every_cell_is_accepted(cell):
     extra = {"momentum": 0.1, "gamma_init": 0.1} if cell in BATCH_CELLS else {}
     check_lstm(MODEL, norm(cell, **extra), 2, 20)
+
+
+# --- the C kernel's numerics: the same on every CPU ---------------------------------------------
+
+
+def _outputs_and_grads(layer: NormLSTMLayer, inputs: tuple, fast: bool) -> list[torch.Tensor]:
+    """The recurrence's output, then the gradients of a loss on (out, h_T, c_T) with respect to
+    (x, h0, c0, *layer.parameters())."""
+    x, h0, c0 = inputs
+    out, h, c = _run(layer, x, h0, c0, fast)
+    w = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    loss = (out * w).sum() + (1.3 * h).sum() + (c * c).sum()
+    return [out.detach(), *torch.autograd.grad(loss, [x, h0, c0, *layer.parameters()])]
+
+
+def _assert_as_accurate_as_autograd(layer: NormLSTMLayer, inputs: tuple, results: list) -> None:
+    """Float32 ``results`` (of _outputs_and_grads) held to the exact values, float64 autograd of
+    the same float32 numbers, as closely as autograd's float32 gets.
+
+    Not to autograd's float32 values: the RMS cell's 7-step recurrence amplifies rounding about
+    1e4x on these inputs (its float32 autograd gradients are ~8e-4 off the exact ones, while
+    LN's are ~2e-6), so any two float32 evaluations differ by that much, by an amount that
+    depends on the CPU's vector width in torch's kernels and ours alike. The tolerance per
+    tensor: 4x autograd's own float32 error (the kernel measures at most 1x for RMS; the 4x
+    covers tensors where autograd's error is small by luck), plus 1e-5, some 100 float32 ulps of
+    the largest gradients (|g| <= 15), where autograd's error is close to zero.
+    """
+    import copy
+
+    names = ["out", "x", "h0", "c0", *(n for n, _ in layer.named_parameters())]
+    exact_inputs = tuple(t.detach().double().requires_grad_() for t in inputs)
+    exact = _outputs_and_grads(copy.deepcopy(layer).double(), exact_inputs, fast=False)
+    autograd = _outputs_and_grads(layer, inputs, fast=False)
+    for name, ours, ref, exact_value in zip(names, results, autograd, exact, strict=True):
+        err = (ours.double() - exact_value).abs().max().item()
+        allowed = 4 * (ref.double() - exact_value).abs().max().item() + 1e-5
+        assert err <= allowed, f"{name}: float32 error {err:.2e} > {allowed:.2e}"
+
+
+def _cpu_flags() -> set[str]:
+    from pathlib import Path
+
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    flags = (line.split(":", 1)[1] for line in text.splitlines() if line.startswith("flags"))
+    return set(next(flags, "").split())
+
+
+# Builds for x86-64 levels, with the CPU flags each needs. -mfma: FMA at hand, contraction must
+# still stay off; -mprefer-vector-width=512: the row sums run in 512-bit registers.
+X86_BUILDS = {
+    "sse2": ((), set()),
+    "avx2": (("-mavx2", "-mfma"), {"avx2", "fma"}),
+    "avx512": (("-mavx512f", "-mprefer-vector-width=512"), {"avx512f"}),
+}
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("target", ["compiler default", *X86_BUILDS])
+def test_kernel_builds_for_each_instruction_set_agree_bit_for_bit(cell, target, monkeypatch):
+    import copy
+    import platform
+
+    native = lstm_kernel.load()
+    if native is None:
+        pytest.skip("the LSTM kernel is not built here (no compiler, or switched off)")
+    flags = lstm_kernel.FLAGS
+    if target != "compiler default":
+        if platform.machine().lower() not in ("x86_64", "amd64"):
+            pytest.skip(f"{target} is an x86-64 build")
+        extra, needs = X86_BUILDS[target]
+        if not needs <= _cpu_flags():
+            pytest.skip(f"this CPU lacks {', '.join(sorted(needs - _cpu_flags()))}")
+        flags += ("-march=x86-64", *extra)
+    kernel = lstm_kernel.build(flags)
+    assert kernel is not None
+    torch.manual_seed(0)
+    layer = perturbed(NormLSTMLayer(E, H, cell, max_steps=T)).train()
+    inputs = _inputs(layer, T, torch.float32)
+    results = {}
+    for name, k in (("native", native), (target, kernel)):
+        monkeypatch.setattr(lstm_cells, "_kernel_for", lambda ax, k=k: k)
+        model = copy.deepcopy(layer)  # the same running statistics for both builds
+        train = _outputs_and_grads(model, inputs, fast=True)
+        with torch.no_grad():  # population statistics, for the BN cells
+            evaluation = model.eval()(inputs[0])[0]
+        results[name] = [*train, evaluation]
+    monkeypatch.undo()
+    for a, b in zip(results[target], results["native"], strict=True):
+        assert torch.equal(a, b), f"{target} build differs from the native one"
+    _assert_as_accurate_as_autograd(layer, inputs, results[target][:-1])
+
+
+def test_kernel_builds_are_cached_per_flag_set():
+    if lstm_kernel.load() is None:
+        pytest.skip("the LSTM kernel is not built here (no compiler, or switched off)")
+    default = lstm_kernel.build(lstm_kernel.FLAGS)
+    assert default is not None and lstm_kernel.build(lstm_kernel.FLAGS) is default
+    native = lstm_kernel.build(lstm_kernel.FLAGS + lstm_kernel.NATIVE)
+    assert native is None or native is not default  # another flag set, another build
+
+
+def test_loading_a_kernel_keeps_subnormal_floats():
+    """A library linked with -ffast-math (GCC < 13) turns on flush-to-zero for the whole process
+    when it loads, changing torch's results too; the builds link without it."""
+    if lstm_kernel.load() is None:
+        pytest.skip("the LSTM kernel is not built here (no compiler, or switched off)")
+    assert lstm_kernel.build(lstm_kernel.FAST_MATH_FLAGS) is not None
+    tiny = torch.tensor([1e-39])  # subnormal in float32
+    assert (tiny * 1.0).item() > 0.0
+
+
+def test_kernel_gates_saturate_like_torch_and_keep_nan(monkeypatch):
+    """Pre-activations far past exp's float32 range (|z| ~ 1e3) saturate the gates as torch's
+    sigmoid and tanh do, with no inf or overflow; a NaN input stays NaN where torch's does."""
+    kernel = lstm_kernel.load()
+    if kernel is None:
+        pytest.skip("the LSTM kernel is not built here (no compiler, or switched off)")
+    torch.manual_seed(0)
+    layer = perturbed(NormLSTMLayer(E, H, "none"), scale=300.0).eval()
+    x = torch.randn(T, B, E)
+    x[3, 1, 0] = float("nan")
+    outs = {}
+    for name, k in (("kernel", kernel), ("torch", None)):
+        monkeypatch.setattr(lstm_cells, "_kernel_for", lambda ax, k=k: k)
+        with torch.no_grad():
+            outs[name] = layer(x)[0]
+    assert torch.equal(outs["kernel"].isnan(), outs["torch"].isnan())
+    assert outs["kernel"].isnan().any() and not outs["kernel"].isinf().any()
+    # Saturated gates are exactly 0 or 1 in both (or within float32 rounding of tanh near ±1).
+    torch.testing.assert_close(outs["kernel"], outs["torch"], atol=1e-6, rtol=0, equal_nan=True)

@@ -6,6 +6,11 @@ The plain eager reference is how one would first write these cells: a Python loo
 steps in which each step projects x_t and h_{t-1} with ``nn.Linear``-style calls, normalizes
 with the functional norms (BN with per-step running buffers updated by ``F.batch_norm``) and
 lets autograd record every op; the outputs are stacked at the end.
+
+Where the fused C step kernel is built, each cell also runs with the kernel compiled the way it
+was before its numerics were made portable (``-ffast-math -march=native``, same source with
+libm's expf): the row's ratio is the throughput of the portable build over that one, the speed
+cost of results that do not depend on the CPU.
 """
 
 import statistics
@@ -15,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from normexp.models import lstm_kernel
+from normexp.models import lstm_cells, lstm_kernel
 from normexp.models.lstm_cells import CELLS, NormLSTMLayer
 
 # The issue's targets: the LN cell at >= 0.4x fused nn.LSTM; every custom cell >= 2x eager.
@@ -82,6 +87,21 @@ def _bn(layer: NormLSTMLayer, site: str, s: int, a: Tensor, gamma: Tensor, beta)
     )
 
 
+def _with_kernel(kernel, forward):  # noqa: ANN001, ANN202
+    """``forward`` with the LSTM steps run by ``kernel``; the autograd Function keeps the
+    kernel for its backward."""
+
+    def run(x: Tensor) -> Tensor:
+        saved = lstm_cells._kernel_for
+        lstm_cells._kernel_for = lambda ax: kernel
+        try:
+            return forward(x)
+        finally:
+            lstm_cells._kernel_for = saved
+
+    return run
+
+
 def _train_step(forward, params: list[Tensor], x: Tensor):  # noqa: ANN001, ANN202
     def step() -> None:
         for p in params:
@@ -116,9 +136,12 @@ def bench_rnn(
     repeats: int = 9,
     cells: tuple[str, ...] = CELLS,
 ) -> list[dict]:
-    """Rows of training tokens/s of each cell vs fused nn.LSTM and vs the plain eager cell."""
+    """Rows of training tokens/s of each cell vs fused nn.LSTM, vs the plain eager cell and,
+    where a compiler is, vs the fast-math build of the step kernel."""
     torch.manual_seed(0)
     rows = []
+    fast_math = lstm_kernel.build(lstm_kernel.FAST_MATH_FLAGS) if lstm_kernel.load() else None
+    refs = {"fused": "nn.LSTM (fused)", "eager": "eager cell", "fast_math": "-ffast-math build"}
     for hidden, emb, batch, steps in sizes:
         x = torch.randn(steps, batch, emb)
         fused = nn.LSTM(emb, hidden)
@@ -132,9 +155,12 @@ def bench_rnn(
                 "fused": _train_step(lambda v, f=fused: f(v)[0], list(fused.parameters()), x),
                 "eager": _train_step(lambda v, m=layer: eager_reference(m, v), params, x),
             }
+            if fast_math is not None:
+                forward = _with_kernel(fast_math, lambda v, m=layer: m(v)[0])
+                fns["fast_math"] = _train_step(forward, params, x)
             t = interleaved_cpu_median(fns, repeats)
-            for ref in ("fused", "eager"):
-                target = TARGET_VS_FUSED.get(cell) if ref == "fused" else TARGET_VS_EAGER
+            for ref in [name for name in fns if name != "ours"]:
+                target = {"fused": TARGET_VS_FUSED.get(cell), "eager": TARGET_VS_EAGER}.get(ref)
                 if ref == "eager" and cell == "none":
                     target = None  # the model runs nn.LSTM for it; ours serves the parity tests
                 ratio = t[ref] / t["ours"]  # throughput ratio, ours / reference
@@ -142,7 +168,7 @@ def bench_rnn(
                     {
                         "bench": "lstm tokens/s",
                         "name": f"{cell} {size}",
-                        "reference": "nn.LSTM (fused)" if ref == "fused" else "eager cell",
+                        "reference": refs[ref],
                         "ours": f"{tokens / t['ours']:,.0f} tok/s",
                         "reference_value": f"{tokens / t[ref]:,.0f} tok/s",
                         "ours_tokens_per_s": tokens / t["ours"],
