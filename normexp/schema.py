@@ -407,6 +407,11 @@ def _walk(config: Mapping, schema: tuple[Field, ...]) -> None:
         f.check(value)
 
 
+# Fields whose values other fields read as keys (${scale.${profile}...}): checked on the
+# composed config before it is resolved, so that a bad one is named, not what reads it.
+KEY_FIELDS = ("profile", "data.level", "norm.name")
+
+
 def validate(config: Mapping) -> None:
     """Refuse the first field of the resolved plain config whose value is not allowed."""
     _walk(config, fields())
@@ -432,6 +437,8 @@ def readme_table() -> str:
         if f.optional:
             when += ", if set"
         allowed = getattr(f.rule, "table", None) or f.allowed()
+        if isinstance(f.rule, Choice):
+            allowed = f"one of {allowed}"
         allowed = allowed.replace("|", "\\|") + (f"; {f.doc}" if f.doc else "")
         rows.append(f"| `{f.path}` | {allowed} | {when} |")
     return "\n".join(rows)

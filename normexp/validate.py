@@ -13,12 +13,19 @@ from normexp.errors import ConfigError
 from normexp.tasks import get_task
 from normexp.train.device import check_amp
 
+_ABSENT = object()
+
 
 def resolve_config(cfg: DictConfig, machine: bool = True) -> dict:
     """Resolved, validated, plain config; ``paths`` made absolute. With ``machine`` it is also
     checked against this machine (CPU count, GPU): off where the jobs run elsewhere (SLURM)."""
     # Hydra's own node is left out: it holds per-job values that are unset outside a job.
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    for path in schema.KEY_FIELDS:
+        with contextlib.suppress(OmegaConfBaseException):  # absent or unresolvable: see below
+            value = OmegaConf.select(cfg, path, default=_ABSENT, throw_on_missing=True)
+            if value is not _ABSENT:
+                schema.field(path).check(value)
     try:
         config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as exc:
@@ -112,6 +119,8 @@ def composition_errors() -> Iterator[None]:
             raise ConfigError(group, f"unknown {choice!r}; allowed: {allowed}") from None
         message = " ".join(str(exc).split("Config search path")[0].split())
         raise ConfigError("override", message) from None
+    except ValueError as exc:  # e.g. a config group set to null: group=null
+        raise ConfigError("override", str(exc).splitlines()[0]) from None
     except ConfigCompositionException as exc:
         cause = exc.__cause__
         key = getattr(cause, "full_key", None)
