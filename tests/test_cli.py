@@ -164,6 +164,7 @@ def test_truncated_data_file_is_named(tmp_path):
 
 def test_readme_table_lists_every_tested_row():
     readme = (REPO / "README.md").read_text().split("## Bad input")[1].split("\n## ")[0]
+    readme = readme.split(schema.BEGIN)[0]  # the cases; the generated field table follows
     rows = re.findall(r"^\| `([a-z0-9-]+)` \|", readme, flags=re.M)
     file_rows = {
         "missing-data-dir",
