@@ -201,7 +201,7 @@ def test_probes_do_not_change_training(cifar_data, norm):
     [
         ("train.probes=[bogus]", "train.probes"),
         ("train.probe_every=-1", "train.probe_every"),
-        ("train.probe_step_sizes=[0.1,-1]", "train.probe_step_sizes[1]"),
+        ("train.probe_step_sizes=[0.1,-1]", "train.probe_step_sizes"),
         ("train.precise_bn_batches=2", "train.precise_bn_batches"),
         ("train.probes=ics", "train.probes"),
     ],
