@@ -3,6 +3,9 @@
 One job = one run: resolve and validate the config, skip it if the store already holds it
 finished, else train it, write the store and mirror it to W&B. With ``-m`` the grid in the
 experiment file is swept by the launcher (local processes by default, SLURM on request).
+Every Hydra flag works as Hydra documents it (``--cfg``, ``--info``, ``-sc``, ``--help``...);
+before a run or sweep starts, the composed config is checked (one line per mistake, exit 2).
+A single run that fails in training is recorded as failed and exits 1.
 """
 
 import os
@@ -10,27 +13,17 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from normexp.errors import ConfigError, one_line_errors
+from normexp.errors import one_line_errors
 from normexp.job import run_job
+from normexp.validate import check_hydra, composition_errors, resolve_config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-
-
-def check_group_choices(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
-    """Unknown config-group options (``norm=foo``) refused in one line before Hydra starts."""
-    for arg in argv:
-        key, sep, value = arg.lstrip("+~").partition("=")
-        group = config_dir / key
-        if not sep or key.startswith("hydra") or not group.is_dir() or "(" in value:
-            continue
-        allowed = sorted(p.stem for p in group.glob("*.yaml"))
-        for choice in value.split(","):
-            if choice not in allowed and choice != "null":
-                raise ConfigError(key, f"unknown {choice!r}; allowed: {', '.join(allowed)}")
+CONFIG_NAME = "config"
 
 
 def progress_slot() -> int:
@@ -43,77 +36,44 @@ def progress_slot() -> int:
     return 1 + hc.job.num % n_jobs
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="config")
+@hydra.main(version_base="1.3", config_path="../configs", config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> dict | None:
     slot = progress_slot()
     with one_line_errors():
-        return run_job(cfg, slot, in_sweep=slot > 0)
-
-
-# Hydra's own flags whose value is the next argument, not an override.
-_FLAGS_WITH_VALUE = {
-    "--config-name",
-    "-cn",
-    "--config-path",
-    "-cp",
-    "--config-dir",
-    "-cd",
-    "--info",
-    "-i",
-    "--package",
-    "-p",
-    "--experimental-rerun",
-}
-
-
-def overrides_in(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg.startswith("-"):
-            skip = arg in _FLAGS_WITH_VALUE
-        else:
-            out.append(arg)
-    return out
+        summary = run_job(cfg, slot, in_sweep=slot > 0)
+    if slot == 0 and summary is not None and summary.get("status") == "failed":
+        # Recorded in the store (status.json holds the error); the exit status says so too.
+        # In a sweep the closing count does this for every job.
+        print(
+            "normexp: the run failed (traceback above, recorded in its status.json); "
+            "rerun the same command to retry it",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+    return summary
 
 
 def preflight(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
-    """Compose the config once, taking the first value of every sweep, so that an unknown key or
-    an unparsable value is refused in one line before Hydra starts (and before any job)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import (
-        ConfigCompositionException,
-        MissingConfigException,
-        OverrideParseException,
-    )
+    """Parse the command line as Hydra does, and when it runs jobs, compose the config it will
+    run and refuse a mistake in one line before Hydra starts (and before any job): an unknown
+    key, option or unparsable value, Hydra settings the suite cannot run under and, for a single
+    run, every rule of the run's config. A sweep's jobs are checked by the sweep callback."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
-    overrides = overrides_in(argv)
-    check_group_choices(overrides, config_dir)
-    parser = OverridesParser.create()
-    firsts = []
-    for arg in overrides:
-        try:
-            (parsed,) = parser.parse_overrides([arg])
-        except OverrideParseException as exc:
-            first = str(exc).splitlines()[0]
-            raise ConfigError("override", f"cannot parse {arg!r}: {first}") from None
-        value = (
-            next(iter(parsed.sweep_string_iterator()))
-            if parsed.is_sweep_override()
-            else parsed.get_value_element_as_str()
-        )
-        firsts.append(f"{parsed.get_key_element()}={value}")
-    try:
-        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-            compose("config", overrides=firsts, return_hydra_config=True)
-    except ConfigCompositionException as exc:
-        message = str(exc).splitlines()[0]
-        key = message.split("'")[1] if message.count("'") >= 2 else "override"
-        raise ConfigError(key, f"no such setting; to add a new one use +{key}=...") from None
-    except MissingConfigException as exc:
-        message = " ".join(str(exc).split("Config search path")[0].split())
-        raise ConfigError("override", message) from None
+    args = get_args_parser().parse_args(argv)
+    shows_only = args.help or args.hydra_help or args.cfg or args.info or args.shell_completion
+    if shows_only or args.experimental_rerun or args.config_path or args.config_dir:
+        return  # Hydra's own business: it prints, or reads configs from elsewhere
+    mode = RunMode.MULTIRUN if args.multirun else RunMode.RUN
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        with composition_errors():
+            cfg = GlobalHydra.instance().hydra.compose_config(
+                args.config_name or CONFIG_NAME, args.overrides, run_mode=mode
+            )
+        check_hydra(cfg)
+        if mode == RunMode.RUN:
+            resolve_config(cfg)
 
 
 def cli() -> None:

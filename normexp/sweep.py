@@ -29,7 +29,7 @@ from normexp.errors import one_line_errors
 from normexp.job import prepare_data
 from normexp.tracking.provenance import provenance
 from normexp.tracking.store import FINISHED, RunRecord, run_key
-from normexp.validate import resolve_config
+from normexp.validate import check_hydra, composition_errors, resolve_config, runs_remotely
 
 
 def sweep_overrides(config: DictConfig) -> list[list[str]]:
@@ -61,10 +61,13 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         loader = GlobalHydra.instance().config_loader()
-        with one_line_errors():
+        # Jobs on other machines (SLURM) are checked against theirs when they start.
+        local = not runs_remotely(config)
+        with one_line_errors(), composition_errors():
+            check_hydra(config)
             for i, overrides in enumerate(sweep_overrides(config)):
                 job_cfg = loader.load_sweep_config(master_config=config, sweep_overrides=overrides)
-                job = resolve_config(job_cfg)
+                job = resolve_config(job_cfg, machine=local)
                 if i == 0:
                     prepare_data(job)
                     self.experiment, self.profile = job["claim"]["name"], job["profile"]

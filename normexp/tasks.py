@@ -42,6 +42,14 @@ def _check_classification(c: Mapping) -> None:
         raise ConfigError("data.n_val", f"must be < {CIFAR10_TRAIN}, the training images")
     if (data["n_test"] or 0) > CIFAR10_TEST:
         raise ConfigError("data.n_test", f"at most {CIFAR10_TEST} (the CIFAR-10 test set) or null")
+    n_train = data["n_train"] if data["n_train"] is not None else CIFAR10_TRAIN - data["n_val"]
+    batch_size = c["train"]["batch_size"]
+    if batch_size > n_train:  # an epoch of no full batch: nothing would train
+        raise ConfigError(
+            "train.batch_size",
+            f"{batch_size} is larger than the {n_train} training images (data.n_train); "
+            f"allowed: 1 to {n_train}",
+        )
     check_model(c["model"], c["norm"], c["train"]["batch_size"])
 
 

@@ -1,32 +1,39 @@
 """Turn a composed Hydra config into a validated plain dict, refusing bad input in one line."""
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
+from normexp import schema
 from normexp.errors import ConfigError
 from normexp.tasks import get_task
-from normexp.tracking.wandb_mirror import MODES
-from normexp.train.device import DEVICES, check_amp
-from normexp.train.optim import LR_SCALING, OPTIMIZERS, SCHEDULES
-from normexp.validate_fields import check_choice, check_int, check_number
+from normexp.train.device import check_amp
 
-PROFILES = ("smoke", "quick", "paper")
+_ABSENT = object()
 
 
-def resolve_config(cfg: DictConfig) -> dict:
-    """Resolved, validated, plain config; ``paths`` made absolute."""
+def resolve_config(cfg: DictConfig, machine: bool = True) -> dict:
+    """Resolved, validated, plain config; ``paths`` made absolute. With ``machine`` it is also
+    checked against this machine (CPU count, GPU): off where the jobs run elsewhere (SLURM)."""
     # Hydra's own node is left out: it holds per-job values that are unset outside a job.
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    for path in schema.KEY_FIELDS:
+        with contextlib.suppress(OmegaConfBaseException):  # absent or unresolvable: see below
+            value = OmegaConf.select(cfg, path, default=_ABSENT, throw_on_missing=True)
+            if value is not _ABSENT:
+                schema.field(path).check(value)
     try:
         config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "config"
         raise ConfigError(str(key), str(exc).splitlines()[0]) from None
     check_config(config)
+    if machine:
+        check_machine(config)
     paths = config["paths"]
     paths["results_dir"] = str(Path(paths["results_dir"]).expanduser().resolve())
     check_writable("paths.results_dir", Path(paths["results_dir"]))
@@ -45,28 +52,88 @@ def check_writable(field: str, path: Path) -> None:
 
 
 def check_config(c: Mapping) -> None:
-    """Every rule a single run's config must satisfy, each naming its field."""
-    check_choice("profile", c["profile"], PROFILES)
-    check_int("seed", c["seed"], minimum=0)
+    """Every rule a single run's config must satisfy, each naming its field: the schema's
+    per-field types and ranges first, then the rules that tie fields together."""
+    schema.validate(c)
     train, optim = c["train"], c["optim"]
     task = get_task(train["task"])
-    check_int("train.epochs", train["epochs"])
-    check_int("train.batch_size", train["batch_size"])
-    check_int("train.eval_batch_size", train["eval_batch_size"])
-    check_choice("train.device", train["device"], DEVICES)
     check_amp(train)
     if train.get("amp") and not task.amp:
         raise ConfigError("train.amp", f"not supported by task {train['task']!r}; allowed: false")
-    check_choice("optim.name", optim["name"], OPTIMIZERS)
-    check_number("optim.lr_per_128", optim["lr_per_128"], strict=True)
-    check_choice("optim.lr_scaling", optim["lr_scaling"], LR_SCALING)
-    check_choice("optim.schedule", optim["schedule"], SCHEDULES)
-    check_number("optim.weight_decay", optim["weight_decay"])
-    check_number("optim.l1", optim.get("l1", 0.0))
-    check_number("optim.warmup_frac", optim["warmup_frac"])
-    if optim["warmup_frac"] >= 1:
-        raise ConfigError("optim.warmup_frac", f"{optim['warmup_frac']} must be < 1")
-    check_choice("tracking.mode", c["tracking"]["mode"], MODES)
-    check_int("runtime.threads", c["runtime"]["threads"])
-    check_choice("runtime.channels_last", c["runtime"].get("channels_last", False), (True, False))
+    if optim.get("nesterov") and optim.get("momentum") == 0:
+        raise ConfigError("optim.nesterov", "Nesterov momentum needs optim.momentum > 0")
     task.check(c)
+
+
+def check_machine(c: Mapping) -> None:
+    """What this machine can run: threads up to its CPU count, a GPU for train.device=cuda."""
+    cpus = os.cpu_count() or 1
+    threads = c["runtime"]["threads"]
+    if threads > cpus:
+        raise ConfigError(
+            "runtime.threads",
+            f"{threads} is not allowed; must be an integer from 1 to {cpus} (this machine's CPUs)",
+        )
+    if c["train"]["device"] == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "train.device", "cuda requested but no GPU is visible; use auto or cpu"
+            )
+
+
+def check_hydra(cfg: DictConfig) -> None:
+    """The Hydra settings of the composed config that a run depends on (schema.HYDRA_FIELDS)."""
+    hydra = cfg.hydra
+    node: dict = {"job": {"chdir": hydra.job.get("chdir")}}
+    if "n_jobs" in hydra.launcher:
+        node["launcher"] = {"n_jobs": hydra.launcher.n_jobs}
+    schema.validate_hydra(node)
+
+
+def runs_remotely(cfg: DictConfig) -> bool:
+    """Jobs run on other machines (SLURM): this one's CPUs and GPU say nothing about them."""
+    return "SlurmLauncher" in str(cfg.hydra.launcher.get("_target_", ""))
+
+
+@contextlib.contextmanager
+def composition_errors() -> Iterator[None]:
+    """Hydra's errors while composing a config (unknown key or option, unparsable override),
+    turned into one ConfigError line naming the setting."""
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+
+    try:
+        yield
+    except OverrideParseException as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError("override", f"cannot parse {exc.override!r}: {first}") from None
+    except MissingConfigException as exc:
+        group, _, choice = (exc.missing_cfg_file or "").rpartition("/")
+        if group and exc.options:
+            allowed = ", ".join(sorted(exc.options))
+            raise ConfigError(group, f"unknown {choice!r}; allowed: {allowed}") from None
+        message = " ".join(str(exc).split("Config search path")[0].split())
+        raise ConfigError("override", message) from None
+    except ValueError as exc:  # e.g. a config group set to null: group=null
+        raise ConfigError("override", str(exc).splitlines()[0]) from None
+    except ConfigCompositionException as exc:
+        cause = exc.__cause__
+        key = getattr(cause, "full_key", None)
+        if isinstance(cause, ValidationError) and key:  # a typed (Hydra) setting
+            field = schema.field(str(key))
+            wanted = f"; must be {field.allowed()}" if field else ""
+            raise ConfigError(str(key), str(cause).splitlines()[0] + wanted) from None
+        message = str(exc).splitlines()[0]
+        key = message.split("'")[1] if message.count("'") >= 2 else "override"
+        if message.startswith("Ambiguous value"):
+            raise ConfigError(
+                "override", f"{key!r} lists several values: add -m to sweep them, or quote it"
+            ) from None
+        if not message.startswith("Could not override"):
+            raise ConfigError("override", message) from None
+        raise ConfigError(key, f"no such setting; to add a new one use +{key}=...") from None

@@ -5,10 +5,14 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO, run_cli
 from fake_data import write_cifar
 
+from normexp import schema
 from normexp.data import cifar10
+from normexp.errors import ConfigError
+from normexp.run import preflight
 
 # (row id as in README, overrides, fragments the one line must contain)
 OVERRIDE_ROWS = [
@@ -45,6 +49,28 @@ OVERRIDE_ROWS = [
     ("unknown-tracking-mode", ["tracking.mode=cloud"], ["tracking.mode", "offline, online"]),
     ("unknown-device", ["train.device=tpu"], ["train.device", "auto, cpu, cuda"]),
     ("amp-on-cpu", ["train.device=cpu", "train.amp=true"], ["train.amp", "CUDA"]),
+    ("non-finite-lr", ["optim.lr_per_128=nan"], ["optim.lr_per_128:", "finite number > 0"]),
+    ("float-group-count", ["norm=group", "norm.num_groups=2.0"], ["norm.num_groups:", "integer"]),
+    ("negative-momentum", ["optim.momentum=-0.9"], ["optim.momentum:", "[0, 1]"]),
+    ("word-for-a-boolean", ["data.augment=yes"], ["data.augment:", "true or false"]),
+    ("seed-too-large", ["seed=18446744073709551616"], ["seed:", "4294967295"]),
+    (
+        "batch-larger-than-subset",
+        ["data.n_train=100", "train.batch_size=128"],
+        ["train.batch_size:", "100 training images"],
+    ),
+    ("path-like-name", ["claim.name=../../x"], ["claim.name:", "not starting with '.'"]),
+    ("empty-results-dir", ["paths.results_dir="], ["paths.results_dir:", "non-empty path"]),
+    ("chdir", ["hydra.job.chdir=true"], ["hydra.job.chdir:", "must be false"]),
+    ("too-many-threads", ["runtime.threads=100000"], ["runtime.threads:", "from 1 to"]),
+    ("launcher-jobs", ["hydra.launcher.n_jobs=0"], ["hydra.launcher.n_jobs:", "-1 (one per core)"]),
+    pytest.param(
+        "cuda-without-gpu",
+        ["train.device=cuda"],
+        ["train.device:", "no GPU is visible"],
+        marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible"),
+    ),
+    ("sweep-without-m", ["norm=batch,group"], ["'norm=batch,group'", "add -m"]),
     (
         "results-dir-not-writable",
         ["paths.results_dir=/etc/hostname/results"],
@@ -62,8 +88,12 @@ def assert_refused(result, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
+def row_id(row) -> str:
+    return row.values[0] if hasattr(row, "values") else row[0]
+
+
 @pytest.mark.parametrize(
-    ("row", "overrides", "fragments"), OVERRIDE_ROWS, ids=[r[0] for r in OVERRIDE_ROWS]
+    ("row", "overrides", "fragments"), OVERRIDE_ROWS, ids=[row_id(r) for r in OVERRIDE_ROWS]
 )
 def test_bad_overrides_get_one_line_and_write_nothing(tmp_path, row, overrides, fragments):
     result = run_cli(["normexp.run", "profile=smoke", *overrides], tmp_path / "res", tmp_path)
@@ -134,6 +164,7 @@ def test_truncated_data_file_is_named(tmp_path):
 
 def test_readme_table_lists_every_tested_row():
     readme = (REPO / "README.md").read_text().split("## Bad input")[1].split("\n## ")[0]
+    readme = readme.split(schema.BEGIN)[0]  # the cases; the generated field table follows
     rows = re.findall(r"^\| `([a-z0-9-]+)` \|", readme, flags=re.M)
     file_rows = {
         "missing-data-dir",
@@ -143,9 +174,76 @@ def test_readme_table_lists_every_tested_row():
         "truncated-data",
         "disk-full",
         "wandb-fails",
+        "run-fails",
     }
     assert len(rows) >= 20
-    assert set(rows) == {r[0] for r in OVERRIDE_ROWS} | file_rows, set(rows) ^ (
-        {r[0] for r in OVERRIDE_ROWS} | file_rows
-    )
+    expected = {row_id(r) for r in OVERRIDE_ROWS} | file_rows
+    assert set(rows) == expected, set(rows) ^ expected
     assert Path(__file__).name  # the table is this file's contract
+
+
+def test_readme_field_table_is_the_schemas():
+    """README's table of fields is generated: `python -m normexp.schema` rewrites it."""
+    readme = (REPO / "README.md").read_text()
+    assert schema.readme_block(readme) == schema.readme_table()
+
+
+@pytest.mark.parametrize(
+    "argv", [["--cfg", "job", "norm=group"], ["-c", "job"], ["-sc", "install=bash"], ["--info"]]
+)
+def test_hydra_flags_work_as_documented(tmp_path, argv):
+    result = run_cli(["normexp.run", *argv], tmp_path / "res", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "normexp: error" not in result.stderr
+    if argv[0] in ("--cfg", "-c"):
+        assert "claim:" in result.stdout and "hydra:" not in result.stdout
+    if argv[0] == "-sc":
+        assert "complete" in result.stdout  # the bash completion script
+    assert not (tmp_path / "res").exists()
+
+
+# --- group choices on the command line -------------------------------------------------
+
+
+def test_unknown_group_choice_is_named_with_the_allowed_ones():
+    with pytest.raises(ConfigError) as info:
+        preflight(["norm=foo"])
+    assert info.value.field == "norm"
+    msg = str(info.value)
+    assert "'foo'" in msg
+    allowed = msg.split("allowed:")[1]
+    assert all(n in allowed for n in ("batch", "group", "instance", "layer", "none"))
+
+
+@pytest.mark.parametrize(
+    "arg", ["profile=fast", "model=resnet", "+experiment=nope", "experiment=null"]
+)
+def test_other_unknown_group_choices(arg):
+    with pytest.raises(ConfigError):
+        preflight([arg])
+
+
+def test_valid_choices_and_plain_overrides_pass():
+    preflight(["-m", "norm=none,batch,group", "experiment=bn_small_batch", "profile=smoke"])
+    preflight(["-m", "model=mlp", "optim=adam", "hydra.launcher.n_jobs=2"])
+    preflight(["-m", "seed=3", "norm=group", "norm.num_groups=2", "train.batch_size=2,4"])
+    preflight(["--multirun", "norm=choice(batch,foo)"])  # each job is checked by the callback
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--cfg", "job"],
+        ["-c", "job", "norm=group"],
+        ["--cfg", "all", "--resolve"],
+        ["--info"],
+        ["--info", "defaults"],
+        ["-sc", "install=bash"],
+        ["--shell-completion", "query=norm"],
+        ["--help"],
+        ["--hydra-help"],
+    ],
+    ids=" ".join,
+)
+def test_hydra_flags_are_left_to_hydra(argv):
+    preflight(argv)  # no ConfigError: Hydra parses its own command line

@@ -7,8 +7,7 @@ import pytest
 
 import normexp
 from normexp.errors import ConfigError, DataError, one_line_errors
-from normexp.run import check_group_choices
-from normexp.sweep import sweep_overrides
+from normexp.sweep import SweepCallback, sweep_overrides
 from normexp.tracking.store import run_key
 from normexp.validate import resolve_config
 
@@ -97,8 +96,8 @@ def test_a_profile_changes_scale_only(hydra_ctx):
 
 
 def test_override_wins_over_the_profile(hydra_ctx):
-    config = resolve("profile=smoke", "data.n_train=100", "model.widths=[8,8]")
-    assert config["data"]["n_train"] == 100
+    config = resolve("profile=smoke", "data.n_train=200", "model.widths=[8,8]")
+    assert config["data"]["n_train"] == 200
     assert config["data"]["n_val"] == 128  # the rest still from the profile
     assert config["model"]["widths"] == [8, 8]
 
@@ -208,49 +207,22 @@ def test_valid_edge_values_pass(hydra_ctx):
     resolve("norm=group", "norm.num_groups=null", "+norm.channels_per_group=4")
 
 
-# --- group choices on the command line -------------------------------------------------
+# --- group choices in a sweep ------------------------------------------------------------
 
 
-def test_unknown_group_choice_is_named_with_the_allowed_ones():
-    with pytest.raises(ConfigError) as info:
-        check_group_choices(["norm=foo"])
-    assert info.value.field == "norm"
-    msg = str(info.value)
-    assert "'foo'" in msg
-    assert all(n in msg.split("allowed:")[1] for n in NORM_CHOICES)
+def test_unknown_choice_inside_a_sweep_list_is_named_before_any_job(hydra_ctx, capsys):
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
 
-
-def test_unknown_choice_inside_a_sweep_list_is_named():
-    with pytest.raises(ConfigError) as info:
-        check_group_choices(["experiment=nope,bn_small_batch"])
-    assert info.value.field == "experiment"
-    assert "'nope'" in str(info.value) and "bn_small_batch" in str(info.value)
-
-
-@pytest.mark.parametrize("arg", ["profile=fast", "model=resnet", "+experiment=nope"])
-def test_other_unknown_group_choices(arg):
-    with pytest.raises(ConfigError):
-        check_group_choices([arg])
-
-
-def test_valid_choices_and_plain_overrides_pass():
-    check_group_choices(
-        [
-            "norm=batch",
-            "norm=none,batch,group",
-            "experiment=bn_small_batch",
-            "profile=smoke",
-            "model=mlp",
-            "optim=adam",
-            "experiment=null",
-            "hydra.launcher.n_jobs=2",
-            "seed=3",
-            "norm.num_groups=2",
-            "train.batch_size=2,4",
-            "-m",
-            "norm=choice(batch,foo)",
-        ]
+    cfg = GlobalHydra.instance().hydra.compose_config(
+        "config", ["experiment=nope,bn_small_batch"], run_mode=RunMode.MULTIRUN
     )
+    with pytest.raises(SystemExit) as info:
+        SweepCallback().on_multirun_start(cfg)
+    assert info.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("normexp: error: experiment: unknown 'nope'; allowed:"), line
+    assert "bn_small_batch" in line and "\n" not in line
 
 
 # --- one-line errors -------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import errno
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,12 @@ from normexp.tracking import store
 CONFIGS = str(Path(normexp.__file__).resolve().parent.parent / "configs")
 
 
-def job_config(tmp_path, cifar_data, *overrides):
+def job_config(tmp_path, cifar_data, *overrides, hydra_node=False):
     data_dir, extra = cifar_data
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         return compose(
             "config",
+            return_hydra_config=hydra_node,
             overrides=[
                 "profile=smoke",
                 f"paths.data_dir={data_dir}",
@@ -85,3 +87,23 @@ def test_finished_run_is_skipped_and_diverged_run_is_kept(tmp_path, cifar_data):
     assert status["status"] == "diverged" and "non-finite" in status["error"]
     assert not (run / "checkpoint.pt").exists()
     assert run_job(cfg) is None  # diverged counts as finished: never trained again
+
+
+def test_a_single_run_that_fails_is_recorded_then_exits_1(tmp_path, cifar_data, monkeypatch):
+    from hydra.core.hydra_config import HydraConfig
+
+    from normexp import run, tasks
+
+    def broken_train(*args, **kwargs):
+        raise RuntimeError("a bug in training")
+
+    task = tasks.TASKS["classification"]
+    monkeypatch.setitem(tasks.TASKS, "classification", replace(task, train=broken_train))
+    cfg = job_config(tmp_path, cifar_data, "tracking.mode=disabled", hydra_node=True)
+    HydraConfig.instance().set_config(cfg)
+    with pytest.raises(SystemExit) as info:
+        run.main.__wrapped__(cfg)
+    assert info.value.code == 1
+    (run_dir,) = run_dirs(tmp_path)
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "failed" and "a bug in training" in status["error"]

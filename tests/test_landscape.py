@@ -225,7 +225,7 @@ def test_a_killed_probed_run_resumes_to_the_same_metrics_and_probe_series(cifar_
     [
         ("train.probes=[bogus]", "train.probes"),
         ("train.probe_every=-1", "train.probe_every"),
-        ("train.probe_step_sizes=[0.1,-1]", "train.probe_step_sizes[1]"),
+        ("train.probe_step_sizes=[0.1,-1]", "train.probe_step_sizes"),
         ("train.precise_bn_batches=2", "train.precise_bn_batches"),
         ("train.probes=ics", "train.probes"),
     ],

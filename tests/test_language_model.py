@@ -126,8 +126,8 @@ def test_profiles_change_the_scale_only(hydra_ctx):
         (["norm=instance"], "norm.name", "one neuron"),
         (["norm=group"], "norm.name", "allowed: none, layer, batch_per_step, batch_shared, rms"),
         (["data.valid_tokens=10"], "data.valid_tokens", ">= 100"),
-        # An unknown level has no scale entries: refused where the first one is read.
-        (["data.level=byte"], "data.train_tokens", "scale.smoke.lm.byte"),
+        # Checked before the scale entries it selects are read (normexp/schema.py KEY_FIELDS).
+        (["data.level=byte"], "data.level", "allowed: char, word"),
         (["train.long_eval_factor=0"], "train.long_eval_factor", ">= 1"),
         (["optim.clip_grad_norm=0"], "optim.clip_grad_norm", "> 0"),
         (["norm=batch_per_step", "train.batch_size=1"], "train.batch_size", "batch_size >= 2"),
