@@ -208,6 +208,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
     from normexp.models.blocks import ACTIVATIONS
     from normexp.models.cnn import HEADS
     from normexp.models.lstm_cells import CELLS
+    from normexp.models.resnet import SHORTCUTS
     from normexp.norms.registry import NORMS, norm_spec
     from normexp.norms.validity import POSITIONS
     from normexp.norms.weight_side import WEIGHT_SIDE
@@ -234,6 +235,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "model": (*MODELS, "generator", "lstm"),
         "activation": tuple(sorted(ACTIVATIONS)),
         "head": HEADS,
+        "shortcut": SHORTCUTS,
         "weight_side": WEIGHT_SIDE,
         "norm": tuple(sorted(set(NORMS) | set(CELLS))),
         "position": POSITIONS,
@@ -307,11 +309,17 @@ def fields() -> tuple[Field, ...]:
         F("model.name", Choice(c["model"])),
         F("model.widths", IntList(1), (model, ("cnn", "generator"))),
         F("model.convs_per_stage", Int(1), (model, ("cnn",))),
-        F("model.activation", Choice(c["activation"]), (model, ("cnn", "mlp", "generator"))),
+        F(
+            "model.activation",
+            Choice(c["activation"]),
+            (model, ("cnn", "mlp", "generator", "resnet")),
+        ),
         F("model.head", Choice(c["head"]), optional=True),
         F("model.weight_side", Choice(c["weight_side"]), optional=True),
         F("model.hidden", Int(1), (model, ("mlp", "lstm"))),
-        F("model.depth", Int(1), (model, ("mlp",))),
+        F("model.depth", Int(1), (model, ("mlp", "resnet")), doc="resnet: 6n + 2"),
+        F("model.width_mult", Int(1), (model, ("resnet",))),
+        F("model.shortcut", Choice(c["shortcut"]), (model, ("resnet",))),
         F("model.res_blocks", Int(0), (model, ("generator",))),
         F("model.skips", Bool(), (model, ("generator",))),
         F("model.emb", Int(1), (model, ("lstm",))),

@@ -33,6 +33,7 @@ BASES = {
     ("model.name", "mlp"): ("profile=smoke", "model=mlp"),
     ("model.name", "generator"): ("profile=smoke", "experiment=bn_generation"),
     ("model.name", "lstm"): ("profile=smoke", "experiment=rnn_norm"),
+    ("model.name", "resnet"): ("profile=smoke", "model=resnet"),
     ("optim.name", "sgd"): ("profile=smoke",),
 }
 FIELDS = schema.fields()

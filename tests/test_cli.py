@@ -19,7 +19,7 @@ OVERRIDE_ROWS = [
     ("unknown-norm", ["norm=foo"], ["norm:", "unknown 'foo'; allowed: batch, ", "group"]),
     ("unknown-experiment", ["experiment=nope"], ["experiment:", "bn_small_batch"]),
     ("unknown-profile", ["profile=smok"], ["profile:", "paper, quick, smoke"]),
-    ("unknown-model", ["model=resnet"], ["model:", "cnn", "mlp"]),
+    ("unknown-model", ["model=densenet"], ["model:", "cnn", "mlp", "resnet"]),
     ("unknown-optimizer", ["optim=lamb"], ["optim:", "adam", "sgd"]),
     ("unknown-dataset", ["data=imagenet"], ["data:", "cifar10"]),
     ("unknown-key", ["train.batchsize=8"], ["train.batchsize:", "no such setting"]),
@@ -216,7 +216,7 @@ def test_unknown_group_choice_is_named_with_the_allowed_ones():
 
 
 @pytest.mark.parametrize(
-    "arg", ["profile=fast", "model=resnet", "+experiment=nope", "experiment=null"]
+    "arg", ["profile=fast", "model=densenet", "+experiment=nope", "experiment=null"]
 )
 def test_other_unknown_group_choices(arg):
     with pytest.raises(ConfigError):

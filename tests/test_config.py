@@ -59,9 +59,15 @@ def test_profiles_compose_and_take_their_values_from_the_scale_block(hydra_ctx, 
     assert "hydra" not in config
     block = dict(cfg.scale[profile])
     assert set(SCALE_KEYS) <= set(block)
-    expected = {k: (list(v) if k == "widths" else v) for k, v in block.items() if k != "hidden"}
+    expected = {
+        k: (list(v) if k == "widths" else v)
+        for k, v in block.items()
+        if k not in ("hidden", "resnet")
+    }
     assert scale_of(config) == expected
     assert resolve(f"profile={profile}", "model=mlp")["model"]["hidden"] == block["hidden"]
+    resnet = resolve(f"profile={profile}", "model=resnet")["model"]
+    assert {k: resnet[k] for k in ("depth", "width_mult")} == dict(block["resnet"])
 
 
 def test_smoke_profile_values(hydra_ctx):

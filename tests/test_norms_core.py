@@ -337,10 +337,10 @@ def test_channels_per_group_must_divide_channels():
     assert info.value.field == "norm.channels_per_group"
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"num_groups": 2, "channels_per_group": 4}])
-def test_group_needs_exactly_one_of_count_and_width(kwargs):
+def test_group_takes_at_most_one_of_count_and_width():
+    # Neither: the GN paper's default grouping (tests/test_resnet.py checks the rule).
     with pytest.raises(ConfigError) as info:
-        make_norm("group", 8, **kwargs)
+        make_norm("group", 8, num_groups=2, channels_per_group=4)
     assert info.value.field == "norm.num_groups"
     assert resolve_num_groups(8, num_groups=2) == 2
 

@@ -8,11 +8,13 @@ from normexp.errors import ConfigError
 from normexp.models.blocks import check_activation
 from normexp.models.cnn import HEADS, VGGNet, normalized_channels, smallest_feature_map
 from normexp.models.mlp import MLP
-from normexp.norms.registry import make_norm_factory
+from normexp.models.resnet import SHORTCUTS, ResNet, resnet_normalized_channels
+from normexp.norms.registry import NormFactory, make_norm_factory
 from normexp.norms.validity import check_norm, refuse_per_channel_post
 from normexp.norms.weight_side import WEIGHT_SIDE, apply_weight_side
 
-MODELS = ("cnn", "mlp")
+MODELS = ("cnn", "mlp", "resnet")
+CONV_MODELS = ("cnn", "resnet")  # weight standardization is defined for their conv filters
 
 
 def check_model(model: Mapping, norm: Mapping, batch_size: int, image_size: int = 32) -> None:
@@ -25,8 +27,11 @@ def check_model(model: Mapping, norm: Mapping, batch_size: int, image_size: int 
         raise ConfigError(
             "model.weight_side", f"unknown {weight_side!r}; allowed: {', '.join(WEIGHT_SIDE)}"
         )
-    if weight_side == "weight_std" and model["name"] != "cnn":
-        raise ConfigError("model.weight_side", "weight_std standardizes conv filters: cnn only")
+    if weight_side == "weight_std" and model["name"] not in CONV_MODELS:
+        raise ConfigError(
+            "model.weight_side",
+            f"weight_std standardizes conv filters: {', '.join(CONV_MODELS)} only",
+        )
     if model["name"] == "cnn":
         widths = list(model["widths"])
         if not widths or any(int(w) <= 0 for w in widths):
@@ -48,6 +53,8 @@ def check_model(model: Mapping, norm: Mapping, batch_size: int, image_size: int 
             )
         values = batch_size * smallest_feature_map(widths, image_size)
         check_norm(name, "image", channels, values, kwargs, batch_size)
+    elif model["name"] == "resnet":
+        _check_resnet(model, factory, batch_size, image_size)
     elif model["name"] == "mlp":
         for field in ("hidden", "depth"):
             if model[field] <= 0:
@@ -55,6 +62,35 @@ def check_model(model: Mapping, norm: Mapping, batch_size: int, image_size: int 
         check_norm(name, "dense", [model["hidden"]], batch_size, kwargs, batch_size)
     else:
         raise ConfigError("model.name", f"unknown {model['name']!r}; allowed: {', '.join(MODELS)}")
+
+
+def _check_resnet(model: Mapping, factory: NormFactory, batch_size: int, image_size: int) -> None:
+    depth, width_mult = model["depth"], model["width_mult"]
+    if not _is_int(depth) or depth < 8 or (depth - 2) % 6:
+        raise ConfigError(
+            "model.depth", f"{depth!r} must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110)"
+        )
+    if not _is_int(width_mult) or width_mult < 1:
+        raise ConfigError("model.width_mult", f"{width_mult!r} must be an int >= 1")
+    if model["shortcut"] not in SHORTCUTS:
+        raise ConfigError(
+            "model.shortcut", f"unknown {model['shortcut']!r}; allowed: {', '.join(SHORTCUTS)}"
+        )
+    channels = resnet_normalized_channels(depth, width_mult)
+    # In ``post`` the last block ends with the norm, and global average pooling follows.
+    refuse_per_channel_post(
+        factory,
+        channels[-1],
+        "global average pooling makes every channel's mean equal β, so the ResNet would ignore "
+        "its input",
+    )
+    # Three stages, two stride-2 convs: the last stage's maps are image_size / 4 on a side.
+    values = batch_size * (image_size // 4) ** 2
+    check_norm(factory.name, "image", channels, values, factory.kwargs, batch_size)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def build_model(model: Mapping, norm: Mapping, num_classes: int = 10) -> nn.Module:
@@ -73,6 +109,15 @@ def _build_net(model: Mapping, norm: Mapping, num_classes: int) -> nn.Module:
             model["activation"],
             num_classes=num_classes,
             head=model.get("head", "grid"),
+        )
+    if model["name"] == "resnet":
+        return ResNet(
+            model["depth"],
+            model["width_mult"],
+            factory,
+            model["activation"],
+            shortcut=model.get("shortcut", "A"),
+            num_classes=num_classes,
         )
     if model["name"] == "mlp":
         return MLP(

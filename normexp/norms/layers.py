@@ -23,12 +23,36 @@ class BatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"BatchNorm expects (N,C), (N,C,L) or (N,C,H,W); got {tuple(x.shape)}")
 
 
+GN_GROUPS = 32  # the GN paper's default group count (Wu & He 2018)
+GN_CHANNELS_PER_GROUP = 16  # its fallback where 32 groups do not fit
+
+
+def default_num_groups(num_features: int) -> int:
+    """The GN paper's grouping, never IN or LN in disguise: 32 groups where that leaves at least
+    2 channels per group (C divisible by 32 and C >= 64); else groups of the width nearest 16
+    channels (ties: the narrower) that divides C and leaves at least 2 groups (C = 32: 2 x 16,
+    16: 2 x 8, 8: 2 x 4, 4: 2 x 2, 48: 3 x 16). Only C = 2, 3 or a prime has no such grouping:
+    refused, asking for an explicit one."""
+    if num_features % GN_GROUPS == 0 and num_features // GN_GROUPS >= 2:
+        return GN_GROUPS
+    widths = [w for w in range(2, num_features // 2 + 1) if num_features % w == 0]
+    if not widths:
+        raise ConfigError(
+            "norm.num_groups",
+            f"{num_features} channels have no grouping into >= 2 groups of >= 2 channels (GN "
+            "would be IN or LN); set norm.num_groups or norm.channels_per_group",
+        )
+    width = min(widths, key=lambda w: (abs(w - GN_CHANNELS_PER_GROUP), w))
+    return num_features // width
+
+
 def resolve_num_groups(
     num_features: int, num_groups: int | None = None, channels_per_group: int | None = None
 ) -> int:
-    """Groups for GroupNorm from either a count or a group width; they must divide the channels."""
-    if (num_groups is None) == (channels_per_group is None):
-        raise ConfigError("norm.num_groups", "set exactly one of num_groups, channels_per_group")
+    """Groups for GroupNorm from a count, a group width, or neither (``default_num_groups``);
+    a given count or width must divide the channels."""
+    if num_groups is not None and channels_per_group is not None:
+        raise ConfigError("norm.num_groups", "set at most one of num_groups, channels_per_group")
     if channels_per_group is not None:
         if channels_per_group <= 0 or num_features % channels_per_group:
             raise ConfigError(
@@ -36,6 +60,8 @@ def resolve_num_groups(
                 f"{channels_per_group} does not divide {num_features} channels",
             )
         return num_features // channels_per_group
+    if num_groups is None:
+        return default_num_groups(num_features)
     if num_groups <= 0 or num_features % num_groups:
         raise ConfigError(
             "norm.num_groups", f"{num_groups} does not divide {num_features} channels"
@@ -94,7 +120,13 @@ def _check_groups(ctx: NormContext) -> None:
 
 
 def _one_channel_per_group(kwargs: Mapping, channels: int) -> bool:
-    return kwargs.get("channels_per_group") == 1 or kwargs.get("num_groups") == channels
+    try:
+        groups = resolve_num_groups(
+            channels, kwargs.get("num_groups"), kwargs.get("channels_per_group")
+        )
+    except ConfigError:
+        return False  # an invalid grouping is refused by _check_groups
+    return groups == channels
 
 
 @register_norm(
