@@ -5,10 +5,10 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
-from fake_data import write_cifar
 
 from normexp.data import cifar10
+from tests.fake_data import write_cifar
+from tests.helpers import REPO, run_cli
 
 # (row id as in README, overrides, fragments the one line must contain)
 OVERRIDE_ROWS = [

@@ -2,7 +2,6 @@
 smoke sweep end to end in a subprocess: store, figure, verdict, resume."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO
-from test_language_model import real_ptb, write_fake_ptb
 
 from normexp.analysis import rnn_norm
 from normexp.analysis.claims import load_analyses
 from normexp.data import ptb
+from tests.fake_data import write_fake_ptb
+from tests.helpers import REPO, cli_env, real_ptb
 
 CELLS = ("none", "layer", "batch_per_step", "batch_shared", "rms")
 
@@ -173,8 +172,7 @@ runpy.run_module("normexp.run", run_name="__main__")
 
 
 def run(args: list[str], results: Path, data_dir: Path, md5: dict | None):  # noqa: ANN201
-    env = {**os.environ, "NORMEXP_RESULTS_DIR": str(results), "NORMEXP_DATA_DIR": str(data_dir)}
-    env.pop("HYDRA_FULL_ERROR", None)
+    env = cli_env(results, data_dir)
     if md5 is None:
         cmd = [sys.executable, "-m", *args]
     else:

@@ -8,7 +8,6 @@ that pools over the wrong set of values, or updates its running statistics wrong
 
 import copy
 import itertools
-from pathlib import Path
 
 import pytest
 import torch
@@ -36,25 +35,14 @@ from normexp.norms.weight_side import (
     l1_penalty,
 )
 from normexp.train.optim import parameter_groups
+from tests.helpers import CONFIG_DIR
 
 EPS = 1e-5
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 IMAGE_NORMS = norms_for("image")  # every norm with a layer for images (not the LSTM cells' own)
 C = 4  # channels of the layer-level tests
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # Tiny tensors: a thread pool only adds contention on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "torch_seed")
 
 
 # --- inputs and float64 references -----------------------------------------------------------
