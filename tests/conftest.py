@@ -1,24 +1,33 @@
-"""Shared fixtures: where the data is, and how to call the suite's commands in a subprocess."""
+"""Shared fixtures of tests/unit and tests/e2e: the data (real or fake), Hydra configs composed
+once a session and copied per test, the results store under tmp, torch's threads and seed.
+Plain helpers (paths, the subprocess runner) are in tests/helpers.py, fake data writers in
+tests/fake_data.py."""
 
-import os
-import subprocess
-import sys
+import copy
+from collections.abc import Callable
 from pathlib import Path
 
+import hydra
 import pytest
-from fake_data import write_cifar
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
 
-from normexp.data import cifar10
+from normexp.data import ptb
+from tests.fake_data import write_cifar, write_fake_ptb
+from tests.helpers import CONFIG_DIR, real_data_dir
 
-REPO = Path(__file__).resolve().parent.parent
+E2E = Path(__file__).resolve().parent / "e2e"
 
 
-def real_data_dir() -> Path | None:
-    """The configured real data directory (CI sets NORMEXP_DATA_DIR), if it holds CIFAR-10."""
-    configured = os.environ.get("NORMEXP_DATA_DIR")
-    if configured and (Path(configured) / cifar10.FOLDER / "data_batch_1").exists():
-        return Path(configured)
-    return None
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # `-m "not e2e"` keeps to the in-process tests; `slow` still marks the long sweeps.
+    for item in items:
+        if E2E in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+# --- data -------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -33,16 +42,83 @@ def cifar_data(tmp_path_factory) -> tuple[Path, list[str]]:
     return root, ["data.verify=false"]
 
 
-def run_cli(args: list[str], results_dir: Path, data_dir: Path, timeout: int = 600):
-    """Run ``python -m <args>`` from the repo root with the store and Hydra logs under tmp."""
-    env = {**os.environ, "NORMEXP_RESULTS_DIR": str(results_dir), "NORMEXP_DATA_DIR": str(data_dir)}
-    env.pop("HYDRA_FULL_ERROR", None)
-    env.pop("NORMEXP_VERBOSE", None)
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+@pytest.fixture
+def fake_ptb(tmp_path, monkeypatch) -> Path:
+    """A data dir holding all six PTB files in the real format, with ptb.MD5 patched to them."""
+    ptb.clear_cache()
+    monkeypatch.setattr(ptb, "MD5", write_fake_ptb(tmp_path))
+    yield tmp_path
+    ptb.clear_cache()
+
+
+# --- Hydra configs ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hydra_ctx():
+    """Hydra's compose API initialized on configs/ for the tests of one module."""
+    with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        yield
+
+
+@pytest.fixture
+def results_in_tmp(tmp_path, monkeypatch) -> Path:
+    """The store ($NORMEXP_RESULTS_DIR) under this test's tmp_path, never the repo's results/."""
+    results = tmp_path / "results"
+    monkeypatch.setenv("NORMEXP_RESULTS_DIR", str(results))
+    return results
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    if GlobalHydra.instance().is_initialized():  # inside a module's hydra_ctx: same configs/
+        return hydra.compose("config", overrides=overrides)
+    with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return hydra.compose("config", overrides=overrides)
+
+
+@pytest.fixture(scope="session")
+def compose_global() -> Callable[..., DictConfig]:
+    """Compose `config` with these overrides, each list once a session (composing is the slow
+    part); callers get a deep copy, so no test sees another's changes. The session half of
+    lightning-hydra-template's cfg_train_global / cfg_train pair."""
+    composed: dict[tuple[str, ...], DictConfig] = {}
+
+    def compose(*overrides: str) -> DictConfig:
+        if overrides not in composed:
+            composed[overrides] = _compose(list(overrides))
+        return copy.deepcopy(composed[overrides])
+
+    return compose
+
+
+@pytest.fixture
+def smoke_cfg(compose_global, cifar_data, tmp_path) -> Callable[..., DictConfig]:
+    """A smoke-profile job config for this test: a copy of the one composed for these overrides,
+    with the store under tmp_path/"res" and the (real or fake) CIFAR-10 as its data."""
+    data_dir, extra = cifar_data
+
+    def make(*overrides: str) -> DictConfig:
+        cfg = compose_global("profile=smoke", "runtime.progress=false", *extra, *overrides)
+        with open_dict(cfg):
+            cfg.paths.data_dir = str(data_dir)
+            cfg.paths.results_dir = str(tmp_path / "res")
+        return cfg
+
+    return make
+
+
+# --- torch ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    # Tiny tensors: a thread pool only adds contention on a busy 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def torch_seed() -> None:
+    torch.manual_seed(0)

@@ -4,8 +4,8 @@ A collected table (normexp.tracking.collect) has one row per run: the run's conf
 dotted names (``train.batch_size``), its summary metrics, and the bookkeeping that collect adds
 (``status``, ``run_key``, ``finished_at``, ``provenance.*``). Analyses name these columns only
 through the constants below, so a renamed config key or summary metric is changed here once,
-and ``tests/test_claims_analyses.py`` checks that every config column named here still exists in
-the resolved experiment configs.
+and ``tests/unit/test_claims_analyses.py`` checks that every config column named here still
+exists in the resolved experiment configs.
 
 Two kinds of absence, kept apart: a table without rows is an experiment not run yet (the verdict
 says so); a table with rows but without a column an analysis needs is an error

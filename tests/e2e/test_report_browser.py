@@ -10,13 +10,13 @@ import subprocess
 
 import pandas as pd
 import pytest
-from conftest import REPO
 from PIL import Image
 
 from normexp.analysis.blog import CLAIMS as BLOG
 from normexp.analysis.claims import load_analyses
 from normexp.analysis.report import write_report
 from normexp.analysis.report_browser import chromium, dump_dom, screenshot
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.skipif(chromium() is None, reason="Chromium is not installed")
 

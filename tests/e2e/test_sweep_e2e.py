@@ -5,7 +5,8 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import run_cli
+
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.slow
 NORMS, BATCHES = 5, 7  # the grid of experiments/bn_small_batch.yaml at one smoke seed
@@ -83,8 +84,9 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(
 
     # The exploration notebook runs on these results.
     import nbformat
-    from conftest import REPO
     from nbclient import NotebookClient
+
+    from tests.helpers import REPO
 
     monkeypatch.setenv("NORMEXP_RESULTS_DIR", str(tmp_path / "results"))
     notebook = nbformat.read(REPO / "notebooks" / "explore_results.ipynb", as_version=4)

@@ -2,7 +2,6 @@
 
 import json
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -12,8 +11,8 @@ from normexp.analysis.claims import MODULES
 from normexp.tracking import dashboards
 from normexp.tracking.dashboards import FIGURE_KEY, SPECS, claim_dashboards, main
 from normexp.tracking.wandb_mirror import MEDIA_FILES, STEP_METRIC, wandb_key
+from tests.helpers import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "results" / "runs"
 FIGURE_KEYS = {FIGURE_KEY.format(name=m) for m in MODULES}
 

@@ -164,28 +164,22 @@ def test_step_probes_summarize_per_epoch_and_over_training():
 # --- the task ---------------------------------------------------------------------------------
 
 
-def compose(data_dir: Path, extra: list[str], *overrides: str) -> dict:
-    with hydra.initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = hydra.compose(
-            "config",
-            overrides=[
-                "profile=smoke",
-                "train=instrumented",
-                "train.epochs=2",
-                "train.batch_size=32",
-                f"paths.data_dir={data_dir}",
-                "runtime.progress=false",
-                "tracking.mode=disabled",
-                *extra,
-                *overrides,
-            ],
+@pytest.fixture
+def compose(smoke_cfg):
+    return lambda *overrides: resolve_config(
+        smoke_cfg(
+            "train=instrumented",
+            "train.epochs=2",
+            "train.batch_size=32",
+            "tracking.mode=disabled",
+            *overrides,
         )
-    return resolve_config(cfg)
+    )
 
 
 @pytest.mark.parametrize("norm", ["batch", "noisy_batch"])
-def test_probes_do_not_change_training(cifar_data, norm):
-    cfg = compose(*cifar_data, f"norm={norm}", "train.probe_every=3")
+def test_probes_do_not_change_training(compose, norm):
+    cfg = compose(f"norm={norm}", "train.probe_every=3")
     logged: list[dict] = []
     probed = train_instrumented(cfg, logged.append)
     plain = train_classifier(cfg, lambda m: None)  # the classification loop, same config
@@ -201,8 +195,8 @@ class Killed(Exception):
     pass
 
 
-def test_a_killed_probed_run_resumes_to_the_same_metrics_and_probe_series(cifar_data, tmp_path):
-    cfg = compose(*cifar_data, "norm=noisy_batch", "train.probe_every=3")
+def test_a_killed_probed_run_resumes_to_the_same_metrics_and_probe_series(compose, tmp_path):
+    cfg = compose("norm=noisy_batch", "train.probe_every=3")
     reference = train_instrumented(cfg, lambda m: None)
     checkpoint = tmp_path / "checkpoint.pt"
 
@@ -230,9 +224,9 @@ def test_a_killed_probed_run_resumes_to_the_same_metrics_and_probe_series(cifar_
         ("train.probes=ics", "train.probes"),
     ],
 )
-def test_bad_probe_fields_are_refused_naming_the_field(cifar_data, override, field):
+def test_bad_probe_fields_are_refused_naming_the_field(compose, override, field):
     with pytest.raises(ConfigError) as info:
-        compose(*cifar_data, override)
+        compose(override)
     assert info.value.field == field
 
 

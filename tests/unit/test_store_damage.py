@@ -13,15 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_job import job_config  # the smoke job config of the job tests
 
 from normexp.analysis.claims import load_analyses
 from normexp.analysis.figures import write_figures_and_verdicts
 from normexp.job import run_job
 from normexp.tracking.collect import collect_runs
 from normexp.tracking.store import RunDamaged, RunRecord
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO
 
 
 def finished(results: Path, key: str, epochs: int = 2, status: str = "ok") -> RunRecord:
@@ -173,8 +171,8 @@ JOB_DAMAGES = (
 
 
 @pytest.mark.parametrize("damage", JOB_DAMAGES)
-def test_the_next_job_retrains_a_damaged_finished_run(tmp_path, cifar_data, damage, caplog):
-    cfg = job_config(tmp_path, cifar_data, "tracking.mode=disabled", "train.epochs=2")
+def test_the_next_job_retrains_a_damaged_finished_run(tmp_path, smoke_cfg, damage, caplog):
+    cfg = smoke_cfg("tracking.mode=disabled", "train.epochs=2")
     first = run_job(cfg)
     assert first["status"] == "ok"
     (run,) = (tmp_path / "res" / "runs" / "adhoc").iterdir()
@@ -239,8 +237,8 @@ def test_other_locks_are_respected(tmp_path, owner):
         proc.wait()
 
 
-def test_a_job_removes_the_stale_lock_of_a_finished_run(tmp_path, cifar_data):
-    cfg = job_config(tmp_path, cifar_data, "tracking.mode=disabled")
+def test_a_job_removes_the_stale_lock_of_a_finished_run(tmp_path, smoke_cfg):
+    cfg = smoke_cfg("tracking.mode=disabled")
     assert run_job(cfg)["status"] == "ok"
     (run,) = (tmp_path / "res" / "runs" / "adhoc").iterdir()
     lock = run / "run.lock"
@@ -252,8 +250,8 @@ def test_a_job_removes_the_stale_lock_of_a_finished_run(tmp_path, cifar_data):
     assert lock.exists()
 
 
-def test_a_damaged_run_locked_by_a_live_process_is_left_to_it(tmp_path, cifar_data):
-    cfg = job_config(tmp_path, cifar_data, "tracking.mode=disabled")
+def test_a_damaged_run_locked_by_a_live_process_is_left_to_it(tmp_path, smoke_cfg):
+    cfg = smoke_cfg("tracking.mode=disabled")
     assert run_job(cfg)["status"] == "ok"
     (run,) = (tmp_path / "res" / "runs" / "adhoc").iterdir()
     truncate(run / "summary.json")

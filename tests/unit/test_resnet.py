@@ -3,16 +3,13 @@ sizes, block order, shortcuts, parameter counts against He et al. 2016, refusals
 standardization; and GN's default grouping (normexp/norms/layers.py default_num_groups)."""
 
 import itertools
-from pathlib import Path
 
 import hydra
 import pytest
 import torch
-from test_models import _one_torch_thread, _seed  # noqa: F401  (autouse fixtures)
 from torch import nn
 from torch.nn.utils import parametrize
 
-import normexp
 from normexp.errors import ConfigError
 from normexp.models import build_model, check_model
 from normexp.models.resnet import BasicBlock, PadShortcut, ResNet
@@ -30,7 +27,7 @@ SMOKE = {"name": "resnet", "depth": 8, "width_mult": 1, "shortcut": "A", "activa
 QUICK = {**SMOKE, "depth": 20}
 CASES = list(itertools.product(IMAGE_NORMS, POSITIONS))
 IDS = ["-".join(c) for c in CASES]
-CONFIG_DIR = Path(normexp.__file__).parent.parent / "configs"
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "torch_seed")
 
 
 def norm_cfg(name: str, position: str = "pre", batch_size: int = 2) -> dict:
@@ -223,18 +220,7 @@ def test_batch_statistics_count_the_last_stage_map():
 # --- composed configs ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def hydra_ctx():
-    with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        yield
-
-
-@pytest.fixture
-def _results_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setenv("NORMEXP_RESULTS_DIR", str(tmp_path / "results"))
-
-
-@pytest.mark.usefixtures("_results_in_tmp")
+@pytest.mark.usefixtures("results_in_tmp")
 @pytest.mark.parametrize(
     ("profile", "depth", "width_mult"), [("smoke", 8, 1), ("quick", 20, 1), ("paper", 20, 4)]
 )
@@ -247,7 +233,7 @@ def test_resnet_config_per_profile(hydra_ctx, profile, depth, width_mult):
     assert config["norm"]["num_groups"] is None  # the GN paper's default grouping
 
 
-@pytest.mark.usefixtures("_results_in_tmp")
+@pytest.mark.usefixtures("results_in_tmp")
 @pytest.mark.parametrize("profile", ["smoke", "quick"])
 def test_group_count_ablation_grid(hydra_ctx, profile):
     cfg = hydra.compose(

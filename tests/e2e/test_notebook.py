@@ -7,10 +7,10 @@ import math
 import nbformat
 import pandas as pd
 import pytest
-from conftest import REPO
 
 from normexp.analysis.explore import cell_means, execute_notebook, slice_runs
 from normexp.analysis.stats import mean_ci
+from tests.helpers import REPO
 
 RESULTS = REPO / "results"
 

@@ -1,70 +1,23 @@
 """The language-model task: configs of the rnn_norm experiment, the training loop on tiny PTB
 files in the real format (and on the real data when configured), metrics, divergence, resume."""
 
-import hashlib
 import math
-import os
-import random
 from pathlib import Path
 
 import hydra
 import pytest
 import torch
 
-import normexp
 from normexp.data import ptb
-from normexp.data.paths import resolve_data_dir
 from normexp.errors import ConfigError
 from normexp.models.lstm_cells import CELLS
 from normexp.sweep import sweep_overrides
 from normexp.train import Diverged
 from normexp.train import language_model as lm
 from normexp.validate import resolve_config
+from tests.helpers import real_ptb
 
-CONFIG_DIR = Path(normexp.__file__).parent.parent / "configs"
-WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "and", "then", "it", "was"]
-WORDS += ["over", "<unk>", "n", "'s", "of", "to", "in"]
-
-
-def write_fake_ptb(root: Path, seed: int = 0, lines: dict | None = None) -> dict[str, str]:
-    """All six PTB files in the real format (word files: a space before each word and a newline
-    per sentence; char files: symbols separated by spaces, `_` between words, a lone space after
-    the last newline), from random sentences; returns their md5s."""
-    rng = random.Random(seed)
-    lines = lines or {"train": 2000, "valid": 400, "test": 400}
-    folder = root / ptb.FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    md5 = {}
-    for split, n in lines.items():
-        sentences = [[rng.choice(WORDS) for _ in range(rng.randint(3, 9))] for _ in range(n)]
-        if split == "train":  # every word and character appears in training
-            sentences.append(list(WORDS))
-        word = "".join(" " + " ".join(s) + " \n" for s in sentences)
-        char = "".join(" ".join("_".join(s)) + " \n" for s in sentences) + " "
-        for level, text in (("word", word), ("char", char)):
-            name = ptb.file_name(level, split)
-            (folder / name).write_text(text)
-            md5[name] = hashlib.md5(text.encode()).hexdigest()
-    return md5
-
-
-@pytest.fixture
-def fake_ptb(tmp_path, monkeypatch) -> Path:
-    ptb.clear_cache()
-    monkeypatch.setattr(ptb, "MD5", write_fake_ptb(tmp_path))
-    yield tmp_path
-    ptb.clear_cache()
-
-
-@pytest.fixture(scope="module")
-def hydra_ctx():
-    with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        yield
-
-
-@pytest.fixture(autouse=True)
-def _results_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setenv("NORMEXP_RESULTS_DIR", str(tmp_path / "results"))
+pytestmark = pytest.mark.usefixtures("results_in_tmp")
 
 
 def config(*overrides: str) -> dict:
@@ -230,13 +183,6 @@ def test_evaluation_reads_every_token_once():
 
 
 # --- the real data ------------------------------------------------------------------------------
-
-
-def real_ptb() -> Path | None:
-    if not os.environ.get("NORMEXP_DATA_DIR"):
-        return None
-    path = resolve_data_dir(None)
-    return path if (path / ptb.FOLDER / "ptb.char.train.txt").is_file() else None
 
 
 @pytest.mark.real_data

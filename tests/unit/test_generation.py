@@ -29,15 +29,7 @@ NORMS = ("none", "batch", "instance", "layer", "group")
 RANGES = CorruptionRanges()
 
 
-@pytest.fixture(autouse=True)
-def _results_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setenv("NORMEXP_RESULTS_DIR", str(tmp_path / "results"))
-
-
-@pytest.fixture(scope="module")
-def hydra_ctx():
-    with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        yield
+pytestmark = pytest.mark.usefixtures("results_in_tmp")
 
 
 def compose(*overrides: str):

@@ -18,13 +18,7 @@ CNN = {"name": "cnn", "widths": [4, 8, 8], "convs_per_stage": 1, "activation": "
 MLP = {"name": "mlp", "hidden": 8, "depth": 2, "activation": "relu"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # Tiny tensors: a thread pool only adds contention on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "torch_seed")
 
 
 def norm_cfg(name: str, position: str = "pre") -> dict:
@@ -62,11 +56,6 @@ def expected_norm_type(name: str, width: int) -> tuple[type, int | None]:
     groups = {"layer": 1, "instance": width, "group": 2}.get(name)
     types = {"none": nn.Identity, "batch": BatchNorm}
     return types.get(name, nn.GroupNorm), groups
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
 
 
 @pytest.mark.parametrize(("model", "name", "position"), CASES, ids=IDS)

@@ -11,7 +11,6 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
-from conftest import run_cli
 from hydra.utils import instantiate
 
 import normexp
@@ -19,6 +18,7 @@ from normexp.errors import ConfigError
 from normexp.run import preflight
 from normexp.sweep import SweepCallback
 from normexp.train.device import autocast, check_amp, seed_everything
+from tests.helpers import run_cli
 
 CONFIG_DIR = Path(normexp.__file__).parent.parent / "configs"
 

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import REPO, real_data_dir, run_cli
+
+from tests.helpers import REPO, real_data_dir, run_cli
 
 pytestmark = pytest.mark.slow
 EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))

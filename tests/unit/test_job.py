@@ -17,6 +17,7 @@ CONFIGS = str(Path(normexp.__file__).resolve().parent.parent / "configs")
 
 
 def job_config(tmp_path, cifar_data, *overrides, hydra_node=False):
+    # composed here, not by smoke_cfg: this one may need the hydra node
     data_dir, extra = cifar_data
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         return compose(
@@ -37,12 +38,12 @@ def run_dirs(tmp_path):
     return list((tmp_path / "res" / "runs" / "adhoc").glob("*"))
 
 
-def test_disk_full_is_one_line_naming_the_results_dir(tmp_path, cifar_data, monkeypatch, capsys):
+def test_disk_full_is_one_line_naming_the_results_dir(tmp_path, smoke_cfg, monkeypatch, capsys):
     def full(path, text):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(store, "atomic_write_text", full)
-    cfg = job_config(tmp_path, cifar_data, "tracking.mode=disabled")
+    cfg = smoke_cfg("tracking.mode=disabled")
     with pytest.raises(SystemExit) as info, one_line_errors():
         run_job(cfg)
     assert info.value.code == 2
@@ -55,14 +56,14 @@ def test_disk_full_is_one_line_naming_the_results_dir(tmp_path, cifar_data, monk
         run_job(cfg)
 
 
-def test_wandb_failing_to_start_keeps_the_local_result(tmp_path, cifar_data, monkeypatch):
+def test_wandb_failing_to_start_keeps_the_local_result(tmp_path, smoke_cfg, monkeypatch):
     import wandb
 
     def broken_init(*args, **kwargs):
         raise RuntimeError("wandb: network is unreachable")
 
     monkeypatch.setattr(wandb, "init", broken_init)
-    summary = run_job(job_config(tmp_path, cifar_data, "tracking.mode=online"))
+    summary = run_job(smoke_cfg("tracking.mode=online"))
     assert summary is not None and summary["status"] == "ok"
     assert "network is unreachable" in summary["wandb_error"]
     (run,) = run_dirs(tmp_path)
@@ -70,10 +71,8 @@ def test_wandb_failing_to_start_keeps_the_local_result(tmp_path, cifar_data, mon
     assert "wandb_error" in json.loads((run / "summary.json").read_text())
 
 
-def test_finished_run_is_skipped_and_diverged_run_is_kept(tmp_path, cifar_data):
-    cfg = job_config(
-        tmp_path,
-        cifar_data,
+def test_finished_run_is_skipped_and_diverged_run_is_kept(tmp_path, smoke_cfg):
+    cfg = smoke_cfg(
         "tracking.mode=disabled",
         "norm=none",
         "optim.lr_per_128=1e6",

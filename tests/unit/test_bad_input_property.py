@@ -10,7 +10,6 @@ from pathlib import Path
 
 import hydra
 import pytest
-from conftest import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
@@ -19,6 +18,7 @@ import normexp
 from normexp import schema
 from normexp.errors import ConfigError
 from normexp.validate import resolve_config
+from tests.helpers import run_cli
 
 CONFIG_DIR = str(Path(normexp.__file__).parent.parent / "configs")
 # Overrides under which a field of the schema is present: keyed by the field's `needs`.

@@ -16,15 +16,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 NORM_CHOICES = ("batch", "group", "instance", "layer", "none")
 
 
-@pytest.fixture(scope="module")
-def hydra_ctx():
-    with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        yield
-
-
-@pytest.fixture(autouse=True)
-def _results_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setenv("NORMEXP_RESULTS_DIR", str(tmp_path / "results"))
+pytestmark = pytest.mark.usefixtures("results_in_tmp")
 
 
 def compose(*overrides: str):

@@ -10,7 +10,8 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import REPO, run_cli
+
+from tests.helpers import REPO, cli_env, run_cli
 
 pytestmark = pytest.mark.slow
 GRID = ["norm=none,batch,group", "seed=0,1"]
@@ -42,15 +43,10 @@ def finished(runs_dir):
 def test_sigkill_midway_then_rerun_finishes_every_run_once(tmp_path, cifar_data):
     data_dir, extra = cifar_data
     runs_dir = tmp_path / "results" / "runs" / "bn_small_batch"
-    env = {
-        **os.environ,
-        "NORMEXP_RESULTS_DIR": str(tmp_path / "results"),
-        "NORMEXP_DATA_DIR": str(data_dir),
-    }
     proc = subprocess.Popen(
         [sys.executable, "-m", *sweep_args(tmp_path, extra)],
         cwd=REPO,
-        env=env,
+        env=cli_env(tmp_path / "results", data_dir),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

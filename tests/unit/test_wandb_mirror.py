@@ -20,8 +20,7 @@ from normexp.tracking.wandb_mirror import (
     run_identity,
     wandb_key,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO as ROOT
 
 
 @pytest.fixture

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_cli
-from fake_data import write_cifar
 
 from normexp import schema
 from normexp.data import cifar10
 from normexp.errors import ConfigError
 from normexp.run import preflight
+from tests.fake_data import write_cifar
+from tests.helpers import REPO, run_cli
 
 # (row id as in README, overrides, fragments the one line must contain)
 OVERRIDE_ROWS = [

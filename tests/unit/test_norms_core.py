@@ -28,13 +28,7 @@ EPS = 1e-5
 BASE_NORMS = {"none", "batch", "layer", "instance", "group"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # Tiny tensors: a thread pool only adds contention on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def image_input(n: int = 4, c: int = 6, h: int = 3, w: int = 5, seed: int = 0) -> torch.Tensor:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fake_data import PER_BATCH, write_cifar
 
 from normexp.data import cifar10, load_cifar10, resolve_data_dir, stratified_subset, train_val_split
 from normexp.errors import ConfigError, DataError
+from tests.fake_data import PER_BATCH, write_cifar
 
 
 @pytest.fixture(autouse=True)

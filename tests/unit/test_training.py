@@ -2,37 +2,22 @@
 after a kill, divergence, L1 and precise BN."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 
-import normexp
 from normexp.train import Diverged
 from normexp.train.classification import train_classifier
 from normexp.train.fit import DIVERGENCE_CHECK_EVERY, TaskHooks, fit
 from normexp.validate import resolve_config
 
-CONFIGS = str(Path(normexp.__file__).resolve().parent.parent / "configs")
 
-
-def config(data_dir: Path, extra: list[str], *overrides: str) -> dict:
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "profile=smoke",
-                "train.epochs=3",
-                "train.batch_size=32",
-                f"paths.data_dir={data_dir}",
-                "runtime.progress=false",
-                *extra,
-                *overrides,
-            ],
-        )
-    return resolve_config(cfg)
+@pytest.fixture
+def config(smoke_cfg):
+    return lambda *overrides: resolve_config(
+        smoke_cfg("train.epochs=3", "train.batch_size=32", *overrides)
+    )
 
 
 def train(cfg: dict, **kwargs) -> tuple[dict, list[dict]]:
@@ -45,18 +30,18 @@ class Killed(Exception):
     pass
 
 
-def test_same_seed_same_metrics_other_seed_other_metrics(cifar_data):
-    cfg = config(*cifar_data)
+def test_same_seed_same_metrics_other_seed_other_metrics(config):
+    cfg = config()
     first, _ = train(cfg)
     again, _ = train(cfg)
-    other, _ = train(config(*cifar_data, "seed=1"))
+    other, _ = train(config("seed=1"))
     keys = ("train_loss", "val_loss", "test_loss", "test_acc_batch_stats")
     assert {k: first[k] for k in keys} == {k: again[k] for k in keys}
     assert first["train_loss"] != other["train_loss"]
 
 
-def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_result(cifar_data, tmp_path):
-    cfg = config(*cifar_data)
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_result(config, tmp_path):
+    cfg = config()
     reference, reference_epochs = train(cfg)
     checkpoint = tmp_path / "checkpoint.pt"
 
@@ -75,15 +60,15 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_result(cifar_data,
     assert resumed_epochs[0]["train_loss"] == reference_epochs[0]["train_loss"]
 
 
-def test_a_huge_learning_rate_diverges(cifar_data):
-    cfg = config(*cifar_data, "norm=none", "optim.lr_per_128=1e6", "optim.warmup_frac=0")
+def test_a_huge_learning_rate_diverges(config):
+    cfg = config("norm=none", "optim.lr_per_128=1e6", "optim.warmup_frac=0")
     with pytest.raises(Diverged):
         train(cfg)
 
 
-def test_l1_penalty_enters_the_training_loss(cifar_data):
+def test_l1_penalty_enters_the_training_loss(config):
     def weight_l1(l1: float) -> float:
-        cfg = config(*cifar_data, f"optim.l1={l1}", "optim.weight_decay=0")
+        cfg = config(f"optim.l1={l1}", "optim.weight_decay=0")
         summary, _ = train(cfg)
         return summary["train_loss"]
 
@@ -91,8 +76,8 @@ def test_l1_penalty_enters_the_training_loss(cifar_data):
     assert weight_l1(1e-2) > weight_l1(0.0)
 
 
-def test_precise_bn_reports_its_accuracy(cifar_data):
-    summary, _ = train(config(*cifar_data, "train.precise_bn_batches=2", "train.epochs=1"))
+def test_precise_bn_reports_its_accuracy(config):
+    summary, _ = train(config("train.precise_bn_batches=2", "train.epochs=1"))
     assert summary["precise_bn_batches_used"] >= 1
     assert 0.0 <= summary["test_acc_precise_bn"] <= 1.0
 
