@@ -32,7 +32,7 @@ def job_config(tmp_path, cifar_data, *overrides):
 
 
 def run_dirs(tmp_path):
-    return list((tmp_path / "res" / "runs" / "adhoc").glob("*"))
+    return list((tmp_path / "res" / "smoke" / "runs" / "adhoc").glob("*"))
 
 
 def test_disk_full_is_one_line_naming_the_results_dir(tmp_path, cifar_data, monkeypatch, capsys):
