@@ -1,5 +1,7 @@
 # normexp: `make run-sweep` and `make test` do everything on a fresh machine.
-PROFILE    ?= quick# smoke (seconds), quick (about an hour on 2 CPU cores), paper (GPU / cluster)
+# The profile of record (the committed reproduction) is set once, in normexp/tracking/store.py.
+RECORD_PROFILE := $(shell sed -n 's/^RECORD_PROFILE = "\(.*\)".*/\1/p' normexp/tracking/store.py)
+PROFILE    ?= $(RECORD_PROFILE)# smoke (seconds), quick (about an hour on 2 CPU cores), paper (GPU / cluster); each its own results/<profile>/
 EXPERIMENT ?= all# one experiment name from experiments/, or all
 WORKERS    ?= -1# parallel runs; -1 = one per core (LAUNCHER=local)
 LAUNCHER   ?= local# local (processes on this machine) or slurm (see README: Running on a cluster)
@@ -11,7 +13,7 @@ LAUNCH      = hydra/launcher=$(LAUNCHER) $(if $(filter local,$(LAUNCHER)),hydra.
 EXPERIMENTS := $(if $(filter all,$(EXPERIMENT)),$(basename $(notdir $(wildcard experiments/*.yaml))),$(EXPERIMENT))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run-sweep figures notebook screenshot test lint bench clean-outputs wandb-sync dashboards
+.PHONY: help setup run-sweep figures notebook migrate screenshot test lint bench clean-outputs wandb-sync dashboards
 
 help: ## list the commands
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,15 +33,18 @@ run-sweep: setup ## train every experiment (or EXPERIMENT=name) at PROFILE; resu
 		$(PY) -m normexp.run -m experiment=$$e profile=$(PROFILE) $(LAUNCH) $(ARGS) || exit $$?; \
 	done
 
-figures: setup ## collect the store, draw every figure, write the report (results/), run the notebook
-	$(PY) -m normexp.analysis.figures
-	$(MAKE) --no-print-directory notebook
+figures: setup ## collect PROFILE's runs, draw every figure, write its report (results/PROFILE/), run the notebook
+	$(PY) -m normexp.analysis.figures --profile $(PROFILE)
+	$(MAKE) --no-print-directory notebook PROFILE=$(PROFILE)
 
-notebook: setup ## execute notebooks/explore_results.ipynb against the results, saving its outputs
-	$(PY) -m normexp.analysis.explore
+notebook: setup ## execute notebooks/explore_results.ipynb against PROFILE's results (another profile's copy: results/PROFILE/)
+	$(PY) -m normexp.analysis.explore --profile $(PROFILE)
 
-screenshot: setup ## results/report_screenshot.png: report.html's first screen in headless Chromium
-	$(PY) -m normexp.analysis.report_browser --page results/report.html --out results/report_screenshot.png
+migrate: setup ## move an old-layout store (results/runs/) into one folder per profile (results/<profile>/runs/)
+	$(PY) -m normexp.tracking.migrate
+
+screenshot: setup ## results/PROFILE/report_screenshot.png: report.html's first screen in headless Chromium
+	$(PY) -m normexp.analysis.report_browser --page results/$(PROFILE)/report.html --out results/$(PROFILE)/report_screenshot.png
 
 wandb-sync: setup ## upload every offline W&B run (training runs and report runs) under results/
 	$(PY) -m normexp.tracking.dashboards --sync

@@ -4,14 +4,13 @@ import errno
 import logging
 import traceback
 from collections.abc import Mapping
-from pathlib import Path
 
 from omegaconf import DictConfig
 
 from normexp.errors import StoreError
 from normexp.tasks import get_task
 from normexp.tracking.provenance import provenance
-from normexp.tracking.store import FINISHED, RunLocked, RunRecord, run_key
+from normexp.tracking.store import FINISHED, RunLocked, RunRecord, record_of
 from normexp.tracking.wandb_mirror import WandbMirror, run_identity
 from normexp.train import Diverged
 from normexp.train.device import pick_device
@@ -53,8 +52,8 @@ def run_job(cfg: DictConfig, progress_position: int = 0, in_sweep: bool = False)
 
 def _run_job(cfg: DictConfig, progress_position: int) -> dict | None:
     config = resolve_config(cfg)  # validated plain dict; ConfigError before anything is written
-    key = run_key(config)
-    record = RunRecord(Path(config["paths"]["results_dir"]), config["claim"]["name"], key)
+    record = record_of(config)  # in the partition of the run's profile
+    key = record.key
     if record.is_finished():
         log.info("skip %s [%s]: already %s", describe(config), key, record.status["status"])
         record.remove_stale_lock()  # left by a job killed outright; nothing else would remove it

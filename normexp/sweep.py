@@ -4,9 +4,9 @@ Before any job starts: every job's config is composed and validated (a bad value
 with one line, nothing written) and the data is prepared once (downloaded if allowed, verified),
 so workers never race to download. During the sweep: a progress bar fed by the results store,
 which is what jobs in other processes or on other machines share. After: one line counting
-ok / diverged / failed runs, the same as a JSON line appended to <results>/sweeps.jsonl (the
-command, its wall time, the commit and machine: the report's record of each sitting); exit 1 if
-any failed.
+ok / diverged / failed runs, the same as a JSON line appended to <results>/<profile>/sweeps.jsonl
+(the command, its wall time, the commit and machine: the report's record of each sitting); exit 1
+if any failed.
 """
 
 import json
@@ -28,7 +28,7 @@ from tqdm import tqdm
 from normexp.errors import one_line_errors
 from normexp.job import prepare_data
 from normexp.tracking.provenance import provenance
-from normexp.tracking.store import FINISHED, RunRecord, run_key
+from normexp.tracking.store import FINISHED, RunRecord, record_of
 from normexp.validate import check_hydra, composition_errors, resolve_config, runs_remotely
 
 
@@ -71,8 +71,7 @@ class SweepCallback(Callback):
                 if i == 0:
                     prepare_data(job)
                     self.experiment, self.profile = job["claim"]["name"], job["profile"]
-                results = Path(job["paths"]["results_dir"])
-                self.records.append(RunRecord(results, job["claim"]["name"], run_key(job)))
+                self.records.append(record_of(job))  # sweeps.jsonl goes beside its profile's runs
         self.skipped = sum(r.is_finished() for r in self.records)
         self.start = time.time()
         self.watcher = threading.Thread(target=self._watch, daemon=True)

@@ -11,9 +11,9 @@ from BN's small-batch weakness (claim C4). The estimate is D at the normal batch
 
 Sample grids: each run writes ``samples.png`` into its run folder and names it in the summary
 (``sample_grid``); the collected table holds only ``run_key``. The figure looks for
-``<results>/runs/bn_generation/<run_key>/samples.png`` in the results folder its caller passes
-(``draw(..., results_dir=...)``); without one, or for a grid that is not found, the grids are
-left out of the figure with a note (the verdict never needs them).
+``<results>/<profile>/runs/bn_generation/<run_key>/samples.png`` in the profile's folder its
+caller passes (``draw(..., results_dir=...)``); without one, or for a grid that is not found,
+the grids are left out of the figure with a note (the verdict never needs them).
 """
 
 import math
@@ -27,6 +27,7 @@ from normexp.analysis.claims import Claim
 from normexp.analysis.paired import batch_cells
 from normexp.analysis.style import mark_not_run, norm_color, norm_label, save_figure
 from normexp.analysis.verdict import by_seed, decide, failures, paired_difference
+from normexp.tracking.store import RunRecord
 
 # What differs from the anchor's setting, stated with every verdict.
 SCOPE = (
@@ -67,8 +68,8 @@ def sample_grid_paths(df: pd.DataFrame, results_dir: Path | None) -> dict[tuple[
     found = {}
     for (norm, batch), cell in ok.groupby([col.NORM, col.BATCH]):
         row = cell.iloc[0]
-        run = Path(results_dir) / "runs" / EXPERIMENT / str(row[col.RUN_KEY])
-        path = run / str(row[col.SAMPLE_GRID])
+        run = RunRecord(results_dir, EXPERIMENT, str(row[col.RUN_KEY]))
+        path = run.path / str(row[col.SAMPLE_GRID])
         if path.is_file():
             found[(norm, int(batch))] = path
     return found

@@ -2,8 +2,11 @@
 tables, the claims' verdicts with their CIs (the report's numbers), and slicing of the runs by
 norm × batch × position × model × seed with a mean and 95% CI over seeds per cell.
 
-``python -m normexp.analysis.explore`` executes the notebook in place against a results folder
-(``make figures`` does it after the report), with outputs that are the same bytes on a rerun.
+``python -m normexp.analysis.explore [--profile P]`` executes the notebook against one profile's
+folder of the store (``make figures`` does it after the report), with outputs that are the same
+bytes on a rerun. The committed notebook is the profile of record's (``RECORD_PROFILE``): for it
+the notebook is executed in place; for any other profile the executed copy goes into that
+profile's folder (results/<profile>/explore_results.ipynb), leaving the committed one as it is.
 """
 
 import argparse
@@ -15,6 +18,8 @@ import pandas as pd
 
 from normexp.analysis.claims import Tables, load_analyses
 from normexp.analysis.stats import mean_ci
+from normexp.errors import one_line_errors
+from normexp.tracking.store import RECORD_PROFILE, check_layout, profile_dir
 
 # The slicing axes and the collected table's column for each.
 AXES = {
@@ -28,7 +33,8 @@ NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "explore_results.
 
 
 def load_tables(results_dir: Path) -> Tables:
-    """The tables ``make figures`` collected: {experiment: one row per run}."""
+    """The tables ``make figures`` collected in one profile's folder: {experiment: one row per
+    run}."""
     folder = Path(results_dir) / "collected"
     return {p.stem: pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))}
 
@@ -107,8 +113,8 @@ def _normalize(notebook) -> None:  # noqa: ANN001 - an nbformat NotebookNode
 
 
 def execute_notebook(results_dir: Path, source: Path = NOTEBOOK, out: Path | None = None) -> Path:
-    """Run the notebook against ``results_dir`` and write it with its outputs to ``out``
-    (default: in place)."""
+    """Run the notebook against the profile folder ``results_dir`` (``profile_dir``) and write
+    it with its outputs to ``out`` (default: in place)."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -119,12 +125,13 @@ def execute_notebook(results_dir: Path, source: Path = NOTEBOOK, out: Path | Non
         kernel_name="python3",
         resources={"metadata": {"path": str(Path(source).resolve().parent)}},
     )
-    # The kernel reads the results folder from its environment, as a reader's would, and
+    # The kernel reads the store and the profile from its environment, as a reader's would, and
     # imports this checkout's normexp (the one running here), wherever the notebook lies.
     here = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
-    results = str(Path(results_dir).resolve())
-    client.execute(env={**os.environ, "NORMEXP_RESULTS_DIR": results, "PYTHONPATH": path})
+    folder = Path(results_dir).resolve()
+    env = {"NORMEXP_RESULTS_DIR": str(folder.parent), "NORMEXP_PROFILE": folder.name}
+    client.execute(env={**os.environ, **env, "PYTHONPATH": path})
     _normalize(notebook)
     out = Path(out or source)
     nbformat.write(notebook, out)
@@ -135,9 +142,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     results = os.environ.get("NORMEXP_RESULTS_DIR", "results")
     parser.add_argument("results_dir", nargs="?", type=Path, default=Path(results))
+    parser.add_argument("--profile", default=RECORD_PROFILE, help="default: %(default)s")
     parser.add_argument("--notebook", type=Path, default=NOTEBOOK)
     args = parser.parse_args(argv)
-    print(f"notebook -> {execute_notebook(args.results_dir, args.notebook)}")
+    with one_line_errors():
+        check_layout(args.results_dir)
+    folder = profile_dir(args.results_dir, args.profile)
+    # Only the profile of record's outputs are the committed notebook's.
+    out = args.notebook if args.profile == RECORD_PROFILE else folder / args.notebook.name
+    print(f"notebook -> {execute_notebook(folder, args.notebook, out)}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
-"""``python -m normexp.analysis.figures``: collect the store, then draw every claim's figure
-and write its verdict (results/figures/<claim>.png, results/verdicts/<claim>.json)."""
+"""``python -m normexp.analysis.figures [--profile P]``: collect one profile's runs, then draw
+every claim's figure and write its verdict and the report, all in that profile's folder
+(results/<profile>/figures/<claim>.png, results/<profile>/verdicts/<claim>.json,
+results/<profile>/REPORT.md); other profiles' folders are not read or written."""
 
 import argparse
 import json
@@ -10,15 +12,20 @@ from normexp.analysis.claims import Tables, load_analyses
 from normexp.analysis.columns import table
 from normexp.analysis.damage import damaged_in
 from normexp.analysis.report import write_report
+from normexp.errors import one_line_errors
 from normexp.tracking.collect import DamagedRun, experiments_in_store, write_collected
+from normexp.tracking.store import RECORD_PROFILE, check_layout, profile_dir
 
 
 def collect_tables(results_dir: Path, damaged: list[DamagedRun] | None = None) -> Tables:
-    """The collected table of every experiment; damaged runs left out, into ``damaged``."""
+    """The collected table of every experiment of one profile's folder ``results_dir``;
+    damaged runs left out, into ``damaged``."""
     return {e: write_collected(results_dir, e, damaged) for e in experiments_in_store(results_dir)}
 
 
 def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> list[dict]:
+    """Tables, figures, verdicts and report of one profile, from and into its folder
+    ``results_dir`` (``profile_dir(root, profile)``)."""
     damaged: list[DamagedRun] = []
     tables = collect_tables(results_dir, damaged)
     verdicts = []
@@ -44,13 +51,26 @@ def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> l
     return verdicts
 
 
+def known_profiles(results_dir: Path) -> set[str]:
+    """The profiles of configs/profile/, and any the store has runs of."""
+    configs = Path(__file__).resolve().parents[2] / "configs" / "profile"
+    stored = {p.parent.name for p in Path(results_dir).glob("*/runs")}
+    return {p.stem for p in configs.glob("*.yaml")} | stored
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--results-dir",
         type=Path,
         default=Path(os.environ.get("NORMEXP_RESULTS_DIR", "results")),
-        help="results folder holding runs/ (default: $NORMEXP_RESULTS_DIR or ./results)",
+        help="results store, one folder per profile (default: $NORMEXP_RESULTS_DIR or ./results)",
+    )
+    parser.add_argument(
+        "--profile",
+        default=RECORD_PROFILE,
+        help=f"the profile to report, from and into <results>/<profile>/ (default: "
+        f"{RECORD_PROFILE}, the profile of the committed reproduction)",
     )
     parser.add_argument(
         "--wandb-mode",
@@ -60,7 +80,12 @@ def main(argv: list[str] | None = None) -> None:
         "logged in)",
     )
     args = parser.parse_args(argv)
-    write_figures_and_verdicts(args.results_dir, args.wandb_mode)
+    with one_line_errors():
+        check_layout(args.results_dir)
+    known = known_profiles(args.results_dir)
+    if args.profile not in known:  # a typo would otherwise get a report of its own, empty
+        parser.error(f"unknown profile {args.profile!r}; known: {', '.join(sorted(known))}")
+    write_figures_and_verdicts(profile_dir(args.results_dir, args.profile), args.wandb_mode)
 
 
 if __name__ == "__main__":

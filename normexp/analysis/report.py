@@ -1,6 +1,7 @@
-"""The report: results/REPORT.md and a self-contained results/report.html (figures embedded),
-built only from the verdicts, figures and collected tables that ``figures`` wrote; the figures
-and the verdict table are also logged to a W&B run of their own."""
+"""The report of one profile: results/<profile>/REPORT.md and a self-contained
+results/<profile>/report.html (figures embedded), built only from the verdicts, figures and
+collected tables that ``figures`` wrote in that profile's folder; the figures and the verdict
+table are also logged to a W&B run of their own (its files in the same folder)."""
 
 import base64
 import importlib
@@ -242,11 +243,14 @@ def write_report(
     wandb_mode: str = "auto",
     damaged: Sequence[DamagedRun] = (),
 ) -> tuple[Path, Path]:
+    """Write the report of the profile whose folder is ``results_dir`` (its name: the profile)."""
     secs = sections(results_dir, analyses, tables)
+    profile = results_dir.name
     provenance = {
-        "generated_from": str(results_dir.name),
+        "generated_from": f"{results_dir.parent.name}/{profile}",
+        "profile": profile,
         "experiments": {e: len(t) for e, t in tables.items()},
-        "commands": ["make run-sweep", "make figures"],
+        "commands": [f"make run-sweep PROFILE={profile}", f"make figures PROFILE={profile}"],
         "compute": experiment_compute(tables, results_dir),
         "sittings": read_sittings(results_dir),
     }

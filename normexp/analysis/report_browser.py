@@ -1,4 +1,4 @@
-"""The report as a browser shows it: headless Chromium renders results/report.html, to a
+"""The report as a browser shows it: headless Chromium renders results/<profile>/report.html, to a
 screenshot of its first screen (``make screenshot``) or to its DOM after scripts ran (the
 browser test). Everything here is optional: without Chromium it says so and does nothing."""
 
@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+from normexp.tracking.store import RECORD_PROFILE, profile_dir
 
 NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FIRST_SCREEN = (1280, 900)
@@ -62,8 +64,9 @@ def dump_dom(page: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--page", type=Path, default=Path("results/report.html"))
-    parser.add_argument("--out", type=Path, default=Path("results/report_screenshot.png"))
+    folder = profile_dir(Path("results"), RECORD_PROFILE)  # the committed report
+    parser.add_argument("--page", type=Path, default=folder / "report.html")
+    parser.add_argument("--out", type=Path, default=folder / "report_screenshot.png")
     args = parser.parse_args(argv)
     if chromium() is None:
         print("screenshot: no Chromium on PATH, skipped (apt-get install chromium fonts-noto-cjk)")

@@ -1,7 +1,10 @@
-"""Gather the store's runs into one table per experiment (Parquet, plus CSV for eyes).
+"""Gather one profile's runs into one table per experiment (Parquet, plus CSV for eyes).
 
-A run whose files fail ``RunRecord.check`` is left out of the table, never half-used: the
-caller gets it in its ``damaged`` list (the report counts and names such runs)."""
+Every function here reads one profile's folder of the store (``profile_dir``); a table never
+mixes profiles. A run whose files fail ``RunRecord.check``, or whose config names another
+profile than its folder's (a run copied into the wrong partition), is left out of the table,
+never half-used: the caller gets it in its ``damaged`` list (the report counts and names such
+runs)."""
 
 import logging
 from dataclasses import dataclass
@@ -9,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from normexp.tracking.store import iter_records, read_json
+from normexp.tracking.store import RunRecord, iter_records, read_json
 
 log = logging.getLogger("normexp")
 
@@ -40,16 +43,28 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+def problems_in(record: RunRecord, profile: str) -> list[str]:
+    """What keeps the run out of profile ``profile``'s table: damaged files, another profile."""
+    problems = record.check()
+    if problems:
+        return problems
+    theirs = (read_json(record.path / "config.json") or {}).get("profile")
+    if theirs != profile:
+        return [f"config.json: profile {theirs!r}, in the folder of profile {profile!r}"]
+    return []
+
+
 def collect_runs(
-    results_dir: Path, experiment: str, damaged: list[DamagedRun] | None = None
+    folder: Path, experiment: str, damaged: list[DamagedRun] | None = None
 ) -> pd.DataFrame:
-    """One row per started run whose files pass the store's check: its config fields (dotted),
-    summary, status, error. Damaged runs are logged and appended to ``damaged`` when given."""
+    """One row per started run of the profile folder ``folder`` (its name is the profile) whose
+    files pass the store's check: its config fields (dotted), summary, status, error. Damaged
+    runs, and runs of another profile, are logged and appended to ``damaged`` when given."""
     rows = []
-    for record in iter_records(results_dir, experiment):
+    for record in iter_records(folder, experiment):
         if not record.is_started():
             continue
-        problems = record.check()
+        problems = problems_in(record, Path(folder).name)
         if problems:
             log.warning("left out damaged run %s: %s", record.path, "; ".join(problems))
             if damaged is not None:
@@ -73,17 +88,18 @@ def collect_runs(
     return pd.DataFrame(rows)
 
 
-def experiments_in_store(results_dir: Path) -> list[str]:
-    runs = Path(results_dir) / "runs"
+def experiments_in_store(folder: Path) -> list[str]:
+    """The experiments with runs in a profile's folder."""
+    runs = Path(folder) / "runs"
     return sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
 
 
 def write_collected(
-    results_dir: Path, experiment: str, damaged: list[DamagedRun] | None = None
+    folder: Path, experiment: str, damaged: list[DamagedRun] | None = None
 ) -> pd.DataFrame:
-    """Collect and write ``<results>/collected/<experiment>.{parquet,csv}``."""
-    df = collect_runs(results_dir, experiment, damaged)
-    out = Path(results_dir) / "collected"
+    """Collect and write ``<results>/<profile>/collected/<experiment>.{parquet,csv}``."""
+    df = collect_runs(folder, experiment, damaged)
+    out = Path(folder) / "collected"
     out.mkdir(parents=True, exist_ok=True)
     if not df.empty:
         df = df.sort_values([c for c in ("norm.name", "train.batch_size", "seed") if c in df])

@@ -293,9 +293,10 @@ def claim_dashboards(entity: str, project: str) -> list:
 
 
 def offline_run_dirs(results_dir: Path) -> list[Path]:
-    """Every offline W&B run under the results store: training runs and report runs."""
-    found = set(results_dir.glob("runs/*/*/wandb/offline-run-*"))
-    found |= set(results_dir.glob("wandb/offline-run-*"))
+    """Every offline W&B run under the results store, of every profile: training runs
+    (<profile>/runs/<experiment>/<run_key>/wandb/) and report runs (<profile>/wandb/)."""
+    found = set(results_dir.glob("*/runs/*/*/wandb/offline-run-*"))
+    found |= set(results_dir.glob("*/wandb/offline-run-*"))
     return sorted(p for p in found if p.is_dir())
 
 

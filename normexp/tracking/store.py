@@ -1,9 +1,12 @@
 """Local results store, the source of truth: one folder per run, keyed by its config.
 
-``<results>/runs/<experiment>/<run_key>/`` holds ``config.json`` (resolved), ``metrics.jsonl``
-(one line per epoch), ``summary.json`` and ``status.json``. Every file is written atomically
-(temporary file, then rename), so a killed job never leaves a half-written record that a later
-step would trust; a lock file keeps two workers off the same run.
+Profiles are partitions: each profile has a folder of its own, ``<results>/<profile>/``
+(``profile_dir``), holding its runs and everything made from them (collected tables, figures,
+verdicts, report), so runs of different profiles never meet in one table or statistic.
+``<results>/<profile>/runs/<experiment>/<run_key>/`` holds ``config.json`` (resolved),
+``metrics.jsonl`` (one line per epoch), ``summary.json`` and ``status.json``. Every file is
+written atomically (temporary file, then rename), so a killed job never leaves a half-written
+record that a later step would trust; a lock file keeps two workers off the same run.
 
 Files can still be damaged afterwards (a copy cut short, a bad merge, a hand edit), so every
 reader goes through ``RunRecord.check``: a finished run whose files do not pass it counts as not
@@ -21,6 +24,8 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from normexp.errors import StoreError
+
 # Fields that say where output goes or how it is watched, not what is computed.
 NON_IDENTITY_FIELDS = ("tracking", "paths", "hydra", "runtime")
 FINISHED = ("ok", "diverged")  # a run in one of these states is never trained again
@@ -31,7 +36,38 @@ RECORD_FILES = ("config.json", "metrics.jsonl", "summary.json", "status.json")
 SUMMARY_KEYS = ("epochs", "run_key", "status")
 REMOTE_LOCK_STALE_AFTER_S = 6 * 3600  # a lock from another host, untouched this long, is stale
 
+# The profile of the committed reproduction: `make run-sweep` and `make figures` default to it.
+# The Makefile reads this line (keep it one string literal).
+RECORD_PROFILE = "quick"
+# Folders of the store root that are not profiles (and so can never be one's name).
+NOT_PROFILES = ("bench", "runs", "wandb")
+
 log = logging.getLogger("normexp")
+
+
+class OldLayout(StoreError):
+    """The store holds ``<results>/runs/``: runs of all profiles in one folder, as before
+    profiles were partitions. ``python -m normexp.tracking.migrate`` moves them."""
+
+
+def profile_dir(results_dir: Path | str, profile: str) -> Path:
+    """The folder of one profile's partition of the store rooted at ``results_dir``: its runs,
+    collected tables, figures, verdicts and report. The one place this mapping is made."""
+    name = str(profile)
+    if not name or name in NOT_PROFILES or name.startswith(".") or "/" in name or "\\" in name:
+        raise ValueError(f"profile {profile!r} cannot name a folder of the results store")
+    return Path(results_dir) / name
+
+
+def check_layout(results_dir: Path | str) -> None:
+    """OldLayout if the store root still has the runs of every profile in one ``runs/``."""
+    old = Path(results_dir) / "runs"
+    if old.is_dir():
+        raise OldLayout(
+            f"{old} is the old store layout (runs of every profile in one folder); move each "
+            f"run into {Path(results_dir)}/<profile>/runs with "
+            f"`python -m normexp.tracking.migrate --results-dir {Path(results_dir)}`"
+        )
 
 
 def run_key(config: Mapping) -> str:
@@ -119,12 +155,13 @@ def _parse_metrics(text: str) -> tuple[list[dict], list[str]]:
 
 
 class RunRecord:
-    """The store folder of one run."""
+    """The store folder of one run, in ``folder``: the partition of the run's profile
+    (``profile_dir``; ``record_of`` finds it from the run's config)."""
 
-    def __init__(self, results_dir: Path, experiment: str, key: str) -> None:
+    def __init__(self, folder: Path, experiment: str, key: str) -> None:
         self.key = key
         self.experiment = experiment
-        self.path = Path(results_dir) / "runs" / experiment / key
+        self.path = Path(folder) / "runs" / experiment / key
 
     @property
     def status(self) -> dict | None:
@@ -302,10 +339,19 @@ def _lock_is_live(lock_path: Path) -> bool:
     return True
 
 
-def iter_records(results_dir: Path, experiment: str) -> Iterator[RunRecord]:
-    folder = Path(results_dir) / "runs" / experiment
-    if not folder.is_dir():
+def record_of(config: Mapping) -> RunRecord:
+    """The store folder of the run a resolved config describes: in its profile's partition."""
+    results = config["paths"]["results_dir"]
+    check_layout(results)
+    folder = profile_dir(results, config["profile"])
+    return RunRecord(folder, config["claim"]["name"], run_key(config))
+
+
+def iter_records(folder: Path, experiment: str) -> Iterator[RunRecord]:
+    """The run folders of one experiment in a profile's ``folder``."""
+    runs = Path(folder) / "runs" / experiment
+    if not runs.is_dir():
         return
-    for child in sorted(folder.iterdir()):
+    for child in sorted(runs.iterdir()):
         if child.is_dir() and not child.name.startswith("."):
-            yield RunRecord(results_dir, experiment, child.name)
+            yield RunRecord(folder, experiment, child.name)

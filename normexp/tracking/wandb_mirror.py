@@ -51,6 +51,7 @@ FACTORS = (
     ("lr_per_128", "optim.lr_per_128"),
     ("arm", "arm.name"),
     ("per_device", "devices.per_device"),
+    ("groups", "norm.num_groups"),
 )
 # Experiment -> the factors beyond norm/position/batch/seed that tell its runs apart in a name.
 NAME_EXTRAS = {
@@ -58,6 +59,7 @@ NAME_EXTRAS = {
     "smoothness": (("optim.lr_per_128", "lr"),),
     "weight_side": (("arm.name", ""),),
     "bn_small_batch_devices": (("devices.per_device", "pd"),),
+    "bn_small_batch_groups": (("norm.num_groups", "g"),),
 }
 
 

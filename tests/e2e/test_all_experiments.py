@@ -46,7 +46,7 @@ def test_experiment_runs_at_smoke(experiment, store, cifar_data):
         data_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    runs = list((store / "results" / "runs").glob("*/*/status.json"))
+    runs = list((store / "results" / "smoke" / "runs").glob("*/*/status.json"))
     assert runs, "the sweep wrote no run"
 
 
@@ -58,6 +58,8 @@ def test_figures_give_every_verdict_and_both_reports(store):
             "normexp.analysis.figures",
             "--results-dir",
             str(store / "results"),
+            "--profile",
+            "smoke",
             "--wandb-mode",
             "disabled",
         ],
@@ -65,11 +67,12 @@ def test_figures_give_every_verdict_and_both_reports(store):
         store,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    verdicts = [json.loads(p.read_text()) for p in (store / "results" / "verdicts").glob("*.json")]
+    found = (store / "results" / "smoke" / "verdicts").glob("*.json")
+    verdicts = [json.loads(p.read_text()) for p in found]
     assert sorted(v["claim"] for v in verdicts) == sorted(f"C{i}" for i in range(1, 12))
     for verdict in verdicts:
         assert verdict["verdict"] in ("supported", "contradicted", "inconclusive", "not run yet")
-        assert (store / "results" / "figures" / f"{verdict['experiment']}.png").exists()
-    assert (store / "results" / "REPORT.md").exists() and (
-        store / "results" / "report.html"
+        assert (store / "results" / "smoke" / "figures" / f"{verdict['experiment']}.png").exists()
+    assert (store / "results" / "smoke" / "REPORT.md").exists() and (
+        store / "results" / "smoke" / "report.html"
     ).exists()

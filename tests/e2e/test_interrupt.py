@@ -42,7 +42,7 @@ def finished(runs_dir):
 
 def test_sigkill_midway_then_rerun_finishes_every_run_once(tmp_path, cifar_data):
     data_dir, extra = cifar_data
-    runs_dir = tmp_path / "results" / "runs" / "bn_small_batch"
+    runs_dir = tmp_path / "results" / "smoke" / "runs" / "bn_small_batch"
     proc = subprocess.Popen(
         [sys.executable, "-m", *sweep_args(tmp_path, extra)],
         cwd=REPO,
@@ -71,12 +71,13 @@ def test_sigkill_midway_then_rerun_finishes_every_run_once(tmp_path, cifar_data)
     assert not list(runs_dir.glob("*/run.lock")) and not list(runs_dir.glob("*/.*.tmp"))
 
     figures = run_cli(
-        ["normexp.analysis.figures", "--results-dir", str(tmp_path / "results")],
+        ["normexp.analysis.figures", "--results-dir", str(tmp_path / "results")]
+        + ["--profile", "smoke"],
         tmp_path / "results",
         data_dir,
     )
     assert figures.returncode == 0, figures.stderr
-    table = pd.read_parquet(tmp_path / "results" / "collected" / "bn_small_batch.parquet")
+    table = pd.read_parquet(tmp_path / "results" / "smoke" / "collected" / "bn_small_batch.parquet")
     assert len(table) == 3 * 7 * 2 and table["run_key"].is_unique
     assert set(table["status"]) == {"ok"}
     cells = table.groupby(["norm.name", "train.batch_size", "seed"]).size()

@@ -10,9 +10,10 @@ import pytest
 
 from normexp.analysis.explore import cell_means, execute_notebook, slice_runs
 from normexp.analysis.stats import mean_ci
+from normexp.tracking.store import RECORD_PROFILE, profile_dir
 from tests.helpers import REPO
 
-RESULTS = REPO / "results"
+RESULTS = profile_dir(REPO / "results", RECORD_PROFILE)  # the committed reproduction
 
 
 def _runs() -> pd.DataFrame:

@@ -16,11 +16,12 @@ from normexp.analysis.blog import CLAIMS as BLOG
 from normexp.analysis.claims import load_analyses
 from normexp.analysis.report import write_report
 from normexp.analysis.report_browser import chromium, dump_dom, screenshot
+from normexp.tracking.store import RECORD_PROFILE, profile_dir
 from tests.helpers import REPO
 
 pytestmark = pytest.mark.skipif(chromium() is None, reason="Chromium is not installed")
 
-RESULTS = REPO / "results"
+RESULTS = profile_dir(REPO / "results", RECORD_PROFILE)  # the committed reproduction
 
 # Runs in the page once it has loaded; what it sees is dumped with the DOM.
 PROBE = """<script>

@@ -52,7 +52,7 @@ def test_smoke_sweep_writes_runs_figure_and_verdict_then_resumes(tmp_path):
     ]  # fmt: skip
     first = run(sweep, results, data_dir, md5)
     assert first.returncode == 0, first.stderr[-3000:]
-    runs = sorted((results / "runs" / "rnn_norm").iterdir())
+    runs = sorted((results / "smoke" / "runs" / "rnn_norm").iterdir())
     assert len(runs) == len(CELLS)
     seen = set()
     for folder in runs:
@@ -66,14 +66,17 @@ def test_smoke_sweep_writes_runs_figure_and_verdict_then_resumes(tmp_path):
     assert seen == set(CELLS)
 
     figures = run(
-        ["normexp.analysis.figures", "--results-dir", str(results)], results, data_dir, None
+        ["normexp.analysis.figures", "--results-dir", str(results), "--profile", "smoke"],
+        results,
+        data_dir,
+        None,
     )
     assert figures.returncode == 0, figures.stderr
     assert "C7 rnn_norm: 5 runs" in figures.stdout
-    assert (results / "figures" / "rnn_norm.png").stat().st_size > 20_000
-    verdict = json.loads((results / "verdicts" / "rnn_norm.json").read_text())
+    assert (results / "smoke" / "figures" / "rnn_norm.png").stat().st_size > 20_000
+    verdict = json.loads((results / "smoke" / "verdicts" / "rnn_norm.json").read_text())
     assert verdict["verdict"] == "inconclusive"  # one smoke seed: no spread to judge
-    table = pd.read_parquet(results / "collected" / "rnn_norm.parquet")
+    table = pd.read_parquet(results / "smoke" / "collected" / "rnn_norm.parquet")
     assert set(table["norm.name"]) == set(CELLS)
 
     second = run(sweep, results, data_dir, md5)

@@ -35,7 +35,7 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(
     data_dir, extra = cifar_data
     first = sweep(tmp_path, data_dir, extra)
     assert first.returncode == 0, first.stderr[-3000:]
-    runs = sorted((tmp_path / "results" / "runs" / "bn_small_batch").iterdir())
+    runs = sorted((tmp_path / "results" / "smoke" / "runs" / "bn_small_batch").iterdir())
     assert len(runs) == NORMS * BATCHES
     seen = set()
     for run in runs:
@@ -50,7 +50,7 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(
         assert ("test_acc_batch_stats" in summary) == (config["norm"]["name"] == "batch")
         assert list((run / "wandb").glob("offline-run-*")), f"no W&B offline run in {run}"
     assert len(seen) == NORMS * BATCHES  # every grid cell once
-    sittings = (tmp_path / "results" / "sweeps.jsonl").read_text().splitlines()
+    sittings = (tmp_path / "results" / "smoke" / "sweeps.jsonl").read_text().splitlines()
     sitting = json.loads(sittings[0])
     assert len(sittings) == 1 and sitting["experiment"] == "bn_small_batch"
     assert sitting["counts"] == {"ok": NORMS * BATCHES} and sitting["skipped"] == 0
@@ -61,6 +61,8 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(
             "normexp.analysis.figures",
             "--results-dir",
             str(tmp_path / "results"),
+            "--profile",
+            "smoke",
             "--wandb-mode",
             "offline",
         ],
@@ -68,19 +70,20 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(
         data_dir,
     )
     assert figures.returncode == 0, figures.stderr
-    table = pd.read_parquet(tmp_path / "results" / "collected" / "bn_small_batch.parquet")
+    table = pd.read_parquet(tmp_path / "results" / "smoke" / "collected" / "bn_small_batch.parquet")
     assert len(table) == NORMS * BATCHES and set(table["status"]) == {"ok"}
     assert {"norm.name", "train.batch_size", "seed", "test_err"} <= set(table.columns)
     assert table["finished_at"].notna().all()  # each run's finish time, from its status.json
-    figure = tmp_path / "results" / "figures" / "bn_small_batch.png"
+    figure = tmp_path / "results" / "smoke" / "figures" / "bn_small_batch.png"
     assert figure.stat().st_size > 20_000
-    report = (tmp_path / "results" / "REPORT.md").read_text()
+    report = (tmp_path / "results" / "smoke" / "REPORT.md").read_text()
     assert "| C4 `bn_small_batch`" in report and "35 runs (35 ok)" in report
     assert f"| `bn_small_batch` | smoke | 35 (35 ok) | 1 | {sitting['wall_s'] / 60:.1f} |" in report
-    provenance = json.loads((tmp_path / "results" / "provenance.json").read_text())
+    provenance = json.loads((tmp_path / "results" / "smoke" / "provenance.json").read_text())
     assert provenance["compute"][0]["wall_source"] == "1 sweep sitting(s)"
-    assert list((tmp_path / "results" / "wandb").glob("offline-run-*"))  # the report's W&B run
-    assert (tmp_path / "results" / "report.html").stat().st_size > 50_000
+    report_run = tmp_path / "results" / "smoke" / "wandb"  # the report's W&B run
+    assert list(report_run.glob("offline-run-*"))
+    assert (tmp_path / "results" / "smoke" / "report.html").stat().st_size > 50_000
 
     # The exploration notebook runs on these results.
     import nbformat
@@ -89,6 +92,7 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(
     from tests.helpers import REPO
 
     monkeypatch.setenv("NORMEXP_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("NORMEXP_PROFILE", "smoke")
     notebook = nbformat.read(REPO / "notebooks" / "explore_results.ipynb", as_version=4)
     NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
@@ -117,5 +121,5 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(
     assert f"({NORMS * BATCHES} finished before, skipped)" in second.stderr
     assert (second.stdout + second.stderr).count("skip ") == NORMS * BATCHES
     assert {run.name: (run / "summary.json").stat().st_mtime_ns for run in runs} == stamps
-    sittings = (tmp_path / "results" / "sweeps.jsonl").read_text().splitlines()
+    sittings = (tmp_path / "results" / "smoke" / "sweeps.jsonl").read_text().splitlines()
     assert len(sittings) == 2 and json.loads(sittings[1])["skipped"] == NORMS * BATCHES

@@ -10,10 +10,12 @@ import wandb_workspaces.reports.v2 as wr
 from normexp.analysis.claims import MODULES
 from normexp.tracking import dashboards
 from normexp.tracking.dashboards import FIGURE_KEY, SPECS, claim_dashboards, main
+from normexp.tracking.store import RECORD_PROFILE, profile_dir
 from normexp.tracking.wandb_mirror import MEDIA_FILES, STEP_METRIC, wandb_key
 from tests.helpers import REPO as ROOT
 
-RUNS = ROOT / "results" / "runs"
+COMMITTED = profile_dir(ROOT / "results", RECORD_PROFILE)  # the committed reproduction
+RUNS = COMMITTED / "runs"
 FIGURE_KEYS = {FIGURE_KEY.format(name=m) for m in MODULES}
 
 
@@ -132,7 +134,7 @@ def test_the_report_run_logs_each_figure_under_its_key(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    figure = ROOT / "results" / "figures" / "bn_small_batch.png"
+    figure = COMMITTED / "figures" / "bn_small_batch.png"
     secs = [
         {
             "analysis": SimpleNamespace(claim="C4", name="bn_small_batch"),
@@ -140,7 +142,7 @@ def test_the_report_run_logs_each_figure_under_its_key(tmp_path, monkeypatch):
             "figure": figure,
         }
     ]
-    assert log_to_wandb(secs, tmp_path, "offline") is None
+    assert log_to_wandb(secs, tmp_path / "smoke", "offline") is None  # a profile's folder
     wandb.teardown()  # let W&B's service finish writing the run file
     (folder,) = dashboards.offline_run_dirs(tmp_path)  # where `--sync` looks
     run = parse_run(folder)
@@ -148,12 +150,16 @@ def test_the_report_run_logs_each_figure_under_its_key(tmp_path, monkeypatch):
     assert any(k.startswith(FIGURE_KEY.format(name="bn_small_batch")) for k in run["history"])
 
 
-def test_sync_finds_training_and_report_runs(tmp_path):
-    for folder in ("runs/c4/k1/wandb/offline-run-1-k1", "wandb/offline-run-2-report"):
+def test_sync_finds_training_and_report_runs_of_every_profile(tmp_path):
+    for folder in (
+        "quick/runs/c4/k1/wandb/offline-run-1-k1",
+        "quick/wandb/offline-run-2-report",
+        "smoke/runs/c4/k2/wandb/offline-run-3-k2",
+    ):
         (tmp_path / folder).mkdir(parents=True)
-    (tmp_path / "runs/c4/k1/wandb/latest-run").mkdir()
+    (tmp_path / "quick/runs/c4/k1/wandb/latest-run").mkdir()
     names = [p.name for p in dashboards.offline_run_dirs(tmp_path)]
-    assert names == ["offline-run-1-k1", "offline-run-2-report"]
+    assert names == ["offline-run-1-k1", "offline-run-2-report", "offline-run-3-k2"]
 
 
 def test_publish_refuses_in_one_line_when_not_logged_in(tmp_path, monkeypatch, capsys):

@@ -35,7 +35,7 @@ def job_config(tmp_path, cifar_data, *overrides, hydra_node=False):
 
 
 def run_dirs(tmp_path):
-    return list((tmp_path / "res" / "runs" / "adhoc").glob("*"))
+    return list((tmp_path / "res" / "smoke" / "runs" / "adhoc").glob("*"))
 
 
 def test_disk_full_is_one_line_naming_the_results_dir(tmp_path, smoke_cfg, monkeypatch, capsys):

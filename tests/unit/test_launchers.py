@@ -152,7 +152,7 @@ def test_submitit_sweep_writes_the_store_then_skips_everything(tmp_path, cifar_d
     assert first.returncode == 0, first.stderr[-3000:]
     assert "normexp: sweep of 4 runs (0 finished before, skipped)" in first.stderr
     assert ": 4 ok; store: " in first.stderr
-    runs = sorted((tmp_path / "results" / "runs" / "bn_small_batch").iterdir())
+    runs = sorted((tmp_path / "results" / "smoke" / "runs" / "bn_small_batch").iterdir())
     cells = set()
     for run in runs:
         assert json.loads((run / "status.json").read_text())["status"] == "ok"

@@ -95,7 +95,8 @@ def test_figures_cli_writes_figure_and_verdict(tmp_path, capsys):
     from normexp.analysis import figures
 
     figures.main(["--results-dir", str(tmp_path)])
-    assert (tmp_path / "figures" / "norm_sets.png").exists()
-    v = json.loads((tmp_path / "verdicts" / "norm_sets.json").read_text())
+    folder = tmp_path / figures.RECORD_PROFILE  # the profile of record's, by default
+    assert (folder / "figures" / "norm_sets.png").exists()
+    v = json.loads((folder / "verdicts" / "norm_sets.json").read_text())
     assert v["verdict"] == "supported"
     assert "norm_sets: from the layers (no runs), supported" in capsys.readouterr().out

@@ -18,6 +18,7 @@ from normexp.tracking.store import (
     atomic_write_json,
     atomic_write_text,
     iter_records,
+    profile_dir,
     read_json,
     run_key,
 )
@@ -272,6 +273,8 @@ def test_iter_records_lists_run_folders(tmp_path):
 
 @pytest.fixture
 def store(tmp_path):
+    """The smoke profile's folder of a store: three runs and a folder that is not one."""
+    folder = profile_dir(tmp_path, "smoke")
     runs = [
         (make_config(seed=0, norm="group", batch=8), "ok", {"test_acc": 0.4}, None),
         (make_config(seed=0, norm="batch", batch=16), "ok", {"test_acc": 0.6}, None),
@@ -279,13 +282,13 @@ def store(tmp_path):
     ]
     for config, status, summary, error in runs:
         key = run_key(config)
-        record = RunRecord(tmp_path, "bn_small_batch", key)
+        record = RunRecord(folder, "bn_small_batch", key)
         record.start(config)
         record.append_metrics({"epoch": 1, "val_acc": 0.3})
         record.finish(status, full_summary(record, status, 1, **summary), error)
     # A folder without a config (a job killed before start) is not a run.
-    (tmp_path / "runs" / "bn_small_batch" / "0000000000000000").mkdir()
-    return tmp_path
+    (folder / "runs" / "bn_small_batch" / "0000000000000000").mkdir()
+    return folder
 
 
 def test_collect_runs_one_row_per_run_with_dotted_columns(store):

@@ -18,14 +18,16 @@ from normexp.analysis.claims import load_analyses
 from normexp.analysis.figures import write_figures_and_verdicts
 from normexp.job import run_job
 from normexp.tracking.collect import collect_runs
-from normexp.tracking.store import RunDamaged, RunRecord
+from normexp.tracking.store import RECORD_PROFILE, RunDamaged, RunRecord, profile_dir
 from tests.helpers import REPO
+
+COMMITTED = profile_dir(REPO / "results", RECORD_PROFILE)  # the committed reproduction
 
 
 def finished(results: Path, key: str, epochs: int = 2, status: str = "ok") -> RunRecord:
     """A run as the job leaves it: config, `epochs` metrics lines, summary, status."""
     record = RunRecord(results, "exp", key)
-    record.start({"seed": 0, "claim": {"name": "exp"}})
+    record.start({"seed": 0, "claim": {"name": "exp"}, "profile": "smoke"})
     for epoch in range(1, epochs + 1):
         record.append_metrics({"epoch": epoch, "val_acc": 0.1 * epoch})
     summary = {"epochs": epochs, "status": status, "run_key": key, "test_acc": 0.5}
@@ -145,19 +147,20 @@ def test_metrics_of_a_damaged_file_raise_naming_the_line(tmp_path):
 
 @pytest.mark.parametrize("damage", DAMAGES, ids=list(DAMAGES))
 def test_collect_leaves_a_damaged_run_out_and_names_it(tmp_path, damage, caplog):
-    good = finished(tmp_path, "a_good")
-    bad = finished(tmp_path, "b_bad")
+    store = profile_dir(tmp_path, "smoke")
+    good = finished(store, "a_good")
+    bad = finished(store, "b_bad")
     make_damage, problem = DAMAGES[damage]
     make_damage(bad.path)
     damaged = []
     with caplog.at_level(logging.WARNING, logger="normexp"):
-        df = collect_runs(tmp_path, "exp", damaged)
+        df = collect_runs(store, "exp", damaged)
     assert list(df["run_key"]) == [good.key]
     (d,) = damaged
     assert (d.experiment, d.run_key, d.path) == ("exp", bad.key, bad.path)
     assert any(problem in p for p in d.problems)
     assert f"left out damaged run {bad.path}" in caplog.text
-    assert collect_runs(tmp_path, "exp")["run_key"].tolist() == [good.key]  # no list: same table
+    assert collect_runs(store, "exp")["run_key"].tolist() == [good.key]  # no list: same table
 
 
 # --- the next job retrains a damaged run ------------------------------------------------
@@ -175,8 +178,8 @@ def test_the_next_job_retrains_a_damaged_finished_run(tmp_path, smoke_cfg, damag
     cfg = smoke_cfg("tracking.mode=disabled", "train.epochs=2")
     first = run_job(cfg)
     assert first["status"] == "ok"
-    (run,) = (tmp_path / "res" / "runs" / "adhoc").iterdir()
-    record = RunRecord(tmp_path / "res", "adhoc", run.name)
+    (run,) = (tmp_path / "res" / "smoke" / "runs" / "adhoc").iterdir()
+    record = RunRecord(tmp_path / "res" / "smoke", "adhoc", run.name)
     assert record.is_finished() and run_job(cfg) is None  # intact: skipped
     make_damage, problem = DAMAGES[damage]
     make_damage(run)
@@ -240,7 +243,7 @@ def test_other_locks_are_respected(tmp_path, owner):
 def test_a_job_removes_the_stale_lock_of_a_finished_run(tmp_path, smoke_cfg):
     cfg = smoke_cfg("tracking.mode=disabled")
     assert run_job(cfg)["status"] == "ok"
-    (run,) = (tmp_path / "res" / "runs" / "adhoc").iterdir()
+    (run,) = (tmp_path / "res" / "smoke" / "runs" / "adhoc").iterdir()
     lock = run / "run.lock"
     lock.write_text(f"{socket.gethostname()} {dead_pid()}\n")  # a job killed outright
     assert run_job(cfg) is None  # finished: skipped
@@ -253,11 +256,12 @@ def test_a_job_removes_the_stale_lock_of_a_finished_run(tmp_path, smoke_cfg):
 def test_a_damaged_run_locked_by_a_live_process_is_left_to_it(tmp_path, smoke_cfg):
     cfg = smoke_cfg("tracking.mode=disabled")
     assert run_job(cfg)["status"] == "ok"
-    (run,) = (tmp_path / "res" / "runs" / "adhoc").iterdir()
+    (run,) = (tmp_path / "res" / "smoke" / "runs" / "adhoc").iterdir()
     truncate(run / "summary.json")
     (run / "run.lock").write_text(f"{socket.gethostname()} {os.getpid()}\n")
     assert run_job(cfg) is None  # RunLocked: skipped, nothing rewritten
-    assert "unreadable JSON" in " ".join(RunRecord(tmp_path / "res", "adhoc", run.name).check())
+    record = RunRecord(tmp_path / "res" / "smoke", "adhoc", run.name)
+    assert "unreadable JSON" in " ".join(record.check())
 
 
 # --- verdicts and the report ---------------------------------------------------------------
@@ -275,7 +279,7 @@ EXPERIMENTS = (
 def committed_store(dest: Path, leave_out: tuple[Path, ...] = ()) -> Path:
     """A copy of the committed runs of EXPERIMENTS (without `leave_out`, relative paths)."""
     for experiment in EXPERIMENTS:
-        shutil.copytree(REPO / "results" / "runs" / experiment, dest / "runs" / experiment)
+        shutil.copytree(COMMITTED / "runs" / experiment, dest / "runs" / experiment)
     for folder in leave_out:
         shutil.rmtree(dest / folder)
     return dest
@@ -284,7 +288,7 @@ def committed_store(dest: Path, leave_out: tuple[Path, ...] = ()) -> Path:
 def committed_run(experiment: str, norm: str | None = None, batch: int | None = None) -> Path:
     """The lowest-seed ok run of the committed store (of this norm and batch size, if given)."""
     found = []
-    for folder in (REPO / "results" / "runs" / experiment).iterdir():
+    for folder in (COMMITTED / "runs" / experiment).iterdir():
         config = json.loads((folder / "config.json").read_text())
         if json.loads((folder / "status.json").read_text())["status"] == "ok" and (
             norm is None or (config["norm"]["name"], config["train"]["batch_size"]) == (norm, batch)
@@ -294,16 +298,18 @@ def committed_run(experiment: str, norm: str | None = None, batch: int | None = 
 
 
 @pytest.mark.skipif(
-    not (REPO / "results" / "runs" / "rnn_norm").is_dir(), reason="no committed store"
+    not (COMMITTED / "runs" / "rnn_norm").is_dir(), reason="no committed store"
 )
 def test_verdicts_with_a_damaged_run_equal_those_without_it(tmp_path):
     # Kept with empty summary fields, as the store used to, this run moved C4's verdict.
     bad_summary = committed_run("bn_small_batch", "batch", 2)  # C4, C5, C8, C11 read it
     bad_metrics = committed_run("rnn_norm")  # C7 draws its epoch curves from metrics.jsonl
-    damaged_store = committed_store(tmp_path / "damaged")
+    damaged_store = committed_store(profile_dir(tmp_path / "damaged", RECORD_PROFILE))
     truncate(damaged_store / bad_summary / "summary.json")
     (damaged_store / bad_metrics / "metrics.jsonl").write_text("\x00garbage\n")
-    without = committed_store(tmp_path / "without", (bad_summary, bad_metrics))
+    without = committed_store(
+        profile_dir(tmp_path / "without", RECORD_PROFILE), (bad_summary, bad_metrics)
+    )
 
     def tables(results: Path) -> tuple[dict, list]:
         damaged = []
@@ -328,7 +334,7 @@ def test_verdicts_with_a_damaged_run_equal_those_without_it(tmp_path):
 
 
 def test_make_figures_names_damaged_runs_and_never_uses_them(tmp_path, capsys):
-    results = tmp_path / "results"
+    results = profile_dir(tmp_path / "results", "smoke")
     good = finished(results, "a_good")
     bad = finished(results, "b_bad")
     write_figures_and_verdicts(results, wandb_mode="disabled")

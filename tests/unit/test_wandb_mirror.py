@@ -226,9 +226,8 @@ def test_store_metrics_get_namespaced_w_and_b_names(store, expected):
 
 
 def config_for(**overrides) -> dict:
-    config = json.loads(
-        next((ROOT / "results" / "runs" / "bn_small_batch").glob("*/config.json")).read_text()
-    )
+    runs = ROOT / "results" / "quick" / "runs" / "bn_small_batch"
+    config = json.loads(next(runs.glob("*/config.json")).read_text())
     config["paths"] = {"data_dir": "/home/me/data", "results_dir": "/home/me/results"}
     for path, value in overrides.items():
         node = config
@@ -279,7 +278,7 @@ def test_every_swept_factor_is_a_tag_and_part_of_the_name(experiment_file):
 
 
 def test_names_tell_the_committed_runs_apart():
-    for experiment in sorted((ROOT / "results" / "runs").iterdir()):
+    for experiment in sorted((ROOT / "results" / "quick" / "runs").iterdir()):
         names = {}
         for config_file in experiment.glob("*/config.json"):
             config = json.loads(config_file.read_text())
@@ -344,7 +343,7 @@ def parse_run(run_dir: Path) -> dict:
 def test_offline_run_has_the_id_names_metrics_and_media(clean_env, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    grid = next((ROOT / "results" / "runs" / "bn_generation").glob("*/samples.png"))
+    grid = next((ROOT / "results" / "quick" / "runs" / "bn_generation").glob("*/samples.png"))
     (run_dir / MEDIA_FILES["media/samples"]).write_bytes(grid.read_bytes())
     config = config_for(**{"norm.name": "batch", "train.batch_size": 2, "seed": 0})
     for epoch in (1, 2):  # the second mirror is a resumed run: same id
