@@ -33,7 +33,9 @@ class TqdmLogHandler(logging.StreamHandler):
         try:
             msg = self.format(record)
             if _is_terminal(self.stream):
-                msg = "\n".join(CLEAR_LINE + line for line in msg.split("\n"))
+                # Clear the row before each line and after it: a line longer than the terminal
+                # wraps onto the next row, which may hold a bar.
+                msg = "\n".join(CLEAR_LINE + line + "\x1b[K" for line in msg.split("\n"))
             tqdm.write(msg, file=self.stream)
             self.flush()
         except Exception:  # noqa: BLE001 - logging must never raise

@@ -218,14 +218,18 @@ class SweepCallback(Callback):
             print(f"normexp: could not record the sweep in sweeps.jsonl: {exc}", file=sys.stderr)
 
     def _watch(self, progress: SweepProgress, bar: tqdm) -> None:
-        done = bar.n
+        """Read the store every second; redraw the bar four times a second, as a job's log
+        line may have pushed it down a row."""
+        done, tick = bar.n, 0
         while True:
-            stopping = self.stop.wait(1.0)
-            now, eta = progress.scan()
-            bar.set_postfix_str(format_eta(eta), refresh=False)
-            bar.update(now - done)
+            stopping = self.stop.wait(0.25)
+            if stopping or tick % 4 == 0:
+                now, eta = progress.scan()
+                bar.set_postfix_str(format_eta(eta), refresh=False)
+                bar.update(now - done)
+                done = now
             bar.refresh()
-            done = now
+            tick += 1
             if stopping:
                 break
         bar.close()
