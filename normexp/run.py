@@ -8,7 +8,7 @@ before a run or sweep starts, the composed config is checked (one line per mista
 A single run that fails in training is recorded as failed and exits 1.
 """
 
-import os
+import contextlib
 import sys
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from normexp.console import ProgressSlot, launcher_workers, log_above_bars
 from normexp.errors import one_line_errors
 from normexp.job import run_job
 from normexp.validate import check_hydra, composition_errors, resolve_config
@@ -26,22 +27,24 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 CONFIG_NAME = "config"
 
 
-def progress_slot() -> int:
-    """Terminal row of this job's progress bar: row 0 is the sweep's, then one per worker."""
+def progress_slot() -> ProgressSlot | None:
+    """The terminal row of this job's progress bar in a sweep (row 0 is the sweep's; rows
+    1..workers are handed out among the running jobs); None for a single run (row 0)."""
     hc = HydraConfig.get()
     if hc.mode is None or hc.mode.name != "MULTIRUN":
-        return 0
-    n_jobs = hc.launcher.get("n_jobs", 1) or 1
-    n_jobs = os.cpu_count() or 1 if n_jobs < 0 else n_jobs
-    return 1 + hc.job.num % n_jobs
+        return None
+    # Bars show on a terminal only: elsewhere (SLURM, logs) no lock files are needed.
+    rows = Path(hc.sweep.dir) / ".progress_rows" if sys.stderr.isatty() else None
+    return ProgressSlot(rows, launcher_workers(hc.launcher, 1 << 16))
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> dict | None:
+    log_above_bars()  # after Hydra set up this job's logging
     slot = progress_slot()
-    with one_line_errors():
-        summary = run_job(cfg, slot, in_sweep=slot > 0)
-    if slot == 0 and summary is not None and summary.get("status") == "failed":
+    with one_line_errors(), slot or contextlib.nullcontext(0) as row:
+        summary = run_job(cfg, row, in_sweep=slot is not None)
+    if slot is None and summary is not None and summary.get("status") == "failed":
         # Recorded in the store (status.json holds the error); the exit status says so too.
         # In a sweep the closing count does this for every job.
         print(

@@ -1,30 +1,39 @@
 """What a long sweep needs around Hydra's sweeper, as a Hydra callback (any launcher works).
 
 Before any job starts: every job's config is composed and validated (a bad value stops the sweep
-with one line, nothing written) and the data is prepared once (downloaded if allowed, verified),
-so workers never race to download. During the sweep: a progress bar fed by the results store,
-which is what jobs in other processes or on other machines share. After: one line counting
+with one line, nothing written). If the store holds every run finished, the sweep ends there, in
+this process: the closing line, exit 0, no worker started. Else the data is prepared once
+(downloaded if allowed, verified), so workers never race to download. During the sweep: a
+progress bar fed by the results store, which is what jobs in other processes or on other
+machines share (normexp/console.py): it starts at the runs finished before, log lines scroll
+above it, its ETA comes from the runs of this sitting. After: one line counting
 ok / diverged / failed runs, the same as a JSON line appended to <results>/<profile>/sweeps.jsonl
-(the command, its wall time, the commit and machine: the report's record of each sitting); exit 1
-if any failed.
+(the command, its wall time, the commit and machine: the report's record of each sitting); exit 1 if
+any failed.
 """
 
+import copy
 import json
 import os
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from normexp.console import SweepProgress, format_eta, launcher_workers, log_above_bars, sweep_bar
 from normexp.errors import one_line_errors
 from normexp.job import prepare_data
 from normexp.tracking.provenance import provenance
@@ -39,6 +48,64 @@ def sweep_overrides(config: DictConfig) -> list[list[str]]:
     parser = OverridesParser.create(config_loader=loader)
     parsed = parser.parse_overrides(params + list(config.hydra.overrides.task))
     return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def compose_jobs(config: DictConfig, jobs: list[list[str]] | None = None) -> list[DictConfig]:
+    """Every job's config, as the launcher composes it (``load_sweep_config``), but composed
+    once per distinct set of config-group choices: the value overrides (``seed=3``,
+    ``arm={...}``) are then applied to a copy, as Hydra applies them after composing. A sweep
+    of seeds or arms is one composition instead of one per job (about 0.3 s each)."""
+    loader = GlobalHydra.instance().config_loader()
+    parser = OverridesParser.create(config_loader=loader)
+    hydra_overrides = list(config.hydra.overrides.hydra)
+    composed: dict[tuple[str, ...], DictConfig] = {}
+    out = []
+    for overrides in sweep_overrides(config) if jobs is None else jobs:
+        parsed = parser.parse_overrides(overrides)
+        groups = tuple(o.input_line for o in parsed if _selects_config(o, loader))
+        if groups not in composed:
+            composed[groups] = loader.load_configuration(
+                config_name=config.hydra.job.config_name,
+                overrides=hydra_overrides + list(groups),
+                run_mode=RunMode.RUN,
+            )
+        job = copy.deepcopy(composed[groups])
+        values = [o for o in parsed if not _selects_config(o, loader)]
+        ConfigLoaderImpl._apply_overrides_to_config(values, job)
+        OmegaConf.copy_cache(from_config=config, to_config=job)  # as load_sweep_config does
+        out.append(job)
+    return out
+
+
+def _selects_config(override: Override, loader: Any) -> bool:
+    """Whether Hydra's defaults list takes ``override`` (a group choice, ``~group``), rather
+    than applying it to the composed config (hydra/_internal/defaults_list.py: Overrides)."""
+    return loader.repository.group_exists(override.key_or_group) and not isinstance(
+        override.value(), dict
+    )
+
+
+def job_records(jobs: Iterable[Mapping]) -> list[RunRecord]:
+    """The store record of every job, from its resolved config."""
+    return [record_of(job) for job in jobs]  # in each job's profile partition
+
+
+def all_finished(jobs: Iterable[Mapping]) -> bool:
+    """Whether the store holds every job (resolved configs) finished (ok or diverged, and not
+    damaged): then the sweep has nothing to run."""
+    return all(record.is_finished() for record in job_records(jobs))
+
+
+def closing_line(records: list[RunRecord], skipped: int, wall: float) -> tuple[str, Counter]:
+    """The sweep's closing count (one line) and the counts by state."""
+    counts = Counter(_state(r) for r in records)
+    parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    where = records[0].path.parent if records else "-"
+    line = (
+        f"normexp: sweep of {len(records)} runs ({skipped} finished before, skipped) "
+        f"in {wall:.0f} s: {parts}; store: {where}"
+    )
+    return line, counts
 
 
 class SweepCallback(Callback):
@@ -60,36 +127,54 @@ class SweepCallback(Callback):
         self.start = state["start"]
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        loader = GlobalHydra.instance().config_loader()
-        # Jobs on other machines (SLURM) are checked against theirs when they start.
+        began = time.time()
+        jobs = self._validate(config)
+        self.records = job_records(jobs)
+        if jobs:
+            self.experiment, self.profile = jobs[0]["claim"]["name"], jobs[0]["profile"]
+        self.skipped = sum(r.is_finished() for r in self.records)
+        if self.records and self.skipped == len(self.records):
+            self._nothing_to_run(time.time() - began)  # exits: no worker, no data
+        if jobs:  # after the check above: a finished sweep needs no data
+            with one_line_errors():
+                prepare_data(jobs[0])
+        self.start = time.time()
+        self._start_watching(config)
+
+    def _validate(self, config: DictConfig) -> list[dict]:
+        """Every job's config, resolved and validated: the first mistake stops the sweep in
+        one line. Jobs on other machines (SLURM) are checked against theirs when they start."""
         local = not runs_remotely(config)
         with one_line_errors(), composition_errors():
             check_hydra(config)
-            for i, overrides in enumerate(sweep_overrides(config)):
-                job_cfg = loader.load_sweep_config(master_config=config, sweep_overrides=overrides)
-                job = resolve_config(job_cfg, machine=local)
-                if i == 0:
-                    prepare_data(job)
-                    self.experiment, self.profile = job["claim"]["name"], job["profile"]
-                self.records.append(record_of(job))  # sweeps.jsonl goes beside its profile's runs
-        self.skipped = sum(r.is_finished() for r in self.records)
-        self.start = time.time()
-        self.watcher = threading.Thread(target=self._watch, daemon=True)
+            return [resolve_config(job, machine=local) for job in compose_jobs(config)]
+
+    def _nothing_to_run(self, wall: float) -> None:
+        """Every run is finished: say so in the closing line, record the sitting, exit 0."""
+        line, counts = closing_line(self.records, self.skipped, wall)
+        print(
+            f"{line}; all {len(self.records)} were finished already, so no job was started",
+            file=sys.stderr,
+        )
+        self._record_sitting(self.records[0].path.parents[2], wall, counts)
+        raise SystemExit(0)
+
+    def _start_watching(self, config: DictConfig) -> None:
+        """The sweep bar, shown now with the runs finished before; log lines go above it."""
+        log_above_bars()
+        workers = launcher_workers(config.hydra.launcher, len(self.records))
+        progress = SweepProgress(self.records, workers, self.start)
+        bar = sweep_bar(len(self.records), self.skipped)
+        self.watcher = threading.Thread(target=self._watch, args=(progress, bar), daemon=True)
         self.watcher.start()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self.stop.set()
         if self.watcher is not None:
             self.watcher.join()
-        counts = Counter(_state(r) for r in self.records)
-        parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        where = self.records[0].path.parent if self.records else "-"
         wall = time.time() - self.start
-        print(
-            f"normexp: sweep of {len(self.records)} runs ({self.skipped} finished before, skipped) "
-            f"in {wall:.0f} s: {parts}; store: {where}",
-            file=sys.stderr,
-        )
+        line, counts = closing_line(self.records, self.skipped, wall)
+        print(line, file=sys.stderr)
         if self.records:
             self._record_sitting(self.records[0].path.parents[2], wall, counts)
         if counts.get("not run") or counts.get("running") or counts.get("damaged"):
@@ -124,25 +209,25 @@ class SweepCallback(Callback):
         }
         line.pop("device")
         try:
+            results_dir.mkdir(parents=True, exist_ok=True)  # a sweep whose every job failed
             with open(results_dir / "sweeps.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(line, sort_keys=True) + "\n")
         except OSError as exc:
             print(f"normexp: could not record the sweep in sweeps.jsonl: {exc}", file=sys.stderr)
 
-    def _settled(self, record: RunRecord) -> bool:
-        """Finished at any time, or failed during this sweep."""
-        status = record.status or {}
-        state = status.get("status")
-        return state in FINISHED or (state == "failed" and status.get("time", 0) >= self.start)
-
-    def _watch(self) -> None:
-        bar = tqdm(total=len(self.records), desc="sweep", position=0, unit="run", disable=None)
-        done = 0
+    def _watch(self, progress: SweepProgress, bar: tqdm) -> None:
+        """Read the store every second; redraw the bar four times a second, as a job's log
+        line may have pushed it down a row."""
+        done, tick = bar.n, 0
         while True:
-            stopping = self.stop.wait(1.0)
-            now = sum(1 for r in self.records if self._settled(r))
-            bar.update(now - done)
-            done = now
+            stopping = self.stop.wait(0.25)
+            if stopping or tick % 4 == 0:
+                now, eta = progress.scan()
+                bar.set_postfix_str(format_eta(eta), refresh=False)
+                bar.update(now - done)
+                done = now
+            bar.refresh()
+            tick += 1
             if stopping:
                 break
         bar.close()

@@ -1,0 +1,288 @@
+"""The console and CLI of a sweep: a finished sweep decided from the store, the sweep bar, log
+lines above it, its ETA, per-run bar rows, the suite's --help."""
+
+import io
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+from hydra.types import RunMode
+
+import normexp
+import normexp.console as console
+import normexp.run as run_module
+import normexp.sweep as sweep_module
+from normexp.console import ProgressSlot, SweepProgress, launcher_workers, log_above_bars
+from normexp.sweep import compose_jobs, sweep_overrides
+from normexp.tracking.store import RunRecord, atomic_write_json, record_of, run_key
+from normexp.validate import resolve_config
+
+REPO = Path(normexp.__file__).resolve().parent.parent
+EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
+SWEEP = ["norm=batch,group", "seed=0,1", "profile=smoke", "tracking.mode=disabled"]
+
+
+@pytest.fixture(autouse=True)
+def _results_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("NORMEXP_RESULTS_DIR", str(tmp_path / "results"))
+
+
+# --- composing a sweep's jobs once per group choice ---------------------------------------
+
+
+def _multirun_config(overrides: list[str]):
+    return GlobalHydra.instance().hydra.compose_config(
+        "config", overrides, run_mode=RunMode.MULTIRUN
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [[f"experiment={e}", "profile=smoke"] for e in EXPERIMENTS]
+    + [SWEEP, ["model=cnn,mlp", "norm.position=pre,post", "train.batch_size=8"]],
+    ids=[*EXPERIMENTS, "cli_grid", "cli_groups"],
+)
+def test_jobs_composed_once_per_group_choice_equal_hydras_own(overrides):
+    """The fast composition must give each job exactly the config the launcher gives it (the
+    run key decides what is skipped): compared with Hydra's load_sweep_config, first, middle and
+    last job of every experiment and of two command-line grids."""
+    with hydra.initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = _multirun_config(overrides)
+        jobs = sweep_overrides(cfg)
+        picked = sorted({0, len(jobs) // 2, len(jobs) - 1})
+        fast = compose_jobs(cfg, [jobs[i] for i in picked])
+        loader = GlobalHydra.instance().config_loader()
+        for i, job in zip(picked, fast, strict=True):
+            slow = loader.load_sweep_config(master_config=cfg, sweep_overrides=jobs[i])
+            assert resolve_config(job) == resolve_config(slow), jobs[i]
+
+
+# --- a finished sweep is decided in this process -----------------------------------------
+
+
+def _fake_job(calls: list):
+    """Stands in for run_job: records the call and leaves the run finished in the store."""
+
+    def run_job(cfg, row, in_sweep=False):
+        config = resolve_config(cfg)
+        calls.append(config["seed"])
+        key = run_key(config)
+        record = record_of(config)
+        if record.is_finished():
+            return None
+        record.start(config)
+        record.append_metrics({"epoch": 1, "val_acc": 0.5})
+        record.finish("ok", {"epochs": 1, "status": "ok", "run_key": key})
+        return {"status": "ok"}
+
+    return run_job
+
+
+def _sweep_in_process(tmp_path: Path, monkeypatch, name: str) -> int:
+    """The command, run in this process with Hydra's basic launcher (jobs in this process too,
+    so a launched job would call the patched run_job); returns the exit code."""
+    argv = [run_module.__file__, "-m", *SWEEP, "hydra/launcher=basic"]
+    argv += [f"hydra.sweep.dir={tmp_path / name}", "hydra/job_logging=none"]
+    argv += ["hydra/hydra_logging=none"]
+    monkeypatch.setattr(sys, "argv", argv)
+    # run.main as cli() runs it, with the config folder given as a path (Hydra finds it from
+    # the module's name otherwise, which works only as `python -m`).
+    main = hydra.main(version_base="1.3", config_path=str(REPO / "configs"), config_name="config")
+    try:
+        run_module.preflight(argv[1:])
+        main(run_module.main.__wrapped__)()
+    except SystemExit as exc:
+        return exc.code or 0
+    finally:
+        GlobalHydra.instance().clear()
+    return 0
+
+
+@pytest.fixture
+def fake_jobs(monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(run_module, "run_job", _fake_job(calls))
+    monkeypatch.setattr(sweep_module, "prepare_data", lambda config: calls.append("data"))
+    bars: list = []
+    real_bar = sweep_module.sweep_bar
+
+    def sweep_bar(total: int, initial: int):
+        bars.append((total, initial))
+        return real_bar(total, initial)
+
+    monkeypatch.setattr(sweep_module, "sweep_bar", sweep_bar)
+    return calls, bars
+
+
+def test_a_finished_sweep_starts_no_job_and_a_partial_one_does(
+    tmp_path, monkeypatch, capsys, fake_jobs
+):
+    calls, bars = fake_jobs
+    assert _sweep_in_process(tmp_path, monkeypatch, "first") == 0
+    assert sorted(c for c in calls if c != "data") == [0, 0, 1, 1] and "data" in calls
+    assert bars == [(4, 0)]
+    capsys.readouterr()
+
+    calls.clear()
+    assert _sweep_in_process(tmp_path, monkeypatch, "second") == 0
+    err = capsys.readouterr().err
+    assert calls == []  # no job ran, and the data was not even prepared
+    assert bars == [(4, 0)]  # no bar either
+    assert "sweep of 4 runs (4 finished before, skipped)" in err
+    assert "all 4 were finished already, so no job was started" in err
+    sittings = (tmp_path / "results" / "smoke" / "sweeps.jsonl").read_text().splitlines()
+    assert len(sittings) == 2 and '"skipped": 4' in sittings[1]
+
+    # One run gone (or damaged): the sweep launches, its bar starting at the other three.
+    runs = sorted((tmp_path / "results" / "smoke" / "runs" / "adhoc").iterdir())
+    (runs[0] / "status.json").unlink()
+    assert _sweep_in_process(tmp_path, monkeypatch, "third") == 0
+    assert len([c for c in calls if c != "data"]) == 4 and "data" in calls
+    assert bars[-1] == (4, 3)
+    assert "sweep of 4 runs (3 finished before, skipped)" in capsys.readouterr().err
+
+
+# --- the sweep bar's count and ETA ---------------------------------------------------------
+
+
+def _ended(results: Path, key: str, status: str, began: float, ended: float) -> RunRecord:
+    record = RunRecord(results, "exp", key)
+    record.start({"seed": 0, "claim": {"name": "exp"}})
+    record.append_metrics({"epoch": 1})
+    record.finish(status, {"epochs": 1, "status": status, "run_key": key})
+    atomic_write_json(record.path / "status.json", {"status": status, "time": ended})
+    os.utime(record.path / "config.json", (began, began))
+    return record
+
+
+def test_eta_is_unknown_until_a_run_of_this_sitting_ends_then_from_their_times(tmp_path):
+    start = time.time() - 1000
+    before = [_ended(tmp_path, k, "ok", start - 90, start - 50) for k in ("a", "b")]
+    waiting = [RunRecord(tmp_path, "exp", k) for k in ("e", "f", "g")]
+    progress = SweepProgress([*before, *waiting], workers=2, start=start)
+    assert progress.scan() == (2, None)  # runs finished before this sitting say nothing
+
+    this_sitting = [
+        _ended(tmp_path, "c", "ok", start + 100, start + 130),  # 30 s
+        _ended(tmp_path, "d", "failed", start + 100, start + 110),  # 10 s, failed: counted
+    ]
+    progress = SweepProgress([*before, *this_sitting, *waiting], workers=2, start=start)
+    done, eta = progress.scan()
+    assert done == 4
+    assert eta == pytest.approx(20 * 2)  # mean 20 s x ceil(3 left / 2 workers)
+
+
+def test_a_run_that_failed_before_this_sitting_is_not_counted_as_settled(tmp_path):
+    start = time.time()
+    old = _ended(tmp_path, "a", "failed", start - 100, start - 50)
+    assert SweepProgress([old], workers=1, start=start).scan() == (0, None)
+
+
+def test_the_bar_shows_the_runs_finished_before_from_its_first_draw():
+    stream = io.StringIO()
+    bar = console.tqdm(total=5, initial=3, file=stream, bar_format=console.BAR_FORMAT)
+    bar.set_postfix_str(console.format_eta(None), refresh=True)
+    assert "3/5 runs" in stream.getvalue() and "eta ?" in stream.getvalue()
+    bar.close()
+    assert console.format_eta(75) == "eta 01:15"
+
+
+def test_workers_of_each_launcher():
+    assert launcher_workers({"n_jobs": 2}, 10) == 2
+    assert launcher_workers({"n_jobs": -1}, 10) == os.cpu_count()
+    assert launcher_workers({"array_parallelism": 64}, 10) == 10
+    assert launcher_workers({}, 7) == 7
+
+
+# --- log lines above the bars --------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_console_log_lines_go_through_tqdm_and_clear_the_bar_row(monkeypatch, tmp_path):
+    logger = logging.getLogger("normexp.test_console")
+    logger.propagate = False
+    terminal = _Terminal()
+    console_handler = logging.StreamHandler(terminal)
+    monkeypatch.setattr(sys, "stderr", terminal)  # the stream a console handler writes to
+    file_handler = logging.FileHandler(tmp_path / "job.log")
+    logger.handlers = [console_handler, file_handler]
+    try:
+        log_above_bars(logger)
+        swapped = logger.handlers[0]
+        assert isinstance(swapped, console.TqdmLogHandler) and logger.handlers[1] is file_handler
+        written = []
+        monkeypatch.setattr(console.tqdm, "write", lambda s, file=None: written.append(s))
+        logger.warning("two\nlines")
+        # every line clears its row first, and the rest of the row it wraps onto after
+        assert written == ["\r\x1b[Ktwo\x1b[K\n\r\x1b[Klines\x1b[K"]
+        assert "two\nlines" in (tmp_path / "job.log").read_text()
+    finally:
+        logger.handlers = []
+        file_handler.close()
+
+
+def test_a_log_line_is_written_above_a_bar_of_this_process():
+    stream = io.StringIO()
+    logger = logging.getLogger("normexp.test_console_bar")
+    logger.propagate = False
+    logger.handlers = [console.TqdmLogHandler(stream)]
+    bar = console.tqdm(total=3, file=stream, desc="run", mininterval=0)
+    try:
+        bar.update(1)
+        before = len(stream.getvalue())
+        logger.warning("a log line")
+        after = stream.getvalue()[before:]
+        # tqdm.write clears the bar, writes the line, then draws the bar again below it.
+        assert after.index("a log line\n") < after.rindex("run:")
+    finally:
+        bar.close()
+        logger.handlers = []
+
+
+# --- per-run bar rows ----------------------------------------------------------------------
+
+
+def test_progress_rows_go_to_the_lowest_free_row_and_come_back(tmp_path):
+    with ProgressSlot(tmp_path, 2) as first, ProgressSlot(tmp_path, 2) as second:
+        assert (first, second) == (1, 2)
+        with ProgressSlot(tmp_path, 2) as third:
+            assert third == 2  # more jobs than rows (never with joblib): the last row
+    with ProgressSlot(tmp_path, 2) as again:
+        assert again == 1
+    with ProgressSlot(None, 4) as no_terminal:
+        assert no_terminal == 1
+
+
+# --- --help --------------------------------------------------------------------------------
+
+
+def test_help_is_the_suites_own_and_lists_every_experiment():
+    out = subprocess.run(
+        [sys.executable, "-m", "normexp.run", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert text.startswith("normexp: tests claims about normalization")
+    for section in ("Usage:", "== Profiles", "== Experiments", "== Examples", "== Config groups"):
+        assert section in text, section
+    for profile in ("smoke", "quick", "paper"):
+        assert f"\n  {profile} " in text
+    assert "-m (--multirun)" in text and "make run-sweep" in text and "README.md" in text
+    assert "--hydra-help" in text and "$NORMEXP_DATA_DIR" in text
+    listed = text.split("== Experiments")[1].split("== Examples")[0]
+    for name in EXPERIMENTS:
+        assert f"\n  {name} " in listed, name
