@@ -38,6 +38,7 @@ from normexp.analysis.paired import (
     gap,
     json_safe,
 )
+from normexp.analysis.record import select
 from normexp.analysis.style import (
     log2_axis,
     mark_not_run,
@@ -380,9 +381,17 @@ def verdict(tables: dict) -> dict:
     )
 
 
+def deciding(tables: dict) -> dict:
+    """The cells that decide C4: BN and GN of the plain protocol (the other protocols and the
+    remedies are reported, not decided on)."""
+    df = col.table(tables, EXPERIMENT)
+    return {EXPERIMENT: select(df, {col.NORM: ["batch", "group"]}) if _usable(df, col.NORM) else df}
+
+
 ANALYSIS = CLAIM.analysis(
     "BN degrades at tiny batches; GN is the choice there",
     (EXPERIMENT, DEVICES, REMEDIES, LONG),
     draw,
     verdict,
+    deciding,
 )

@@ -25,6 +25,7 @@ import pandas as pd
 from normexp.analysis import columns as col
 from normexp.analysis.claims import Claim
 from normexp.analysis.paired import cell_stats, difference, fmt_ci, json_safe
+from normexp.analysis.record import select
 from normexp.analysis.style import log2_axis, mark_not_run, panels, save_figure
 from normexp.analysis.verdict import by_seed, failures, sub_verdict
 
@@ -164,6 +165,12 @@ def verdict(tables: dict) -> dict:
     )
 
 
+def deciding(tables: dict) -> dict:
+    """The cell that decides C5: BN at the smallest batch size."""
+    df = bn_runs(col.table(tables, EXPERIMENT))
+    return {EXPERIMENT: select(df, {col.BATCH: df[col.BATCH].min()}) if not df.empty else df}
+
+
 ANALYSIS = CLAIM.analysis(
-    "BN's statistics differ between training and inference", (EXPERIMENT,), draw, verdict
+    "BN's statistics differ between training and inference", (EXPERIMENT,), draw, verdict, deciding
 )

@@ -20,6 +20,7 @@ import pandas as pd
 from normexp.analysis import columns as col
 from normexp.analysis.claims import Claim
 from normexp.analysis.paired import difference, fmt_ci, json_safe, pooled_by_seed
+from normexp.analysis.record import select
 from normexp.analysis.style import (
     anchor_bars,
     mark_not_run,
@@ -142,4 +143,15 @@ def verdict(tables: dict) -> dict:
     )
 
 
-ANALYSIS = CLAIM.analysis("LN in CNNs is worse than BN or GN", (EXPERIMENT,), draw, verdict)
+def deciding(tables: dict) -> dict:
+    """The cells that decide C8: LN, BN and GN at batch ≥ 32."""
+    df = col.table(tables, EXPERIMENT)
+    if not _usable(df):
+        return {EXPERIMENT: df}
+    large = df[df[col.BATCH] >= MIN_BATCH]
+    return {EXPERIMENT: select(large, {col.NORM: ["layer", "batch", "group"]})}
+
+
+ANALYSIS = CLAIM.analysis(
+    "LN in CNNs is worse than BN or GN", (EXPERIMENT,), draw, verdict, deciding
+)
