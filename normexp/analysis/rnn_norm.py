@@ -163,6 +163,7 @@ def verdict_from(df: pd.DataFrame) -> dict:
     only_tests = {"LN-LSTM − plain LSTM": ln_vs_none}
     only_tests |= {f"{cell_label(b)} − LN-LSTM": bn_vs_ln[b] for b in bn_cells}
     only_ln, by_only = conjunction(only_tests)
+    ln_best = only_ln == "supported"  # LN beats the plain LSTM and every BN cell
     bn_helps = {b: bn_vs_none[b]["decision"] == "contradicted" for b in bn_cells}
     helper = next((b for b in bn_cells if bn_helps[b]), None)
     if helper is not None and only_ln != "contradicted":  # another norm helps: LN not the only one
@@ -180,7 +181,6 @@ def verdict_from(df: pd.DataFrame) -> dict:
             tests[by_only],
         ),
     ]
-    ln_best = only_ln == "supported"
     result = all_parts([useless, only_ln])
     key = "batch_per_step" if "batch_per_step" in bn_vs_ln else bn_cells[0]
     head = bn_vs_ln[key]
