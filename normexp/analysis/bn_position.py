@@ -5,9 +5,11 @@ Runs: experiments/bn_position.yaml, BN in ``pre`` (layer → BN → act) and ``p
 LR for both positions, seeds paired (same data order and initialization seed).
 
 Verdict rule. In each cell, Δ = test accuracy(post) − test accuracy(pre) in percentage points,
-paired by seed, with its 95% CI over seeds. *supported* if Δ > 0 (CI above 0) in the ReLU CNN
-cell, the setting of the claim and of the public CaffeNet comparison, and in no cell does pre
-beat post (no CI below 0); *contradicted* if pre beats post in the ReLU CNN cell (CI below 0);
+paired by seed, with its 95% CI and a paired t-test over seeds; the four cells' tests are one
+family, Holm-adjusted ("beats" below: the adjusted test rejects 0 with that sign). *supported*
+if post beats pre in the ReLU CNN cell, the setting of the claim and of the public CaffeNet
+comparison, and in no cell does pre beat post; *contradicted* if pre beats post in the ReLU CNN
+cell;
 *inconclusive* otherwise (among them: the ReLU CNN cell's CI straddles 0, or post wins there
 but pre wins significantly in another cell). The estimate is Δ in the ReLU CNN cell; every
 cell's Δ is in the details. A diverged or failed run drops its seed from its cell's pairs and
@@ -21,9 +23,10 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.claims import Claim
+from normexp.analysis.paired import difference, json_safe
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import anchor_bars, mark_not_run, panels, save_figure
-from normexp.analysis.verdict import by_seed, decide, failures, paired_difference
+from normexp.analysis.verdict import by_seed, failures, holm_family, sub_verdict
 
 EXPERIMENT = "bn_position"
 ANCHOR = (
@@ -58,15 +61,8 @@ def cell_difference(df: pd.DataFrame, model: str, activation: str) -> dict:
     where = {col.MODEL: model, col.ACTIVATION: activation}
     pre = by_seed(df, col.TEST_ACC, {col.POSITION: "pre", **where})
     post = by_seed(df, col.TEST_ACC, {col.POSITION: "post", **where})
-    diffs = {s: 100 * (post[s] - pre[s]) for s in set(pre) & set(post)}
-    mean, lo, hi, n = paired_difference(diffs, dict.fromkeys(diffs, 0.0))
-    return {
-        "cell": f"{model}/{activation}",
-        "post_minus_pre_pp": mean,
-        "ci": [lo, hi],
-        "seeds": n,
-        "decision": decide(lo, hi, n),
-    }
+    test = difference(post, pre, scale=100)
+    return {"cell": f"{model}/{activation}", "post_minus_pre_pp": test["mean"], **test}
 
 
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
@@ -145,6 +141,7 @@ def verdict(tables: dict) -> dict:
         return CLAIM.not_run_yet()
     df = _bn_runs(df)
     diffs = {f"{m}/{a}": cell_difference(df, m, a) for m, a in cells_present(df)}
+    holm_family(diffs.values())
     key = diffs.get("/".join(KEY_CELL))
     if key is None or key["seeds"] == 0:
         return CLAIM.not_run_yet("no paired pre/post runs in the ReLU CNN cell yet")
@@ -155,6 +152,17 @@ def verdict(tables: dict) -> dict:
         result = "supported"
     else:
         result = "inconclusive"
+    # the test that decided: the ReLU CNN cell, unless a pre win elsewhere vetoed its support
+    by = pre_wins[0] if key["decision"] == "supported" and pre_wins else "/".join(KEY_CELL)
+    sub = [
+        sub_verdict(
+            "C3",
+            "BN after the activation beats BN before it",
+            result,
+            f"test accuracy, post − pre, {by.replace('/', ' ')} cell, pp",
+            diffs[by],
+        )
+    ]
     mean, (lo, hi) = key["post_minus_pre_pp"], key["ci"]
     others = "; ".join(
         f"{c} {d['post_minus_pre_pp']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"
@@ -173,8 +181,9 @@ def verdict(tables: dict) -> dict:
         effect,
         estimate=mean,
         ci=(lo, hi),
+        sub=sub,
         notes=notes,
-        details={"cells": diffs, "anchor_caffenet_top1": ANCHOR_CAFFENET},
+        details=json_safe({"cells": diffs, "anchor_caffenet_top1": ANCHOR_CAFFENET}),
     )
 
 

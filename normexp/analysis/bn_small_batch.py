@@ -9,16 +9,19 @@ IN and no norm at total batch 8 × b are the plain runs at that batch size. Reme
 standardization in the plain protocol at a few batch sizes.
 
 Verdict rule. With D(b) = err_BN(b) − err_GN(b), paired by seed, at the smallest batch size
-b_s of the grid and at the reference batch b_r = 32 (the GN paper's; else the largest ≤ 32):
-(a) "BN degrades at very small batches": D(b_s) − D(b_r) > 0, i.e. BN loses more than GN when
-the batch shrinks (measured against GN, because with a fixed number of epochs a smaller batch
-also means more steps, which moves every norm); (b) "GN is the choice for tiny batches":
-D(b_s) > 0. *supported* if the 95% CIs over seeds of both lie above 0; *contradicted* if either
-lies below 0; *inconclusive* otherwise. The estimate is (a), in percentage points of test error.
-The verdict is decided on the plain protocol; the details give (a) and (b) for the GN-paper
-protocol too (b = images per device, BN with per-device statistics vs GN at the same total
-batch; b_r = the largest per-device batch ≤ 32), and the remedies' paired differences at each of
-their batch sizes (batch renorm − BN, GN+WS − GN, GN+WS − BN).
+b_s of the grid and at the reference batch b_r = 32 (the GN paper's; else the largest ≤ 32),
+two sub-claims, each with its own test: C4a "BN degrades at very small batches":
+D(b_s) − D(b_r) > 0, i.e. BN loses more than GN when the batch shrinks (measured against GN,
+because with a fixed number of epochs a smaller batch also means more steps, which moves every
+norm); C4b "GN is the choice for tiny batches": D(b_s) > 0. Each is a paired t-test over seeds
+(pp of test error), the two Holm-adjusted as one family: *supported* if the adjusted test
+rejects 0 with the effect on the claimed side, *contradicted* if it rejects with the effect on
+the other side, *inconclusive* otherwise. The claim is supported iff both sub-claims are,
+contradicted if either is. The claim's estimate is C4a's. Both are decided on the plain
+protocol; the details give (a) and (b) for the GN-paper protocol too (b = images per device, BN
+with per-device statistics vs GN at the same total batch; b_r = the largest per-device batch
+≤ 32), and the remedies' paired differences at each of their batch sizes (batch renorm − BN,
+GN+WS − GN, GN+WS − BN).
 """
 
 from pathlib import Path
@@ -35,6 +38,7 @@ from normexp.analysis.paired import (
     gap,
     json_safe,
 )
+from normexp.analysis.record import select
 from normexp.analysis.style import (
     log2_axis,
     mark_not_run,
@@ -43,7 +47,7 @@ from normexp.analysis.style import (
     panels,
     save_figure,
 )
-from normexp.analysis.verdict import all_parts, by_seed, failures
+from normexp.analysis.verdict import all_parts, by_seed, failures, holm_family, sub_verdict
 
 EXPERIMENT = "bn_small_batch"
 REFERENCE_BATCH = 32
@@ -192,7 +196,7 @@ def _plain(df: pd.DataFrame) -> pd.DataFrame:
 
 def _decide_parts(d_small: dict, d_ref: dict) -> tuple[dict, dict, str]:
     """(a) D(b_s) − D(b_r), (b) D(b_s), and the combined call, as in the verdict rule."""
-    inter, tiny = difference(d_small, d_ref), against_zero(d_small)
+    inter, tiny = holm_family([difference(d_small, d_ref), against_zero(d_small)])
     return inter, tiny, all_parts([inter["decision"], tiny["decision"]])
 
 
@@ -341,10 +345,27 @@ def verdict(tables: dict) -> dict:
         extra = failures(col.table(tables, name))
         if extra:
             notes += f"; {name}: {extra}"
+    sub = [
+        sub_verdict(
+            "C4a",
+            "BN degrades at very small batches",
+            inter_d["decision"],
+            f"growth of BN − GN test error from batch {ref} to {small}, pp",
+            inter_d,
+        ),
+        sub_verdict(
+            "C4b",
+            "GN is the choice for tiny batches",
+            tiny_d["decision"],
+            f"BN − GN test error at batch {small}, pp",
+            tiny_d,
+        ),
+    ]
     return CLAIM.verdict(
         result,
         effect,
         inter_d,
+        sub=sub,
         notes=notes,
         details=json_safe(
             {
@@ -360,9 +381,17 @@ def verdict(tables: dict) -> dict:
     )
 
 
+def deciding(tables: dict) -> dict:
+    """The cells that decide C4: BN and GN of the plain protocol (the other protocols and the
+    remedies are reported, not decided on)."""
+    df = col.table(tables, EXPERIMENT)
+    return {EXPERIMENT: select(df, {col.NORM: ["batch", "group"]}) if _usable(df, col.NORM) else df}
+
+
 ANALYSIS = CLAIM.analysis(
     "BN degrades at tiny batches; GN is the choice there",
     (EXPERIMENT, DEVICES, REMEDIES, LONG),
     draw,
     verdict,
+    deciding,
 )

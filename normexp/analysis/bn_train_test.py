@@ -8,10 +8,11 @@ training batch size, as in training; ``test_acc_precise_bn`` — population stat
 after training over large training batches ("precise BN", Wu & Johnson 2021).
 
 Verdict rule. At the smallest batch size of the grid, Δ = accuracy(batch statistics) −
-accuracy(running averages), in percentage points, paired by seed, with its 95% CI over seeds.
-*supported* if the CI excludes 0 (either sign: the claim is that the two differ, not which is
-better); *contradicted* if the CI lies inside ±0.5 pp, i.e. the statistics used in training and
-those used at inference give the same accuracy within half a point (equivalence margin);
+accuracy(running averages), in percentage points, paired by seed, with its 95% CI over seeds
+(one test: no multiplicity to adjust). *supported* if the paired t-test rejects 0 at 5%, i.e.
+the CI excludes 0 (either sign: the claim is that the two differ, not which is better);
+*contradicted* if the CI lies inside ±0.5 pp, i.e. the statistics used in training and those
+used at inference give the same accuracy within half a point (equivalence margin);
 *inconclusive* otherwise. The estimate is Δ. The details give Δ and the precise-BN difference
 (precise − running averages, how far the EMA is from the population statistics) at every batch
 size.
@@ -24,8 +25,9 @@ import pandas as pd
 from normexp.analysis import columns as col
 from normexp.analysis.claims import Claim
 from normexp.analysis.paired import cell_stats, difference, fmt_ci, json_safe
+from normexp.analysis.record import select
 from normexp.analysis.style import log2_axis, mark_not_run, panels, save_figure
-from normexp.analysis.verdict import by_seed, failures
+from normexp.analysis.verdict import by_seed, failures, sub_verdict
 
 EXPERIMENT = "bn_small_batch"
 NAME = "bn_train_test"
@@ -149,15 +151,26 @@ def verdict(tables: dict) -> dict:
     )
     if precise["seeds"]:
         effect += f"; precise BN minus running averages: {fmt_ci(precise)}"
+    statistic = f"test accuracy at batch {small}, batch statistics − running averages, pp"
+    sub = [
+        sub_verdict("C5", "BN's statistics differ in training and inference", result, statistic, d)
+    ]
     return CLAIM.verdict(
         result,
         effect,
         d,
+        sub=sub,
         notes=failures(df),
         details=json_safe({"small_batch": small, "per_batch_pp": diffs}),
     )
 
 
+def deciding(tables: dict) -> dict:
+    """The cell that decides C5: BN at the smallest batch size."""
+    df = bn_runs(col.table(tables, EXPERIMENT))
+    return {EXPERIMENT: select(df, {col.BATCH: df[col.BATCH].min()}) if not df.empty else df}
+
+
 ANALYSIS = CLAIM.analysis(
-    "BN's statistics differ between training and inference", (EXPERIMENT,), draw, verdict
+    "BN's statistics differ between training and inference", (EXPERIMENT,), draw, verdict, deciding
 )

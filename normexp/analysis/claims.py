@@ -40,6 +40,9 @@ class ClaimAnalysis:
     # whose runs/ hold the runs' own files (None: the figure does without them)
     draw: Callable[..., Path]
     verdict: Callable[[Tables], dict]
+    # the runs whose cells decide the verdict (their seeds must be complete for a verdict of
+    # record, normexp.analysis.record); None: every table it reads
+    deciding: Callable[[Tables], Tables] | None = None
 
 
 @dataclass(frozen=True)
@@ -74,9 +77,14 @@ class Claim:
         return self.verdict("not run yet", what or f"no finished runs of {self.name} in the store")
 
     def analysis(
-        self, title: str, reads: tuple[str, ...], draw: Callable[..., Path], verdict: Callable
+        self,
+        title: str,
+        reads: tuple[str, ...],
+        draw: Callable[..., Path],
+        verdict: Callable,
+        deciding: Callable[[Tables], Tables] | None = None,
     ) -> "ClaimAnalysis":
-        return ClaimAnalysis(self.id, self.name, title, reads, draw, verdict)
+        return ClaimAnalysis(self.id, self.name, title, reads, draw, verdict, deciding)
 
 
 def load_analyses() -> list[ClaimAnalysis]:

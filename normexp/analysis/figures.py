@@ -11,6 +11,7 @@ from pathlib import Path
 from normexp.analysis.claims import Tables, load_analyses
 from normexp.analysis.columns import table
 from normexp.analysis.damage import damaged_in
+from normexp.analysis.record import apply_record, of_record
 from normexp.analysis.report import write_report
 from normexp.errors import one_line_errors
 from normexp.tracking.collect import DamagedRun, experiments_in_store, write_collected
@@ -31,10 +32,14 @@ def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> l
     verdicts = []
     analyses = load_analyses()
     for analysis in analyses:
-        mine = {e: table(tables, e) for e in analysis.reads}
+        # only the runs of record (declared seeds, made by the declaring experiment file)
+        mine, record = of_record({e: table(tables, e) for e in analysis.reads}, results_dir)
         out = results_dir / "figures" / f"{analysis.name}.png"
         figure = analysis.draw(mine, out, results_dir=results_dir)
         verdict = analysis.verdict(mine)
+        if analysis.reads:
+            deciding = analysis.deciding(mine) if analysis.deciding else mine
+            verdict = apply_record(verdict, record, deciding)
         if left_out := damaged_in(damaged, analysis.reads):  # computed without them: say so
             verdict["damaged_runs_left_out"] = left_out
         verdict_path = results_dir / "verdicts" / f"{analysis.name}.json"

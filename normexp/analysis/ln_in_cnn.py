@@ -6,8 +6,9 @@ per statistic (the GN paper's comparison is at 32 images per GPU).
 Verdict rule. For each seed, a norm's test error is averaged over the batch sizes ≥ 32 of the
 grid that every compared norm has (32, 64, 128 at quick), so every seed contributes one paired
 value per norm; LN − BN and LN − GN are then paired differences over seeds (pp of test error,
-95% CI). "Worse than BN or GN" means worse than each of them: *supported* if both CIs lie above 0;
-*contradicted* if either lies below 0 (LN better than BN or than GN); *inconclusive* otherwise.
+95% CI, paired t-test over seeds, the two Holm-adjusted as one family). "Worse than BN or GN"
+means worse than each of them: *supported* if both adjusted tests reject 0 with LN worse;
+*contradicted* if either rejects with LN better; *inconclusive* otherwise.
 The estimate is LN − BN. IN − BN and IN − LN are reported in the details, not decided on.
 """
 
@@ -19,6 +20,7 @@ import pandas as pd
 from normexp.analysis import columns as col
 from normexp.analysis.claims import Claim
 from normexp.analysis.paired import difference, fmt_ci, json_safe, pooled_by_seed
+from normexp.analysis.record import select
 from normexp.analysis.style import (
     anchor_bars,
     mark_not_run,
@@ -28,7 +30,7 @@ from normexp.analysis.style import (
     save_figure,
     seed_bar,
 )
-from normexp.analysis.verdict import all_parts, failures
+from normexp.analysis.verdict import conjunction, failures, holm_family, sub_verdict
 
 EXPERIMENT = "bn_small_batch"
 NAME = "ln_in_cnn"
@@ -108,7 +110,9 @@ def verdict(tables: dict) -> dict:
     err = {n: pooled_error(df, n, batches) for n in ("layer", "batch", "group")}
     ln_bn = difference(err["layer"], err["batch"])
     ln_gn = difference(err["layer"], err["group"])
-    result = all_parts([ln_bn["decision"], ln_gn["decision"]])
+    holm_family([ln_bn, ln_gn])
+    tests = {"LN − BN": ln_bn, "LN − GN": ln_gn}
+    result, by = conjunction(tests)
     details = {"batch_sizes": batches, "ln_minus_bn_pp": ln_bn, "ln_minus_gn_pp": ln_gn}
     in_batches = large_batches(df, ("instance", "batch", "layer"))
     if in_batches:
@@ -120,13 +124,34 @@ def verdict(tables: dict) -> dict:
         f"test error of LN minus BN {fmt_ci(ln_bn)}, LN minus GN {fmt_ci(ln_gn)} "
         f"(averaged over batch {', '.join(map(str, batches))}; {ln_bn['seeds']} seeds)"
     )
+    sub = [
+        sub_verdict(
+            "C8",
+            "LN in CNNs is worse than BN or GN",
+            result,
+            f"{by} test error at batch ≥ {MIN_BATCH}, pp",
+            tests[by],
+        )
+    ]
     return CLAIM.verdict(
         result,
         effect,
         ln_bn,
+        sub=sub,
         notes=failures(df[df[col.BATCH] >= MIN_BATCH]),
         details=json_safe(details),
     )
 
 
-ANALYSIS = CLAIM.analysis("LN in CNNs is worse than BN or GN", (EXPERIMENT,), draw, verdict)
+def deciding(tables: dict) -> dict:
+    """The cells that decide C8: LN, BN and GN at batch ≥ 32."""
+    df = col.table(tables, EXPERIMENT)
+    if not _usable(df):
+        return {EXPERIMENT: df}
+    large = df[df[col.BATCH] >= MIN_BATCH]
+    return {EXPERIMENT: select(large, {col.NORM: ["layer", "batch", "group"]})}
+
+
+ANALYSIS = CLAIM.analysis(
+    "LN in CNNs is worse than BN or GN", (EXPERIMENT,), draw, verdict, deciding
+)

@@ -26,7 +26,11 @@ cos without (lower ICS means a lower ℓ2 and a higher cosine): *contradicted* i
 0 and c's above 0 (BN clearly lowers ICS by both measures); *supported* if neither r's CI lies
 below 0 nor c's above 0 (no sign that BN lowers ICS); *inconclusive* otherwise. The claim is
 *supported* if (a) and (b) both are, *contradicted* if both are contradicted, *inconclusive*
-otherwise. The estimate is train acc(noisy BN) − acc(BN) in pp.
+otherwise. The estimate is train acc(noisy BN) − acc(BN) in pp. "Lies above/below" is decided
+by paired t-tests over seeds (of noisy − BN against −3 pp, of noisy − none, r and c against 0),
+the four Holm-adjusted as one family: a test counts as on one side when its adjusted p is ≤ 5%
+with the estimate on that side. The report shows (a) and (b) as two rows, C9 (a) and C9 (b),
+each with the test that decided it.
 """
 
 import math
@@ -41,6 +45,7 @@ from matplotlib.ticker import MaxNLocator
 
 from normexp.analysis import columns as col
 from normexp.analysis.claims import Claim
+from normexp.analysis.paired import difference
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import (
     caption,
@@ -50,7 +55,16 @@ from normexp.analysis.style import (
     norm_label,
     save_figure,
 )
-from normexp.analysis.verdict import by_seed, failures, finite, join_notes, paired_difference
+from normexp.analysis.verdict import (
+    by_seed,
+    conjunction,
+    failures,
+    finite,
+    holm_family,
+    join_notes,
+    paired_difference,
+    sub_verdict,
+)
 
 EXPERIMENT = "not_ics"
 MARGIN_PP = 3.0  # noisy BN "trains like BN" if it loses clearly less than this (pp)
@@ -256,14 +270,10 @@ def verdict(tables: dict) -> dict:
         if not acc:
             return CLAIM.not_run_yet()
         return CLAIM.not_run_yet("needs finished runs of none, batch and noisy_batch")
-    d_bn, bn_lo, bn_hi, n = paired_difference(acc["noisy_batch"], acc["batch"])
-    d_none, none_lo, none_hi, n_none = paired_difference(acc["noisy_batch"], acc["none"])
-    if n >= 2 and bn_hi < -MARGIN_PP:
-        part_a = "contradicted"
-    elif n >= 2 and n_none >= 2 and bn_lo > -MARGIN_PP and none_lo > 0:
-        part_a = "supported"
-    else:
-        part_a = "inconclusive"
+    like_bn = difference(acc["noisy_batch"], acc["batch"], null=-MARGIN_PP)
+    over_none = difference(acc["noisy_batch"], acc["none"])
+    d_bn, (bn_lo, bn_hi), n = like_bn["mean"], like_bn["ci"], like_bn["seeds"]
+    d_none, (none_lo, none_hi) = over_none["mean"], over_none["ci"]
     test = _accuracy(df, col.TEST_ACC)
     test_bn = paired_difference(test["noisy_batch"], test["batch"])[:3]
     test_none = paired_difference(test["noisy_batch"], test["none"])[:3]
@@ -271,16 +281,44 @@ def verdict(tables: dict) -> dict:
     l2 = {n_: by_seed(df, col.ICS_L2_MEAN, {col.NORM: n_}) for n_ in NORM_ORDER}
     cos = {n_: by_seed(df, col.ICS_COS_MEAN, {col.NORM: n_}) for n_ in NORM_ORDER}
     ratio = _log_ratio(l2["batch"], l2["none"])
-    r, r_lo, r_hi, n_r = paired_difference(ratio, dict.fromkeys(ratio, 0.0))
-    c, c_lo, c_hi, n_c = paired_difference(cos["batch"], cos["none"])
+    # claimed side: BN does not lower ICS (ℓ2 ratio not below 0, cosine difference not above 0)
+    r_test = difference(ratio, dict.fromkeys(ratio, 0.0))
+    c_test = difference(cos["batch"], cos["none"], claimed_sign=-1)
+    holm_family([like_bn, over_none, r_test, c_test])
+    r, (r_lo, r_hi), n_r = r_test["mean"], r_test["ci"], r_test["seeds"]
+    c, (c_lo, c_hi), n_c = c_test["mean"], c_test["ci"], c_test["seeds"]
+    tests_a = {"noisy BN − BN (vs −3 pp)": like_bn, "noisy BN − none": over_none}
+    part_a, by_a = conjunction(tests_a)
+    if part_a == "contradicted" and like_bn["decision"] != "contradicted":
+        part_a, by_a = "inconclusive", "noisy BN − none"  # only noisy BN ≤ BN − 3 contradicts
+    lowers = [t["decision"] == "contradicted" for t in (r_test, c_test)]
     if n_r < 2 or n_c < 2:
         part_b = "inconclusive"
-    elif r_hi < 0 and c_lo > 0:
+    elif all(lowers):
         part_b = "contradicted"
-    elif not r_hi < 0 and not c_lo > 0:
+    elif not any(lowers):
         part_b = "supported"
     else:
         part_b = "inconclusive"
+    # the test that decided (b): the one that showed BN lowering ICS, else the ℓ2 ratio
+    by_b = "log10 ℓ2 ratio" if lowers[0] or not lowers[1] else "cosine difference"
+    tests_b = {"log10 ℓ2 ratio": r_test, "cosine difference": c_test}
+    sub = [
+        sub_verdict(
+            "C9 (a)",
+            "noisy BN still trains like BN",
+            part_a,
+            f"last-epoch train accuracy, {by_a}, pp",
+            tests_a[by_a],
+        ),
+        sub_verdict(
+            "C9 (b)",
+            "BN does not reduce internal covariate shift",
+            part_b,
+            f"ICS with vs without BN, {by_b}",
+            tests_b[by_b],
+        ),
+    ]
 
     if part_a == part_b == "supported":
         result = "supported"
@@ -309,6 +347,7 @@ def verdict(tables: dict) -> dict:
         effect,
         estimate=d_bn,
         ci=(bn_lo, bn_hi),
+        sub=sub,
         notes=landscape_notes(
             df, _scale_note(df), "short schedules favour whichever norm trains fastest"
         ),

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping
 import pandas as pd
 
 from normexp.analysis import columns as col
-from normexp.analysis.stats import mean_ci
-from normexp.analysis.verdict import by_seed, decide, paired_difference
+from normexp.analysis.stats import mean_ci, t_test_p
+from normexp.analysis.verdict import by_seed, call
 
 
 def pooled_by_seed(
@@ -63,17 +63,28 @@ def against_zero(d: Mapping[int, float]) -> dict:
 
 
 def difference(
-    a: Mapping[int, float], b: Mapping[int, float], scale: float = 1.0, claimed_sign: int = 1
+    a: Mapping[int, float],
+    b: Mapping[int, float],
+    scale: float = 1.0,
+    claimed_sign: int = 1,
+    null: float = 0.0,
 ) -> dict:
-    """a − b (times a positive ``scale``) paired by seed: mean, 95% CI, seeds, and ``decide``'s
-    call for the claim that the difference has ``claimed_sign``."""
-    mean, lo, hi, n = paired_difference(a, b)
-    return {
-        "mean": scale * mean,
-        "ci": [scale * lo, scale * hi],
-        "seeds": n,
-        "decision": decide(lo, hi, n, claimed_sign),
+    """a − b (times a positive ``scale``) paired by seed, as a test (see verdict.py): mean, 95%
+    CI, seeds, the paired t-test's two-sided p of mean = ``null`` (in scaled units), the claimed
+    ``sign`` of mean − null, and the unadjusted call (``holm_family`` redecides it in a family)."""
+    seeds = sorted(set(a) & set(b))
+    diffs = [scale * (a[s] - b[s]) for s in seeds]
+    mean, lo, hi = mean_ci(diffs)
+    test = {
+        "mean": mean,
+        "ci": [lo, hi],
+        "seeds": len(diffs),
+        "p": t_test_p(diffs, null),
+        "sign": claimed_sign,
+        "null": null,
     }
+    test["decision"] = call(test, test["p"])
+    return test
 
 
 def cell_stats(values: Iterable[float], scale: float = 1.0) -> tuple[float, float, float, int]:

@@ -11,13 +11,15 @@ Scenarios and where they are read from (finished runs only, seeds paired):
   seed and cell (``norm.name``; LN-LSTM is ``layer``; rows sharing a seed are averaged).
 Candidates are every norm with finished runs in the scenario. The winner is the best mean.
 
-Verdict rule. Per scenario, the blog's pick is compared with the best other candidate, paired by
-seed (95% CI of the difference, oriented so that > 0 favours the blog's pick): the scenario
-*matches* if the CI lies above 0 (the blog's pick wins clearly), *differs* if it lies below 0
-(another norm beats it clearly), *tie* otherwise; a scenario without runs of the blog's pick and
-one rival is *not run yet*. *supported* if every scenario matches; *contradicted* if any
-scenario differs; *inconclusive* otherwise (ties, or scenarios not run yet); "not run yet" when
-no scenario has runs.
+Verdict rule. One sub-claim per scenario (C11 tiny batch, otherwise, image generation, RNN).
+Per scenario, the blog's pick is compared with the best other candidate (the best mean), paired
+by seed, a paired t-test oriented so that > 0 favours the blog's pick; the four scenarios' tests
+are one family, Holm-adjusted. A scenario *matches* (sub-claim supported) if the adjusted test
+rejects 0 with the blog's pick ahead, *differs* (contradicted) if it rejects with the rival
+ahead, *tie* (inconclusive) otherwise; a scenario without runs of the blog's pick and one rival
+is *not run yet*. The claim is *supported* if every scenario matches, *contradicted* if any
+differs, *inconclusive* otherwise (ties, or scenarios not run yet); "not run yet" when no
+scenario has runs.
 """
 
 from collections.abc import Callable
@@ -32,6 +34,7 @@ from normexp.analysis.claims import Claim
 from normexp.analysis.paired import difference, json_safe, pooled_by_seed
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import norm_label, save_figure
+from normexp.analysis.verdict import holm_family, sub_verdict
 
 NAME = "recommendations"
 LARGE_BATCH = 32
@@ -194,13 +197,17 @@ def judge(scenario: Scenario, df: pd.DataFrame) -> dict:
     if scenario.blog_pick in scores and rivals:
         row["rival"] = rivals[0]
         row["blog_vs_rival"] = better(scenario.blog_pick, rivals[0])
-        decision = row["blog_vs_rival"]["decision"]
-        row["call"] = CALLS[decision] if row["blog_vs_rival"]["seeds"] else "not run yet"
     return row
 
 
 def judge_all(tables: dict) -> list[dict]:
-    return [judge(s, col.table(tables, s.experiment)) for s in SCENARIOS]
+    """Every scenario judged, the blog-vs-rival tests Holm-adjusted as one family."""
+    rows = [judge(s, col.table(tables, s.experiment)) for s in SCENARIOS]
+    tested = [r for r in rows if r.get("blog_vs_rival", {}).get("seeds")]
+    holm_family(r["blog_vs_rival"] for r in tested)
+    for r in tested:
+        r["call"] = CALLS[r["blog_vs_rival"]["decision"]]
+    return rows
 
 
 def _ci_text(d: dict | None, unit: str) -> str:
@@ -298,9 +305,24 @@ def verdict(tables: dict) -> dict:
         for r in rows
     )
     matches = sum(c == "matches" for c in calls)
+    verdicts = {v: k for k, v in CALLS.items()}
+    sub = [
+        sub_verdict(
+            f"C11 {r['scenario']}",
+            f"{r['scenario']} → {norm_label(r['blog_pick'])}",
+            verdicts[r["call"]],
+            f"{norm_label(r['blog_pick'])} vs {norm_label(r['rival'])}, {r['unit']} "
+            "(> 0: the blog's pick better)"
+            if "rival" in r
+            else "–",
+            r.get("blog_vs_rival"),
+        )
+        for r in rows
+    ]
     return CLAIM.verdict(
         result,
         effect,
+        sub=sub,
         estimate=float(matches),
         ci_note=f"the estimate counts scenarios that match, of {len(rows)}; "
         "each scenario's CI is in the details",

@@ -16,6 +16,7 @@ from markupsafe import Markup
 
 from normexp.analysis.blog import CLAIMS as BLOG
 from normexp.analysis.claims import ClaimAnalysis, Tables
+from normexp.analysis.columns import COMMIT
 from normexp.analysis.compute import (
     compute_markdown,
     experiment_compute,
@@ -23,6 +24,7 @@ from normexp.analysis.compute import (
     unique_values,
 )
 from normexp.analysis.damage import damaged_runs_html, damaged_runs_markdown
+from normexp.analysis.record import commits_note
 from normexp.tracking.collect import DamagedRun
 from normexp.tracking.store import atomic_write_json
 
@@ -38,16 +40,91 @@ SCALE_NOTE = (
 )
 
 
+VERDICT_NOTE = (
+    "One row per sub-claim, each decided by its own statistic: a paired t-test over seeds, "
+    "Holm-adjusted within its claim (the Holm p; the CI is the unadjusted 95% one). *supported*: "
+    "the adjusted test rejects 0 with the effect on the claimed side; *contradicted*: on the "
+    "other side; *inconclusive*: neither, or the seeds of record are incomplete (README: How "
+    "verdicts are decided)."
+)
+
 TITLE = "normexp report: which normalization, and why — tested"
 BLOG_TITLE = "深度学习中的Normalization模型"
-PARTS = (("rule", "Rule"), ("anchor", "Anchor"), ("notes", "Notes"))
+PARTS = (
+    ("rule", "Rule"),
+    ("anchor", "Anchor"),
+    ("notes", "Notes"),
+    ("record_note", "Seeds of record"),
+)
+TOP_HEADER = (
+    "claim",
+    "the blog says",
+    "verdict",
+    "deciding statistic",
+    "estimate [95% CI]",
+    "Holm p",
+    "seeds",
+)
 
 
 def _fmt_ci(v: dict) -> str:
     if v.get("ci"):
         lo, hi = v["ci"]
-        return f"{v['estimate']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+        return f"{v['estimate']:+.3g} [{lo:+.3g}, {hi:+.3g}]"
     return "—"
+
+
+def _verdict_text(v: dict) -> str:
+    """'inconclusive', or for a call withheld on incomplete seeds 'inconclusive (incomplete: 3 of
+    5 declared seeds; the seeds present give: contradicted)'."""
+    if not v.get("incomplete"):
+        return v["verdict"]
+    present = v.get("call_on_seeds_present")
+    said = f"; the seeds present give: {present}" if present else ""
+    return f"{v['verdict']} ({v['incomplete']}{said})"
+
+
+def top_rows(secs: list[dict]) -> list[dict]:
+    """The top table: one row per sub-claim (one per claim without sub-claims), each with the
+    statistic that decided it."""
+    rows = []
+    for s in secs:
+        a, v = s["analysis"], s["verdict"]
+        for sub in v.get("sub") or [None]:
+            part = sub or v
+            p = part.get("p_holm")
+            rows.append(
+                {
+                    "claim": sub["id"] if sub else a.claim,
+                    "name": a.name,
+                    "says": sub["statement"] if sub else a.title,
+                    "verdict": _verdict_text(part),
+                    "css": part["verdict"].split()[0],
+                    "statistic": sub["statistic"] if sub else (v.get("ci_note") or "—"),
+                    "ci": _fmt_ci(part) if part.get("estimate") is not None else "—",
+                    "p": f"{p:.3g}" if p is not None else "—",
+                    "seeds": str(sub["seeds"]) if sub else "—",
+                }
+            )
+    return rows
+
+
+def commits_line(provenance: dict) -> str:
+    """Which commit(s) the runs of record came from; several are flagged unless declared
+    equivalent (record.commits_note); stored runs from other commits are named too."""
+    commits = provenance.get("commits", [])
+    others = sorted(set(provenance.get("commits_in_store", [])) - set(commits))
+    rest = (
+        f" The store also holds runs from {', '.join(f'`{c[:10]}`' for c in others)}, none of "
+        "them of record."
+        if others
+        else ""
+    )
+    if not commits:
+        return "No runs of record." + rest
+    if len(commits) == 1:
+        return f"All runs of record come from one commit, `{commits[0][:10]}`." + rest
+    return f"**Warning:** {commits_note(commits)}." + rest
 
 
 def run_summary(tables: Tables) -> dict:
@@ -115,13 +192,22 @@ def render_markdown(secs: list[dict], provenance: dict) -> str:
         f"Each claim of the blog post *{BLOG_TITLE}* tested with real runs. "
         "Regenerate with `make figures` (from the results store) after `make run-sweep`.",
         "",
-        "| claim | the blog says | verdict | effect (95% CI over seeds) |",
-        "|---|---|---|---|",
+        "| " + " | ".join(TOP_HEADER) + " |",
+        "|" + "---|" * len(TOP_HEADER),
     ]
-    for s in secs:
-        a, v = s["analysis"], s["verdict"]
-        lines.append(f"| {a.claim} `{a.name}` | {a.title} | **{v['verdict']}** | {_fmt_ci(v)} |")
-    lines += ["", "## Scale", "", SCALE_NOTE, ""]
+    for r in top_rows(secs):
+        cells = (
+            f"{r['claim']} `{r['name']}`",
+            r["says"],
+            f"**{r['verdict']}**",
+            r["statistic"],
+            r["ci"],
+            r["p"],
+            r["seeds"],
+        )
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += ["", VERDICT_NOTE, "", commits_line(provenance), ""]
+    lines += ["## Scale", "", SCALE_NOTE, ""]
     for s in secs:
         a, v, blog = s["analysis"], s["verdict"], s["blog"]
         lines += [f"## {a.claim} `{a.name}`: {a.title}", ""]
@@ -190,10 +276,17 @@ def render_html(secs: list[dict], provenance: dict) -> str:
                 "parts": [(label, _inline(v[key])) for key, label in PARTS if v.get(key)],
             }
         )
+    top = [
+        {**r, "says": _inline(r["says"]), "statistic": _inline(r["statistic"])}
+        for r in top_rows(secs)
+    ]
     return _TEMPLATES.get_template("report.html.j2").render(
         title=TITLE,
         blog_title=BLOG_TITLE,
         sections=rows,
+        top=top,
+        top_header=TOP_HEADER,
+        top_note=_block([VERDICT_NOTE, "", commits_line(provenance)]),
         scale=_block([SCALE_NOTE]),
         compute=_block(compute_markdown(provenance["compute"])),
         provenance=json.dumps(_brief(provenance), indent=2),
@@ -256,6 +349,11 @@ def write_report(
     }
     for key in ("machines", "hosts"):  # where the runs ran, for the report's own summary
         provenance[key] = sorted({m for row in provenance["compute"] for m in row[key]})
+    # the commits of the runs of record (what the verdicts rest on), and of every stored run
+    of_record = {c for sec in secs for c in sec["verdict"].get("record", {}).get("commits", [])}
+    frames = [t for t in tables.values() if not t.empty]
+    provenance["commits"] = sorted(of_record)
+    provenance["commits_in_store"] = unique_values(pd.concat(frames), COMMIT) if frames else []
     cores = {s["cpu_count"] for s in provenance["sittings"] if s.get("cpu_count")}
     provenance["cpu_count"] = sorted(cores)
     atomic_write_json(results_dir / "provenance.json", provenance)

@@ -7,13 +7,19 @@ steps), ``rms``. Scores are test bits per character (lower is better); at word l
 word (log2 of the perplexity) take their place.
 
 Verdict rule. With d(X, Y) = test bpc(X) − test bpc(Y) at the trained window length, paired by
-seed, with its 95% CI over seeds, and the two BN cells B ∈ {batch_per_step, batch_shared}:
-*contradicted* if some B beats the plain LSTM (d(B, none) CI below 0) or beats LN (d(B, layer)
-CI below 0): BN is then not useless in RNNs, and LN not the only norm that helps there (even
-when LN helps more, which the effect line and the details report); *supported* if LN beats the
-plain LSTM (d(layer, none) CI below 0), LN beats both BN cells (d(B, layer) CI above 0) and no B
-beats the plain LSTM; *inconclusive* otherwise (CIs that straddle 0), and when fewer than 2
-seeds pair up. A BN cell missing from the table is
+seed (a paired t-test over seeds), and the two BN cells B ∈ {batch_per_step, batch_shared}, the
+claim's family of tests is d(layer, none), d(B, none) and d(B, layer) for each B, Holm-adjusted
+together. Two sub-claims. C7a "BN is useless in RNNs": *contradicted* if some B beats the plain
+LSTM (d(B, none) < 0, adjusted test rejects); *supported* if every B is worse than the plain
+LSTM (d(B, none) > 0, rejects: useless or harmful; with no equivalence margin, "no effect" can
+only be inconclusive); *inconclusive* otherwise. C7b "only LN is effective in RNNs", with
+RMSNorm counted in LN's family (RMSNorm is LN without the mean: reported, not a rival):
+*supported* if LN beats the plain LSTM (d(layer, none) < 0) and beats both BN cells
+(d(B, layer) > 0) and no B beats the plain LSTM; *contradicted* if LN does not help
+(d(layer, none) > 0), some B beats LN (d(B, layer) < 0) or some B beats the plain LSTM (then LN
+is not the only norm that helps, even when it helps more); *inconclusive* otherwise, and when
+fewer than 2 seeds pair up. The claim is supported iff both sub-claims are, contradicted if
+either is. A BN cell missing from the table is
 skipped; with neither BN cell nor LN and the plain LSTM there is no verdict ("not run yet"). The
 estimate is d(batch_per_step, layer), Cooijmans' BN-LSTM against LN (positive: LN better). The
 details give every cell's bpc at the trained and at the longer evaluation length, every paired
@@ -34,7 +40,14 @@ from normexp.analysis.claims import Claim
 from normexp.analysis.paired import difference, json_safe
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import mark_not_run, panels, save_figure
-from normexp.analysis.verdict import by_seed, failures
+from normexp.analysis.verdict import (
+    all_parts,
+    by_seed,
+    conjunction,
+    failures,
+    holm_family,
+    sub_verdict,
+)
 from normexp.models.lstm_cells import BATCH_CELLS as BN_CELLS
 from normexp.models.lstm_cells import CELLS
 from normexp.tracking.store import RunRecord
@@ -142,20 +155,33 @@ def verdict_from(df: pd.DataFrame) -> dict:
         what = f"needs finished runs of none, layer and a BN cell; have: {have}"
         return CLAIM.not_run_yet(what)
     ln_vs_none = difference(scores["layer"], scores["none"], claimed_sign=-1)
-    bn_vs_none = {b: difference(scores[b], scores["none"], claimed_sign=-1) for b in bn_cells}
+    bn_vs_none = {b: difference(scores[b], scores["none"]) for b in bn_cells}
     bn_vs_ln = {b: difference(scores[b], scores["layer"]) for b in bn_cells}
-
-    def below(d: dict) -> bool:
-        return d["seeds"] >= 2 and d["ci"][1] < 0
-
-    def above(d: dict) -> bool:
-        return d["seeds"] >= 2 and d["ci"][0] > 0
-
-    bn_helps = {b: below(bn_vs_none[b]) for b in bn_cells}
-    ln_best = below(ln_vs_none) and all(above(bn_vs_ln[b]) for b in bn_cells)
-    contradicted = any(bn_helps[b] or below(bn_vs_ln[b]) for b in bn_cells)
-    supported = ln_best and not any(bn_helps.values())
-    result = "contradicted" if contradicted else ("supported" if supported else "inconclusive")
+    holm_family([ln_vs_none, *bn_vs_none.values(), *bn_vs_ln.values()])
+    names = {b: f"{cell_label(b)} − plain LSTM" for b in bn_cells}
+    useless, by = conjunction({names[b]: bn_vs_none[b] for b in bn_cells})
+    only_tests = {"LN-LSTM − plain LSTM": ln_vs_none}
+    only_tests |= {f"{cell_label(b)} − LN-LSTM": bn_vs_ln[b] for b in bn_cells}
+    only_ln, by_only = conjunction(only_tests)
+    ln_best = only_ln == "supported"  # LN beats the plain LSTM and every BN cell
+    bn_helps = {b: bn_vs_none[b]["decision"] == "contradicted" for b in bn_cells}
+    helper = next((b for b in bn_cells if bn_helps[b]), None)
+    if helper is not None and only_ln != "contradicted":  # another norm helps: LN not the only one
+        only_ln, by_only = "contradicted", names[helper]
+    tests = {**{names[b]: bn_vs_none[b] for b in bn_cells}, **only_tests}
+    sub = [
+        sub_verdict(
+            "C7a", "BN is useless in RNNs", useless, f"{by}, test {unit}", tests[by]
+        ),
+        sub_verdict(
+            "C7b",
+            "only LN is effective in RNNs (RMSNorm counted in LN's family)",
+            only_ln,
+            f"{by_only}, test {unit}",
+            tests[by_only],
+        ),
+    ]
+    result = all_parts([useless, only_ln])
     key = "batch_per_step" if "batch_per_step" in bn_vs_ln else bn_cells[0]
     head = bn_vs_ln[key]
     effect = (
@@ -174,6 +200,7 @@ def verdict_from(df: pd.DataFrame) -> dict:
         result,
         effect,
         head,
+        sub=sub,
         notes=failures(df),
         details=json_safe(
             {**_details(runs, scores, unit), "ln_best": ln_best, "bn_helps": bn_helps}

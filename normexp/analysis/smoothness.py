@@ -19,7 +19,9 @@ at least 10% + half of (the best cell's accuracy − 10%), the best over both no
 as many, or if a cell has fewer than 2 finished (ok, diverged or failed) runs, or the best cell
 is less than MIN_GAIN_PP = 5 pp above chance (nothing trained: the count would be noise). The
 claim is *supported* if (a) and (b) both are, *contradicted* if one is contradicted and neither
-is supported, *inconclusive* otherwise. The estimate is r_β.
+is supported, *inconclusive* otherwise. The estimate is r_β. In (a), "CI lies below/above 0"
+is decided by paired t-tests over seeds of r_L and r_β against 0, Holm-adjusted as a family of
+two; (b) is a count, not a test. The report shows (a) and (b) as two rows, C10 (a) and C10 (b).
 """
 
 import math
@@ -41,9 +43,10 @@ from normexp.analysis.not_ics import (
     scale_note,
     usable,
 )
+from normexp.analysis.paired import difference
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import mark_not_run
-from normexp.analysis.verdict import by_seed, finite, paired_difference
+from normexp.analysis.verdict import by_seed, conjunction, finite, holm_family, sub_verdict
 
 EXPERIMENT = "smoothness"
 REFERENCE_LR = 0.1  # per 128 examples: the LR at which the landscape is compared (as in C9)
@@ -155,7 +158,7 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     )
 
 
-def _log_ratios(df: pd.DataFrame, probe: str, lr: float) -> tuple[float, float, float, int]:
+def _log_ratios(df: pd.DataFrame, probe: str, lr: float) -> dict:
     bn = by_seed(df, col.probe_mean(probe), {col.NORM: "batch", col.LR: lr})
     none = by_seed(df, col.probe_mean(probe), {col.NORM: "none", col.LR: lr})
     ratios = {
@@ -163,7 +166,7 @@ def _log_ratios(df: pd.DataFrame, probe: str, lr: float) -> tuple[float, float, 
         for s in set(bn) & set(none)
         if min(bn[s], none[s]) > 0 and math.isfinite(bn[s]) and math.isfinite(none[s])
     }
-    return paired_difference(ratios, dict.fromkeys(ratios, 0.0))
+    return difference(ratios, dict.fromkeys(ratios, 0.0), claimed_sign=-1)
 
 
 def verdict(tables: dict) -> dict:
@@ -173,17 +176,22 @@ def verdict(tables: dict) -> dict:
     if not set(NORMS) <= set(df[col.NORM]):
         return CLAIM.not_run_yet("needs runs of both none and batch")
     ref = reference_lr(df)
-    r_l, l_lo, l_hi, n_l = _log_ratios(df, "loss_range", ref)
-    r_b, b_lo, b_hi, n_b = _log_ratios(df, "beta_smoothness", ref)
-    r_p, p_lo, p_hi, _ = _log_ratios(df, "grad_predictiveness", ref)
+    t_l, t_b = _log_ratios(df, "loss_range", ref), _log_ratios(df, "beta_smoothness", ref)
+    t_p = _log_ratios(df, "grad_predictiveness", ref)
+    holm_family([t_l, t_b])
+    (r_l, (l_lo, l_hi), n_l), (r_b, (b_lo, b_hi), n_b), (r_p, (p_lo, p_hi)) = (
+        (t_l["mean"], t_l["ci"], t_l["seeds"]),
+        (t_b["mean"], t_b["ci"], t_b["seeds"]),
+        (t_p["mean"], t_p["ci"]),
+    )
+    tests_a = {"loss range": t_l, "β-smoothness": t_b}
+    part_a, by_a = conjunction(tests_a)
     if n_l < 2 or n_b < 2:
         part_a = "inconclusive"
-    elif l_hi < 0 and b_hi < 0:
-        part_a = "supported"
-    elif l_lo > 0 and b_lo > 0:
-        part_a = "contradicted"
-    else:
-        part_a = "inconclusive"
+    elif part_a == "contradicted" and not all(
+        t["decision"] == "contradicted" for t in tests_a.values()
+    ):
+        part_a = "inconclusive"  # contradicted only when both ratios are above 0
 
     cells = lr_cells(df)
     trained, threshold = trains(cells)
@@ -213,11 +221,28 @@ def verdict(tables: dict) -> dict:
         f"[{b_lo:+.2f}, {b_hi:+.2f}], of the gradient change {r_p:+.2f} [{p_lo:+.2f}, "
         f"{p_hi:+.2f}] ({n_b} seeds); LRs that train: BN {n_bn}/{n_lrs}, no norm {n_none}/{n_lrs}"
     )
+    sub = [
+        sub_verdict(
+            "C10 (a)",
+            "BN makes the loss landscape smoother",
+            part_a,
+            f"log10(BN / no norm) of the {by_a} at LR {ref} per 128",
+            tests_a[by_a],
+        ),
+        sub_verdict(
+            "C10 (b)",
+            "BN trains at a wider range of learning rates",
+            part_b,
+            f"grid LRs that train: BN {n_bn}/{n_lrs}, no norm {n_none}/{n_lrs} (a count)",
+            {"mean": n_bn - n_none, "seeds": int(cells["ok"].min()) if len(cells) else 0},
+        ),
+    ]
     return CLAIM.verdict(
         result,
         effect,
         estimate=r_b,
         ci=(b_lo, b_hi),
+        sub=sub,
         notes=landscape_notes(
             df,
             _scale_note(df),

@@ -4,6 +4,24 @@
 ``estimate`` and ``ci`` (the effect size and its 95% CI over seeds, or None with ``ci_note``),
 ``rule`` (the decision rule as written in the analysis module), ``anchor`` (published numbers
 to compare with), ``notes`` (failures, scale caveats), ``details`` (anything else).
+
+Sub-claims. Where the blog makes several statements in one sentence, the verdict has ``sub``: a
+list of sub-verdicts (``sub_verdict``), one per statement, each with its own call and the
+statistic that decided it: ``id`` ("C4a"), ``statement`` (the blog's words), ``verdict``,
+``statistic`` (what was tested, in words, with its unit), ``estimate``, ``ci`` (95%, over
+seeds, not adjusted), ``p_holm`` (the Holm-adjusted p of the deciding test, None without one),
+``seeds`` and ``note``. The claim's own ``verdict`` is then the summary ``all_parts`` gives:
+supported iff every sub-claim is, contradicted if any is, inconclusive otherwise. The report's
+top table has one row per sub-claim (one row for a claim without ``sub``). Any claim module can
+produce this format: build each sub-verdict with ``sub_verdict`` and pass ``sub=[...]`` to
+``make_verdict`` / ``Claim.verdict``.
+
+Tests and Holm. A test is a dict (``paired.difference``): ``mean``, ``ci``, ``seeds``, ``p``
+(two-sided paired t-test over seeds of mean = ``null``), ``sign`` (the claimed side: +1 or −1),
+``null`` and ``decision``. ``holm_family`` applies Holm's step-down procedure to all the tests
+of one claim (its family), adds ``p_holm`` to each and redecides it with ``call``: supported if
+the adjusted test rejects the null with the estimate on the claimed side, contradicted if it
+rejects with the estimate on the other side, inconclusive otherwise (and below 2 seeds).
 """
 
 import math
@@ -14,9 +32,10 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.columns import require
-from normexp.analysis.stats import mean_ci
+from normexp.analysis.stats import holm_adjusted, mean_ci
 
 VERDICTS = ("supported", "contradicted", "inconclusive", "not run yet")
+ALPHA = 0.05  # family-wise error rate of each claim's tests (Holm)
 
 
 def make_verdict(
@@ -32,6 +51,7 @@ def make_verdict(
     notes: str = "",
     details: Mapping | None = None,
     ci_note: str = "",
+    sub: list[dict] | None = None,
 ) -> dict:
     assert verdict in VERDICTS, verdict
     estimate = finite(estimate)
@@ -48,6 +68,7 @@ def make_verdict(
         "anchor": anchor,
         "notes": notes,
         "details": dict(details or {}),
+        **({"sub": list(sub)} if sub else {}),
     }
 
 
@@ -124,3 +145,65 @@ def failures(df: pd.DataFrame) -> str:
     if unfinished:
         text += f"; {unfinished} unfinished (interrupted, not counted)"
     return text
+
+
+def call(test: Mapping, p: float, alpha: float = ALPHA) -> str:
+    """The call of one test at (adjusted) p-value ``p``: supported if ``p`` <= ``alpha`` and the
+    estimate lies on the test's claimed side of its null, contradicted if on the other side,
+    inconclusive otherwise (no p: fewer than 2 seeds)."""
+    mean = test.get("mean")
+    if p is None or mean is None or math.isnan(p) or math.isnan(mean) or p > alpha:
+        return "inconclusive"
+    side = test.get("sign", 1) * (mean - test.get("null", 0.0))
+    if side > 0:
+        return "supported"
+    return "contradicted" if side < 0 else "inconclusive"
+
+
+def holm_family(tests: Iterable[dict], alpha: float = ALPHA) -> list[dict]:
+    """Holm over one claim's tests (in place): each gets ``p_holm`` and its ``decision`` from it."""
+    tests = list(tests)
+    for test, p in zip(tests, holm_adjusted([t["p"] for t in tests]), strict=True):
+        test["p_holm"] = p
+        test["decision"] = call(test, p, alpha)
+    return tests
+
+
+def conjunction(tests: Mapping[str, dict]) -> tuple[str, str | None]:
+    """A statement that needs every test: (call, the name of the test that decided it).
+    Contradicted by the first contradicted test; supported if all are, decided by the weakest
+    (largest Holm p); inconclusive otherwise, decided by the first test not supported."""
+    if not tests:
+        return "not run yet", None
+    for name, t in tests.items():
+        if t["decision"] == "contradicted":
+            return "contradicted", name
+    open_ = [n for n, t in tests.items() if t["decision"] != "supported"]
+    if open_:
+        return "inconclusive", open_[0]
+    return "supported", max(tests, key=lambda n: tests[n].get("p_holm", tests[n]["p"]))
+
+
+def sub_verdict(
+    id: str,  # noqa: A002
+    statement: str,
+    verdict: str,
+    statistic: str,
+    test: Mapping | None = None,
+    note: str = "",
+) -> dict:
+    """One sub-claim's verdict (see the module doc), decided by ``test`` (a ``difference``)."""
+    assert verdict in VERDICTS, verdict
+    ci = None if test is None else test.get("ci")
+    ci = None if ci is None or any(finite(v) is None for v in ci) else [float(v) for v in ci]
+    return {
+        "id": id,
+        "statement": statement,
+        "verdict": verdict,
+        "statistic": statistic,
+        "estimate": None if test is None else finite(test.get("mean")),
+        "ci": ci,
+        "p_holm": None if test is None else finite(test.get("p_holm", test.get("p"))),
+        "seeds": 0 if test is None else int(test.get("seeds", 0)),
+        "note": note,
+    }

@@ -17,8 +17,11 @@ minus with L2 > 0 (sparsity specific to L1, not to any penalty); (b) "L2 makes w
 at the strongest L2 strength, the L2 norm of the weights relative to the same CNN without any
 penalty, 100·(‖w‖_L2/‖w‖_none − 1) < 0; (c) weight normalization does the job of a
 normalization: test accuracy of WN + mean-only BN minus no normalization > 0 (the pairing
-Salimans & Kingma recommend; WN alone is reported). *supported* if all three CIs lie on the
-claimed side of 0; *contradicted* if any lies on the other side; *inconclusive* otherwise; a part
+Salimans & Kingma recommend; WN alone is reported). Each part is a sub-claim (C2a, C2b, C2c)
+decided by its paired t-test over seeds, the three Holm-adjusted as one family: supported if the
+adjusted test rejects 0 with the effect on the claimed side, contradicted if on the other side,
+inconclusive otherwise. The claim is *supported* if all three parts are, *contradicted* if any
+is, *inconclusive* otherwise; a part
 whose runs or summary columns are missing counts as not supported (the verdict is "not run yet"
 only when no part can be measured). The estimate is (a), in percentage points of weights.
 """
@@ -40,7 +43,7 @@ from normexp.analysis.style import (
     save_figure,
     seed_bar,
 )
-from normexp.analysis.verdict import all_parts, by_seed, failures
+from normexp.analysis.verdict import all_parts, by_seed, failures, holm_family, sub_verdict
 
 EXPERIMENT = "weight_side"
 ANCHOR = (
@@ -56,6 +59,23 @@ PLAIN_ARMS = {  # (norm.name, model.weight_side) without any penalty -> arm labe
     ("none", "weight_norm"): "WN",
     ("mean_only_batch", "weight_norm"): "WN + mean-only BN",
 }
+SUB_CLAIMS = (  # (part, the blog's statement, the statistic that decides it)
+    (
+        "a_l1_sparser_than_l2",
+        "L1 makes weights sparse",
+        "near-zero weights, L1 − L2 at the strongest matched strength, pp",
+    ),
+    (
+        "b_l2_smaller_than_none_pct",
+        "L2 makes weights small",
+        "‖w‖₂ with the strongest L2 relative to no penalty, %",
+    ),
+    (
+        "c_wn_mean_only_bn_minus_none_acc_pp",
+        "WN does the job of a normalization",
+        "test accuracy, WN + mean-only BN − none, pp",
+    ),
+)
 ARM_COLORS = {
     "none": norm_color("none"),
     "BN": norm_color("batch"),
@@ -210,6 +230,7 @@ def verdict(tables: dict) -> dict:
     if not _finished(df):
         return CLAIM.not_run_yet()
     measured = parts(df)
+    holm_family(d for d in measured["parts"].values() if d["seeds"])
     decisions = {
         name: (d["decision"] if d["seeds"] else "not run yet")
         for name, d in measured["parts"].items()
@@ -244,9 +265,20 @@ def verdict(tables: dict) -> dict:
     missing = [c for c in (NEAR_ZERO, L2_NORM) if c not in df]
     if missing:
         notes += f"; summaries lack {', '.join(missing)} (weight statistics not recorded yet)"
+    sub = [
+        sub_verdict(
+            f"C2{key[0]}",
+            statement,
+            decisions[key],
+            statistic,
+            p.get(key) if decisions[key] != "not run yet" else None,
+        )
+        for key, statement, statistic in SUB_CLAIMS
+    ]
     return CLAIM.verdict(
         result,
         effect,
+        sub=sub,
         estimate=a["mean"] if a and a["seeds"] else None,
         ci=tuple(a["ci"]) if a and a["seeds"] else None,
         ci_note="" if a and a["seeds"] else "L1/L2 sparsity not measured yet",

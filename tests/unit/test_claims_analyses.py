@@ -25,6 +25,7 @@ from normexp.analysis import (
     weight_side,
 )
 from normexp.analysis.claims import load_analyses
+from normexp.analysis.record import MIN_SEEDS, declared_seeds
 from normexp.analysis.verdict import by_seed
 from normexp.models import build_model
 from normexp.sweep import sweep_overrides
@@ -511,7 +512,9 @@ def test_new_experiments_resolve_with_their_grid(hydra_ctx, experiment, profile)
     claim, points = GRIDS[experiment]
     jobs = jobs_of(experiment, profile)
     seeds = {j["seed"] for j in jobs}
-    assert len(seeds) == (1 if profile == "smoke" else 3)
+    # the sweep runs exactly the seeds of record the profile declares (at least 5 at quick)
+    assert seeds == set(declared_seeds(profile))
+    assert len(seeds) == (1 if profile == "smoke" else MIN_SEEDS)
     assert len(jobs) == points * len(seeds)
     assert {(j["claim"]["id"], j["claim"]["name"]) for j in jobs} == {(claim, experiment)}
     assert {j["profile"] for j in jobs} == {profile}
