@@ -410,7 +410,8 @@ def test_each_task_is_decided_by_the_rule(experiment, gap, expected):
     assert sub["details"]["normal_batch"] == 64 and sub["details"]["small_batch"] == 4
     if gap:
         assert sub["details"]["winner_by_batch"][64] == ("instance" if gap > 0 else "batch")
-    assert sub["details"]["bn_minus_none_db"][64][0] == pytest.approx(2.0)
+    assert sub["details"]["bn_minus_none_db"][64]["mean"] == pytest.approx(2.0)
+    assert sub["details"]["bn_minus_none_db"][64]["seeds"] == 3
     other = subs["C6b" if experiment == "bn_generation" else "C6a"]
     assert other["verdict"] == "not run yet"
     # C6 overall is the stylization task's verdict: without its runs, not run yet.

@@ -251,6 +251,16 @@ def _finite_or_none(values: tuple) -> list:
     return [None if math.isnan(v) else v for v in values]
 
 
+def _difference(df: pd.DataFrame, batch: int, a: str, b: str) -> dict:
+    """``_gap`` for the details: mean, 95% CI (None below 2 seeds: no spread measured), seeds."""
+    mean, lo, hi, n = _gap(df, batch, a, b)
+    return {
+        "mean": None if math.isnan(mean) else mean,
+        "ci": _finite_or_none((lo, hi)) if n >= 2 else None,
+        "seeds": n,
+    }
+
+
 def task_verdict(df: pd.DataFrame, task: Task) -> dict:
     """The sub-verdict of one task (C6a or C6b) by the module's rule, as a complete verdict."""
 
@@ -292,9 +302,9 @@ def task_verdict(df: pd.DataFrame, task: Task) -> dict:
         "small_batch": small,
         "parts": {"normal": at_normal, "small": at_small},
         "in_minus_bn_at_small_db": _finite_or_none((d_small, s_lo, s_hi)),
-        # BN against no normalization (mean, lo, hi): does BN hurt, or only trail IN?
+        # BN against no normalization: does BN hurt, or only trail IN?
         "bn_minus_none_db": {
-            b: _finite_or_none(_gap(df, b, "batch", "none")[:3]) for b in sorted({small, normal})
+            b: _difference(df, b, "batch", "none") for b in sorted({small, normal})
         },
         "winner_by_batch": winners,  # norm with the highest mean test PSNR (C11 reads this)
         "mean_test_psnr_db": {
