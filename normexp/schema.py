@@ -215,7 +215,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
     from normexp.tasks import TASKS
     from normexp.tracking.wandb_mirror import MODES
     from normexp.train.device import DEVICES
-    from normexp.train.image_to_image import LOSSES
+    from normexp.train.image_to_image import LOSSES, TARGETS
     from normexp.train.instrumented import PROBES
     from normexp.train.optim import LR_SCALING, OPTIMIZERS, SCHEDULES
 
@@ -227,6 +227,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "device": DEVICES,
         "probes": PROBES,
         "loss": tuple(LOSSES),
+        "target": tuple(TARGETS),
         "optim": OPTIMIZERS,
         "lr_scaling": LR_SCALING,
         "schedule": SCHEDULES,
@@ -282,6 +283,8 @@ def fields() -> tuple[Field, ...]:
         F("train.corruption.colour_gain", Interval(), (task, ("image_to_image",))),
         F("train.corruption.brightness", Num(0, 1), (task, ("image_to_image",))),
         F("train.corruption.colour_offset", Num(0, 1), (task, ("image_to_image",))),
+        F("train.corruption.noise", Num(0), (task, ("image_to_image",)), optional=True),
+        F("train.target", Choice(c["target"]), (task, ("image_to_image",)), optional=True),
         F("train.seq_len", Int(1), (task, ("language_model",))),
         F("train.long_eval_factor", Int(1), (task, ("language_model",))),
         F("optim.name", Choice(c["optim"])),

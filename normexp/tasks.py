@@ -128,7 +128,8 @@ TASKS: dict[str, Task] = {
     ),
     # C9, C10: classification plus probes of ICS and of the loss landscape
     "instrumented_classification": Task(_check_instrumented, _prepare_cifar10, _train_instrumented),
-    # C6: undo per-image contrast / colour changes of CIFAR-10 images with a generator
+    # C6: undo per-image contrast / colour changes of CIFAR-10 images (C6a), or map them to a
+    # fixed stylization that discards them (C6b), with a generator
     "image_to_image": Task(_check_image_to_image, _prepare_cifar10, _train_image_to_image),
     # C7: LSTM language model on PTB, the cell chosen by norm.name
     "language_model": Task(_check_language_model, _prepare_ptb, _train_language_model),

@@ -1,22 +1,35 @@
-"""C6 bn_generation: test PSNR per norm of a generator that undoes per-image contrast / colour
-changes of CIFAR-10 images, at a small and a normal batch size, with sample grids.
+"""C6 bn_generation: test PSNR per norm of a generator on two image-to-image tasks of CIFAR-10
+images with per-image contrast / colour changes, at a small and a normal batch size, with sample
+grids. The two tasks are the two kinds of pixel-level generation, decided separately:
 
-Verdict rule. With D(b) = PSNR_IN(b) − PSNR_BN(b), the test PSNR in dB (BN as deployed, with its
-running averages), paired by seed, at the largest batch size of the grid (the normal one, BN's
-best case) and at the smallest: *supported* if the 95% CI over seeds of D at the normal batch
-lies above 0 and that of D at the small batch does not lie below 0; *contradicted* if the CI of
-D lies below 0 at either batch size (BN beats IN); *inconclusive* otherwise. The normal batch
-decides: the claim is about generation, and at the small batch IN beating BN would also follow
-from BN's small-batch weakness (claim C4). The estimate is D at the normal batch, in dB.
+- C6a restoration (experiment ``bn_generation``): recover the clean image. Each image's own
+  statistics are signal the output must reproduce.
+- C6b stylization (``bn_generation_style``): map the (also noisy) input to a fixed stylization of
+  the per-image standardized clean image (normexp.data.corruptions.stylize). The input's
+  statistics are nuisance the output must not depend on: the setting of the IN paper and of the
+  blog's advice (GAN / image generation / image rewriting).
+
+Verdict rule. Per task, with D(b) = PSNR_IN(b) − PSNR_BN(b), the test PSNR in dB against the
+task's target (BN as deployed, with its running averages), paired by seed, at the largest batch
+size of the grid (the normal one, BN's best case) and at the smallest: *supported* if the 95% CI
+over seeds of D at the normal batch lies above 0 and that of D at the small batch does not lie
+below 0; *contradicted* if the CI of D lies below 0 at either batch size (BN beats IN);
+*inconclusive* otherwise. The normal batch decides: the claim is about generation, and at the
+small batch IN beating BN would also follow from BN's small-batch weakness (claim C4). The
+estimate is D at the normal batch, in dB. This gives sub-verdicts C6a (restoration) and C6b
+(stylization). C6 overall is C6b's verdict: stylization, where per-image statistics are
+nuisance, is the kind of generation the blog's advice and its anchor are about; C6a says whether
+the advice extends to restoration, and the overall effect names the kinds it holds for.
 
 Sample grids: each run writes ``samples.png`` into its run folder and names it in the summary
 (``sample_grid``); the collected table holds only ``run_key``. The figure looks for
-``<results>/<profile>/runs/bn_generation/<run_key>/samples.png`` in the profile's folder its
+``<results>/<profile>/runs/<experiment>/<run_key>/samples.png`` in the profile's folder its
 caller passes (``draw(..., results_dir=...)``); without one, or for a grid that is not found,
 the grids are left out of the figure with a note (the verdict never needs them).
 """
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -26,28 +39,57 @@ from normexp.analysis import columns as col
 from normexp.analysis.claims import Claim
 from normexp.analysis.paired import batch_cells
 from normexp.analysis.style import mark_not_run, norm_color, norm_label, save_figure
-from normexp.analysis.verdict import by_seed, decide, failures, paired_difference
+from normexp.analysis.verdict import by_seed, decide, failures, make_verdict, paired_difference
 from normexp.tracking.store import RunRecord
 
-# What differs from the anchor's setting, stated with every verdict.
-SCOPE = (
-    "scope: this task restores each image's own contrast and colour, so the output depends on "
-    "per-image statistics of the input, which IN removes at every layer; in the anchor's "
-    "stylization the output statistics come from the style, not from the content image, which "
-    "is where discarding them helps. The verdict is about restoration-type pixel generation"
-)
-EXPERIMENT = "bn_generation"
-METRIC = col.TEST_PSNR
 ANCHOR = (
     "Ulyanov, Vedaldi & Lempitsky 2016 (Instance Normalization: The Missing Ingredient for Fast "
     "Stylization): replacing BN by IN in feed-forward stylization generators visibly improves "
     "the stylized images; the evidence is qualitative (image comparisons), so no PSNR or other "
-    "number comparable with this task exists"
+    "number comparable with these tasks exists"
 )
+EXPERIMENT = "bn_generation"  # C6a, restoration: the claim's name, its verdict and figure file
+STYLE_EXPERIMENT = "bn_generation_style"  # C6b, stylization
+METRIC = col.TEST_PSNR
 CLAIM = Claim.from_doc("C6", EXPERIMENT, ANCHOR, __doc__, end="Sample grids:")
 NORM_ORDER = ("batch", "instance", "layer", "group", "none")
 GRID_IMAGES = 4  # images of each run's sample grid shown in the figure
 GRID_GAP, GRID_SIDE = 2, 32  # the layout of samples.png (see normexp.train.image_to_image)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One kind of pixel-level generation, decided on its own (a sub-verdict of C6)."""
+
+    claim: str  # "C6a"
+    experiment: str
+    kind: str  # the kind of generation, as the overall effect names it
+    title: str  # the figure panel's
+    reference: str  # what the dashed line (input_psnr) is
+    scope: str  # stated with the sub-verdict
+
+
+TASKS = (
+    Task(
+        "C6a",
+        EXPERIMENT,
+        "restoration (per-image statistics are signal)",
+        "C6a restoration: undo per-image contrast/colour",
+        "corrupted input (no restoration)",
+        "this task restores each image's own contrast and colour, so the output depends on "
+        "per-image statistics of the input, which IN removes at every layer",
+    ),
+    Task(
+        "C6b",
+        STYLE_EXPERIMENT,
+        "stylization (per-image statistics are nuisance)",
+        "C6b stylization: fixed style of the standardized image",
+        "style applied to the noisy input (no denoising)",
+        "this task's target is a fixed stylization of the per-image standardized clean image, "
+        "so the input's contrast and colour carry no information about the output, as the "
+        "content image's do not in the anchor's stylization",
+    ),
+)
 
 
 def psnr_cells(df: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
@@ -60,7 +102,9 @@ def _ordered(norms: set) -> list[str]:
     return [n for n in NORM_ORDER if n in norms] + sorted(norms - set(NORM_ORDER))
 
 
-def sample_grid_paths(df: pd.DataFrame, results_dir: Path | None) -> dict[tuple[str, int], Path]:
+def sample_grid_paths(
+    df: pd.DataFrame, results_dir: Path | None, experiment: str = EXPERIMENT
+) -> dict[tuple[str, int], Path]:
     """{(norm, batch size): samples.png of its lowest-seed finished run}, where the file exists."""
     if results_dir is None or df.empty or col.SAMPLE_GRID not in df:
         return {}
@@ -68,14 +112,14 @@ def sample_grid_paths(df: pd.DataFrame, results_dir: Path | None) -> dict[tuple[
     found = {}
     for (norm, batch), cell in ok.groupby([col.NORM, col.BATCH]):
         row = cell.iloc[0]
-        run = RunRecord(results_dir, EXPERIMENT, str(row[col.RUN_KEY]))
+        run = RunRecord(results_dir, experiment, str(row[col.RUN_KEY]))
         path = run.path / str(row[col.SAMPLE_GRID])
         if path.is_file():
             found[(norm, int(batch))] = path
     return found
 
 
-def _draw_psnr(ax, df: pd.DataFrame) -> None:  # noqa: ANN001 - a matplotlib Axes
+def _draw_psnr(ax, df: pd.DataFrame, task: Task) -> None:  # noqa: ANN001 - a matplotlib Axes
     cells = psnr_cells(df)
     norms = _ordered(set(cells["norm"]))
     sizes = sorted(cells["batch_size"].unique())
@@ -115,7 +159,7 @@ def _draw_psnr(ax, df: pd.DataFrame) -> None:  # noqa: ANN001 - a matplotlib Axe
             color="#888888",
             ls="--",
             lw=1,
-            label="corrupted input (no restoration)",
+            label=task.reference,
         )
     ax.set_xticks(range(len(norms)), [norm_label(n) for n in norms])
     ax.set_xlim(-0.6, len(norms) - 0.4)
@@ -123,8 +167,8 @@ def _draw_psnr(ax, df: pd.DataFrame) -> None:  # noqa: ANN001 - a matplotlib Axe
     seeds = int(cells["seeds"].max()) if not cells.empty else 0
     profile, n_train = col.first(df, col.PROFILE, "?"), col.first(df, col.N_TRAIN, 0)
     ax.set_title(
-        f"Ours: undo per-image contrast/colour on CIFAR-10, {profile} profile "
-        f"({int(n_train)} train images), mean and 95% CI over {seeds} seed(s)",
+        f"{task.title}\nCIFAR-10, {profile} profile ({int(n_train)} train images), "
+        f"mean and 95% CI over {seeds} seed(s)",
         fontsize=10,
     )
     ax.grid(alpha=0.3, axis="y")
@@ -154,31 +198,39 @@ def _draw_grids(fig, spec, df: pd.DataFrame, grids: dict) -> None:  # noqa: ANN0
 
 
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
-    df = col.table(tables, EXPERIMENT)
-    ran = _ran(df)
-    grids = sample_grid_paths(df, results_dir) if ran else {}
-    fig = plt.figure(figsize=(11, 7.8 if grids else 4.6), constrained_layout=True)
-    spec = fig.add_gridspec(2 if grids else 1, 1, height_ratios=[1.3, 1] if grids else [1])
-    ax = fig.add_subplot(spec[0])
-    if not ran:
-        mark_not_run(ax, EXPERIMENT)
-    else:
-        _draw_psnr(ax, df)
-        if grids:
-            _draw_grids(fig, spec[1], df, grids)
-        else:
-            fig.text(
-                0.01,
-                0.01,
-                "sample grids not found next to the results (see normexp.analysis.bn_generation)",
-                fontsize=8,
-                color="#888888",
-            )
+    """Per task: test PSNR by norm and batch size (top), the sample grids of its runs (below)."""
+    dfs = [col.table(tables, t.experiment) for t in TASKS]
+    ran = [_ran(df) for df in dfs]
+    grids = [
+        sample_grid_paths(df, results_dir, t.experiment) if r else {}
+        for df, t, r in zip(dfs, TASKS, ran, strict=True)
+    ]
+    any_grids = any(grids)
+    fig = plt.figure(figsize=(17, 8.4 if any_grids else 4.8), constrained_layout=True)
+    spec = fig.add_gridspec(
+        2 if any_grids else 1, len(TASKS), height_ratios=[1.3, 1] if any_grids else [1]
+    )
+    for k, (task, df) in enumerate(zip(TASKS, dfs, strict=True)):
+        ax = fig.add_subplot(spec[0, k])
+        if not ran[k]:
+            mark_not_run(ax, f"{task.claim} {task.experiment}")
+            continue
+        _draw_psnr(ax, df, task)
+        if grids[k]:
+            _draw_grids(fig, spec[1, k], df, grids[k])
+    if any(r and not g for r, g in zip(ran, grids, strict=True)):
+        fig.text(
+            0.01,
+            0.005,
+            "sample grids not found next to the results (see normexp.analysis.bn_generation)",
+            fontsize=8,
+            color="#888888",
+        )
     return save_figure(
         fig,
         out,
-        "C6: does BN do poorly in pixel-level generation, and IN better? "
-        "(anchor: Ulyanov et al. 2016, qualitative only)",
+        "C6: does BN do poorly in pixel-level generation, and IN better? Restoration (C6a) and "
+        "stylization (C6b) (anchor: Ulyanov et al. 2016, qualitative only)",
     )
 
 
@@ -186,20 +238,44 @@ def _ran(df: pd.DataFrame) -> bool:
     return col.has_rows(df, col.NORM, col.BATCH) and METRIC in df
 
 
-def _gap(df: pd.DataFrame, batch: int) -> tuple[float, float, float, int]:
-    inorm = by_seed(df, METRIC, {col.NORM: "instance", col.BATCH: batch})
-    bn = by_seed(df, METRIC, {col.NORM: "batch", col.BATCH: batch})
-    return paired_difference(inorm, bn)
+def _gap(
+    df: pd.DataFrame, batch: int, a: str = "instance", b: str = "batch"
+) -> tuple[float, float, float, int]:
+    """Paired difference of ``a`` minus ``b`` test PSNR over seeds at ``batch``: (mean, lo, hi,
+    n)."""
+    first = by_seed(df, METRIC, {col.NORM: a, col.BATCH: batch})
+    second = by_seed(df, METRIC, {col.NORM: b, col.BATCH: batch})
+    return paired_difference(first, second)
 
 
-def verdict(tables: dict) -> dict:
-    df = col.table(tables, EXPERIMENT)
+def _finite_or_none(values: tuple) -> list:
+    return [None if math.isnan(v) else v for v in values]
+
+
+def _difference(df: pd.DataFrame, batch: int, a: str, b: str) -> dict:
+    """``_gap`` for the details: mean, 95% CI (None below 2 seeds: no spread measured), seeds."""
+    mean, lo, hi, n = _gap(df, batch, a, b)
+    return {
+        "mean": None if math.isnan(mean) else mean,
+        "ci": _finite_or_none((lo, hi)) if n >= 2 else None,
+        "seeds": n,
+    }
+
+
+def task_verdict(df: pd.DataFrame, task: Task) -> dict:
+    """The sub-verdict of one task (C6a or C6b) by the module's rule, as a complete verdict."""
+
+    def verdict_of(result: str, effect: str, **fields: object) -> dict:
+        return make_verdict(
+            task.claim, task.experiment, result, effect, rule=CLAIM.rule, anchor=ANCHOR, **fields
+        )
+
     if not _ran(df):
-        return CLAIM.not_run_yet()
+        return verdict_of("not run yet", f"no finished runs of {task.experiment} in the store")
     both = df[df[col.NORM].isin(["batch", "instance"]) & (df[col.STATUS] == "ok")]
     sizes = sorted(int(b) for b in both[col.BATCH].unique())
     if not sizes:
-        return CLAIM.not_run_yet("no finished BN or IN runs")
+        return verdict_of("not run yet", f"no finished BN or IN runs of {task.experiment}")
     normal, small = sizes[-1], sizes[0]
     d_normal, n_lo, n_hi, n = _gap(df, normal)
     d_small, s_lo, s_hi, n_small = _gap(df, small)
@@ -212,47 +288,91 @@ def verdict(tables: dict) -> dict:
     else:
         result = "inconclusive"
     effect = (
-        f"IN minus BN test PSNR: {d_normal:+.2f} dB [{n_lo:+.2f}, {n_hi:+.2f}] at batch {normal}"
+        f"{task.kind}: IN minus BN test PSNR {d_normal:+.2f} dB [{n_lo:+.2f}, {n_hi:+.2f}] at "
+        f"batch {normal}"
     )
     if small != normal:
         effect += f", {d_small:+.2f} dB [{s_lo:+.2f}, {s_hi:+.2f}] at batch {small}"
     effect += f" ({n} seeds)"
-    cells = psnr_cells(df)
+    cells = psnr_cells(df).dropna(subset=["psnr"])
     winners = {}
-    for batch, c in cells.dropna(subset=["psnr"]).groupby("batch_size"):
+    for batch, c in cells.groupby("batch_size"):
         winners[int(batch)] = str(c.sort_values("psnr", ascending=False).iloc[0]["norm"])
-    means = {
-        f"{row.norm}@{row.batch_size}": round(float(row.psnr), 3)
-        for row in cells.dropna(subset=["psnr"]).itertuples()
-    }
     details = {
         "normal_batch": normal,
         "small_batch": small,
         "parts": {"normal": at_normal, "small": at_small},
-        "in_minus_bn_at_small_db": [None if math.isnan(v) else v for v in (d_small, s_lo, s_hi)],
+        "in_minus_bn_at_small_db": _finite_or_none((d_small, s_lo, s_hi)),
+        # BN against no normalization: does BN hurt, or only trail IN?
+        "bn_minus_none_db": {
+            b: _difference(df, b, "batch", "none") for b in sorted({small, normal})
+        },
         "winner_by_batch": winners,  # norm with the highest mean test PSNR (C11 reads this)
-        "mean_test_psnr_db": means,
+        "mean_test_psnr_db": {
+            f"{row.norm}@{row.batch_size}": round(float(row.psnr), 3) for row in cells.itertuples()
+        },
     }
     if col.TEST_PSNR_BATCH_STATS in df:  # BN normalizing test batches by their own statistics
         stats = {}
         for b in sizes:
-            where = {col.NORM: "batch", col.BATCH: b}
-            per_seed = by_seed(df, col.TEST_PSNR_BATCH_STATS, where)
+            per_seed = by_seed(df, col.TEST_PSNR_BATCH_STATS, {col.NORM: "batch", col.BATCH: b})
             if per_seed:
                 stats[b] = sum(per_seed.values()) / len(per_seed)
         details["bn_batch_stats_psnr_db"] = stats
     if col.first(df, col.INPUT_PSNR) is not None:
         details["input_psnr_db"] = float(col.first(df, col.INPUT_PSNR))
-    return CLAIM.verdict(
+    return verdict_of(
         result,
         effect,
         estimate=d_normal,
         ci=(n_lo, n_hi),
-        notes=f"{failures(df)}; {SCOPE}",
+        notes=f"{failures(df)}; scope: {task.scope}",
+        details=details,
+    )
+
+
+def holds_for(subs: list[dict]) -> str:
+    """In words, for which kinds of generation the advice holds, from the sub-verdicts."""
+    kinds = {t.claim: t.kind for t in TASKS}
+    phrases = {
+        "supported": "the advice (IN over BN) holds for ",
+        "contradicted": "BN beats IN in ",
+        "inconclusive": "no clear IN-BN difference in ",
+        "not run yet": "not run yet: ",
+    }
+    parts = []
+    for verdict_value, phrase in phrases.items():
+        kinds_here = [kinds[s["claim"]] for s in subs if s["verdict"] == verdict_value]
+        if kinds_here:
+            parts.append(phrase + " and ".join(kinds_here))
+    return "; ".join(parts)
+
+
+def verdict(tables: dict) -> dict:
+    """C6 overall, which is C6b's verdict, with the complete sub-verdicts C6a and C6b in
+    ``details["sub"]``."""
+    subs = [task_verdict(col.table(tables, t.experiment), t) for t in TASKS]
+    restoration, style = subs
+    if restoration["verdict"] == style["verdict"] == "not run yet":
+        return CLAIM.not_run_yet(f"no finished runs of {EXPERIMENT} or {STYLE_EXPERIMENT}")
+    decided = [s["effect"] for s in subs if s["estimate"] is not None]
+    effect = holds_for(subs) + (". " + "; ".join(decided) if decided else "")
+    notes = "; ".join(f"{s['claim']}: {s['notes']}" for s in subs if s["notes"])
+    # The headline keeps C6a's details at the top level, where other claims (C11) read them.
+    details = {**restoration["details"], "sub": subs, "decided_by": "C6b"}
+    return CLAIM.verdict(
+        style["verdict"],
+        effect,
+        estimate=style["estimate"],
+        ci=tuple(style["ci"]) if style["ci"] is not None else None,
+        notes=notes,
         details=details,
     )
 
 
 ANALYSIS = CLAIM.analysis(
-    "BN does poorly in pixel-level generation; prefer IN", (EXPERIMENT,), draw, verdict
+    "BN does poorly in pixel-level generation; prefer IN",
+    (EXPERIMENT, STYLE_EXPERIMENT),
+    draw,
+    verdict,
 )

@@ -1,5 +1,7 @@
-"""Image to image (claim C6): a generator learns to undo per-image contrast / brightness / colour
-corruptions of CIFAR-10 images (normexp.data.corruptions); metrics are PSNR and SSIM.
+"""Image to image (claim C6): a generator learns to map CIFAR-10 images with per-image contrast /
+brightness / colour corruptions (and optional pixel noise) to a target (normexp.data.corruptions):
+the clean image (``train.target: clean``, restoration, the default) or a fixed stylization of it
+(``style``: per-image statistics are nuisance). Metrics are PSNR and SSIM against the target.
 
 Pixels: the clean target and the reported metrics are in [0, 1]; the network sees the corrupted
 image in the CIFAR-normalized space (x - mean) / std (a fixed map, the same for every image: it
@@ -20,6 +22,7 @@ from torch import Tensor, nn
 
 from normexp.data.augment import CIFAR10_MEAN, CIFAR10_STD
 from normexp.data.corruptions import (
+    TARGETS,
     TEST_CORRUPTION_SEED,
     CorruptionRanges,
     corrupt,
@@ -71,7 +74,15 @@ def check_image_to_image(c: Mapping) -> None:
             )
     for key in ("brightness", "colour_offset"):
         check_number(f"train.corruption.{key}", corruption[key])
+    # noise and target are optional: the restoration runs' configs predate them
+    check_number("train.corruption.noise", corruption.get("noise", 0.0))
+    check_choice("train.target", target_name(train), tuple(TARGETS))
     check_generator(c["model"], c["norm"], train["batch_size"])
+
+
+def target_name(train_cfg: Mapping) -> str:
+    """``train.target``; runs whose config has none restore the clean image."""
+    return train_cfg.get("target", "clean")
 
 
 class PixelSpace:
@@ -176,8 +187,8 @@ def evaluate_quality_with_batch_stats(
 def save_sample_grid(
     model: nn.Module, space: PixelSpace, x01: Tensor, clean01: Tensor, path: Path
 ) -> None:
-    """PNG with one column per image and three rows: corrupted input, output, clean target
-    (all clipped to [0, 1]), 2-pixel white gaps. Eval mode."""
+    """PNG with one column per image and three rows: corrupted input, output, target (``clean01``;
+    all clipped to [0, 1]), 2-pixel white gaps. Eval mode."""
     from PIL import Image
 
     model.eval()
@@ -201,8 +212,9 @@ def save_sample_grid(
 
 
 class ImageToImage(TaskHooks):
-    """Undo fresh corruptions of each training batch; validation PSNR after every epoch, test
-    PSNR / SSIM (and a sample grid in ``artifacts_dir``) of the final model only."""
+    """Map fresh corruptions of each training batch to the target of their clean images;
+    validation PSNR after every epoch, test PSNR / SSIM (and a sample grid in
+    ``artifacts_dir``) of the final model only."""
 
     headline = "val_psnr"
 
@@ -212,6 +224,7 @@ class ImageToImage(TaskHooks):
         self.ranges = ranges = CorruptionRanges.from_config(train_cfg["corruption"])
         self.space = PixelSpace(device)
         self.loss_fn = LOSSES[train_cfg["loss"]]
+        self.target = TARGETS[target_name(train_cfg)]  # clean image -> target; "clean": itself
         self.splits = s = CifarSplits.of_run(cfg)
         self.generator = torch.Generator(device=device).manual_seed(cfg["seed"])
         self.batch_size, self.eval_bs = train_cfg["batch_size"], train_cfg["eval_batch_size"]
@@ -223,10 +236,12 @@ class ImageToImage(TaskHooks):
             mean=(0.0, 0.0, 0.0),
             std=(1.0, 1.0, 1.0),
         )
-        self.val_clean = to_unit(s.cifar.train_x[s.val_idx].to(device))
-        self.val_in = fixed_corruption(self.val_clean, ranges, VAL_CORRUPTION_SEED + cfg["seed"])
-        self.test_clean = to_unit(s.cifar.test_x[s.test_idx].to(device))
-        self.test_in = fixed_corruption(self.test_clean, ranges)
+        val_clean = to_unit(s.cifar.train_x[s.val_idx].to(device))
+        self.val_in = fixed_corruption(val_clean, ranges, VAL_CORRUPTION_SEED + cfg["seed"])
+        self.val_target = self.target(val_clean)
+        test_clean = to_unit(s.cifar.test_x[s.test_idx].to(device))
+        self.test_in = fixed_corruption(test_clean, ranges)
+        self.test_target = self.target(test_clean)
         self.model = place_model(build_generator(cfg["model"], cfg["norm"]), device, cfg["runtime"])
         self.steps_per_epoch = len(self.train_batches)
         self.optimizer, self.scheduler = build_optimizer_and_scheduler(
@@ -244,29 +259,31 @@ class ImageToImage(TaskHooks):
         clean, _ = batch
         x_in, _ = corrupt(clean, self.ranges, self.generator)
         pred = self.space.to_pixels(self.model(self.space.to_net(x_in)))
-        return self.loss_fn(pred, clean), len(clean)
+        return self.loss_fn(pred, self.target(clean)), len(clean)
 
     def evaluate(self, metrics: dict) -> None:
         metrics["val_psnr"], _ = evaluate_quality(
-            self.model, self.space, self.val_in, self.val_clean, self.eval_bs
+            self.model, self.space, self.val_in, self.val_target, self.eval_bs
         )
 
     def summary(self, history: list[dict], final: dict) -> dict:
         """Test metrics of the final model only: the verdict reads nothing else."""
-        model, space, test_in, test_clean = self.model, self.space, self.test_in, self.test_clean
+        model, space, test_in, test_target = self.model, self.space, self.test_in, self.test_target
         final["test_psnr"], final["test_ssim"] = evaluate_quality(
-            model, space, test_in, test_clean, self.eval_bs, ssim=True
+            model, space, test_in, test_target, self.eval_bs, ssim=True
         )
         if self.batch_stats:
             final["test_psnr_batch_stats"] = evaluate_quality_with_batch_stats(
-                model, space, test_in, test_clean, self.batch_size
+                model, space, test_in, test_target, self.batch_size
             )
-        final["input_psnr"] = psnr_per_image(test_in, test_clean).mean().item()
+        # The reference without a network: the target map applied to the corrupted input (for
+        # restoration the input itself; for the style, stylizing the noisy input undenoised).
+        final["input_psnr"] = psnr_per_image(self.target(test_in), test_target).mean().item()
         sample_grid = None
         if self.artifacts_dir is not None and self.cfg["train"]["samples"] > 0:
             k = min(self.cfg["train"]["samples"], len(test_in))
             path = Path(self.artifacts_dir) / SAMPLE_GRID
-            save_sample_grid(model, space, test_in[:k], test_clean[:k], path)
+            save_sample_grid(model, space, test_in[:k], test_target[:k], path)
             sample_grid = SAMPLE_GRID
         return {
             "best_val_psnr": max(m["val_psnr"] for m in history),

@@ -1,5 +1,7 @@
-"""C6 bn_generation: corruptions, generator, image-to-image task, analysis and experiment config."""
+"""C6 bn_generation (C6a restoration) and bn_generation_style (C6b stylization): corruptions,
+targets, generator, image-to-image task, analysis and experiment configs."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -12,19 +14,25 @@ import torch
 import normexp
 from normexp.analysis import bn_generation
 from normexp.data.corruptions import (
+    Corruption,
     CorruptionRanges,
     corrupt,
     fixed_corruption,
     sample_corruption,
+    standardize,
+    stylize,
 )
 from normexp.errors import ConfigError
 from normexp.models.generator import build_generator, check_generator
 from normexp.sweep import sweep_overrides
 from normexp.tasks import get_task
+from normexp.tracking.store import run_key
 from normexp.train.image_to_image import SAMPLE_GRID, psnr_per_image, ssim_per_image
 from normexp.validate import resolve_config
 
-CONFIG_DIR = str(Path(normexp.__file__).resolve().parent.parent / "configs")
+REPO = Path(normexp.__file__).resolve().parent.parent
+CONFIG_DIR = str(REPO / "configs")
+EXPERIMENTS = ("bn_generation", "bn_generation_style")
 NORMS = ("none", "batch", "instance", "layer", "group")
 RANGES = CorruptionRanges()
 
@@ -81,6 +89,48 @@ def test_identity_ranges_leave_images_unchanged():
     assert none.is_identity()
     x = images()
     assert torch.allclose(corrupt(x, none, torch.Generator().manual_seed(0))[0], x)
+
+
+def test_noise_is_drawn_after_the_parameters_and_only_when_asked():
+    x = images()
+    plain, p0 = corrupt(x, RANGES, torch.Generator().manual_seed(2))
+    noisy_ranges = CorruptionRanges(noise=0.05)
+    noisy, p1 = corrupt(x, noisy_ranges, torch.Generator().manual_seed(2))
+    again, _ = corrupt(x, noisy_ranges, torch.Generator().manual_seed(2))
+    # The same per-image parameters as without noise (the restoration draws are unchanged) ...
+    assert torch.equal(p0.gain, p1.gain) and torch.equal(p0.offset, p1.offset)
+    assert torch.equal(noisy, again)  # ... and the noise is a function of the generator state
+    assert (noisy - plain).std().item() == pytest.approx(0.05, rel=0.05)
+    assert not noisy_ranges.is_identity()
+
+
+def test_style_target_is_a_deterministic_map_of_the_clean_image_into_0_1():
+    x = images(8)
+    t = stylize(x)
+    assert t.shape == x.shape and torch.equal(t, stylize(x.clone()))
+    assert t.min() > 0 and t.max() < 1
+    assert torch.allclose(stylize(x[2:3]), t[2:3], atol=1e-6)  # per image, not per batch
+    assert (t[0] - t[1]).abs().mean() > 0.05  # different content, different targets
+    # Not a pointwise map of each channel: the colours mix and the sharpening needs neighbours.
+    z = standardize(x)
+    assert not torch.allclose(torch.sigmoid(z), t, atol=0.05)
+
+
+def test_style_target_ignores_the_images_own_statistics():
+    """Two inputs that differ only by a per-image, per-channel gain and offset (the corruption's
+    kind, so everything the input's global statistics say) have the same target: those
+    statistics carry no information about it."""
+    x = images(16)
+    shift = sample_corruption(16, RANGES, torch.Generator().manual_seed(7))
+    shifted = shift.apply(x)
+    assert (shifted - x).abs().mean() > 0.05  # really different inputs ...
+    assert torch.allclose(stylize(shifted), stylize(x), atol=5e-3)  # ... the same target
+    # A stronger one-channel change as well, gain 3 on red with a negative offset.
+    gain = torch.tensor([3.0, 1.0, 1.0]).view(1, 3, 1, 1).expand(16, 3, 1, 1)
+    red = Corruption(gain, torch.full((16, 3, 1, 1), -0.3)).apply(x)
+    assert torch.allclose(stylize(red), stylize(x), atol=5e-3)
+    # The restoration target (the clean image itself) does change with them.
+    assert not torch.allclose(shifted, x, atol=5e-3)
 
 
 def test_psnr_and_ssim_of_known_images():
@@ -142,10 +192,12 @@ def test_bad_generator_configs_are_refused_naming_the_field(change, field):
 # --- the task --------------------------------------------------------------------------
 
 
-def task_config(data_dir: Path, extra: list[str], *overrides: str) -> dict:
+def task_config(
+    data_dir: Path, extra: list[str], *overrides: str, experiment: str = "bn_generation"
+) -> dict:
     return resolve_config(
         compose(
-            "experiment=bn_generation",
+            f"experiment={experiment}",
             "profile=smoke",
             f"paths.data_dir={data_dir}",
             "runtime.progress=false",
@@ -207,6 +259,24 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_result(
         assert resumed[key] == reference[key], key
 
 
+def test_style_task_trains_against_the_stylized_target(hydra_ctx, cifar_data, tmp_path):
+    cfg = task_config(
+        *cifar_data, "norm=instance", "train.batch_size=8", experiment="bn_generation_style"
+    )
+    assert cfg["train"]["target"] == "style" and cfg["train"]["corruption"]["noise"] > 0
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    summary = get_task("image_to_image").train(cfg, lambda m: None, 0, checkpoint=run_dir / "c.pt")
+    for key in ("test_psnr", "val_psnr", "test_ssim", "input_psnr", "train_loss"):
+        assert np.isfinite(summary[key]), key
+    assert (run_dir / SAMPLE_GRID).read_bytes().startswith(b"\x89PNG")
+    # input_psnr is the style applied to the noisy input: the noise costs the style a lot, and
+    # not the restoration's input PSNR (a different target).
+    restoration = task_config(*cifar_data, "norm=instance", "train.batch_size=8")
+    plain = get_task("image_to_image").train(restoration, lambda m: None, 0)
+    assert summary["input_psnr"] != pytest.approx(plain["input_psnr"], abs=0.1)
+
+
 def test_in_runs_have_no_batch_statistics_metric(hydra_ctx, cifar_data):
     cfg = task_config(*cifar_data, "norm=instance", "train.batch_size=16")
     summary = get_task("image_to_image").train(cfg, lambda m: None, 0)
@@ -217,10 +287,11 @@ def test_in_runs_have_no_batch_statistics_metric(hydra_ctx, cifar_data):
 # --- config ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
 @pytest.mark.parametrize(("profile", "seeds"), [("smoke", 1), ("quick", 5), ("paper", 5)])
-def test_experiment_composes_with_its_grid(hydra_ctx, profile, seeds):
-    cfg = compose("experiment=bn_generation", f"profile={profile}")
-    assert (cfg.claim.id, cfg.claim.name) == ("C6", "bn_generation")
+def test_experiment_composes_with_its_grid(hydra_ctx, experiment, profile, seeds):
+    cfg = compose(f"experiment={experiment}", f"profile={profile}")
+    assert (cfg.claim.id, cfg.claim.name) == ("C6", experiment)
     params = cfg.hydra.sweeper.params
     assert set(str(params.norm).split(",")) == set(NORMS)
     sizes = [int(b) for b in str(params["train.batch_size"]).split(",")]
@@ -234,6 +305,42 @@ def test_experiment_composes_with_its_grid(hydra_ctx, profile, seeds):
     assert config["profile"] == profile
 
 
+@pytest.mark.parametrize("profile", ["quick", "paper"])
+def test_style_experiment_differs_from_restoration_only_in_target_and_noise(hydra_ctx, profile):
+    """Same data, model, optimizer, scale and grid (so the same cost, comparable results)."""
+    runs = {}
+    for experiment in EXPERIMENTS:
+        cfg = compose(f"experiment={experiment}", f"profile={profile}")
+        runs[experiment] = [resolve_config(compose(*job)) for job in sweep_overrides(cfg)]
+    restoration, style = runs["bn_generation"], runs["bn_generation_style"]
+    assert len(restoration) == len(style)
+    for r, s in zip(restoration, style, strict=True):
+        s = copy.deepcopy(s)
+        assert s["train"].pop("target") == "style"
+        assert s["train"]["corruption"].pop("noise") == 0.05
+        assert s.pop("claim") == {"id": "C6", "name": "bn_generation_style"}
+        assert s == {k: v for k, v in r.items() if k != "claim"}
+
+
+def test_restoration_runs_keep_their_committed_keys(hydra_ctx):
+    """The style task's new fields are absent from the restoration config, so every committed
+    restoration run is still the run its config describes."""
+    cfg = compose("experiment=bn_generation", "profile=quick")
+    # The committed seeds (0-2); GN's runs are new ones, since its default grouping became the
+    # GN paper's (configs/norm/group.yaml).
+    old = [
+        job
+        for job in sweep_overrides(cfg)
+        if {"seed=0", "seed=1", "seed=2"} & set(job) and "norm=group" not in job
+    ]
+    keys = {run_key(resolve_config(compose(*job))) for job in old}
+    committed = {p.name for p in (REPO / "results" / "quick" / "runs" / "bn_generation").iterdir()}
+    assert len(keys) == 24 and keys <= committed
+    restoration = resolve_config(compose(*sweep_overrides(cfg)[0]))
+    assert "target" not in restoration["train"]
+    assert "noise" not in restoration["train"]["corruption"]
+
+
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
@@ -244,6 +351,8 @@ def test_experiment_composes_with_its_grid(hydra_ctx, profile, seeds):
         (["train.loss=huber"], "train.loss"),
         (["train.corruption.contrast=[2.0,0.5]"], "train.corruption.contrast"),
         (["train.corruption.brightness=-1"], "train.corruption.brightness"),
+        (["+train.target=sketch"], "train.target"),
+        (["+train.corruption.noise=-0.1"], "train.corruption.noise"),
         (["data.n_test=0"], "data.n_test"),
         (["data.n_train=16", "train.batch_size=32"], "data.n_train"),
     ],
@@ -285,17 +394,54 @@ def synthetic_table(in_minus_bn: float, seeds: int = 3) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
 @pytest.mark.parametrize(
     ("gap", "expected"),
     [(1.0, "supported"), (-1.5, "contradicted"), (0.1, "inconclusive"), (0.0, "inconclusive")],
 )
-def test_verdict_follows_the_rule(gap, expected):
-    v = bn_generation.verdict({"bn_generation": synthetic_table(gap)})
-    assert v["verdict"] == expected, v["effect"]
-    assert v["estimate"] == pytest.approx(gap)
-    assert v["details"]["normal_batch"] == 64 and v["details"]["small_batch"] == 4
+def test_each_task_is_decided_by_the_rule(experiment, gap, expected):
+    v = bn_generation.verdict({experiment: synthetic_table(gap)})
+    subs = {s["claim"]: s for s in v["details"]["sub"]}
+    assert set(subs) == {"C6a", "C6b"}
+    sub = subs["C6a" if experiment == "bn_generation" else "C6b"]
+    assert (sub["experiment"], sub["verdict"]) == (experiment, expected), sub["effect"]
+    assert sub["estimate"] == pytest.approx(gap)
+    assert sub["details"]["normal_batch"] == 64 and sub["details"]["small_batch"] == 4
     if gap:
-        assert v["details"]["winner_by_batch"][64] == ("instance" if gap > 0 else "batch")
+        assert sub["details"]["winner_by_batch"][64] == ("instance" if gap > 0 else "batch")
+    assert sub["details"]["bn_minus_none_db"][64]["mean"] == pytest.approx(2.0)
+    assert sub["details"]["bn_minus_none_db"][64]["seeds"] == 3
+    other = subs["C6b" if experiment == "bn_generation" else "C6a"]
+    assert other["verdict"] == "not run yet"
+    # C6 overall is the stylization task's verdict: without its runs, not run yet.
+    assert v["verdict"] == (expected if experiment == "bn_generation_style" else "not run yet")
+    assert v["claim"] == "C6" and "PSNR_IN" in v["rule"]
+    json.dumps(v, allow_nan=False)
+
+
+@pytest.mark.parametrize(
+    ("restoration_gap", "style_gap", "overall", "holds_for", "fails_in"),
+    [
+        (-1.5, 1.0, "supported", "stylization", "restoration"),
+        (1.0, -1.5, "contradicted", "restoration", "stylization"),
+    ],
+)
+def test_c6_is_decided_per_task_and_names_where_the_advice_holds(
+    restoration_gap, style_gap, overall, holds_for, fails_in
+):
+    tables = {
+        "bn_generation": synthetic_table(restoration_gap),
+        "bn_generation_style": synthetic_table(style_gap),
+    }
+    v = bn_generation.verdict(tables)
+    subs = {s["claim"]: s["verdict"] for s in v["details"]["sub"]}
+    assert subs["C6a" if restoration_gap > 0 else "C6b"] == "supported"
+    assert subs["C6b" if restoration_gap > 0 else "C6a"] == "contradicted"
+    assert v["verdict"] == overall and v["details"]["decided_by"] == "C6b"
+    assert v["estimate"] == pytest.approx(style_gap)
+    assert f"holds for {holds_for}" in v["effect"]
+    assert f"BN beats IN in {fails_in}" in v["effect"]
+    assert v["details"]["winner_by_batch"][64] == ("instance" if restoration_gap > 0 else "batch")
     json.dumps(v, allow_nan=False)
 
 
@@ -303,31 +449,39 @@ def test_bn_beating_in_at_the_small_batch_only_contradicts():
     df = synthetic_table(1.0)
     small_in = (df["norm.name"] == "instance") & (df["train.batch_size"] == 4)
     df.loc[small_in, "test_psnr"] -= 3.0
-    assert bn_generation.verdict({"bn_generation": df})["verdict"] == "contradicted"
+    assert bn_generation.verdict({"bn_generation_style": df})["verdict"] == "contradicted"
 
 
 def test_empty_tables_mean_not_run_yet(tmp_path):
     v = bn_generation.verdict({})
     assert v["verdict"] == "not run yet"
     assert "Verdict rule" not in v["rule"] and "PSNR_IN" in v["rule"]
+    assert "Sample grids" not in v["rule"]
     out = bn_generation.draw({}, tmp_path / "figures" / "bn_generation.png")
     assert out.exists()
+    assert bn_generation.ANALYSIS.reads == EXPERIMENTS
 
 
 def test_figure_shows_sample_grids_found_in_the_run_folders(tmp_path):
     from PIL import Image
 
-    df = synthetic_table(1.0)
     results = tmp_path / "results"
-    for key in df["run_key"]:
-        folder = results / "runs" / "bn_generation" / key
-        folder.mkdir(parents=True)
-        Image.new("RGB", (274, 104), "gray").save(folder / "samples.png")
-    grids = bn_generation.sample_grid_paths(df, results)
-    assert len(grids) == 10  # 5 norms x 2 batch sizes, seed 0 each
-    assert all(p.parent.name.endswith("0") for p in grids.values())
-    out = bn_generation.draw(
-        {"bn_generation": df}, results / "figures" / "bn_generation.png", results_dir=results
-    )
+    tables = {}
+    for experiment, gap in zip(EXPERIMENTS, (-1.0, 1.0), strict=True):
+        df = synthetic_table(gap)
+        df["run_key"] = experiment + df["run_key"]
+        tables[experiment] = df
+        for key in df["run_key"]:
+            folder = results / "runs" / experiment / key
+            folder.mkdir(parents=True)
+            Image.new("RGB", (274, 104), "gray").save(folder / "samples.png")
+        grids = bn_generation.sample_grid_paths(df, results, experiment)
+        assert len(grids) == 10  # 5 norms x 2 batch sizes, seed 0 each
+        assert all(p.parent.name.endswith("0") for p in grids.values())
+        assert all(p.parent.parent.name == experiment for p in grids.values())
+    out = bn_generation.draw(tables, results / "figures" / "bn_generation.png", results_dir=results)
     assert out.exists()
-    assert bn_generation.sample_grid_paths(df, None) == {}
+    assert bn_generation.sample_grid_paths(tables["bn_generation"], None) == {}
+    # One task run, the other not: the figure still draws.
+    out = bn_generation.draw({"bn_generation_style": tables["bn_generation_style"]}, out)
+    assert out.exists()
