@@ -27,9 +27,10 @@ from tqdm import tqdm
 
 from normexp.errors import one_line_errors
 from normexp.job import prepare_data
+from normexp.protocol.plan import Job, JobRecords, plan, uses_protocol
 from normexp.tracking.provenance import provenance
-from normexp.tracking.store import FINISHED, RunRecord, run_key
-from normexp.validate import check_hydra, composition_errors, resolve_config, runs_remotely
+from normexp.tracking.store import FINISHED, RunRecord
+from normexp.validate import check_hydra, composition_errors
 
 
 def sweep_overrides(config: DictConfig) -> list[list[str]]:
@@ -39,6 +40,13 @@ def sweep_overrides(config: DictConfig) -> list[list[str]]:
     parser = OverridesParser.create(config_loader=loader)
     parsed = parser.parse_overrides(params + list(config.hydra.overrides.task))
     return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def protocol_jobs(config: DictConfig, records: JobRecords) -> tuple[list[Job], list[Job]]:
+    """(the jobs the sweeper will launch as far as the store tells now, record jobs of cells
+    whose LR is not chosen yet: validated, not counted). Without an LR grid: every plain job."""
+    current = plan(config, sweep_overrides(config), records)
+    return current.jobs, current.unplanned
 
 
 class SweepCallback(Callback):
@@ -60,19 +68,19 @@ class SweepCallback(Callback):
         self.start = state["start"]
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        loader = GlobalHydra.instance().config_loader()
-        # Jobs on other machines (SLURM) are checked against theirs when they start.
-        local = not runs_remotely(config)
         with one_line_errors(), composition_errors():
             check_hydra(config)
-            for i, overrides in enumerate(sweep_overrides(config)):
-                job_cfg = loader.load_sweep_config(master_config=config, sweep_overrides=overrides)
-                job = resolve_config(job_cfg, machine=local)
+            # Composes and resolves (validates) each job once; jobs on other machines (SLURM)
+            # are checked against theirs when they start.
+            records = JobRecords(config)
+            jobs, checked_only = protocol_jobs(config, records)
+            for i, overrides in enumerate([*jobs, *checked_only]):
+                job, record = records(overrides)
                 if i == 0:
                     prepare_data(job)
                     self.experiment, self.profile = job["claim"]["name"], job["profile"]
-                results = Path(job["paths"]["results_dir"])
-                self.records.append(RunRecord(results, job["claim"]["name"], run_key(job)))
+                if i < len(jobs):
+                    self.records.append(record)
         self.skipped = sum(r.is_finished() for r in self.records)
         self.start = time.time()
         self.watcher = threading.Thread(target=self._watch, daemon=True)
@@ -82,6 +90,7 @@ class SweepCallback(Callback):
         self.stop.set()
         if self.watcher is not None:
             self.watcher.join()
+        self._recount_protocol(config)
         counts = Counter(_state(r) for r in self.records)
         parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         where = self.records[0].path.parent if self.records else "-"
@@ -107,6 +116,13 @@ class SweepCallback(Callback):
                 file=sys.stderr,
             )
             raise SystemExit(1)
+
+    def _recount_protocol(self, config: DictConfig) -> None:
+        """Under the LR protocol the record runs are known only after selection: count the
+        jobs the store now says the sweep had."""
+        if uses_protocol(config):
+            records = JobRecords(config)
+            self.records = [records(job)[1] for job in protocol_jobs(config, records)[0]]
 
     def _record_sitting(self, results_dir: Path, wall: float, counts: Counter) -> None:
         """One JSON line per sweep sitting, appended with O_APPEND so that concurrent sweeps

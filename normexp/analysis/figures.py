@@ -9,6 +9,7 @@ from pathlib import Path
 from normexp.analysis.claims import Tables, load_analyses
 from normexp.analysis.columns import table
 from normexp.analysis.damage import damaged_in
+from normexp.analysis.lr_selection import protocol_entry
 from normexp.analysis.report import write_report
 from normexp.tracking.collect import DamagedRun, experiments_in_store, write_collected
 
@@ -28,6 +29,7 @@ def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> l
         out = results_dir / "figures" / f"{analysis.name}.png"
         figure = analysis.draw(mine, out, results_dir=results_dir)
         verdict = analysis.verdict(mine)
+        protocol_entry(tables, analysis, results_dir, verdict)  # chosen LRs, LR figure, convergence
         if left_out := damaged_in(damaged, analysis.reads):  # computed without them: say so
             verdict["damaged_runs_left_out"] = left_out
         verdict_path = results_dir / "verdicts" / f"{analysis.name}.json"

@@ -34,9 +34,30 @@ REMOTE_LOCK_STALE_AFTER_S = 6 * 3600  # a lock from another host, untouched this
 log = logging.getLogger("normexp")
 
 
+# Fields added after runs were stored, at the value that leaves a run as it was: left out of
+# the key there, so that the stored runs keep theirs. (section, field, neutral value).
+NEUTRAL_FIELDS = (("optim", "lr_mult", 1.0), ("train", "steps", None))
+OPTIONAL_SECTIONS = (("protocol", "lr_grid"),)  # (section, switch): left out while switch is null
+
+
+def _without_neutral(identity: dict) -> dict:
+    for section, name, neutral in NEUTRAL_FIELDS:
+        node = identity.get(section)
+        if isinstance(node, Mapping) and name in node and node[name] == neutral:
+            identity[section] = {k: v for k, v in node.items() if k != name}
+    for section, switch in OPTIONAL_SECTIONS:
+        node = identity.get(section)
+        if isinstance(node, Mapping) and node.get(switch) is None:
+            identity.pop(section)
+    return identity
+
+
 def run_key(config: Mapping) -> str:
-    """A stable hash of the resolved config minus output/tracking fields."""
-    identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_FIELDS}
+    """A stable hash of the resolved config minus output/tracking fields (and minus fields at
+    their neutral value: NEUTRAL_FIELDS)."""
+    identity = _without_neutral(
+        {k: v for k, v in config.items() if k not in NON_IDENTITY_FIELDS}
+    )
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -300,6 +321,11 @@ def _lock_is_live(lock_path: Path) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def selection_path(results_dir: Path, experiment: str) -> Path:
+    """Where the LR protocol writes an experiment's selection (normexp.protocol.plan)."""
+    return Path(results_dir) / "runs" / experiment / "selection.json"
 
 
 def iter_records(results_dir: Path, experiment: str) -> Iterator[RunRecord]:
