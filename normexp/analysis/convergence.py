@@ -72,6 +72,12 @@ def passing(df: pd.DataFrame, cells: Sequence[str]) -> pd.DataFrame:
     return df.merge(good, on=list(cells), how="inner")
 
 
+def short(column: str) -> str:
+    """A config column as a label: norm.name -> norm, train.batch_size -> batch_size."""
+    section, _, field = column.rpartition(".")
+    return section.rpartition(".")[2] if field == "name" else field
+
+
 def failing_note(check: pd.DataFrame) -> str:
     """One sentence for a verdict's notes naming the cells that fail the check ('' if none)."""
     failed = check[check["converged"] == False]  # noqa: E712
@@ -79,7 +85,7 @@ def failing_note(check: pd.DataFrame) -> str:
         return ""
     cells = [c for c in check.columns if c not in ("runs", "gain_pp", "converged")]
     names = "; ".join(
-        ", ".join(f"{c.split('.')[-1]}={r[c]}" for c in cells) + f" (+{r['gain_pp']:.1f} pp)"
+        ", ".join(f"{short(c)}={r[c]}" for c in cells) + f" (+{r['gain_pp']:.1f} pp)"
         for _, r in failed.iterrows()
     )
     return (

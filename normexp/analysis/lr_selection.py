@@ -13,7 +13,7 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.claims import ClaimAnalysis, Tables
-from normexp.analysis.convergence import cell_columns, cell_convergence, failing_note
+from normexp.analysis.convergence import cell_columns, cell_convergence, failing_note, short
 from normexp.analysis.style import norm_color, panels, save_figure
 from normexp.protocol.select import select_lr
 
@@ -25,7 +25,7 @@ def selection_runs(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _label(row: pd.Series, columns: list[str]) -> str:
-    return " ".join(f"{c.split('.')[-1]}={row[c]}" for c in columns) or "all"
+    return " ".join(f"{short(c)}={row[c]}" for c in columns) or "all"
 
 
 def draw_lr(raw: Tables, analysis: ClaimAnalysis, out: Path) -> Path | None:

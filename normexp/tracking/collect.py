@@ -82,7 +82,7 @@ def _protocol_columns(record: RunRecord, config: dict) -> dict:
     if not out["val_acc_by_epoch"]:
         out.pop("val_acc_by_epoch")
     optim, train = config.get("optim", {}), config.get("train", {})
-    if "lr_per_128" in optim and "batch_size" in train:
+    if {"lr_per_128", "lr_scaling"} <= optim.keys() and "batch_size" in train:
         out["peak_lr"] = peak_lr(optim, train["batch_size"])
     return out
 
