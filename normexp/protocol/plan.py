@@ -140,7 +140,9 @@ def plan(config: DictConfig, basic_jobs: Sequence[Sequence[str]], records: JobRe
     cells: dict[Job, list[Job]] = {}
     for job in basic_jobs:
         cells.setdefault(_without(job, SEED), []).append(tuple(job))
-    record_seeds = {records(j)[0]["seed"] for j in basic_jobs}
+    record_seeds = {int(o.split("=", 1)[1]) for j in basic_jobs for o in j if _key(o) == SEED}
+    if any(all(_key(o) != SEED for o in j) for j in basic_jobs):
+        record_seeds.add(first["seed"])  # a job that keeps the config's seed
     if record_seeds & set(settings["selection_seeds"]):
         raise ConfigError(
             "protocol.selection_seeds",
