@@ -191,6 +191,7 @@ def test_without_a_grid_the_plan_is_the_basic_sweepers_jobs(tmp_path):
                            f"paths.results_dir={tmp_path}"],
                 return_hydra_config=True,
             )
+            assert config.hydra.sweeper._target_.endswith(".ProtocolSweeper")  # the default
             basic = sweep_overrides(config)
             assert plan(config, basic, JobRecords(config)).jobs == [tuple(j) for j in basic]
 

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from normexp.errors import one_line_errors
 from normexp.protocol.plan import Job, JobRecords, plan, uses_protocol, write_selection
+from normexp.sweep import sweep_overrides
 from normexp.validate import composition_errors
 
 log = logging.getLogger("normexp")
@@ -29,9 +29,7 @@ class ProtocolSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         if not uses_protocol(self.config):
             return super().sweep(arguments)
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        parsed = parser.parse_overrides(self._parse_config() + list(arguments))
-        basic = [job for batch in self.split_arguments(parsed, None) for job in batch]
+        basic = sweep_overrides(self.config)  # the basic sweeper's jobs, as the callback sees them
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

@@ -35,7 +35,7 @@ def select_lr(
     score}), ``chosen`` (None when not complete), ``at_edge`` and ``complete``. ``rows``: one
     finished selection run each (cell columns, optim.lr_mult, status, ``metric``); runs at a
     multiplier outside ``grid`` are ignored."""
-    if metric not in SELECT_ON or not metric.startswith("val"):
+    if metric not in SELECT_ON:
         raise ValueError(f"selection must use a validation metric ({SELECT_ON}), not {metric!r}")
     grid = sorted(float(g) for g in grid)
     if not grid:
