@@ -212,6 +212,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
     from normexp.norms.registry import NORMS, norm_spec
     from normexp.norms.validity import POSITIONS
     from normexp.norms.weight_side import WEIGHT_SIDE
+    from normexp.protocol.select import SELECT_ON, STAGES
     from normexp.tasks import TASKS
     from normexp.tracking.wandb_mirror import MODES
     from normexp.train.device import DEVICES
@@ -240,6 +241,8 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "weight_side": WEIGHT_SIDE,
         "norm": tuple(sorted(set(NORMS) | set(CELLS))),
         "position": POSITIONS,
+        "select_on": SELECT_ON,
+        "stage": STAGES,
     }
 
 
@@ -268,6 +271,7 @@ def fields() -> tuple[Field, ...]:
         F("tracking.project", Name()),
         F("train.task", Choice(c["task"])),
         F("train.epochs", Int(1)),
+        F("train.steps", Int(1, null=True), optional=True, doc="null: a budget of train.epochs"),
         F("train.batch_size", Int(1)),
         F("train.eval_batch_size", Int(1)),
         F("train.device", Choice(c["device"]), doc="cuda: a GPU must be visible"),
@@ -290,6 +294,7 @@ def fields() -> tuple[Field, ...]:
         F("optim.name", Choice(c["optim"])),
         F("optim.lr_per_128", Num(0, lo_open=True)),
         F("optim.lr_scaling", Choice(c["lr_scaling"])),
+        F("optim.lr_mult", Num(0, lo_open=True), optional=True, doc="x the batch-scaled LR"),
         F("optim.momentum", Num(0, 1), ("optim.name", ("sgd",))),
         F("optim.nesterov", Bool(), ("optim.name", ("sgd",))),
         F("optim.weight_decay", Num(0)),
@@ -298,6 +303,12 @@ def fields() -> tuple[Field, ...]:
         F("optim.warmup_frac", Num(0, 1, hi_open=True)),
         F("optim.l1", Num(0), optional=True),
         F("optim.clip_grad_norm", Num(0, lo_open=True, null=True), optional=True),
+        F("protocol.lr_grid", NumList(null=True), optional=True, doc="null: no LR selection"),
+        F("protocol.selection_seeds", IntList(0), optional=True),
+        F("protocol.select_on", Choice(c["select_on"]), optional=True),
+        F("protocol.max_widen", Int(0), optional=True),
+        F("protocol.select_batch_size", Int(1, null=True), optional=True),
+        F("protocol.stage", Choice(c["stage"]), optional=True),
         F("data.name", Choice(c["data"])),
         F("data.download", Bool()),
         F("data.verify", Bool(), (data, ("cifar10",))),

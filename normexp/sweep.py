@@ -12,7 +12,6 @@ ok / diverged / failed runs, the same as a JSON line appended to <results>/<prof
 any failed.
 """
 
-import copy
 import json
 import os
 import sys
@@ -23,22 +22,21 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
+from normexp.compose import JobComposer
 from normexp.console import SweepProgress, format_eta, launcher_workers, log_above_bars, sweep_bar
 from normexp.errors import one_line_errors
 from normexp.job import prepare_data
+from normexp.protocol.plan import Job, JobRecords, plan, uses_protocol
 from normexp.tracking.provenance import provenance
 from normexp.tracking.store import FINISHED, RunRecord, record_of
-from normexp.validate import check_hydra, composition_errors, resolve_config, runs_remotely
+from normexp.validate import check_hydra, composition_errors, runs_remotely
 
 
 def sweep_overrides(config: DictConfig) -> list[list[str]]:
@@ -51,38 +49,10 @@ def sweep_overrides(config: DictConfig) -> list[list[str]]:
 
 
 def compose_jobs(config: DictConfig, jobs: list[list[str]] | None = None) -> list[DictConfig]:
-    """Every job's config, as the launcher composes it (``load_sweep_config``), but composed
-    once per distinct set of config-group choices: the value overrides (``seed=3``,
-    ``arm={...}``) are then applied to a copy, as Hydra applies them after composing. A sweep
-    of seeds or arms is one composition instead of one per job (about 0.3 s each)."""
-    loader = GlobalHydra.instance().config_loader()
-    parser = OverridesParser.create(config_loader=loader)
-    hydra_overrides = list(config.hydra.overrides.hydra)
-    composed: dict[tuple[str, ...], DictConfig] = {}
-    out = []
-    for overrides in sweep_overrides(config) if jobs is None else jobs:
-        parsed = parser.parse_overrides(overrides)
-        groups = tuple(o.input_line for o in parsed if _selects_config(o, loader))
-        if groups not in composed:
-            composed[groups] = loader.load_configuration(
-                config_name=config.hydra.job.config_name,
-                overrides=hydra_overrides + list(groups),
-                run_mode=RunMode.RUN,
-            )
-        job = copy.deepcopy(composed[groups])
-        values = [o for o in parsed if not _selects_config(o, loader)]
-        ConfigLoaderImpl._apply_overrides_to_config(values, job)
-        OmegaConf.copy_cache(from_config=config, to_config=job)  # as load_sweep_config does
-        out.append(job)
-    return out
-
-
-def _selects_config(override: Override, loader: Any) -> bool:
-    """Whether Hydra's defaults list takes ``override`` (a group choice, ``~group``), rather
-    than applying it to the composed config (hydra/_internal/defaults_list.py: Overrides)."""
-    return loader.repository.group_exists(override.key_or_group) and not isinstance(
-        override.value(), dict
-    )
+    """Every job's config, as the launcher composes it, composed once per set of group choices
+    (normexp.compose)."""
+    composer = JobComposer(config)
+    return [composer(job) for job in (sweep_overrides(config) if jobs is None else jobs)]
 
 
 def job_records(jobs: Iterable[Mapping]) -> list[RunRecord]:
@@ -108,6 +78,13 @@ def closing_line(records: list[RunRecord], skipped: int, wall: float) -> tuple[s
     return line, counts
 
 
+def protocol_jobs(config: DictConfig, records: JobRecords) -> tuple[list[Job], list[Job]]:
+    """(the jobs the sweeper will launch as far as the store tells now, record jobs of cells
+    whose LR is not chosen yet: validated, not counted). Without an LR grid: every plain job."""
+    current = plan(config, sweep_overrides(config), records)
+    return current.jobs, current.unplanned
+
+
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self.records: list[RunRecord] = []
@@ -128,26 +105,27 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         began = time.time()
-        jobs = self._validate(config)
-        self.records = job_records(jobs)
-        if jobs:
-            self.experiment, self.profile = jobs[0]["claim"]["name"], jobs[0]["profile"]
-        self.skipped = sum(r.is_finished() for r in self.records)
-        if self.records and self.skipped == len(self.records):
-            self._nothing_to_run(time.time() - began)  # exits: no worker, no data
-        if jobs:  # after the check above: a finished sweep needs no data
-            with one_line_errors():
-                prepare_data(jobs[0])
-        self.start = time.time()
-        self._start_watching(config)
-
-    def _validate(self, config: DictConfig) -> list[dict]:
-        """Every job's config, resolved and validated: the first mistake stops the sweep in
-        one line. Jobs on other machines (SLURM) are checked against theirs when they start."""
         local = not runs_remotely(config)
         with one_line_errors(), composition_errors():
             check_hydra(config)
-            return [resolve_config(job, machine=local) for job in compose_jobs(config)]
+            # Composes and resolves (validates) each job once; jobs on other machines (SLURM)
+            # are checked against theirs when they start. Under the LR protocol, record jobs
+            # of cells whose LR is not chosen yet are checked at a placeholder LR, not counted.
+            records = JobRecords(config, machine=local)
+            jobs, checked_only = protocol_jobs(config, records)
+            resolved = [records(job) for job in [*jobs, *checked_only]]
+        self.records = [record for _, record in resolved[: len(jobs)]]
+        if resolved:
+            first = resolved[0][0]
+            self.experiment, self.profile = first["claim"]["name"], first["profile"]
+        self.skipped = sum(r.is_finished() for r in self.records)
+        if self.records and self.skipped == len(self.records) and not checked_only:
+            self._nothing_to_run(time.time() - began)  # exits: no worker, no data
+        if resolved:  # after the check above: a finished sweep needs no data
+            with one_line_errors():
+                prepare_data(resolved[0][0])
+        self.start = time.time()
+        self._start_watching(config)
 
     def _nothing_to_run(self, wall: float) -> None:
         """Every run is finished: say so in the closing line, record the sitting, exit 0."""
@@ -172,6 +150,7 @@ class SweepCallback(Callback):
         self.stop.set()
         if self.watcher is not None:
             self.watcher.join()
+        self._recount_protocol(config)
         wall = time.time() - self.start
         line, counts = closing_line(self.records, self.skipped, wall)
         print(line, file=sys.stderr)
@@ -191,6 +170,13 @@ class SweepCallback(Callback):
                 file=sys.stderr,
             )
             raise SystemExit(1)
+
+    def _recount_protocol(self, config: DictConfig) -> None:
+        """Under the LR protocol the record runs are known only after selection: count the
+        jobs the store now says the sweep had."""
+        if uses_protocol(config):
+            records = JobRecords(config, machine=not runs_remotely(config))
+            self.records = [records(job)[1] for job in protocol_jobs(config, records)[0]]
 
     def _record_sitting(self, results_dir: Path, wall: float, counts: Counter) -> None:
         """One JSON line per sweep sitting, appended with O_APPEND so that concurrent sweeps

@@ -36,6 +36,9 @@ BATCH = "train.batch_size"
 EPOCHS = "train.epochs"
 PROBE_STEP_SIZES = "train.probe_step_sizes"
 LR = "optim.lr_per_128"
+LR_MULT = "optim.lr_mult"  # the LR protocol's multiplier of the batch-scaled LR (absent: 1)
+PEAK_LR = "peak_lr"  # lr_per_128 x batch scaling x lr_mult, added by collect
+STAGE = "protocol.stage"  # select (LR selection runs) or record; absent in older runs: record
 L1 = "optim.l1"
 WEIGHT_DECAY = "optim.weight_decay"
 DEVICES = "devices.count"
@@ -66,6 +69,7 @@ TEST_ACC_BATCH_STATS = "test_acc_batch_stats"
 TEST_ACC_PRECISE_BN = "test_acc_precise_bn"
 TRAIN_ACC_BY_EPOCH = "train_acc_by_epoch"
 TEST_ACC_BY_EPOCH = "test_acc_by_epoch"
+VAL_ACC_BY_EPOCH = "val_acc_by_epoch"  # from metrics.jsonl, added by collect
 N_TRAIN = "n_train"
 WALL_TIME = "wall_time_s"
 # image-to-image generation
@@ -140,8 +144,12 @@ def has_rows(df: pd.DataFrame, *columns: str) -> bool:
 
 
 def table(tables: dict[str, pd.DataFrame], experiment: str) -> pd.DataFrame:
-    """The collected table of ``experiment``; an empty one if it was not run."""
-    return tables.get(experiment, pd.DataFrame())
+    """The runs of record of ``experiment``; an empty table if it was not run. LR-selection
+    runs (protocol.stage select) only choose the LR: no analysis reads them as results."""
+    df = tables.get(experiment, pd.DataFrame())
+    if STAGE in df:
+        df = df[df[STAGE].fillna("record") == "record"].reset_index(drop=True)
+    return df
 
 
 def first(df: pd.DataFrame, column: str, default: object = None) -> object:

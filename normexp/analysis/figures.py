@@ -11,6 +11,7 @@ from pathlib import Path
 from normexp.analysis.claims import Tables, load_analyses
 from normexp.analysis.columns import table
 from normexp.analysis.damage import damaged_in
+from normexp.analysis.lr_selection import protocol_entry
 from normexp.analysis.record import apply_record, of_record
 from normexp.analysis.report import write_report
 from normexp.errors import one_line_errors
@@ -40,6 +41,7 @@ def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> l
         if analysis.reads:
             deciding = analysis.deciding(mine) if analysis.deciding else mine
             verdict = apply_record(verdict, record, deciding)
+        protocol_entry(tables, analysis, results_dir, verdict)  # chosen LRs, LR figure, convergence
         if left_out := damaged_in(damaged, analysis.reads):  # computed without them: say so
             verdict["damaged_runs_left_out"] = left_out
         verdict_path = results_dir / "verdicts" / f"{analysis.name}.json"

@@ -1,7 +1,8 @@
 """C8 ln_in_cnn: LN in CNNs is worse than BN or GN (and IN worse still, in the GN paper).
 
 No runs of its own: the runs of bn_small_batch at batch sizes ≥ 32, where BN has enough samples
-per statistic (the GN paper's comparison is at 32 images per GPU).
+per statistic (the GN paper's comparison is at 32 images per GPU). Only (norm, batch) cells that
+pass the convergence check (normexp/analysis/convergence.py) are used; the notes name the others.
 
 Verdict rule. For each seed, a norm's test error is averaged over the batch sizes ≥ 32 of the
 grid that every compared norm has (32, 64, 128 at quick), so every seed contributes one paired
@@ -19,6 +20,7 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.claims import Claim
+from normexp.analysis.convergence import passing
 from normexp.analysis.paired import difference, fmt_ci, json_safe, pooled_by_seed
 from normexp.analysis.record import select
 from normexp.analysis.style import (
@@ -42,7 +44,10 @@ CLAIM = Claim.from_doc("C8", NAME, ANCHOR, __doc__)
 MIN_BATCH = 32
 ANCHOR_GN_PAPER = {"batch": 23.6, "group": 24.1, "layer": 25.3, "instance": 28.4}
 NORM_ORDER = ("batch", "group", "layer", "instance", "none")
-NO_RUNS = f"no finished LN, BN and GN runs of {EXPERIMENT} at batch >= {MIN_BATCH}"
+NO_RUNS = (
+    f"no finished LN, BN and GN runs of {EXPERIMENT} at batch >= {MIN_BATCH} in cells that pass "
+    "the convergence check"
+)
 
 
 def large_batches(df: pd.DataFrame, norms: tuple[str, ...]) -> list[int]:
@@ -61,12 +66,17 @@ def pooled_error(df: pd.DataFrame, norm: str, batches: list[int]) -> dict[int, f
     return {s: 100 * e for s, e in errs.items()}
 
 
+def trained_runs(tables: dict) -> pd.DataFrame:
+    """The runs of record in (norm, batch) cells that pass the convergence check."""
+    return passing(col.table(tables, EXPERIMENT), [col.NORM, col.BATCH])
+
+
 def _usable(df: pd.DataFrame) -> bool:
     return col.has_rows(df, col.NORM, col.BATCH) and col.TEST_ERR in df
 
 
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
-    df = col.table(tables, EXPERIMENT)
+    df = trained_runs(tables)
     fig, (ax, ax_ref) = panels(2, (11, 4.2), (1.4, 1))
     norms = []
     if _usable(df):
@@ -103,7 +113,7 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
 
 
 def verdict(tables: dict) -> dict:
-    df = col.table(tables, EXPERIMENT)
+    df = trained_runs(tables)
     batches = large_batches(df, ("layer", "batch", "group")) if _usable(df) else []
     if not batches:
         return CLAIM.not_run_yet(NO_RUNS)

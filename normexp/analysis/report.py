@@ -24,6 +24,7 @@ from normexp.analysis.compute import (
     unique_values,
 )
 from normexp.analysis.damage import damaged_runs_html, damaged_runs_markdown
+from normexp.analysis.lr_selection import protocol_markdown
 from normexp.analysis.record import commits_note
 from normexp.tracking.collect import DamagedRun
 from normexp.tracking.store import atomic_write_json
@@ -222,6 +223,7 @@ def render_markdown(secs: list[dict], provenance: dict) -> str:
         for key, label in PARTS:
             if v.get(key):
                 lines += [f"*{label}.* {v[key]}", ""]
+        lines += protocol_markdown(v)
     lines += ["## Compute and provenance", "", *compute, ""]
     lines += ["```", json.dumps(_brief(provenance), indent=2), "```", ""]
     return "\n".join(lines)

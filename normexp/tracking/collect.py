@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from normexp.tracking.store import RunRecord, iter_records, read_json
+from normexp.train.optim import peak_lr
 
 log = logging.getLogger("normexp")
 
@@ -78,6 +79,7 @@ def collect_runs(
             {k: v for k, v in summary.items() if k not in ("status", "run_key", "provenance")}
         )
         row.update({f"provenance.{k}": v for k, v in summary.get("provenance", {}).items()})
+        row.update(_protocol_columns(record, config))
         row.update(
             run_key=record.key,
             status=status["status"],
@@ -86,6 +88,18 @@ def collect_runs(
         )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _protocol_columns(record: RunRecord, config: dict) -> dict:
+    """What the fair protocol reads: the per-epoch validation curve (convergence check) and the
+    peak LR the run trained at (the batch-scaled LR x optim.lr_mult)."""
+    out: dict = {"val_acc_by_epoch": [m["val_acc"] for m in record.metrics() if "val_acc" in m]}
+    if not out["val_acc_by_epoch"]:
+        out.pop("val_acc_by_epoch")
+    optim, train = config.get("optim", {}), config.get("train", {})
+    if {"lr_per_128", "lr_scaling"} <= optim.keys() and "batch_size" in train:
+        out["peak_lr"] = peak_lr(optim, train["batch_size"])
+    return out
 
 
 def experiments_in_store(folder: Path) -> list[str]:

@@ -70,9 +70,40 @@ def check_layout(results_dir: Path | str) -> None:
         )
 
 
+# Fields added after runs were stored, at the value that leaves a run as it was: left out of
+# the key there, so that the stored runs keep theirs. (section, field, neutral value).
+NEUTRAL_FIELDS = (("optim", "lr_mult", 1.0), ("train", "steps", None))
+OPTIONAL_SECTIONS = (("protocol", "lr_grid"),)  # (section, switch): left out while switch is null
+# Entries of the per-profile ``scale`` table added after runs were stored: a lookup table whose
+# values a run uses reach its key through the fields that read them (model.depth, ...).
+ADDED_SCALE_ENTRIES = ("resnet",)
+
+
+def _without_neutral(identity: dict) -> dict:
+    for section, name, neutral in NEUTRAL_FIELDS:
+        node = identity.get(section)
+        if isinstance(node, Mapping) and name in node and node[name] == neutral:
+            identity[section] = {k: v for k, v in node.items() if k != name}
+    for section, switch in OPTIONAL_SECTIONS:
+        node = identity.get(section)
+        if isinstance(node, Mapping) and node.get(switch) is None:
+            identity.pop(section)
+    if isinstance(identity.get("scale"), Mapping):
+        identity["scale"] = {
+            profile: {k: v for k, v in entries.items() if k not in ADDED_SCALE_ENTRIES}
+            if isinstance(entries, Mapping)
+            else entries
+            for profile, entries in identity["scale"].items()
+        }
+    return identity
+
+
 def run_key(config: Mapping) -> str:
-    """A stable hash of the resolved config minus output/tracking fields."""
-    identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_FIELDS}
+    """A stable hash of the resolved config minus output/tracking fields (and minus fields at
+    their neutral value: NEUTRAL_FIELDS)."""
+    identity = _without_neutral(
+        {k: v for k, v in config.items() if k not in NON_IDENTITY_FIELDS}
+    )
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -345,6 +376,12 @@ def record_of(config: Mapping) -> RunRecord:
     check_layout(results)
     folder = profile_dir(results, config["profile"])
     return RunRecord(folder, config["claim"]["name"], run_key(config))
+
+
+def selection_path(folder: Path, experiment: str) -> Path:
+    """Where the LR protocol writes an experiment's selection (normexp.protocol.plan), in a
+    profile's ``folder`` (``profile_dir``)."""
+    return Path(folder) / "runs" / experiment / "selection.json"
 
 
 def iter_records(folder: Path, experiment: str) -> Iterator[RunRecord]:

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from normexp.train import Diverged
 from normexp.train.checkpoint import TrainingState, progress_bar
 from normexp.train.device import pick_device, seed_everything
+from normexp.train.optim import training_epochs, training_steps
 
 DIVERGENCE_CHECK_EVERY = 50  # steps between host syncs that look for a non-finite loss
 
@@ -84,8 +85,9 @@ def fit(
     seed_everything(cfg["seed"], cfg["train"]["deterministic"])
     device = pick_device(cfg["train"]["device"])
     hooks = build(device)
-    epochs, steps = cfg["train"]["epochs"], hooks.steps_per_epoch
-    bar = progress_bar(cfg, epochs * steps, progress_position, hooks.desc)
+    steps, budget = hooks.steps_per_epoch, training_steps(cfg["train"], hooks.steps_per_epoch)
+    epochs = training_epochs(cfg["train"], steps)
+    bar = progress_bar(cfg, budget, progress_position, hooks.desc)
     state = TrainingState(
         checkpoint,
         model=hooks.model,
@@ -98,7 +100,8 @@ def fit(
     try:
         for epoch in range(len(state.history) + 1, epochs + 1):
             t0 = time.perf_counter()
-            metrics = train_epoch(hooks, epoch, device, bar)
+            limit = min(steps, budget - (epoch - 1) * steps)  # the last epoch of a step budget
+            metrics = train_epoch(hooks, epoch, device, bar, limit)
             hooks.evaluate(metrics)
             metrics["epoch_time_s"] = time.perf_counter() - t0
             state.end_epoch(metrics, log_epoch)
@@ -110,8 +113,12 @@ def fit(
     return summarize(hooks, state)
 
 
-def train_epoch(hooks: TaskHooks, epoch: int, device: torch.device, bar: tqdm) -> dict:
-    """One pass over the training batches; the epoch's training metrics."""
+def train_epoch(
+    hooks: TaskHooks, epoch: int, device: torch.device, bar: tqdm, limit: int | None = None
+) -> dict:
+    """One pass over the training batches (the first ``limit`` of them, when given); the
+    epoch's training metrics."""
+    limit = hooks.steps_per_epoch if limit is None else limit
     t0, untimed = time.perf_counter(), hooks.untimed_s
     hooks.model.train()
     hooks.begin_epoch()
@@ -132,7 +139,9 @@ def train_epoch(hooks: TaskHooks, epoch: int, device: torch.device, bar: tqdm) -
             bar.update(DIVERGENCE_CHECK_EVERY)
             if not torch.isfinite(loss_sum):
                 raise Diverged(f"non-finite training loss in epoch {epoch}, step {step}")
-    bar.update(hooks.steps_per_epoch % DIVERGENCE_CHECK_EVERY)
+        if step == limit:
+            break
+    bar.update(limit % DIVERGENCE_CHECK_EVERY)
     train_time = time.perf_counter() - t0 - (hooks.untimed_s - untimed)
     train_loss = loss_sum.item() / seen
     if not math.isfinite(train_loss):

@@ -46,8 +46,17 @@ def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias:
     ]
 
 
+def peak_lr(optim: Mapping, batch_size: int) -> float:
+    """The run's peak learning rate: lr_per_128 scaled to the batch by optim.lr_scaling, times
+    optim.lr_mult (the multiplier the LR protocol selects; absent in older configs: 1)."""
+    # x 1.0 is exact in floating point: runs without a multiplier keep their LR to the bit
+    return scaled_lr(optim["lr_per_128"], batch_size, optim["lr_scaling"]) * optim.get(
+        "lr_mult", 1.0
+    )
+
+
 def build_optimizer(model: nn.Module, optim: Mapping, batch_size: int) -> torch.optim.Optimizer:
-    lr = scaled_lr(optim["lr_per_128"], batch_size, optim["lr_scaling"])
+    lr = peak_lr(optim, batch_size)
     groups = parameter_groups(model, optim["weight_decay"], optim["decay_norm_and_bias"])
     if optim["name"] == "sgd":
         return torch.optim.SGD(
@@ -85,10 +94,22 @@ def build_scheduler(
     )
 
 
+def training_steps(train: Mapping, steps_per_epoch: int) -> int:
+    """The run's budget in optimizer steps: train.steps when set (the budget in steps), else
+    train.epochs whole epochs. The schedule spans exactly this many steps."""
+    steps = train.get("steps")  # absent in configs stored before it existed
+    return steps if steps is not None else train["epochs"] * steps_per_epoch
+
+
+def training_epochs(train: Mapping, steps_per_epoch: int) -> int:
+    """Epochs the budget takes (with train.steps, the last one may be cut short)."""
+    return math.ceil(training_steps(train, steps_per_epoch) / steps_per_epoch)
+
+
 def build_optimizer_and_scheduler(
     model: nn.Module, cfg: Mapping, steps_per_epoch: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """The optimizer of a run and its schedule over all of its training steps."""
     optimizer = build_optimizer(model, cfg["optim"], cfg["train"]["batch_size"])
-    total_steps = cfg["train"]["epochs"] * steps_per_epoch
+    total_steps = training_steps(cfg["train"], steps_per_epoch)
     return optimizer, build_scheduler(optimizer, cfg["optim"], total_steps)

@@ -1,0 +1,58 @@
+"""Hydra's basic sweeper, extended by the LR protocol (configs/hydra/sweeper/protocol.yaml).
+
+A Hydra plugin, so it lives in the hydra_plugins namespace (Hydra instantiates sweepers only
+from there); the protocol itself is normexp.protocol.
+
+Without ``protocol.lr_grid`` this is BasicSweeper, unchanged. With a grid, jobs are launched in
+rounds until the plan (normexp.protocol.plan) has nothing new: the selection runs of every cell
+first, then, from what the store holds, the widened grid values and the record runs. Every job
+still decides for itself whether to train (a finished run is skipped), so a rerun of the same
+command recomputes the same selection and trains only what is missing.
+"""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from omegaconf import OmegaConf
+
+from normexp.errors import one_line_errors
+from normexp.protocol.plan import Job, JobRecords, plan, uses_protocol, write_selection
+from normexp.sweep import sweep_overrides
+from normexp.validate import composition_errors
+
+log = logging.getLogger("normexp")
+
+
+class ProtocolSweeper(BasicSweeper):
+    def sweep(self, arguments: list[str]) -> Any:
+        if not uses_protocol(self.config):
+            return super().sweep(arguments)
+        basic = sweep_overrides(self.config)  # the basic sweeper's jobs, as the callback sees them
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        records = JobRecords(self.config)
+        launched: set[Job] = set()
+        returns = []
+        while True:
+            with one_line_errors(), composition_errors():
+                current = plan(self.config, basic, records)
+            new = [list(job) for job in current.jobs if job not in launched]
+            if not new:
+                break
+            results = self.launcher.launch(new, initial_job_idx=len(launched))
+            for r in results:
+                _ = r.return_value  # raises if a job raised, as BasicSweeper does
+            launched.update(map(tuple, new))
+            returns.append(results)
+        path = write_selection(current)
+        log.info("normexp: LR selection of %d cells in %s", len(current.selection), path)
+        if current.unplanned:
+            log.warning(
+                "normexp: %d cells have no LR chosen (selection runs not finished); their "
+                "record runs were not launched: rerun the same command",
+                len(current.unplanned),
+            )
+        return returns

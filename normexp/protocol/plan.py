@@ -1,0 +1,189 @@
+"""The jobs of a sweep under the LR protocol, computed from the sweep's grid and the store.
+
+``plan`` is a pure function of the sweep's plain jobs (BasicSweeper's enumeration) and what the
+store holds now: the selection jobs of every cell (stage select), the grid widened where a
+finished selection picks an edge, and the record jobs (stage record: the sweep's own jobs at the
+chosen multiplier) of every cell whose selection is decided. The sweeper launches what is new
+until nothing is (a fixpoint), so a rerun of the same command recomputes the same selection and
+launches only what is not finished; the sweep callback uses it to validate and count the jobs.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from normexp.compose import JobComposer
+from normexp.errors import ConfigError
+from normexp.protocol.select import LR_MULT, STATUS, select_lr, widened
+from normexp.tracking.store import (
+    RunRecord,
+    atomic_write_json,
+    profile_dir,
+    read_json,
+    record_of,
+    selection_path,
+)
+from normexp.validate import resolve_config, runs_remotely
+
+Job = tuple[str, ...]  # one job's overrides, as Hydra's launcher takes them
+SEED, BATCH, STAGE_SELECT = "seed", "train.batch_size", "protocol.stage=select"
+
+
+def uses_protocol(config: DictConfig) -> bool:
+    """Whether the composed (master) config asks for LR selection."""
+    return OmegaConf.select(config, "protocol.lr_grid", default=None) is not None
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _without(job: Sequence[str], *keys: str) -> Job:
+    return tuple(o for o in job if _key(o) not in keys)
+
+
+def _mult(m: float) -> str:
+    return f"{LR_MULT}={float(m)!r}"
+
+
+class JobRecords:
+    """The resolved config and store record of a job's overrides, composed once per job."""
+
+    def __init__(self, config: DictConfig, machine: bool | None = None) -> None:
+        self.config = config
+        self.machine = not runs_remotely(config) if machine is None else machine
+        self.compose = JobComposer(config)
+        self.cache: dict[Job, tuple[dict, RunRecord]] = {}
+
+    def __call__(self, job: Sequence[str]) -> tuple[dict, RunRecord]:
+        job = tuple(job)
+        if job not in self.cache:
+            resolved = resolve_config(self.compose(job), machine=self.machine)
+            record = record_of(resolved)  # in the run's profile partition
+            self.cache[job] = resolved, record
+        return self.cache[job]
+
+
+@dataclass
+class Plan:
+    jobs: list[Job] = field(default_factory=list)  # every job known now, in launch order
+    # one record job per cell whose LR is not chosen yet, at a placeholder LR: to validate
+    unplanned: list[Job] = field(default_factory=list)
+    selection: dict[str, dict] = field(default_factory=dict)  # selection cell -> its outcome
+    experiment: str = ""
+    results_dir: Path | None = None
+
+
+def selection_cell(cell: Job, select_batch_size: int | None) -> Job:
+    """The cell whose selection runs decide ``cell``'s multiplier: itself, or (the coarser
+    rule) the same cell at the reference batch size."""
+    if select_batch_size is None:
+        return cell
+    return (*_without(cell, BATCH), f"{BATCH}={select_batch_size}")
+
+
+def selection_jobs(cell: Job, grid: Sequence[float], seeds: Sequence[int]) -> list[Job]:
+    return [(*cell, _mult(m), f"{SEED}={s}", STAGE_SELECT) for m in grid for s in seeds]
+
+
+def _rows(jobs: list[Job], records: JobRecords, metric: str) -> pd.DataFrame:
+    """One row per finished selection run: multiplier, status, the validation metric only."""
+    rows = []
+    for job in jobs:
+        config, record = records(job)
+        if not record.is_finished():
+            continue
+        summary = read_json(record.path / "summary.json") or {}
+        rows.append(
+            {
+                "cell": "",
+                LR_MULT: config["optim"]["lr_mult"],
+                STATUS: record.status["status"],
+                metric: summary.get(metric),
+            }
+        )
+    return pd.DataFrame(rows, columns=["cell", LR_MULT, STATUS, metric])
+
+
+def _decide(cell: Job, settings: Mapping, records: JobRecords) -> tuple[list[Job], dict]:
+    """The selection jobs of one selection cell (widened as far as the store says) and its
+    outcome."""
+    grid, seeds, metric = settings["lr_grid"], settings["selection_seeds"], settings["select_on"]
+    jobs: list[Job] = []
+    widen = 0
+    while True:
+        jobs += [j for j in selection_jobs(cell, grid, seeds) if j not in jobs]
+        rows = _rows(jobs, records, metric)
+        result = select_lr(rows, ["cell"], grid, metric, seeds=len(seeds))
+        outcome = result.iloc[0].to_dict() if len(result) else {"complete": False}
+        if outcome["complete"] and outcome["at_edge"] and widen < settings["max_widen"]:
+            grid, widen = widened(grid, outcome["chosen"]), widen + 1
+            continue
+        outcome.pop("cell", None)
+        return jobs, {
+            **outcome,
+            "grid": sorted(float(g) for g in grid),
+            "widened": widen,
+            "overrides": list(cell),
+            "selection_seeds": list(seeds),
+            "select_on": metric,
+        }
+
+
+def plan(config: DictConfig, basic_jobs: Sequence[Sequence[str]], records: JobRecords) -> Plan:
+    """The protocol's jobs for the sweep whose plain jobs are ``basic_jobs`` (see module doc);
+    without an LR grid, the plain jobs themselves."""
+    if not uses_protocol(config) or not basic_jobs:
+        return Plan(jobs=[tuple(j) for j in basic_jobs])
+    first, _ = records(basic_jobs[0])
+    settings = first["protocol"]
+    if not settings["lr_grid"]:
+        raise ConfigError("protocol.lr_grid", "an empty grid; null turns the protocol off")
+    cells: dict[Job, list[Job]] = {}
+    for job in basic_jobs:
+        cells.setdefault(_without(job, SEED), []).append(tuple(job))
+    record_seeds = {int(o.split("=", 1)[1]) for j in basic_jobs for o in j if _key(o) == SEED}
+    if any(all(_key(o) != SEED for o in j) for j in basic_jobs):
+        record_seeds.add(first["seed"])  # a job that keeps the config's seed
+    if record_seeds & set(settings["selection_seeds"]):
+        raise ConfigError(
+            "protocol.selection_seeds",
+            f"{sorted(record_seeds & set(settings['selection_seeds']))} are seeds of record too; "
+            "selection and record seeds must be separate",
+        )
+    folder = profile_dir(first["paths"]["results_dir"], first["profile"])
+    out = Plan(experiment=first["claim"]["name"], results_dir=folder)
+    axes = {*(OmegaConf.select(config, "hydra.sweeper.params") or {}), BATCH}
+    chosen: dict[Job, float | None] = {}
+    for cell in cells:
+        sel = selection_cell(cell, settings["select_batch_size"])
+        if sel in chosen:
+            continue
+        jobs, outcome = _decide(sel, settings, records)
+        out.jobs += [j for j in jobs if j not in out.jobs]
+        # Named by the experiment's grid axes only (not the command line's fixed settings).
+        out.selection[" ".join(o for o in sel if _key(o) in axes) or "all"] = outcome
+        chosen[sel] = outcome.get("chosen") if outcome["complete"] else None
+    for cell, jobs in cells.items():
+        m = chosen[selection_cell(cell, settings["select_batch_size"])]
+        if m is None:
+            out.unplanned.append((*jobs[0], _mult(settings["lr_grid"][0])))
+        else:
+            out.jobs += [(*job, _mult(m)) for job in jobs]
+    return out
+
+
+def write_selection(p: Plan) -> Path | None:
+    """Merge the plan's selection into the experiment's selection file (several sweeps, such
+    as the more-seeds files, share an experiment)."""
+    if p.results_dir is None or not p.selection:
+        return None
+    path = selection_path(p.results_dir, p.experiment)
+    old = read_json(path) or {}
+    cells = {**old.get("cells", {}), **p.selection}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"experiment": p.experiment, "cells": cells})
+    return path

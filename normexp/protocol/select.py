@@ -1,0 +1,80 @@
+"""The learning-rate selection rule, as a pure function of a table of selection runs.
+
+Rule (written before any result is seen; README "Fair protocol"): in each cell, every multiplier
+of the grid is scored by the mean, over the selection seeds, of the runs' final validation
+accuracy; a diverged run scores -inf (the worst); the best mean wins, ties going to the smaller
+multiplier (the safer step). A winner at either end of the grid is ``at_edge``: the optimum may
+lie outside, and the sweeper widens the grid there. A cell with a grid value that has fewer than
+``seeds`` finished runs is not ``complete`` and gets no choice.
+
+Only the cell columns, the multiplier, the status and the validation metric are read: test
+metrics can never influence the choice, and asking to select on one is refused.
+"""
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+LR_MULT = "optim.lr_mult"
+STATUS = "status"
+STAGE = "protocol.stage"
+SELECT_ON = ("val_acc",)  # validation metrics a selection may use (higher is better)
+STAGES = ("select", "record")
+DIVERGED_SCORE = -math.inf
+
+
+def select_lr(
+    rows: pd.DataFrame,
+    cell_columns: Sequence[str],
+    grid: Sequence[float],
+    metric: str = "val_acc",
+    seeds: int = 1,
+) -> pd.DataFrame:
+    """One row per cell: the cell columns, ``grid``, ``score`` ({multiplier: mean validation
+    score}), ``chosen`` (None when not complete), ``at_edge`` and ``complete``. ``rows``: one
+    finished selection run each (cell columns, optim.lr_mult, status, ``metric``); runs at a
+    multiplier outside ``grid`` are ignored."""
+    if metric not in SELECT_ON:
+        raise ValueError(f"selection must use a validation metric ({SELECT_ON}), not {metric!r}")
+    grid = sorted(float(g) for g in grid)
+    if not grid:
+        raise ValueError("an empty LR grid")
+    cells = list(cell_columns)
+    # The only columns read: test metrics are not even copied.
+    used = rows[[*cells, LR_MULT, STATUS, metric]].copy()
+    used = used[used[LR_MULT].astype(float).isin(grid)]
+    used["score"] = used[metric].astype(float).where(used[STATUS] != "diverged", DIVERGED_SCORE)
+    used = used[used[STATUS].isin(("ok", "diverged")) & used["score"].notna()]
+    out = []
+    for cell, group in used.groupby(cells, sort=False, dropna=False):
+        cell = cell if isinstance(cell, tuple) else (cell,)
+        by_lr = group.groupby(group[LR_MULT].astype(float))["score"]
+        counts, means = by_lr.size(), by_lr.mean()
+        complete = all(counts.get(g, 0) >= seeds for g in grid)
+        chosen = None
+        if complete:
+            best = max(means[g] for g in grid)
+            chosen = min(g for g in grid if means[g] == best)  # ties: the smaller multiplier
+        out.append(
+            {
+                **dict(zip(cells, cell, strict=True)),
+                "grid": grid,
+                "score": {g: float(means[g]) for g in grid if g in means},
+                "chosen": chosen,
+                "at_edge": chosen is not None and len(grid) > 1 and chosen in (grid[0], grid[-1]),
+                "complete": complete,
+            }
+        )
+    return pd.DataFrame(out, columns=[*cells, "grid", "score", "chosen", "at_edge", "complete"])
+
+
+def widened(grid: Sequence[float], chosen: float, factor: float = 2.0) -> list[float]:
+    """The grid with one more step past the edge where ``chosen`` sits (x factor above the top,
+    / factor below the bottom); unchanged when ``chosen`` is inside."""
+    grid = sorted(float(g) for g in grid)
+    if chosen == grid[-1]:
+        return [*grid, grid[-1] * factor]
+    if chosen == grid[0]:
+        return [grid[0] / factor, *grid]
+    return grid
