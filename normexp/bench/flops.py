@@ -34,19 +34,20 @@ def step_flops(model_cfg: dict, norm_cfg: dict, batch_size: int) -> int:
     return counter.get_total_flops()
 
 
-def gemm_flop_rate(n: int = GEMM_SIZE, seconds: float = 1.0) -> float:
-    """FLOP/s of n x n x n fp32 matrix products on this thread, sustained over ``seconds``: a
-    block of time like a training run's, so that a loaded machine slows both alike (the best
-    single product would catch an idle instant that a run of seconds never sees)."""
+def gemm_flop_rate(n: int = GEMM_SIZE, repeats: int = 20) -> float:
+    """The machine's peak on this thread: the best FLOP/s of one n x n x n fp32 product. On a
+    loaded machine the training runs (seconds long) are slowed and this best is not, so the
+    utilization is then a lower bound; on an idle one both are clean."""
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
     out = torch.empty(n, n)
     torch.mm(a, b, out=out)  # warm-up
-    calls, t0 = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - t0) < seconds:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
         torch.mm(a, b, out=out)
-        calls += 1
-    return 2 * n**3 * calls / elapsed
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
 
 
 def bench_flops(data_dir: Path, repeats: int = 3) -> list[dict]:
