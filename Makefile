@@ -61,5 +61,5 @@ lint: setup ## ruff
 clean-outputs: ## delete Hydra's per-job logs under outputs/ (the results store is kept)
 	rm -rf outputs
 
-bench: setup ## benchmark ratios (norms, data pipeline, harness, sweep layout, RNN cells) -> results/bench/
+bench: setup ## benchmark ratios (norms, data, harness, FLOP utilization, replicas, sweep, RNN) -> results/bench/
 	$(PY) -m normexp.bench

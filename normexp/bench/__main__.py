@@ -13,7 +13,7 @@ import torch
 from normexp.data.paths import resolve_data_dir
 from normexp.tracking.provenance import provenance
 
-SECTIONS = ("norms", "data", "harness", "options", "sweep", "rnn")
+SECTIONS = ("norms", "data", "harness", "flops", "options", "replicas", "sweep", "rnn")
 
 
 def run_section(name: str, data_dir: Path, repeats: int) -> list[dict]:
@@ -29,6 +29,14 @@ def run_section(name: str, data_dir: Path, repeats: int) -> list[dict]:
         from normexp.bench.harness import bench_harness
 
         return bench_harness(data_dir)
+    if name == "flops":
+        from normexp.bench.flops import bench_flops
+
+        return bench_flops(data_dir)
+    if name == "replicas":
+        from normexp.bench.replicas import bench_replicas
+
+        return bench_replicas()
     if name == "options":
         from normexp.bench.options import bench_options
 
@@ -54,6 +62,17 @@ def fmt(row: dict) -> str:
     )
 
 
+def kept_rows(path: Path, rows: list[dict]) -> list[dict]:
+    """``rows`` after the earlier file's rows of benches not rerun now (``--only`` a section
+    updates its rows and keeps the others)."""
+    try:
+        old = json.loads(path.read_text())["rows"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        return rows
+    rerun = {row["bench"] for row in rows}
+    return [row for row in old if row.get("bench") not in rerun] + rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
@@ -74,7 +93,7 @@ def main() -> None:
             rows.append(row)
     args.out.mkdir(parents=True, exist_ok=True)
     record = {
-        "rows": rows,
+        "rows": kept_rows(args.out / "bench.json", rows),
         "seconds": time.time() - start,
         "provenance": provenance("cpu"),
         "cpu": platform.processor() or platform.machine(),

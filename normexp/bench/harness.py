@@ -22,7 +22,9 @@ MODEL = {
 NORM = {"name": "batch", "position": "pre"}
 
 
-def suite_config(data_dir: Path, n: int, batch_size: int) -> dict:
+def suite_config(
+    data_dir: Path, n: int, batch_size: int, model: dict = MODEL, norm: dict = NORM
+) -> dict:
     return {
         "seed": 0,
         "profile": "quick",
@@ -36,8 +38,8 @@ def suite_config(data_dir: Path, n: int, batch_size: int) -> dict:
             "n_test": 10,
             "augment": True,
         },
-        "model": MODEL,
-        "norm": NORM,
+        "model": model,
+        "norm": norm,
         "optim": {
             "name": "sgd",
             "lr_per_128": 0.1,
@@ -65,8 +67,8 @@ def suite_config(data_dir: Path, n: int, batch_size: int) -> dict:
     }
 
 
-def suite_images_per_s(data_dir: Path, n: int, batch_size: int) -> float:
-    summary = train_classifier(suite_config(data_dir, n, batch_size), lambda m: None)
+def suite_images_per_s(data_dir: Path, n: int, batch_size: int, **model_norm: dict) -> float:
+    summary = train_classifier(suite_config(data_dir, n, batch_size, **model_norm), lambda m: None)
     return summary["images_per_s"]
 
 

@@ -1,0 +1,74 @@
+"""The bench's measuring code: FLOP counts, the replica-stacking prototype's equivalence to
+standalone models, and the store cost model's arithmetic (no timing assertions)."""
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from normexp.bench.cost import cost_table, project, seconds_per_image, store_grid
+from normexp.bench.flops import step_flops
+from normexp.bench.harness import MODEL, NORM
+from normexp.bench.replicas import BlockLinear, StackedReplicas, equivalence_error, replicas
+
+
+def test_flop_count_of_a_known_layer():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    with FlopCounterMode(display=False) as counter:
+        conv(torch.randn(2, 3, 16, 16))
+    assert counter.get_total_flops() == 2 * 2 * 8 * 16 * 16 * 3 * 9  # 2 FLOPs per MAC
+
+
+def test_step_flops_scale_with_batch():
+    one, four = step_flops(MODEL, NORM, 1), step_flops(MODEL, NORM, 4)
+    assert four == 4 * one
+    assert 50e6 < one < 70e6  # the quick VGG: about 58 MFLOP per image, forward + backward
+
+
+@pytest.mark.parametrize(
+    "norm",
+    [
+        NORM,
+        {"name": "group", "position": "pre", "num_groups": 4},
+        {"name": "layer", "position": "pre"},
+    ],
+)
+def test_stacked_replicas_compute_each_standalone_model(norm):
+    assert equivalence_error(3, 2, norm) < 1e-12  # float64: the same math
+
+
+def test_stacked_replicas_shapes_and_weights():
+    models = replicas(2)
+    stacked = StackedReplicas(models)
+    conv = stacked.features[0][0]
+    assert conv.groups == 2 and conv.out_channels == 2 * models[0].features[0][0].out_channels
+    assert torch.equal(conv.weight[: conv.out_channels // 2], models[0].features[0][0].weight)
+    assert isinstance(stacked.head[1], BlockLinear)
+    assert stacked(torch.randn(2, 5, 3, 32, 32)).shape == (2, 5, 10)
+
+
+def test_cost_model_arithmetic():
+    runs = pd.DataFrame(
+        {
+            "experiment": ["a", "a", "b", "b"],
+            "task": ["classification"] * 4,
+            "batch_size": [2, 2, 8, 32],
+            "epochs": [2, 2, 1, 1],
+            "n_train": [100, 100, 100, 100],
+            "seconds": [2.0, 4.0, 1.0, 0.5],
+        }
+    )
+    per_image = seconds_per_image(runs)
+    assert per_image == {2: pytest.approx(0.015), 8: pytest.approx(0.01), 32: pytest.approx(0.005)}
+    # 4 is halfway between 2 and 8 on log2(batch size); beyond the ends the model is clamped
+    grid = [
+        dict(batch_size=4, epochs=3, n_train=1000, runs=2),
+        dict(batch_size=128, epochs=1, n_train=10, runs=1),
+    ]
+    assert project(grid, per_image) == pytest.approx(2 * 3 * 1000 * 0.0125 + 10 * 0.005)
+    assert project(store_grid(runs), per_image) == pytest.approx(7.5)
+    table = cost_table(runs, "experiment")
+    assert table.loc["a", "seconds"] == 6.0 and table["share"].sum() == pytest.approx(1.0)
+    assert list(table.index) == ["a", "b"]
