@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tests.helpers import REPO, run_cli
 
 from normexp.analysis.convergence import improvement, run_converged
 from normexp.protocol.plan import JobRecords, plan
@@ -18,6 +17,7 @@ from normexp.protocol.select import LR_MULT, select_lr, widened
 from normexp.sweep import sweep_overrides
 from normexp.tracking.store import RunRecord, run_key, selection_path
 from normexp.train.fit import TaskHooks, fit
+from tests.helpers import REPO, run_cli
 
 CONFIG_DIR = str(REPO / "configs")
 
@@ -320,4 +320,5 @@ def test_protocol_sweep_selects_then_records_and_resumes(tmp_path, cifar_data):
     again = run_cli(args, tmp_path / "results", data_dir)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "sweep of 6 runs (6 finished before, skipped)" in again.stderr
-    assert json.loads(selection_path(tmp_path / "results" / "smoke", "not_ics").read_text()) == selection
+    again_selection = selection_path(tmp_path / "results" / "smoke", "not_ics").read_text()
+    assert json.loads(again_selection) == selection
