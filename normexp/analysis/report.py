@@ -303,9 +303,9 @@ def log_to_wandb(secs: list[dict], results_dir: Path, mode: str) -> str | None:
         mode=mode,
         project="normexp",
         group="report",
-        name="report",
-        tags=["report"],
-        config={},
+        name=f"report-{results_dir.name}",
+        tags=["report", f"profile:{results_dir.name}"],
+        config={"profile": results_dir.name},  # the dashboards show one profile's runs
         run_dir=results_dir,
         job_type="report",
     )
