@@ -36,17 +36,10 @@ import numpy as np
 import pandas as pd
 
 from normexp.analysis import columns as col
+from normexp.analysis import style
 from normexp.analysis.claims import ReportSection
 from normexp.analysis.paired import against_zero, batch_cells, difference, gap, pooled_by_seed
 from normexp.analysis.record import select
-from normexp.analysis.style import (
-    log2_axis,
-    mark_not_run,
-    norm_color,
-    norm_label,
-    panels,
-    save_figure,
-)
 from normexp.analysis.verdict import by_seed, conjunction, holm_family
 
 Tables = dict[str, pd.DataFrame]
@@ -62,7 +55,7 @@ LABELS = {"rms": "RMS", "batch_per_step": "BN per step", "batch_shared": "BN sha
 
 
 def label(norm: str) -> str:
-    return LABELS.get(norm, norm_label(norm))
+    return LABELS.get(norm, style.norm_label(norm))
 
 
 @dataclass(frozen=True)
@@ -382,32 +375,33 @@ def _norms_in(names: object) -> list[str]:
 
 
 def draw_batch(tables: Tables, out: Path) -> Path:
-    fig, axes = panels(len(FAMILIES), (5.2 * len(FAMILIES), 4.2))
+    fig, axes = style.panels(len(FAMILIES), (5.2 * len(FAMILIES), 4.2))
     for ax, f in zip(np.atleast_1d(axes), FAMILIES, strict=True):
         df = family_runs(tables, f)
         if not _has_scores(df, f.metric):
-            mark_not_run(ax, f"{f.name} ({f.experiment})")
+            style.mark_not_run(ax, f"{f.name} ({f.experiment})")
             ax.set_title(f.name, fontsize=10)
             continue
         cells = batch_cells(df, f.metric, "v", scale=f.scale)
         for norm in _norms_in(cells["norm"]):
             c = cells[cells["norm"] == norm].sort_values("batch_size")
-            ax.plot(c["batch_size"], c["v"], "o-", color=norm_color(norm), label=label(norm))
-            ax.fill_between(c["batch_size"], c["lo"], c["hi"], color=norm_color(norm), alpha=0.15)
+            color = style.norm_color(norm)
+            ax.plot(c["batch_size"], c["v"], "o-", color=color, label=label(norm))
+            ax.fill_between(c["batch_size"], c["lo"], c["hi"], color=color, alpha=0.15)
         seeds = int(cells["seeds"].max())
         ax.set_title(f"{f.name} ({f.experiment}): mean, 95% CI, {seeds} seed(s)", fontsize=9)
         ax.set_ylabel(f.label)
-        log2_axis(ax, sorted(int(b) for b in cells["batch_size"].unique()), "batch size")
-    return save_figure(fig, out, "Score vs batch size per norm, per model family")
+        style.log2_axis(ax, sorted(int(b) for b in cells["batch_size"].unique()), "batch size")
+    return style.save_figure(fig, out, "Score vs batch size per norm, per model family")
 
 
 def draw_position(tables: Tables, out: Path) -> Path:
     families = [f for f in FAMILIES if f.name in POSITION_FAMILIES]
-    fig, axes = panels(len(families), (5.2 * len(families), 4.0))
+    fig, axes = style.panels(len(families), (5.2 * len(families), 4.0))
     for ax, f in zip(np.atleast_1d(axes), families, strict=True):
         tests = position_tests(tables, f)
         if not tests:
-            mark_not_run(ax, f"{f.name} ({POSITION_EXPERIMENT})")
+            style.mark_not_run(ax, f"{f.name} ({POSITION_EXPERIMENT})")
             ax.set_title(f.name, fontsize=10)
             continue
         for x, (norm, t) in enumerate(tests.items()):
@@ -417,7 +411,7 @@ def draw_position(tables: Tables, out: Path) -> Path:
                 t["mean"],
                 yerr=[[t["mean"] - lo], [hi - t["mean"]]],
                 fmt="s",
-                color=norm_color(norm),
+                color=style.norm_color(norm),
                 capsize=4,
             )
             ax.annotate(t["decision"], (x, hi), textcoords="offset points", xytext=(0, 5),
@@ -427,7 +421,7 @@ def draw_position(tables: Tables, out: Path) -> Path:
         ax.set_ylabel("post − pre test accuracy (pp)")
         ax.set_title(f"{f.name}: paired by seed, 95% CI (> 0: after is better)", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
-    return save_figure(fig, out, "Pre vs post the activation, per norm and family")
+    return style.save_figure(fig, out, "Pre vs post the activation, per norm and family")
 
 
 def draw(tables: Tables, figures_dir: Path) -> list[Path]:
