@@ -60,6 +60,7 @@ NAME_EXTRAS = {
     "weight_side": (("arm.name", ""),),
     "bn_small_batch_devices": (("devices.per_device", "pd"),),
     "bn_small_batch_groups": (("norm.num_groups", "g"),),
+    "norm_position": (("model.name", ""),),
 }
 
 
