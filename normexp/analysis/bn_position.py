@@ -74,7 +74,7 @@ def with_control(tables: dict) -> pd.DataFrame:
 
 def _cell_label(model: str, activation: str) -> str:
     if (model, activation) == CONTROL_CELL:
-        return "CNN, control\nrelu, no norm\nbefore head"
+        return "CNN relu, control:\nno norm in the\nlast block"
     return f"{model.upper()}\n{activation}"
 
 
