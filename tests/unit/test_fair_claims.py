@@ -19,6 +19,7 @@ from normexp.tracking.store import run_key
 from normexp.train.instrumented import StepProbes
 from normexp.validate import resolve_config
 from tests.unit.test_claims_analyses import check, drawn, position_table, weight_side_table
+from tests.unit.test_landscape import row
 
 SEEDS = range(5)
 BUDGET = 2000
@@ -53,29 +54,25 @@ def ics_table(
             jitter = 100 * (seed % 2) if step is not None and step + 100 <= BUDGET else 0
             steps, acc = running(None if step is None else step + jitter)
             rows.append(
-                {
-                    "norm.name": norm,
-                    "seed": seed,
-                    "status": "ok",
-                    "profile": "quick",
-                    "n_train": 4000,
-                    "train.batch_size": 32,
-                    "optim.lr_per_128": 0.1,
-                    "target.train_acc": target,
-                    "test_acc": 0.5,
-                    "train_acc": acc[-1],
-                    "train_loss": 1.0 + 0.01 * seed + (0.2 if step is None else 0),
-                    "trained_steps": BUDGET,
-                    "running_train_acc_steps": str(steps),
-                    "running_train_acc_series": str(acc),
-                    "probe_steps": "[0, 25, 50]",
-                    "probe_ics_l2_mean": l2[norm] * (1 + 0.01 * seed),
-                    "probe_ics_l2_rel_mean": rel[norm] * (1 + 0.01 * seed),
-                    "probe_ics_cos_mean": cos[norm] - 0.001 * seed,
-                    "probe_ics_l2_series": "[0.1, 0.2, None]",
-                    "probe_ics_l2_rel_series": "[0.5, 0.4, 0.3]",
-                    "probe_ics_cos_series": "[0.99, 1.0, inf]",
-                }
+                row(
+                    norm,
+                    seed,
+                    0.5,
+                    **{
+                        "target.train_acc": target,
+                        "train_acc": acc[-1],
+                        "train_loss": 1.0 + 0.01 * seed + (0.2 if step is None else 0),
+                        "trained_steps": BUDGET,
+                        "running_train_acc_steps": str(steps),
+                        "running_train_acc_series": str(acc),
+                        "probe_ics_l2_mean": l2[norm] * (1 + 0.01 * seed),
+                        "probe_ics_l2_rel_mean": rel[norm] * (1 + 0.01 * seed),
+                        "probe_ics_cos_mean": cos[norm] - 0.001 * seed,
+                        "probe_ics_l2_series": "[0.1, 0.2, None]",
+                        "probe_ics_l2_rel_series": "[0.5, 0.4, 0.3]",
+                        "probe_ics_cos_series": "[0.99, 1.0, inf]",
+                    },
+                )
             )
     return pd.DataFrame(rows)
 
