@@ -29,7 +29,10 @@ def config(*overrides: str, experiment: str = "rnn_norm") -> dict:
     cfg = hydra.compose(
         "config",
         overrides=[
-            f"experiment={experiment}", "profile=smoke", "runtime.progress=false", *overrides
+            f"experiment={experiment}",
+            "profile=smoke",
+            "runtime.progress=false",
+            *overrides,
         ],
         return_hydra_config=True,
     )
