@@ -224,7 +224,7 @@ def test_perplexity_and_bits_from_nats():
     [
         ("rnn_small_batch", ["norm=batch_per_step", "train.batch_size=4"], "bpc"),
         ("rnn_small_batch", ["norm=layer", "train.batch_size=64"], "bpc"),
-        ("rnn_words", ["norm=batch_shared"], "ppl"),
+        *(("rnn_words", [f"norm={cell}"], "ppl") for cell in CELLS),
     ],
 )
 def test_a_job_of_each_new_experiment_trains_at_smoke(
