@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from normexp.analysis import columns as col
-from normexp.analysis import style
+from normexp.analysis import rnn_norm, style
 from normexp.analysis.claims import ReportSection
 from normexp.analysis.paired import against_zero, batch_cells, difference, gap, pooled_by_seed
 from normexp.analysis.record import select
@@ -76,12 +76,11 @@ class Family:
 FAMILIES = (
     Family("CNN", "bn_small_batch", "cnn", col.TEST_ERR, "test error (%)", 100, "batch", "group"),
     Family("MLP", "mlp_small_batch", "mlp", col.TEST_ERR, "test error (%)", 100, "batch", "group"),
-    # the LSTM's batch grid is another change's experiment: "not run yet" until it exists
     Family(
         "LSTM",
-        "lstm_small_batch",
+        rnn_norm.GRID_EXPERIMENT,  # PTB characters, the same step budget at every batch size
         "lstm",
-        col.TEST_BPC,
+        rnn_norm.GRID_METRIC,
         "test bits per character",
         1,
         "batch_per_step",
