@@ -47,6 +47,7 @@ PACKAGES = (
     "antlr4-python3-runtime",
     "hydra-joblib-launcher",
     "joblib",
+    "cloudpickle",  # joblib 1.6 no longer vendors it
     "tqdm",
     "packaging",
     "PyYAML",  # its wheel is compiled, but yaml/ falls back to pure python: .so files are skipped
@@ -504,6 +505,12 @@ def run(args: argparse.Namespace) -> None:
     data = unpack_data(bundle, manifest, work / "data")
     site = install_wheels(bundle / "wheels", work / "site")
     env = run_env(bundle, site, data)
+    where = subprocess.run(  # which copies the runs will use: the bundle's, unless overridden
+        [sys.executable, "-c", "import hydra, omegaconf, torch; "
+         "print('hydra', hydra.__file__, '| torch', torch.__version__, torch.cuda.is_available())"],
+        env=env, capture_output=True, text=True,
+    )
+    print(f"gpu_bundle: {where.stdout.strip() or where.stderr.strip()[-500:]}", flush=True)
     profile = "smoke" if args.smoke else "paper"
     results = Path(args.results or bundle / "results").resolve()
     plan_file = results / PLAN
