@@ -258,7 +258,9 @@ def build(args: argparse.Namespace) -> dict:
     if room <= 0:
         raise SystemExit(f"gpu_bundle: no room for CIFAR-10 in {args.limit_mib} MiB")
     per_class = 40 if args.smoke and args.train_per_class is None else args.train_per_class
-    test_per_class = 30 if args.smoke else args.test_per_class
+    # Ghost BN's test pass with batch statistics reads the test set in chunks of the training
+    # batch (128): a multiple of 32 images (16 per class) splits into every group size (2..32).
+    test_per_class = 32 if args.smoke else args.test_per_class // 16 * 16
     cifar_unpacked, cifar = pack_cifar(
         data_dir, out, room, test_per_class, per_class, preset, not args.no_verify
     )
@@ -574,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     b.add_argument("--data-dir", help="holds ptb/ and cifar-10-batches-py/ ($NORMEXP_DATA_DIR)")
     b.add_argument("--limit-mib", type=float, default=LIMIT_MIB,
                    help="bundle + the repository's tracked files")
-    b.add_argument("--test-per-class", type=int, default=250)
+    b.add_argument("--test-per-class", type=int, default=256, help="rounded to 16s")
     b.add_argument("--train-per-class", type=int, help="default: the most that fit")
     b.add_argument("--wheels-from", help="a folder of wheels to take before pip download")
     b.add_argument("--smoke", action="store_true", help="a tiny CIFAR-10 subset, fast packing")
