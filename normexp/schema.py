@@ -278,6 +278,12 @@ def fields() -> tuple[Field, ...]:
         F("train.task", Choice(c["task"])),
         F("train.epochs", Int(1)),
         F("train.steps", Int(1, null=True), optional=True, doc="null: a budget of train.epochs"),
+        F(
+            "train.max_minutes",
+            Num(0, lo_open=True, null=True),
+            optional=True,
+            doc="null: no wall budget; else no epoch starts that would end past it",
+        ),
         F("train.batch_size", Int(1)),
         F("train.eval_batch_size", Int(1)),
         F("train.device", Choice(c["device"]), doc="cuda: a GPU must be visible"),

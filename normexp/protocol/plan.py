@@ -11,8 +11,10 @@ launches only what is not finished; the sweep callback uses it to validate and c
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas only where a grid is selected: a GPU bundle runs without it
+    import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from normexp.compose import JobComposer
@@ -89,7 +91,7 @@ def selection_jobs(cell: Job, grid: Sequence[float], seeds: Sequence[int]) -> li
     return [(*cell, _mult(m), f"{SEED}={s}", STAGE_SELECT) for m in grid for s in seeds]
 
 
-def _rows(jobs: list[Job], records: JobRecords, metric: str) -> pd.DataFrame:
+def _rows(jobs: list[Job], records: JobRecords, metric: str) -> "pd.DataFrame":
     """One row per finished selection run: multiplier, status, the validation metric only."""
     rows = []
     for job in jobs:
@@ -105,6 +107,8 @@ def _rows(jobs: list[Job], records: JobRecords, metric: str) -> pd.DataFrame:
                 metric: summary.get(metric),
             }
         )
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=["cell", LR_MULT, STATUS, metric])
 
 

@@ -76,6 +76,7 @@ NEUTRAL_FIELDS = (
     ("optim", "lr_mult", 1.0),
     ("train", "steps", None),
     ("model", "final_norm", True),
+    ("train", "max_minutes", None),
 )
 OPTIONAL_SECTIONS = (("protocol", "lr_grid"),)  # (section, switch): left out while switch is null
 # Entries of the per-profile ``scale`` table added after runs were stored: a lookup table whose
