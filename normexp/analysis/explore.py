@@ -49,12 +49,14 @@ def runs_table(tables: Tables) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("experiment").fillna(0).astype(int)
 
 
-def verdict_table(tables: Tables) -> pd.DataFrame:
-    """Each claim's verdict, effect estimate and 95% CI, decided from ``tables`` by the same
-    analysis functions as the report."""
+def verdict_table(tables: Tables, results_dir: Path) -> pd.DataFrame:
+    """Each claim's verdict, effect estimate and 95% CI, decided from ``tables`` (of the profile
+    folder ``results_dir``) exactly as the report decides it: its runs of record, its rule."""
+    from normexp.analysis.figures import of_record_for, verdict_of_record
+
     rows = []
     for a in load_analyses():
-        v = a.verdict({e: tables.get(e, pd.DataFrame()) for e in a.reads})
+        v = verdict_of_record(a, *of_record_for(a, tables, Path(results_dir)))
         lo, hi = v["ci"] if v.get("ci") else (None, None)
         rows.append(
             {

@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from normexp.analysis.claims import Tables, load_analyses, load_sections
+from normexp.analysis.claims import ClaimAnalysis, Tables, load_analyses, load_sections
 from normexp.analysis.columns import table
 from normexp.analysis.damage import damaged_in
 from normexp.analysis.lr_selection import protocol_entry
@@ -25,6 +25,24 @@ def collect_tables(results_dir: Path, damaged: list[DamagedRun] | None = None) -
     return {e: write_collected(results_dir, e, damaged) for e in experiments_in_store(results_dir)}
 
 
+def of_record_for(
+    analysis: ClaimAnalysis, tables: Tables, results_dir: Path
+) -> tuple[Tables, dict]:
+    """An analysis's tables, its runs of record only (declared seeds, made by the declaring
+    experiment file), and what was left out."""
+    return of_record({e: table(tables, e) for e in analysis.reads}, results_dir)
+
+
+def verdict_of_record(analysis: ClaimAnalysis, mine: Tables, record: dict) -> dict:
+    """The verdict as the report states it: the analysis's rule on its runs of record, withheld
+    where the deciding cells lack declared seeds."""
+    verdict = analysis.verdict(mine)
+    if analysis.reads:
+        deciding = analysis.deciding(mine) if analysis.deciding else mine
+        verdict = apply_record(verdict, record, deciding)
+    return verdict
+
+
 def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> list[dict]:
     """Tables, figures, verdicts and report of one profile, from and into its folder
     ``results_dir`` (``profile_dir(root, profile)``)."""
@@ -37,13 +55,10 @@ def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> l
              for s in load_sections()]
     for analysis in analyses:
         # only the runs of record (declared seeds, made by the declaring experiment file)
-        mine, record = of_record({e: table(tables, e) for e in analysis.reads}, results_dir)
+        mine, record = of_record_for(analysis, tables, results_dir)
         out = results_dir / "figures" / f"{analysis.name}.png"
         figure = analysis.draw(mine, out, results_dir=results_dir)
-        verdict = analysis.verdict(mine)
-        if analysis.reads:
-            deciding = analysis.deciding(mine) if analysis.deciding else mine
-            verdict = apply_record(verdict, record, deciding)
+        verdict = verdict_of_record(analysis, mine, record)
         protocol_entry(tables, analysis, results_dir, verdict)  # chosen LRs, LR figure, convergence
         if left_out := damaged_in(damaged, analysis.reads):  # computed without them: say so
             verdict["damaged_runs_left_out"] = left_out

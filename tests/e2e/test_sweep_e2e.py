@@ -77,7 +77,8 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(
     figure = tmp_path / "results" / "smoke" / "figures" / "bn_small_batch.png"
     assert figure.stat().st_size > 20_000
     report = (tmp_path / "results" / "smoke" / "REPORT.md").read_text()
-    assert "| C4 `bn_small_batch`" in report and "35 runs (35 ok)" in report
+    assert "| C4a `bn_small_batch`" in report and "| C4b `bn_small_batch`" in report
+    assert "35 runs (35 ok)" in report
     assert f"| `bn_small_batch` | smoke | 35 (35 ok) | 1 | {sitting['wall_s'] / 60:.1f} |" in report
     provenance = json.loads((tmp_path / "results" / "smoke" / "provenance.json").read_text())
     assert provenance["compute"][0]["wall_source"] == "1 sweep sitting(s)"
