@@ -1,7 +1,7 @@
 # normexp: `make run-sweep` and `make test` do everything on a fresh machine.
 # The profile of record (the committed reproduction) is set once, in normexp/tracking/store.py.
 RECORD_PROFILE := $(shell sed -n 's/^RECORD_PROFILE = "\(.*\)".*/\1/p' normexp/tracking/store.py)
-PROFILE    ?= $(RECORD_PROFILE)# smoke (seconds), quick (about an hour on 2 CPU cores), paper (GPU / cluster); each its own results/<profile>/
+PROFILE    ?= $(RECORD_PROFILE)# smoke (seconds), quick (under an hour on 2 CPU cores), standard (about 6 h on 2 cores, resumable), paper (GPU / cluster); each its own results/<profile>/
 EXPERIMENT ?= all# one experiment name from experiments/, or all
 WORKERS    ?= -1# parallel runs; -1 = one per core (LAUNCHER=local)
 LAUNCHER   ?= local# local (processes on this machine) or slurm (see README: Running on a cluster)

@@ -139,8 +139,7 @@ def experiment_jobs(config) -> list[tuple[str, dict]]:
     resolved config): the LR protocol's selection runs at the first grid (normexp.protocol.plan:
     each selection cell x multiplier x selection seed), then the sweep's own jobs."""
     from normexp.compose import JobComposer
-    from normexp.protocol.plan import SEED, _without, selection_cell, selection_jobs
-    from normexp.protocol.plan import uses_protocol
+    from normexp.protocol.plan import SEED, _without, selection_cell, selection_jobs, uses_protocol
     from normexp.sweep import sweep_overrides
     from normexp.validate import resolve_config
 
@@ -167,13 +166,21 @@ def profile_cost(profile: str, workers: int = 2) -> pd.DataFrame:
     experiment (selection runs, record runs, run-minutes on one core, wall minutes on
     ``workers`` cores), in run order. A run that an earlier experiment already holds (the same
     run key: the more-seeds files' shared seeds and selection runs) is counted once."""
+    import contextlib
+
     import hydra
+    from hydra.core.global_hydra import GlobalHydra
 
     from normexp.tracking.store import run_key
 
     seen: set[str] = set()
     rows = []
-    with hydra.initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+    context = (
+        contextlib.nullcontext()  # already on configs/ (a test module's hydra context)
+        if GlobalHydra.instance().is_initialized()
+        else hydra.initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3")
+    )
+    with context:
         for name in experiment_names():
             config = hydra.compose(
                 "config",
