@@ -10,10 +10,16 @@ PYTHON     ?= python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
 LAUNCH      = hydra/launcher=$(LAUNCHER) $(if $(filter local,$(LAUNCHER)),hydra.launcher.n_jobs=$(WORKERS))
-EXPERIMENTS := $(if $(filter all,$(EXPERIMENT)),$(basename $(notdir $(wildcard experiments/*.yaml))),$(EXPERIMENT))
+# The grid (README "The grid"): its own target and budget, so `make run-sweep` stays within the
+# quick profile's hour; an LSTM batch grid joins this list when it exists.
+GRID_EXPERIMENTS := mlp_small_batch norm_position
+# The GPU bundle's experiments (normexp/gpu_bundle.py) run on a CUDA machine: bash bundle/run_gpu.sh.
+GPU_EXPERIMENTS := $(basename $(notdir $(wildcard experiments/gpu_*.yaml)))
+ALL_EXPERIMENTS := $(filter-out $(GRID_EXPERIMENTS) $(GPU_EXPERIMENTS),$(basename $(notdir $(wildcard experiments/*.yaml))))
+EXPERIMENTS := $(if $(filter all,$(EXPERIMENT)),$(ALL_EXPERIMENTS),$(EXPERIMENT))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run-sweep figures notebook migrate screenshot test lint bench clean-outputs wandb-sync dashboards
+.PHONY: help setup run-sweep run-grid figures notebook migrate screenshot test lint bench clean-outputs wandb-sync dashboards
 
 help: ## list the commands
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,11 +33,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-run-sweep: setup ## train every experiment (or EXPERIMENT=name) at PROFILE; resumes where it stopped
+run-sweep: setup ## train every experiment but the grid's (or EXPERIMENT=name) at PROFILE; resumes
 	@for e in $(EXPERIMENTS); do \
 		echo "== $$e ($(PROFILE) profile)"; \
 		$(PY) -m normexp.run -m experiment=$$e profile=$(PROFILE) $(LAUNCH) $(ARGS) || exit $$?; \
 	done
+
+run-grid: setup ## train the grid's experiments (MLP batch sizes, every norm pre/post) at PROFILE
+	@$(MAKE) --no-print-directory run-sweep EXPERIMENT="$(GRID_EXPERIMENTS)"
 
 figures: setup ## collect PROFILE's runs, draw every figure, write its report (results/PROFILE/), run the notebook
 	$(PY) -m normexp.analysis.figures --profile $(PROFILE)

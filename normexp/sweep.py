@@ -174,7 +174,7 @@ class SweepCallback(Callback):
     def _recount_protocol(self, config: DictConfig) -> None:
         """Under the LR protocol the record runs are known only after selection: count the
         jobs the store now says the sweep had."""
-        if uses_protocol(config):
+        if config is not None and uses_protocol(config):
             records = JobRecords(config, machine=not runs_remotely(config))
             self.records = [records(job)[1] for job in protocol_jobs(config, records)[0]]
 

@@ -1,19 +1,25 @@
 """C3 bn_position: BN before the activation (the original paper) vs after it (later work).
 
 Runs: experiments/bn_position.yaml, BN in ``pre`` (layer → BN → act) and ``post`` (layer → act
-→ BN) position, in four cells (model, activation) = {CNN, MLP} × {ReLU, tanh}, same schedule and
-LR for both positions, seeds paired (same data order and initialization seed).
+→ BN) position, in four cells (model, activation) = {CNN, MLP} × {ReLU, tanh}, the LR per cell
+from the fair protocol, seeds paired (same data order and initialization seed); and the control,
+experiments/bn_position_control.yaml: the CNN/ReLU cell with the same layer before the
+classifier head in both positions (``model.final_norm: false``: the last conv block has no norm,
+so the head sees a ReLU in pre and in post; by default a post CNN ends with BN right before the
+head, which confounds the position with "is there a norm before the head").
 
-Verdict rule. In each cell, Δ = test accuracy(post) − test accuracy(pre) in percentage points,
-paired by seed, with its 95% CI and a paired t-test over seeds; the four cells' tests are one
-family, Holm-adjusted ("beats" below: the adjusted test rejects 0 with that sign). *supported*
-if post beats pre in the ReLU CNN cell, the setting of the claim and of the public CaffeNet
-comparison, and in no cell does pre beat post; *contradicted* if pre beats post in the ReLU CNN
-cell;
-*inconclusive* otherwise (among them: the ReLU CNN cell's CI straddles 0, or post wins there
-but pre wins significantly in another cell). The estimate is Δ in the ReLU CNN cell; every
-cell's Δ is in the details. A diverged or failed run drops its seed from its cell's pairs and
-is listed in the notes.
+Verdict rule. Decided on one cell, stated before running: the CNN with ReLU (the setting of the
+claim and of the public CaffeNet comparison), with the profile's seeds of record (5 at quick).
+There Δ = test accuracy(post) − test accuracy(pre) in percentage points, paired by seed, with
+its 95% CI and a paired t-test of Δ = 0 (one deciding test, so its Holm adjustment leaves it
+as it is): *supported* if the test rejects with Δ > 0 (post better), *contradicted* if it
+rejects with Δ < 0, *inconclusive* otherwise. Reported beside it, not deciding: the other three
+cells and the control, their tests Holm-adjusted as one family of their own; the verdict names
+a cell where pre beats post, and says so when the control's Δ has the opposite sign from the
+deciding cell's ("the control flips the sign": the deciding cell's difference may come from the
+norm before the head rather than from the position). The estimate is Δ in the deciding cell;
+every cell's Δ is in the details. A diverged or failed run drops its seed from its cell's pairs
+and is listed in the notes.
 """
 
 from pathlib import Path
@@ -26,9 +32,10 @@ from normexp.analysis.claims import Claim
 from normexp.analysis.paired import difference, json_safe
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import anchor_bars, mark_not_run, panels, save_figure
-from normexp.analysis.verdict import by_seed, failures, holm_family, sub_verdict
+from normexp.analysis.verdict import by_seed, failures, holm_family, join_notes, sub_verdict
 
 EXPERIMENT = "bn_position"
+CONTROL = "bn_position_control"  # CNN/ReLU, no norm in the last block in either position
 ANCHOR = (
     "Ioffe & Szegedy 2015 put BN before the nonlinearity; public CaffeNet benchmark on ImageNet "
     "(ducha-aiki/caffenet-benchmark, one run each): BN before ReLU 47.4% vs after ReLU 49.9% top-1"
@@ -36,7 +43,8 @@ ANCHOR = (
 CLAIM = Claim.from_doc("C3", EXPERIMENT, ANCHOR, __doc__)
 ANCHOR_CAFFENET = {"pre": 47.4, "post": 49.9}  # top-1 accuracy (%), one run each
 KEY_CELL = ("cnn", "relu")  # the claim's setting
-CELLS = (("cnn", "relu"), ("cnn", "tanh"), ("mlp", "relu"), ("mlp", "tanh"))
+CONTROL_CELL = ("cnn, same layer before the head", "relu")  # the control's rows, relabelled
+CELLS = (("cnn", "relu"), CONTROL_CELL, ("cnn", "tanh"), ("mlp", "relu"), ("mlp", "tanh"))
 CELL_CALLS = {"supported": "post better", "contradicted": "pre better", "inconclusive": "unclear"}
 POSITION_COLORS = {"pre": "#1f77b4", "post": "#ff7f0e"}
 
@@ -49,6 +57,25 @@ def _usable(df: pd.DataFrame) -> bool:
 
 def _bn_runs(df: pd.DataFrame) -> pd.DataFrame:
     return df[df[col.NORM] == "batch"]
+
+
+def with_control(tables: dict) -> pd.DataFrame:
+    """The BN runs of record of both files in one table, the control's as the cell
+    CONTROL_CELL (its model column relabelled), so cells never mix the two heads."""
+    df = col.table(tables, EXPERIMENT)
+    control = col.table(tables, CONTROL)
+    parts = [_bn_runs(df)] if _usable(df) else []
+    if _usable(control):
+        control = _bn_runs(control).copy()
+        control[col.MODEL] = CONTROL_CELL[0]
+        parts.append(control)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _cell_label(model: str, activation: str) -> str:
+    if (model, activation) == CONTROL_CELL:
+        return "CNN relu, control:\nno norm in the\nlast block"
+    return f"{model.upper()}\n{activation}"
 
 
 def cells_present(df: pd.DataFrame) -> list[tuple[str, str]]:
@@ -66,13 +93,12 @@ def cell_difference(df: pd.DataFrame, model: str, activation: str) -> dict:
 
 
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
-    df = col.table(tables, EXPERIMENT)
-    fig, (ax_acc, ax_diff, ax_ref) = panels(3, (13, 4.2), (1.4, 1.2, 0.8))
-    if not _usable(df):
+    df = with_control(tables)
+    fig, (ax_acc, ax_diff, ax_ref) = panels(3, (14, 4.4), (1.4, 1.2, 0.8))
+    if df.empty:
         mark_not_run(ax_acc, EXPERIMENT)
         mark_not_run(ax_diff, EXPERIMENT)
     else:
-        df = _bn_runs(df)
         cells = cells_present(df)
         x = np.arange(len(cells))
         for k, position in enumerate(("pre", "post")):
@@ -93,14 +119,14 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
                 capsize=4,
                 label=f"BN {position} activation",
             )
-        labels = [f"{m.upper()}\n{a}" for m, a in cells]
+        labels = [_cell_label(m, a) for m, a in cells]
         ax_acc.set_xticks(x, labels)
         ax_acc.set_ylabel("test accuracy (%)")
         seeds = int(df[df[col.STATUS] == "ok"][col.SEED].nunique())
         ax_acc.set_title(f"Ours: CIFAR-10, mean and 95% CI over {seeds} seed(s)", fontsize=10)
         ax_acc.grid(alpha=0.3, axis="y")
         ax_acc.legend(frameon=False, fontsize=9)
-        diffs = [cell_difference(df, m, a) for m, a in cells]
+        diffs = list(_decided(df, cells).values())
         means = [d["post_minus_pre_pp"] for d in diffs]
         err = [
             [m - d["ci"][0] for m, d in zip(means, diffs, strict=True)],
@@ -119,7 +145,9 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
             )
         ax_diff.set_xticks(x, labels)
         ax_diff.set_ylabel("post − pre (pp of accuracy)")
-        ax_diff.set_title("Paired difference per cell (> 0: after is better)", fontsize=10)
+        ax_diff.set_title(
+            "Paired difference per cell (> 0: after is better); CNN/ReLU decides", fontsize=10
+        )
         ax_diff.grid(alpha=0.3, axis="y")
     anchor_bars(
         ax_ref,
@@ -135,58 +163,102 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     return save_figure(fig, out, "C3: is BN better after the activation than before it?")
 
 
+def _decided(df: pd.DataFrame, cells: list[tuple[str, str]]) -> dict[str, dict]:
+    """Each cell's test: the deciding cell alone, the others (the control included) Holm-adjusted
+    as one family of their own."""
+    diffs = {f"{m}/{a}": cell_difference(df, m, a) for m, a in cells}
+    key = "/".join(KEY_CELL)
+    if key in diffs:
+        holm_family([diffs[key]])
+    holm_family(d for c, d in diffs.items() if c != key)
+    return diffs
+
+
+def _ci(d: dict) -> str:
+    return f"{d['post_minus_pre_pp']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"
+
+
 def verdict(tables: dict) -> dict:
-    df = col.table(tables, EXPERIMENT)
-    if not _usable(df) or not (df[col.STATUS] == "ok").any():
+    df = with_control(tables)
+    if df.empty or not (df[col.STATUS] == "ok").any():
         return CLAIM.not_run_yet()
-    df = _bn_runs(df)
-    diffs = {f"{m}/{a}": cell_difference(df, m, a) for m, a in cells_present(df)}
-    holm_family(diffs.values())
-    key = diffs.get("/".join(KEY_CELL))
+    diffs = _decided(df, cells_present(df))
+    key_name, control_name = "/".join(KEY_CELL), "/".join(CONTROL_CELL)
+    key = diffs.get(key_name)
     if key is None or key["seeds"] == 0:
         return CLAIM.not_run_yet("no paired pre/post runs in the ReLU CNN cell yet")
-    pre_wins = [c for c, d in diffs.items() if d["decision"] == "contradicted"]
-    if key["decision"] == "contradicted":
-        result = "contradicted"
-    elif key["decision"] == "supported" and not pre_wins:
-        result = "supported"
-    else:
-        result = "inconclusive"
-    # the test that decided: the ReLU CNN cell, unless a pre win elsewhere vetoed its support
-    by = pre_wins[0] if key["decision"] == "supported" and pre_wins else "/".join(KEY_CELL)
+    result = key["decision"]
+    pre_wins = [c for c, d in diffs.items() if c != key_name and d["decision"] == "contradicted"]
+    control = diffs.get(control_name)
+    flips = bool(
+        control
+        and control["seeds"]
+        and key["mean"] * control["mean"] < 0  # opposite signs (NaN compares False)
+    )
+    control_text = ""
+    if control and control["seeds"]:
+        control_text = (
+            f"control (same layer before the head in both positions): {_ci(control)} "
+            f"({control['seeds']} seeds, {control['decision']})"
+        )
+        if flips:
+            control_text += (
+                "; the control flips the sign: the deciding cell's difference may come from the "
+                "norm before the head rather than from the position"
+            )
     sub = [
         sub_verdict(
             "C3",
             "BN after the activation beats BN before it",
             result,
-            f"test accuracy, post − pre, {by.replace('/', ' ')} cell, pp",
-            diffs[by],
+            "test accuracy, post − pre, cnn relu cell, pp",
+            key,
+            note=control_text,
         )
     ]
-    mean, (lo, hi) = key["post_minus_pre_pp"], key["ci"]
     others = "; ".join(
-        f"{c} {d['post_minus_pre_pp']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"
-        for c, d in diffs.items()
-        if c != "/".join(KEY_CELL)
+        f"{c} {_ci(d)}" for c, d in diffs.items() if c not in (key_name, control_name)
     )
     effect = (
-        f"BN after minus before ReLU in the CNN: {mean:+.1f} pp test accuracy [{lo:+.1f}, "
-        f"{hi:+.1f}] ({key['seeds']} seeds)" + (f"; other cells: {others}" if others else "")
+        f"BN after minus before ReLU in the CNN: {_ci(key)} pp test accuracy ({key['seeds']} "
+        "seeds)"
+        + (f"; {control_text}" if control_text else "; control not run yet")
+        + (f"; other cells (reported): {others}" if others else "")
     )
-    notes = failures(df)
-    if pre_wins:
-        notes += f"; pre beats post significantly in: {', '.join(pre_wins)}"
+    notes = join_notes(
+        failures(df),
+        f"pre beats post significantly in (reported, not deciding): {', '.join(pre_wins)}"
+        if pre_wins
+        else "",
+        "the control flips the sign" if flips else "",
+    )
     return CLAIM.verdict(
         result,
         effect,
-        estimate=mean,
-        ci=(lo, hi),
+        estimate=key["mean"],
+        ci=tuple(key["ci"]),
         sub=sub,
         notes=notes,
-        details=json_safe({"cells": diffs, "anchor_caffenet_top1": ANCHOR_CAFFENET}),
+        details=json_safe(
+            {
+                "deciding_cell": key_name,
+                "cells": diffs,
+                "control_flips_sign": flips,
+                "anchor_caffenet_top1": ANCHOR_CAFFENET,
+            }
+        ),
     )
 
 
+def deciding(tables: dict) -> dict:
+    """The cell that decides C3: the CNN with ReLU, pre and post (experiments/bn_position.yaml)."""
+    df = col.table(tables, EXPERIMENT)
+    if not _usable(df):
+        return {EXPERIMENT: df}
+    where = (df[col.MODEL] == KEY_CELL[0]) & (df[col.ACTIVATION] == KEY_CELL[1])
+    return {EXPERIMENT: _bn_runs(df[where])}
+
+
 ANALYSIS = CLAIM.analysis(
-    "BN after the activation beats BN before it", (EXPERIMENT,), draw, verdict
+    "BN after the activation beats BN before it", (EXPERIMENT, CONTROL), draw, verdict, deciding
 )

@@ -28,6 +28,9 @@ MODULES = (
     "smoothness",
     "recommendations",
 )
+# Report sections after the claims (not claims: no verdict of their own); each module defines
+# ``SECTION = ReportSection(...)``.
+SECTIONS = ("grid",)
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,23 @@ class Claim:
         deciding: Callable[[Tables], Tables] | None = None,
     ) -> "ClaimAnalysis":
         return ClaimAnalysis(self.id, self.name, title, reads, draw, verdict, deciding)
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """A report section that reads experiments' tables (runs of record) but decides no claim."""
+
+    name: str  # its anchor in the report
+    title: str
+    reads: tuple[str, ...]  # experiments whose collected tables it needs
+    draw: Callable[[Tables, Path], list[Path]]  # draw(tables, figures_dir): its figures
+    markdown: Callable[[Tables], list[str]]  # its text (markdown lines), figures aside
+    # families(tables, claim id): a line for that claim's verdict ("" for none)
+    families: Callable[[Tables, str], str] | None = None
+
+
+def load_sections() -> list[ReportSection]:
+    return [importlib.import_module(f"normexp.analysis.{n}").SECTION for n in SECTIONS]
 
 
 def load_analyses() -> list[ClaimAnalysis]:

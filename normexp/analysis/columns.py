@@ -43,6 +43,8 @@ L1 = "optim.l1"
 WEIGHT_DECAY = "optim.weight_decay"
 DEVICES = "devices.count"
 LEVEL = "data.level"  # PTB: char or word
+FINAL_NORM = "model.final_norm"  # CNN: false leaves the last block without its norm (C3's control)
+TARGET_ACC = "target.train_acc"  # C9: the training accuracy whose steps-to-reach are compared
 
 CONFIG_COLUMNS = (
     NORM,
@@ -59,12 +61,15 @@ CONFIG_COLUMNS = (
     WEIGHT_DECAY,
     DEVICES,
     LEVEL,
+    FINAL_NORM,
+    TARGET_ACC,
 )
 
 # --- summary metrics --------------------------------------------------------------------------
 TEST_ACC = "test_acc"  # BN with its running averages, as deployed
 TEST_ERR = "test_err"
 TRAIN_ACC = "train_acc"  # last epoch, as trained
+TRAIN_LOSS = "train_loss"  # last epoch's mean, as trained
 TEST_ACC_BATCH_STATS = "test_acc_batch_stats"
 TEST_ACC_PRECISE_BN = "test_acc_precise_bn"
 TRAIN_ACC_BY_EPOCH = "train_acc_by_epoch"
@@ -95,6 +100,12 @@ ICS_L2_MEAN = "probe_ics_l2_mean"
 ICS_COS_MEAN = "probe_ics_cos_mean"
 ICS_L2_SERIES = "probe_ics_l2_series"
 ICS_COS_SERIES = "probe_ics_cos_series"
+ICS_REL_MEAN = "probe_ics_l2_rel_mean"  # ‖G − G'‖ / ‖G‖
+ICS_REL_SERIES = "probe_ics_l2_rel_series"
+# the running training accuracy of instrumented runs (normexp/train/instrumented.py)
+RUNNING_ACC_STEPS = "running_train_acc_steps"
+RUNNING_ACC_SERIES = "running_train_acc_series"
+TRAINED_STEPS = "trained_steps"
 
 
 def probe_mean(name: str) -> str:

@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from normexp.analysis.claims import Tables, load_analyses
+from normexp.analysis.claims import Tables, load_analyses, load_sections
 from normexp.analysis.columns import table
 from normexp.analysis.damage import damaged_in
 from normexp.analysis.lr_selection import protocol_entry
@@ -32,6 +32,9 @@ def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> l
     tables = collect_tables(results_dir, damaged)
     verdicts = []
     analyses = load_analyses()
+    # report sections after the claims (the grid): their runs of record, read once
+    extra = [(s, of_record({e: table(tables, e) for e in s.reads}, results_dir)[0])
+             for s in load_sections()]
     for analysis in analyses:
         # only the runs of record (declared seeds, made by the declaring experiment file)
         mine, record = of_record({e: table(tables, e) for e in analysis.reads}, results_dir)
@@ -44,6 +47,9 @@ def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> l
         protocol_entry(tables, analysis, results_dir, verdict)  # chosen LRs, LR figure, convergence
         if left_out := damaged_in(damaged, analysis.reads):  # computed without them: say so
             verdict["damaged_runs_left_out"] = left_out
+        for section, section_tables in extra:  # which model families support it (not of record)
+            if section.families and (line := section.families(section_tables, analysis.claim)):
+                verdict["families"] = line
         verdict_path = results_dir / "verdicts" / f"{analysis.name}.json"
         verdict_path.parent.mkdir(parents=True, exist_ok=True)
         verdict_path.write_text(json.dumps(verdict, indent=2, ensure_ascii=False) + "\n")
@@ -51,7 +57,14 @@ def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> l
         source = f"{runs} runs" if analysis.reads else "from the layers (no runs)"
         print(f"{analysis.claim} {analysis.name}: {source}, {verdict['verdict']} -> {figure}")
         verdicts.append(verdict)
-    md, page = write_report(results_dir, analyses, tables, wandb_mode, damaged)
+    sections = []
+    for section, section_tables in extra:
+        figures = section.draw(section_tables, results_dir / "figures")
+        runs = sum(len(t) for t in section_tables.values())
+        print(f"{section.name}: {runs} runs -> {', '.join(map(str, figures))}")
+        text = section.markdown(section_tables)
+        sections.append({"section": section, "figures": figures, "text": text})
+    md, page = write_report(results_dir, analyses, tables, wandb_mode, damaged, sections)
     if damaged:
         print(f"{len(damaged)} damaged run(s) left out, named in the report")
     print(f"report -> {md}, {page}")

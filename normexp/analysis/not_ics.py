@@ -1,36 +1,45 @@
 """C9 not_ics: BN's benefit has nothing to do with internal covariate shift (Santurkar et al. 2018).
 
-Two tests on one VGG-style CNN, one batch size and one learning rate for every norm: (1) "noisy
-BN" (BN followed, in training, by per-step, per-(sample, channel) random scale and shift, so
-every layer's input distribution keeps moving) still trains like BN; (2) ICS measured as the
-change of a conv layer's gradient when the earlier layers take their gradient step on the same
-batch (‖G − G'‖₂ and cos(G, G'), normexp.train.landscape.ics_per_layer), over training, with and
-without BN. Per run, ICS is averaged over conv layers 2…k and over the probe points of training.
+Two tests on one VGG-style CNN at one batch size, the LR per norm chosen by the fair protocol:
+(a) "noisy BN" (BN followed, in training, by per-step, per-(sample, channel) random scale and
+shift, so every layer's input distribution keeps moving) still trains about as fast as BN;
+(b) ICS, measured as the change of a conv layer's gradient G when the earlier layers take their
+gradient step on the same batch (G'), is not lower with BN: ‖G − G'‖₂ (absolute), ‖G − G'‖₂ /
+‖G‖₂ (relative to the gradient's size, comparable across norms whose gradients differ in scale)
+and cos(G, G') (normexp.train.landscape.ics_per_layer). Per run, each ICS measure is averaged
+over conv layers 2…k and over the probe points of training.
 
-The collected tables hold scalars and lists: the over-training curves come from the per-run
-summary lists (``train_acc_by_epoch``, ``test_acc_by_epoch``, ``probe_steps`` with
-``probe_ics_*_series``), which the store keeps as JSON lists and the collected table as their
-text (parsed back by parse_list).
+Speed. Per run, the steps to target: the first point of the running training accuracy (the
+batches trained since the previous probe point, as trained: noisy BN's noise on;
+``running_train_acc_series`` at ``running_train_acc_steps``, normexp/train/instrumented.py) at
+or above the target ``target.train_acc``, stated per profile in experiments/not_ics.yaml before
+running (quick: 60%, which BN reaches comfortably within the 2000-step schedule). A run that
+never reaches it is censored: its steps are set to the budget + 1 (``trained_steps`` + 1), a lower
+bound of the steps it would need. Training accuracy, not test: the claim is about optimization.
+The final training loss (last epoch's mean, as trained) is reported beside it.
 
-Verdict rule. Paired by seed. (a) "noisy BN still trains like BN", on the training accuracy of
-the last epoch (``train_acc``: how well each network fits its training batches as trained, noise
-on for noisy BN): *supported* if the 95% CI of acc(noisy BN) − acc(BN) lies above −MARGIN_PP =
-−3 pp and the CI of acc(noisy BN) − acc(none) lies above 0 (noisy BN keeps BN's gain);
-*contradicted* if the CI of acc(noisy BN) − acc(BN) lies below −3 pp; *inconclusive* otherwise.
-Training, not test, accuracy: the claim is about optimization, and noisy BN's test accuracy in
-inference mode also pays for a train/test mismatch of its own (the noise scale has mean
-(1 + max_scale)/2 ≠ 1, so the later layers' running statistics are fitted to noisier, larger
-inputs than inference gives them); the test-accuracy gaps are reported next to it.
-(b) "BN does not reduce ICS": with r = log10(ICS ℓ2 with BN / without BN) and c = cos with BN −
-cos without (lower ICS means a lower ℓ2 and a higher cosine): *contradicted* if r's CI lies below
-0 and c's above 0 (BN clearly lowers ICS by both measures); *supported* if neither r's CI lies
-below 0 nor c's above 0 (no sign that BN lowers ICS); *inconclusive* otherwise. The claim is
-*supported* if (a) and (b) both are, *contradicted* if both are contradicted, *inconclusive*
-otherwise. The estimate is train acc(noisy BN) − acc(BN) in pp. "Lies above/below" is decided
-by paired t-tests over seeds (of noisy − BN against −3 pp, of noisy − none, r and c against 0),
-the four Holm-adjusted as one family: a test counts as on one side when its adjusted p is ≤ 5%
-with the estimate on that side. The report shows (a) and (b) as two rows, C9 (a) and C9 (b),
-each with the test that decided it.
+Verdict rule. Paired by seed, on log10 of the steps to target. (a) "noisy BN trains about as
+fast as BN": *supported* if steps(noisy BN) / steps(BN) lies below MARGIN_RATIO = 1.25 and both
+BN and noisy BN reach the target in fewer steps than no norm (ratios none / noisy BN and none /
+BN above 1); *contradicted* if the ratio noisy BN / BN lies above 1.25; *inconclusive* otherwise
+(among them: BN or noisy BN not faster than none: the comparison's premise fails). Censoring: a
+censored value is a lower bound, so a censored run of none only makes "faster than none" harder
+to show; a censored noisy-BN run understates noisy / BN, so (a) is not *supported* while any
+noisy-BN run of record is censored (it can still be *contradicted*: the true ratio is larger
+still); a censored BN run means the schedule is too short for the profile, and (a) is
+*inconclusive* (the verdict says so).
+(b) "BN does not reduce ICS": with r = log10(relative ICS ℓ2 with BN / without BN) and c = cos
+with BN − cos without (lower ICS means a lower ℓ2 and a higher cosine): *contradicted* if r's CI
+lies below 0 and c's above 0 (BN clearly lowers ICS by both measures); *supported* if neither r's
+CI lies below 0 nor c's above 0 (no sign that BN lowers ICS); *inconclusive* otherwise. The
+absolute ℓ2 ratio is reported beside it (not tested: it also moves with the gradient's size).
+The claim is *supported* if (a) and (b) both are, *contradicted* if both are contradicted,
+*inconclusive* otherwise. The estimate is the geometric mean ratio steps(noisy BN) / steps(BN).
+"Lies above/below" is decided by paired t-tests over seeds (log10 noisy / BN against log10 1.25,
+log10 none / noisy BN and log10 none / BN against 0, r and c against 0), the five Holm-adjusted
+as one family: a test counts as on one side when its adjusted p is ≤ 5% with the estimate on
+that side. The report shows (a) and (b) as two rows, C9 (a) and C9 (b), each with the test that
+decided it.
 """
 
 import math
@@ -41,11 +50,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import MaxNLocator
 
 from normexp.analysis import columns as col
 from normexp.analysis.claims import Claim
-from normexp.analysis.paired import difference
+from normexp.analysis.paired import difference, json_safe
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import (
     caption,
@@ -54,6 +62,7 @@ from normexp.analysis.style import (
     norm_color,
     norm_label,
     save_figure,
+    seed_bar,
 )
 from normexp.analysis.verdict import (
     by_seed,
@@ -67,8 +76,7 @@ from normexp.analysis.verdict import (
 )
 
 EXPERIMENT = "not_ics"
-MARGIN_PP = 3.0  # noisy BN "trains like BN" if it loses clearly less than this (pp)
-ACC_COLUMN = col.TRAIN_ACC  # the verdict's accuracy (last epoch, as trained); see the rule
+MARGIN_RATIO = 1.25  # noisy BN "trains about as fast as BN": steps noisy / BN below this
 ANCHOR = (
     "Santurkar et al. 2018, Fig. 2: VGG on CIFAR-10, noisy BN trains about as well as BN and "
     "better than no norm; Fig. 5 / Sec. 2.2: with BN the ICS (ℓ2 change of a layer's gradient "
@@ -193,57 +201,129 @@ def save_landscape(fig, axes, out: Path, title: str, note: str | None, anchor: s
     return save_figure(fig, out, title, bbox_inches="tight")
 
 
+def steps_to_target(
+    steps: Sequence[float], accuracy: Sequence[float], target: float, budget: float
+) -> tuple[float, bool]:
+    """(steps, censored): the first step whose running training accuracy is at or above
+    ``target``; ``budget`` + 1 and True when none is (a lower bound: the run never got there)."""
+    for step, acc in zip(steps, accuracy, strict=False):
+        if math.isfinite(acc) and acc >= target:
+            return float(step), False
+    return float(budget) + 1, True
+
+
+def speed(df: pd.DataFrame, target: float) -> dict[str, dict[int, tuple[float, bool]]]:
+    """{norm: {seed: (steps to target, censored)}} from the finished runs of record."""
+    col.require(df, (col.RUNNING_ACC_STEPS, col.RUNNING_ACC_SERIES))
+    out: dict[str, dict[int, tuple[float, bool]]] = {}
+    for norm in _norms(df):
+        runs = ok_runs(df, {col.NORM: norm})
+        per_seed = {}
+        for _, run in runs.iterrows():
+            steps = parse_list(run[col.RUNNING_ACC_STEPS])
+            acc = parse_list(run[col.RUNNING_ACC_SERIES])
+            budget = run.get(col.TRAINED_STEPS)
+            if budget is None or not math.isfinite(float(budget)):
+                budget = steps[-1] if steps else math.nan
+            per_seed[int(run[col.SEED])] = steps_to_target(steps, acc, target, float(budget))
+        out[norm] = per_seed
+    return out
+
+
+def _log_steps(per_seed: dict[int, tuple[float, bool]]) -> dict[int, float]:
+    return {s: math.log10(v) for s, (v, _) in per_seed.items() if v > 0}
+
+
+def _censored(per_seed: dict[int, tuple[float, bool]]) -> list[int]:
+    return sorted(s for s, (_, c) in per_seed.items() if c)
+
+
+def target_of(df: pd.DataFrame) -> float | None:
+    """The target training accuracy the runs state (``target.train_acc``), if any."""
+    value = col.first(df, col.TARGET_ACC)
+    return finite(value) if value is not None else None
+
+
+def _bars(ax, per_norm: dict[str, list[float]], ylabel: str, title: str, censored=None) -> None:  # noqa: ANN001
+    """One bar per norm (mean, 95% CI, seeds as dots); censored seeds ringed in red."""
+    names = list(per_norm)
+    for i, norm in enumerate(names):
+        if per_norm[norm]:
+            seed_bar(ax, i, per_norm[norm], color(norm), width=0.6, capsize=4)
+        for v in (censored or {}).get(norm, []):
+            ax.plot([i], [v], "o", mfc="none", mec="#d62728", ms=9)
+    ax.set_xticks(range(len(names)), [label(n) for n in names])
+    ax.set(ylabel=ylabel, title=title)
+
+
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     df = col.table(tables, EXPERIMENT)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3), constrained_layout=True)
+    fig, grid = plt.subplots(2, 3, figsize=(15, 8.4), constrained_layout=True)
+    axes = list(grid.flat)
     note = None
     if not usable(df):
         for ax in axes:
             mark_not_run(ax, EXPERIMENT)
     else:
         note = _scale_note(df)
-        acc_ax, l2_ax, cos_ax = axes
+        acc_ax, steps_ax, loss_ax, l2_ax, rel_ax, cos_ax = axes
+        target = target_of(df)
         for norm in _norms(df):
             runs = ok_runs(df, {col.NORM: norm})
             style = {"color": color(norm), "label": f"{label(norm)} ({len(runs)} runs)"}
-            for column, line in ((col.TRAIN_ACC_BY_EPOCH, "-"), (col.TEST_ACC_BY_EPOCH, "--")):
-                xs, m, lo, hi = curve(runs, column)
-                if xs:
-                    pct = [[100 * v for v in vs] for vs in (m, lo, hi)]
-                    kind = "train" if column.startswith("train") else "test"
-                    plot_curve(
-                        acc_ax, xs, *pct, ls=line, **{**style, "label": f"{label(norm)}, {kind}"}
-                    )
-            xs, m, lo, hi = curve(runs, col.ICS_L2_SERIES, col.PROBE_STEPS, log=True)
+            xs, m, lo, hi = curve(runs, col.RUNNING_ACC_SERIES, col.RUNNING_ACC_STEPS)
             if xs:
-                plot_curve(l2_ax, xs, m, lo, hi, **style)
+                plot_curve(acc_ax, xs, *([100 * v for v in vs] for vs in (m, lo, hi)), **style)
+            for ax, column in ((l2_ax, col.ICS_L2_SERIES), (rel_ax, col.ICS_REL_SERIES)):
+                xs, m, lo, hi = curve(runs, column, col.PROBE_STEPS, log=True)
+                if xs:
+                    plot_curve(ax, xs, m, lo, hi, **style)
             # 1 − cos on a log scale: the cosines all sit just below 1
             one_minus = curve(
                 runs, col.ICS_COS_SERIES, col.PROBE_STEPS, transform=lambda v: 1 - v, log=True
             )
             if one_minus[0]:
                 plot_curve(cos_ax, *one_minus, **style)
-        acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if target is not None:
+            acc_ax.axhline(100 * target, color="black", ls=":", lw=1, label="target")
         acc_ax.set(
-            xlabel="epoch",
-            ylabel="accuracy (%)",
-            title="Training accuracy (as trained, solid) and test accuracy (dashed)",
-        )
-        l2_ax.set(
             xlabel="training step",
-            ylabel="‖G − G'‖₂ (mean over conv layers 2…k)",
-            title="ICS, ℓ2 change of a layer's gradient",
+            ylabel="training accuracy (%)",
+            title="Running training accuracy (as trained)",
         )
-        l2_ax.set_yscale("log")
-        cos_ax.set(
-            xlabel="training step",
-            ylabel="1 − cos(G, G') (mean over conv layers 2…k)",
-            title="ICS, 1 − cosine of G and G' (0: no shift)",
+        if target is not None and col.RUNNING_ACC_SERIES in df:
+            reached = speed(df, target)
+            _bars(
+                steps_ax,
+                {n: [v for v, _ in per.values()] for n, per in reached.items()},
+                "steps",
+                f"Steps to {100 * target:g}% training accuracy",
+                {n: [v for v, c in per.values() if c] for n, per in reached.items()},
+            )
+            steps_ax.plot([], [], "o", mfc="none", mec="#d62728", label="censored: budget + 1")
+        else:
+            mark_not_run(steps_ax, "steps to target (no target or running accuracy)")
+        _bars(
+            loss_ax,
+            {n: list(by_seed(df, col.TRAIN_LOSS, {col.NORM: n}).values()) for n in _norms(df)},
+            "training loss",
+            "Final training loss (last epoch, as trained)",
         )
-        cos_ax.set_yscale("log")
+        panels = (
+            (l2_ax, "‖G − G'‖₂", "ICS, ℓ2 change of a layer's gradient (absolute)"),
+            (rel_ax, "‖G − G'‖₂ / ‖G‖₂", "ICS, ℓ2 change relative to the gradient"),
+            (cos_ax, "1 − cos(G, G')", "ICS, 1 − cosine of G and G' (0: no shift)"),
+        )
+        for ax, ylabel, title in panels:
+            ax.set(
+                xlabel="training step", ylabel=f"{ylabel} (mean over conv layers 2…k)", title=title
+            )
+            ax.set_yscale("log")
+    for ax in axes:
+        ax.grid(alpha=0.3)
     return save_landscape(
         fig,
-        axes,
+        [ax for ax in axes if ax.get_legend_handles_labels()[0]],  # legends where labelled
         out,
         "C9: does BN's benefit come from reducing internal covariate shift?",
         note,
@@ -263,36 +343,85 @@ def _log_ratio(a: dict[int, float], b: dict[int, float]) -> dict[int, float]:
     }
 
 
+def as_ratio(test: dict) -> dict:
+    """A test on log10 values shown as a ratio: its mean and CI as powers of 10."""
+    lo, hi = test["ci"]
+    return {**test, "mean": 10 ** test["mean"], "ci": [10**lo, 10**hi]}
+
+
+def _ratio_text(test: dict) -> str:
+    shown = as_ratio(test)
+    return f"{shown['mean']:.2f} [{shown['ci'][0]:.2f}, {shown['ci'][1]:.2f}]"
+
+
+def part_a_call(
+    tests: dict[str, dict], censored: dict[str, list[int]]
+) -> tuple[str, str, str]:
+    """(call, the deciding test's name, note) of (a), with the censoring rules of the doc."""
+    like_bn = "noisy BN / BN (vs 1.25)"
+    call_a, by = conjunction(tests)
+    note = ""
+    if call_a == "contradicted" and tests[like_bn]["decision"] != "contradicted":
+        # only noisy BN clearly slower than BN contradicts; not beating none fails the premise
+        call_a = "inconclusive"
+    if censored["batch"]:
+        call_a, by = "inconclusive", like_bn
+        note = (
+            f"schedule too short: BN did not reach the target in {len(censored['batch'])} "
+            "seed(s)"
+        )
+    elif call_a == "supported" and censored["noisy_batch"]:
+        call_a, by = "inconclusive", like_bn
+        note = (
+            f"noisy BN did not reach the target in {len(censored['noisy_batch'])} seed(s): "
+            "its ratio to BN is a lower bound"
+        )
+    return call_a, by, note
+
+
 def verdict(tables: dict) -> dict:
     df = col.table(tables, EXPERIMENT)
-    acc = _accuracy(df, ACC_COLUMN) if usable(df) else {}
-    if not all(acc.get(n) for n in ("batch", "noisy_batch", "none")):
-        if not acc:
+    runs = {n: by_seed(df, col.TRAIN_LOSS, {col.NORM: n}) for n in NORM_ORDER} if usable(df) else {}
+    if not all(runs.get(n) for n in NORM_ORDER):
+        if not any(runs.values()):
             return CLAIM.not_run_yet()
         return CLAIM.not_run_yet("needs finished runs of none, batch and noisy_batch")
-    like_bn = difference(acc["noisy_batch"], acc["batch"], null=-MARGIN_PP)
-    over_none = difference(acc["noisy_batch"], acc["none"])
-    d_bn, (bn_lo, bn_hi), n = like_bn["mean"], like_bn["ci"], like_bn["seeds"]
-    d_none, (none_lo, none_hi) = over_none["mean"], over_none["ci"]
-    test = _accuracy(df, col.TEST_ACC)
-    test_bn = paired_difference(test["noisy_batch"], test["batch"])[:3]
-    test_none = paired_difference(test["noisy_batch"], test["none"])[:3]
+    target = target_of(df)
+    if target is None or col.RUNNING_ACC_SERIES not in df:
+        return CLAIM.not_run_yet(
+            "needs runs that state a target (target.train_acc) and record the running training "
+            "accuracy (running_train_acc_series)"
+        )
+    reached = speed(df, target)
+    log_steps = {n: _log_steps(reached.get(n, {})) for n in NORM_ORDER}
+    censored = {n: _censored(reached.get(n, {})) for n in NORM_ORDER}
+    like_bn = difference(
+        log_steps["noisy_batch"],
+        log_steps["batch"],
+        claimed_sign=-1,
+        null=math.log10(MARGIN_RATIO),
+    )
+    noisy_over_none = difference(log_steps["none"], log_steps["noisy_batch"])
+    bn_over_none = difference(log_steps["none"], log_steps["batch"])
 
-    l2 = {n_: by_seed(df, col.ICS_L2_MEAN, {col.NORM: n_}) for n_ in NORM_ORDER}
-    cos = {n_: by_seed(df, col.ICS_COS_MEAN, {col.NORM: n_}) for n_ in NORM_ORDER}
-    ratio = _log_ratio(l2["batch"], l2["none"])
+    l2 = {n: by_seed(df, col.ICS_L2_MEAN, {col.NORM: n}) for n in NORM_ORDER}
+    rel = {n: by_seed(df, col.ICS_REL_MEAN, {col.NORM: n}) for n in NORM_ORDER}
+    cos = {n: by_seed(df, col.ICS_COS_MEAN, {col.NORM: n}) for n in NORM_ORDER}
+    ratio = _log_ratio(rel["batch"], rel["none"])
     # claimed side: BN does not lower ICS (ℓ2 ratio not below 0, cosine difference not above 0)
     r_test = difference(ratio, dict.fromkeys(ratio, 0.0))
     c_test = difference(cos["batch"], cos["none"], claimed_sign=-1)
-    holm_family([like_bn, over_none, r_test, c_test])
-    r, (r_lo, r_hi), n_r = r_test["mean"], r_test["ci"], r_test["seeds"]
-    c, (c_lo, c_hi), n_c = c_test["mean"], c_test["ci"], c_test["seeds"]
-    tests_a = {"noisy BN − BN (vs −3 pp)": like_bn, "noisy BN − none": over_none}
-    part_a, by_a = conjunction(tests_a)
-    if part_a == "contradicted" and like_bn["decision"] != "contradicted":
-        part_a, by_a = "inconclusive", "noisy BN − none"  # only noisy BN ≤ BN − 3 contradicts
+    holm_family([like_bn, noisy_over_none, bn_over_none, r_test, c_test])
+    abs_ratio = _log_ratio(l2["batch"], l2["none"])
+    abs_test = difference(abs_ratio, dict.fromkeys(abs_ratio, 0.0))  # reported, not tested
+    tests_a = {
+        "noisy BN / BN (vs 1.25)": like_bn,
+        "none / noisy BN": noisy_over_none,
+        "none / BN": bn_over_none,
+    }
+    part_a, by_a, note_a = part_a_call(tests_a, censored)
     lowers = [t["decision"] == "contradicted" for t in (r_test, c_test)]
-    if n_r < 2 or n_c < 2:
+    if r_test["seeds"] < 2 or c_test["seeds"] < 2:
         part_b = "inconclusive"
     elif all(lowers):
         part_b = "contradicted"
@@ -301,15 +430,17 @@ def verdict(tables: dict) -> dict:
     else:
         part_b = "inconclusive"
     # the test that decided (b): the one that showed BN lowering ICS, else the ℓ2 ratio
-    by_b = "log10 ℓ2 ratio" if lowers[0] or not lowers[1] else "cosine difference"
-    tests_b = {"log10 ℓ2 ratio": r_test, "cosine difference": c_test}
+    by_b = "log10 relative ℓ2 ratio" if lowers[0] or not lowers[1] else "cosine difference"
+    tests_b = {"log10 relative ℓ2 ratio": r_test, "cosine difference": c_test}
+    pct = f"{100 * target:g}%"
     sub = [
         sub_verdict(
             "C9 (a)",
             "noisy BN still trains like BN",
             part_a,
-            f"last-epoch train accuracy, {by_a}, pp",
-            tests_a[by_a],
+            f"steps to {pct} training accuracy, {by_a}, ratio (geometric mean)",
+            as_ratio(tests_a[by_a]),
+            note=note_a,
         ),
         sub_verdict(
             "C9 (b)",
@@ -319,25 +450,40 @@ def verdict(tables: dict) -> dict:
             tests_b[by_b],
         ),
     ]
-
     if part_a == part_b == "supported":
         result = "supported"
     elif part_a == part_b == "contradicted":
         result = "contradicted"
     else:
         result = "inconclusive"
+
+    loss = {n: by_seed(df, col.TRAIN_LOSS, {col.NORM: n}) for n in NORM_ORDER}
+    loss_bn = paired_difference(loss["noisy_batch"], loss["batch"])[:3]
+    loss_none = paired_difference(loss["noisy_batch"], loss["none"])[:3]
+    test = _accuracy(df, col.TEST_ACC)
+    test_bn = paired_difference(test["noisy_batch"], test["batch"])[:3]
+    test_none = paired_difference(test["noisy_batch"], test["none"])[:3]
+    shown = as_ratio(like_bn)
+    budget = {n: sorted({v for v, c in reached.get(n, {}).values() if c}) for n in NORM_ORDER}
+    counts = ", ".join(f"{label(n)} {len(censored[n])}" for n in NORM_ORDER)
     effect = (
-        f"last-epoch training accuracy, noisy BN − BN: {_ci_text(d_bn, bn_lo, bn_hi)} pp, noisy "
-        f"BN − none: {_ci_text(d_none, none_lo, none_hi)} pp ({n} seeds; test accuracy: "
-        f"{_ci_text(*test_bn)} and {_ci_text(*test_none)} pp); ICS with vs without BN: log10 ℓ2 "
-        f"ratio {_ci_text(r, r_lo, r_hi, '+.2f')}, cosine difference "
-        f"{_ci_text(c, c_lo, c_hi, '+.3f')} ({n_r} seeds)"
+        f"steps to {pct} training accuracy, noisy BN / BN: {_ratio_text(like_bn)}, none / noisy "
+        f"BN: {_ratio_text(noisy_over_none)}, none / BN: {_ratio_text(bn_over_none)} "
+        f"({like_bn['seeds']} seeds; runs that never reached it, censored at the budget + 1: "
+        f"{counts}); final training loss, noisy BN − BN: {_ci_text(*loss_bn, '+.3f')}, noisy BN "
+        f"− none: {_ci_text(*loss_none, '+.3f')}; ICS with vs without BN: log10 relative ℓ2 "
+        f"ratio {_ci_text(r_test['mean'], *r_test['ci'], '+.2f')}, absolute "
+        f"{_ci_text(abs_test['mean'], *abs_test['ci'], '+.2f')}, cosine difference "
+        f"{_ci_text(c_test['mean'], *c_test['ci'], '+.3f')} ({r_test['seeds']} seeds)"
     )
     means = {
         norm: {
-            "train_acc_pct": _mean_of(acc[norm]),
+            "steps_to_target": _mean_of({s: v for s, (v, _) in reached.get(norm, {}).items()}),
+            "censored_seeds": censored[norm],
+            "train_loss": _mean_of(loss[norm]),
             "test_acc_pct": _mean_of(test[norm]),
             "ics_l2": _mean_of(l2[norm]),
+            "ics_l2_rel": _mean_of(rel[norm]),
             "ics_cos": _mean_of(cos[norm]),
         }
         for norm in NORM_ORDER
@@ -345,24 +491,39 @@ def verdict(tables: dict) -> dict:
     return CLAIM.verdict(
         result,
         effect,
-        estimate=d_bn,
-        ci=(bn_lo, bn_hi),
+        estimate=shown["mean"],
+        ci=tuple(shown["ci"]),
         sub=sub,
-        notes=landscape_notes(
-            df, _scale_note(df), "short schedules favour whichever norm trains fastest"
+        notes=join_notes(
+            note_a,
+            landscape_notes(df, _scale_note(df), f"steps to a target of {pct} training accuracy"),
         ),
-        details={
-            "parts": {"noisy_bn_trains_like_bn": part_a, "bn_does_not_reduce_ics": part_b},
-            "margin_pp": MARGIN_PP,
-            "noisy_minus_none_pp": [finite(v) for v in (d_none, none_lo, none_hi)],
-            "accuracy_in_rule": ACC_COLUMN,
-            "test_acc_noisy_minus_bn_pp": [finite(v) for v in test_bn],
-            "test_acc_noisy_minus_none_pp": [finite(v) for v in test_none],
-            "ics_log10_l2_ratio_bn_over_none": [finite(v) for v in (r, r_lo, r_hi)],
-            "ics_cos_bn_minus_none": [finite(v) for v in (c, c_lo, c_hi)],
-            "means": means,
-        },
+        details=json_safe(
+            {
+                "parts": {"noisy_bn_trains_like_bn": part_a, "bn_does_not_reduce_ics": part_b},
+                "target_train_acc": target,
+                "margin_ratio": MARGIN_RATIO,
+                "censoring": "steps = budget + 1 (a lower bound); see the rule",
+                "censored_at": budget,
+                "steps_ratio_noisy_over_bn": [shown["mean"], *shown["ci"]],
+                "steps_ratio_none_over_noisy": _ratio_list(noisy_over_none),
+                "steps_ratio_none_over_bn": _ratio_list(bn_over_none),
+                "train_loss_noisy_minus_bn": [finite(v) for v in loss_bn],
+                "train_loss_noisy_minus_none": [finite(v) for v in loss_none],
+                "test_acc_noisy_minus_bn_pp": [finite(v) for v in test_bn],
+                "test_acc_noisy_minus_none_pp": [finite(v) for v in test_none],
+                "ics_log10_rel_l2_ratio_bn_over_none": [r_test["mean"], *r_test["ci"]],
+                "ics_log10_l2_ratio_bn_over_none": [abs_test["mean"], *abs_test["ci"]],
+                "ics_cos_bn_minus_none": [c_test["mean"], *c_test["ci"]],
+                "means": means,
+            }
+        ),
     )
+
+
+def _ratio_list(test: dict) -> list[float]:
+    shown = as_ratio(test)
+    return [shown["mean"], *shown["ci"]]
 
 
 def _accuracy(df: pd.DataFrame, column: str) -> dict[str, dict[int, float]]:

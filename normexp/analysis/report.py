@@ -56,6 +56,7 @@ PARTS = (
     ("anchor", "Anchor"),
     ("notes", "Notes"),
     ("record_note", "Seeds of record"),
+    ("families", "Families"),  # from the grid section (normexp/analysis/grid.py)
 )
 TOP_HEADER = (
     "claim",
@@ -185,7 +186,18 @@ def sections(results_dir: Path, analyses: list[ClaimAnalysis], tables: Tables) -
     return out
 
 
-def render_markdown(secs: list[dict], provenance: dict) -> str:
+def extra_markdown(extras: Sequence[dict]) -> list[str]:
+    """The report sections after the claims (the grid): title, figures, text."""
+    lines = []
+    for x in extras:
+        section = x["section"]
+        lines += [f"## {section.title}", ""]
+        lines += [f"![{p.stem}](figures/{p.name})" for p in x["figures"] if p.exists()] + [""]
+        lines += [*x["text"], ""]
+    return lines
+
+
+def render_markdown(secs: list[dict], provenance: dict, extras: Sequence[dict] = ()) -> str:
     compute = compute_markdown(provenance["compute"])
     lines = [
         f"# {TITLE}",
@@ -224,6 +236,7 @@ def render_markdown(secs: list[dict], provenance: dict) -> str:
             if v.get(key):
                 lines += [f"*{label}.* {v[key]}", ""]
         lines += protocol_markdown(v)
+    lines += extra_markdown(extras)
     lines += ["## Compute and provenance", "", *compute, ""]
     lines += ["```", json.dumps(_brief(provenance), indent=2), "```", ""]
     return "\n".join(lines)
@@ -255,7 +268,7 @@ def _block(lines: list[str]) -> Markup:
     return Markup(_MD.render("\n".join(lines)))
 
 
-def render_html(secs: list[dict], provenance: dict) -> str:
+def render_html(secs: list[dict], provenance: dict, extras: Sequence[dict] = ()) -> str:
     """The same content as REPORT.md, its markdown rendered and laid out by the template, with
     the figures embedded so the page stands alone."""
     rows = []
@@ -286,6 +299,15 @@ def render_html(secs: list[dict], provenance: dict) -> str:
         title=TITLE,
         blog_title=BLOG_TITLE,
         sections=rows,
+        extras=[
+            {
+                "name": x["section"].name,
+                "title": _inline(x["section"].title),
+                "images": [(p.stem, _data_uri(p)) for p in x["figures"] if p.exists()],
+                "text": _block(x["text"]),
+            }
+            for x in extras
+        ],
         top=top,
         top_header=TOP_HEADER,
         top_note=_block([VERDICT_NOTE, "", commits_line(provenance)]),
@@ -303,9 +325,9 @@ def log_to_wandb(secs: list[dict], results_dir: Path, mode: str) -> str | None:
         mode=mode,
         project="normexp",
         group="report",
-        name="report",
-        tags=["report"],
-        config={},
+        name=f"report-{results_dir.name}",
+        tags=["report", f"profile:{results_dir.name}"],
+        config={"profile": results_dir.name},  # the dashboards show one profile's runs
         run_dir=results_dir,
         job_type="report",
     )
@@ -337,8 +359,10 @@ def write_report(
     tables: Tables,
     wandb_mode: str = "auto",
     damaged: Sequence[DamagedRun] = (),
+    extras: Sequence[dict] = (),
 ) -> tuple[Path, Path]:
-    """Write the report of the profile whose folder is ``results_dir`` (its name: the profile)."""
+    """Write the report of the profile whose folder is ``results_dir`` (its name: the profile);
+    ``extras``: sections after the claims ({"section": ReportSection, "figures", "text"})."""
     secs = sections(results_dir, analyses, tables)
     profile = results_dir.name
     provenance = {
@@ -361,11 +385,12 @@ def write_report(
     atomic_write_json(results_dir / "provenance.json", provenance)
     md = results_dir / "REPORT.md"
     # Damaged runs (none in a clean store: nothing added) close the report.
-    text = render_markdown(secs, provenance) + damaged_runs_markdown(damaged, analyses)
+    text = render_markdown(secs, provenance, extras) + damaged_runs_markdown(damaged, analyses)
     md.write_text(text, encoding="utf-8")
     page = results_dir / "report.html"
     damage = damaged_runs_html(damaged, analyses)
-    page.write_text(render_html(secs, provenance).replace("</body>", damage + "</body>"), "utf-8")
+    html = render_html(secs, provenance, extras)
+    page.write_text(html.replace("</body>", damage + "</body>"), "utf-8")
     error = log_to_wandb(secs, results_dir, wandb_mode)
     if error:
         print(f"report: {error} (the report files are written)")

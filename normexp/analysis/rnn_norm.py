@@ -25,7 +25,12 @@ estimate is d(batch_per_step, layer), Cooijmans' BN-LSTM against LN (positive: L
 details give every cell's bpc at the trained and at the longer evaluation length, every paired
 difference, and each cell's change from the trained to the longer length (the inconvenience of
 per-step statistics beyond the trained length shows there). A diverged or failed run drops its
-seed from the pairs and is listed in the notes.
+seed from the pairs and is listed in the notes. What decides: rnn_norm alone (PTB characters,
+one batch size). Two more experiments are reported beside it, in the details and the figure, as
+paired differences with unadjusted CIs, outside the Holm family and the verdicts:
+rnn_small_batch (every cell at batch 4 to 64 with one step budget; per batch size, BN per step
+vs LN vs the plain LSTM, test bpc) and rnn_words (every cell on PTB words, test perplexity,
+beside Zaremba et al. 2014's small non-regularized LSTM).
 """
 
 import math
@@ -39,7 +44,7 @@ from normexp.analysis import columns as col
 from normexp.analysis.claims import Claim
 from normexp.analysis.paired import difference, json_safe
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import mark_not_run, panels, save_figure
+from normexp.analysis.style import mark_not_run, save_figure
 from normexp.analysis.verdict import (
     all_parts,
     by_seed,
@@ -53,6 +58,13 @@ from normexp.models.lstm_cells import CELLS
 from normexp.tracking.store import RunRecord
 
 EXPERIMENT = "rnn_norm"
+SMALL_BATCH = "rnn_small_batch"  # the cells x batch 4..64 on PTB characters, one step budget
+WORDS = "rnn_words"  # the cells on PTB words, perplexity
+# The LSTM family of the grid section (normexp/analysis/grid.py): its experiment and its metric
+# (test bits per character, lower is better), per cell and batch size.
+GRID_EXPERIMENT = SMALL_BATCH
+GRID_METRIC = col.TEST_BPC
+GRID_FAMILY = {"family": "LSTM", "experiment": GRID_EXPERIMENT, "metric": GRID_METRIC}
 ANCHOR = (
     "Cooijmans et al. 2016 (Recurrent Batch Normalization), PTB characters, 1000 units, batch 64, "
     "Adam 2e-3, windows of 100: test 1.38 bpc (LSTM) vs 1.32 (BN-LSTM, statistics per time "
@@ -60,6 +72,17 @@ ANCHOR = (
 )
 CLAIM = Claim.from_doc("C7", EXPERIMENT, ANCHOR, __doc__)
 ANCHOR_COOIJMANS = {"none": 1.38, "batch_per_step": 1.32}  # PTB char test bpc, one run each
+# Zaremba et al. 2014 (Recurrent Neural Network Regularization), Table 1, "non-regularized LSTM":
+# the small model (2 x 200 units, 20 steps unrolled, batch 20, SGD, 13 epochs, no dropout) on PTB
+# words, perplexity. The paper profile of rnn_words is this model.
+ANCHOR_ZAREMBA = {"valid": 120.7, "test": 114.5}
+# Paired differences the batch grid reports per batch size (a − b, test bpc; unadjusted).
+GRID_PAIRS = (
+    ("batch_per_step", "layer"),
+    ("batch_per_step", "none"),
+    ("batch_shared", "layer"),
+    ("layer", "none"),
+)
 CELL_LABELS = {
     "none": "LSTM (no norm)",
     "layer": "LN-LSTM",
@@ -124,14 +147,14 @@ def _scores(df: pd.DataFrame, value: str = "bits") -> dict[str, dict[int, float]
     return out
 
 
-def cell_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean and 95% CI over seeds of each cell's test bits at both lengths."""
+def cell_table(df: pd.DataFrame, values: tuple[str, str] = ("bits", "bits_long")) -> pd.DataFrame:
+    """Mean and 95% CI over seeds of each cell's ``values`` (test bits at both lengths)."""
     rows = []
     for cell in _ordered(df[col.NORM].unique()):
         runs = df[df[col.NORM] == cell]
         ok = runs[runs[col.STATUS] == "ok"]
         row = {"cell": cell, "seeds": len(ok), "failed": int((runs[col.STATUS] != "ok").sum())}
-        for value in ("bits", "bits_long"):
+        for value in values:
             vals = [v for v in ok[value] if math.isfinite(v)]
             row[value], row[f"{value}_lo"], row[f"{value}_hi"] = mean_ci(vals)
         rows.append(row)
@@ -242,11 +265,67 @@ def _details(runs: pd.DataFrame, scores: dict, unit: str) -> dict:
     return details
 
 
+def batch_grid(df: pd.DataFrame) -> dict:
+    """rnn_small_batch per batch size: each cell's test bpc (mean, 95% CI over seeds) at the
+    trained and the longer length, and the paired differences of GRID_PAIRS (reported, not
+    tested: unadjusted CIs). {} without runs."""
+    runs, unit = scored(df)
+    if runs.empty or unit != "bpc":
+        return {}
+    out = {}
+    for batch in sorted(runs[col.BATCH].unique()):
+        at = runs[runs[col.BATCH] == batch]
+        scores = _scores(at)
+        out[str(int(batch))] = {
+            "cells": cell_table(at).to_dict("records"),
+            "differences": {
+                f"{a} - {b}": difference(scores[a], scores[b])
+                for a, b in GRID_PAIRS
+                if a in scores and b in scores
+            },
+        }
+    return out
+
+
+def word_level(df: pd.DataFrame) -> dict:
+    """rnn_words: each cell's test perplexity (mean, 95% CI over seeds) at the trained and the
+    longer length, paired differences from the plain LSTM and from LN (perplexity points,
+    unadjusted), and Zaremba et al.'s numbers. {} without runs."""
+    runs, unit = scored(df)
+    if runs.empty or unit != "bits/word":
+        return {}
+    runs = runs.assign(ppl=runs[col.TEST_PPL], ppl_long=_optional(runs, col.TEST_PPL_LONG))
+    ppl = _scores(runs, "ppl")
+    refs = [r for r in ("none", "layer") if r in ppl]
+    return {
+        "unit": "test perplexity",
+        "cells": cell_table(runs, ("ppl", "ppl_long")).to_dict("records"),
+        **{
+            f"minus_{ref}": {c: difference(ppl[c], ppl[ref]) for c in _ordered(ppl) if c != ref}
+            for ref in refs
+        },
+        "anchor_zaremba_small": ANCHOR_ZAREMBA,
+        "profile": col.first(df, col.PROFILE),
+    }
+
+
 def verdict(tables: dict | pd.DataFrame) -> dict:
-    """The C7 verdict from the collected rnn_norm table, or from the claim registry's tables."""
+    """The C7 verdict from the collected rnn_norm table, or from the claim registry's tables
+    (then with the batch grid and the word level in its details; they do not decide it)."""
     if isinstance(tables, pd.DataFrame):
         return verdict_from(tables)
-    return verdict_from(col.table(tables, EXPERIMENT))
+    v = verdict_from(col.table(tables, EXPERIMENT))
+    grid, words = batch_grid(col.table(tables, SMALL_BATCH)), word_level(col.table(tables, WORDS))
+    extra = {"batch_grid": grid} if grid else {}
+    extra |= {"words": words} if words else {}
+    if extra:
+        v["details"] = {**(v.get("details") or {}), **json_safe(extra)}
+    return v
+
+
+def deciding(tables: dict) -> dict:
+    """The runs that decide C7: rnn_norm's (the batch grid and the words are reported only)."""
+    return {EXPERIMENT: col.table(tables, EXPERIMENT)}
 
 
 # --- figure ----------------------------------------------------------------------------------
@@ -352,9 +431,15 @@ def _draw_anchor(ax) -> None:  # noqa: ANN001
 
 
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
+    """Top row: rnn_norm (what decides); bottom row: the batch grid and the word level."""
     df = col.table(tables, EXPERIMENT)
     runs, unit = scored(df)
-    fig, (ax_curve, ax_final, ax_ref) = panels(3, (16, 4.8), (1.3, 1.4, 0.55))
+    fig = plt.figure(figsize=(16, 9.8), layout="constrained")
+    top, bottom = fig.subfigures(2, 1)
+    ax_curve, ax_final, ax_ref = top.subplots(1, 3, width_ratios=(1.3, 1.4, 0.55))
+    ax_grid, ax_gap, ax_words = bottom.subplots(1, 3, width_ratios=(1.2, 1.2, 1.0))
+    _draw_batch_grid(ax_grid, ax_gap, col.table(tables, SMALL_BATCH))
+    _draw_words(ax_words, col.table(tables, WORDS))
     if runs.empty:
         mark_not_run(ax_curve, EXPERIMENT)
         mark_not_run(ax_final, EXPERIMENT)
@@ -392,6 +477,131 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     )
 
 
+def _draw_batch_grid(ax, ax_gap, df: pd.DataFrame) -> None:  # noqa: ANN001
+    """Test bpc per cell against the batch size, and BN per step minus LN / the plain LSTM."""
+    grid = batch_grid(df)
+    if not grid:
+        mark_not_run(ax, SMALL_BATCH)
+        mark_not_run(ax_gap, SMALL_BATCH)
+        return
+    batches = [int(b) for b in grid]
+    for cell in _ordered({c["cell"] for g in grid.values() for c in g["cells"]}):
+        rows = [next((c for c in g["cells"] if c["cell"] == cell), None) for g in grid.values()]
+        pts = [(b, r) for b, r in zip(batches, rows, strict=True) if r and math.isfinite(r["bits"])]
+        if not pts:
+            continue
+        xs = [b for b, _ in pts]
+        color = CELL_COLORS.get(cell, "#333333")
+        ax.plot(
+            xs,
+            [r["bits"] for _, r in pts],
+            CELL_MARKERS.get(cell, "o") + "-",
+            color=color,
+            label=cell_label(cell),
+            lw=1.6,
+            ms=5,
+        )
+        ax.fill_between(
+            xs,
+            [r["bits_lo"] for _, r in pts],
+            [r["bits_hi"] for _, r in pts],
+            color=color,
+            alpha=0.15,
+            lw=0,
+        )
+    for (a, b), style in zip(GRID_PAIRS[:2], ("^-", "v--"), strict=True):
+        d = [
+            (x, g["differences"].get(f"{a} - {b}"))
+            for x, g in zip(batches, grid.values(), strict=True)
+        ]
+        d = [(x, t) for x, t in d if t and t["mean"] is not None]
+        if d:
+            xs = [x for x, _ in d]
+            ax_gap.plot(
+                xs,
+                [t["mean"] for _, t in d],
+                style,
+                color=CELL_COLORS[b],
+                label=f"{SHORT[a]} − {SHORT[b]}",
+                lw=1.6,
+                ms=5,
+            )
+            lo = [t["ci"][0] if t["ci"][0] is not None else t["mean"] for _, t in d]
+            hi = [t["ci"][1] if t["ci"][1] is not None else t["mean"] for _, t in d]
+            ax_gap.fill_between(xs, lo, hi, color=CELL_COLORS[b], alpha=0.15, lw=0)
+    ax_gap.axhline(0, color="#444444", lw=0.8)
+    for a in (ax, ax_gap):
+        a.set_xscale("log", base=2)
+        a.set_xticks(batches, [str(b) for b in batches])
+        a.set_xlabel("batch size (same number of steps at every size)")
+        a.grid(alpha=0.3)
+        a.legend(frameon=False, fontsize=8)
+    ax.set_ylabel("test bpc (mean, 95% CI over seeds)")
+    ax_gap.set_ylabel("paired difference, test bpc (> 0: BN worse)")
+    profile = col.first(df, col.PROFILE, "?")
+    steps = col.first(df, "train.steps")
+    budget = f", {int(steps)} steps" if steps is not None else ""
+    ax.set_title(f"{SMALL_BATCH}: PTB characters, {profile} profile{budget}", fontsize=9)
+    ax_gap.set_title(
+        "BN per step minus LN and minus the plain LSTM, per batch size\n"
+        "(unadjusted CIs; reported, not part of the verdict)",
+        fontsize=9,
+    )
+
+
+def _draw_words(ax, df: pd.DataFrame) -> None:  # noqa: ANN001
+    """Test perplexity per cell at both lengths, and Zaremba et al.'s small model."""
+    words = word_level(df)
+    if not words:
+        mark_not_run(ax, WORDS)
+    else:
+        cells = pd.DataFrame(words["cells"])
+        xs = np.arange(len(cells))
+        for offset, value, marker in ((-0.14, "ppl", "o"), (0.14, "ppl_long", "s")):
+            for x, (_, row) in zip(xs, cells.iterrows(), strict=True):
+                if not math.isfinite(row[value]):
+                    continue
+                color = CELL_COLORS.get(row["cell"], "#333333")
+                err = [[row[value] - row[f"{value}_lo"]], [row[f"{value}_hi"] - row[value]]]
+                ax.errorbar(
+                    x + offset,
+                    row[value],
+                    yerr=err,
+                    fmt=marker,
+                    color=color,
+                    mfc=color if value == "ppl" else "white",
+                    ms=6,
+                    capsize=3,
+                )
+                if value == "ppl":
+                    ax.annotate(
+                        f"{row[value]:.0f}",
+                        (x, row[f"{value}_hi"]),
+                        textcoords="offset points",
+                        xytext=(0, 4),
+                        ha="center",
+                        fontsize=7,
+                    )
+        ax.set_xticks(xs, [SHORT.get(c, c) for c in cells["cell"]], fontsize=8)
+        ax.set_title(
+            f"{WORDS}: PTB words, {words['profile']} profile\n"
+            "(filled: trained length, open: longer windows)",
+            fontsize=9,
+        )
+    ax.axhline(ANCHOR_ZAREMBA["test"], color="#d62728", ls=":", lw=1.2)
+    ax.annotate(
+        f"Zaremba et al. 2014, small LSTM (2×200, all of PTB): {ANCHOR_ZAREMBA['test']}",
+        (0.02, ANCHOR_ZAREMBA["test"]),
+        xycoords=("axes fraction", "data"),
+        xytext=(0, 3),
+        textcoords="offset points",
+        fontsize=7,
+        color="#d62728",
+    )
+    ax.set_ylabel("test perplexity (mean, 95% CI over seeds)")
+    ax.grid(alpha=0.3, axis="y")
+
+
 def _summary_line(v: dict) -> str:
     """The verdict's paired differences in a few words, for the figure's title."""
     details = v.get("details") or {}
@@ -418,6 +628,7 @@ SHORT = {
     "layer": "LN",
     "batch_per_step": "BN per-step",
     "batch_shared": "BN shared",
+    "rms": "RMS",
 }
 
 
@@ -451,5 +662,9 @@ def _wrap(text: str, width: int = 150) -> str:
 
 
 ANALYSIS = CLAIM.analysis(
-    "BN is useless in RNNs; only LN helps there", (EXPERIMENT,), draw, verdict
+    "BN is useless in RNNs; only LN helps there",
+    (EXPERIMENT, SMALL_BATCH, WORDS),
+    draw,
+    verdict,
+    deciding,
 )

@@ -9,7 +9,9 @@ results folder without runs/ is searched one level down (one store per profile).
 ``python -m normexp.bench.cost --profile standard`` projects a whole profile instead, before
 anything runs: every experiment's jobs (the LR protocol's selection runs included, at the first
 grid: a widened edge adds more) composed at that profile, each priced by the frozen time model
-below (``job_seconds``), and the wall time on ``workers`` cores (``profile_cost``)."""
+below (``job_seconds``), and the wall time on ``workers`` cores (``profile_cost``). It prices
+what `make run-sweep` runs; the grid's experiments (`make run-grid`) are priced as a separate
+table, and the GPU bundle's experiments (normexp/gpu_bundle.py, CUDA only) not at all."""
 
 import argparse
 import math
@@ -28,13 +30,16 @@ REPO = Path(__file__).resolve().parents[2]
 # is arithmetic, not timing; `python -m normexp.bench.cost` prints the store's own model to
 # compare. CNN: ms per training image by batch size, the committed quick store (widths 16/32/64,
 # evaluating n_val + n_test = 0.75 x n_train images per epoch). Generator (C6): the same, from
-# bn_generation (widths 8/16/32). LSTM (C7): per training token, rnn_norm at quick (char level,
-# hidden 128). Factors on the CNN's: the MLP of bn_position (b128), the probes of
+# bn_generation (widths 8/16/32). LSTM (C7): per training token, evaluation included: characters
+# from rnn_norm at quick (hidden 128); words from two quick runs of rnn_words (1 x 128 units,
+# 600 steps of 20 x 20 tokens: 33 and 35 s; the 10k-word softmax dominates). Factors on the CNN's: the MLP of bn_position (b128), the probes of
 # train=instrumented (not_ics / smoothness vs plain runs at b32, a probe every 25 steps) and
 # the ResNet-20 (width 16), measured side by side with the CNN (README "Profiles").
 CNN_MS_PER_IMAGE = {2: 1.75, 4: 1.10, 8: 0.89, 16: 0.89, 32: 0.71, 64: 0.76, 128: 0.79}
 GENERATOR_MS_PER_IMAGE = {4: 1.07, 32: 0.58}
-LSTM_US_PER_TOKEN = 9.9
+LSTM_US_PER_TOKEN = {"char": 9.9, "word": 140.0}
+# PTB's training split in tokens (characters or words, line ends included): train_tokens null.
+PTB_TRAIN_TOKENS = {"char": 5_017_482, "word": 929_589}
 MODEL_FACTOR = {"cnn": 1.0, "mlp": 0.13}
 # ResNet-20 / CNN training-step time by batch size (interpolated), interleaved on one core.
 RESNET_FACTOR = {2: 2.4, 32: 3.9}
@@ -117,7 +122,12 @@ def job_seconds(config: Mapping) -> float:
     train, data, model = config["train"], config["data"], config["model"]
     batch = int(train["batch_size"])
     if train["task"] == "language_model":
-        return train["epochs"] * data["train_tokens"] * LSTM_US_PER_TOKEN * 1e-6
+        level = data["level"]
+        if train.get("steps"):  # a step budget: steps x rows x window
+            tokens = train["steps"] * batch * int(train["seq_len"])
+        else:
+            tokens = train["epochs"] * (data["train_tokens"] or PTB_TRAIN_TOKENS[level])
+        return tokens * LSTM_US_PER_TOKEN[level] * 1e-6
     n_train = data["n_train"] or 50_000 - data["n_val"]  # null: all that is left after n_val
     images = train["steps"] * batch if train.get("steps") else train["epochs"] * n_train
     if train["task"] == "image_to_image":
@@ -158,15 +168,39 @@ def experiment_jobs(config) -> list[tuple[str, dict]]:
 
 
 def experiment_names() -> list[str]:
-    """The experiments `make run-sweep` runs: every file of experiments/, in its order."""
+    """Every file of experiments/, in `make run-sweep`'s order."""
     return sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
 
 
-def profile_cost(profile: str, workers: int = 2) -> pd.DataFrame:
-    """The projected cost of ``make run-sweep PROFILE=profile`` on an empty store: one row per
-    experiment (selection runs, record runs, run-minutes on one core, wall minutes on
-    ``workers`` cores), in run order. A run that an earlier experiment already holds (the same
-    run key: the more-seeds files' shared seeds and selection runs) is counted once."""
+def makefile_list(variable: str) -> list[str]:
+    """The names a ``VARIABLE := a b c`` line of the Makefile lists (its one source of truth)."""
+    for line in (REPO / "Makefile").read_text().splitlines():
+        name, sep, value = line.partition(":=")
+        if sep and name.strip() == variable:
+            return value.split("#")[0].split()
+    raise KeyError(f"Makefile sets no {variable}")
+
+
+def gpu_experiments() -> list[str]:
+    """The GPU bundle's experiments: trained on a CUDA machine by normexp/gpu_bundle.py."""
+    from normexp.gpu_bundle import PARTS
+
+    return sorted(name for part in PARTS.values() for name in part)
+
+
+def sweep_experiments() -> list[str]:
+    """The experiments `make run-sweep` runs: all but the grid's and the GPU bundle's."""
+    left_out = set(makefile_list("GRID_EXPERIMENTS")) | set(gpu_experiments())
+    return [name for name in experiment_names() if name not in left_out]
+
+
+def profile_cost(
+    profile: str, workers: int = 2, experiments: list[str] | None = None
+) -> pd.DataFrame:
+    """The projected cost of ``make run-sweep PROFILE=profile`` (or of ``experiments``, e.g. the
+    grid's) on an empty store: one row per experiment (selection runs, record runs, run-minutes
+    on one core, wall minutes on ``workers`` cores), in run order. A run that an earlier
+    experiment already holds (the same run key) is counted once."""
     import contextlib
 
     import hydra
@@ -182,7 +216,7 @@ def profile_cost(profile: str, workers: int = 2) -> pd.DataFrame:
         else hydra.initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3")
     )
     with context:
-        for name in experiment_names():
+        for name in sweep_experiments() if experiments is None else experiments:
             config = hydra.compose(
                 "config",
                 overrides=[f"experiment={name}", f"profile={profile}"],
@@ -224,13 +258,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     if args.profile:
-        table = profile_cost(args.profile, args.workers)
-        print(table.to_string(float_format="{:.1f}".format))
-        print(
-            f"{args.profile}: {table['select'].sum()} selection + {table['record'].sum()} record "
-            f"runs, {table['run_min'].sum():.0f} run-min, {table['wall_min'].sum():.0f} min on "
-            f"{args.workers} workers (projected)"
-        )
+        for target, names in (("run-sweep", None), ("run-grid", makefile_list("GRID_EXPERIMENTS"))):
+            table = profile_cost(args.profile, args.workers, names)
+            print(table.to_string(float_format="{:.1f}".format))
+            print(
+                f"make {target} PROFILE={args.profile}: {table['select'].sum()} selection + "
+                f"{table['record'].sum()} record runs, {table['run_min'].sum():.0f} run-min, "
+                f"{table['wall_min'].sum():.0f} min on {args.workers} workers (projected)\n"
+            )
+        print(f"not priced (GPU bundle, CUDA only): {', '.join(gpu_experiments())}")
         return
     runs = run_costs(args.results)
     if runs.empty:

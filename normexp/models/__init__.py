@@ -32,6 +32,8 @@ def check_model(model: Mapping, norm: Mapping, batch_size: int, image_size: int 
             "model.weight_side",
             f"weight_std standardizes conv filters: {', '.join(CONV_MODELS)} only",
         )
+    if model.get("final_norm", True) is not True and model["name"] != "cnn":
+        raise ConfigError("model.final_norm", "defined for the CNN only (cnn); leave it out")
     if model["name"] == "cnn":
         widths = list(model["widths"])
         if not widths or any(int(w) <= 0 for w in widths):
@@ -42,7 +44,12 @@ def check_model(model: Mapping, norm: Mapping, batch_size: int, image_size: int 
         head = model.get("head", "grid")
         if head not in HEADS:
             raise ConfigError("model.head", f"unknown {head!r}; allowed: {', '.join(HEADS)}")
-        if head == "gap":
+        final_norm = model.get("final_norm", True)
+        if final_norm is False and name == "none":
+            raise ConfigError(
+                "model.final_norm", "false leaves out the last block's norm: needs a norm"
+            )
+        if head == "gap" and final_norm:
             # In ``post`` the last conv block ends with the norm and global average pooling
             # follows: the logits would not depend on the input.
             refuse_per_channel_post(
@@ -109,6 +116,7 @@ def _build_net(model: Mapping, norm: Mapping, num_classes: int) -> nn.Module:
             model["activation"],
             num_classes=num_classes,
             head=model.get("head", "grid"),
+            final_norm=model.get("final_norm", True),
         )
     if model["name"] == "resnet":
         return ResNet(

@@ -8,11 +8,19 @@ almost free of input information (relu(γ·z+β) averaged over a standardized z 
 constant), so such a CNN trains at chance — seen at the quick profile: IN at 90% test error for
 every batch size. Quadrants keep a coarse spatial pattern, which IN preserves. Flattening does
 too, but its 16x larger classifier trained much worse at large batches in the quick schedule
-(BN at batch 128: 21% accuracy flattened, 47% with gap, 54% with grid, one seed each)."""
+(BN at batch 128: 21% accuracy flattened, 47% with gap, 54% with grid, one seed each).
+
+``final_norm`` (``model.final_norm``, default true): whether the last conv block has the norm
+like every other block. With false, the last block is conv (with its bias) → activation in
+either position, so the head sees the same kind of layer in ``pre`` and ``post`` (an activation,
+never a norm) and both positions have the same number of norms; the positions then differ only
+in the order of the earlier blocks. It is C3's control (experiments/bn_position_control.yaml):
+by default a ``post`` CNN ends with a norm right before the head and a ``pre`` CNN with an
+activation, which confounds the position with "is there a norm before the head"."""
 
 from torch import Tensor, nn
 
-from normexp.models.blocks import norm_block
+from normexp.models.blocks import make_activation, norm_block
 from normexp.models.init import init_weights
 from normexp.norms.registry import NormFactory
 
@@ -47,17 +55,22 @@ class VGGNet(nn.Module):
         in_channels: int = 3,
         head: str = "grid",
         image_size: int = 32,
+        final_norm: bool = True,
     ) -> None:
         super().__init__()
-        bias = norm.layer_bias
         layers: list[nn.Module] = []
         c_in = in_channels
+        last = len(widths) * convs_per_stage - 1
         for stage, width in enumerate(widths):
             if stage > 0:
                 layers.append(nn.MaxPool2d(2))
-            for _ in range(convs_per_stage):
-                conv = nn.Conv2d(c_in, width, 3, padding=1, bias=bias)
-                layers.append(norm_block(conv, norm, activation, width))
+            for j in range(convs_per_stage):
+                if not final_norm and stage * convs_per_stage + j == last:
+                    conv = nn.Conv2d(c_in, width, 3, padding=1, bias=True)
+                    layers.append(nn.Sequential(conv, make_activation(activation)))
+                else:
+                    conv = nn.Conv2d(c_in, width, 3, padding=1, bias=norm.layer_bias)
+                    layers.append(norm_block(conv, norm, activation, width))
                 c_in = width
         self.features = nn.Sequential(*layers)
         side = image_size // 2 ** (len(widths) - 1)

@@ -11,8 +11,10 @@ launches only what is not finished; the sweep callback uses it to validate and c
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas only where a grid is selected: a GPU bundle runs without it
+    import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from normexp.compose import JobComposer
@@ -89,7 +91,7 @@ def selection_jobs(cell: Job, grid: Sequence[float], seeds: Sequence[int]) -> li
     return [(*cell, _mult(m), f"{SEED}={s}", STAGE_SELECT) for m in grid for s in seeds]
 
 
-def _rows(jobs: list[Job], records: JobRecords, metric: str) -> pd.DataFrame:
+def _rows(jobs: list[Job], records: JobRecords, metric: str) -> "pd.DataFrame":
     """One row per finished selection run: multiplier, status, the validation metric only."""
     rows = []
     for job in jobs:
@@ -105,6 +107,8 @@ def _rows(jobs: list[Job], records: JobRecords, metric: str) -> pd.DataFrame:
                 metric: summary.get(metric),
             }
         )
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=["cell", LR_MULT, STATUS, metric])
 
 
@@ -156,7 +160,12 @@ def plan(config: DictConfig, basic_jobs: Sequence[Sequence[str]], records: JobRe
         )
     folder = profile_dir(first["paths"]["results_dir"], first["profile"])
     out = Plan(experiment=first["claim"]["name"], results_dir=folder)
-    axes = {*(OmegaConf.select(config, "hydra.sweeper.params") or {}), BATCH}
+    # Selection cells are named by the batch size and the grid axes that vary across the sweep's
+    # cells: an axis with one value at this profile (e.g. model: cnn at quick, cnn,resnet from
+    # standard on) is a fixed setting there, so names stay as they were at the cheaper profile.
+    swept = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    values = {k: {o for cell in cells for o in cell if _key(o) == k} for k in swept}
+    axes = {k for k, v in values.items() if len(v) > 1} | {BATCH}
     chosen: dict[Job, float | None] = {}
     for cell in cells:
         sel = selection_cell(cell, settings["select_batch_size"])

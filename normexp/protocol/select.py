@@ -13,8 +13,10 @@ metrics can never influence the choice, and asking to select on one is refused.
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas only where a grid is selected: a GPU bundle runs without it
+    import pandas as pd
 
 LR_MULT = "optim.lr_mult"
 STATUS = "status"
@@ -25,12 +27,12 @@ DIVERGED_SCORE = -math.inf
 
 
 def select_lr(
-    rows: pd.DataFrame,
+    rows: "pd.DataFrame",
     cell_columns: Sequence[str],
     grid: Sequence[float],
     metric: str = "val_acc",
     seeds: int = 1,
-) -> pd.DataFrame:
+) -> "pd.DataFrame":
     """One row per cell: the cell columns, ``grid``, ``score`` ({multiplier: mean validation
     score}), ``chosen`` (None when not complete), ``at_edge`` and ``complete``. ``rows``: one
     finished selection run each (cell columns, optim.lr_mult, status, ``metric``); runs at a
@@ -66,6 +68,8 @@ def select_lr(
                 "complete": complete,
             }
         )
+    import pandas as pd
+
     return pd.DataFrame(out, columns=[*cells, "grid", "score", "chosen", "at_edge", "complete"])
 
 

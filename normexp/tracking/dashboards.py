@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from normexp.tracking.store import RECORD_PROFILE
 from normexp.tracking.wandb_mirror import MEDIA_FILES, STEP_METRIC, _logged_in, _unreachable
 
 REPORT_GROUP = "report"  # the W&B group of the report run (normexp.analysis.report)
@@ -207,11 +208,12 @@ SPECS = (
 )
 
 
-def _runset(grid: Grid, entity: str, project: str):
+def _runset(grid: Grid, entity: str, project: str, profile: str):
     import wandb_workspaces.reports.v2 as wr
 
     names = ", ".join(repr(e) for e in grid.experiments)
-    filters = f"Config('claim.name') in [{names}]"
+    # Profiles are partitions: a dashboard never mixes runs of two profiles.
+    filters = f"Config('profile') = '{profile}' and Config('claim.name') in [{names}]"
     if grid.where:
         filters += f" and {grid.where}"
     return wr.Runset(
@@ -252,7 +254,7 @@ def _panels(grid: Grid) -> list:
     return panels
 
 
-def build_report(spec: ClaimDashboard, entity: str, project: str):
+def build_report(spec: ClaimDashboard, entity: str, project: str, profile: str = RECORD_PROFILE):
     """One claim's report: its figure from the report run, then a panel grid per Grid."""
     import wandb_workspaces.reports.v2 as wr
 
@@ -262,7 +264,7 @@ def build_report(spec: ClaimDashboard, entity: str, project: str):
                 entity=entity,
                 project=project,
                 name="report run",
-                filters=f"Metric('Group') = '{REPORT_GROUP}'",
+                filters=f"Metric('Group') = '{REPORT_GROUP}' and Config('profile') = '{profile}'",
             )
         ],
         panels=[
@@ -276,20 +278,21 @@ def build_report(spec: ClaimDashboard, entity: str, project: str):
         blocks += [
             wr.H2(grid.title),
             wr.P(f"Grouped by {', '.join(grid.group_by)}; bars: mean ± s.e. over seeds."),
-            wr.PanelGrid(runsets=[_runset(grid, entity, project)], panels=_panels(grid)),
+            wr.PanelGrid(runsets=[_runset(grid, entity, project, profile)], panels=_panels(grid)),
         ]
     return wr.Report(
         entity=entity,
         project=project,
-        title=f"normexp {spec.claim} {spec.name}: {spec.title}",
+        title=f"normexp {spec.claim} {spec.name} ({profile}): {spec.title}",
         description=f"Claim {spec.claim}: {spec.title}. Built by normexp.tracking.dashboards.",
         blocks=blocks,
     )
 
 
-def claim_dashboards(entity: str, project: str) -> list:
-    """Every claim's report, built offline (nothing is sent until ``save()``)."""
-    return [build_report(spec, entity, project) for spec in SPECS]
+def claim_dashboards(entity: str, project: str, profile: str = RECORD_PROFILE) -> list:
+    """Every claim's report for one profile's runs, built offline (nothing is sent until
+    ``save()``)."""
+    return [build_report(spec, entity, project, profile) for spec in SPECS]
 
 
 def offline_run_dirs(results_dir: Path) -> list[Path]:
@@ -316,12 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", default="normexp")
     parser.add_argument("--entity", default=None, help="default: your W&B default entity")
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument("--profile", default=RECORD_PROFILE, help="whose runs the reports show")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--publish", action="store_true", help="save the reports to W&B")
     action.add_argument("--sync", action="store_true", help="upload every offline run")
     args = parser.parse_args(argv)
     if not (args.publish or args.sync):
-        for report in claim_dashboards(args.entity or "<entity>", args.project):
+        for report in claim_dashboards(args.entity or "<entity>", args.project, args.profile):
             grids = [b for b in report.blocks if type(b).__name__ == "PanelGrid"]
             print(f"{report.title}: {sum(len(g.panels) for g in grids)} panels")
         print("built offline; publish with --publish (online)")
@@ -341,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     import wandb
 
     entity = args.entity or wandb.Api().default_entity
-    for report in claim_dashboards(entity, args.project):
+    for report in claim_dashboards(entity, args.project, args.profile):
         report.save()
         print(f"{report.title}: {report.url}")
     return 0

@@ -72,7 +72,12 @@ def check_layout(results_dir: Path | str) -> None:
 
 # Fields added after runs were stored, at the value that leaves a run as it was: left out of
 # the key there, so that the stored runs keep theirs. (section, field, neutral value).
-NEUTRAL_FIELDS = (("optim", "lr_mult", 1.0), ("train", "steps", None))
+NEUTRAL_FIELDS = (
+    ("optim", "lr_mult", 1.0),
+    ("train", "steps", None),
+    ("model", "final_norm", True),
+    ("train", "max_minutes", None),
+)
 OPTIONAL_SECTIONS = (("protocol", "lr_grid"),)  # (section, switch): left out while switch is null
 # Entries of the per-profile ``scale`` table added after runs were stored: a lookup table whose
 # values a run uses reach its key through the fields that read them (model.depth, ...). `sweep`:

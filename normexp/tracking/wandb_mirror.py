@@ -59,7 +59,10 @@ NAME_EXTRAS = {
     "smoothness": (("optim.lr_per_128", "lr"),),
     "weight_side": (("arm.name", ""),),
     "bn_small_batch_devices": (("devices.per_device", "pd"),),
+    "gpu_small_batch_devices": (("devices.per_device", "pd"),),
     "bn_small_batch_groups": (("norm.num_groups", "g"),),
+    "norm_position": (("model.name", ""),),
+    "not_ics": (("model.name", ""),),  # from standard on the CNN and the ResNet-20
 }
 
 

@@ -76,7 +76,10 @@ class Classification(TaskHooks):
             loss = F.cross_entropy(out, y)
         if self.l1:
             loss = loss + self.l1 * l1_penalty(self.model)
-        self.correct += (out.detach().argmax(1) == y).sum()
+        hits = (out.detach().argmax(1) == y).sum()
+        self.correct += hits
+        if self.probes is not None:
+            self.probes.after_forward(hits, len(y))
         return loss, len(y)
 
     def train_metrics(self, train_loss: float, seen: int) -> dict:

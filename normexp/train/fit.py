@@ -97,6 +97,8 @@ def fit(
     )
     state.resume(log_epoch)
     bar.update(len(state.history) * steps)
+    limit_s = time_limit_s(cfg["train"])
+    stopped = False
     try:
         for epoch in range(len(state.history) + 1, epochs + 1):
             t0 = time.perf_counter()
@@ -108,9 +110,24 @@ def fit(
             bar.set_postfix(
                 loss=f"{metrics['train_loss']:.4g}", **{hooks.headline: metrics[hooks.headline]}
             )
+            # Stop before an epoch that would end past the wall budget (the last one's time
+            # predicts the next); the schedule is then cut short, and the summary says so.
+            late = limit_s is not None and state.elapsed_s + metrics["epoch_time_s"] > limit_s
+            if late and epoch < epochs:
+                stopped = True
+                break
     finally:
         bar.close()
-    return summarize(hooks, state)
+    summary = summarize(hooks, state)
+    if limit_s is not None:
+        summary["stopped_by_time"] = stopped
+    return summary
+
+
+def time_limit_s(train: Mapping) -> float | None:
+    """train.max_minutes in seconds (absent in configs stored before it existed: None)."""
+    minutes = train.get("max_minutes")
+    return None if minutes is None else 60.0 * minutes
 
 
 def train_epoch(

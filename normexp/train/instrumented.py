@@ -10,7 +10,15 @@ run without probes (tested). Probes sit before the step's forward pass, at the w
 starts from; step 0 (the initial weights) is probed too. Per epoch, the mean of each probe over
 that epoch's probe points is logged; the summary holds each probe's mean over training, its
 per-epoch means and its full series (as lists, evenly thinned to at most MAX_SERIES points). Their
-time is kept out of the epoch's images_per_s."""
+time is kept out of the epoch's images_per_s.
+
+The running training accuracy (``running_train_acc_series`` at ``running_train_acc_steps``):
+at each probe point s > 0 and at the end of training, the accuracy of the batches trained since
+the previous point, as trained (train mode, a noisy norm's noise on), from the forward passes
+training makes anyway (``after_forward``), so it costs nothing and changes nothing. It is
+recorded at the number of steps trained when its window closed; C9 reads the steps a run needs
+to reach a target training accuracy from it (normexp/analysis/not_ics.py). ``trained_steps`` is
+the number of optimizer steps of the run."""
 
 import copy
 import math
@@ -90,11 +98,18 @@ class StepProbes:
         self.loss_fn = loss_fn
         self.steps: list[int] = []
         self.series: dict[str, list[float]] = {}
-        self.by_layer: dict[str, list[list[float]]] = {"l2": [], "cos": []}
+        self.by_layer: dict[str, list[list[float]]] = {"l2": [], "l2_rel": [], "cos": []}
         self.layers: list[str] = []
         self.epoch_start = 0  # index into steps where this epoch's probe points begin
         self.by_epoch: dict[str, list[float | None]] = {}
         self.seconds = 0.0
+        # the running training accuracy: this window's correct predictions and examples, the
+        # steps trained, and the closed windows' (steps trained, accuracy)
+        self.window_correct: Tensor | int = 0
+        self.window_seen = 0
+        self.trained = 0
+        self.acc_steps: list[int] = []
+        self.acc_series: list[float] = []
 
     @property
     def active(self) -> bool:
@@ -105,14 +120,17 @@ class StepProbes:
         if not self.active or step % self.every:
             return
         t0 = time.perf_counter()
+        if self.window_seen:
+            self.acc_steps.append(self.trained)
+            self.acc_series.append(self._window_acc())
+            self.window_correct, self.window_seen = 0, 0
         values: dict[str, float] = {}
         if "ics" in self.probes:
             ics = ics_per_layer(model, x, y, lr, self.loss_fn)
             self.layers = ics["layers"]
-            self.by_layer["l2"].append(ics["l2"])
-            self.by_layer["cos"].append(ics["cos"])
-            values["ics_l2"] = _mean(ics["l2"])
-            values["ics_cos"] = _mean(ics["cos"])
+            for kind, key in (("l2", "l2"), ("l2_rel", "rel"), ("cos", "cos")):
+                self.by_layer[kind].append(ics[key])
+                values[f"ics_{kind}"] = _mean(ics[key])
         if "landscape" in self.probes:
             land = landscape_along_gradient(model, x, y, self.step_sizes, self.loss_fn)
             for key in ("loss_range", "grad_predictiveness", "beta_smoothness", "grad_norm"):
@@ -121,6 +139,17 @@ class StepProbes:
         for key, v in values.items():
             self.series.setdefault(key, []).append(v)
         self.seconds += time.perf_counter() - t0
+
+    def after_forward(self, correct: Tensor, n: int) -> None:
+        """Count a training step's correct predictions (a 0-d tensor: no sync until a window
+        closes) among its ``n`` examples, for the running training accuracy."""
+        if self.active:
+            self.window_correct = self.window_correct + correct
+            self.window_seen += n
+            self.trained += 1
+
+    def _window_acc(self) -> float:
+        return float(self.window_correct) / self.window_seen
 
     def end_epoch(self, metrics: dict) -> None:
         """Add ``probe_<name>``, the mean over this epoch's probe points (absent when there were
@@ -138,13 +167,24 @@ class StepProbes:
 
     def summary(self) -> dict:
         """Per-epoch series (``<name>_by_epoch``); with probe points, each probe's mean over
-        training (``probe_<name>_mean``), its series (``probe_<name>_series`` at ``probe_steps``)
-        and the ICS per layer (``probe_ics_{l2,cos}_by_layer``, ``probe_ics_layers``)."""
+        training (``probe_<name>_mean``), its series (``probe_<name>_series`` at ``probe_steps``),
+        the ICS per layer (``probe_ics_{l2,l2_rel,cos}_by_layer``, ``probe_ics_layers``) and the
+        running training accuracy (the window still open at the end closes here)."""
         out: dict = {f"{key}_by_epoch": v for key, v in self.by_epoch.items()}
         if not self.steps:
             return out
+        acc_steps, acc = list(self.acc_steps), list(self.acc_series)
+        if self.window_seen:
+            acc_steps.append(self.trained)
+            acc.append(self._window_acc())
+        if acc:
+            kept = _thin(len(acc), MAX_SERIES)
+            out["running_train_acc_steps"] = [acc_steps[i] for i in kept]
+            out["running_train_acc_series"] = [_short(acc[i]) for i in kept]
         keep = _thin(len(self.steps), MAX_SERIES)
-        out.update(probe_points=len(self.steps), probe_time_s=self.seconds)
+        out.update(
+            probe_points=len(self.steps), probe_time_s=self.seconds, trained_steps=self.trained
+        )
         out["probe_steps"] = [self.steps[i] for i in keep]
         for key, values in self.series.items():
             out[f"probe_{key}_mean"] = _mean(values)
@@ -156,14 +196,30 @@ class StepProbes:
                 out[f"probe_ics_{kind}_by_layer"] = [_short(_mean(list(c))) for c in columns]
         return out
 
-    STATE = ("steps", "series", "by_layer", "layers", "epoch_start", "by_epoch", "seconds")
+    STATE = (
+        "steps",
+        "series",
+        "by_layer",
+        "layers",
+        "epoch_start",
+        "by_epoch",
+        "seconds",
+        "window_correct",
+        "window_seen",
+        "trained",
+        "acc_steps",
+        "acc_series",
+    )
 
     def state_dict(self) -> dict:
-        return {k: copy.deepcopy(getattr(self, k)) for k in self.STATE}
+        state = {k: copy.deepcopy(getattr(self, k)) for k in self.STATE}
+        state["window_correct"] = int(state["window_correct"])  # a plain count in a checkpoint
+        return state
 
     def load_state_dict(self, state: Mapping) -> None:
         for k in self.STATE:
-            setattr(self, k, copy.deepcopy(state[k]))
+            if k in state:  # a checkpoint from before the running accuracy keeps the defaults
+                setattr(self, k, copy.deepcopy(state[k]))
 
 
 def train_instrumented(

@@ -99,8 +99,10 @@ def ics_per_layer(
     """Internal covariate shift of each probed layer i (Santurkar et al. 2018, Sec. 2.2):
     G = ∇_{W_i} L(W_1, …, W_k) at the current weights and G' = ∇_{W_i} L(W'_1, …, W'_{i−1}, W_i,
     …, W_k) after every earlier parameter took the plain gradient step W' = W − lr·∇L on the same
-    batch. Returns ``{"layers": names, "l2": ‖G − G'‖₂, "cos": cos(G, G')}`` for layers 2…k (the
-    first layer has no earlier layers: its G' is G).
+    batch. Returns ``{"layers": names, "l2": ‖G − G'‖₂, "rel": ‖G − G'‖₂ / ‖G‖₂, "cos": cos(G,
+    G')}`` for layers 2…k (the first layer has no earlier layers: its G' is G). ``rel`` is the
+    ℓ2 change relative to the gradient's size, comparable across norms whose gradients differ
+    in scale (NaN where G is 0).
 
     "Earlier" is every parameter registered before the layer's first one (the norms and biases of
     earlier blocks included), which is forward order for the sequential models of this suite."""
@@ -110,7 +112,7 @@ def ics_per_layer(
         position = {id(p): j for j, p in enumerate(params)}
         state.reset()
         grads = _grads(loss_fn(model(x), y), params)
-        names, l2, cos = [], [], []
+        names, l2, rel, cos = [], [], [], []
         updated = 0  # params[:updated] hold W' = W − lr·G
         for name, layer in layers[1:]:
             own = list(layer.parameters())
@@ -123,9 +125,11 @@ def ics_per_layer(
             shifted = _flat(_grads(loss_fn(model(x), y), own))
             before = _flat([grads[position[id(p)]] for p in own])
             names.append(name)
-            l2.append(float(torch.linalg.vector_norm(before - shifted)))
+            change, size = (float(torch.linalg.vector_norm(v)) for v in (before - shifted, before))
+            l2.append(change)
+            rel.append(change / size if size > 0 else math.nan)
             cos.append(float(F.cosine_similarity(before, shifted, dim=0, eps=1e-30)))
-    return {"layers": names, "l2": l2, "cos": cos}
+    return {"layers": names, "l2": l2, "rel": rel, "cos": cos}
 
 
 def landscape_along_gradient(

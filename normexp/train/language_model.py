@@ -10,7 +10,9 @@ rounding); only per-time-step statistics (``batch_per_step``) see steps beyond t
 there, which reuse the last trained step's statistics.
 
 Metrics per epoch: training loss, bits per character (character level) or perplexity (word
-level) of train / valid / test at both lengths, tokens/s.
+level: exp of the mean negative log-likelihood per word) of train / valid / test at both lengths,
+tokens/s. With a step budget (``train.steps``) the summary's ``train_tokens_read`` says how many
+training tokens the run read (batch x window per step), which then depends on the batch size.
 """
 
 import math
@@ -26,7 +28,7 @@ from normexp.data.ptb import LEVELS, PTBCorpus, batchify, bptt_windows, load_ptb
 from normexp.errors import ConfigError
 from normexp.models.lstm import build_language_model, check_lstm, detach_state
 from normexp.train.fit import TaskHooks, fit
-from normexp.train.optim import build_optimizer_and_scheduler
+from normexp.train.optim import build_optimizer_and_scheduler, training_steps
 from normexp.validate_fields import check_choice, check_int, check_number
 
 
@@ -126,6 +128,7 @@ class LanguageModel(TaskHooks):
             self.model, cfg, self.steps_per_epoch
         )
         self.clip = cfg["optim"].get("clip_grad_norm")
+        self.budget = training_steps(train_cfg, self.steps_per_epoch)
 
     def begin_epoch(self) -> None:
         self.state = None
@@ -159,7 +162,17 @@ class LanguageModel(TaskHooks):
             **{f"n_{s}_tokens": int(tokens[s].numel()) for s in ("train", "valid", "test")},
             "seq_len": self.seq_len,
             "long_eval_len": self.long_len,
+            "train_tokens_read": tokens_read(self.train_data.shape, self.seq_len, self.budget),
         }
+
+
+def tokens_read(shape: tuple[int, int], seq_len: int, budget: int) -> int:
+    """Target tokens that ``budget`` training steps read from a (rows, steps) training stream
+    in windows of ``seq_len``: whole epochs, then the first windows of the last one."""
+    rows, steps = shape
+    per_epoch = math.ceil((steps - 1) / seq_len)
+    epochs, windows = divmod(budget, per_epoch)
+    return rows * (epochs * (steps - 1) + windows * seq_len)
 
 
 def train_language_model(

@@ -11,7 +11,7 @@ from tests.helpers import REPO, real_data_dir, run_cli
 
 pytestmark = pytest.mark.slow
 EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
-NEEDS_PTB = {"rnn_norm"}
+NEEDS_PTB = {"rnn_norm", "gpu_rnn_cooijmans"}
 
 
 def has_ptb() -> bool:

@@ -179,3 +179,12 @@ def test_publish_refuses_when_the_server_is_unreachable(tmp_path, monkeypatch, c
     monkeypatch.setattr(wr.Report, "save", lambda self, **kw: pytest.fail("saved offline"))
     assert main(["--publish"]) == 1
     assert "127.0.0.1:9 unreachable" in capsys.readouterr().err
+
+
+def test_every_run_set_shows_one_profile_only():
+    """Profiles are partitions on W&B too: each run set filters on the profile asked for."""
+    for report in claim_dashboards("someone", "normexp", "standard"):
+        assert "(standard)" in report.title
+        for grid in grids_of(report):
+            for runset in grid.runsets:
+                assert "Config('profile') = 'standard'" in runset.filters

@@ -9,6 +9,7 @@ import torch
 
 from normexp.data import batchify, bptt_windows, load_ptb, ptb, resolve_data_dir
 from normexp.errors import ConfigError, DataError
+from tests.fake_data import WORDS
 
 WORD = {
     "train": " the cat sat \n the dog <unk> \n",
@@ -55,6 +56,18 @@ def test_word_level(ptb_dir):
     assert corpus.vocab.decode(corpus.valid) == ["the", "dog", "sat", "<eos>"]
     assert corpus.vocab.decode(corpus.test) == ["cat", "<unk>", "<eos>", "the", "<eos>"]
     assert load_ptb(ptb_dir, "word") is corpus  # cached
+
+
+def test_word_level_of_files_in_the_real_format(fake_ptb):
+    """The vocabulary is the training split's words plus <eos>; every split is its file's words
+    in order, an <eos> after each line."""
+    corpus = load_ptb(fake_ptb, "word")
+    assert set(corpus.vocab.itos) == set(WORDS) | {"<eos>"}
+    assert corpus.vocab.index("<unk>") >= 0  # the files' own unknown-word token is a word
+    for split in ("train", "valid", "test"):
+        lines = (fake_ptb / "ptb" / ptb.file_name("word", split)).read_text().splitlines()
+        expected = [t for line in lines for t in (*line.split(), "<eos>")]
+        assert corpus.vocab.decode(getattr(corpus, split)) == expected, split
 
 
 def test_char_level(ptb_dir):
@@ -157,6 +170,18 @@ def real_dir() -> Path | None:
         return None
     path = resolve_data_dir(None)
     return path if (path / ptb.FOLDER / "ptb.train.txt").is_file() else None
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(real_dir() is None, reason="NORMEXP_DATA_DIR does not hold PTB")
+def test_the_md5s_are_the_canonical_ones_and_the_files_match_them():
+    # The data folder's ptb.MD5SUMS (md5sum format) holds the canonical md5s of simple-examples.
+    sums = real_dir() / "ptb.MD5SUMS"
+    if sums.is_file():
+        listed = dict(reversed(line.split()) for line in sums.read_text().splitlines() if line)
+        assert {Path(n).name: m for n, m in listed.items()} == ptb.MD5
+    for name, md5 in ptb.MD5.items():  # verified by content
+        assert hashlib.md5((real_dir() / "ptb" / name).read_bytes()).hexdigest() == md5, name
 
 
 @pytest.mark.real_data

@@ -246,7 +246,7 @@ def test_experiments_compose_with_the_instrumented_task(experiment, runs, claim)
     assert first["train"]["probe_every"] > 0 and first["profile"] == "quick"
 
 
-# --- the analyses -----------------------------------------------------------------------------
+# --- the analyses (C9's verdict: tests/unit/test_fair_claims.py) ----------------------------
 
 
 def row(norm: str, seed: int, acc: float, **extra) -> dict:
@@ -265,42 +265,6 @@ def row(norm: str, seed: int, acc: float, **extra) -> dict:
         "probe_steps": "[0, 25, 50]",
         **extra,
     }
-
-
-def ics_table(noisy_gap: float, bn_l2: float, bn_cos: float) -> pd.DataFrame:
-    rows = []
-    for seed in range(3):
-        j = 0.002 * seed
-        for norm, acc, l2, cos in (
-            ("none", 0.30 + j, 0.010 + j / 10, 0.99),
-            ("batch", 0.45 + j, bn_l2 + j / 10, bn_cos - j),
-            ("noisy_batch", 0.45 + noisy_gap + j, bn_l2 * 2, bn_cos - 0.1),
-        ):
-            rows.append(
-                row(
-                    norm,
-                    seed,
-                    acc,
-                    probe_ics_l2_mean=l2,
-                    probe_ics_cos_mean=cos,
-                    probe_ics_l2_series=str([l2, l2, None]),
-                    probe_ics_cos_series=f"[{cos}, 1.0, inf]",
-                )
-            )
-    return pd.DataFrame(rows)
-
-
-def test_not_ics_verdict_both_ways_and_not_run_yet(tmp_path):
-    supported = not_ics.verdict({"not_ics": ics_table(-0.005, bn_l2=0.05, bn_cos=0.9)})
-    assert supported["verdict"] == "supported", supported["effect"]
-    assert supported["estimate"] == pytest.approx(-0.5)
-    contradicted = not_ics.verdict({"not_ics": ics_table(-0.2, bn_l2=0.001, bn_cos=0.999)})
-    assert contradicted["verdict"] == "contradicted", contradicted["effect"]
-    assert not_ics.verdict({"not_ics": pd.DataFrame()})["verdict"] == "not run yet"
-    json.dumps(supported)
-    for name, table in (("runs", ics_table(-0.005, 0.05, 0.9)), ("empty", pd.DataFrame())):
-        out = not_ics.draw({"not_ics": table}, tmp_path / f"{name}.png")
-        assert out.stat().st_size > 10_000
 
 
 def landscape_table(bn_factor: float, bn_high_lr_acc: float) -> pd.DataFrame:

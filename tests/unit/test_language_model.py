@@ -1,5 +1,6 @@
-"""The language-model task: configs of the rnn_norm experiment, the training loop on tiny PTB
-files in the real format (and on the real data when configured), metrics, divergence, resume."""
+"""The language-model task: configs of the rnn_norm, rnn_small_batch and rnn_words experiments,
+the training loop on tiny PTB files in the real format (and on the real data when configured),
+metrics (bits per character, perplexity), the step budget, divergence, resume."""
 
 import math
 from pathlib import Path
@@ -12,21 +13,43 @@ from normexp.data import ptb
 from normexp.errors import ConfigError
 from normexp.models.lstm_cells import CELLS
 from normexp.sweep import sweep_overrides
+from normexp.tracking.store import run_key
 from normexp.train import Diverged
 from normexp.train import language_model as lm
 from normexp.validate import resolve_config
-from tests.helpers import real_ptb
+from tests.helpers import REPO, real_ptb
 
 pytestmark = pytest.mark.usefixtures("results_in_tmp")
 
 
-def config(*overrides: str) -> dict:
+NEW_EXPERIMENTS = ("rnn_small_batch", "rnn_words")
+
+
+def config(*overrides: str, experiment: str = "rnn_norm") -> dict:
     cfg = hydra.compose(
         "config",
-        overrides=["experiment=rnn_norm", "profile=smoke", "runtime.progress=false", *overrides],
+        overrides=[
+            f"experiment={experiment}",
+            "profile=smoke",
+            "runtime.progress=false",
+            *overrides,
+        ],
         return_hydra_config=True,
     )
     return resolve_config(cfg)
+
+
+def jobs(experiment: str, profile: str, seeds: tuple[int, ...] | None = None) -> list[list[str]]:
+    """The overrides of an experiment's sweep jobs at ``profile`` (of ``seeds`` only, if given)."""
+    cfg = hydra.compose(
+        "config",
+        overrides=[f"experiment={experiment}", f"profile={profile}"],
+        return_hydra_config=True,
+    )
+    every = [[f"profile={profile}", *job] for job in sweep_overrides(cfg)]
+    if seeds is None:
+        return every
+    return [job for job in every if {f"seed={s}" for s in seeds} & set(job)]
 
 
 def train(cfg: dict, checkpoint: Path | None = None) -> tuple[dict, list[dict]]:
@@ -57,11 +80,65 @@ def test_paper_profile_is_cooijmans_at_char_level_and_zaremba_at_word_level(hydr
     assert (char["train"]["batch_size"], char["train"]["seq_len"]) == (64, 100)
     assert (char["optim"]["name"], char["optim"]["lr_per_128"]) == ("adam", 2e-3)
     assert char["data"]["train_tokens"] is None  # all of PTB
-    word = config("profile=paper", "data.level=word", "optim=sgd_lm")
+    # Zaremba et al. 2014's small model: 2 x 200, unrolled 20 steps, batch 20, SGD at 1, clip 5,
+    # 13 epochs, no dropout.
+    word = config("profile=paper", experiment="rnn_words")
+    assert word["data"]["level"] == "word" and word["data"]["train_tokens"] is None
     assert (word["model"]["hidden"], word["model"]["layers"], word["model"]["emb"]) == (200, 2, 200)
-    assert (word["train"]["batch_size"], word["train"]["seq_len"]) == (20, 35)
+    assert (word["train"]["batch_size"], word["train"]["seq_len"]) == (20, 20)
     assert (word["optim"]["name"], word["optim"]["lr_per_128"]) == ("sgd", 1.0)
-    assert word["optim"]["clip_grad_norm"] == 5.0 and word["train"]["epochs"] == 13
+    assert word["optim"]["clip_grad_norm"] == 5.0 and word["model"]["dropout"] == 0.0
+    assert word["train"]["epochs"] == 13 and word["train"]["steps"] is None
+
+
+def test_rnn_norm_runs_keep_their_committed_keys(hydra_ctx):
+    """The word-level entries and the new experiments leave rnn_norm's config as it was: the
+    committed quick runs (seeds 0-2) are still the runs their configs describe."""
+    committed = REPO / "results" / "quick" / "runs" / "rnn_norm"
+    if not committed.is_dir():
+        pytest.skip("no committed store")
+    keys = {run_key(config(*job)) for job in jobs("rnn_norm", "quick", (0, 1, 2))}
+    assert len(keys) == len(CELLS) * 3
+    assert keys <= {p.name for p in committed.iterdir()}
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_the_small_batch_grid_has_one_step_budget_at_every_batch_size(hydra_ctx, profile):
+    # every cell x 5 batch sizes x the seeds rnn_norm runs (the profile's)
+    assert len(jobs("rnn_small_batch", profile)) == 5 * len(jobs("rnn_norm", profile))
+    # Seeds never change the budget: one job per cell and batch size keeps this fast.
+    configs = [config(*job) for job in jobs("rnn_small_batch", profile, (0,))]
+    assert {c["norm"]["name"] for c in configs} == set(CELLS)
+    assert sorted({c["train"]["batch_size"] for c in configs}) == [4, 8, 16, 32, 64]
+    budgets = {c["train"]["steps"] for c in configs}
+    assert len(budgets) == 1 and None not in budgets  # equal steps, not equal epochs
+    # Everything but the cell, the batch size and the seed is the same in every run.
+    rest = {
+        str({k: v for k, v in c.items() if k not in ("norm", "seed", "train")}) for c in configs
+    }
+    trains = {str({k: v for k, v in c["train"].items() if k != "batch_size"}) for c in configs}
+    assert len(rest) == 1 and len(trains) == 1
+    assert {(c["data"]["level"], c["claim"]["name"]) for c in configs} == {
+        ("char", "rnn_small_batch")
+    }
+    if profile == "quick":  # the whole split: no batch size reads a token twice
+        biggest = max(configs, key=lambda c: c["train"]["batch_size"])
+        assert biggest["data"]["train_tokens"] is None
+        assert 64 * biggest["train"]["seq_len"] * biggest["train"]["steps"] < 5_000_000
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_the_word_experiment_sweeps_every_cell_at_word_level(hydra_ctx, profile):
+    configs = [config(*job) for job in jobs("rnn_words", profile, (0,))]
+    assert sorted({c["norm"]["name"] for c in configs}) == sorted(CELLS)
+    assert {c["data"]["level"] for c in configs} == {"word"}
+    assert {c["optim"]["name"] for c in configs} == {"sgd"}
+    assert {c["claim"]["id"] for c in configs} == {"C7"}
+    quick = config("profile=quick", experiment="rnn_words")
+    smoke = config("profile=smoke", experiment="rnn_words")
+    assert (quick["model"]["layers"], quick["model"]["hidden"]) == (1, 128)
+    assert quick["train"]["steps"] == 600 and smoke["train"]["steps"] is None
+    assert smoke["model"]["hidden"] < quick["model"]["hidden"]
 
 
 def test_profiles_change_the_scale_only(hydra_ctx):
@@ -130,6 +207,47 @@ def test_word_level_reports_perplexity(hydra_ctx, fake_ptb):
     assert {"test_ppl", "test_ppl_long", "valid_ppl", "train_ppl"} <= set(summary)
     assert "test_bpc" not in summary
     assert 1 < summary["test_ppl"] < 2 * summary["vocab_size"]
+    # Perplexity is exp of the mean negative log-likelihood per word.
+    assert summary["test_ppl"] == pytest.approx(math.exp(summary["test_loss"]))
+    assert summary["test_ppl_long"] == pytest.approx(math.exp(summary["test_loss_long"]))
+
+
+def test_perplexity_and_bits_from_nats():
+    assert lm.from_nats(math.log(10_000), "word") == pytest.approx(10_000)  # uniform guess
+    assert lm.from_nats(math.log(50), "char") == pytest.approx(math.log2(50))
+    assert lm.from_nats(1e6, "word") < math.inf  # a diverging model still gives a number
+    assert lm.metric_name("word") == "ppl" and lm.metric_name("char") == "bpc"
+
+
+@pytest.mark.parametrize(
+    ("experiment", "overrides", "unit"),
+    [
+        ("rnn_small_batch", ["norm=batch_per_step", "train.batch_size=4"], "bpc"),
+        ("rnn_small_batch", ["norm=layer", "train.batch_size=64"], "bpc"),
+        *(("rnn_words", [f"norm={cell}"], "ppl") for cell in CELLS),
+    ],
+)
+def test_a_job_of_each_new_experiment_trains_at_smoke(
+    hydra_ctx, fake_ptb, experiment, overrides, unit
+):
+    cfg = config(*overrides, f"paths.data_dir={fake_ptb}", experiment=experiment)
+    summary, logged = train(cfg)
+    for key in (f"test_{unit}", f"test_{unit}_long", f"valid_{unit}"):
+        assert math.isfinite(summary[key]), key
+    train_cfg = cfg["train"]
+    if train_cfg["steps"] is not None:  # the budget in steps: batch x window tokens per step
+        assert summary["train_tokens_read"] == (
+            train_cfg["steps"] * train_cfg["batch_size"] * train_cfg["seq_len"]
+        )
+    else:
+        assert len(logged) == train_cfg["epochs"]
+
+
+def test_tokens_read_counts_whole_epochs_then_windows():
+    # 3 rows of 11 steps: 10 targets per row and epoch, in windows of 4, 4, 2.
+    assert lm.tokens_read((3, 11), 4, 3) == 30  # one epoch
+    assert lm.tokens_read((3, 11), 4, 2) == 24
+    assert lm.tokens_read((3, 11), 4, 5) == 30 + 24
 
 
 def test_same_seed_same_metrics(hydra_ctx, fake_ptb):

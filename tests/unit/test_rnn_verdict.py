@@ -1,4 +1,5 @@
-"""C7 rnn_norm: the verdict on synthetic tables whose answer is known, and the figure."""
+"""C7 rnn_norm: the verdict on synthetic tables whose answer is known, the batch grid and the
+word level reported beside it, and the figure."""
 
 import json
 
@@ -148,4 +149,67 @@ def test_figure_is_drawn_with_or_without_runs(tmp_path, df):
 
 def test_the_claim_registry_knows_c7():
     names = {a.name: a for a in load_analyses()}
-    assert names["rnn_norm"].claim == "C7" and names["rnn_norm"].reads == ("rnn_norm",)
+    c7 = names["rnn_norm"]
+    assert c7.claim == "C7" and c7.reads == ("rnn_norm", "rnn_small_batch", "rnn_words")
+    assert set(c7.deciding({e: table({"none": 1.5}) for e in c7.reads})) == {"rnn_norm"}
+    assert rnn_norm.GRID_FAMILY == {
+        "family": "LSTM",
+        "experiment": "rnn_small_batch",
+        "metric": "test_bpc",
+    }
+
+
+def grid_table() -> pd.DataFrame:
+    """rnn_small_batch: BN per step loses to LN by more at smaller batches, 3 seeds."""
+    parts = []
+    for batch in (4, 16, 64):
+        gap = 0.4 / batch**0.5
+        bpc = {"none": 2.0, "layer": 1.8, "batch_per_step": 1.8 + gap, "batch_shared": 1.9 + gap}
+        parts.append(table(bpc, **{"train.batch_size": batch, "train.steps": 500}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def word_table() -> pd.DataFrame:
+    rows = table({"none": 8.0, "layer": 7.8, "batch_per_step": 8.1, "batch_shared": 8.1})
+    return rows.assign(
+        **{
+            "data.level": "word",
+            "test_ppl": 2 ** rows["test_bpc"],
+            "test_ppl_long": 2 ** rows["test_bpc_long"],
+        }
+    ).drop(columns=["test_bpc", "test_bpc_long"])
+
+
+def test_the_batch_grid_and_the_words_are_reported_but_do_not_decide():
+    base = table({"none": 1.50, "layer": 1.40, "batch_per_step": 1.55, "batch_shared": 1.52})
+    alone = rnn_norm.verdict({"rnn_norm": base})
+    v = rnn_norm.verdict(
+        {"rnn_norm": base, "rnn_small_batch": grid_table(), "rnn_words": word_table()}
+    )
+    json.dumps(v, allow_nan=False)
+    assert {k: v[k] for k in ("verdict", "estimate", "ci")} == {
+        k: alone[k] for k in ("verdict", "estimate", "ci")
+    }
+    assert [s["verdict"] for s in v["sub"]] == [s["verdict"] for s in alone["sub"]]
+    grid = v["details"]["batch_grid"]
+    assert list(grid) == ["4", "16", "64"]
+    gaps = [grid[b]["differences"]["batch_per_step - layer"]["mean"] for b in grid]
+    assert gaps == pytest.approx([0.2, 0.1, 0.05], abs=0.01)  # BN's penalty shrinks with batch
+    assert grid["4"]["differences"]["layer - none"]["mean"] == pytest.approx(-0.2, abs=0.01)
+    words = v["details"]["words"]
+    ppl = {c["cell"]: c["ppl"] for c in words["cells"]}
+    assert ppl["layer"] == pytest.approx(2**7.8, rel=0.02) and ppl["none"] > ppl["layer"]
+    assert words["minus_none"]["layer"]["mean"] < 0
+    assert words["anchor_zaremba_small"] == {"valid": 120.7, "test": 114.5}
+    # Without them, the details have neither.
+    assert "batch_grid" not in alone["details"] and "words" not in alone["details"]
+
+
+def test_figure_with_the_batch_grid_and_the_words(tmp_path):
+    tables = {
+        "rnn_norm": table({"none": 1.5, "layer": 1.4, "batch_per_step": 1.6}),
+        "rnn_small_batch": grid_table(),
+        "rnn_words": word_table(),
+    }
+    out = rnn_norm.draw(tables, tmp_path / "figures" / "rnn_norm.png")
+    assert out.exists() and out.stat().st_size > 20_000
