@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 # evaluating n_val + n_test = 0.75 x n_train images per epoch). Generator (C6): the same, from
 # bn_generation (widths 8/16/32). LSTM (C7): per training token, evaluation included: characters
 # from rnn_norm at quick (hidden 128); words from two quick runs of rnn_words (1 x 128 units,
-# 600 steps of 20 x 20 tokens: 33 and 35 s; the 10k-word softmax dominates). Factors on the CNN's: the MLP of bn_position (b128), the probes of
+# 600 steps of 20 x 20 tokens: 33 and 35 s; the 10k-word softmax dominates). Factors on the
+# CNN's: the MLP of bn_position (b128), the probes of
 # train=instrumented (not_ics / smoothness vs plain runs at b32, a probe every 25 steps) and
 # the ResNet-20 (width 16), measured side by side with the CNN (README "Profiles").
 CNN_MS_PER_IMAGE = {2: 1.75, 4: 1.10, 8: 0.89, 16: 0.89, 32: 0.71, 64: 0.76, 128: 0.79}

@@ -118,7 +118,8 @@ def test_standard_cost_fits_six_hours():
 @pytest.mark.xfail(
     strict=True,
     reason="issue #12: quick within 60 min; with five seeds of record in every deciding cell and "
-    "the LR selection runs it projects to about 105 min since main's added reported experiments (README 'Profiles'): open",
+    "the LR selection runs it projects to about 105 min since main's added reported "
+    "experiments (README 'Profiles'): open",
 )
 def test_quick_cost_fits_an_hour():
     assert profile_cost("quick")["wall_min"].sum() <= QUICK_BUDGET_MIN
