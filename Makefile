@@ -1,7 +1,7 @@
 # normexp: `make run-sweep` and `make test` do everything on a fresh machine.
 # The profile of record (the committed reproduction) is set once, in normexp/tracking/store.py.
 RECORD_PROFILE := $(shell sed -n 's/^RECORD_PROFILE = "\(.*\)".*/\1/p' normexp/tracking/store.py)
-PROFILE    ?= $(RECORD_PROFILE)# smoke (seconds), quick (about an hour on 2 CPU cores), paper (GPU / cluster); each its own results/<profile>/
+PROFILE    ?= $(RECORD_PROFILE)# smoke (seconds), quick (under an hour on 2 CPU cores), standard (about 6 h on 2 cores, resumable), paper (GPU / cluster); each its own results/<profile>/
 EXPERIMENT ?= all# one experiment name from experiments/, or all
 WORKERS    ?= -1# parallel runs; -1 = one per core (LAUNCHER=local)
 LAUNCHER   ?= local# local (processes on this machine) or slurm (see README: Running on a cluster)
@@ -13,7 +13,9 @@ LAUNCH      = hydra/launcher=$(LAUNCHER) $(if $(filter local,$(LAUNCHER)),hydra.
 # The grid (README "The grid"): its own target and budget, so `make run-sweep` stays within the
 # quick profile's hour; an LSTM batch grid joins this list when it exists.
 GRID_EXPERIMENTS := mlp_small_batch norm_position
-ALL_EXPERIMENTS := $(filter-out $(GRID_EXPERIMENTS),$(basename $(notdir $(wildcard experiments/*.yaml))))
+# The GPU bundle's experiments (normexp/gpu_bundle.py) run on a CUDA machine: bash bundle/run_gpu.sh.
+GPU_EXPERIMENTS := $(basename $(notdir $(wildcard experiments/gpu_*.yaml)))
+ALL_EXPERIMENTS := $(filter-out $(GRID_EXPERIMENTS) $(GPU_EXPERIMENTS),$(basename $(notdir $(wildcard experiments/*.yaml))))
 EXPERIMENTS := $(if $(filter all,$(EXPERIMENT)),$(ALL_EXPERIMENTS),$(EXPERIMENT))
 
 .DEFAULT_GOAL := help

@@ -246,7 +246,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
     }
 
 
-PROFILES = ("smoke", "quick", "paper")
+PROFILES = ("smoke", "quick", "standard", "paper")
 CLASSIFY = ("classification", "instrumented_classification")
 IMAGES = ("classification", "instrumented_classification", "image_to_image")
 

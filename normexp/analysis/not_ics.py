@@ -257,7 +257,7 @@ def _bars(ax, per_norm: dict[str, list[float]], ylabel: str, title: str, censore
 
 
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
-    df = col.table(tables, EXPERIMENT)
+    df = by_model(col.table(tables, EXPERIMENT))[RECORD_MODEL]  # the CNN's (the verdict's) runs
     fig, grid = plt.subplots(2, 3, figsize=(15, 8.4), constrained_layout=True)
     axes = list(grid.flat)
     note = None
@@ -379,8 +379,38 @@ def part_a_call(
     return call_a, by, note
 
 
+# The architecture of record: the VGG-style CNN. From standard on not_ics also runs the ResNet-20
+# (experiments/not_ics.yaml, scale.<profile>.sweep.models); its runs are never pooled with the
+# CNN's: the verdict is the CNN's, the ResNet's own verdict is reported beside it in details.
+RECORD_MODEL = "cnn"
+
+
+def by_model(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """{model.name: its runs}; runs from before model was swept are the CNN's."""
+    if df.empty or col.MODEL not in df:
+        return {RECORD_MODEL: df}
+    models = df[col.MODEL].fillna(RECORD_MODEL)
+    order = [RECORD_MODEL, *sorted(set(models) - {RECORD_MODEL})]
+    return {str(m): df[models == m].reset_index(drop=True) for m in order}
+
+
 def verdict(tables: dict) -> dict:
-    df = col.table(tables, EXPERIMENT)
+    """The CNN's verdict of record; every other architecture's verdict in details, apart."""
+    models = by_model(col.table(tables, EXPERIMENT))
+    out = verdict_of(models.pop(RECORD_MODEL))
+    for model, runs in models.items():
+        other = verdict_of(runs)
+        out["details"].setdefault("other_models", {})[model] = {
+            k: other[k] for k in ("verdict", "effect", "estimate", "ci", "notes", "details")
+        }
+    if models:
+        note = f"decided on the VGG-style CNN's runs; {', '.join(models)}: reported in details"
+        out["notes"] = join_notes(out["notes"], note)
+    return out
+
+
+def verdict_of(df: pd.DataFrame) -> dict:
+    """C9's verdict from one architecture's runs."""
     runs = {n: by_seed(df, col.TRAIN_LOSS, {col.NORM: n}) for n in NORM_ORDER} if usable(df) else {}
     if not all(runs.get(n) for n in NORM_ORDER):
         if not any(runs.values()):

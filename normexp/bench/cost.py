@@ -4,9 +4,17 @@ size, and a projection of a grid's cost from seconds per training image at each 
 ``python -m normexp.bench.cost [--results results]`` prints both tables and checks the time
 model against the store: the committed grid projected from it vs its measured total. Runs are
 read through normexp.tracking.collect, so the tables follow the store wherever it lives; a
-results folder without runs/ is searched one level down (one store per profile)."""
+results folder without runs/ is searched one level down (one store per profile).
+
+``python -m normexp.bench.cost --profile standard`` projects a whole profile instead, before
+anything runs: every experiment's jobs (the LR protocol's selection runs included, at the first
+grid: a widened edge adds more) composed at that profile, each priced by the frozen time model
+below (``job_seconds``), and the wall time on ``workers`` cores (``profile_cost``). It prices
+what `make run-sweep` runs; the grid's experiments (`make run-grid`) are priced as a separate
+table, and the GPU bundle's experiments (normexp/gpu_bundle.py, CUDA only) not at all."""
 
 import argparse
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -14,6 +22,34 @@ import numpy as np
 import pandas as pd
 
 from normexp.tracking.collect import collect_runs, experiments_in_store
+
+REPO = Path(__file__).resolve().parents[2]
+
+# The frozen time model of ``job_seconds``: wall seconds per unit of training on one core of the
+# 2-core CPU of record (idle), evaluation included. Fixed numbers, so that a profile's projection
+# is arithmetic, not timing; `python -m normexp.bench.cost` prints the store's own model to
+# compare. CNN: ms per training image by batch size, the committed quick store (widths 16/32/64,
+# evaluating n_val + n_test = 0.75 x n_train images per epoch). Generator (C6): the same, from
+# bn_generation (widths 8/16/32). LSTM (C7): per training token, evaluation included: characters
+# from rnn_norm at quick (hidden 128); words from two quick runs of rnn_words (1 x 128 units,
+# 600 steps of 20 x 20 tokens: 33 and 35 s; the 10k-word softmax dominates). Factors on the
+# CNN's: the MLP of bn_position (b128), the probes of
+# train=instrumented (not_ics / smoothness vs plain runs at b32, a probe every 25 steps) and
+# the ResNet-20 (width 16), measured side by side with the CNN (README "Profiles").
+CNN_MS_PER_IMAGE = {2: 1.75, 4: 1.10, 8: 0.89, 16: 0.89, 32: 0.71, 64: 0.76, 128: 0.79}
+GENERATOR_MS_PER_IMAGE = {4: 1.07, 32: 0.58}
+LSTM_US_PER_TOKEN = {"char": 9.9, "word": 140.0}
+# PTB's training split in tokens (characters or words, line ends included): train_tokens null.
+PTB_TRAIN_TOKENS = {"char": 5_017_482, "word": 929_589}
+MODEL_FACTOR = {"cnn": 1.0, "mlp": 0.13}
+# ResNet-20 / CNN training-step time by batch size (interpolated), interleaved on one core.
+RESNET_FACTOR = {2: 2.4, 32: 3.9}
+# train=instrumented: the ICS probe adds a forward/backward pass per conv layer every 25 steps
+# (the landscape probe about 5): 6 convs in the CNN, 19 in the ResNet-20.
+INSTRUMENTED_FACTOR = {"cnn": 1.2, "resnet": 1.6}
+# make run-sweep's wall time over (run seconds / workers): 52.9 min measured for the committed
+# quick store's 98.5 run-minutes on 2 workers (stragglers at the end of each round, startup).
+PACKING = 1.075
 
 COLUMNS = {  # collected column -> short name
     "train.task": "task",
@@ -63,16 +99,147 @@ def seconds_per_image(runs: pd.DataFrame, task: str = "classification") -> dict[
     return {int(b): float(v) for b, v in per_image.groupby(images["batch_size"]).median().items()}
 
 
+def at_batch(table: Mapping[int, float], batch_size: int) -> float:
+    """``table``'s value at ``batch_size``, interpolated on log2(batch size) (clamped at its
+    ends)."""
+    sizes = sorted(table)
+    return float(np.interp(np.log2(batch_size), np.log2(sizes), [table[b] for b in sizes]))
+
+
 def project(grid: Iterable[Mapping], per_image: Mapping[int, float]) -> float:
     """Seconds that ``grid`` costs: each entry has runs, batch_size, epochs, n_train. Batch sizes
     not in the time model are interpolated on log2(batch size) (clamped at its ends)."""
-    sizes = sorted(per_image)
-    log_b, cost = np.log2(sizes), np.array([per_image[b] for b in sizes])
     total = 0.0
     for cell in grid:
-        seconds = float(np.interp(np.log2(cell["batch_size"]), log_b, cost))
+        seconds = at_batch(per_image, cell["batch_size"])
         total += cell.get("runs", 1) * cell["epochs"] * cell["n_train"] * seconds
     return total
+
+
+def job_seconds(config: Mapping) -> float:
+    """One run's wall seconds on one core by the frozen time model, from its resolved config:
+    training images (epochs x images, or steps x batch) x seconds per image, scaled by the
+    model's compute relative to the model of record (width squared)."""
+    train, data, model = config["train"], config["data"], config["model"]
+    batch = int(train["batch_size"])
+    if train["task"] == "language_model":
+        level = data["level"]
+        if train.get("steps"):  # a step budget: steps x rows x window
+            tokens = train["steps"] * batch * int(train["seq_len"])
+        else:
+            tokens = train["epochs"] * (data["train_tokens"] or PTB_TRAIN_TOKENS[level])
+        return tokens * LSTM_US_PER_TOKEN[level] * 1e-6
+    n_train = data["n_train"] or 50_000 - data["n_val"]  # null: all that is left after n_val
+    images = train["steps"] * batch if train.get("steps") else train["epochs"] * n_train
+    if train["task"] == "image_to_image":
+        width = (model["widths"][0] / 8) ** 2
+        return images * at_batch(GENERATOR_MS_PER_IMAGE, batch) * 1e-3 * width
+    per_image = at_batch(CNN_MS_PER_IMAGE, batch) * 1e-3
+    if model["name"] == "resnet":
+        per_image *= at_batch(RESNET_FACTOR, batch) * model["width_mult"] ** 2
+    elif model["name"] == "cnn":
+        per_image *= (model["widths"][0] / 16) ** 2
+    else:
+        per_image *= MODEL_FACTOR[model["name"]] * (model.get("hidden", 256) / 256) ** 2
+    if train["task"] == "instrumented_classification":
+        per_image *= INSTRUMENTED_FACTOR[model["name"]]
+    return images * per_image
+
+
+def experiment_jobs(config) -> list[tuple[str, dict]]:
+    """Every job a sweep of the composed master ``config`` runs on an empty store, as (stage,
+    resolved config): the LR protocol's selection runs at the first grid (normexp.protocol.plan:
+    each selection cell x multiplier x selection seed), then the sweep's own jobs."""
+    from normexp.compose import JobComposer
+    from normexp.protocol.plan import SEED, _without, selection_cell, selection_jobs, uses_protocol
+    from normexp.sweep import sweep_overrides
+    from normexp.validate import resolve_config
+
+    compose = JobComposer(config)
+    basic = [tuple(j) for j in sweep_overrides(config)]
+    jobs = [("record", j) for j in basic]
+    if uses_protocol(config) and basic:
+        settings = resolve_config(compose(basic[0]), machine=False)["protocol"]
+        cells = dict.fromkeys(
+            selection_cell(_without(j, SEED), settings["select_batch_size"]) for j in basic
+        )
+        grid, seeds = settings["lr_grid"], settings["selection_seeds"]
+        jobs = [("select", j) for c in cells for j in selection_jobs(c, grid, seeds)] + jobs
+    return [(stage, resolve_config(compose(job), machine=False)) for stage, job in jobs]
+
+
+def experiment_names() -> list[str]:
+    """Every file of experiments/, in `make run-sweep`'s order."""
+    return sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
+
+
+def makefile_list(variable: str) -> list[str]:
+    """The names a ``VARIABLE := a b c`` line of the Makefile lists (its one source of truth)."""
+    for line in (REPO / "Makefile").read_text().splitlines():
+        name, sep, value = line.partition(":=")
+        if sep and name.strip() == variable:
+            return value.split("#")[0].split()
+    raise KeyError(f"Makefile sets no {variable}")
+
+
+def gpu_experiments() -> list[str]:
+    """The GPU bundle's experiments: trained on a CUDA machine by normexp/gpu_bundle.py."""
+    from normexp.gpu_bundle import PARTS
+
+    return sorted(name for part in PARTS.values() for name in part)
+
+
+def sweep_experiments() -> list[str]:
+    """The experiments `make run-sweep` runs: all but the grid's and the GPU bundle's."""
+    left_out = set(makefile_list("GRID_EXPERIMENTS")) | set(gpu_experiments())
+    return [name for name in experiment_names() if name not in left_out]
+
+
+def profile_cost(
+    profile: str, workers: int = 2, experiments: list[str] | None = None
+) -> pd.DataFrame:
+    """The projected cost of ``make run-sweep PROFILE=profile`` (or of ``experiments``, e.g. the
+    grid's) on an empty store: one row per experiment (selection runs, record runs, run-minutes
+    on one core, wall minutes on ``workers`` cores), in run order. A run that an earlier
+    experiment already holds (the same run key) is counted once."""
+    import contextlib
+
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+
+    from normexp.tracking.store import run_key
+
+    seen: set[str] = set()
+    rows = []
+    context = (
+        contextlib.nullcontext()  # already on configs/ (a test module's hydra context)
+        if GlobalHydra.instance().is_initialized()
+        else hydra.initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3")
+    )
+    with context:
+        for name in sweep_experiments() if experiments is None else experiments:
+            config = hydra.compose(
+                "config",
+                overrides=[f"experiment={name}", f"profile={profile}"],
+                return_hydra_config=True,
+            )
+            row = {"experiment": name, "select": 0, "record": 0, "run_min": 0.0}
+            for stage, job in experiment_jobs(config):
+                key = f"{job['claim']['name']}/{run_key(job)}"
+                if key in seen:
+                    continue
+                seen.add(key)
+                row[stage] += 1
+                row["run_min"] += job_seconds(job) / 60
+            rows.append(row)
+    table = pd.DataFrame(rows).set_index("experiment")
+    table["wall_min"] = table["run_min"] / workers * PACKING
+    return table
+
+
+def projected_wall_minutes(profile: str, workers: int = 2) -> float:
+    """``profile_cost``'s total: the whole profile's projected wall minutes on ``workers``."""
+    return float(math.fsum(profile_cost(profile, workers)["wall_min"]))
 
 
 def store_grid(runs: pd.DataFrame, task: str = "classification") -> list[dict]:
@@ -88,7 +255,20 @@ def store_grid(runs: pd.DataFrame, task: str = "classification") -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--profile", help="project this profile's whole sweep instead")
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    if args.profile:
+        for target, names in (("run-sweep", None), ("run-grid", makefile_list("GRID_EXPERIMENTS"))):
+            table = profile_cost(args.profile, args.workers, names)
+            print(table.to_string(float_format="{:.1f}".format))
+            print(
+                f"make {target} PROFILE={args.profile}: {table['select'].sum()} selection + "
+                f"{table['record'].sum()} record runs, {table['run_min'].sum():.0f} run-min, "
+                f"{table['wall_min'].sum():.0f} min on {args.workers} workers (projected)\n"
+            )
+        print(f"not priced (GPU bundle, CUDA only): {', '.join(gpu_experiments())}")
+        return
     runs = run_costs(args.results)
     if runs.empty:
         print(f"no ended runs under {args.results}")

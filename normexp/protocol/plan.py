@@ -160,7 +160,12 @@ def plan(config: DictConfig, basic_jobs: Sequence[Sequence[str]], records: JobRe
         )
     folder = profile_dir(first["paths"]["results_dir"], first["profile"])
     out = Plan(experiment=first["claim"]["name"], results_dir=folder)
-    axes = {*(OmegaConf.select(config, "hydra.sweeper.params") or {}), BATCH}
+    # Selection cells are named by the batch size and the grid axes that vary across the sweep's
+    # cells: an axis with one value at this profile (e.g. model: cnn at quick, cnn,resnet from
+    # standard on) is a fixed setting there, so names stay as they were at the cheaper profile.
+    swept = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    values = {k: {o for cell in cells for o in cell if _key(o) == k} for k in swept}
+    axes = {k for k, v in values.items() if len(v) > 1} | {BATCH}
     chosen: dict[Job, float | None] = {}
     for cell in cells:
         sel = selection_cell(cell, settings["select_batch_size"])

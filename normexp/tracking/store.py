@@ -80,8 +80,12 @@ NEUTRAL_FIELDS = (
 )
 OPTIONAL_SECTIONS = (("protocol", "lr_grid"),)  # (section, switch): left out while switch is null
 # Entries of the per-profile ``scale`` table added after runs were stored: a lookup table whose
-# values a run uses reach its key through the fields that read them (model.depth, ...).
-ADDED_SCALE_ENTRIES = ("resnet",)
+# values a run uses reach its key through the fields that read them (model.depth, ...). `sweep`:
+# per-profile sweep values (a model or batch-size dimension), which reach it as model.name, ...
+ADDED_SCALE_ENTRIES = ("resnet", "sweep")
+# Profiles added after runs were stored: their rows of the per-profile lookup tables (``scale``,
+# ``protocol.profiles``) are left out of every key, for the same reason.
+ADDED_PROFILES = ("standard",)
 
 
 def _without_neutral(identity: dict) -> dict:
@@ -99,7 +103,12 @@ def _without_neutral(identity: dict) -> dict:
             if isinstance(entries, Mapping)
             else entries
             for profile, entries in identity["scale"].items()
+            if profile not in ADDED_PROFILES
         }
+    protocol = identity.get("protocol")
+    if isinstance(protocol, Mapping) and isinstance(protocol.get("profiles"), Mapping):
+        rows = {k: v for k, v in protocol["profiles"].items() if k not in ADDED_PROFILES}
+        identity["protocol"] = {**protocol, "profiles": rows}
     return identity
 
 

@@ -62,6 +62,7 @@ NAME_EXTRAS = {
     "gpu_small_batch_devices": (("devices.per_device", "pd"),),
     "bn_small_batch_groups": (("norm.num_groups", "g"),),
     "norm_position": (("model.name", ""),),
+    "not_ics": (("model.name", ""),),  # from standard on the CNN and the ResNet-20
 }
 
 

@@ -106,6 +106,25 @@ def test_c9_supported_when_noisy_bn_is_as_fast_as_bn_and_none_never_gets_there(t
     drawn(not_ics.ANALYSIS, {"not_ics": table}, tmp_path)
 
 
+def test_c9_is_decided_on_the_cnn_and_reports_the_resnet_apart(tmp_path):
+    # From standard on not_ics also runs the ResNet-20: never pooled with the CNN's runs.
+    cnn = ics_table({"none": None, "batch": 1000, "noisy_batch": 1100}).assign(
+        **{"model.name": "cnn"}
+    )
+    resnet = ics_table({"none": None, "batch": 800, "noisy_batch": 1600}).assign(
+        **{"model.name": "resnet"}
+    )
+    alone = c9(cnn)
+    v = c9(pd.concat([cnn, resnet], ignore_index=True))
+    assert v["verdict"] == alone["verdict"] == "supported"
+    assert v["estimate"] == alone["estimate"]  # the ResNet's runs change nothing of record
+    other = v["details"]["other_models"]["resnet"]
+    assert other["verdict"] == "inconclusive" and other["estimate"] == pytest.approx(2.0, rel=0.1)
+    assert "resnet: reported in details" in v["notes"]
+    assert "other_models" not in alone["details"]
+    drawn(not_ics.ANALYSIS, {"not_ics": pd.concat([cnn, resnet])}, tmp_path)
+
+
 def test_c9_a_contradicted_when_noisy_bn_needs_far_more_steps():
     v = c9(ics_table({"none": None, "batch": 800, "noisy_batch": 1600}))
     assert part(v, 0)["verdict"] == "contradicted"

@@ -64,7 +64,9 @@ def wanted_cells() -> set[tuple]:
     return batch | position
 
 
-@pytest.mark.parametrize("profile", ["smoke", "quick"])
+# Where the whole grid runs: smoke (the code) and paper (the scale of record). quick and standard
+# cut C4's CNN batch axis (scale.<profile>.sweep.batch_sizes, a stated cost cut): see below.
+@pytest.mark.parametrize("profile", ["smoke", "paper"])
 def test_every_allowed_cell_is_reachable_and_every_other_is_refused(hydra_ctx, profile):
     cells = reachable_cells(profile)
     some = next(iter(cells.values()))
@@ -77,6 +79,21 @@ def test_every_allowed_cell_is_reachable_and_every_other_is_refused(hydra_ctx, p
     missing = wanted_cells() - set(cells)
     assert missing == {("mlp", "instance", "pre", b) for b in BATCHES}, missing
     assert some["profile"] == profile
+
+
+@pytest.mark.parametrize("profile", ["quick", "standard"])
+def test_a_cheaper_profile_reaches_a_subset_of_the_grid_cut_only_on_the_cnn_batch_axis(
+    hydra_ctx, profile
+):
+    cells, full = set(reachable_cells(profile)), set(reachable_cells("paper"))
+    assert cells < full
+    declared = compose_sweep("bn_small_batch", profile).scale[profile].sweep.batch_sizes
+    kept = {int(b) for b in str(declared).split(",")}
+    assert {2, 32, 128} <= kept < set(BATCHES)  # the deciding batch sizes stay
+    cut = full - cells
+    assert cut == {
+        ("cnn", n, "pre", b) for n in BATCH_AXIS["cnn"] for b in set(BATCHES) - kept
+    }, cut
 
 
 def test_instance_norm_on_the_mlp_is_refused_with_its_one_line(hydra_ctx):

@@ -253,12 +253,26 @@ def test_identity_is_readable_and_keyed_by_the_run_key():
     assert config["paths"]["results_dir"] == "/home/me/results"  # the caller's config untouched
 
 
+def _reading(node, prefix: str, path: str = "") -> list[str]:
+    """The paths of ``node`` whose value reads ``${<prefix>.…}``."""
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _reading(v, prefix, f"{path}.{k}".lstrip("."))]
+    return [path] if isinstance(node, str) and node.startswith("${" + prefix + ".") else []
+
+
 def swept_paths(experiment_file: Path) -> list[str]:
-    """The config paths an experiment sweeps (a group choice sweeps its ``name``)."""
+    """The config paths an experiment sweeps (a group choice sweeps its ``name``; ``devices``
+    its per-device batch; ``cell``, {norm, batch} per value, the paths that read it)."""
     doc = yaml.safe_load(experiment_file.read_text())
     params = doc.get("hydra", {}).get("sweeper", {}).get("params", {})
     groups = {"norm": "norm.name", "model": "model.name", "arm": "arm.name"}
-    return [groups.get(p, "devices.per_device" if p == "devices" else p) for p in params]
+    paths = []
+    for p in params:
+        if p == "cell":
+            paths += _reading({k: v for k, v in doc.items() if k != "hydra"}, p)
+        else:
+            paths.append(groups.get(p, "devices.per_device" if p == "devices" else p))
+    return paths
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,125 @@
+"""The profiles' scales and budgets: standard sits between quick and paper, every experiment
+composes at it, its LR grid is wide enough, and the projected cost of each profile's whole sweep
+(normexp.bench.cost, frozen time model: arithmetic, not timing) fits its budget."""
+
+import hydra
+import pytest
+from omegaconf import OmegaConf
+
+from normexp.bench.cost import (
+    experiment_jobs,
+    experiment_names,
+    gpu_experiments,
+    job_seconds,
+    makefile_list,
+    profile_cost,
+    sweep_experiments,
+)
+from normexp.schema import PROFILES
+from normexp.tracking.store import run_key
+
+QUICK_BUDGET_MIN = 60
+STANDARD_BUDGET_MIN = 6 * 60
+
+
+def master(profile: str, experiment: str | None = None):
+    overrides = [f"profile={profile}"] + ([f"experiment={experiment}"] if experiment else [])
+    return hydra.compose("config", overrides=overrides, return_hydra_config=True)
+
+
+def test_standard_is_a_profile_between_quick_and_paper(hydra_ctx):
+    assert PROFILES == ("smoke", "quick", "standard", "paper")
+    scale = OmegaConf.to_container(master("standard").scale, resolve=True)
+    quick, standard, paper = scale["quick"], scale["standard"], scale["paper"]
+    assert quick["n_train"] < standard["n_train"] <= 50_000 - paper["n_val"]  # paper: all
+    assert standard["n_train"] >= 10_000
+    assert quick["epochs"] < standard["epochs"] < paper["epochs"]
+    assert quick["n_train"] * quick["epochs"] < standard["n_train"] * standard["epochs"]
+
+
+@pytest.mark.parametrize("profile", ["quick", "standard", "paper"])
+def test_seeds_of_record_are_at_least_five(hydra_ctx, profile):
+    seeds = str(master(profile).hydra.sweeper.params.seed).split(",")
+    assert len(seeds) >= 5
+
+
+def test_standard_lr_grid_has_four_values_over_8x_and_separate_selection_seeds(hydra_ctx):
+    protocol = OmegaConf.to_container(master("standard").protocol.profiles, resolve=True)
+    grid = protocol["standard"]["lr_grid"]
+    assert len(grid) >= 4 and max(grid) / min(grid) >= 8 - 1e-9
+    assert len(protocol["standard"]["selection_seeds"]) >= 1
+    assert not set(protocol["standard"]["selection_seeds"]) & set(range(5))  # not of record
+    assert len(protocol["quick"]["lr_grid"]) == 3  # quick: the coarser grid
+
+
+@pytest.mark.parametrize("experiment", experiment_names())
+def test_every_experiment_composes_and_validates_at_standard(hydra_ctx, experiment):
+    jobs = experiment_jobs(master("standard", experiment))  # resolve_config: validated
+    assert jobs and all(job["profile"] == "standard" for _, job in jobs)
+    assert all(job_seconds(job) > 0 for _, job in jobs)
+
+
+def test_resnet_runs_the_deciding_cells_at_standard_only(hydra_ctx):
+    def cells(profile, experiment):
+        jobs = experiment_jobs(master(profile, experiment))
+        return {
+            (j["model"]["name"], j["norm"]["name"], j["train"]["batch_size"])
+            for stage, j in jobs
+            if stage == "record"
+        }
+
+    resnet = cells("standard", "bn_small_batch_resnet")
+    for norm, batch in [("batch", 2), ("group", 2), ("batch", 32), ("group", 32), ("layer", 32)]:
+        assert ("resnet", norm, batch) in resnet  # C4, C5, C8
+    assert ("resnet", "none", 32) in resnet  # the baseline
+    assert {m for m, _, _ in cells("standard", "not_ics")} == {"cnn", "resnet"}  # C9
+    assert {m for m, _, _ in cells("quick", "not_ics")} == {"cnn"}  # quick unchanged
+
+
+def test_standard_rows_never_enter_a_run_key(hydra_ctx):
+    # The standard rows of the per-profile tables were added after quick runs were stored: a
+    # quick run's key must not depend on them (nor on the per-profile sweep values).
+    job = experiment_jobs(master("quick", "bn_small_batch"))[-1][1]
+    changed = {
+        **job,
+        "scale": {**job["scale"], "standard": {"n_train": 1}},
+        "protocol": {**job["protocol"], "profiles": {**job["protocol"]["profiles"], "standard": 1}},
+    }
+    changed["scale"]["quick"] = {**job["scale"]["quick"], "sweep": {"batch_sizes": "2"}}
+    assert run_key(changed) == run_key(job)
+    assert run_key({**job, "seed": job["seed"] + 1}) != run_key(job)
+
+
+def test_profile_cost_prices_what_run_sweep_runs_and_the_grid_apart():
+    # The frozen time model (normexp/bench/cost.py) on 2 workers: pure arithmetic over the jobs.
+    # `make run-sweep` leaves out the grid (`make run-grid`) and the GPU bundle's experiments.
+    quick, standard = profile_cost("quick"), profile_cost("standard")
+    assert standard["run_min"].sum() > quick["run_min"].sum()
+    assert set(quick.index) == set(standard.index) == set(sweep_experiments())
+    left_out = set(makefile_list("GRID_EXPERIMENTS")) | set(gpu_experiments())
+    assert left_out and set(sweep_experiments()) == set(experiment_names()) - left_out
+    assert all(name.startswith("gpu_") for name in gpu_experiments())
+    assert quick.loc["bn_small_batch", "select"] > 0  # the LR selection runs are counted
+    assert (standard["run_min"] > 0).all()  # every experiment is priced, the LSTM ones included
+    grid = profile_cost("standard", experiments=makefile_list("GRID_EXPERIMENTS"))
+    assert set(grid.index) == {"mlp_small_batch", "norm_position"} and grid["record"].sum() > 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="standard within 6 h: the deciding cells were sized to 359 min; main's added reported "
+    "experiments (bn_position_control, rnn_small_batch, rnn_words at quick's LM scale) bring "
+    "`make run-sweep PROFILE=standard` to about 384 min projected (README 'Profiles'): open",
+)
+def test_standard_cost_fits_six_hours():
+    assert profile_cost("standard")["wall_min"].sum() <= STANDARD_BUDGET_MIN
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue #12: quick within 60 min; with five seeds of record in every deciding cell and "
+    "the LR selection runs it projects to about 105 min since main's added reported "
+    "experiments (README 'Profiles'): open",
+)
+def test_quick_cost_fits_an_hour():
+    assert profile_cost("quick")["wall_min"].sum() <= QUICK_BUDGET_MIN
