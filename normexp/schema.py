@@ -261,7 +261,7 @@ def fields() -> tuple[Field, ...]:
         F("profile", Choice(c["profile"]), doc="scale of every run"),
         F("seed", Int(0, MAX_SEED)),
         F("claim.id", Name()),
-        F("claim.name", Name(), doc="the run folder's parent under results/runs/"),
+        F("claim.name", Name(), doc="the run folder's parent under results/<profile>/runs/"),
         F(
             "target.train_acc",
             Num(0, 1, lo_open=True, hi_open=True, null=True),
