@@ -11,8 +11,8 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 LAUNCH      = hydra/launcher=$(LAUNCHER) $(if $(filter local,$(LAUNCHER)),hydra.launcher.n_jobs=$(WORKERS))
 # The grid (README "The grid"): its own target and budget, so `make run-sweep` stays within the
-# quick profile's hour; an LSTM batch grid joins this list when it exists.
-GRID_EXPERIMENTS := mlp_small_batch norm_position
+# quick profile's hour: the MLP and LSTM batch grids, every norm pre/post, PTB words.
+GRID_EXPERIMENTS := mlp_small_batch norm_position rnn_small_batch rnn_words
 # The GPU bundle's experiments (normexp/gpu_bundle.py) run on a CUDA machine: bash bundle/run_gpu.sh.
 GPU_EXPERIMENTS := $(basename $(notdir $(wildcard experiments/gpu_*.yaml)))
 ALL_EXPERIMENTS := $(filter-out $(GRID_EXPERIMENTS) $(GPU_EXPERIMENTS),$(basename $(notdir $(wildcard experiments/*.yaml))))
