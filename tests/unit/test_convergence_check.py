@@ -261,3 +261,11 @@ def test_experiments_declare_their_deciding_cells(tmp_path):
             checks = [j for j in current.unplanned if "protocol.stage=check" in j]
             assert len(checks) == n, experiment
             assert all(value(j, "seed") == "0" for j in checks), experiment
+
+
+def test_cost_projection_prices_the_check_stage():
+    from normexp.bench.cost import profile_cost
+
+    table = profile_cost("quick", experiments=["bn_small_batch", "bn_small_batch_groups"])
+    assert table.loc["bn_small_batch", "check"] == 8  # batch 32, 128 x BN, GN, LN, none
+    assert table.loc["bn_small_batch_groups", "check"] == 0  # declares no check
