@@ -176,7 +176,33 @@ class Interval:
         return "[low, high] with 0 < low <= high"
 
 
-Rule = Int | Num | Bool | Choice | Name | Folder | IntList | NumList | ChoiceList | Interval
+@dataclass(frozen=True)
+class SubGrid:
+    """A declared sub-grid: {dotted config field: "v1,v2" or [v1, v2]}, at least one field."""
+
+    null: bool = False
+
+    @staticmethod
+    def _values_ok(w: object) -> bool:
+        if isinstance(w, str):
+            return w.strip() != ""
+        scalars = isinstance(w, list) and all(isinstance(x, str | int | float) for x in w)
+        return scalars and len(w) > 0
+
+    def ok(self, v: object) -> bool:
+        return (
+            isinstance(v, Mapping)
+            and len(v) > 0
+            and all(isinstance(k, str) and k != "" and self._values_ok(w) for k, w in v.items())
+        )
+
+    def describe(self) -> str:
+        return '{field: "v1,v2" or [v1, v2], ...} with at least one field'
+
+
+Rule = (
+    Int | Num | Bool | Choice | Name | Folder | IntList | NumList | ChoiceList | Interval | SubGrid
+)
 
 
 @dataclass(frozen=True)
@@ -320,6 +346,9 @@ def fields() -> tuple[Field, ...]:
         F("protocol.select_on", Choice(c["select_on"]), optional=True),
         F("protocol.max_widen", Int(0), optional=True),
         F("protocol.select_batch_size", Int(1, null=True), optional=True),
+        F("protocol.check", SubGrid(null=True), optional=True,
+          doc="the cells the convergence check trains at twice the budget; null: none"),
+        F("protocol.check_budget_mult", Int(2), optional=True, doc="the check run's budget x"),
         F("protocol.stage", Choice(c["stage"]), optional=True),
         F("data.name", Choice(c["data"])),
         F("data.download", Bool()),

@@ -5,7 +5,9 @@ from there); the protocol itself is normexp.protocol.
 
 Without ``protocol.lr_grid`` this is BasicSweeper, unchanged. With a grid, jobs are launched in
 rounds until the plan (normexp.protocol.plan) has nothing new: the selection runs of every cell
-first, then, from what the store holds, the widened grid values and the record runs. Every job
+first, then, from what the store holds, the widened grid values and the record runs, then the
+convergence check's runs (stage check: twice the budget, on the first seed of record of every
+cell in ``protocol.check``; launched after the record runs of their round). Every job
 still decides for itself whether to train (a finished run is skipped), so a rerun of the same
 command recomputes the same selection and trains only what is missing.
 """
@@ -18,7 +20,14 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from omegaconf import OmegaConf
 
 from normexp.errors import one_line_errors
-from normexp.protocol.plan import Job, JobRecords, plan, uses_protocol, write_selection
+from normexp.protocol.plan import (
+    STAGE_CHECK,
+    Job,
+    JobRecords,
+    plan,
+    uses_protocol,
+    write_selection,
+)
 from normexp.sweep import sweep_overrides
 from normexp.validate import composition_errors
 
@@ -49,6 +58,9 @@ class ProtocolSweeper(BasicSweeper):
             returns.append(results)
         path = write_selection(current)
         log.info("normexp: LR selection of %d cells in %s", len(current.selection), path)
+        checks = sum(STAGE_CHECK in job for job in current.jobs)
+        if checks:
+            log.info("normexp: %d convergence-check runs (twice the budget)", checks)
         if current.unplanned:
             log.warning(
                 "normexp: %d cells have no LR chosen (selection runs not finished); their "

@@ -1,34 +1,55 @@
-"""The convergence check, written once (README "Fair protocol").
+"""The convergence check, written once (README "Fair protocol"; configs/config.yaml, protocol).
 
-A run is trained when its validation accuracy improved by less than 1 pp over the last quarter
-of training: final value minus the value max(1, epochs // 4) epochs before the end (a one-epoch
-run cannot be judged: None). A cell (the runs of record of one configuration, over seeds) passes
-when its mean curve over seeds passes: the mean is less noisy than any one seed, and a claim is
-decided on means. Per-epoch validation accuracy comes from each run's metrics.jsonl, which
-collect puts in the ``val_acc_by_epoch`` column.
+Rule: a cell counts as trained when training it for twice its budget (train.epochs x2, or
+train.steps x2 when a step budget is set; the LR schedule spans the doubled budget; everything
+else identical, same seed) raises final validation accuracy by less than 1 pp.
+
+Why not "improved by < 1 pp over the last quarter of training": every classification run uses a
+one-cycle schedule that anneals the LR to 0 over that quarter, so the gain there measures the
+schedule, not under-training, and almost no run passes it.
+
+The doubled run (``protocol.stage`` check, planned by normexp/protocol/plan.py for the cells an
+experiment declares in ``protocol.check``) is trained on the cell's first seed of record at the
+LR multiplier the selection chose, and paired with that seed's run of record: ``gain_pp`` is its
+final val_acc minus the run of record's, in pp. A check run is never a run of record
+(``columns.table`` leaves it out of every verdict table); it is read here only, from the raw
+collected table. A cell without a finished pair is *not checked* (``converged`` None): never a
+pass, and reported as "not checked", not as failed.
 """
 
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 
 from normexp.analysis import columns as col
 
-THRESHOLD = 0.01  # 1 pp of accuracy
+THRESHOLD_PP = 1.0  # the doubled budget must gain less than this (pp of validation accuracy)
+VAL_ACC = "val_acc"  # the final validation accuracy, in every classification run's summary
+CHECK_STAGE = "check"
+# Columns in which a check run differs from its run of record by construction.
+BUDGET_COLUMNS = (col.EPOCHS, "train.steps")
+PAIR = ("record_val_acc", "check_val_acc", "gain_pp")
 
 
-def improvement(curve: Sequence[float]) -> float | None:
-    """Validation accuracy gained over the last quarter of training (None: one epoch)."""
-    n = len(curve)
-    if n < 2:
+def converged(gain_pp: float | None) -> bool | None:
+    """The rule on one doubled-budget gain (pp): True below THRESHOLD_PP; None: not checked."""
+    if gain_pp is None or pd.isna(gain_pp):
         return None
-    return float(curve[-1] - curve[-1 - max(1, n // 4)])
+    return bool(gain_pp < THRESHOLD_PP)
 
 
-def run_converged(curve: Sequence[float]) -> bool | None:
-    gain = improvement(curve)
-    return None if gain is None else gain < THRESHOLD
+def _stage(df: pd.DataFrame) -> pd.Series:
+    return df[col.STAGE].fillna("record") if col.STAGE in df else pd.Series("record", df.index)
+
+
+def check_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The convergence check's runs of a raw collected table (none in older tables)."""
+    return df[_stage(df) == CHECK_STAGE] if not df.empty else df
+
+
+def record_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs of record of a raw collected table, as ``columns.table`` gives them."""
+    return col.table({"x": df}, "x")
 
 
 def cell_columns(df: pd.DataFrame) -> list[str]:
@@ -36,40 +57,98 @@ def cell_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in col.CONFIG_COLUMNS if c in df and df[c].nunique(dropna=False) > 1]
 
 
-def cell_convergence(df: pd.DataFrame, cells: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per cell of the finished runs: the cell columns, ``runs``, ``gain_pp`` (of the
-    mean curve over seeds) and ``converged`` (None where it cannot be judged)."""
-    cells = list(cell_columns(df) if cells is None else cells)
-    out_columns = [*cells, "runs", "gain_pp", "converged"]
-    if df.empty or col.VAL_ACC_BY_EPOCH not in df:
-        return pd.DataFrame(columns=out_columns)
-    ok = df[(df[col.STATUS] == "ok") & df[col.VAL_ACC_BY_EPOCH].notna()]
+def _match_key(row: pd.Series, columns: Sequence[str]) -> tuple:
+    """A hashable identity of a run over ``columns`` (NaN and None compare equal)."""
+    return tuple(None if pd.isna(v) else str(v) for v in (row.get(c) for c in columns))
+
+
+def paired_gains(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run of record that has a finished check run: the run of record's row (its
+    config columns), ``record_val_acc``, ``check_val_acc`` and ``gain_pp``. A check run pairs
+    with the run of record equal to it in every config column but the budget (and stage), seed
+    and LR multiplier included; the latest one counts if a cell has several."""
+    record = record_runs(df)
+    checks = check_runs(df)
+    if record.empty or checks.empty or VAL_ACC not in df:
+        return pd.DataFrame(columns=[*record.columns, *PAIR])
+    same = [
+        c
+        for c in (*col.CONFIG_COLUMNS, col.SEED, col.LR_MULT)
+        if c in df and c not in BUDGET_COLUMNS
+    ]
+    ok = checks[(checks[col.STATUS] == "ok") & checks[VAL_ACC].notna()]
+    if col.FINISHED_AT in ok:
+        ok = ok.sort_values(col.FINISHED_AT, na_position="first")
+    by_key = {_match_key(r, same): float(r[VAL_ACC]) for _, r in ok.iterrows()}  # latest wins
     rows = []
-    for key, group in ok.groupby(cells, sort=True) if cells else [((), ok)]:
-        curves = [list(c) for c in group[col.VAL_ACC_BY_EPOCH]]
-        length = min(len(c) for c in curves)
-        mean = np.mean([c[:length] for c in curves], axis=0)
-        gain = improvement(mean)
+    for _, r in record[(record[col.STATUS] == "ok") & record[VAL_ACC].notna()].iterrows():
+        doubled = by_key.get(_match_key(r, same))
+        if doubled is not None:
+            base = float(r[VAL_ACC])
+            rows.append(
+                {**r.to_dict(), "record_val_acc": base, "check_val_acc": doubled,
+                 "gain_pp": 100 * (doubled - base)}
+            )
+    return pd.DataFrame(rows, columns=[*record.columns, *PAIR])
+
+
+OUT = ("runs", "seed", "declared", "gain_pp", "converged")
+CHECK_PREFIX = "protocol.check."  # the declared sub-grid, as collect flattens it
+
+
+def declared(row: pd.Series) -> bool:
+    """Whether a run of record lies in the sub-grid its experiment declared for the check
+    (``protocol.check``: {field: "v1,v2"}; a section such as norm stands for its name)."""
+    fields = {c[len(CHECK_PREFIX):]: row[c] for c in row.index if c.startswith(CHECK_PREFIX)}
+    fields = {k: v for k, v in fields.items() if not pd.isna(v)}
+    if not fields:
+        return False
+    for path, allowed in fields.items():
+        column = path if path in row.index else f"{path}.name"
+        listed = {str(v).strip() for v in str(allowed).strip("[]").replace("'", "").split(",")}
+        if column not in row.index or str(row[column]) not in listed:
+            return False
+    return True
+
+
+def cell_convergence(df: pd.DataFrame, cells: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per cell of the runs of record of the raw collected table ``df`` (check runs
+    included): the cell columns, ``runs`` (of record), ``seed`` (the first seed of record, the
+    one the check pairs with), ``gain_pp`` (doubled budget minus record, pp of val_acc) and
+    ``converged`` (True/False by the rule; None: not checked). ``cells`` defaults to the config
+    columns that vary between the runs of record."""
+    record = record_runs(df)
+    cells = list(cell_columns(record) if cells is None else cells)
+    out_columns = [*cells, *OUT]
+    if record.empty:
+        return pd.DataFrame(columns=out_columns)
+    col.require(record, (col.STATUS, col.SEED, *cells))  # a renamed column is an error
+    pairs = paired_gains(df)
+    rows = []
+    for key, group in record.groupby(cells, sort=True, dropna=False) if cells else [((), record)]:
         key = key if isinstance(key, tuple) else (key,)
-        rows.append(
-            {
-                **dict(zip(cells, key, strict=True)),
-                "runs": len(curves),
-                "gain_pp": None if gain is None else 100 * gain,
-                "converged": run_converged(mean),
-            }
-        )
+        here = dict(zip(cells, key, strict=True))
+        seed = int(group[col.SEED].min())  # the first seed of record: the check's seed
+        mine = pairs[pairs[col.SEED] == seed] if not pairs.empty else pairs
+        for c, v in here.items():
+            mine = mine[mine[c].isna()] if pd.isna(v) else mine[mine[c] == v]
+        # A cell made of several sweep cells (coarser ``cells``) is judged by its worst gain.
+        gain = float(mine["gain_pp"].max()) if len(mine) else None
+        rows.append({**here, "runs": len(group), "seed": seed,
+                     "declared": bool(group.apply(declared, axis=1).all()), "gain_pp": gain,
+                     "converged": converged(gain)})
     return pd.DataFrame(rows, columns=out_columns)
 
 
 def passing(df: pd.DataFrame, cells: Sequence[str]) -> pd.DataFrame:
-    """The runs of ``df`` in cells that pass the check (tables without per-epoch curves, from
-    before the check existed, pass whole: nothing to judge them by)."""
-    if df.empty or col.VAL_ACC_BY_EPOCH not in df:
-        return df
+    """The runs of record of the raw collected table ``df`` in cells that pass the check. A cell
+    not checked does not pass: C8 uses only cells shown to be trained."""
+    record = record_runs(df)
+    if record.empty:
+        return record
     check = cell_convergence(df, cells)
     good = check[check["converged"] == True][list(cells)]  # noqa: E712 - None is not a pass
-    return df.merge(good, on=list(cells), how="inner")
+    return record.merge(good, on=list(cells), how="inner")
 
 
 def short(column: str) -> str:
@@ -78,17 +157,37 @@ def short(column: str) -> str:
     return section.rpartition(".")[2] if field == "name" else field
 
 
+def _names(rows: pd.DataFrame, cells: list[str], gains: bool) -> str:
+    return "; ".join(
+        (", ".join(f"{short(c)}={r[c]}" for c in cells) or "all")
+        + (f" (+{r['gain_pp']:.1f} pp)" if gains else "")
+        for _, r in rows.iterrows()
+    )
+
+
 def failing_note(check: pd.DataFrame) -> str:
-    """One sentence for a verdict's notes naming the cells that fail the check ('' if none)."""
+    """One or two sentences for a verdict's notes: the cells that fail the check, and the cells
+    not checked ('' if every cell passes)."""
+    cells = [c for c in check.columns if c not in OUT]
     failed = check[check["converged"] == False]  # noqa: E712
-    if failed.empty:
-        return ""
-    cells = [c for c in check.columns if c not in ("runs", "gain_pp", "converged")]
-    names = "; ".join(
-        ", ".join(f"{short(c)}={r[c]}" for c in cells) + f" (+{r['gain_pp']:.1f} pp)"
-        for _, r in failed.iterrows()
-    )
-    return (
-        f"Convergence check: {len(failed)} of {len(check)} cells still improved by >= 1 pp of "
-        f"validation accuracy over the last quarter of training (under-trained): {names}."
-    )
+    unchecked = check[check["converged"].isna()]
+    missing = unchecked[unchecked["declared"] == True]  # noqa: E712
+    outside = len(unchecked) - len(missing)
+    parts = []
+    if not failed.empty:
+        parts.append(
+            f"Convergence check: {len(failed)} of {len(check)} cells fail it (twice the budget "
+            f"raised validation accuracy by >= {THRESHOLD_PP:g} pp: under-trained): "
+            f"{_names(failed, cells, gains=True)}."
+        )
+    if not missing.empty:
+        parts.append(
+            f"Convergence check: {len(missing)} of {len(check)} cells not checked (their run at "
+            f"twice the budget is not finished): {_names(missing, cells, gains=False)}."
+        )
+    if outside:
+        parts.append(
+            f"Convergence check: {outside} of {len(check)} cells not checked (outside the "
+            "sub-grid the experiment declares in protocol.check)."
+        )
+    return " ".join(parts)

@@ -67,8 +67,9 @@ def pooled_error(df: pd.DataFrame, norm: str, batches: list[int]) -> dict[int, f
 
 
 def trained_runs(tables: dict) -> pd.DataFrame:
-    """The runs of record in (norm, batch) cells that pass the convergence check."""
-    return passing(col.table(tables, EXPERIMENT), [col.NORM, col.BATCH])
+    """The runs of record in (norm, batch) cells that pass the convergence check (the raw
+    table: the check's runs pair with the runs of record there; not checked is no pass)."""
+    return passing(tables.get(EXPERIMENT, pd.DataFrame()), [col.NORM, col.BATCH])
 
 
 def _usable(df: pd.DataFrame) -> bool:

@@ -1,6 +1,7 @@
 """The fair protocol in the report: per claim, the LR chosen for each cell, a small figure of
 validation accuracy vs LR multiplier (figures/<claim>_lr.png), and the convergence check of the
-cells of record (a note in the verdict naming the cells that fail it).
+cells of record (budget doubling: a note in the verdict naming the cells that fail it and
+those not checked).
 
 ``protocol_entry`` is the one hook the figures step calls per claim; ``protocol_markdown`` the
 one the report calls. Selection runs are read here only: every analysis reads runs of record
@@ -78,7 +79,7 @@ def chosen_lrs(record: pd.DataFrame) -> list[dict]:
 
 def protocol_entry(raw: Tables, analysis: ClaimAnalysis, results_dir: Path, verdict: dict) -> None:
     """Add the claim's protocol facts to its verdict: chosen LRs, the LR figure, the cells that
-    fail the convergence check (also as a sentence in the notes)."""
+    fail the convergence check and those not checked (also as sentences in the notes)."""
     from normexp.analysis.columns import table
 
     entry: dict = {}
@@ -90,11 +91,19 @@ def protocol_entry(raw: Tables, analysis: ClaimAnalysis, results_dir: Path, verd
         record = table(raw, experiment)
         if chosen := chosen_lrs(record):
             entry.setdefault("chosen_lr", {})[experiment] = chosen
-        check = cell_convergence(record)
+        # The raw table: the check runs pair with the runs of record there (never in ``record``).
+        check = cell_convergence(raw.get(experiment, pd.DataFrame()))
+        if not check["declared"].any():
+            continue  # an experiment that declares no check (reported, not deciding)
         if note := failing_note(check):
             failing.append(f"{experiment}: {note}")
-            cells = check[check["converged"] == False]  # noqa: E712
-            entry.setdefault("unconverged_cells", {})[experiment] = int(len(cells))
+        counts = {
+            "unconverged_cells": int((check["converged"] == False).sum()),  # noqa: E712
+            "unchecked_cells": int(check["converged"].isna().sum()),
+        }
+        for name, n in counts.items():
+            if n:
+                entry.setdefault(name, {})[experiment] = n
     if failing:
         verdict["notes"] = " ".join([verdict.get("notes") or "", *failing]).strip()
     if entry:
@@ -112,6 +121,7 @@ def protocol_markdown(verdict: dict) -> list[str]:
         lines += [f"*Chosen LR ({experiment}, multiplier of the batch-scaled base).* {chosen}", ""]
     if "lr_figure" in entry:
         lines += [f"[Validation accuracy vs LR]({entry['lr_figure']})", ""]
-    for experiment, n in entry.get("unconverged_cells", {}).items():
-        lines += [f"*Convergence check ({experiment}).* {n} cell(s) fail it: see the notes.", ""]
+    for name, what in (("unconverged_cells", "fail it"), ("unchecked_cells", "not checked")):
+        for experiment, n in entry.get(name, {}).items():
+            lines += [f"*Convergence check ({experiment}).* {n} cell(s) {what}: see the notes.", ""]
     return lines

@@ -8,7 +8,8 @@ results folder without runs/ is searched one level down (one store per profile).
 
 ``python -m normexp.bench.cost --profile standard`` projects a whole profile instead, before
 anything runs: every experiment's jobs (the LR protocol's selection runs included, at the first
-grid: a widened edge adds more) composed at that profile, each priced by the frozen time model
+grid: a widened edge adds more; and the convergence check's runs at twice the budget, stage
+check) composed at that profile, each priced by the frozen time model
 below (``job_seconds``), and the wall time on ``workers`` cores (``profile_cost``). It prices
 what `make run-sweep` runs; the grid's experiments (`make run-grid`) are priced as a separate
 table, and the GPU bundle's experiments (normexp/gpu_bundle.py, CUDA only) not at all."""
@@ -149,23 +150,39 @@ def job_seconds(config: Mapping) -> float:
 def experiment_jobs(config) -> list[tuple[str, dict]]:
     """Every job a sweep of the composed master ``config`` runs on an empty store, as (stage,
     resolved config): the LR protocol's selection runs at the first grid (normexp.protocol.plan:
-    each selection cell x multiplier x selection seed), then the sweep's own jobs."""
-    from normexp.compose import JobComposer
-    from normexp.protocol.plan import SEED, _without, selection_cell, selection_jobs, uses_protocol
+    each selection cell x multiplier x selection seed), then the sweep's own jobs, then the
+    convergence check's (each checked cell's first seed at twice the budget; the multiplier,
+    chosen later, does not change the price: the first grid value stands in)."""
+    from normexp.protocol.plan import (
+        SEED,
+        JobRecords,
+        _without,
+        check_job,
+        first_seed_job,
+        in_check,
+        selection_cell,
+        selection_jobs,
+        uses_protocol,
+    )
     from normexp.sweep import sweep_overrides
-    from normexp.validate import resolve_config
 
-    compose = JobComposer(config)
+    records = JobRecords(config, machine=False)
     basic = [tuple(j) for j in sweep_overrides(config)]
     jobs = [("record", j) for j in basic]
     if uses_protocol(config) and basic:
-        settings = resolve_config(compose(basic[0]), machine=False)["protocol"]
-        cells = dict.fromkeys(
-            selection_cell(_without(j, SEED), settings["select_batch_size"]) for j in basic
-        )
+        settings = records(basic[0])[0]["protocol"]
+        cells: dict[tuple, list[tuple]] = {}
+        for j in basic:
+            cells.setdefault(_without(j, SEED), []).append(j)
+        chosen = dict.fromkeys(selection_cell(c, settings["select_batch_size"]) for c in cells)
         grid, seeds = settings["lr_grid"], settings["selection_seeds"]
-        jobs = [("select", j) for c in cells for j in selection_jobs(c, grid, seeds)] + jobs
-    return [(stage, resolve_config(compose(job), machine=False)) for stage, job in jobs]
+        jobs = [("select", j) for c in chosen for j in selection_jobs(c, grid, seeds)] + jobs
+        for cell_jobs in cells.values():
+            first = first_seed_job(cell_jobs, records)
+            if in_check(records(first)[0], settings.get("check")):
+                mult = settings.get("check_budget_mult", 2)
+                jobs.append(("check", check_job(first, records(first)[0], mult)))
+    return [(stage, records(job)[0]) for stage, job in jobs]
 
 
 def experiment_names() -> list[str]:
@@ -199,7 +216,7 @@ def profile_cost(
     profile: str, workers: int = 2, experiments: list[str] | None = None
 ) -> pd.DataFrame:
     """The projected cost of ``make run-sweep PROFILE=profile`` (or of ``experiments``, e.g. the
-    grid's) on an empty store: one row per experiment (selection runs, record runs, run-minutes
+    grid's) on an empty store: one row per experiment (selection, record and check runs, run-minutes
     on one core, wall minutes on ``workers`` cores), in run order. A run that an earlier
     experiment already holds (the same run key) is counted once."""
     import contextlib
@@ -223,7 +240,7 @@ def profile_cost(
                 overrides=[f"experiment={name}", f"profile={profile}"],
                 return_hydra_config=True,
             )
-            row = {"experiment": name, "select": 0, "record": 0, "run_min": 0.0}
+            row = {"experiment": name, "select": 0, "record": 0, "check": 0, "run_min": 0.0}
             for stage, job in experiment_jobs(config):
                 key = f"{job['claim']['name']}/{run_key(job)}"
                 if key in seen:
@@ -264,7 +281,8 @@ def main() -> None:
             print(table.to_string(float_format="{:.1f}".format))
             print(
                 f"make {target} PROFILE={args.profile}: {table['select'].sum()} selection + "
-                f"{table['record'].sum()} record runs, {table['run_min'].sum():.0f} run-min, "
+                f"{table['record'].sum()} record + {table['check'].sum()} check runs, "
+                f"{table['run_min'].sum():.0f} run-min, "
                 f"{table['wall_min'].sum():.0f} min on {args.workers} workers (projected)\n"
             )
         print(f"not priced (GPU bundle, CUDA only): {', '.join(gpu_experiments())}")

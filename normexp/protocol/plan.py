@@ -2,8 +2,10 @@
 
 ``plan`` is a pure function of the sweep's plain jobs (BasicSweeper's enumeration) and what the
 store holds now: the selection jobs of every cell (stage select), the grid widened where a
-finished selection picks an edge, and the record jobs (stage record: the sweep's own jobs at the
-chosen multiplier) of every cell whose selection is decided. The sweeper launches what is new
+finished selection picks an edge, the record jobs (stage record: the sweep's own jobs at the
+chosen multiplier) of every cell whose selection is decided, and then the check jobs (stage
+check: the convergence check's budget-doubling run of every cell in ``protocol.check``, on the
+cell's first seed of record at the chosen multiplier). The sweeper launches what is new
 until nothing is (a fixpoint), so a rerun of the same command recomputes the same selection and
 launches only what is not finished; the sweep callback uses it to validate and count the jobs.
 """
@@ -32,6 +34,8 @@ from normexp.validate import resolve_config, runs_remotely
 
 Job = tuple[str, ...]  # one job's overrides, as Hydra's launcher takes them
 SEED, BATCH, STAGE_SELECT = "seed", "train.batch_size", "protocol.stage=select"
+STAGE_CHECK = "protocol.stage=check"
+EPOCHS, STEPS = "train.epochs", "train.steps"
 
 
 def uses_protocol(config: DictConfig) -> bool:
@@ -89,6 +93,48 @@ def selection_cell(cell: Job, select_batch_size: int | None) -> Job:
 
 def selection_jobs(cell: Job, grid: Sequence[float], seeds: Sequence[int]) -> list[Job]:
     return [(*cell, _mult(m), f"{SEED}={s}", STAGE_SELECT) for m in grid for s in seeds]
+
+
+def _field(config: Mapping, path: str) -> object:
+    """A dotted field of a resolved config; a section (norm, model, an experiment's arm or
+    cell) stands for its ``name`` when it has one. Missing: None."""
+    node: object = config
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node.get("name") if isinstance(node, Mapping) else node
+
+
+def in_check(config: Mapping, check: Mapping | None) -> bool:
+    """Whether the resolved job ``config`` lies in the declared sub-grid ``check`` ({field:
+    "v1,v2" or a list}): every field's value among the listed ones. Listed values that the
+    sweep does not have are simply never met (the sub-grid is intersected with the sweep)."""
+    if not check:
+        return False
+    for path, allowed in check.items():
+        listed = allowed.split(",") if isinstance(allowed, str) else list(allowed)
+        if str(_field(config, path)) not in {str(v).strip() for v in listed}:
+            return False
+    return True
+
+
+def check_job(job: Sequence[str], config: Mapping, mult: int) -> Job:
+    """The budget-doubling run of a run of record (``job``, resolved as ``config``): its budget
+    x ``mult`` (train.steps when a step budget is set, else train.epochs; the schedule spans
+    the budget), stage check, everything else as the run of record."""
+    train = config["train"]
+    steps = train.get("steps")
+    if steps is not None:
+        budget = f"{STEPS}={mult * steps}"
+    else:
+        budget = f"{EPOCHS}={mult * train['epochs']}"
+    return (*_without(job, EPOCHS, STEPS), budget, STAGE_CHECK)
+
+
+def first_seed_job(jobs: Sequence[Job], records: "JobRecords") -> Job:
+    """The job of a cell's first (smallest) seed of record."""
+    return min(jobs, key=lambda j: records(j)[0]["seed"])
 
 
 def _rows(jobs: list[Job], records: JobRecords, metric: str) -> "pd.DataFrame":
@@ -176,12 +222,21 @@ def plan(config: DictConfig, basic_jobs: Sequence[Sequence[str]], records: JobRe
         # Named by the experiment's grid axes only (not the command line's fixed settings).
         out.selection[" ".join(o for o in sel if _key(o) in axes) or "all"] = outcome
         chosen[sel] = outcome.get("chosen") if outcome["complete"] else None
+    checks: list[Job] = []  # after every record job: the check stage follows the record stage
     for cell, jobs in cells.items():
         m = chosen[selection_cell(cell, settings["select_batch_size"])]
-        if m is None:
+        placeholder = m is None
+        if placeholder:
             out.unplanned.append((*jobs[0], _mult(settings["lr_grid"][0])))
         else:
             out.jobs += [(*job, _mult(m)) for job in jobs]
+        first_job = first_seed_job(jobs, records)
+        config_of_first = records(first_job)[0]
+        if in_check(config_of_first, settings.get("check")):
+            job = check_job(first_job, config_of_first, settings.get("check_budget_mult", 2))
+            job = (*job, _mult(settings["lr_grid"][0] if placeholder else m))
+            (out.unplanned if placeholder else checks).append(job)
+    out.jobs += checks
     return out
 
 

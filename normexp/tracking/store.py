@@ -79,6 +79,9 @@ NEUTRAL_FIELDS = (
     ("train", "max_minutes", None),
 )
 OPTIONAL_SECTIONS = (("protocol", "lr_grid"),)  # (section, switch): left out while switch is null
+# Fields that say which runs a sweep plans, never what one run computes: left out of every key
+# (a check run differs from its run of record by its budget and protocol.stage).
+PLANNING_FIELDS = (("protocol", "check"), ("protocol", "check_budget_mult"))
 # Entries of the per-profile ``scale`` table added after runs were stored: a lookup table whose
 # values a run uses reach its key through the fields that read them (model.depth, ...). `sweep`:
 # per-profile sweep values (a model or batch-size dimension), which reach it as model.name, ...
@@ -92,6 +95,10 @@ def _without_neutral(identity: dict) -> dict:
     for section, name, neutral in NEUTRAL_FIELDS:
         node = identity.get(section)
         if isinstance(node, Mapping) and name in node and node[name] == neutral:
+            identity[section] = {k: v for k, v in node.items() if k != name}
+    for section, name in PLANNING_FIELDS:
+        node = identity.get(section)
+        if isinstance(node, Mapping) and name in node:
             identity[section] = {k: v for k, v in node.items() if k != name}
     for section, switch in OPTIONAL_SECTIONS:
         node = identity.get(section)

@@ -1,5 +1,6 @@
-"""The fair protocol: LR selection (pure rule and the sweeper's plan), the step budget, the
-convergence check, and the committed store's run keys."""
+"""The fair protocol: LR selection (pure rule and the sweeper's plan), the step budget, a sweep's
+three stages end to end, and the committed store's run keys (the convergence check's rule and
+plan: tests/unit/test_convergence_check.py)."""
 
 import json
 import math
@@ -11,7 +12,6 @@ import pandas as pd
 import pytest
 import torch
 
-from normexp.analysis.convergence import improvement, run_converged
 from normexp.protocol.plan import JobRecords, plan
 from normexp.protocol.select import LR_MULT, select_lr, widened
 from normexp.sweep import sweep_overrides
@@ -139,7 +139,9 @@ def finish(record: RunRecord, config: dict, status: str, val_acc: float) -> None
 
 def test_plan_stages_selection_widening_and_record_jobs(tmp_path):
     with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        config = master_config(tmp_path, "protocol.lr_grid=[0.5,2.0]", "protocol.max_widen=1")
+        config = master_config(
+            tmp_path, "protocol.lr_grid=[0.5,2.0]", "protocol.max_widen=1", "protocol.check=null"
+        )  # the check stage: tests/unit/test_convergence_check.py
         basic = sweep_overrides(config)
         records = JobRecords(config)
         first = plan(config, basic, records)
@@ -262,17 +264,6 @@ def test_budget_in_steps_stops_after_exactly_n_steps(epochs, steps, taken, logge
     assert hooks[0].optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
-# --- convergence ------------------------------------------------------------------------------
-
-
-def test_convergence_on_synthetic_curves():
-    assert run_converged([0.2, 0.4, 0.5, 0.505]) is True  # +0.5 pp over the last quarter
-    assert run_converged([0.2, 0.3, 0.4, 0.45]) is False  # +5 pp
-    assert run_converged([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.604, 0.608]) is True  # 2 of 8
-    assert run_converged([0.3]) is None  # one epoch: no last quarter to compare with
-    assert improvement([0.2, 0.4, 0.5, 0.52]) == pytest.approx(0.02)
-
-
 # --- the committed store keeps its keys -------------------------------------------------------
 
 
@@ -295,30 +286,46 @@ def test_selection_file_sits_in_the_experiments_store_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_protocol_sweep_selects_then_records_and_resumes(tmp_path, cifar_data):
+def test_protocol_sweep_selects_records_checks_and_resumes(tmp_path, cifar_data):
+    from normexp.analysis.columns import table
+    from normexp.analysis.convergence import cell_convergence
+    from normexp.tracking.collect import collect_runs
+
     data_dir, extra = cifar_data
     args = [
         "normexp.run", "-m", "experiment=not_ics", "profile=smoke", "tracking.mode=disabled",
         "runtime.progress=false", f"hydra.sweep.dir={tmp_path / 'hydra'}",
         "hydra.sweeper.params.norm='none,batch'", "protocol.lr_grid=[0.5,2.0]",
-        "protocol.max_widen=0", *extra,
+        "protocol.max_widen=0", "protocol.check.norm=batch", *extra,
     ]
     first = run_cli(args, tmp_path / "results", data_dir)
     assert first.returncode == 0, first.stderr[-3000:]
     store = tmp_path / "results" / "smoke" / "runs" / "not_ics"
     configs = [json.loads(p.read_text()) for p in store.glob("*/config.json")]
     stages = sorted(c["protocol"]["stage"] for c in configs)
-    assert stages == ["record"] * 2 + ["select"] * 4
+    assert stages == ["check"] + ["record"] * 2 + ["select"] * 4  # check: the declared cell
     selection = json.loads(selection_path(tmp_path / "results" / "smoke", "not_ics").read_text())
     picks = {cell: entry["chosen"] for cell, entry in selection["cells"].items()}
     assert set(picks) == {"norm=none", "norm=batch"}
+    record_epochs = set()
     for c in configs:
-        if c["protocol"]["stage"] == "record":
+        if c["protocol"]["stage"] in ("record", "check"):
             assert c["seed"] == 0 and c["optim"]["lr_mult"] == picks[f"norm={c['norm']['name']}"]
-    assert "sweep of 6 runs" in first.stderr
+        if c["protocol"]["stage"] == "record":
+            record_epochs.add(c["train"]["epochs"])
+    (check,) = [c for c in configs if c["protocol"]["stage"] == "check"]
+    assert check["norm"]["name"] == "batch" and [check["train"]["epochs"] / 2] == [*record_epochs]
+    assert "sweep of 7 runs" in first.stderr
+
+    # collected: the check run is in the raw table, never in the runs of record
+    raw = collect_runs(tmp_path / "results" / "smoke", "not_ics")
+    assert len(raw) == 7 and len(table({"not_ics": raw}, "not_ics")) == 2
+    cells = cell_convergence(raw).set_index("norm.name")
+    assert cells.loc["batch", "converged"] in (True, False)  # checked: judged by the rule
+    assert cells.loc["none", "converged"] is None and not cells.loc["none", "declared"]
 
     again = run_cli(args, tmp_path / "results", data_dir)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "sweep of 6 runs (6 finished before, skipped)" in again.stderr
+    assert "sweep of 7 runs (7 finished before, skipped)" in again.stderr
     again_selection = selection_path(tmp_path / "results" / "smoke", "not_ics").read_text()
     assert json.loads(again_selection) == selection

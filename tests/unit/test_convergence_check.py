@@ -1,0 +1,271 @@
+"""The convergence check (budget doubling): the rule on synthetic collected tables, the check
+runs kept out of the verdict tables, and the sweeper's check stage (planned in process on a fake
+store; end to end at smoke in tests/unit/test_protocol.py)."""
+
+import hydra
+import numpy as np
+import pandas as pd
+import pytest
+
+from normexp.analysis import columns as col
+from normexp.analysis.convergence import (
+    cell_convergence,
+    converged,
+    failing_note,
+    paired_gains,
+    passing,
+)
+from normexp.analysis.lr_selection import protocol_markdown
+from normexp.protocol.plan import JobRecords, in_check, plan
+from normexp.sweep import sweep_overrides
+from tests.helpers import REPO
+
+CONFIG_DIR = str(REPO / "configs")
+DECLARED = {"protocol.check.train.batch_size": "32,128", "protocol.check.norm": "batch,group"}
+
+
+def record_table(norms=("batch", "group"), batches=(32, 128), seeds=(0, 1, 2)) -> pd.DataFrame:
+    """Runs of record as collect writes them (stage record, the declared sub-grid flattened)."""
+    rows = []
+    for norm in norms:
+        for batch in batches:
+            for seed in seeds:
+                rows.append(
+                    {
+                        col.NORM: norm, col.BATCH: batch, col.EPOCHS: 4, col.SEED: seed,
+                        col.LR_MULT: 0.5 if norm == "batch" else 2.0, col.STAGE: "record",
+                        col.STATUS: "ok", "val_acc": 0.60 + 0.01 * seed, "test_acc": 0.6,
+                        "test_err": 0.4, **DECLARED,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def with_checks(record: pd.DataFrame, gains_pp: dict, seed: int = 0) -> pd.DataFrame:
+    """``record`` plus one check run (epochs x2, stage check) per cell in ``gains_pp``
+    ({(norm, batch): pp}), on ``seed``, its val_acc that seed's run of record's + the gain."""
+    rows = []
+    for (norm, batch), gain in gains_pp.items():
+        base = record[(record[col.NORM] == norm) & (record[col.BATCH] == batch)
+                      & (record[col.SEED] == seed)].iloc[0]
+        row = base.to_dict()
+        row.update({col.EPOCHS: 8, col.STAGE: "check", "val_acc": base["val_acc"] + gain / 100,
+                    "test_acc": 0.99, "test_err": 0.01})
+        rows.append(row)
+    return pd.concat([record, pd.DataFrame(rows)], ignore_index=True)
+
+
+def by_cell(check: pd.DataFrame) -> dict:
+    return {(r[col.NORM], r[col.BATCH]): r["converged"] for _, r in check.iterrows()}
+
+
+# --- the rule -----------------------------------------------------------------------------
+
+
+def test_rule_passes_below_one_pp_and_fails_at_one():
+    assert converged(0.9) is True and converged(-2.0) is True
+    assert converged(1.0) is False and converged(5.0) is False
+    assert converged(None) is None and converged(float("nan")) is None
+
+
+def test_cells_on_synthetic_tables():
+    gains = {("batch", 32): 0.9, ("batch", 128): 1.0, ("group", 32): -0.3}
+    df = with_checks(record_table(), gains)
+    check = cell_convergence(df)
+    assert by_cell(check) == {("batch", 32): True, ("batch", 128): False, ("group", 32): True,
+                              ("group", 128): None}  # no check run: not checked
+    row = check.set_index([col.NORM, col.BATCH]).loc[("batch", 128)]
+    assert row["gain_pp"] == pytest.approx(1.0) and row["runs"] == 3 and row["seed"] == 0
+    assert check["declared"].all()
+
+
+def test_check_pairs_with_the_first_seed_at_the_same_multiplier():
+    record = record_table()
+    # a check run on seed 1, or at another multiplier, is not this cell's check
+    df = with_checks(record, {("batch", 32): 0.2}, seed=1)
+    assert by_cell(cell_convergence(df))[("batch", 32)] is None
+    df = with_checks(record, {("batch", 32): 0.2})
+    df.loc[df[col.STAGE] == "check", col.LR_MULT] = 1.0
+    assert paired_gains(df).empty
+    df = with_checks(record, {("batch", 32): 0.2})
+    pair = paired_gains(df).iloc[0]
+    assert pair[col.SEED] == 0 and pair["record_val_acc"] == pytest.approx(0.60)
+    assert pair["gain_pp"] == pytest.approx(0.2)
+
+
+def test_a_failed_check_run_leaves_the_cell_unchecked():
+    df = with_checks(record_table(), {("batch", 32): 0.2})
+    df.loc[df[col.STAGE] == "check", col.STATUS] = "failed"
+    assert by_cell(cell_convergence(df))[("batch", 32)] is None
+
+
+def test_not_checked_is_not_a_pass_and_is_reported_as_not_checked():
+    df = with_checks(record_table(), {("batch", 32): 0.5, ("batch", 128): 3.0})
+    kept = passing(df, [col.NORM, col.BATCH])
+    assert set(zip(kept[col.NORM], kept[col.BATCH], strict=True)) == {("batch", 32)}
+    assert len(kept) == 3 and (kept[col.STAGE] == "record").all()  # only runs of record
+    note = failing_note(cell_convergence(df))
+    assert "1 of 4 cells fail it" in note and "batch_size=128 (+3.0 pp)" in note
+    assert "2 of 4 cells not checked" in note and "norm=group, batch_size=32" in note
+    # no check run anywhere: nothing passes, and nothing is called failed
+    plain = record_table()
+    assert passing(plain, [col.NORM, col.BATCH]).empty
+    note = failing_note(cell_convergence(plain))
+    assert "fail it" not in note and "4 of 4 cells not checked" in note
+
+
+def test_cells_outside_the_declared_sub_grid_are_counted_apart():
+    df = with_checks(record_table(batches=(2, 32)), {("batch", 32): 0.5, ("group", 32): 0.5})
+    check = cell_convergence(df)
+    assert check.set_index([col.NORM, col.BATCH])["declared"].to_dict() == {
+        ("batch", 2): False, ("batch", 32): True, ("group", 2): False, ("group", 32): True}
+    assert failing_note(check) == (
+        "Convergence check: 2 of 4 cells not checked (outside the sub-grid the experiment "
+        "declares in protocol.check)."
+    )
+
+
+def test_check_runs_never_reach_the_verdict_tables():
+    df = with_checks(record_table(), {("batch", 32): 0.5, ("group", 128): 0.5})
+    shown = col.table({"x": df}, "x")
+    assert len(shown) == len(record_table()) and (shown[col.STAGE] == "record").all()
+    assert (shown["test_acc"] == 0.6).all()  # the check runs' 0.99 is nowhere
+
+
+def test_c8_uses_only_passing_cells():
+    from normexp.analysis import ln_in_cnn
+
+    record = record_table(norms=("batch", "group", "layer"), batches=(32, 64, 128))
+    record["test_err"] = record[col.NORM].map({"batch": 0.40, "group": 0.45, "layer": 0.50})
+    record["test_err"] += 0.002 * np.random.default_rng(0).standard_normal(len(record))
+    record["protocol.check.norm"] = "batch,group,layer"
+    record["protocol.check.train.batch_size"] = "32,64,128"
+    every = {(n, b): 0.3 for n in ("batch", "group", "layer") for b in (32, 64, 128)}
+    v = ln_in_cnn.verdict({"bn_small_batch": with_checks(record, every)})
+    assert v["details"]["batch_sizes"] == [32, 64, 128]
+    failing_64 = {**every, ("layer", 64): 2.5}
+    v = ln_in_cnn.verdict({"bn_small_batch": with_checks(record, failing_64)})
+    assert v["details"]["batch_sizes"] == [32, 128]  # LN at 64 fails: batch 64 has no LN
+    unchecked_64 = {k: g for k, g in every.items() if k != ("layer", 64)}
+    v = ln_in_cnn.verdict({"bn_small_batch": with_checks(record, unchecked_64)})
+    assert v["details"]["batch_sizes"] == [32, 128]  # not checked is no pass either
+    assert ln_in_cnn.verdict({"bn_small_batch": record})["verdict"] == "not run yet"
+
+
+def test_report_lines_name_failing_and_unchecked_counts():
+    entry = {"protocol": {"unconverged_cells": {"e": 1}, "unchecked_cells": {"e": 2}}}
+    lines = protocol_markdown(entry)
+    assert "*Convergence check (e).* 1 cell(s) fail it: see the notes." in lines
+    assert "*Convergence check (e).* 2 cell(s) not checked: see the notes." in lines
+
+
+# --- the sweeper's check stage -----------------------------------------------------------
+
+
+def test_in_check_matches_fields_and_sections_by_name():
+    config = {"norm": {"name": "group", "groups": 32}, "train": {"batch_size": 32},
+              "arm": {"name": "wn"}}
+    assert in_check(config, {"norm": "batch,group", "train.batch_size": "32,128"})
+    assert in_check(config, {"arm": ["none", "wn"]})
+    assert not in_check(config, {"norm": "batch", "train.batch_size": "32"})
+    assert not in_check(config, {"train.batch_size": "2, 8"})
+    assert not in_check(config, None) and not in_check(config, {})
+
+
+def finish(record, config: dict, val_acc: float) -> None:
+    record.start(config)
+    record.append_metrics({"epoch": 1, "val_acc": val_acc})
+    record.finish("ok", {"epochs": 1, "run_key": record.key, "status": "ok", "val_acc": val_acc})
+
+
+def value(job, key: str) -> str:
+    return next(o.split("=", 1)[1] for o in job if o.split("=", 1)[0] == key)
+
+
+@pytest.mark.parametrize("budget", ["epochs", "steps"])
+def test_plan_checks_declared_cells_at_twice_the_budget(tmp_path, budget):
+    extra = ["train.steps=6"] if budget == "steps" else []
+    with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        config = hydra.compose(
+            "config",
+            overrides=[
+                "experiment=not_ics", "profile=smoke", f"paths.results_dir={tmp_path}",
+                "hydra.sweeper.params.norm='none,batch,noisy_batch'",
+                "hydra.sweeper.params.seed='3,1'", "protocol.lr_grid=[0.5,2.0]",
+                "protocol.max_widen=0", "protocol.check.norm='batch,group,layer'", *extra,
+            ],
+            return_hydra_config=True,
+        )
+        basic = sweep_overrides(config)
+        records = JobRecords(config)
+        first = plan(config, basic, records)
+        # before the LR is chosen: the check job is validated at a placeholder, not launched
+        assert not any("protocol.stage=check" in j for j in first.jobs)
+        assert sum("protocol.stage=check" in j for j in first.unplanned) == 1
+        val = {("none", 0.5): 0.3, ("none", 2.0): 0.2, ("batch", 0.5): 0.3, ("batch", 2.0): 0.6,
+               ("noisy_batch", 0.5): 0.4, ("noisy_batch", 2.0): 0.1}
+        for job in first.jobs:
+            cfg, record = records(job)
+            finish(record, cfg, val[cfg["norm"]["name"], cfg["optim"]["lr_mult"]])
+        second = plan(config, basic, records)
+        checks = [j for j in second.jobs if "protocol.stage=check" in j]
+        assert len(checks) == 1  # batch only: group and layer are not in this sweep
+        assert second.jobs[-1] == checks[0]  # after every record job
+        cfg, record = records(checks[0])
+        rec_cfg, rec = records(next(j for j in second.jobs if "norm=batch" in j
+                                    and "seed=1" in j and "protocol.stage=select" not in j))
+        assert cfg["norm"]["name"] == "batch" and cfg["seed"] == 1  # the first seed of record
+        assert cfg["optim"]["lr_mult"] == rec_cfg["optim"]["lr_mult"] == 2.0  # the chosen one
+        assert cfg["protocol"]["stage"] == "check" and rec_cfg["protocol"]["stage"] == "record"
+        if budget == "steps":
+            assert (cfg["train"]["steps"], rec_cfg["train"]["steps"]) == (12, 6)
+            assert cfg["train"]["epochs"] == rec_cfg["train"]["epochs"]
+        else:
+            assert cfg["train"]["epochs"] == 2 * rec_cfg["train"]["epochs"]
+            assert cfg["train"]["steps"] is None
+        assert record.key != rec.key
+        # a rerun with the check run finished plans the same jobs, nothing new
+        finish(record, cfg, 0.61)
+        assert plan(config, basic, records).jobs == second.jobs
+
+
+def test_the_check_declaration_stays_out_of_run_keys(tmp_path):
+    with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        keys = []
+        declared = ["protocol.check.norm=batch", "protocol.check_budget_mult=3"]
+        for check in (["protocol.check=null"], declared):
+            config = hydra.compose(
+                "config",
+                overrides=["experiment=not_ics", "profile=smoke", f"paths.results_dir={tmp_path}",
+                           "protocol.lr_grid=[0.5,2.0]", *check],
+                return_hydra_config=True,
+            )
+            records = JobRecords(config)
+            keys.append(records(sweep_overrides(config)[0])[1].key)
+        assert keys[0] == keys[1]
+
+
+def test_experiments_declare_their_deciding_cells(tmp_path):
+    """Every deciding experiment's check is a non-empty part of its quick sweep."""
+    expected = {"bn_small_batch": 8, "bn_small_batch_resnet": 2, "bn_position": 4,
+                "bn_position_control": 2, "not_ics": 3, "weight_side": 4}
+    with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for experiment, n in expected.items():
+            config = hydra.compose(
+                "config",
+                overrides=[f"experiment={experiment}", "profile=quick",
+                           f"paths.results_dir={tmp_path}"],
+                return_hydra_config=True,
+            )
+            current = plan(config, sweep_overrides(config), JobRecords(config))
+            checks = [j for j in current.unplanned if "protocol.stage=check" in j]
+            assert len(checks) == n, experiment
+            assert all(value(j, "seed") == "0" for j in checks), experiment
+
+
+def test_cost_projection_prices_the_check_stage():
+    from normexp.bench.cost import profile_cost
+
+    table = profile_cost("quick", experiments=["bn_small_batch", "bn_small_batch_groups"])
+    assert table.loc["bn_small_batch", "check"] == 8  # batch 32, 128 x BN, GN, LN, none
+    assert table.loc["bn_small_batch_groups", "check"] == 0  # declares no check
