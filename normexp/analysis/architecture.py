@@ -141,7 +141,7 @@ def decide(
         if m in per_arch
     ]
     if baselines[chosen]["shows_gap"]:
-        why.append(f"its no-norm baseline is clearly worse than BN at batch {BASELINE_BATCH}")
+        why.append(f"its own no-norm baseline is clearly worse than BN at batch {BASELINE_BATCH}")
     else:
         why.append("no architecture shows the gap: it decides as the fallback")
     text = [f"Decided on the {names[chosen]} ({'; '.join(why)})."]
@@ -165,8 +165,8 @@ def decide(
             f"{i} {_calls(out)[i]} on the {names[chosen]}, {c} on the {names[m]}"
             for i, m, c in differ
         )
-        sentence = f"The two architectures decide differently: {said}."
-        text.append(sentence)
+        sentence = f"the two architectures decide differently: {said}"
+        text.append(f"{sentence[0].upper()}{sentence[1:]}.")
         out["notes"] = join_notes(out.get("notes", ""), sentence)
     for sub in out.get("sub", []):
         sub["statistic"] = f"{names[chosen]}: {sub['statistic']}"
@@ -236,7 +236,7 @@ def draw_baseline(ax, dfs: Mapping[str, pd.DataFrame]) -> None:  # noqa: ANN001 
     batch 32 (mean, 95% CI, seeds as dots), the paired gap written above each pair."""
     from normexp.analysis.style import mark_not_run, norm_color, norm_label, seed_bar
 
-    ticks, labels = [], []
+    ticks, labels, top = [], [], 0.0
     for i, (model, df) in enumerate(dfs.items()):
         test = baseline(df)
         if not test["seeds"]:
@@ -246,20 +246,20 @@ def draw_baseline(ax, dfs: Mapping[str, pd.DataFrame]) -> None:  # noqa: ANN001 
             acc = [100 * v for v in by_seed(df, col.TEST_ACC, where).values()]
             seed_bar(ax, 3 * i + j, acc, norm_color(norm), width=0.8, capsize=4)
             ticks.append(3 * i + j)
-            labels.append(f"{norm_label(norm)}\n{name(model, df)}")
-        shows = "gap" if test["shows_gap"] else "no gap"
-        ax.text(3 * i + 0.5, 1.02, f"{test['mean']:+.1f} pp: {shows}", ha="center",
-                transform=ax.get_xaxis_transform(), fontsize=8)
+            labels.append(norm_label(norm))
+            top = max(top, *acc)
+        shows = "the gap" if test["shows_gap"] else "no gap"
+        label = f"{name(model, df)}\n{test['mean']:+.1f} pp: {shows}"
+        ax.text(3 * i + 0.5, 0.97, label, ha="center", va="top", fontsize=8,
+                transform=ax.get_xaxis_transform())
     if not ticks:
         mark_not_run(ax, f"BN and no norm at batch {BASELINE_BATCH}")
         return
-    ax.set_xticks(ticks, labels, fontsize=8)
+    ax.set_ylim(0, 1.3 * top)
+    ax.set_xticks(ticks, labels)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(
-        f"Baseline: BN vs no norm at batch {BASELINE_BATCH}\n(the gap, ≥ {GAP_PP:g} pp, "
-        "picks the deciding architecture)",
-        fontsize=9,
-    )
+    ax.set_xlabel(f"a gap ≥ {GAP_PP:g} pp (paired by seed): it may decide", fontsize=9)
+    ax.set_title(f"Baseline: BN vs no norm at batch {BASELINE_BATCH}", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
 
 

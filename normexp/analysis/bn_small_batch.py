@@ -132,7 +132,8 @@ def _draw_plain(ax, df: pd.DataFrame, remedies: pd.DataFrame, model: str = "cnn"
         fontsize=9,
     )
     ax.set_ylabel("test error (%)")
-    log2_axis(ax, [int(s) for s in sizes], "batch size (= BN batch); dashed: remedies")
+    dashed = "; dashed: remedies" if not remedies.empty else ""
+    log2_axis(ax, [int(s) for s in sizes], f"batch size (= BN batch){dashed}")
 
 
 def _scale(df: pd.DataFrame) -> str:
