@@ -152,8 +152,9 @@ def decide(
     )
     differ = []
     for m in others:
-        if not _ran(verdicts[m]):
-            text.append(f"{names[m]}: not run yet ({verdicts[m]['effect']}).")
+        if not _ran(verdicts[m]):  # said in ``why`` when it was preferred
+            if m not in earlier:
+                text.append(f"The {names[m]}{NOT_RUN}.")
             continue
         text.append(
             f"{names[m]}, reported beside it: {verdicts[m]['verdict']}; {verdicts[m]['effect']}."
