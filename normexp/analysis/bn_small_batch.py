@@ -8,6 +8,12 @@ IN and no norm at total batch 8 × b are the plain runs at that batch size. Reme
 (experiments/bn_small_batch_remedies.yaml): batch renormalization and GN + weight
 standardization in the plain protocol at a few batch sizes.
 
+Architecture: the plain protocol's cells also run on the CIFAR ResNet (bn_small_batch_resnet:
+BN and GN at 2 and 32, LN and the no-norm baseline at 32); (a) and (b) are computed on each
+architecture apart (the ResNet has no GN-paper protocol, remedies or schedule check), and the
+architecture whose baseline shows no norm clearly worse than BN decides
+(normexp/analysis/architecture.py; stated at the end of the rule).
+
 Verdict rule. With D(b) = err_BN(b) − err_GN(b), paired by seed, at the smallest batch size
 b_s of the grid and at the reference batch b_r = 32 (the GN paper's; else the largest ≤ 32),
 two sub-claims, each with its own test: C4a "BN degrades at very small batches":
@@ -26,8 +32,10 @@ GN+WS − GN, GN+WS − BN).
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
+from normexp.analysis import architecture
 from normexp.analysis import columns as col
 from normexp.analysis.claims import Claim
 from normexp.analysis.paired import (
@@ -44,7 +52,6 @@ from normexp.analysis.style import (
     mark_not_run,
     norm_color,
     norm_label,
-    panels,
     save_figure,
 )
 from normexp.analysis.verdict import all_parts, by_seed, failures, holm_family, sub_verdict
@@ -65,6 +72,7 @@ NORM_ORDER = ("batch", "group", "layer", "instance", "none")
 DEVICES = "bn_small_batch_devices"
 REMEDIES = "bn_small_batch_remedies"
 LONG = "bn_small_batch_long"  # the same BN/GN cells trained 4x longer: a check on the schedule
+RESNET = "bn_small_batch_resnet"  # C4, C5 and C8's cells and the baseline on the CIFAR ResNet
 DEFAULT_DEVICES = 8  # the GN paper's 8 GPUs, when a table lacks devices.count
 # Curves of the remedies: (norm.name, model.weight_side) -> label; drawn dashed.
 REMEDY_LABELS = {("batch_renorm", "none"): "batch renorm", ("group", "weight_std"): "GN+WS"}
@@ -104,7 +112,7 @@ def _curve(ax, cells: pd.DataFrame, label: str, color: str, style: str, x_scale:
     ax.plot(bad["batch_size"] / x_scale, bad["err"], "x", color="black", ms=9)
 
 
-def _draw_plain(ax, df: pd.DataFrame, remedies: pd.DataFrame) -> None:  # noqa: ANN001
+def _draw_plain(ax, df: pd.DataFrame, remedies: pd.DataFrame, model: str = "cnn") -> None:  # noqa: ANN001
     cells = error_by_batch(df)
     norms = [n for n in NORM_ORDER if n in set(cells["norm"])]
     norms += sorted(set(cells["norm"]) - set(norms))
@@ -119,11 +127,13 @@ def _draw_plain(ax, df: pd.DataFrame, remedies: pd.DataFrame) -> None:  # noqa: 
     sizes = sorted(set(cells["batch_size"]) | set(remedies.get(col.BATCH, [])))
     seeds = int(cells["seeds"].max())
     ax.set_title(
-        f"Ours, plain: CIFAR-10 CNN, {_scale(df)}, mean, 95% CI, {seeds} seed(s)",
+        f"Ours, plain: CIFAR-10 {architecture.name(model, df)}, {_scale(df)}, mean, 95% CI, "
+        f"{seeds} seed(s)",
         fontsize=9,
     )
     ax.set_ylabel("test error (%)")
-    log2_axis(ax, [int(s) for s in sizes], "batch size (= BN batch); dashed: remedies")
+    dashed = "; dashed: remedies" if not remedies.empty else ""
+    log2_axis(ax, [int(s) for s in sizes], f"batch size (= BN batch){dashed}")
 
 
 def _scale(df: pd.DataFrame) -> str:
@@ -167,13 +177,20 @@ def _device_count(devices: pd.DataFrame) -> int:
 
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     df = col.table(tables, EXPERIMENT)
+    resnet = col.table(tables, RESNET)
     devices = col.table(tables, DEVICES)
     remedies = with_remedy_labels(col.table(tables, REMEDIES))
-    fig, (ax, ax_dev, ax_ref) = panels(3, (17, 4.6), (1.5, 1.5, 1))
-    if not _usable(df, col.NORM):
-        mark_not_run(ax, EXPERIMENT)
-    else:
-        _draw_plain(ax, df, remedies)
+    # top: the plain protocol per architecture and the baseline; below: GN-paper protocol, anchor
+    fig = plt.figure(figsize=(17, 9.4), layout="constrained")
+    grid = fig.add_gridspec(2, 3, width_ratios=(1.5, 1.5, 1))
+    ax, ax_res, ax_base = (fig.add_subplot(grid[0, i]) for i in range(3))
+    ax_dev, ax_ref = fig.add_subplot(grid[1, :2]), fig.add_subplot(grid[1, 2])
+    for axis, runs, extra, model in ((ax, df, remedies, "cnn"), (ax_res, resnet, None, "resnet")):
+        if not _usable(runs, col.NORM):
+            mark_not_run(axis, f"{EXPERIMENT if model == 'cnn' else RESNET}")
+        else:
+            _draw_plain(axis, runs, pd.DataFrame() if extra is None else extra, model)
+    architecture.draw_baseline(ax_base, {"resnet": resnet, "cnn": df})
     if not _usable(devices, col.GROUP_SIZE):
         mark_not_run(ax_dev, DEVICES)
     else:
@@ -300,6 +317,17 @@ def bn_gn_errors(df: pd.DataFrame, batch: int) -> tuple[dict[int, float], dict[i
 
 
 def verdict(tables: dict) -> dict:
+    """The verdict of record: each architecture's apart, the one the baseline rule picks
+    (normexp/analysis/architecture.py) decides."""
+    return architecture.decide(_architectures(tables), EXPERIMENT, verdict_of)
+
+
+def _architectures(tables: dict) -> dict[str, dict]:
+    return architecture.own_store(tables, EXPERIMENT, RESNET)
+
+
+def verdict_of(tables: dict) -> dict:
+    """C4's verdict from one architecture's tables (its runs under bn_small_batch's name)."""
     df = col.table(tables, EXPERIMENT)
     if not _usable(df, col.NORM):
         return CLAIM.not_run_yet()
@@ -382,15 +410,20 @@ def verdict(tables: dict) -> dict:
 
 
 def deciding(tables: dict) -> dict:
-    """The cells that decide C4: BN and GN of the plain protocol (the other protocols and the
-    remedies are reported, not decided on)."""
+    """The cells that decide C4, on the architecture of record."""
+    return architecture.deciding(_architectures(tables), EXPERIMENT, verdict_of, deciding_of)
+
+
+def deciding_of(tables: dict) -> dict:
+    """The cells that decide C4 on one architecture: BN and GN of the plain protocol (the other
+    protocols and the remedies are reported, not decided on)."""
     df = col.table(tables, EXPERIMENT)
     return {EXPERIMENT: select(df, {col.NORM: ["batch", "group"]}) if _usable(df, col.NORM) else df}
 
 
 ANALYSIS = CLAIM.analysis(
     "BN degrades at tiny batches; GN is the choice there",
-    (EXPERIMENT, DEVICES, REMEDIES, LONG),
+    (EXPERIMENT, DEVICES, REMEDIES, LONG, RESNET),
     draw,
     verdict,
     deciding,

@@ -7,12 +7,17 @@ network three ways on the same test set, so the comparisons are paired within ea
 training batch size, as in training; ``test_acc_precise_bn`` — population statistics recomputed
 after training over large training batches ("precise BN", Wu & Johnson 2021).
 
-Verdict rule. At the smallest batch size of the grid, Δ = accuracy(batch statistics) −
-accuracy(running averages), in percentage points, paired by seed, with its 95% CI over seeds
-(one test: no multiplicity to adjust). *supported* if the paired t-test rejects 0 at 5%, i.e.
-the CI excludes 0 (either sign: the claim is that the two differ, not which is better);
-*contradicted* if the CI lies inside ±0.5 pp, i.e. the statistics used in training and those
-used at inference give the same accuracy within half a point (equivalence margin);
+The BN runs of bn_small_batch_resnet (the CIFAR ResNet) are evaluated the same way; the rule is
+applied to each architecture apart, and the one whose baseline shows no norm clearly worse than
+BN decides (normexp/analysis/architecture.py; stated at the end of the rule).
+
+Verdict rule. At the smallest batch size of the grid below 32 (an architecture whose BN runs
+are all at 32 or more, the ResNet's baseline at quick, has no C5 cell), Δ = accuracy(batch
+statistics) − accuracy(running averages), in percentage points, paired by seed, with its 95% CI
+over seeds (one test: no multiplicity to adjust). *supported* if the paired t-test rejects 0 at
+5%, i.e. the CI excludes 0 (either sign: the claim is that the two differ, not which is
+better); *contradicted* if the CI lies inside ±0.5 pp, i.e. the statistics used in training and
+those used at inference give the same accuracy within half a point (equivalence margin);
 *inconclusive* otherwise. The estimate is Δ. The details give Δ and the precise-BN difference
 (precise − running averages, how far the EMA is from the population statistics) at every batch
 size.
@@ -22,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from normexp.analysis import architecture
 from normexp.analysis import columns as col
 from normexp.analysis.claims import Claim
 from normexp.analysis.paired import cell_stats, difference, fmt_ci, json_safe
@@ -30,7 +36,9 @@ from normexp.analysis.style import log2_axis, mark_not_run, panels, save_figure
 from normexp.analysis.verdict import by_seed, failures, sub_verdict
 
 EXPERIMENT = "bn_small_batch"
+RESNET = "bn_small_batch_resnet"  # the same cells on the CIFAR ResNet (its own store folder)
 NAME = "bn_train_test"
+MAX_BATCH = 32  # the baseline's batch: BN runs only at >= 32 (the ResNet's at quick) decide none
 EQUIVALENCE_PP = 0.5
 ANCHOR = (
     "Wu & Johnson 2021 (Rethinking 'Batch' in BatchNorm): the EMA population statistics used at "
@@ -130,9 +138,22 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
 
 
 def verdict(tables: dict) -> dict:
+    """The verdict of record: each architecture's apart, the one the baseline rule picks
+    (normexp/analysis/architecture.py) decides."""
+    return architecture.decide(_architectures(tables), EXPERIMENT, verdict_of)
+
+
+def _architectures(tables: dict) -> dict[str, dict]:
+    return architecture.own_store(tables, EXPERIMENT, RESNET)
+
+
+def verdict_of(tables: dict) -> dict:
+    """C5's verdict from one architecture's tables (its runs under bn_small_batch's name)."""
     df = bn_runs(col.table(tables, EXPERIMENT))
     diffs = per_batch(df) if _measured(df) else {}
-    measured = [b for b, d in diffs.items() if d["batch_minus_running"]["seeds"] > 0]
+    measured = [
+        b for b, d in diffs.items() if d["batch_minus_running"]["seeds"] > 0 and b < MAX_BATCH
+    ]
     if not measured:
         return CLAIM.not_run_yet(NO_RUNS)
     small = measured[0]
@@ -166,11 +187,20 @@ def verdict(tables: dict) -> dict:
 
 
 def deciding(tables: dict) -> dict:
-    """The cell that decides C5: BN at the smallest batch size."""
+    """The cell that decides C5, on the architecture of record."""
+    return architecture.deciding(_architectures(tables), EXPERIMENT, verdict_of, deciding_of)
+
+
+def deciding_of(tables: dict) -> dict:
+    """The cell that decides C5 on one architecture: BN at the smallest batch size."""
     df = bn_runs(col.table(tables, EXPERIMENT))
     return {EXPERIMENT: select(df, {col.BATCH: df[col.BATCH].min()}) if not df.empty else df}
 
 
 ANALYSIS = CLAIM.analysis(
-    "BN's statistics differ between training and inference", (EXPERIMENT,), draw, verdict, deciding
+    "BN's statistics differ between training and inference",
+    (EXPERIMENT, RESNET),
+    draw,
+    verdict,
+    deciding,
 )

@@ -3,6 +3,9 @@
 No runs of its own: the runs of bn_small_batch at batch sizes ≥ 32, where BN has enough samples
 per statistic (the GN paper's comparison is at 32 images per GPU). Only (norm, batch) cells that
 pass the convergence check (normexp/analysis/convergence.py) are used; the notes name the others.
+The same cells of bn_small_batch_resnet (LN, BN, GN at 32 on the CIFAR ResNet) are decided by the
+same rule apart, and the architecture whose baseline shows no norm clearly worse than BN decides
+(normexp/analysis/architecture.py; stated at the end of the rule).
 
 Verdict rule. For each seed, a norm's test error is averaged over the batch sizes ≥ 32 of the
 grid that every compared norm has (32, 64, 128 at quick), so every seed contributes one paired
@@ -18,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from normexp.analysis import architecture
 from normexp.analysis import columns as col
 from normexp.analysis.claims import Claim
 from normexp.analysis.convergence import passing
@@ -35,6 +39,7 @@ from normexp.analysis.style import (
 from normexp.analysis.verdict import conjunction, failures, holm_family, sub_verdict
 
 EXPERIMENT = "bn_small_batch"
+RESNET = "bn_small_batch_resnet"  # LN, BN and GN at 32 on the CIFAR ResNet (its own store folder)
 NAME = "ln_in_cnn"
 ANCHOR = (
     "GN paper (Wu & He 2018), ResNet-50 ImageNet top-1 error at 32 images per GPU: "
@@ -114,6 +119,17 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
 
 
 def verdict(tables: dict) -> dict:
+    """The verdict of record: each architecture's apart, the one the baseline rule picks
+    (normexp/analysis/architecture.py) decides."""
+    return architecture.decide(_architectures(tables), EXPERIMENT, verdict_of)
+
+
+def _architectures(tables: dict) -> dict[str, dict]:
+    return architecture.own_store(tables, EXPERIMENT, RESNET)
+
+
+def verdict_of(tables: dict) -> dict:
+    """C8's verdict from one architecture's tables (its runs under bn_small_batch's name)."""
     df = trained_runs(tables)
     batches = large_batches(df, ("layer", "batch", "group")) if _usable(df) else []
     if not batches:
@@ -155,7 +171,12 @@ def verdict(tables: dict) -> dict:
 
 
 def deciding(tables: dict) -> dict:
-    """The cells that decide C8: LN, BN and GN at batch ≥ 32."""
+    """The cells that decide C8, on the architecture of record."""
+    return architecture.deciding(_architectures(tables), EXPERIMENT, verdict_of, deciding_of)
+
+
+def deciding_of(tables: dict) -> dict:
+    """The cells that decide C8 on one architecture: LN, BN and GN at batch ≥ 32."""
     df = col.table(tables, EXPERIMENT)
     if not _usable(df):
         return {EXPERIMENT: df}
@@ -164,5 +185,5 @@ def deciding(tables: dict) -> dict:
 
 
 ANALYSIS = CLAIM.analysis(
-    "LN in CNNs is worse than BN or GN", (EXPERIMENT,), draw, verdict, deciding
+    "LN in CNNs is worse than BN or GN", (EXPERIMENT, RESNET), draw, verdict, deciding
 )

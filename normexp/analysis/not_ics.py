@@ -1,6 +1,9 @@
 """C9 not_ics: BN's benefit has nothing to do with internal covariate shift (Santurkar et al. 2018).
 
-Two tests on one VGG-style CNN at one batch size, the LR per norm chosen by the fair protocol:
+Two tests at one batch size, the LR per norm chosen by the fair protocol, on the VGG-style CNN
+and (from standard on) the CIFAR ResNet, each architecture's runs decided apart; the one whose
+baseline (BN vs none test accuracy at batch 32, these runs) shows no norm clearly worse than BN
+decides (normexp/analysis/architecture.py; stated at the end of the rule):
 (a) "noisy BN" (BN followed, in training, by per-step, per-(sample, channel) random scale and
 shift, so every layer's input distribution keeps moving) still trains about as fast as BN;
 (b) ICS, measured as the change of a conv layer's gradient G when the earlier layers take their
@@ -51,6 +54,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from normexp.analysis import architecture
 from normexp.analysis import columns as col
 from normexp.analysis.claims import Claim
 from normexp.analysis.paired import difference, json_safe
@@ -187,7 +191,15 @@ def landscape_notes(df: pd.DataFrame, scale: str, caveat: str) -> str:
     return join_notes(failures(df), f"scale: {scale}; {caveat}")
 
 
-def save_landscape(fig, axes, out: Path, title: str, note: str | None, anchor: str) -> Path:  # noqa: ANN001
+def save_landscape(  # noqa: PLR0913
+    fig,  # noqa: ANN001 - a matplotlib Figure
+    axes,  # noqa: ANN001
+    out: Path,
+    title: str,
+    note: str | None,
+    anchor: str,
+    model: str = "VGG-style CNN",
+) -> Path:
     """The figure at ``out``, cropped to its content; when runs were drawn (a scale ``note``),
     first grids and legends on every panel, and the scale and the anchor below them."""
     if note is not None:
@@ -195,7 +207,7 @@ def save_landscape(fig, axes, out: Path, title: str, note: str | None, anchor: s
             finish(ax)
         caption(
             fig,
-            f"Ours: CIFAR-10 VGG-style CNN, {note}; mean and 95% CI "
+            f"Ours: CIFAR-10 {model}, {note}; mean and 95% CI "
             "over seeds (geometric on log axes). Anchor: " + anchor,
         )
     return save_figure(fig, out, title, bbox_inches="tight")
@@ -257,7 +269,7 @@ def _bars(ax, per_norm: dict[str, list[float]], ylabel: str, title: str, censore
 
 
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
-    df = by_model(col.table(tables, EXPERIMENT))[RECORD_MODEL]  # the CNN's (the verdict's) runs
+    model, df = record_runs(tables)  # the verdict's architecture
     fig, grid = plt.subplots(2, 3, figsize=(15, 8.4), constrained_layout=True)
     axes = list(grid.flat)
     note = None
@@ -328,6 +340,7 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         "C9: does BN's benefit come from reducing internal covariate shift?",
         note,
         ANCHOR,
+        architecture.name(model, df),
     )
 
 
@@ -379,34 +392,28 @@ def part_a_call(
     return call_a, by, note
 
 
-# The architecture of record: the VGG-style CNN. From standard on not_ics also runs the ResNet-20
-# (experiments/not_ics.yaml, scale.<profile>.sweep.models); its runs are never pooled with the
-# CNN's: the verdict is the CNN's, the ResNet's own verdict is reported beside it in details.
-RECORD_MODEL = "cnn"
-
-
-def by_model(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """{model.name: its runs}; runs from before model was swept are the CNN's."""
-    if df.empty or col.MODEL not in df:
-        return {RECORD_MODEL: df}
-    models = df[col.MODEL].fillna(RECORD_MODEL)
-    order = [RECORD_MODEL, *sorted(set(models) - {RECORD_MODEL})]
-    return {str(m): df[models == m].reset_index(drop=True) for m in order}
-
-
 def verdict(tables: dict) -> dict:
-    """The CNN's verdict of record; every other architecture's verdict in details, apart."""
-    models = by_model(col.table(tables, EXPERIMENT))
-    out = verdict_of(models.pop(RECORD_MODEL))
-    for model, runs in models.items():
-        other = verdict_of(runs)
-        out["details"].setdefault("other_models", {})[model] = {
-            k: other[k] for k in ("verdict", "effect", "estimate", "ci", "notes", "details")
-        }
-    if models:
-        note = f"decided on the VGG-style CNN's runs; {', '.join(models)}: reported in details"
-        out["notes"] = join_notes(out["notes"], note)
-    return out
+    """The verdict of record: each architecture's runs (model.name) apart, never pooled; the one
+    the baseline rule picks (normexp/analysis/architecture.py) decides."""
+    return architecture.decide(architecture.swept(tables, EXPERIMENT), EXPERIMENT, _verdict_of)
+
+
+def _verdict_of(tables: dict) -> dict:
+    return verdict_of(col.table(tables, EXPERIMENT))
+
+
+def deciding(tables: dict) -> dict:
+    """Every run of the architecture of record (none, BN and noisy BN all decide)."""
+    return architecture.deciding(
+        architecture.swept(tables, EXPERIMENT), EXPERIMENT, _verdict_of, dict
+    )
+
+
+def record_runs(tables: dict) -> tuple[str, pd.DataFrame]:
+    """(the architecture of record, its runs): what the figure shows."""
+    per_arch = architecture.swept(tables, EXPERIMENT)
+    model, _ = architecture.of_record(per_arch, EXPERIMENT, _verdict_of)
+    return model, per_arch[model][EXPERIMENT]
 
 
 def verdict_of(df: pd.DataFrame) -> dict:
@@ -568,5 +575,5 @@ def _mean_of(values: dict[int, float]) -> float | None:
 
 
 ANALYSIS = CLAIM.analysis(
-    "BN's benefit is not about internal covariate shift", (EXPERIMENT,), draw, verdict
+    "BN's benefit is not about internal covariate shift", (EXPERIMENT,), draw, verdict, deciding
 )

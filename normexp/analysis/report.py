@@ -52,6 +52,7 @@ VERDICT_NOTE = (
 TITLE = "normexp report: which normalization, and why — tested"
 BLOG_TITLE = "深度学习中的Normalization模型"
 PARTS = (
+    ("architecture", "Architecture"),  # claims run on two architectures (analysis/architecture.py)
     ("rule", "Rule"),
     ("anchor", "Anchor"),
     ("notes", "Notes"),

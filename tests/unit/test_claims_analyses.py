@@ -252,12 +252,13 @@ def remedies_table() -> pd.DataFrame:
     return table(cells)
 
 
-def test_bn_small_batch_reads_the_devices_remedies_and_schedule_tables():
+def test_bn_small_batch_reads_the_devices_remedies_schedule_and_resnet_tables():
     assert bn_small_batch.ANALYSIS.reads == (
         "bn_small_batch",
         "bn_small_batch_devices",
         "bn_small_batch_remedies",
         "bn_small_batch_long",
+        "bn_small_batch_resnet",
     )
 
 
