@@ -349,6 +349,8 @@ def fields() -> tuple[Field, ...]:
         F("protocol.check", SubGrid(null=True), optional=True,
           doc="the cells the convergence check trains at twice the budget; null: none"),
         F("protocol.check_budget_mult", Int(2), optional=True, doc="the check run's budget x"),
+        F("protocol.check_profiles", ChoiceList(PROFILES, null=True), optional=True,
+          doc="the profiles whose sweeps run the check stage; null: every profile"),
         F("protocol.stage", Choice(c["stage"]), optional=True),
         F("data.name", Choice(c["data"])),
         F("data.download", Bool()),

@@ -10,7 +10,7 @@ standardization in the plain protocol at a few batch sizes.
 
 Architecture: the plain protocol's cells also run on the CIFAR ResNet (bn_small_batch_resnet:
 BN and GN at 2 and 32, LN and the no-norm baseline at 32); (a) and (b) are computed on each
-architecture apart (the ResNet has no GN-paper protocol, remedies or schedule check), and the
+architecture apart (the ResNet has no GN-paper protocol or remedies), and the
 architecture whose baseline shows no norm clearly worse than BN decides
 (normexp/analysis/architecture.py; stated at the end of the rule).
 
@@ -71,7 +71,6 @@ ANCHOR_GN_PAPER = {
 NORM_ORDER = ("batch", "group", "layer", "instance", "none")
 DEVICES = "bn_small_batch_devices"
 REMEDIES = "bn_small_batch_remedies"
-LONG = "bn_small_batch_long"  # the same BN/GN cells trained 4x longer: a check on the schedule
 RESNET = "bn_small_batch_resnet"  # C4, C5 and C8's cells and the baseline on the CIFAR ResNet
 DEFAULT_DEVICES = 8  # the GN paper's 8 GPUs, when a table lacks devices.count
 # Curves of the remedies: (norm.name, model.weight_side) -> label; drawn dashed.
@@ -274,39 +273,15 @@ def remedies_part(df: pd.DataFrame, remedies: pd.DataFrame) -> dict:
     return out
 
 
-def schedule_part(df: pd.DataFrame, long: pd.DataFrame) -> dict:
-    """BN − GN test error (pp, paired by seed) at each batch size of the long-schedule check,
-    for the plain runs' schedule and for the long one, with the epochs of each."""
-    if not _usable(long, col.NORM, col.EPOCHS) or not _usable(df, col.NORM, col.EPOCHS):
-        return {}
-    out = {}
-    for batch in sorted(int(b) for b in long[col.BATCH].unique()):
-        short_gap, long_gap = gap(*bn_gn_errors(df, batch)), gap(*bn_gn_errors(long, batch))
-        out[str(batch)] = {
-            "epochs": [int(df[col.EPOCHS].max()), int(long[col.EPOCHS].max())],
-            "bn_minus_gn_pp": [against_zero(short_gap), against_zero(long_gap)],
-            "change_pp": difference(long_gap, short_gap),
-        }
-    return out
-
-
-def extras_text(remedies: dict, schedule: dict, small: int) -> str:
-    """The remedies at the smallest batch and the schedule check, for the effect line."""
-    parts = []
+def extras_text(remedies: dict, small: int) -> str:
+    """The remedies at the smallest batch, for the effect line."""
     at = remedies.get(str(small))
-    if at:
-        parts.append(
-            f"remedies at batch {small}: GN+WS minus BN {fmt_ci(at['gn_ws_minus_bn_pp'])}, "
-            f"batch renorm minus BN {fmt_ci(at['batch_renorm_minus_bn_pp'])}"
-        )
-    for batch, row in schedule.items():
-        short, long = row["bn_minus_gn_pp"]
-        if short["seeds"] and long["seeds"]:
-            parts.append(
-                f"BN minus GN at batch {batch}: {fmt_ci(short)} after {row['epochs'][0]} "
-                f"epochs, {fmt_ci(long)} after {row['epochs'][1]}"
-            )
-    return "; ".join(parts)
+    if not at:
+        return ""
+    return (
+        f"remedies at batch {small}: GN+WS minus BN {fmt_ci(at['gn_ws_minus_bn_pp'])}, "
+        f"batch renorm minus BN {fmt_ci(at['batch_renorm_minus_bn_pp'])}"
+    )
 
 
 def bn_gn_errors(df: pd.DataFrame, batch: int) -> tuple[dict[int, float], dict[int, float]]:
@@ -357,19 +332,11 @@ def verdict_of(tables: dict) -> dict:
             f"({gn_protocol['call']})"
         )
     remedies = remedies_part(df, with_remedy_labels(col.table(tables, REMEDIES)))
-    schedule = schedule_part(df, col.table(tables, LONG))
-    extras = extras_text(remedies, schedule, small)
+    extras = extras_text(remedies, small)
     if extras:
         effect += f". {extras[0].upper()}{extras[1:]}"
     notes = failures(df)
-    if schedule:
-        notes += (
-            "; where we differ from the anchor: at this scale plain GN trails BN at every batch "
-            "size, also at 32 where the GN paper (ResNet-50, 100 epochs) has them within 0.5 pp; "
-            "the schedule check (same cells, 4x the epochs) shows how much of that is the short "
-            "schedule"
-        )
-    for name in (DEVICES, REMEDIES, LONG):
+    for name in (DEVICES, REMEDIES):
         extra = failures(col.table(tables, name))
         if extra:
             notes += f"; {name}: {extra}"
@@ -403,7 +370,6 @@ def verdict_of(tables: dict) -> dict:
                 "bn_minus_gn_at_small_pp": [tiny, t_lo, t_hi],
                 "gn_paper_protocol": gn_protocol,
                 "remedies": remedies,
-                "schedule_check": schedule,
             }
         ),
     )
@@ -423,7 +389,7 @@ def deciding_of(tables: dict) -> dict:
 
 ANALYSIS = CLAIM.analysis(
     "BN degrades at tiny batches; GN is the choice there",
-    (EXPERIMENT, DEVICES, REMEDIES, LONG, RESNET),
+    (EXPERIMENT, DEVICES, REMEDIES, RESNET),
     draw,
     verdict,
     deciding,

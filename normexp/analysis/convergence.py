@@ -19,6 +19,7 @@ pass, and reported as "not checked", not as failed.
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from normexp.analysis import columns as col
@@ -94,11 +95,23 @@ def paired_gains(df: pd.DataFrame) -> pd.DataFrame:
 
 OUT = ("runs", "seed", "declared", "gain_pp", "converged")
 CHECK_PREFIX = "protocol.check."  # the declared sub-grid, as collect flattens it
+CHECK_PROFILES = "protocol.check_profiles"  # the profiles that run it (null: all)
+
+
+def checked_at(row: pd.Series) -> bool:
+    """Whether the run's profile runs the check stage (``protocol.check_profiles``; null or
+    absent: every profile)."""
+    profiles = row.get(CHECK_PROFILES)
+    if not isinstance(profiles, list | tuple | np.ndarray):
+        return True  # null, or a table from before the field (NaN): every profile
+    return str(row.get(col.PROFILE)) in {str(p) for p in profiles}
 
 
 def declared(row: pd.Series) -> bool:
     """Whether a run of record lies in the sub-grid its experiment declared for the check
     (``protocol.check``: {field: "v1,v2"}; a section such as norm stands for its name)."""
+    if not checked_at(row):
+        return False
     fields = {c[len(CHECK_PREFIX):]: row[c] for c in row.index if c.startswith(CHECK_PREFIX)}
     fields = {k: v for k, v in fields.items() if not pd.isna(v)}
     if not fields:

@@ -3,7 +3,8 @@
 The seeds of record of a profile are the seeds its sweep runs, declared in
 ``configs/profile/<profile>.yaml`` (``hydra.sweeper.params.seed``): every experiment of that
 profile runs them in every cell, and the analyses decide on exactly those. A verdict of record
-needs at least ``MIN_SEEDS`` of them, every one finished (ok or diverged) in every cell that
+needs at least ``MIN_SEEDS[profile]`` of them (quick, the fast check: 3; the profiles of record:
+5), every one finished (ok or diverged) in every cell that
 decides the claim. Otherwise the verdict is not made: a call of supported or contradicted
 becomes *inconclusive*, marked incomplete ("3 of 5 declared seeds"), with the estimate and CI
 of the seeds present for information.
@@ -23,7 +24,7 @@ unless the pair is declared equivalent in ``EQUIVALENT_COMMITS`` with the reason
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +34,15 @@ from normexp.analysis import columns as col
 from normexp.analysis.compute import read_sittings, unique_values
 
 Tables = dict[str, pd.DataFrame]
-MIN_SEEDS = 5
+# The fewest seeds of record a profile may declare and still make calls: quick is the fast check
+# (3 seeds: low power, stated), standard and paper the profiles of record; others (smoke) 5.
+MIN_SEEDS = {"quick": 3, "standard": 5, "paper": 5}
+DEFAULT_MIN_SEEDS = 5
+
+
+def min_seeds(profiles: Iterable[str]) -> int:
+    """The seeds a verdict over runs of ``profiles`` needs declared (the strictest profile's)."""
+    return max((MIN_SEEDS.get(str(p), DEFAULT_MIN_SEEDS) for p in profiles), default=5)
 PROFILES = Path(__file__).resolve().parents[2] / "configs" / "profile"
 FINISHED = ("ok", "diverged")  # a diverged run is a result (a failed configuration)
 # frozenset of full commit hashes -> why their runs are equivalent (reviewed, with a test)
@@ -134,16 +143,17 @@ def apply_record(verdict: dict, info: dict, deciding: Tables) -> dict:
     cell, or fewer than MIN_SEEDS declared) becomes inconclusive, marked incomplete, in the claim
     and every sub-claim; ``record`` and ``record_note`` say what the verdict rests on."""
     finished = seeds_finished(deciding, info["declared"])
-    record = {**info, "min_seeds": MIN_SEEDS}
+    least = min_seeds(info["declared"])
+    record = {**info, "min_seeds": least}
     parts = []
     if finished is not None:
         done, wanted = finished
         record["finished_of_declared"] = [done, wanted]
         parts.append(f"{done} of {wanted} declared seeds in the weakest deciding cell")
-        if done < wanted or wanted < MIN_SEEDS:
+        if done < wanted or wanted < least:
             why = f"{done} of {wanted} declared seeds" if done < wanted else ""
-            if wanted < MIN_SEEDS:
-                why = ", ".join(p for p in (why, f"fewer than {MIN_SEEDS} declared") if p)
+            if wanted < least:
+                why = ", ".join(p for p in (why, f"fewer than {least} declared") if p)
             record["incomplete"] = why
             _withhold(verdict, f"incomplete: {why}")
             for sub in verdict.get("sub", []):

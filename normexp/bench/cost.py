@@ -158,6 +158,7 @@ def experiment_jobs(config) -> list[tuple[str, dict]]:
         JobRecords,
         _without,
         check_job,
+        checked_here,
         first_seed_job,
         in_check,
         selection_cell,
@@ -179,9 +180,10 @@ def experiment_jobs(config) -> list[tuple[str, dict]]:
         jobs = [("select", j) for c in chosen for j in selection_jobs(c, grid, seeds)] + jobs
         for cell_jobs in cells.values():
             first = first_seed_job(cell_jobs, records)
-            if in_check(records(first)[0], settings.get("check")):
+            config = records(first)[0]
+            if checked_here(config) and in_check(config, settings.get("check")):
                 mult = settings.get("check_budget_mult", 2)
-                jobs.append(("check", check_job(first, records(first)[0], mult)))
+                jobs.append(("check", check_job(first, config, mult)))
     return [(stage, records(job)[0]) for stage, job in jobs]
 
 

@@ -119,6 +119,12 @@ def in_check(config: Mapping, check: Mapping | None) -> bool:
     return True
 
 
+def checked_here(config: Mapping) -> bool:
+    """Whether the job's profile runs the check stage (``protocol.check_profiles``; null: all)."""
+    profiles = config.get("protocol", {}).get("check_profiles")
+    return profiles is None or config.get("profile") in profiles
+
+
 def check_job(job: Sequence[str], config: Mapping, mult: int) -> Job:
     """The budget-doubling run of a run of record (``job``, resolved as ``config``): its budget
     x ``mult`` (train.steps when a step budget is set, else train.epochs; the schedule spans
@@ -232,7 +238,7 @@ def plan(config: DictConfig, basic_jobs: Sequence[Sequence[str]], records: JobRe
             out.jobs += [(*job, _mult(m)) for job in jobs]
         first_job = first_seed_job(jobs, records)
         config_of_first = records(first_job)[0]
-        if in_check(config_of_first, settings.get("check")):
+        if checked_here(config_of_first) and in_check(config_of_first, settings.get("check")):
             job = check_job(first_job, config_of_first, settings.get("check_budget_mult", 2))
             job = (*job, _mult(settings["lr_grid"][0] if placeholder else m))
             (out.unplanned if placeholder else checks).append(job)

@@ -101,8 +101,8 @@ SPECS = (
                 log_x=True,
             ),
             Grid(
-                "Longer training and remedies",
-                ("bn_small_batch_long", "bn_small_batch_remedies"),
+                "Remedies",
+                ("bn_small_batch_remedies",),
                 ("claim.name", "norm.name", "train.batch_size"),
                 bars=("test/err",),
                 curves=("val/acc",),

@@ -252,33 +252,13 @@ def remedies_table() -> pd.DataFrame:
     return table(cells)
 
 
-def test_bn_small_batch_reads_the_devices_remedies_schedule_and_resnet_tables():
+def test_bn_small_batch_reads_the_devices_remedies_and_resnet_tables():
     assert bn_small_batch.ANALYSIS.reads == (
         "bn_small_batch",
         "bn_small_batch_devices",
         "bn_small_batch_remedies",
-        "bn_small_batch_long",
         "bn_small_batch_resnet",
     )
-
-
-def test_bn_small_batch_reports_the_schedule_check_beside_the_verdict():
-    plain = plain_table(bn_degrades=False).assign(**{"train.epochs": 4})
-    # Trained 4x longer, GN catches up with BN at batch 32 (BN - GN: -5 pp -> 0 pp).
-    long_cells = [
-        ({"norm.name": norm, "train.batch_size": b, "train.epochs": 16}, {"test_err": err})
-        for b in (2, 32)
-        for norm, err in (("batch", 0.30), ("group", 0.30))
-    ]
-    tables = {"bn_small_batch": plain, "bn_small_batch_long": table(long_cells)}
-    v = bn_small_batch.verdict(tables)
-    check(v, "contradicted")  # decided on the plain runs, as before
-    at32 = v["details"]["schedule_check"]["32"]
-    assert at32["epochs"] == [4, 16]
-    assert at32["bn_minus_gn_pp"][0]["mean"] == pytest.approx(-5.0, abs=0.5)
-    assert at32["change_pp"]["mean"] == pytest.approx(5.0, abs=0.5)
-    assert "BN minus GN at batch 32: -4.9 pp" in v["effect"] and "after 16" in v["effect"]
-    assert "schedule check" in v["notes"]
 
 
 def test_bn_small_batch_both_protocols_and_remedies(tmp_path):
@@ -528,11 +508,11 @@ def test_new_experiments_resolve_with_their_grid(hydra_ctx, experiment, profile)
     if experiment in REPORTED:
         report = jobs[0]["scale"][profile]["sweep"]["report_seeds"]
         assert seeds == {int(s) for s in str(report).split(",")}
-        assert seeds < set(declared_seeds(profile)) or profile == "smoke"
+        assert seeds <= set(declared_seeds(profile)) or profile == "smoke"
     else:
         # the sweep runs exactly the seeds of record the profile declares (at least 5 at quick)
         assert seeds == set(declared_seeds(profile))
-        assert len(seeds) == (1 if profile == "smoke" else MIN_SEEDS)
+        assert len(seeds) == (1 if profile == "smoke" else MIN_SEEDS[profile])
     assert len(jobs) == points * len(seeds)
     assert {(j["claim"]["id"], j["claim"]["name"]) for j in jobs} == {(claim, experiment)}
     assert {j["profile"] for j in jobs} == {profile}

@@ -245,15 +245,24 @@ def test_the_check_declaration_stays_out_of_run_keys(tmp_path):
         assert keys[0] == keys[1]
 
 
-def test_experiments_declare_their_deciding_cells(tmp_path):
-    """Every deciding experiment's check is a non-empty part of its quick sweep."""
-    expected = {"bn_small_batch": 8, "bn_small_batch_resnet": 2, "bn_position": 4,
-                "bn_position_control": 2, "not_ics": 3, "weight_side": 4}
+@pytest.mark.parametrize(
+    ("profile", "expected"),
+    [
+        # standard checks every deciding cell (not_ics: CNN and ResNet)
+        ("standard", {"bn_small_batch": 8, "bn_small_batch_resnet": 4, "bn_position": 4,
+                      "bn_position_control": 2, "not_ics": 6, "weight_side": 4}),
+        # quick (check_profiles): C8's cells only, the others cannot pass at its scale
+        ("quick", {"bn_small_batch": 8, "bn_small_batch_resnet": 0, "bn_position": 0,
+                   "bn_position_control": 0, "not_ics": 0, "weight_side": 0}),
+    ],
+)  # fmt: skip
+def test_experiments_declare_their_deciding_cells(tmp_path, profile, expected):
+    """Every deciding experiment's check is a part of its sweep, at the profiles it names."""
     with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         for experiment, n in expected.items():
             config = hydra.compose(
                 "config",
-                overrides=[f"experiment={experiment}", "profile=quick",
+                overrides=[f"experiment={experiment}", f"profile={profile}",
                            f"paths.results_dir={tmp_path}"],
                 return_hydra_config=True,
             )

@@ -288,7 +288,7 @@ def test_in_runs_have_no_batch_statistics_metric(hydra_ctx, cifar_data):
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-@pytest.mark.parametrize(("profile", "seeds"), [("smoke", 1), ("quick", 5), ("paper", 5)])
+@pytest.mark.parametrize(("profile", "seeds"), [("smoke", 1), ("quick", 3), ("paper", 5)])
 def test_experiment_composes_with_its_grid(hydra_ctx, experiment, profile, seeds):
     cfg = compose(f"experiment={experiment}", f"profile={profile}")
     assert (cfg.claim.id, cfg.claim.name) == ("C6", experiment)

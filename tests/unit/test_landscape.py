@@ -231,7 +231,7 @@ def test_bad_probe_fields_are_refused_naming_the_field(compose, override, field)
 
 
 @pytest.mark.parametrize(
-    ("experiment", "runs", "claim"), [("not_ics", 3 * 5, "C9"), ("smoothness", 2 * 4 * 5, "C10")]
+    ("experiment", "runs", "claim"), [("not_ics", 3 * 3, "C9"), ("smoothness", 2 * 4 * 3, "C10")]
 )
 def test_experiments_compose_with_the_instrumented_task(experiment, runs, claim):
     with hydra.initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):

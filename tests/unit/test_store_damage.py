@@ -270,7 +270,6 @@ EXPERIMENTS = (
     "bn_small_batch",
     "bn_small_batch_devices",
     "bn_small_batch_remedies",
-    "bn_small_batch_long",
     "bn_generation",
     "rnn_norm",
 )

@@ -25,7 +25,7 @@ def runs(cells: list[tuple[dict, float]], sd: float, seeds=SEEDS, rng_seed: int 
     for config, mean in cells:
         for seed in seeds:
             value = mean + sd * rng.standard_normal()
-            rows.append({"status": "ok", "seed": seed, "profile": "quick", **config, "v": value})
+            rows.append({"status": "ok", "seed": seed, "profile": "standard", **config, "v": value})
     return pd.DataFrame(rows)
 
 
@@ -141,18 +141,20 @@ def test_c7_sub_claims_both_ways():
 def test_seeds_of_record_are_the_profiles_sweep():
     assert record.parse_seeds("0,1,2") == (0, 1, 2)
     assert record.parse_seeds("range(5)") == record.parse_seeds("range(0,5)") == SEEDS
-    assert record.declared_seeds("quick") == SEEDS  # what `make run-sweep` runs at quick
-    assert len(record.declared_seeds("paper")) >= record.MIN_SEEDS
+    assert record.declared_seeds("quick") == (0, 1, 2)  # what `make run-sweep` runs at quick
+    assert record.declared_seeds("standard") == SEEDS
+    for profile in ("quick", "standard", "paper"):
+        assert len(record.declared_seeds(profile)) >= record.MIN_SEEDS[profile]
     assert record.declared_seeds("no_such_profile") == ()
 
 
-def store_table(seeds, t0: float = 100.0) -> pd.DataFrame:
+def store_table(seeds, t0: float = 100.0, profile: str = "standard") -> pd.DataFrame:
     """Finished runs of one cell, finished one second apart from t0, keys k<seed>."""
     return pd.DataFrame(
         {
             "status": "ok",
             "seed": list(seeds),
-            "profile": "quick",
+            "profile": profile,
             "norm.name": "batch",
             "run_key": [f"k{s}" for s in seeds],
             "finished_at": [t0 + i for i in range(len(seeds))],
@@ -178,7 +180,7 @@ def test_undeclared_seeds_and_runs_added_by_another_file_are_left_out(tmp_path):
 
 
 def test_an_incomplete_cell_withholds_the_call_in_the_claim_and_every_sub_claim():
-    info = {"declared": {"quick": list(SEEDS)}, "outside_declared": 0,
+    info = {"declared": {"standard": list(SEEDS)}, "outside_declared": 0,
             "added_by_other_files": {}, "commits": ["a" * 40]}  # fmt: skip
     subs = [{"verdict": "contradicted"}, {"verdict": "inconclusive"}]
     verdict = {"verdict": "contradicted", "sub": subs}
@@ -189,9 +191,14 @@ def test_an_incomplete_cell_withholds_the_call_in_the_claim_and_every_sub_claim(
     assert "3 of 5 declared seeds" in out["record_note"]
     complete = record.apply_record({"verdict": "supported"}, info, {"exp": store_table(SEEDS)})
     assert complete["verdict"] == "supported" and "incomplete" not in complete
-    few = {**info, "declared": {"quick": [0, 1, 2]}}  # fewer than MIN_SEEDS declared
+    few = {**info, "declared": {"standard": [0, 1, 2]}}  # fewer than MIN_SEEDS declared
     out = record.apply_record({"verdict": "supported"}, few, {"exp": store_table((0, 1, 2))})
     assert out["verdict"] == "inconclusive" and "fewer than 5 declared" in out["incomplete"]
+    # quick, the fast check, makes calls on its 3 declared seeds
+    fast = {**info, "declared": {"quick": [0, 1, 2]}}
+    quick = store_table((0, 1, 2), profile="quick")
+    out = record.apply_record({"verdict": "supported"}, fast, {"exp": quick})
+    assert out["verdict"] == "supported" and "incomplete" not in out
 
 
 def test_a_report_with_two_commits_lists_both_and_flags_it(monkeypatch):
