@@ -1,7 +1,8 @@
 """``python -m normexp.analysis.figures [--profile P]``: collect one profile's runs, then draw
 every claim's figure and write its verdict and the report, all in that profile's folder
 (results/<profile>/figures/<claim>.png, results/<profile>/verdicts/<claim>.json,
-results/<profile>/REPORT.md); other profiles' folders are not read or written."""
+results/<profile>/REPORT.md); other profiles' folders are not written, and only their verdicts
+are read (the report's scale table, normexp/analysis/scales.py)."""
 
 import argparse
 import json
@@ -14,6 +15,7 @@ from normexp.analysis.damage import damaged_in
 from normexp.analysis.lr_selection import protocol_entry
 from normexp.analysis.record import apply_record, of_record
 from normexp.analysis.report import write_report
+from normexp.analysis.scales import report_extra
 from normexp.errors import one_line_errors
 from normexp.tracking.collect import DamagedRun, experiments_in_store, write_collected
 from normexp.tracking.store import RECORD_PROFILE, check_layout, profile_dir
@@ -79,6 +81,7 @@ def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> l
         print(f"{section.name}: {runs} runs -> {', '.join(map(str, figures))}")
         text = section.markdown(section_tables)
         sections.append({"section": section, "figures": figures, "text": text})
+    sections.append(report_extra(results_dir))  # every claim at every profile, this one's fresh
     md, page = write_report(results_dir, analyses, tables, wandb_mode, damaged, sections)
     if damaged:
         print(f"{len(damaged)} damaged run(s) left out, named in the report")

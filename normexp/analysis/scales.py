@@ -1,0 +1,395 @@
+"""The scale table (issue #18): every claim and sub-claim at every profile that has verdicts, side
+by side, with the anchor's number where one exists, and what changes with scale.
+
+Profiles. The store keeps one folder per profile (results/<profile>/verdicts/*.json, written by
+``figures``). The table reads the verdicts of each profile of configs/profile/ whose folder has
+them, in scale order (SCALE_ORDER, then any other by name), smoke excluded (a plumbing check,
+not a measurement), and always the profile whose report it is, smoke included then.
+
+Rows. One row per claim (its verdict: the summary of its sub-claims) and one per sub-claim (C2a,
+C4b, C11 tiny batch, ...); a claim whose only sub-claim has the claim's own id (C3, C5, C8) has
+one row. Each profile's cell: its call and the effect, the estimate with its 95% CI over seeds in
+the sub-claim's unit (the unit as its statistic names it: pp, bpc, dB, %).
+
+Anchor. ANCHORS gives, for the sub-claims whose statistic a published anchor measures too, the
+anchor's value of that statistic (computed from the analysis modules' own anchor numbers); it is
+shown only where the sub-claim's statistic is the one the anchor measures (a sub-claim decided
+by another test, or at another batch size, shows none).
+
+When the effect moves (the rule). Between two profiles, a smaller one s and a larger one l (next
+to each other in scale order among those with the row), both with an estimate and a 95% CI of
+the same statistic: the effect *moves* when the two CIs do not overlap (a conservative check:
+two non-overlapping 95% CIs differ at well under 5%); otherwise there is *no detectable change*.
+A move *grows* with scale when both estimates have the same sign and |l| > |s|, *shrinks* when
+|l| < |s|, and *changes sign* otherwise; with an anchor it is *toward* the anchor when l lies
+closer to it than s does, else *away* from it. A row gets a sentence where the calls of two
+profiles differ or the effect moves; without a CI at one profile, or with different statistics,
+the change is not judged and the sentence says why.
+"""
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from normexp.analysis.claims import ReportSection
+
+SCALE_ORDER = ("smoke", "quick", "standard", "paper")
+EXCLUDED = ("smoke",)
+FIGURE = "scales.png"
+SECTION = ReportSection(
+    name="scales",
+    title="Scales: every sub-claim at every profile",
+    reads=(),
+    draw=lambda tables, figures_dir: [],  # drawn from the verdict files: see ``report_extra``
+    markdown=lambda tables: [],
+)
+UNITS = re.compile(r"(?<![\w])(pp|bpc|dB|%)(?![\w])")
+PROFILE_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
+
+
+def _anchor_values() -> list[tuple[str, str, float, str]]:
+    """(sub-claim id, the statistic as it starts, the anchor's value of it, the anchor), from the
+    numbers the claims' own analyses compare with (one run each)."""
+    from normexp.analysis.bn_position import ANCHOR_CAFFENET
+    from normexp.analysis.bn_small_batch import ANCHOR_GN_PAPER as GN_BATCHES
+    from normexp.analysis.ln_in_cnn import ANCHOR_GN_PAPER as GN_32
+    from normexp.analysis.rnn_norm import ANCHOR_COOIJMANS
+    from normexp.analysis.weight_side import ANCHOR_SK
+
+    gn = "GN paper, ResNet-50 ImageNet"
+    bn_gn = {b: GN_BATCHES["batch"][b] - GN_BATCHES["group"][b] for b in GN_BATCHES["batch"]}
+    lstm = ANCHOR_COOIJMANS["batch_per_step"] - ANCHOR_COOIJMANS["none"]
+    bn_lstm = "BN-LSTM, per-step stats − plain LSTM, test bpc"
+    return [
+        ("C2c", "test accuracy, WN alone − none", ANCHOR_SK["none"] - ANCHOR_SK["WN"],
+         "Salimans & Kingma 2016, CIFAR-10"),
+        ("C3", "test accuracy, post − pre", ANCHOR_CAFFENET["post"] - ANCHOR_CAFFENET["pre"],
+         "CaffeNet on ImageNet, top-1"),
+        ("C4a", "growth of BN − GN test error from batch 32 to 2", bn_gn[2] - bn_gn[32], gn),
+        ("C4b", "BN − GN test error at batch 2", bn_gn[2], gn),
+        ("C7a", bn_lstm, lstm, "Cooijmans et al. 2016, PTB characters"),
+        ("C7b", bn_lstm, lstm, "Cooijmans et al. 2016, PTB characters"),
+        ("C8", "LN − BN test error", GN_32["layer"] - GN_32["batch"], f"{gn}, batch 32"),
+        ("C8", "LN − GN test error", GN_32["layer"] - GN_32["group"], f"{gn}, batch 32"),
+        ("C11 tiny batch", "GN vs BN, pp of error", bn_gn[2], f"{gn}, batch 2"),
+        ("C11 otherwise (CNN, batch ≥ 32)", "BN vs IN, pp of error",
+         GN_32["instance"] - GN_32["batch"], f"{gn}, batch 32"),
+    ]
+
+
+def anchor_for(row_id: str, statistic: str) -> tuple[float, str] | None:
+    """The anchor's (value, source) of this sub-claim's statistic, None where no anchor measures
+    it (or the sub-claim was decided by another statistic)."""
+    for id_, start, value, source in _anchor_values():
+        if id_ == row_id and statistic.startswith(start):
+            return round(value, 6), source
+    return None
+
+
+def unit_of(statistic: str) -> str:
+    """The unit the statistic names (pp, bpc, dB, %), '' for none (a ratio, a count)."""
+    found = UNITS.findall(statistic or "")
+    return found[-1] if found else ""
+
+
+def scale_key(profile: str) -> tuple[int, str]:
+    order = SCALE_ORDER.index(profile) if profile in SCALE_ORDER else len(SCALE_ORDER)
+    return order, profile
+
+
+def profiles_in(store: Path, own: str | None = None) -> list[str]:
+    """The profiles of configs/profile/ whose folder in ``store`` has verdicts, smoke excluded,
+    with ``own`` (the reported profile) always, in scale order."""
+    configs = Path(__file__).resolve().parents[2] / "configs" / "profile"
+    named = {p.stem for p in configs.glob("*.yaml")} - set(EXCLUDED)
+    found = {p for p in named if any((store / p / "verdicts").glob("*.json"))}
+    return sorted(found | ({own} if own else set()), key=scale_key)
+
+
+def read_verdicts(profile_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((profile_dir / "verdicts").glob("*.json"))]
+
+
+def _claim_number(claim: str) -> tuple[int, str]:
+    digits = re.findall(r"\d+", claim)
+    return (int(digits[0]) if digits else 10**6), claim
+
+
+def _titles() -> dict[str, str]:
+    """{claim id: the claim in a few words} from the claim analyses."""
+    from normexp.analysis.claims import load_analyses
+
+    return {a.claim: a.title for a in load_analyses()}
+
+
+def _entries(verdict: Mapping, titles: Mapping[str, str]) -> list[dict]:
+    """One claim's rows at one profile: the claim's own, then each sub-claim's."""
+    subs = verdict.get("sub") or []
+    claim = verdict["claim"]
+    title = titles.get(claim, f"`{verdict['experiment']}`")
+    own = {
+        "id": claim,
+        "claim": claim,
+        "statement": title + (" (all its sub-claims)" if subs else ""),
+        "statistic": "" if subs else verdict.get("ci_note", ""),
+        "verdict": verdict["verdict"],
+        "present": verdict.get("call_on_seeds_present"),
+        "estimate": None if subs else verdict.get("estimate"),
+        "ci": None if subs else verdict.get("ci"),
+    }
+    out = [own]
+    for s in subs:
+        entry = {
+            "id": s["id"],
+            "claim": claim,
+            "statement": s["statement"],
+            "statistic": s.get("statistic", ""),
+            "verdict": s["verdict"],
+            "present": s.get("call_on_seeds_present"),
+            "estimate": s.get("estimate"),
+            "ci": s.get("ci"),
+        }
+        if s["id"] == claim:  # the claim's single sub-claim: one row
+            out[0] = entry
+        else:
+            out.append(entry)
+    return out
+
+
+def scale_rows(by_profile: Mapping[str, Sequence[Mapping]]) -> list[dict]:
+    """The table's rows from {profile: its verdict dicts} (profiles in scale order): ``id``,
+    ``claim``, ``statement``, ``statistic``, ``unit``, ``cells`` ({profile: entry, only where
+    the profile has the row}), ``anchor`` ((value, source) or None) and ``change`` (the
+    sentence, '' where nothing to say)."""
+    profiles = list(by_profile)
+    rows: dict[str, dict] = {}
+    titles = _titles()
+    for profile in profiles:
+        for verdict in by_profile[profile]:
+            for entry in _entries(verdict, titles):
+                row = rows.setdefault(entry["id"], {"id": entry["id"], "claim": entry["claim"]})
+                row.setdefault("cells", {})[profile] = entry
+    ordered = sorted(rows.values(), key=lambda r: _claim_number(r["claim"]))
+    for row in ordered:
+        # the largest profile's words (its statistic is the one the anchor is matched with)
+        last = row["cells"][max(row["cells"], key=scale_key)]
+        row["statement"], row["statistic"] = last["statement"], last["statistic"]
+        row["unit"] = unit_of(row["statistic"])
+        row["anchor"] = anchor_for(row["id"], row["statistic"])
+        row["change"] = change_sentence(row, [p for p in profiles if p in row["cells"]])
+    return ordered
+
+
+def fmt(value: float, unit: str = "") -> str:
+    return f"{value:+.3g}" + (f" {unit}" if unit else "")
+
+
+def fmt_effect(entry: Mapping | None, unit: str) -> str:
+    """'+5.37 pp [+4, +6.73]', '+2 (no CI)', or '—'."""
+    if not entry or entry.get("estimate") is None:
+        return "—"
+    if not entry.get("ci"):
+        return f"{fmt(entry['estimate'], unit)} (no CI)"
+    lo, hi = entry["ci"]
+    return f"{fmt(entry['estimate'], unit)} [{lo:+.3g}, {hi:+.3g}]"
+
+
+def _call(entry: Mapping) -> str:
+    if entry["verdict"] == "inconclusive" and entry.get("present"):
+        return f"inconclusive (seeds incomplete; present: {entry['present']})"
+    return entry["verdict"]
+
+
+def moves(small: Mapping, large: Mapping) -> bool | None:
+    """Whether the effect moves from ``small`` to ``large`` (the module's rule): CIs that do
+    not overlap; None where either lacks an estimate or a CI."""
+    if any(e.get("estimate") is None or not e.get("ci") for e in (small, large)):
+        return None
+    (lo_s, hi_s), (lo_l, hi_l) = small["ci"], large["ci"]
+    return hi_s < lo_l or hi_l < lo_s
+
+
+def direction(small: float, large: float) -> str:
+    if small * large > 0:
+        return "grows" if abs(large) > abs(small) else "shrinks"
+    return "changes sign"
+
+
+def _implication(small: float, large: float, anchor: tuple[float, str] | None, unit: str) -> str:
+    """Toward or away from the anchor, and what that says about the anchor's scale."""
+    way = direction(small, large)
+    if anchor is None:
+        return {
+            "grows": "extrapolated, the effect is at least as large at larger scales",
+            "shrinks": "extrapolated, it may vanish at larger scales (no anchor number to check)",
+        }.get(way, "the smaller scale's direction does not hold at the larger one")
+    value = anchor[0]
+    if abs(large - value) < abs(small - value):
+        return (
+            f"toward the anchor's {fmt(value, unit)}: consistent with the anchor's result being "
+            "what this effect becomes at its larger scale"
+        )
+    return (
+        f"away from the anchor's {fmt(value, unit)}: scale alone does not explain the gap to "
+        "the anchor; what else differs (data, architecture, schedule) must"
+    )
+
+
+def _pair_sentence(row: Mapping, small_p: str, large_p: str) -> str:
+    """What changes from profile ``small_p`` to ``large_p`` ('' for nothing)."""
+    small, large, unit = row["cells"][small_p], row["cells"][large_p], row["unit"]
+    calls_differ = small["verdict"] != large["verdict"]
+    calls = f"{small['verdict']} at {small_p} → {large['verdict']} at {large_p}"
+    if small["statistic"] != large["statistic"] and None not in (
+        small.get("estimate"),
+        large.get("estimate"),
+    ):
+        return (
+            f"measured by different statistics at {small_p} and {large_p} "
+            f"({small['statistic']}; {large['statistic']}): not compared"
+            + (f"; calls differ ({calls})" if calls_differ else "")
+        )
+    moved = moves(small, large)
+    if moved:
+        s, lg = small["estimate"], large["estimate"]
+        return (
+            f"{direction(s, lg)} with scale: {fmt(s, unit)} at {small_p} → {fmt(lg, unit)} at "
+            f"{large_p}; {_implication(s, lg, row['anchor'], unit)}"
+            + (f" (calls: {calls})" if calls_differ else "")
+        )
+    if moved is None:
+        missing = small_p if not small.get("ci") else large_p
+        has_effect = any(e.get("estimate") is not None for e in (small, large))
+        if calls_differ:  # a claim's own row has no effect: its call alone
+            return f"calls differ ({calls})" + (
+                f"; no effect with a CI at {missing} to compare" if has_effect else ""
+            )
+        if small.get("estimate") is not None and small.get("estimate") != large.get("estimate"):
+            return f"no CI at {missing}: the change is not judged"
+        return ""
+    if calls_differ:
+        return (
+            f"calls differ ({calls}) but the effect does not move detectably "
+            f"({fmt_effect(small, unit)} → {fmt_effect(large, unit)}): a difference of "
+            "precision (seeds, schedule), not of the effect"
+        )
+    return "no detectable change"
+
+
+def change_sentence(row: Mapping, profiles: Sequence[str]) -> str:
+    """The row's 'with scale' sentence over its profiles (in scale order), '' with one profile."""
+    pairs = [_pair_sentence(row, s, lg) for s, lg in zip(profiles, profiles[1:], strict=False)]
+    said = [p for p in pairs if p and p != "no detectable change"]
+    if said:
+        return "; then ".join(said)
+    return "no detectable change" if "no detectable change" in pairs else ""
+
+
+def _cell(row: Mapping, profile: str) -> str:
+    entry = row["cells"].get(profile)
+    if entry is None:
+        return "—"
+    effect = fmt_effect(entry, row["unit"])
+    return f"**{_call(entry)}**" + (f" {effect}" if effect != "—" else "")
+
+
+def _anchor_text(row: Mapping) -> str:
+    if row["anchor"] is None:
+        return "—"
+    value, source = row["anchor"]
+    return f"{fmt(value, row['unit'])} ({source})"
+
+
+def markdown_table(rows: Sequence[Mapping], profiles: Sequence[str]) -> list[str]:
+    header = ["claim", "the blog says", "statistic", *profiles, "anchor"]
+    if len(profiles) > 1:
+        header.append("with scale")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r["id"], r["statement"], r["statistic"] or "—"]
+        cells += [_cell(r, p) for p in profiles] + [_anchor_text(r)]
+        if len(profiles) > 1:
+            cells.append(r["change"] or "—")
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return lines
+
+
+def section_text(rows: Sequence[Mapping], profiles: Sequence[str]) -> list[str]:
+    """The section's markdown: what is compared, the table, the rule."""
+    if len(profiles) == 1:
+        intro = (
+            f"Only `{profiles[0]}` has been run, so there is nothing to compare yet; its column "
+            "is shown. Once another profile's verdicts are in the store, each row shows both and "
+            "says which way the effect moves with scale."
+        )
+    else:
+        intro = (
+            f"Each claim and sub-claim at {', '.join(f'`{p}`' for p in profiles)} (smallest "
+            "first): the call and the effect (estimate [95% CI over seeds], in the statistic's "
+            "unit), the anchor's value of the same statistic where a published anchor measures "
+            "it, and what changes with scale."
+        )
+    rule = (
+        "*With scale.* Between two profiles the effect moves when their 95% CIs do not overlap "
+        "(otherwise: no detectable change); it grows or shrinks in size, or changes sign, and "
+        "moves toward or away from the anchor's number. A row says so where the calls differ or "
+        "the effect moves (normexp/analysis/scales.py)."
+    )
+    return [intro, "", *markdown_table(rows, profiles), "", rule]
+
+
+def draw(rows: Sequence[Mapping], profiles: Sequence[str], out: Path) -> Path:
+    """Per sub-claim (one panel each, its own unit), the estimate with its 95% CI at each
+    profile (dot and whisker, a colour per profile) and the anchor's value as a dashed line."""
+    import matplotlib.pyplot as plt
+
+    from normexp.analysis.style import save_figure
+
+    shown = [r for r in rows if any(c.get("estimate") is not None for c in r["cells"].values())]
+    cols = min(5, max(1, len(shown)))
+    nrows = max(1, -(-len(shown) // cols))
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(2.6 * cols, 2.3 * nrows), layout="constrained", squeeze=False
+    )
+    colors = {p: PROFILE_COLORS[i % len(PROFILE_COLORS)] for i, p in enumerate(profiles)}
+    for ax, row in zip(axes.flat, shown, strict=False):
+        for i, profile in enumerate(profiles):
+            entry = row["cells"].get(profile)
+            if not entry or entry.get("estimate") is None:
+                continue
+            est = entry["estimate"]
+            lo, hi = entry.get("ci") or (est, est)
+            ax.errorbar(
+                i, est, yerr=[[est - lo], [hi - est]], fmt="o", color=colors[profile],
+                capsize=3, label=profile,
+            )
+        ax.axhline(0, color="#999999", lw=0.8)
+        if row["anchor"] is not None:
+            ax.axhline(row["anchor"][0], color="#d62728", ls="--", lw=1, label="anchor")
+        ax.set_xlim(-0.6, len(profiles) - 0.4)
+        ax.set_xticks(range(len(profiles)), profiles, fontsize=7)
+        ax.set_title(row["id"], fontsize=9)
+        ax.set_ylabel(row["unit"] or "estimate", fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.grid(alpha=0.3, axis="y")
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    if not shown:
+        axes.flat[0].text(0.5, 0.5, "no estimates yet", ha="center", va="center")
+    title = "Each sub-claim's estimate (95% CI over seeds) by profile; dashed: the anchor"
+    return save_figure(fig, out, title, title_size=10)
+
+
+def report_extra(results_dir: Path) -> dict:
+    """The Scales section of the report of the profile whose folder is ``results_dir`` (its
+    verdicts written): the figure, drawn into its figures/, and the text, for ``write_report``'s
+    ``extras``."""
+    profiles = profiles_in(results_dir.parent, own=results_dir.name)
+    by_profile = {
+        p: read_verdicts(results_dir if p == results_dir.name else results_dir.parent / p)
+        for p in profiles
+    }
+    rows = scale_rows(by_profile)
+    figure = draw(rows, profiles, results_dir / "figures" / FIGURE)
+    return {"section": SECTION, "figures": [figure], "text": section_text(rows, profiles)}

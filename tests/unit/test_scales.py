@@ -1,0 +1,169 @@
+"""The scale table: every sub-claim at every profile, and what changes with scale."""
+
+import json
+
+from normexp.analysis import scales
+from normexp.analysis.report import extra_markdown, render_html
+
+C4A = "growth of BN − GN test error from batch 32 to 2, pp"  # the statistic the anchor measures
+C4B = "BN − GN test error at batch 2, pp"
+C2A = "near-zero weights, L1 − L2 at the strongest matched strength, pp"  # no anchor
+
+
+def _sub(id_: str, statistic: str, verdict: str, est: float, ci: tuple[float, float] | None):
+    return {
+        "id": id_,
+        "statement": f"statement of {id_}",
+        "verdict": verdict,
+        "statistic": statistic,
+        "estimate": est,
+        "ci": list(ci) if ci else None,
+        "p_holm": 0.01,
+        "seeds": 5,
+        "note": "",
+    }
+
+
+def _verdict(claim: str, experiment: str, verdict: str, *subs: dict) -> dict:
+    return {
+        "claim": claim,
+        "experiment": experiment,
+        "verdict": verdict,
+        "effect": "",
+        "estimate": subs[0]["estimate"] if subs else None,
+        "ci": subs[0]["ci"] if subs else None,
+        "ci_note": "",
+        "anchor": "",
+        "sub": list(subs),
+    }
+
+
+EXPERIMENTS = {"C2": "weight_side", "C4": "bn_small_batch", "C7": "rnn_norm"}
+
+
+def _one(id_: str, statistic: str, verdict: str, est: float, ci: tuple[float, float]) -> dict:
+    """A claim's verdict with one sub-claim, the claim's call the sub-claim's."""
+    claim = id_.rstrip("abc")
+    return _verdict(claim, EXPERIMENTS[claim], verdict, _sub(id_, statistic, verdict, est, ci))
+
+
+def _rows(quick: list[dict], standard: list[dict]) -> dict[str, dict]:
+    return {r["id"]: r for r in scales.scale_rows({"quick": quick, "standard": standard})}
+
+
+def test_agreeing_calls_and_overlapping_cis_show_no_change():
+    q = [_one("C4a", C4A, "supported", 5, (4, 6))]
+    s = [_one("C4a", C4A, "supported", 5.5, (5, 6))]
+    rows = _rows(q, s)
+    assert rows["C4a"]["change"] == "no detectable change"
+    assert rows["C4"]["change"] == ""  # the claim's row: same call, no effect of its own
+
+
+def test_effect_that_grows_toward_the_anchor_says_so():
+    q = [_one("C4a", C4A, "supported", 2.1, (1.5, 2.7))]
+    s = [_one("C4a", C4A, "supported", 5.3, (4.8, 5.8))]
+    row = _rows(q, s)["C4a"]
+    assert row["anchor"] == (11.1, "GN paper, ResNet-50 ImageNet")  # (34.7−24.1) − (23.6−24.1)
+    assert row["change"].startswith("grows with scale: +2.1 pp at quick → +5.3 pp at standard")
+    assert "toward the anchor's +11.1 pp" in row["change"]
+
+
+def test_flipped_call_with_a_moving_effect_names_the_direction_and_the_anchor():
+    q = [_one("C4b", C4B, "contradicted", -7, (-8, -6))]
+    s = [_one("C4b", C4B, "supported", 3, (2, 4))]
+    rows = _rows(q, s)
+    change = rows["C4b"]["change"]
+    assert change.startswith("changes sign with scale: -7 pp at quick → +3 pp at standard")
+    assert "toward the anchor's +10.6 pp" in change
+    assert "calls: contradicted at quick → supported at standard" in change
+    # the claim's row has no estimate of its own: its calls alone
+    assert rows["C4"]["change"] == "calls differ (contradicted at quick → supported at standard)"
+    table = "\n".join(scales.markdown_table(list(rows.values()), ["quick", "standard"]))
+    assert "| **contradicted** | **supported** |" in table
+
+
+def test_flipped_call_without_a_moving_effect_is_a_matter_of_precision():
+    q = [_one("C4a", C4A, "inconclusive", 3, (-1, 7))]
+    s = [_one("C4a", C4A, "supported", 4, (3, 5))]
+    change = _rows(q, s)["C4a"]["change"]
+    assert change.startswith("calls differ (inconclusive at quick → supported at standard)")
+    assert "does not move detectably" in change and "precision" in change
+
+
+def test_claim_without_anchor_shrinking_effect():
+    q = [_one("C2a", C2A, "supported", 48, (40, 56))]
+    s = [_one("C2a", C2A, "supported", 20, (15, 25))]
+    row = _rows(q, s)["C2a"]
+    assert row["anchor"] is None and "anchor's" not in row["change"]
+    assert row["change"].startswith("shrinks with scale: +48 pp at quick → +20 pp at standard")
+    line = next(x for x in scales.markdown_table([row], ["quick", "standard"]) if "C2a" in x)
+    assert line.split(" | ")[-2] == "—"  # the anchor column
+
+
+def test_anchor_only_for_the_statistic_it_measures():
+    # C4a decided at batch 4 instead of 2: the GN paper's number is not that statistic
+    assert scales.anchor_for("C4a", "growth of BN − GN test error from batch 32 to 4, pp") is None
+    assert scales.anchor_for("C8", "LN − GN test error at batch ≥ 32, pp")[0] == 1.2
+    assert scales.unit_of("BN-LSTM, per-step stats − plain LSTM, test bpc") == "bpc"
+    assert scales.unit_of("log10(BN / no norm) of the loss range") == ""
+
+
+def test_different_statistics_are_not_compared():
+    other = "LN-LSTM − plain LSTM, test bpc"
+    bn = "BN-LSTM, per-step stats − plain LSTM, test bpc"
+    q = [_one("C7b", bn, "contradicted", -0.3, (-0.4, -0.2))]
+    s = [_one("C7b", other, "supported", -0.1, (-0.15, -0.05))]
+    row = _rows(q, s)["C7b"]
+    assert "different statistics" in row["change"] and "not compared" in row["change"]
+    assert row["anchor"] is None  # the largest profile's statistic is not the anchor's
+
+
+def test_profile_missing_a_claim_and_a_store_with_one_profile(tmp_path):
+    q = [
+        _one("C4a", C4A, "supported", 5, (4, 6)),
+        _one("C2a", C2A, "supported", 48, (40, 56)),
+    ]
+    s = [_one("C4a", C4A, "supported", 5, (4, 6))]
+    rows = _rows(q, s)
+    assert list(rows) == ["C2", "C2a", "C4", "C4a"]  # claim order, the claim before its parts
+    assert set(rows["C2a"]["cells"]) == {"quick"} and rows["C2a"]["change"] == ""
+    table = scales.markdown_table([rows["C2a"]], ["quick", "standard"])
+    line = next(x for x in table if "C2a" in x)
+    assert "| **supported** +48 pp [+40, +56] | — |" in line
+    # a store with quick's verdicts only (smoke's left out): one column, and it says so
+    for profile, verdicts in (("quick", q), ("smoke", s)):
+        (tmp_path / profile / "verdicts").mkdir(parents=True)
+        for v in verdicts:
+            path = tmp_path / profile / "verdicts" / f"{v['experiment']}.json"
+            path.write_text(json.dumps(v))
+    assert scales.profiles_in(tmp_path) == ["quick"]
+    assert scales.profiles_in(tmp_path, own="smoke") == ["smoke", "quick"]
+    extra = scales.report_extra(tmp_path / "quick")
+    text = "\n".join(extra["text"])
+    assert "Only `quick` has been run" in text and "with scale |" not in text
+    assert "| C4a |" in text
+
+
+def _store(tmp_path) -> None:
+    for profile, est in (("quick", 2.1), ("standard", 5.3)):
+        folder = tmp_path / profile / "verdicts"
+        folder.mkdir(parents=True)
+        sub = _sub("C4a", C4A, "supported", est, (est - 0.5, est + 0.5))
+        (folder / "bn_small_batch.json").write_text(
+            json.dumps(_verdict("C4", "bn_small_batch", "supported", sub))
+        )
+
+
+def test_report_renders_the_scales_section(tmp_path):
+    _store(tmp_path)
+    extra = scales.report_extra(tmp_path / "quick")  # quick's report reads standard's too
+    figure = tmp_path / "quick" / "figures" / scales.FIGURE
+    assert extra["figures"] == [figure] and figure.stat().st_size > 5_000
+    md = "\n".join(extra_markdown([extra]))
+    assert md.startswith("## Scales: every sub-claim at every profile")
+    assert "![scales](figures/scales.png)" in md
+    assert "| claim | the blog says | statistic | quick | standard | anchor | with scale |" in md
+    assert "grows with scale: +2.1 pp at quick → +5.3 pp at standard" in md
+    page = render_html([], {"compute": []}, [extra])
+    assert '<section id="scales">' in page and '<img alt="scales" src="data:image/png' in page
+    assert "<th>with scale</th>" in page and "toward the anchor" in page
