@@ -227,12 +227,12 @@ def _implication(small: float, large: float, anchor: tuple[float, str] | None, u
     value = anchor[0]
     if abs(large - value) < abs(small - value):
         return (
-            f"toward the anchor's {fmt(value, unit)}: consistent with the anchor's result being "
-            "what this effect becomes at its larger scale"
+            f"toward the anchor's {fmt(value, unit)}: the gap to the anchor narrows with scale, "
+            "so it is (at least partly) a matter of scale"
         )
     return (
-        f"away from the anchor's {fmt(value, unit)}: scale alone does not explain the gap to "
-        "the anchor; what else differs (data, architecture, schedule) must"
+        f"away from the anchor's {fmt(value, unit)}: the gap to the anchor widens with scale, "
+        "so scale does not explain it; what else differs (data, architecture, schedule) must"
     )
 
 

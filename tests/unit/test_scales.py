@@ -167,3 +167,11 @@ def test_report_renders_the_scales_section(tmp_path):
     page = render_html([], {"compute": []}, [extra])
     assert '<section id="scales">' in page and '<img alt="scales" src="data:image/png' in page
     assert "<th>with scale</th>" in page and "toward the anchor" in page
+
+
+def test_effect_moving_away_from_the_anchor_says_scale_does_not_explain_the_gap():
+    q = [_one("C4a", C4A, "supported", 8, (7, 9))]
+    s = [_one("C4a", C4A, "supported", 3, (2, 4))]
+    change = _rows(q, s)["C4a"]["change"]
+    assert change.startswith("shrinks with scale: +8 pp at quick → +3 pp at standard")
+    assert "away from the anchor's +11.1 pp" in change and "does not explain" in change
