@@ -56,7 +56,7 @@ def test_smoke_sweep_writes_runs_figure_and_verdict_then_resumes(tmp_path, reque
             "runtime.progress=false", f"hydra.sweep.dir={tmp_path / 'hydra'}",
             "hydra.launcher.n_jobs=1",
         ]  # fmt: skip
-        first = run(sweep, results, data_dir, md5)
+        first, figures = run(sweep, results, data_dir, md5), None
     assert first.returncode == 0, first.stderr[-3000:]
     runs = sorted((results / "smoke" / "runs" / "rnn_norm").iterdir())
     assert len(runs) == len(CELLS)
