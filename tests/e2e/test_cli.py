@@ -89,8 +89,12 @@ def assert_refused(result, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
+def row_values(row) -> tuple:
+    return row.values if hasattr(row, "values") else row  # a pytest.param or a plain tuple
+
+
 def row_id(row) -> str:
-    return row.values[0] if hasattr(row, "values") else row[0]
+    return row_values(row)[0]
 
 
 HYDRA_FLAGS = [["--cfg", "job", "norm=group"], ["-c", "job"], ["-sc", "install=bash"], ["--info"]]
@@ -107,7 +111,7 @@ def commands(tmp_path_factory, cifar_data) -> dict[str, Call]:
     for row in OVERRIDE_ROWS:
         if any(mark.args and mark.args[0] for mark in getattr(row, "marks", ())):
             continue  # a row skipped here (cuda-without-gpu on a GPU machine)
-        name, overrides = row_id(row), (row.values if hasattr(row, "values") else row)[1]
+        name, overrides, _ = row_values(row)
         tmp = folder(name)
         commands[name] = Call(["normexp.run", "profile=smoke", *overrides], tmp / "res", tmp)
     data_dir, extra = cifar_data
@@ -159,7 +163,7 @@ def refused(commands, results):
 
 @pytest.mark.parametrize(
     ("row", "fragments"),
-    [(row_id(r), (r.values if hasattr(r, "values") else r)[2]) for r in OVERRIDE_ROWS],
+    [(row_id(r), row_values(r)[2]) for r in OVERRIDE_ROWS],
     ids=[row_id(r) for r in OVERRIDE_ROWS],
 )
 def test_bad_overrides_get_one_line_and_write_nothing(refused, row, fragments):
