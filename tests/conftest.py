@@ -30,10 +30,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # --- data -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cifar_data(tmp_path_factory) -> tuple[Path, list[str]]:
     """(data dir, extra overrides): the real CIFAR-10 when configured, else a tiny fake copy
-    (random pixels; fingerprints cannot match, so verification is switched off for it)."""
+    (random pixels; fingerprints cannot match, so verification is switched off for it). Read
+    only: one copy serves the whole session."""
     real = real_data_dir()
     if real is not None:
         return real, []

@@ -2,6 +2,7 @@
 non-zero exit, nothing written to the store. One test per row of README's bad-input table."""
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from normexp.data import cifar10
 from normexp.errors import ConfigError
 from normexp.run import preflight
 from tests.fake_data import write_cifar
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, Call, run_cli, run_cli_batch
 
 # (row id as in README, overrides, fragments the one line must contain)
 OVERRIDE_ROWS = [
@@ -88,78 +89,124 @@ def assert_refused(result, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
+def row_values(row) -> tuple:
+    return row.values if hasattr(row, "values") else row  # a pytest.param or a plain tuple
+
+
 def row_id(row) -> str:
-    return row.values[0] if hasattr(row, "values") else row[0]
+    return row_values(row)[0]
+
+
+HYDRA_FLAGS = [["--cfg", "job", "norm=group"], ["-c", "job"], ["-sc", "install=bash"], ["--info"]]
+
+
+@pytest.fixture(scope="module")
+def commands(tmp_path_factory, cifar_data) -> dict[str, Call]:
+    """Every command of this file's tests, each with its own store and data under tmp."""
+
+    def folder(name: str) -> Path:
+        return tmp_path_factory.mktemp(name)
+
+    commands = {}
+    for row in OVERRIDE_ROWS:
+        if any(mark.args and mark.args[0] for mark in getattr(row, "marks", ())):
+            continue  # a row skipped here (cuda-without-gpu on a GPU machine)
+        name, overrides, _ = row_values(row)
+        tmp = folder(name)
+        commands[name] = Call(["normexp.run", "profile=smoke", *overrides], tmp / "res", tmp)
+    data_dir, extra = cifar_data
+    tmp = folder("sweep")
+    sweep = ["normexp.run", "-m", "experiment=bn_small_batch", "profile=smoke", "model=mlp"]
+    sweep += [f"hydra.sweep.dir={tmp / 'hydra'}", *extra]
+    commands["sweep"] = Call(sweep, tmp / "res", data_dir)
+    tmp = folder("no-data")
+    commands["no-data"] = Call(run_args("data.download=false"), tmp / "res", tmp / "none")
+    tmp = folder("data-file")
+    (tmp / "file").write_text("not a folder")
+    commands["data-file"] = Call(run_args("data.download=false"), tmp / "res", tmp / "file")
+    tmp = folder("no-network")
+    commands["no-network"] = Call(run_args(), tmp / "res", tmp / "empty")
+    tmp = folder("fingerprints")
+    write_cifar(tmp / "data", per_batch=300)  # random pixels: fingerprints cannot match
+    commands["fingerprints"] = Call(run_args(), tmp / "res", tmp / "data")
+    tmp = folder("truncated")
+    batch = write_cifar(tmp / "data", per_batch=300) / cifar10.TRAIN_FILES[2]
+    batch.write_bytes(batch.read_bytes()[:5000])
+    commands["truncated"] = Call(run_args("data.verify=false"), tmp / "res", tmp / "data")
+    for argv in HYDRA_FLAGS:
+        tmp = folder("flags")
+        commands[" ".join(argv)] = Call(["normexp.run", *argv], tmp / "res", tmp)
+    return commands
+
+
+def run_args(*overrides: str) -> list[str]:
+    return ["normexp.run", "profile=smoke", *overrides]
+
+
+@pytest.fixture(scope="module")
+def results(commands) -> dict[str, subprocess.CompletedProcess]:
+    """What each command returned, all run in one process (tests.helpers.run_cli_batch)."""
+    return dict(zip(commands, run_cli_batch(list(commands.values())), strict=True))
+
+
+@pytest.fixture
+def refused(commands, results):
+    """refused(name, *fragments): command `name` was refused in one line holding the fragments
+    and wrote nothing."""
+
+    def check(name: str, *fragments: str) -> None:
+        assert_refused(results[name], *fragments)
+        assert not commands[name].results_dir.exists()
+
+    return check
 
 
 @pytest.mark.parametrize(
-    ("row", "overrides", "fragments"), OVERRIDE_ROWS, ids=[row_id(r) for r in OVERRIDE_ROWS]
+    ("row", "fragments"),
+    [(row_id(r), row_values(r)[2]) for r in OVERRIDE_ROWS],
+    ids=[row_id(r) for r in OVERRIDE_ROWS],
 )
-def test_bad_overrides_get_one_line_and_write_nothing(tmp_path, row, overrides, fragments):
-    result = run_cli(["normexp.run", "profile=smoke", *overrides], tmp_path / "res", tmp_path)
-    assert_refused(result, *fragments)
-    assert not (tmp_path / "res").exists()
+def test_bad_overrides_get_one_line_and_write_nothing(refused, row, fragments):
+    refused(row, *fragments)
 
 
-def test_bad_value_in_a_sweep_stops_it_before_any_job(tmp_path, cifar_data):
-    data_dir, extra = cifar_data
-    result = run_cli(
-        [
-            "normexp.run",
-            "-m",
-            "experiment=bn_small_batch",
-            "profile=smoke",
-            "model=mlp",
-            f"hydra.sweep.dir={tmp_path / 'hydra'}",
-            *extra,
-        ],
-        tmp_path / "res",
-        data_dir,
-    )
-    assert_refused(result, "norm.name", "instance")
-    assert not (tmp_path / "res").exists()
+def test_bad_value_in_a_sweep_stops_it_before_any_job(refused):
+    refused("sweep", "norm.name", "instance")
 
 
-def test_missing_data_with_download_off(tmp_path):
-    result = run_cli(
-        ["normexp.run", "profile=smoke", "data.download=false"], tmp_path / "res", tmp_path / "none"
-    )
-    assert_refused(result, "cifar-10-batches-py", "data.download")
-    assert not (tmp_path / "res").exists()
+def test_missing_data_with_download_off(refused):
+    refused("no-data", "cifar-10-batches-py", "data.download")
 
 
-def test_data_dir_that_is_a_file(tmp_path):
-    (tmp_path / "file").write_text("not a folder")
-    result = run_cli(
-        ["normexp.run", "profile=smoke", "data.download=false"], tmp_path / "res", tmp_path / "file"
-    )
-    assert_refused(result, "cifar-10-batches-py")
-    assert not (tmp_path / "res").exists()
+def test_data_dir_that_is_a_file(refused):
+    refused("data-file", "cifar-10-batches-py")
 
 
-def test_download_without_network_fails_in_one_line(tmp_path):
+def test_download_without_network_fails_in_one_line(refused):
     # No network here: the real download code runs and fails; with internet it would fetch.
-    result = run_cli(["normexp.run", "profile=smoke"], tmp_path / "res", tmp_path / "empty")
-    assert_refused(result, "downloading CIFAR-10", "by hand")
-    assert not (tmp_path / "res").exists()
+    refused("no-network", "downloading CIFAR-10", "by hand")
 
 
-def test_data_failing_its_content_check(tmp_path):
-    write_cifar(tmp_path / "data", per_batch=300)  # random pixels: fingerprints cannot match
-    result = run_cli(["normexp.run", "profile=smoke"], tmp_path / "res", tmp_path / "data")
-    assert_refused(result, "cifar-10-batches-py")
-    assert not (tmp_path / "res").exists()
+def test_data_failing_its_content_check(refused):
+    refused("fingerprints", "cifar-10-batches-py")
 
 
-def test_truncated_data_file_is_named(tmp_path):
-    folder = write_cifar(tmp_path / "data", per_batch=300)
-    batch = folder / cifar10.TRAIN_FILES[2]
-    batch.write_bytes(batch.read_bytes()[:5000])
-    result = run_cli(
-        ["normexp.run", "profile=smoke", "data.verify=false"], tmp_path / "res", tmp_path / "data"
+def test_truncated_data_file_is_named(refused):
+    refused("truncated", cifar10.TRAIN_FILES[2])
+
+
+@pytest.mark.parametrize("name", ["unknown-norm", "no-data", "sweep"])
+def test_a_fresh_process_says_the_same(commands, results, name):
+    """The real entry point, one process per command: the same exit status and output as the
+    batch above gives (which runs the commands one after another in one process)."""
+    call = commands[name]
+    alone = run_cli(call.args, call.results_dir, call.data_dir)
+    assert (alone.returncode, alone.stderr, alone.stdout) == (
+        results[name].returncode,
+        results[name].stderr,
+        results[name].stdout,
     )
-    assert_refused(result, cifar10.TRAIN_FILES[2])
-    assert not (tmp_path / "res").exists()
+    assert not call.results_dir.exists()
 
 
 def test_readme_table_lists_every_tested_row():
@@ -188,18 +235,16 @@ def test_readme_field_table_is_the_schemas():
     assert schema.readme_block(readme) == schema.readme_table()
 
 
-@pytest.mark.parametrize(
-    "argv", [["--cfg", "job", "norm=group"], ["-c", "job"], ["-sc", "install=bash"], ["--info"]]
-)
-def test_hydra_flags_work_as_documented(tmp_path, argv):
-    result = run_cli(["normexp.run", *argv], tmp_path / "res", tmp_path)
+@pytest.mark.parametrize("argv", HYDRA_FLAGS, ids=" ".join)
+def test_hydra_flags_work_as_documented(commands, results, argv):
+    result = results[" ".join(argv)]
     assert result.returncode == 0, result.stderr
     assert "normexp: error" not in result.stderr
     if argv[0] in ("--cfg", "-c"):
         assert "claim:" in result.stdout and "hydra:" not in result.stdout
     if argv[0] == "-sc":
         assert "complete" in result.stdout  # the bash completion script
-    assert not (tmp_path / "res").exists()
+    assert not commands[" ".join(argv)].results_dir.exists()
 
 
 # --- group choices on the command line -------------------------------------------------

@@ -1,5 +1,6 @@
-"""End to end: the smoke sweep of bn_small_batch in a subprocess, its store, table, figure and
-W&B offline runs; then the same command again trains nothing."""
+"""End to end: the smoke sweep of bn_small_batch (in the session's smoke store), its store,
+table, figure and W&B offline runs; then the same command again, in a fresh process, trains
+nothing."""
 
 import json
 
@@ -12,30 +13,18 @@ pytestmark = pytest.mark.slow
 NORMS, BATCHES = 5, 7  # the grid of experiments/bn_small_batch.yaml at one smoke seed
 
 
-def sweep(tmp_path, data_dir, extra):
-    return run_cli(
-        [
-            "normexp.run",
-            "-m",
-            "experiment=bn_small_batch",
-            "profile=smoke",
-            "tracking.mode=offline",
-            "runtime.progress=false",
-            f"hydra.sweep.dir={tmp_path / 'hydra'}",
-            *extra,
-        ],
-        tmp_path / "results",
-        data_dir,
-    )
+def bn_small_batch_sittings(results) -> list[dict]:
+    lines = (results / "smoke" / "sweeps.jsonl").read_text().splitlines()
+    return [s for s in map(json.loads, lines) if s["experiment"] == "bn_small_batch"]
 
 
-def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(
-    tmp_path, cifar_data, monkeypatch
-):
-    data_dir, extra = cifar_data
-    first = sweep(tmp_path, data_dir, extra)
+def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(smoke_store, monkeypatch):
+    # The sweep and `figures` ran once for the session's smoke store (tests/e2e/conftest.py),
+    # beside the other experiments'; the resume below is a fresh process.
+    results, data_dir = smoke_store.results, smoke_store.data_dir
+    first = smoke_store.sweeps["bn_small_batch"]
     assert first.returncode == 0, first.stderr[-3000:]
-    runs = sorted((tmp_path / "results" / "smoke" / "runs" / "bn_small_batch").iterdir())
+    runs = sorted((results / "smoke" / "runs" / "bn_small_batch").iterdir())
     assert len(runs) == NORMS * BATCHES
     seen = set()
     for run in runs:
@@ -50,41 +39,30 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(
         assert ("test_acc_batch_stats" in summary) == (config["norm"]["name"] == "batch")
         assert list((run / "wandb").glob("offline-run-*")), f"no W&B offline run in {run}"
     assert len(seen) == NORMS * BATCHES  # every grid cell once
-    sittings = (tmp_path / "results" / "smoke" / "sweeps.jsonl").read_text().splitlines()
-    sitting = json.loads(sittings[0])
-    assert len(sittings) == 1 and sitting["experiment"] == "bn_small_batch"
+    sittings = bn_small_batch_sittings(results)
+    sitting = sittings[0]
+    assert len(sittings) == 1
     assert sitting["counts"] == {"ok": NORMS * BATCHES} and sitting["skipped"] == 0
     assert sitting["wall_s"] > 0 and "experiment=bn_small_batch" in sitting["command"]
 
-    figures = run_cli(
-        [
-            "normexp.analysis.figures",
-            "--results-dir",
-            str(tmp_path / "results"),
-            "--profile",
-            "smoke",
-            "--wandb-mode",
-            "offline",
-        ],
-        tmp_path / "results",
-        data_dir,
-    )
+    figures = smoke_store.figures
     assert figures.returncode == 0, figures.stderr
-    table = pd.read_parquet(tmp_path / "results" / "smoke" / "collected" / "bn_small_batch.parquet")
+    table = pd.read_parquet(results / "smoke" / "collected" / "bn_small_batch.parquet")
     assert len(table) == NORMS * BATCHES and set(table["status"]) == {"ok"}
     assert {"norm.name", "train.batch_size", "seed", "test_err"} <= set(table.columns)
     assert table["finished_at"].notna().all()  # each run's finish time, from its status.json
-    figure = tmp_path / "results" / "smoke" / "figures" / "bn_small_batch.png"
+    figure = results / "smoke" / "figures" / "bn_small_batch.png"
     assert figure.stat().st_size > 20_000
-    report = (tmp_path / "results" / "smoke" / "REPORT.md").read_text()
+    report = (results / "smoke" / "REPORT.md").read_text()
     assert "| C4a `bn_small_batch`" in report and "| C4b `bn_small_batch`" in report
     assert "35 runs (35 ok)" in report
     assert f"| `bn_small_batch` | smoke | 35 (35 ok) | 1 | {sitting['wall_s'] / 60:.1f} |" in report
-    provenance = json.loads((tmp_path / "results" / "smoke" / "provenance.json").read_text())
-    assert provenance["compute"][0]["wall_source"] == "1 sweep sitting(s)"
-    report_run = tmp_path / "results" / "smoke" / "wandb"  # the report's W&B run
+    provenance = json.loads((results / "smoke" / "provenance.json").read_text())
+    compute = {row["experiment"]: row for row in provenance["compute"]}
+    assert compute["bn_small_batch"]["wall_source"] == "1 sweep sitting(s)"
+    report_run = results / "smoke" / "wandb"  # the report's W&B run
     assert list(report_run.glob("offline-run-*"))
-    assert (tmp_path / "results" / "smoke" / "report.html").stat().st_size > 50_000
+    assert (results / "smoke" / "report.html").stat().st_size > 50_000
 
     # The exploration notebook runs on these results.
     import nbformat
@@ -92,7 +70,7 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(
 
     from tests.helpers import REPO
 
-    monkeypatch.setenv("NORMEXP_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("NORMEXP_RESULTS_DIR", str(results))
     monkeypatch.setenv("NORMEXP_PROFILE", "smoke")
     notebook = nbformat.read(REPO / "notebooks" / "explore_results.ipynb", as_version=4)
     NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
@@ -117,12 +95,12 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(
         assert again[key] == stored[key], key
 
     stamps = {run.name: (run / "summary.json").stat().st_mtime_ns for run in runs}
-    second = sweep(tmp_path, data_dir, extra)
+    second = run_cli(smoke_store.sweep_args("bn_small_batch"), results, data_dir)
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"({NORMS * BATCHES} finished before, skipped)" in second.stderr
     # Every run finished: decided from the store in this process, no job started.
     assert "so no job was started" in second.stderr
     assert (second.stdout + second.stderr).count("skip ") == 0
     assert {run.name: (run / "summary.json").stat().st_mtime_ns for run in runs} == stamps
-    sittings = (tmp_path / "results" / "smoke" / "sweeps.jsonl").read_text().splitlines()
-    assert len(sittings) == 2 and json.loads(sittings[1])["skipped"] == NORMS * BATCHES
+    sittings = bn_small_batch_sittings(results)
+    assert len(sittings) == 2 and sittings[1]["skipped"] == NORMS * BATCHES

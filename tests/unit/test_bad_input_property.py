@@ -5,6 +5,7 @@ names the field, before anything is written. Most cases run in process on compos
 
 import copy
 import math
+import subprocess
 from functools import cache
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import normexp
 from normexp import schema
 from normexp.errors import ConfigError
 from normexp.validate import resolve_config
-from tests.helpers import run_cli
+from tests.helpers import Call, run_cli_batch
 
 CONFIG_DIR = str(Path(normexp.__file__).parent.parent / "configs")
 # Overrides under which a field of the schema is present: keyed by the field's `needs`.
@@ -261,17 +262,29 @@ def test_launcher_jobs_are_bounded_by_the_machine(value, allowed):
 CLI_CASES = [
     ("optim.weight_decay=inf", "optim.weight_decay"),
     ("claim.name=a/b", "claim.name"),
-    ("norm.eps=-1e-5", "norm.eps"),  # not in norm=batch's yaml: needs the + of a new key
+    ("+norm.eps=-1e-5", "norm.eps"),  # not in norm=batch's yaml: needs the + of a new key
     ("train.eval_batch_size=1.5", "train.eval_batch_size"),
 ]
 
 
+@pytest.fixture(scope="module")
+def cli_results(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    """Each case's store and what its command returned, the commands run one after another in
+    one process (tests.helpers.run_cli_batch; tests/e2e/test_cli.py checks that a fresh process
+    says the same)."""
+    calls = {}
+    for override, _ in CLI_CASES:
+        tmp = tmp_path_factory.mktemp("cli")
+        calls[override] = Call(["normexp.run", "profile=smoke", override], tmp / "res", tmp)
+    done = run_cli_batch(list(calls.values()))
+    return {o: (c.results_dir, r) for (o, c), r in zip(calls.items(), done, strict=True)}
+
+
 @pytest.mark.parametrize(("override", "field"), CLI_CASES, ids=[c[0] for c in CLI_CASES])
-def test_bad_values_on_the_command_line(tmp_path, override, field):
-    override = f"+{override}" if override.startswith("norm.") else override
-    result = run_cli(["normexp.run", "profile=smoke", override], tmp_path / "res", tmp_path)
+def test_bad_values_on_the_command_line(cli_results, override, field):
+    results_dir, result = cli_results[override]
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and lines[0].startswith(f"normexp: error: {field}: "), result.stderr
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "res").exists()
+    assert not results_dir.exists()

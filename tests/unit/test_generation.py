@@ -24,7 +24,7 @@ from normexp.data.corruptions import (
 )
 from normexp.errors import ConfigError
 from normexp.models.generator import build_generator, check_generator
-from normexp.sweep import sweep_overrides
+from normexp.sweep import compose_jobs, sweep_overrides
 from normexp.tasks import get_task
 from normexp.tracking.store import run_key
 from normexp.train.image_to_image import SAMPLE_GRID, psnr_per_image, ssim_per_image
@@ -311,7 +311,8 @@ def test_style_experiment_differs_from_restoration_only_in_target_and_noise(hydr
     runs = {}
     for experiment in EXPERIMENTS:
         cfg = compose(f"experiment={experiment}", f"profile={profile}")
-        runs[experiment] = [resolve_config(compose(*job)) for job in sweep_overrides(cfg)]
+        # Composed as the launcher composes them (normexp.compose: once per set of group choices).
+        runs[experiment] = [resolve_config(job) for job in compose_jobs(cfg)]
     restoration, style = runs["bn_generation"], runs["bn_generation_style"]
     assert len(restoration) == len(style)
     for r, s in zip(restoration, style, strict=True):

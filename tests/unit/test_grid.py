@@ -1,6 +1,9 @@
 """The whole grid: every family × norm × position × batch cell the validity rules allow is
 reachable from an experiment file and trains; the report's grid section reads it."""
 
+import copy
+import functools
+
 import hydra
 import numpy as np
 import pandas as pd
@@ -40,7 +43,12 @@ def compose_sweep(experiment: str, profile: str):
 
 def reachable_cells(profile: str) -> dict[tuple, dict]:
     """{(model, norm, position, batch): a resolved job config} over the grid experiments' jobs
-    (one seed: seeds never change validity)."""
+    (one seed: seeds never change validity). A copy of the module's, composed once a profile."""
+    return copy.deepcopy(_reachable_cells(profile))
+
+
+@functools.cache
+def _reachable_cells(profile: str) -> dict[tuple, dict]:
     cells = {}
     for experiment in GRID_EXPERIMENTS:
         config = compose_sweep(experiment, profile)
