@@ -118,9 +118,9 @@ def test_profile_cost_prices_what_run_sweep_runs_and_the_grid_apart():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="standard within 6 h: the deciding cells were sized to 359 min; main's added reported "
-    "experiments (bn_position_control, rnn_small_batch, rnn_words at quick's LM scale) bring "
-    "`make run-sweep PROFILE=standard` to about 384 min projected (README 'Profiles'): open",
+    reason="standard within 6 h: with the convergence check's 28 doubled runs and C9 on both "
+    "architectures, `make run-sweep PROFILE=standard` projects to about 418 min (README "
+    "'Profiles'): open",
 )
 def test_standard_cost_fits_six_hours():
     assert whole_sweep_cost("standard")["wall_min"].sum() <= STANDARD_BUDGET_MIN
@@ -128,9 +128,8 @@ def test_standard_cost_fits_six_hours():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue #12: quick within 60 min; with five seeds of record in every deciding cell and "
-    "the LR selection runs it projects to about 105 min since main's added reported "
-    "experiments (README 'Profiles'): open",
+    reason="quick within 60 min: 3 seeds of record, the LR selection runs and C8's check "
+    "project to about 63 min (README 'Profiles'): 3 over",
 )
 def test_quick_cost_fits_an_hour():
     assert whole_sweep_cost("quick")["wall_min"].sum() <= QUICK_BUDGET_MIN
