@@ -63,6 +63,8 @@ NAME_EXTRAS = {
     "bn_small_batch_groups": (("norm.num_groups", "g"),),
     "norm_position": (("model.name", ""),),
     "not_ics": (("model.name", ""),),  # from standard on the CNN and the ResNet-20
+    # a batch-2 cell's LR is selected at batch 32: its selection runs name the cell they serve
+    "bn_small_batch_resnet": (("cell.batch", "cell"),),
 }
 
 
@@ -110,6 +112,13 @@ def run_identity(config: Mapping, key: str) -> dict:
     for path, prefix in NAME_EXTRAS.get(experiment, ()):
         if _get(config, path) is not None:
             name += f"-{prefix}{_get(config, path)}"
+    # The fair protocol's runs beside the runs of record: a selection run per LR multiplier, a
+    # check run at the doubled budget (README "Fair protocol").
+    stage = _get(config, "protocol.stage")
+    if stage == "select":
+        name += f"-select-lr{_get(config, 'optim.lr_mult'):g}x"
+    elif stage == "check":
+        name += f"-check-e{_get(config, 'train.epochs')}"
     tags = [config["claim"]["id"], experiment]
     tags += [f"{label}:{_get(config, p)}" for label, p in FACTORS if _get(config, p) is not None]
     return {

@@ -183,6 +183,14 @@ def bad_strategy(rule) -> st.SearchStrategy:
             return st.lists(bad_item, min_size=1, max_size=3)
         case schema.ChoiceList():
             return st.lists(text.filter(lambda t: t not in rule.options), min_size=1, max_size=3)
+        case schema.SubGrid():
+            bad_values_of_a_field = st.one_of(st.just(""), st.just([]), st.integers())
+            return st.one_of(
+                text,
+                st.integers(),
+                st.just({}),
+                st.dictionaries(st.just("norm"), bad_values_of_a_field, min_size=1),
+            )
         case schema.Interval():
             return st.one_of(
                 st.lists(floats, max_size=1),

@@ -288,6 +288,8 @@ def committed_run(experiment: str, norm: str | None = None, batch: int | None = 
     """The lowest-seed ok run of the committed store (of this norm and batch size, if given)."""
     found = []
     for folder in (COMMITTED / "runs" / experiment).iterdir():
+        if not folder.is_dir():  # selection.json
+            continue
         config = json.loads((folder / "config.json").read_text())
         if json.loads((folder / "status.json").read_text())["status"] == "ok" and (
             norm is None or (config["norm"]["name"], config["train"]["batch_size"]) == (norm, batch)
