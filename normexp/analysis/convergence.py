@@ -102,9 +102,13 @@ def checked_at(row: pd.Series) -> bool:
     """Whether the run's profile runs the check stage (``protocol.check_profiles``; null or
     absent: every profile)."""
     profiles = row.get(CHECK_PROFILES)
-    if not isinstance(profiles, list | tuple | np.ndarray):
+    if isinstance(profiles, str):  # collect writes a list as its repr: "['smoke', 'paper']"
+        names = {p.strip().strip("'\"") for p in profiles.strip("[]").split(",")}
+    elif isinstance(profiles, list | tuple | np.ndarray):
+        names = {str(p) for p in profiles}
+    else:
         return True  # null, or a table from before the field (NaN): every profile
-    return str(row.get(col.PROFILE)) in {str(p) for p in profiles}
+    return str(row.get(col.PROFILE)) in names
 
 
 def declared(row: pd.Series) -> bool:

@@ -11,6 +11,7 @@ from normexp.analysis import columns as col
 from normexp.analysis.convergence import (
     cell_convergence,
     converged,
+    declared,
     failing_note,
     paired_gains,
     passing,
@@ -278,3 +279,15 @@ def test_cost_projection_prices_the_check_stage():
     table = profile_cost("quick", experiments=["bn_small_batch", "bn_small_batch_groups"])
     assert table.loc["bn_small_batch", "check"] == 8  # batch 32, 128 x BN, GN, LN, none
     assert table.loc["bn_small_batch_groups", "check"] == 0  # declares no check
+
+
+@pytest.mark.parametrize("as_collected", [True, False])
+def test_a_profile_outside_check_profiles_is_not_declared(as_collected):
+    # collect writes the list as its repr; a config row keeps the list
+    profiles = ["smoke", "standard", "paper"]
+    value = str(profiles) if as_collected else profiles
+    row = pd.Series({"protocol.check.norm": "batch", "norm.name": "batch",
+                     "protocol.check_profiles": value, "profile": "quick"})  # fmt: skip
+    assert not declared(row)
+    assert declared(row.replace({"quick": "standard"}))
+    assert declared(row.drop("protocol.check_profiles"))  # absent: every profile
