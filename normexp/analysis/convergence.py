@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from normexp.analysis import columns as col
+from normexp.protocol.subgrid import in_subgrid, runs_check
 
 THRESHOLD_PP = 1.0  # the doubled budget must gain less than this (pp of validation accuracy)
 VAL_ACC = "val_acc"  # the final validation accuracy, in every classification run's summary
@@ -98,34 +99,18 @@ CHECK_PREFIX = "protocol.check."  # the declared sub-grid, as collect flattens i
 CHECK_PROFILES = "protocol.check_profiles"  # the profiles that run it (null: all)
 
 
-def checked_at(row: pd.Series) -> bool:
-    """Whether the run's profile runs the check stage (``protocol.check_profiles``; null or
-    absent: every profile)."""
-    profiles = row.get(CHECK_PROFILES)
-    if isinstance(profiles, str):  # collect writes a list as its repr: "['smoke', 'paper']"
-        names = {p.strip().strip("'\"") for p in profiles.strip("[]").split(",")}
-    elif isinstance(profiles, list | tuple | np.ndarray):
-        names = {str(p) for p in profiles}
-    else:
-        return True  # null, or a table from before the field (NaN): every profile
-    return str(row.get(col.PROFILE)) in names
-
-
 def declared(row: pd.Series) -> bool:
-    """Whether a run of record lies in the sub-grid its experiment declared for the check
-    (``protocol.check``: {field: "v1,v2"}; a section such as norm stands for its name)."""
-    if not checked_at(row):
+    """Whether a run of record lies in the sub-grid its experiment declared for the check, at
+    a profile that runs it: the planner's rule (normexp/protocol/subgrid.py) on a collected row,
+    where ``protocol.check`` is flattened to columns and a section such as norm to its name."""
+    profiles = row.get(CHECK_PROFILES)
+    if not isinstance(profiles, str | list | tuple | np.ndarray):
+        profiles = None  # null, or a table from before the field (NaN): every profile
+    if not runs_check(row.get(col.PROFILE), profiles):
         return False
     fields = {c[len(CHECK_PREFIX):]: row[c] for c in row.index if c.startswith(CHECK_PREFIX)}
     fields = {k: v for k, v in fields.items() if not pd.isna(v)}
-    if not fields:
-        return False
-    for path, allowed in fields.items():
-        column = path if path in row.index else f"{path}.name"
-        listed = {str(v).strip() for v in str(allowed).strip("[]").replace("'", "").split(",")}
-        if column not in row.index or str(row[column]) not in listed:
-            return False
-    return True
+    return in_subgrid(lambda path: row.get(path, row.get(f"{path}.name")), fields)
 
 
 def cell_convergence(df: pd.DataFrame, cells: Sequence[str] | None = None) -> pd.DataFrame:

@@ -157,10 +157,7 @@ def experiment_jobs(config) -> list[tuple[str, dict]]:
         SEED,
         JobRecords,
         _without,
-        check_job,
-        checked_here,
-        first_seed_job,
-        in_check,
+        cell_check_job,
         selection_cell,
         selection_jobs,
         uses_protocol,
@@ -178,12 +175,8 @@ def experiment_jobs(config) -> list[tuple[str, dict]]:
         chosen = dict.fromkeys(selection_cell(c, settings["select_batch_size"]) for c in cells)
         grid, seeds = settings["lr_grid"], settings["selection_seeds"]
         jobs = [("select", j) for c in chosen for j in selection_jobs(c, grid, seeds)] + jobs
-        for cell_jobs in cells.values():
-            first = first_seed_job(cell_jobs, records)
-            config = records(first)[0]
-            if checked_here(config) and in_check(config, settings.get("check")):
-                mult = settings.get("check_budget_mult", 2)
-                jobs.append(("check", check_job(first, config, mult)))
+        checks = (cell_check_job(cell_jobs, records) for cell_jobs in cells.values())
+        jobs += [("check", job) for job in checks if job is not None]
     return [(stage, records(job)[0]) for stage, job in jobs]
 
 

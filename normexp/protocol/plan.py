@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from normexp.compose import JobComposer
 from normexp.errors import ConfigError
 from normexp.protocol.select import LR_MULT, STATUS, select_lr, widened
+from normexp.protocol.subgrid import in_subgrid, runs_check
 from normexp.tracking.store import (
     RunRecord,
     atomic_write_json,
@@ -107,22 +108,8 @@ def _field(config: Mapping, path: str) -> object:
 
 
 def in_check(config: Mapping, check: Mapping | None) -> bool:
-    """Whether the resolved job ``config`` lies in the declared sub-grid ``check`` ({field:
-    "v1,v2" or a list}): every field's value among the listed ones. Listed values that the
-    sweep does not have are simply never met (the sub-grid is intersected with the sweep)."""
-    if not check:
-        return False
-    for path, allowed in check.items():
-        listed = allowed.split(",") if isinstance(allowed, str) else list(allowed)
-        if str(_field(config, path)) not in {str(v).strip() for v in listed}:
-            return False
-    return True
-
-
-def checked_here(config: Mapping) -> bool:
-    """Whether the job's profile runs the check stage (``protocol.check_profiles``; null: all)."""
-    profiles = config.get("protocol", {}).get("check_profiles")
-    return profiles is None or config.get("profile") in profiles
+    """Whether the resolved job ``config`` lies in the declared sub-grid ``check``."""
+    return in_subgrid(lambda path: _field(config, path), check)
 
 
 def check_job(job: Sequence[str], config: Mapping, mult: int) -> Job:
@@ -141,6 +128,19 @@ def check_job(job: Sequence[str], config: Mapping, mult: int) -> Job:
 def first_seed_job(jobs: Sequence[Job], records: "JobRecords") -> Job:
     """The job of a cell's first (smallest) seed of record."""
     return min(jobs, key=lambda j: records(j)[0]["seed"])
+
+
+def cell_check_job(jobs: Sequence[Job], records: "JobRecords") -> Job | None:
+    """The convergence check's job for the cell of record jobs ``jobs`` (without its LR
+    multiplier), or None when the cell is not checked at its profile."""
+    first = first_seed_job(jobs, records)
+    config = records(first)[0]
+    protocol = config["protocol"]
+    if not runs_check(config["profile"], protocol.get("check_profiles")):
+        return None
+    if not in_check(config, protocol.get("check")):
+        return None
+    return check_job(first, config, protocol.get("check_budget_mult", 2))
 
 
 def _rows(jobs: list[Job], records: JobRecords, metric: str) -> "pd.DataFrame":
@@ -236,10 +236,8 @@ def plan(config: DictConfig, basic_jobs: Sequence[Sequence[str]], records: JobRe
             out.unplanned.append((*jobs[0], _mult(settings["lr_grid"][0])))
         else:
             out.jobs += [(*job, _mult(m)) for job in jobs]
-        first_job = first_seed_job(jobs, records)
-        config_of_first = records(first_job)[0]
-        if checked_here(config_of_first) and in_check(config_of_first, settings.get("check")):
-            job = check_job(first_job, config_of_first, settings.get("check_budget_mult", 2))
+        job = cell_check_job(jobs, records)
+        if job is not None:
             job = (*job, _mult(settings["lr_grid"][0] if placeholder else m))
             (out.unplanned if placeholder else checks).append(job)
     out.jobs += checks

@@ -291,3 +291,13 @@ def test_a_profile_outside_check_profiles_is_not_declared(as_collected):
     assert not declared(row)
     assert declared(row.replace({"quick": "standard"}))
     assert declared(row.drop("protocol.check_profiles"))  # absent: every profile
+
+
+def test_one_reading_of_a_declared_list_for_planner_and_analysis():
+    from normexp.protocol.subgrid import listed, runs_check
+
+    # the forms a list arrives in: a sweep string, a YAML list, collect's repr of a list
+    for form in ("smoke, standard", ["smoke", "standard"], "['smoke', 'standard']"):
+        assert listed(form) == {"smoke", "standard"}
+        assert runs_check("standard", form) and not runs_check("quick", form)
+    assert runs_check("quick", None)  # null: every profile
