@@ -83,7 +83,10 @@ def cli() -> None:
     """The command: pre-flight checks in one line each, then Hydra."""
     with one_line_errors():
         preflight(sys.argv[1:])
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the sweep's closing line says what is left
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -9,11 +9,14 @@ machines share (normexp/console.py): it starts at the runs finished before, log 
 above it, its ETA comes from the runs of this sitting. After: one line counting
 ok / diverged / failed runs, the same as a JSON line appended to <results>/<profile>/sweeps.jsonl
 (the command, its wall time, the commit and machine: the report's record of each sitting); exit 1 if
-any failed.
+any failed. A sitting stopped by Ctrl-C or SIGTERM still writes its line, marked interrupted, so the
+wall time of every sitting of a long resumed sweep is on record.
 """
 
+import atexit
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -94,6 +97,8 @@ class SweepCallback(Callback):
         self.start = time.time()
         self.stop = threading.Event()
         self.watcher: threading.Thread | None = None
+        self.ended = False
+        self.sigterm: Any = None
 
     def __getstate__(self) -> dict:
         # Launchers pickle the callbacks into every job; the watcher stays in this process.
@@ -125,7 +130,25 @@ class SweepCallback(Callback):
             with one_line_errors():
                 prepare_data(resolved[0][0])
         self.start = time.time()
+        self._record_if_interrupted()
         self._start_watching(config)
+
+    def _record_if_interrupted(self) -> None:
+        """Until on_multirun_end: SIGTERM becomes KeyboardInterrupt (so the process unwinds),
+        and the exit writes this sitting's line marked interrupted."""
+        if threading.current_thread() is threading.main_thread():  # where signals can be set
+            self.sigterm = signal.signal(signal.SIGTERM, _interrupt)
+        atexit.register(self._interrupted_exit)
+
+    def _interrupted_exit(self) -> None:
+        if self.ended or not self.records:
+            return
+        self.ended = True
+        self.stop.set()
+        wall = time.time() - self.start
+        line, counts = closing_line(self.records, self.skipped, wall)
+        print(f"{line}; interrupted: rerun the same command to resume", file=sys.stderr)
+        self._record_sitting(self.records[0].path.parents[2], wall, counts, interrupted=True)
 
     def _nothing_to_run(self, wall: float) -> None:
         """Every run is finished: say so in the closing line, record the sitting, exit 0."""
@@ -147,6 +170,10 @@ class SweepCallback(Callback):
         self.watcher.start()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.ended = True
+        atexit.unregister(self._interrupted_exit)
+        if self.sigterm is not None:
+            signal.signal(signal.SIGTERM, self.sigterm)
         self.stop.set()
         if self.watcher is not None:
             self.watcher.join()
@@ -178,7 +205,9 @@ class SweepCallback(Callback):
             records = JobRecords(config, machine=not runs_remotely(config))
             self.records = [records(job)[1] for job in protocol_jobs(config, records)[0]]
 
-    def _record_sitting(self, results_dir: Path, wall: float, counts: Counter) -> None:
+    def _record_sitting(
+        self, results_dir: Path, wall: float, counts: Counter, interrupted: bool = False
+    ) -> None:
         """One JSON line per sweep sitting, appended with O_APPEND so that concurrent sweeps
         don't overwrite each other; a store that can't be written loses only this line."""
         line = {
@@ -193,6 +222,8 @@ class SweepCallback(Callback):
             "cpu_count": os.cpu_count(),
             **provenance("-"),
         }
+        if interrupted:
+            line["interrupted"] = True
         line.pop("device")
         try:
             results_dir.mkdir(parents=True, exist_ok=True)  # a sweep whose every job failed
@@ -217,6 +248,10 @@ class SweepCallback(Callback):
             if stopping:
                 break
         bar.close()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _state(record: RunRecord) -> str:

@@ -2,6 +2,7 @@
 lines above it, its ETA, per-run bar rows, the suite's --help."""
 
 import io
+import json
 import logging
 import os
 import subprocess
@@ -146,6 +147,43 @@ def test_a_finished_sweep_starts_no_job_and_a_partial_one_does(
     assert len([c for c in calls if c != "data"]) == 4 and "data" in calls
     assert bars[-1] == (4, 3)
     assert "sweep of 4 runs (3 finished before, skipped)" in capsys.readouterr().err
+
+
+def test_an_interrupted_sitting_still_writes_its_line_marked_interrupted(
+    tmp_path, monkeypatch, capsys, fake_jobs
+):
+    """Ctrl-C (or SIGTERM, turned into the same) in the middle of a sweep: the process exits
+    through atexit, which records the sitting with its counts so far; a finished sweep does not."""
+    calls, _ = fake_jobs
+    finish = run_module.run_job
+
+    def stopped_at_the_third(cfg, row, in_sweep=False):
+        if len([c for c in calls if c != "data"]) == 2:
+            raise KeyboardInterrupt
+        return finish(cfg, row, in_sweep)
+
+    monkeypatch.setattr(run_module, "run_job", stopped_at_the_third)
+    at_exit: list = []
+    monkeypatch.setattr(sweep_module.atexit, "register", at_exit.append)
+    monkeypatch.setattr(sweep_module.signal, "signal", lambda *args: None)
+    with pytest.raises(KeyboardInterrupt):
+        _sweep_in_process(tmp_path, monkeypatch, "stopped")
+    sittings = tmp_path / "results" / "smoke" / "sweeps.jsonl"
+    assert not sittings.exists() and len(at_exit) == 1
+    at_exit[0]()
+    at_exit[0]()  # atexit and a second exit path: one line only
+    [line] = [json.loads(s) for s in sittings.read_text().splitlines()]
+    assert line["interrupted"] is True and line["runs"] == 4
+    assert line["counts"] == {"ok": 2, "not run": 2}
+    assert "interrupted: rerun the same command to resume" in capsys.readouterr().err
+
+    # The resumed sitting runs the other two and ends normally: no interrupted mark.
+    monkeypatch.setattr(run_module, "run_job", finish)
+    assert _sweep_in_process(tmp_path, monkeypatch, "resumed") == 0
+    assert len(at_exit) == 2
+    at_exit[1]()  # unregistered in a real exit; a call changes nothing
+    lines = [json.loads(s) for s in sittings.read_text().splitlines()]
+    assert len(lines) == 2 and "interrupted" not in lines[1] and lines[1]["skipped"] == 2
 
 
 # --- the sweep bar's count and ETA ---------------------------------------------------------
