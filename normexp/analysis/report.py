@@ -130,18 +130,25 @@ def commits_line(provenance: dict) -> str:
     return f"**Warning:** {commits_note(commits)}." + rest
 
 
+STAGE = "protocol.stage"
+STAGE_LABELS = {"select": "LR selection", "check": "convergence check"}
+
+
 def run_summary(tables: Tables) -> dict:
     """What was run, from the collected tables: runs by status, seeds, compute, provenance."""
     frames = [t for t in tables.values() if not t.empty]
     if not frames:
         return {"runs": 0}
     df = pd.concat(frames, ignore_index=True)
+    # The LR protocol's selection and check runs have seeds of their own: not seeds of record.
+    stage = df.get(STAGE, pd.Series("record", index=df.index)).fillna("record")
     out = {
         "runs": len(df),
         "by_status": df["status"].value_counts().to_dict(),
+        "by_stage": stage.value_counts().to_dict(),
         "experiments": {e: len(t) for e, t in tables.items()},
         "profiles": sorted(df["profile"].dropna().unique().tolist()) if "profile" in df else [],
-        "seeds": int(df["seed"].nunique()) if "seed" in df else 0,
+        "seeds": int(df.loc[stage == "record", "seed"].nunique()) if "seed" in df else 0,
         "cpu_minutes": float(df.get("wall_time_s", pd.Series(dtype=float)).sum()) / 60,
     }
     for key in ("provenance.commit", "provenance.device", "provenance.machine"):
@@ -156,12 +163,16 @@ def _what_was_run(summary: dict, analysis: ClaimAnalysis) -> str:
     if summary["runs"] == 0:
         return f"Not run yet (reads {', '.join(analysis.reads)})."
     status = ", ".join(f"{n} {s}" for s, n in summary["by_status"].items())
+    stages = summary.get("by_stage", {})
+    others = [f"{stages[s]} {label}" for s, label in STAGE_LABELS.items() if stages.get(s)]
+    if others:
+        status += f"; {stages.get('record', 0)} of record, " + ", ".join(others)
     exps = ", ".join(f"`{e}` ({n})" for e, n in summary["experiments"].items())
     commits = ", ".join(c[:10] for c in summary.get("commits", [])) or "?"
     devices = ", ".join(summary.get("devices", [])) or "?"
     return (
         f"{summary['runs']} runs ({status}) from {exps}; profile "
-        f"{', '.join(summary['profiles'])}; {summary['seeds']} seed(s); "
+        f"{', '.join(summary['profiles'])}; {summary['seeds']} seed(s) of record; "
         f"{summary['cpu_minutes']:.1f} minutes of training on {devices}; code {commits}."
     )
 

@@ -72,3 +72,25 @@ def test_compute_wall_time_prefers_the_sweep_sittings(tmp_path):
     (tmp_path / "sweeps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in sittings))
     rows = experiment_compute({"exp": _table([160.0], [60.0])}, tmp_path)
     assert rows[0]["sweep_wall_minutes"] == 15.0 and rows[0]["wall_source"] == "2 sweep sitting(s)"
+
+
+def test_what_was_run_counts_seeds_of_record_not_the_protocols_own():
+    """Selection (seed 100) and check runs are counted by stage, not as seeds of record."""
+    from normexp.analysis.report import _what_was_run, run_summary
+
+    df = pd.DataFrame(
+        {
+            "status": "ok",
+            "profile": "quick",
+            "seed": [0, 1, 2, 0, 100, 100],
+            "protocol.stage": ["record", "record", "record", "check", "select", "select"],
+        }
+    )
+    summary = run_summary({"exp": df})
+    assert summary["seeds"] == 3
+    analysis = type("A", (), {"reads": ["exp"]})()
+    line = _what_was_run(summary, analysis)
+    assert "6 runs (6 ok; 3 of record, 2 LR selection, 1 convergence check)" in line
+    assert "3 seed(s) of record" in line
+    plain = run_summary({"exp": df.drop(columns="protocol.stage").head(3)})
+    assert "(3 ok)" in _what_was_run(plain, analysis)  # no protocol: no stage counts
