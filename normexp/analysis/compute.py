@@ -1,11 +1,16 @@
 """Compute and provenance per experiment, from the collected tables and <results>/sweeps.jsonl.
 
+Sittings: the sweep lines grouped into the stretches of work they were run in (a line that starts
+within SITTING_GAP_S of the previous one's end continues its sitting): the wall time of each, as a
+long sweep resumed across sessions is reported.
+
 Sweep wall time comes from the sweep's own record of each sitting when it wrote one; otherwise
 from the store, as the first run's start to the last run's finish (a run's finish time is in its
 status.json, its duration in its summary).
 """
 
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +25,54 @@ def read_sittings(results_dir: Path) -> list[dict]:
         return []
     lines = path.read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line.strip()]
+
+
+SITTING_GAP_S = 15 * 60
+
+
+def group_sittings(lines: list[dict]) -> list[list[dict]]:
+    """The sweep lines (one per experiment command), in stretches of consecutive work."""
+    groups: list[list[dict]] = []
+    end = None
+    for line in sorted(lines, key=lambda s: float(s.get("started", 0.0))):
+        start = float(line.get("started", 0.0))
+        if end is None or start - end > SITTING_GAP_S:
+            groups.append([])
+        groups[-1].append(line)
+        end = max(end or start, start + float(line.get("wall_s", 0.0)))
+    return groups
+
+
+def sittings_markdown(lines: list[dict]) -> list[str]:
+    """One row per sitting: when it began (UTC), its wall time, what it ran, on which code."""
+    groups = group_sittings(lines)
+    if not groups:
+        return []
+    out = [
+        "Sittings (from `sweeps.jsonl`; consecutive sweep commands are one sitting):",
+        "",
+        "| sitting | began (UTC) | wall (min) | experiments | runs trained | code | machine |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    total = 0.0
+    for i, group in enumerate(groups, 1):
+        start = min(float(s["started"]) for s in group)
+        end = max(float(s["started"]) + float(s["wall_s"]) for s in group)
+        total += end - start
+        names = [
+            s.get("experiment", "?") + (" (interrupted)" if s.get("interrupted") else "")
+            for s in group
+        ]
+        trained = sum(int(s.get("runs", 0)) - int(s.get("skipped", 0)) for s in group)
+        commits = sorted({str(s.get("commit", "?"))[:10] for s in group})
+        machines = sorted({f"{s.get('host', '?')}, {s.get('cpu_count', '?')} cores" for s in group})
+        began = time.strftime("%Y-%m-%d %H:%M", time.gmtime(start))
+        out.append(
+            f"| {i} | {began} | {(end - start) / 60:.1f} | {', '.join(names)} | {trained} | "
+            f"{', '.join(commits)} | {'; '.join(machines)} |"
+        )
+    out.append(f"| **total** | | {total / 60:.1f} | | | | |")
+    return out
 
 
 def unique_values(df: pd.DataFrame, column: str) -> list[str]:

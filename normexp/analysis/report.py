@@ -21,6 +21,7 @@ from normexp.analysis.compute import (
     compute_markdown,
     experiment_compute,
     read_sittings,
+    sittings_markdown,
     unique_values,
 )
 from normexp.analysis.damage import damaged_runs_html, damaged_runs_markdown
@@ -209,8 +210,14 @@ def extra_markdown(extras: Sequence[dict]) -> list[str]:
     return lines
 
 
+def compute_lines(provenance: dict) -> list[str]:
+    """The compute table, then the sittings' (each stretch of sweeping and its wall time)."""
+    sittings = sittings_markdown(provenance.get("sittings", []))
+    return compute_markdown(provenance["compute"]) + (["", *sittings] if sittings else [])
+
+
 def render_markdown(secs: list[dict], provenance: dict, extras: Sequence[dict] = ()) -> str:
-    compute = compute_markdown(provenance["compute"])
+    compute = compute_lines(provenance)
     lines = [
         f"# {TITLE}",
         "",
@@ -324,7 +331,7 @@ def render_html(secs: list[dict], provenance: dict, extras: Sequence[dict] = ())
         top_header=TOP_HEADER,
         top_note=_block([VERDICT_NOTE, "", commits_line(provenance)]),
         scale=_block([SCALE_NOTE]),
-        compute=_block(compute_markdown(provenance["compute"])),
+        compute=_block(compute_lines(provenance)),
         provenance=json.dumps(_brief(provenance), indent=2),
     )
 

@@ -94,3 +94,34 @@ def test_what_was_run_counts_seeds_of_record_not_the_protocols_own():
     assert "3 seed(s) of record" in line
     plain = run_summary({"exp": df.drop(columns="protocol.stage").head(3)})
     assert "(3 ok)" in _what_was_run(plain, analysis)  # no protocol: no stage counts
+
+
+def test_sittings_group_consecutive_sweep_commands_and_mark_interrupted_ones():
+    from normexp.analysis.compute import group_sittings, sittings_markdown
+
+    def line(experiment, started, wall, **more):
+        return {
+            "experiment": experiment,
+            "started": started,
+            "wall_s": wall,
+            "runs": 10,
+            "skipped": 2,
+            "commit": "abcdef1234567",
+            "host": "vm",
+            "cpu_count": 2,
+            **more,
+        }
+
+    day = 1_800_000_000.0
+    lines = [
+        line("b", day + 600, 300),  # follows a's end by 0 s: same sitting
+        line("a", day, 600),
+        line("c", day + 900 + 14 * 60, 60, interrupted=True),  # 14 min later: still the same
+        line("a", day + 86_400, 120),  # the next day: a new sitting
+    ]
+    groups = group_sittings(lines)
+    assert [[s["experiment"] for s in g] for g in groups] == [["a", "b", "c"], ["a"]]
+    md = sittings_markdown(lines)
+    assert md[4].startswith("| 1 | ") and "| 30.0 | a, b, c (interrupted) | 24 |" in md[4]
+    assert "| 2.0 | a | 8 |" in md[5] and md[6] == "| **total** | | 32.0 | | | | |"
+    assert sittings_markdown([]) == []
