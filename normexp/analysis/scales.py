@@ -135,6 +135,7 @@ def _entries(verdict: Mapping, titles: Mapping[str, str]) -> list[dict]:
         "statistic": "" if subs else verdict.get("ci_note", ""),
         "verdict": verdict["verdict"],
         "present": verdict.get("call_on_seeds_present"),
+        "incomplete": verdict.get("incomplete"),
         "estimate": None if subs else verdict.get("estimate"),
         "ci": None if subs else verdict.get("ci"),
     }
@@ -147,6 +148,7 @@ def _entries(verdict: Mapping, titles: Mapping[str, str]) -> list[dict]:
             "statistic": s.get("statistic", ""),
             "verdict": s["verdict"],
             "present": s.get("call_on_seeds_present"),
+            "incomplete": s.get("incomplete"),
             "estimate": s.get("estimate"),
             "ci": s.get("ci"),
         }
@@ -236,9 +238,17 @@ def _implication(small: float, large: float, anchor: tuple[float, str] | None, u
     )
 
 
+NOT_RUN = "not run yet"
+
+
 def _pair_sentence(row: Mapping, small_p: str, large_p: str) -> str:
     """What changes from profile ``small_p`` to ``large_p`` ('' for nothing)."""
     small, large, unit = row["cells"][small_p], row["cells"][large_p], row["unit"]
+    if NOT_RUN in (small["verdict"], large["verdict"]):  # nothing to compare yet, not a call
+        return ""
+    if small.get("incomplete") or large.get("incomplete"):
+        partial = ", ".join(p for p, e in ((small_p, small), (large_p, large)) if e["incomplete"])
+        return f"not compared: the seeds of record are incomplete at {partial}"
     calls_differ = small["verdict"] != large["verdict"]
     calls = f"{small['verdict']} at {small_p} → {large['verdict']} at {large_p}"
     if small["statistic"] != large["statistic"] and None not in (

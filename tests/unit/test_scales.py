@@ -175,3 +175,16 @@ def test_effect_moving_away_from_the_anchor_says_scale_does_not_explain_the_gap(
     change = _rows(q, s)["C4a"]["change"]
     assert change.startswith("shrinks with scale: +8 pp at quick → +3 pp at standard")
     assert "away from the anchor's +11.1 pp" in change and "does not explain" in change
+
+
+def test_a_profile_not_run_yet_or_with_incomplete_seeds_is_not_compared():
+    """A sweep in progress: 'not run yet' is not a call that differs, and a call withheld for
+    incomplete seeds is not an effect that moved."""
+    q = [_one("C4a", C4A, "supported", 2.1, (1.5, 2.7))]
+    s = [_verdict("C4", "bn_small_batch", "not run yet")]
+    rows = _rows(q, s)
+    assert rows["C4"]["change"] == "" and rows["C4a"]["change"] == ""
+    withheld = _one("C4a", C4A, "inconclusive", 9.0, (8.5, 9.5))
+    withheld["sub"][0].update(call_on_seeds_present="supported", incomplete="3 of 5 seeds")
+    row = _rows(q, [withheld])["C4a"]
+    assert row["change"] == "not compared: the seeds of record are incomplete at standard"
