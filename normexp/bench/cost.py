@@ -34,15 +34,18 @@ REPO = Path(__file__).resolve().parents[2]
 # bn_generation (widths 8/16/32). LSTM (C7): per training token, evaluation included: characters
 # from rnn_norm at quick (hidden 128); words from two quick runs of rnn_words (1 x 128 units,
 # 600 steps of 20 x 20 tokens: 33 and 35 s; the 10k-word softmax dominates). Factors on the
-# CNN's: the MLP of bn_position (b128), the probes of
-# train=instrumented (not_ics / smoothness vs plain runs at b32, a probe every 25 steps) and
-# the ResNet-20 (width 16), measured side by side with the CNN (README "Profiles").
+# CNN's: the probes of train=instrumented (not_ics / smoothness vs plain runs at b32, a probe
+# every 25 steps) and the ResNet-20 (width 16), measured side by side with the CNN (README
+# "Profiles").
 CNN_MS_PER_IMAGE = {2: 1.75, 4: 1.10, 8: 0.89, 16: 0.89, 32: 0.71, 64: 0.76, 128: 0.79}
 GENERATOR_MS_PER_IMAGE = {4: 1.07, 32: 0.58}
 LSTM_US_PER_TOKEN = {"char": 9.9, "word": 140.0}
 # PTB's training split in tokens (characters or words, line ends included): train_tokens null.
 PTB_TRAIN_TOKENS = {"char": 5_017_482, "word": 929_589}
-MODEL_FACTOR = {"cnn": 1.0, "mlp": 0.13}
+# The MLP (3 x 256 units): its own table, as a per-step overhead dominates at small batches
+# (a CNN factor priced it at a third of its time): the committed quick store's mlp_small_batch
+# (commit ab6c42f, 4 epochs x 4000 images, idle), median per batch size.
+MLP_MS_PER_IMAGE = {2: 1.26, 4: 0.66, 8: 0.36, 16: 0.20, 32: 0.13, 64: 0.11, 128: 0.09}
 # ResNet-20 / CNN training-step time by batch size (interpolated), interleaved on one core.
 RESNET_FACTOR = {2: 2.4, 32: 3.9}
 # train=instrumented: the ICS probe adds a forward/backward pass per conv layer every 25 steps
@@ -141,7 +144,7 @@ def job_seconds(config: Mapping) -> float:
     elif model["name"] == "cnn":
         per_image *= (model["widths"][0] / 16) ** 2
     else:
-        per_image *= MODEL_FACTOR[model["name"]] * (model.get("hidden", 256) / 256) ** 2
+        per_image = at_batch(MLP_MS_PER_IMAGE, batch) * 1e-3 * (model["hidden"] / 256) ** 2
     if train["task"] == "instrumented_classification":
         per_image *= INSTRUMENTED_FACTOR[model["name"]]
     return images * per_image
