@@ -131,6 +131,35 @@ def commits_line(provenance: dict) -> str:
     return f"**Warning:** {commits_note(commits)}." + rest
 
 
+def not_run(tables: Tables) -> list[str]:
+    """The experiments a CPU profile runs (`make run-sweep`, `make run-grid`) with no runs here."""
+    from normexp.bench.cost import experiment_names, gpu_experiments
+
+    cpu = [e for e in experiment_names() if e not in gpu_experiments()]
+    return [e for e in cpu if tables.get(e) is None or tables[e].empty]
+
+
+def progress_line(provenance: dict) -> str:
+    """A store part-way through its sweep says so at the top ('' when every CPU experiment has
+    runs, or none has): which experiments have no runs yet, and what that means for verdicts."""
+    missing = provenance.get("not_run", [])
+    ran = [e for e, n in provenance.get("experiments", {}).items() if n]
+    if not missing or not ran:
+        return ""
+    total = len(missing) + len(set(ran) - set(missing))
+    names = ", ".join(f"`{e}`" for e in missing)
+    return (
+        f"**Sweep in progress:** {total - len(missing)} of {total} experiments have runs; "
+        f"not run yet: {names}. Claims that read them say *not run yet*; a claim decided by "
+        "a fallback (the CNN while the ResNet has no runs) may change when they run."
+    )
+
+
+def _progress(provenance: dict) -> list[str]:
+    line = progress_line(provenance)
+    return [line, ""] if line else []
+
+
 STAGE = "protocol.stage"
 STAGE_LABELS = {"select": "LR selection", "check": "convergence check"}
 
@@ -239,6 +268,7 @@ def render_markdown(secs: list[dict], provenance: dict, extras: Sequence[dict] =
         )
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", VERDICT_NOTE, "", commits_line(provenance), ""]
+    lines += _progress(provenance)
     lines += ["## Scale", "", SCALE_NOTE, ""]
     for s in secs:
         a, v, blog = s["analysis"], s["verdict"], s["blog"]
@@ -329,7 +359,7 @@ def render_html(secs: list[dict], provenance: dict, extras: Sequence[dict] = ())
         ],
         top=top,
         top_header=TOP_HEADER,
-        top_note=_block([VERDICT_NOTE, "", commits_line(provenance)]),
+        top_note=_block([VERDICT_NOTE, "", commits_line(provenance), "", *_progress(provenance)]),
         scale=_block([SCALE_NOTE]),
         compute=_block(compute_lines(provenance)),
         provenance=json.dumps(_brief(provenance), indent=2),
@@ -391,6 +421,7 @@ def write_report(
         "commands": [f"make run-sweep PROFILE={profile}", f"make figures PROFILE={profile}"],
         "compute": experiment_compute(tables, results_dir),
         "sittings": read_sittings(results_dir),
+        "not_run": not_run(tables),
     }
     for key in ("machines", "hosts"):  # where the runs ran, for the report's own summary
         provenance[key] = sorted({m for row in provenance["compute"] for m in row[key]})

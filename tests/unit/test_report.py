@@ -125,3 +125,17 @@ def test_sittings_group_consecutive_sweep_commands_and_mark_interrupted_ones():
     assert md[4].startswith("| 1 | ") and "| 30.0 | a, b, c (interrupted) | 24 |" in md[4]
     assert "| 2.0 | a | 8 |" in md[5] and md[6] == "| **total** | | 32.0 | | | | |"
     assert sittings_markdown([]) == []
+
+
+def test_a_store_part_way_through_its_sweep_says_so_at_the_top():
+    from normexp.analysis.report import not_run, progress_line
+
+    ran = {"bn_position": pd.DataFrame({"status": ["ok"]}), "weight_side": pd.DataFrame()}
+    missing = not_run(ran)
+    assert "bn_position" not in missing and "weight_side" in missing and "rnn_words" in missing
+    assert not any(e.startswith("gpu_") for e in missing)  # the GPU bundle's: never on a CPU
+    line = progress_line({"not_run": missing, "experiments": {"bn_position": 1}})
+    assert line.startswith(f"**Sweep in progress:** 1 of {len(missing) + 1} experiments have runs")
+    assert "`weight_side`" in line
+    assert progress_line({"not_run": [], "experiments": {"bn_position": 1}}) == ""  # all ran
+    assert progress_line({"not_run": missing, "experiments": {}}) == ""  # nothing ran yet
