@@ -9,6 +9,7 @@ A single run that fails in training is recorded as failed and exits 1.
 """
 
 import contextlib
+import signal
 import sys
 from pathlib import Path
 
@@ -85,8 +86,8 @@ def cli() -> None:
         preflight(sys.argv[1:])
     try:
         main()
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the sweep's closing line says what is left
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the sweep's closing line says the rest
+        raise SystemExit(128 + getattr(exc, "signum", signal.SIGINT)) from None
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ machines share (normexp/console.py): it starts at the runs finished before, log 
 above it, its ETA comes from the runs of this sitting. After: one line counting
 ok / diverged / failed runs, the same as a JSON line appended to <results>/<profile>/sweeps.jsonl
 (the command, its wall time, the commit and machine: the report's record of each sitting); exit 1 if
-any failed. A sitting stopped by Ctrl-C or SIGTERM still writes its line, marked interrupted, so the
-wall time of every sitting of a long resumed sweep is on record.
+any failed. A sitting stopped by Ctrl-C or SIGTERM still writes its line, marked interrupted (one
+ended by an error: aborted), so the wall time of every sitting of a long resumed sweep is on record.
 """
 
 import atexit
@@ -98,7 +98,9 @@ class SweepCallback(Callback):
         self.stop = threading.Event()
         self.watcher: threading.Thread | None = None
         self.ended = False
-        self.sigterm: Any = None
+        self.remote = False
+        self.signal: int | None = None
+        self.handlers: dict[int, Any] = {}
 
     def __getstate__(self) -> dict:
         # Launchers pickle the callbacks into every job; the watcher stays in this process.
@@ -130,25 +132,49 @@ class SweepCallback(Callback):
             with one_line_errors():
                 prepare_data(resolved[0][0])
         self.start = time.time()
-        self._record_if_interrupted()
+        self._record_if_interrupted(remote=not local)
         self._start_watching(config)
 
-    def _record_if_interrupted(self) -> None:
-        """Until on_multirun_end: SIGTERM becomes KeyboardInterrupt (so the process unwinds),
-        and the exit writes this sitting's line marked interrupted."""
+    def _record_if_interrupted(self, remote: bool) -> None:
+        """Until on_multirun_end: SIGINT and SIGTERM unwind the process (Interrupted), and an
+        exit before the end writes this sitting's line, marked interrupted (a signal) or
+        aborted (an error)."""
+        self.remote = remote
         if threading.current_thread() is threading.main_thread():  # where signals can be set
-            self.sigterm = signal.signal(signal.SIGTERM, _interrupt)
-        atexit.register(self._interrupted_exit)
+            for signum in STOP_SIGNALS:
+                self.handlers[signum] = signal.signal(signum, self._on_signal)
+        atexit.register(self._exit_before_end)
 
-    def _interrupted_exit(self) -> None:
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+        raise Interrupted(signum)
+
+    def _restore_signals(self) -> None:
+        for signum, handler in self.handlers.items():
+            signal.signal(signum, handler)
+        self.handlers = {}
+
+    def _exit_before_end(self) -> None:
         if self.ended or not self.records:
             return
         self.ended = True
+        if self.handlers:  # a second signal must not cut the line short
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
         self.stop.set()
+        if self.watcher is not None:
+            self.watcher.join(timeout=1)
         wall = time.time() - self.start
         line, counts = closing_line(self.records, self.skipped, wall)
-        print(f"{line}; interrupted: rerun the same command to resume", file=sys.stderr)
-        self._record_sitting(self.records[0].path.parents[2], wall, counts, interrupted=True)
+        how = "interrupted" if self.signal is not None else "aborted"
+        advice = (
+            "jobs already submitted may still be queued or running: let them end (or cancel "
+            "them) before rerunning the same command"
+            if self.remote
+            else "rerun the same command to resume"
+        )
+        print(f"{line}; {how} ({advice})", file=sys.stderr)
+        self._record_sitting(self.records[0].path.parents[2], wall, counts, {how: True})
 
     def _nothing_to_run(self, wall: float) -> None:
         """Every run is finished: say so in the closing line, record the sitting, exit 0."""
@@ -171,9 +197,8 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self.ended = True
-        atexit.unregister(self._interrupted_exit)
-        if self.sigterm is not None:
-            signal.signal(signal.SIGTERM, self.sigterm)
+        atexit.unregister(self._exit_before_end)
+        self._restore_signals()
         self.stop.set()
         if self.watcher is not None:
             self.watcher.join()
@@ -206,7 +231,11 @@ class SweepCallback(Callback):
             self.records = [records(job)[1] for job in protocol_jobs(config, records)[0]]
 
     def _record_sitting(
-        self, results_dir: Path, wall: float, counts: Counter, interrupted: bool = False
+        self,
+        results_dir: Path,
+        wall: float,
+        counts: Counter,
+        marks: Mapping[str, bool] | None = None,
     ) -> None:
         """One JSON line per sweep sitting, appended with O_APPEND so that concurrent sweeps
         don't overwrite each other; a store that can't be written loses only this line."""
@@ -222,8 +251,7 @@ class SweepCallback(Callback):
             "cpu_count": os.cpu_count(),
             **provenance("-"),
         }
-        if interrupted:
-            line["interrupted"] = True
+        line.update(marks or {})
         line.pop("device")
         try:
             results_dir.mkdir(parents=True, exist_ok=True)  # a sweep whose every job failed
@@ -250,8 +278,15 @@ class SweepCallback(Callback):
         bar.close()
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM during a sweep: unwinds like Ctrl-C; the exit status is 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
 
 
 def _state(record: RunRecord) -> str:

@@ -43,6 +43,14 @@ def group_sittings(lines: list[dict]) -> list[list[dict]]:
     return groups
 
 
+def _trained(line: dict) -> int:
+    """Runs this sweep command trained to an end (ok, diverged or failed; not those it skipped
+    as finished before, nor those an interruption left unrun)."""
+    counts = line.get("counts", {})
+    ended = sum(counts.get(s, 0) for s in ("ok", "diverged", "failed"))
+    return max(ended - int(line.get("skipped", 0)), 0)
+
+
 def sittings_markdown(lines: list[dict]) -> list[str]:
     """One row per sitting: when it began (UTC), its wall time, what it ran, on which code."""
     groups = group_sittings(lines)
@@ -63,7 +71,7 @@ def sittings_markdown(lines: list[dict]) -> list[str]:
             s.get("experiment", "?") + (" (interrupted)" if s.get("interrupted") else "")
             for s in group
         ]
-        trained = sum(int(s.get("runs", 0)) - int(s.get("skipped", 0)) for s in group)
+        trained = sum(_trained(s) for s in group)
         commits = sorted({str(s.get("commit", "?"))[:10] for s in group})
         machines = sorted({f"{s.get('host', '?')}, {s.get('cpu_count', '?')} cores" for s in group})
         began = time.strftime("%Y-%m-%d %H:%M", time.gmtime(start))

@@ -26,7 +26,7 @@ from normexp.analysis.compute import (
 )
 from normexp.analysis.damage import damaged_runs_html, damaged_runs_markdown
 from normexp.analysis.lr_selection import protocol_markdown
-from normexp.analysis.record import commits_note
+from normexp.analysis.record import commits_note, declared_seeds
 from normexp.tracking.collect import DamagedRun
 from normexp.tracking.store import atomic_write_json
 
@@ -131,28 +131,36 @@ def commits_line(provenance: dict) -> str:
     return f"**Warning:** {commits_note(commits)}." + rest
 
 
-def not_run(tables: Tables) -> list[str]:
-    """The experiments a CPU profile runs (`make run-sweep`, `make run-grid`) with no runs here."""
+def cpu_experiments() -> list[str]:
+    """The experiments a CPU profile runs (`make run-sweep`, `make run-grid`): not the GPU
+    bundle's."""
     from normexp.bench.cost import experiment_names, gpu_experiments
 
-    cpu = [e for e in experiment_names() if e not in gpu_experiments()]
-    return [e for e in cpu if tables.get(e) is None or tables[e].empty]
+    return [e for e in experiment_names() if e not in gpu_experiments()]
+
+
+def not_run(tables: Tables) -> list[str]:
+    """The CPU profile's experiments with no runs here."""
+    return [e for e in cpu_experiments() if tables.get(e) is None or tables[e].empty]
 
 
 def progress_line(provenance: dict) -> str:
-    """A store part-way through its sweep says so at the top ('' when every CPU experiment has
-    runs, or none has): which experiments have no runs yet, and what that means for verdicts."""
+    """A store part-way through its CPU sweep says so at the top ('' when every CPU experiment
+    has runs, or none has: the paper profile's GPU bundle alone is not a sweep in progress)."""
     missing = provenance.get("not_run", [])
-    ran = [e for e, n in provenance.get("experiments", {}).items() if n]
+    cpu = cpu_experiments()
+    ran = [e for e, n in provenance.get("experiments", {}).items() if n and e in cpu]
     if not missing or not ran:
         return ""
-    total = len(missing) + len(set(ran) - set(missing))
     names = ", ".join(f"`{e}`" for e in missing)
-    return (
-        f"**Sweep in progress:** {total - len(missing)} of {total} experiments have runs; "
-        f"not run yet: {names}. Claims that read them say *not run yet*; a claim decided by "
-        "a fallback (the CNN while the ResNet has no runs) may change when they run."
+    line = (
+        f"**Sweep in progress:** {len(ran)} of {len(ran) + len(missing)} experiments have "
+        f"runs; not run yet: {names}. A claim that reads only these says *not run yet*; one "
+        "that reads some of them rests on those that have run."
     )
+    if "bn_small_batch_resnet" in missing:
+        line += " C4, C5, C8 and C9 are decided by the CNN until the ResNet has run."
+    return line
 
 
 def _progress(provenance: dict) -> list[str]:
@@ -162,6 +170,19 @@ def _progress(provenance: dict) -> list[str]:
 
 STAGE = "protocol.stage"
 STAGE_LABELS = {"select": "LR selection", "check": "convergence check"}
+
+
+def seeds_of_record(df: pd.DataFrame, stage: pd.Series) -> int:
+    """Distinct seeds of the record stage that their profile declares (record.of_record leaves
+    the others out of verdicts)."""
+    if "seed" not in df:
+        return 0
+    mine = df[stage == "record"]
+    if "profile" in mine:
+        declared = {p: declared_seeds(str(p)) for p in mine["profile"].dropna().unique()}
+        pairs = zip(mine["seed"], mine["profile"], strict=True)
+        mine = mine[[seed in declared.get(p, ()) for seed, p in pairs]]
+    return int(mine["seed"].nunique())
 
 
 def run_summary(tables: Tables) -> dict:
@@ -178,7 +199,7 @@ def run_summary(tables: Tables) -> dict:
         "by_stage": stage.value_counts().to_dict(),
         "experiments": {e: len(t) for e, t in tables.items()},
         "profiles": sorted(df["profile"].dropna().unique().tolist()) if "profile" in df else [],
-        "seeds": int(df.loc[stage == "record", "seed"].nunique()) if "seed" in df else 0,
+        "seeds": seeds_of_record(df, stage),
         "cpu_minutes": float(df.get("wall_time_s", pd.Series(dtype=float)).sum()) / 60,
     }
     for key in ("provenance.commit", "provenance.device", "provenance.machine"):

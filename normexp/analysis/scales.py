@@ -288,7 +288,9 @@ def _pair_sentence(row: Mapping, small_p: str, large_p: str) -> str:
 
 
 def change_sentence(row: Mapping, profiles: Sequence[str]) -> str:
-    """The row's 'with scale' sentence over its profiles (in scale order), '' with one profile."""
+    """The row's 'with scale' sentence over its profiles (in scale order), '' with one profile;
+    a profile not run yet is passed over (its neighbours are compared)."""
+    profiles = [p for p in profiles if row["cells"][p]["verdict"] != NOT_RUN]
     pairs = [_pair_sentence(row, s, lg) for s, lg in zip(profiles, profiles[1:], strict=False)]
     said = [p for p in pairs if p and p != "no detectable change"]
     if said:

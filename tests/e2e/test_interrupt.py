@@ -85,3 +85,31 @@ def test_sigkill_midway_then_rerun_finishes_every_run_once(tmp_path, cifar_data)
     assert set(table["status"]) == {"ok"}
     cells = table.groupby(["norm.name", "train.batch_size", "seed"]).size()
     assert (cells == 1).all()
+
+
+def test_sigterm_midway_records_the_sitting_as_interrupted_and_exits_143(tmp_path, cifar_data):
+    """SIGTERM (a scheduler's, or `kill`) to the sweep's process group: the sweep unwinds,
+    writes its sweeps.jsonl line marked interrupted with the counts so far, and exits 128 + 15."""
+    data_dir, extra = cifar_data
+    runs_dir = tmp_path / "results" / "smoke" / "runs" / "bn_small_batch"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *sweep_args(tmp_path, extra)],
+        cwd=REPO,
+        env=cli_env(tmp_path / "results", data_dir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while len(finished(runs_dir)) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    [line] = (tmp_path / "results" / "smoke" / "sweeps.jsonl").read_text().splitlines()
+    sitting = json.loads(line)
+    assert sitting["interrupted"] is True and sitting["runs"] == RUNS
+    assert 2 <= sitting["counts"].get("ok", 0) < RUNS
+    assert "interrupted (rerun the same command to resume)" in err

@@ -1,10 +1,12 @@
 """The console and CLI of a sweep: a finished sweep decided from the store, the sweep bar, log
 lines above it, its ETA, per-run bar rows, the suite's --help."""
 
+import contextlib
 import io
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -149,41 +151,76 @@ def test_a_finished_sweep_starts_no_job_and_a_partial_one_does(
     assert "sweep of 4 runs (3 finished before, skipped)" in capsys.readouterr().err
 
 
-def test_an_interrupted_sitting_still_writes_its_line_marked_interrupted(
-    tmp_path, monkeypatch, capsys, fake_jobs
-):
-    """Ctrl-C (or SIGTERM, turned into the same) in the middle of a sweep: the process exits
-    through atexit, which records the sitting with its counts so far; a finished sweep does not."""
+def _stopped_sweep(tmp_path, monkeypatch, fake_jobs, stop) -> tuple[list, Path]:
+    """A sweep of 4 runs whose third job calls ``stop(handlers)`` (the signal handlers the
+    sweep installed); returns the exit hooks it registered and its sweeps.jsonl."""
     calls, _ = fake_jobs
     finish = run_module.run_job
+    handlers: dict = {}
 
-    def stopped_at_the_third(cfg, row, in_sweep=False):
+    def third_stops(cfg, row, in_sweep=False):
         if len([c for c in calls if c != "data"]) == 2:
-            raise KeyboardInterrupt
+            stop(handlers)
         return finish(cfg, row, in_sweep)
 
-    monkeypatch.setattr(run_module, "run_job", stopped_at_the_third)
+    def set_handler(signum, handler):  # the process's own handlers stay as they are
+        handlers[signum] = handler
+        return signal.SIG_DFL
+
+    monkeypatch.setattr(run_module, "run_job", third_stops)
     at_exit: list = []
     monkeypatch.setattr(sweep_module.atexit, "register", at_exit.append)
-    monkeypatch.setattr(sweep_module.signal, "signal", lambda *args: None)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(sweep_module.signal, "signal", set_handler)
+    with contextlib.suppress(KeyboardInterrupt):
         _sweep_in_process(tmp_path, monkeypatch, "stopped")
-    sittings = tmp_path / "results" / "smoke" / "sweeps.jsonl"
+    monkeypatch.setattr(run_module, "run_job", finish)
+    return at_exit, tmp_path / "results" / "smoke" / "sweeps.jsonl"
+
+
+def test_a_sigterm_unwinds_the_sweep_which_writes_its_line_marked_interrupted(
+    tmp_path, monkeypatch, capsys, fake_jobs
+):
+    """SIGTERM in the middle of a sweep: the sweep's handler raises Interrupted (exit status
+    143), the process exits through atexit, which records the sitting with its counts so far."""
+    raised: list = []
+
+    def sigterm(handlers):
+        try:
+            handlers[signal.SIGTERM](signal.SIGTERM, None)
+        except sweep_module.Interrupted as exc:
+            raised.append(exc.signum)
+            raise
+
+    at_exit, sittings = _stopped_sweep(tmp_path, monkeypatch, fake_jobs, sigterm)
+    assert raised == [signal.SIGTERM] and 128 + raised[0] == 143
     assert not sittings.exists() and len(at_exit) == 1
     at_exit[0]()
-    at_exit[0]()  # atexit and a second exit path: one line only
+    at_exit[0]()  # a second exit path: one line only
     [line] = [json.loads(s) for s in sittings.read_text().splitlines()]
-    assert line["interrupted"] is True and line["runs"] == 4
+    assert line["interrupted"] is True and "aborted" not in line and line["runs"] == 4
     assert line["counts"] == {"ok": 2, "not run": 2}
-    assert "interrupted: rerun the same command to resume" in capsys.readouterr().err
+    assert "interrupted (rerun the same command to resume)" in capsys.readouterr().err
 
-    # The resumed sitting runs the other two and ends normally: no interrupted mark.
-    monkeypatch.setattr(run_module, "run_job", finish)
+    # The resumed sitting runs the other two and ends normally: no mark.
     assert _sweep_in_process(tmp_path, monkeypatch, "resumed") == 0
     assert len(at_exit) == 2
     at_exit[1]()  # unregistered in a real exit; a call changes nothing
     lines = [json.loads(s) for s in sittings.read_text().splitlines()]
-    assert len(lines) == 2 and "interrupted" not in lines[1] and lines[1]["skipped"] == 2
+    assert len(lines) == 2 and lines[1]["skipped"] == 2
+    assert not {"interrupted", "aborted"} & set(lines[1])
+
+
+def test_a_sweep_ended_by_an_error_is_marked_aborted_not_interrupted(
+    tmp_path, monkeypatch, capsys, fake_jobs
+):
+    def crash(handlers):
+        raise KeyboardInterrupt  # not from the sweep's handlers: as any error that unwinds it
+
+    at_exit, sittings = _stopped_sweep(tmp_path, monkeypatch, fake_jobs, crash)
+    at_exit[0]()
+    [line] = [json.loads(s) for s in sittings.read_text().splitlines()]
+    assert line["aborted"] is True and "interrupted" not in line
+    assert "aborted (rerun the same command to resume)" in capsys.readouterr().err
 
 
 # --- the sweep bar's count and ETA ---------------------------------------------------------

@@ -82,15 +82,15 @@ def test_what_was_run_counts_seeds_of_record_not_the_protocols_own():
         {
             "status": "ok",
             "profile": "quick",
-            "seed": [0, 1, 2, 0, 100, 100],
-            "protocol.stage": ["record", "record", "record", "check", "select", "select"],
+            "seed": [0, 1, 2, 0, 100, 100, 7],
+            "protocol.stage": ["record", "record", "record", "check", "select", "select", None],
         }
     )
     summary = run_summary({"exp": df})
-    assert summary["seeds"] == 3
+    assert summary["seeds"] == 3  # seed 7: not declared at quick, so left out of verdicts
     analysis = type("A", (), {"reads": ["exp"]})()
     line = _what_was_run(summary, analysis)
-    assert "6 runs (6 ok; 3 of record, 2 LR selection, 1 convergence check)" in line
+    assert "7 runs (7 ok; 4 of record, 2 LR selection, 1 convergence check)" in line
     assert "3 seed(s) of record" in line
     plain = run_summary({"exp": df.drop(columns="protocol.stage").head(3)})
     assert "(3 ok)" in _what_was_run(plain, analysis)  # no protocol: no stage counts
@@ -106,6 +106,7 @@ def test_sittings_group_consecutive_sweep_commands_and_mark_interrupted_ones():
             "wall_s": wall,
             "runs": 10,
             "skipped": 2,
+            "counts": {"ok": 10},
             "commit": "abcdef1234567",
             "host": "vm",
             "cpu_count": 2,
@@ -116,13 +117,14 @@ def test_sittings_group_consecutive_sweep_commands_and_mark_interrupted_ones():
     lines = [
         line("b", day + 600, 300),  # follows a's end by 0 s: same sitting
         line("a", day, 600),
-        line("c", day + 900 + 14 * 60, 60, interrupted=True),  # 14 min later: still the same
+        # 14 min later: still the same sitting; interrupted with 5 runs ended (2 before)
+        line("c", day + 1740, 60, interrupted=True, counts={"ok": 5, "not run": 4, "running": 1}),
         line("a", day + 86_400, 120),  # the next day: a new sitting
     ]
     groups = group_sittings(lines)
     assert [[s["experiment"] for s in g] for g in groups] == [["a", "b", "c"], ["a"]]
     md = sittings_markdown(lines)
-    assert md[4].startswith("| 1 | ") and "| 30.0 | a, b, c (interrupted) | 24 |" in md[4]
+    assert md[4].startswith("| 1 | ") and "| 30.0 | a, b, c (interrupted) | 19 |" in md[4]
     assert "| 2.0 | a | 8 |" in md[5] and md[6] == "| **total** | | 32.0 | | | | |"
     assert sittings_markdown([]) == []
 
@@ -139,3 +141,7 @@ def test_a_store_part_way_through_its_sweep_says_so_at_the_top():
     assert "`weight_side`" in line
     assert progress_line({"not_run": [], "experiments": {"bn_position": 1}}) == ""  # all ran
     assert progress_line({"not_run": missing, "experiments": {}}) == ""  # nothing ran yet
+    assert "decided by the CNN until the ResNet has run" in line  # bn_small_batch_resnet missing
+    # paper: the GPU bundle's runs alone are not a CPU sweep in progress
+    gpu_only = {"not_run": not_run({}), "experiments": {"gpu_rnn_cooijmans": 3}}
+    assert progress_line(gpu_only) == ""

@@ -188,3 +188,17 @@ def test_a_profile_not_run_yet_or_with_incomplete_seeds_is_not_compared():
     withheld["sub"][0].update(call_on_seeds_present="supported", incomplete="3 of 5 seeds")
     row = _rows(q, [withheld])["C4a"]
     assert row["change"] == "not compared: the seeds of record are incomplete at standard"
+
+
+def test_a_middle_profile_not_run_yet_is_passed_over():
+    """quick and paper are compared when standard has not run yet."""
+    q = [_one("C4a", C4A, "inconclusive", 2.1, (-1.5, 5.7))]
+    s = [
+        _verdict("C4", "bn_small_batch", "not run yet", _sub("C4a", C4A, "not run yet", None, None))
+    ]
+    p = [_one("C4a", C4A, "supported", 5.3, (4.8, 5.8))]
+    rows = {r["id"]: r for r in scales.scale_rows({"quick": q, "standard": s, "paper": p})}
+    assert rows["C4a"]["change"].startswith(
+        "calls differ (inconclusive at quick → supported at paper)"
+    )
+    assert rows["C4"]["change"] == "calls differ (inconclusive at quick → supported at paper)"
