@@ -83,6 +83,27 @@ def sittings_markdown(lines: list[dict]) -> list[str]:
     return out
 
 
+def stage_of(df: pd.DataFrame) -> pd.Series:
+    """Each run's stage: the LR protocol's select and check runs have seeds of their own, not
+    seeds of record; runs without the protocol are record runs."""
+    return df.get("protocol.stage", pd.Series("record", index=df.index)).fillna("record")
+
+
+def seeds_of_record(df: pd.DataFrame) -> int:
+    """Distinct seeds of the record stage that their profile declares (record.of_record leaves
+    the others out of verdicts)."""
+    from normexp.analysis.record import declared_seeds  # record reads this module's sittings
+
+    if "seed" not in df:
+        return 0
+    mine = df[stage_of(df) == "record"]
+    if "profile" in mine:
+        declared = {p: declared_seeds(str(p)) for p in mine["profile"].dropna().unique()}
+        pairs = zip(mine["seed"], mine["profile"], strict=True)
+        mine = mine[[seed in declared.get(p, ()) for seed, p in pairs]]
+    return int(mine["seed"].nunique())
+
+
 def unique_values(df: pd.DataFrame, column: str) -> list[str]:
     """The distinct non-missing values of a column, as sorted text ([] without the column)."""
     return sorted(df[column].dropna().astype(str).unique().tolist()) if column in df else []
@@ -112,7 +133,7 @@ def experiment_compute(tables: Tables, results_dir: Path) -> list[dict]:
                 "profiles": profiles,
                 "runs": len(df),
                 "by_status": df[col.STATUS].value_counts().to_dict(),
-                "seeds": int(df[col.SEED].nunique()) if col.SEED in df else 0,
+                "seeds": seeds_of_record(df),
                 "sweep_wall_minutes": None if wall_s is None else wall_s / 60,
                 "wall_source": source,
                 "training_minutes": float(duration.sum()) / 60,
@@ -132,7 +153,7 @@ def compute_markdown(rows: list[dict]) -> list[str]:
     if not rows:
         return ["No runs in the store yet."]
     lines = [
-        "| experiment | profile | runs | seeds | sweep wall (min) | training (run-min) "
+        "| experiment | profile | runs | seeds of record | sweep wall (min) | training (run-min) "
         "| device, threads/run | code |",
         "|---|---|---|---|---|---|---|---|",
     ]

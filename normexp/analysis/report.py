@@ -21,12 +21,14 @@ from normexp.analysis.compute import (
     compute_markdown,
     experiment_compute,
     read_sittings,
+    seeds_of_record,
     sittings_markdown,
+    stage_of,
     unique_values,
 )
 from normexp.analysis.damage import damaged_runs_html, damaged_runs_markdown
 from normexp.analysis.lr_selection import protocol_markdown
-from normexp.analysis.record import commits_note, declared_seeds
+from normexp.analysis.record import commits_note
 from normexp.tracking.collect import DamagedRun
 from normexp.tracking.store import atomic_write_json
 
@@ -168,21 +170,7 @@ def _progress(provenance: dict) -> list[str]:
     return [line, ""] if line else []
 
 
-STAGE = "protocol.stage"
 STAGE_LABELS = {"select": "LR selection", "check": "convergence check"}
-
-
-def seeds_of_record(df: pd.DataFrame, stage: pd.Series) -> int:
-    """Distinct seeds of the record stage that their profile declares (record.of_record leaves
-    the others out of verdicts)."""
-    if "seed" not in df:
-        return 0
-    mine = df[stage == "record"]
-    if "profile" in mine:
-        declared = {p: declared_seeds(str(p)) for p in mine["profile"].dropna().unique()}
-        pairs = zip(mine["seed"], mine["profile"], strict=True)
-        mine = mine[[seed in declared.get(p, ()) for seed, p in pairs]]
-    return int(mine["seed"].nunique())
 
 
 def run_summary(tables: Tables) -> dict:
@@ -191,15 +179,14 @@ def run_summary(tables: Tables) -> dict:
     if not frames:
         return {"runs": 0}
     df = pd.concat(frames, ignore_index=True)
-    # The LR protocol's selection and check runs have seeds of their own: not seeds of record.
-    stage = df.get(STAGE, pd.Series("record", index=df.index)).fillna("record")
+    stage = stage_of(df)
     out = {
         "runs": len(df),
         "by_status": df["status"].value_counts().to_dict(),
         "by_stage": stage.value_counts().to_dict(),
         "experiments": {e: len(t) for e, t in tables.items()},
         "profiles": sorted(df["profile"].dropna().unique().tolist()) if "profile" in df else [],
-        "seeds": seeds_of_record(df, stage),
+        "seeds": seeds_of_record(df),
         "cpu_minutes": float(df.get("wall_time_s", pd.Series(dtype=float)).sum()) / 60,
     }
     for key in ("provenance.commit", "provenance.device", "provenance.machine"):
