@@ -59,14 +59,15 @@ def sittings_markdown(lines: list[dict]) -> list[str]:
     out = [
         "Sittings (from `sweeps.jsonl`; consecutive sweep commands are one sitting):",
         "",
-        "| sitting | began (UTC) | wall (min) | experiments | runs trained | code | machine |",
+        "| sitting | began (UTC) | sweep wall (min) | experiments | runs trained | code "
+        "| machine |",
         "|---|---|---|---|---|---|---|",
     ]
     total = 0.0
     for i, group in enumerate(groups, 1):
         start = min(float(s["started"]) for s in group)
-        end = max(float(s["started"]) + float(s["wall_s"]) for s in group)
-        total += end - start
+        wall = sum(float(s["wall_s"]) for s in group)  # time sweeping, not the pauses between
+        total += wall
         names = [
             s.get("experiment", "?") + (" (interrupted)" if s.get("interrupted") else "")
             for s in group
@@ -76,7 +77,7 @@ def sittings_markdown(lines: list[dict]) -> list[str]:
         machines = sorted({f"{s.get('host', '?')}, {s.get('cpu_count', '?')} cores" for s in group})
         began = time.strftime("%Y-%m-%d %H:%M", time.gmtime(start))
         out.append(
-            f"| {i} | {began} | {(end - start) / 60:.1f} | {', '.join(names)} | {trained} | "
+            f"| {i} | {began} | {wall / 60:.1f} | {', '.join(names)} | {trained} | "
             f"{', '.join(commits)} | {'; '.join(machines)} |"
         )
     out.append(f"| **total** | | {total / 60:.1f} | | | | |")

@@ -124,8 +124,8 @@ def test_sittings_group_consecutive_sweep_commands_and_mark_interrupted_ones():
     groups = group_sittings(lines)
     assert [[s["experiment"] for s in g] for g in groups] == [["a", "b", "c"], ["a"]]
     md = sittings_markdown(lines)
-    assert md[4].startswith("| 1 | ") and "| 30.0 | a, b, c (interrupted) | 19 |" in md[4]
-    assert "| 2.0 | a | 8 |" in md[5] and md[6] == "| **total** | | 32.0 | | | | |"
+    assert md[4].startswith("| 1 | ") and "| 16.0 | a, b, c (interrupted) | 19 |" in md[4]
+    assert "| 2.0 | a | 8 |" in md[5] and md[6] == "| **total** | | 18.0 | | | | |"
     assert sittings_markdown([]) == []
 
 
