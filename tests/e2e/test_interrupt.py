@@ -43,20 +43,28 @@ def finished(runs_dir):
     return done
 
 
-def test_sigkill_midway_then_rerun_finishes_every_run_once(tmp_path, cifar_data):
+def sweep_until(tmp_path, cifar_data, runs_dir, runs: int, stderr) -> subprocess.Popen:
+    """The sweep started in a process group of its own, returned once ``runs`` runs are ok."""
     data_dir, extra = cifar_data
-    runs_dir = tmp_path / "results" / "smoke" / "runs" / "bn_small_batch"
     proc = subprocess.Popen(
         [sys.executable, "-m", *sweep_args(tmp_path, extra)],
         cwd=REPO,
         env=cli_env(tmp_path / "results", data_dir),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
         start_new_session=True,
     )
     deadline = time.time() + 300
-    while len(finished(runs_dir)) < 5 and time.time() < deadline and proc.poll() is None:
+    while len(finished(runs_dir)) < runs and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
+    return proc
+
+
+def test_sigkill_midway_then_rerun_finishes_every_run_once(tmp_path, cifar_data):
+    data_dir, extra = cifar_data
+    runs_dir = tmp_path / "results" / "smoke" / "runs" / "bn_small_batch"
+    proc = sweep_until(tmp_path, cifar_data, runs_dir, 5, stderr=subprocess.DEVNULL)
     os.killpg(proc.pid, signal.SIGKILL)  # the sweep and all of its workers, mid-run
     proc.wait()
     before = finished(runs_dir)
@@ -92,18 +100,7 @@ def test_sigterm_midway_records_the_sitting_as_interrupted_and_exits_143(tmp_pat
     writes its sweeps.jsonl line marked interrupted with the counts so far, and exits 128 + 15."""
     data_dir, extra = cifar_data
     runs_dir = tmp_path / "results" / "smoke" / "runs" / "bn_small_batch"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", *sweep_args(tmp_path, extra)],
-        cwd=REPO,
-        env=cli_env(tmp_path / "results", data_dir),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.time() + 300
-    while len(finished(runs_dir)) < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+    proc = sweep_until(tmp_path, cifar_data, runs_dir, 2, stderr=subprocess.PIPE)
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-3000:]
