@@ -112,7 +112,7 @@ def _brief(verdict: dict) -> dict:
     return {
         **{k: verdict.get(k) for k in keep},
         "sub": [
-            {k: s.get(k) for k in ("id", "verdict", "estimate", "ci")}
+            {k: s.get(k) for k in ("id", "verdict", "statistic", "estimate", "ci")}
             for s in verdict.get("sub", [])
         ],
     }
@@ -182,7 +182,7 @@ def decide(
             "decided_on": chosen,
             "name": names[chosen],
             "baseline_bn_minus_none_acc_pp": baselines,
-            "others": {m: _brief(verdicts[m]) for m in others},
+            "others": {m: {**_brief(verdicts[m]), "name": names[m]} for m in others},
             "differ": [{"id": i, "model": m, "call": c} for i, m, c in differ],
         }
     )
@@ -227,9 +227,10 @@ def by_model(df: pd.DataFrame, default: str = FALLBACK) -> dict[str, pd.DataFram
 
 def own_store(tables: Tables, experiment: str, resnet: str) -> dict[str, Tables]:
     """{model: its tables} for claims whose ResNet cells have their own store folder
-    (``resnet``, e.g. bn_small_batch_resnet): the CNN's tables as they are, the ResNet's runs
-    under ``experiment``'s name, so one verdict function reads either."""
-    return {FALLBACK: tables, "resnet": {experiment: col.table(tables, resnet)}}
+    (``resnet``, e.g. bn_small_batch_resnet): the CNN's tables as they are, the ResNet's table
+    as it is (its convergence check's runs too, for C8) under ``experiment``'s name, so one
+    verdict function reads either."""
+    return {FALLBACK: tables, "resnet": {experiment: tables.get(resnet, pd.DataFrame())}}
 
 
 def draw_baseline(ax, dfs: Mapping[str, pd.DataFrame]) -> None:  # noqa: ANN001 - a matplotlib Axes

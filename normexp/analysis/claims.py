@@ -46,6 +46,9 @@ class ClaimAnalysis:
     # the runs whose cells decide the verdict (their seeds must be complete for a verdict of
     # record, normexp.analysis.record); None: every table it reads
     deciding: Callable[[Tables], Tables] | None = None
+    # whether its tables carry the convergence check's runs beside the runs of record (C8: a
+    # cell counts only where its check passes; every other analysis reads runs of record only)
+    reads_checks: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,11 @@ class Claim:
         draw: Callable[..., Path],
         verdict: Callable,
         deciding: Callable[[Tables], Tables] | None = None,
+        reads_checks: bool = False,
     ) -> "ClaimAnalysis":
-        return ClaimAnalysis(self.id, self.name, title, reads, draw, verdict, deciding)
+        return ClaimAnalysis(
+            self.id, self.name, title, reads, draw, verdict, deciding, reads_checks
+        )
 
 
 @dataclass(frozen=True)

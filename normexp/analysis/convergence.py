@@ -49,6 +49,15 @@ def check_runs(df: pd.DataFrame) -> pd.DataFrame:
     return df[_stage(df) == CHECK_STAGE] if not df.empty else df
 
 
+def with_check_runs(record: pd.DataFrame, raw: pd.DataFrame | None) -> pd.DataFrame:
+    """Runs of record plus the check runs of the raw collected table ``raw`` (the table the
+    check's pairing reads; ``columns.table`` still gives the runs of record alone)."""
+    checks = check_runs(raw) if raw is not None else pd.DataFrame()
+    if checks.empty:
+        return record
+    return pd.concat([record, checks], ignore_index=True)
+
+
 def record_runs(df: pd.DataFrame) -> pd.DataFrame:
     """The runs of record of a raw collected table, as ``columns.table`` gives them."""
     return col.table({"x": df}, "x")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from normexp.analysis.claims import ClaimAnalysis, Tables, load_analyses, load_sections
 from normexp.analysis.columns import table
+from normexp.analysis.convergence import with_check_runs
 from normexp.analysis.damage import damaged_in
 from normexp.analysis.lr_selection import protocol_entry
 from normexp.analysis.record import apply_record, of_record
@@ -31,8 +32,12 @@ def of_record_for(
     analysis: ClaimAnalysis, tables: Tables, results_dir: Path
 ) -> tuple[Tables, dict]:
     """An analysis's tables, its runs of record only (declared seeds, made by the declaring
-    experiment file), and what was left out."""
-    return of_record({e: table(tables, e) for e in analysis.reads}, results_dir)
+    experiment file), and what was left out; with the convergence check's runs beside them for
+    an analysis that reads them (``reads_checks``: they pair with its runs of record)."""
+    mine, record = of_record({e: table(tables, e) for e in analysis.reads}, results_dir)
+    if analysis.reads_checks:
+        mine = {e: with_check_runs(df, tables.get(e)) for e, df in mine.items()}
+    return mine, record
 
 
 def verdict_of_record(analysis: ClaimAnalysis, mine: Tables, record: dict) -> dict:

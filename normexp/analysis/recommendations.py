@@ -5,6 +5,9 @@ Scenarios and where they are read from (finished runs only, seeds paired):
 - tiny batch: bn_small_batch at its smallest batch size, test error (lower is better);
 - otherwise: bn_small_batch at batch ≥ 32, each seed's test error averaged over the batch sizes
   ≥ 32 that every norm has (as C8 does);
+  both on the architecture of record of C4 (normexp/analysis/architecture.py: the ResNet's cells,
+  bn_small_batch_resnet, when they have run and its baseline shows the gap, else the CNN's), so
+  that C11 and C4b read the same runs;
 - image generation: bn_generation, test PSNR (higher is better), averaged per seed over the
   batch sizes every norm has;
 - RNN: rnn_norm, character level, test bits per character (lower is better), one value per
@@ -29,6 +32,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from normexp.analysis import architecture, bn_small_batch
 from normexp.analysis import columns as col
 from normexp.analysis.claims import Claim
 from normexp.analysis.paired import difference, json_safe, pooled_by_seed
@@ -129,10 +133,10 @@ SCENARIOS = (
         100,
         False,
         tiny_batch_scores,
-        "CNN, smallest batch",
+        "smallest batch",
     ),
     Scenario(
-        "otherwise (CNN, batch ≥ 32)",
+        "otherwise (batch ≥ 32)",
         "bn_small_batch",
         "batch",
         col.TEST_ERR,
@@ -140,7 +144,7 @@ SCENARIOS = (
         100,
         False,
         large_batch_scores,
-        f"CNN, batch ≥ {LARGE_BATCH}",
+        f"batch ≥ {LARGE_BATCH}",
     ),
     Scenario(
         "image generation",
@@ -200,9 +204,27 @@ def judge(scenario: Scenario, df: pd.DataFrame) -> dict:
     return row
 
 
+def scenario_runs(scenario: Scenario, tables: dict) -> tuple[pd.DataFrame, str, str | None]:
+    """(the scenario's runs, the store folder they come from, the architecture's name or None):
+    bn_small_batch's scenarios on C4's architecture of record."""
+    if scenario.experiment != bn_small_batch.EXPERIMENT:
+        return col.table(tables, scenario.experiment), scenario.experiment, None
+    per_arch = architecture.own_store(tables, bn_small_batch.EXPERIMENT, bn_small_batch.RESNET)
+    model, _ = architecture.of_record(
+        per_arch, bn_small_batch.EXPERIMENT, bn_small_batch.verdict_of
+    )
+    df = col.table(per_arch[model], bn_small_batch.EXPERIMENT)
+    folder = bn_small_batch.RESNET if model == "resnet" else bn_small_batch.EXPERIMENT
+    return df, folder, architecture.name(model, df)
+
+
 def judge_all(tables: dict) -> list[dict]:
     """Every scenario judged, the blog-vs-rival tests Holm-adjusted as one family."""
-    rows = [judge(s, col.table(tables, s.experiment)) for s in SCENARIOS]
+    rows = []
+    for s in SCENARIOS:
+        df, folder, arch = scenario_runs(s, tables)
+        where = f"{arch}, {s.where}" if arch else s.where
+        rows.append({**judge(s, df), "experiment": folder, "where": where, "architecture": arch})
     tested = [r for r in rows if r.get("blog_vs_rival", {}).get("seeds")]
     holm_family(r["blog_vs_rival"] for r in tested)
     for r in tested:
@@ -311,7 +333,8 @@ def verdict(tables: dict) -> dict:
             f"C11 {r['scenario']}",
             f"{r['scenario']} → {norm_label(r['blog_pick'])}",
             verdicts[r["call"]],
-            f"{norm_label(r['blog_pick'])} vs {norm_label(r['rival'])}, {r['unit']} "
+            (f"{r['architecture']}: " if r.get("architecture") else "")
+            + f"{norm_label(r['blog_pick'])} vs {norm_label(r['rival'])}, {r['unit']} "
             "(> 0: the blog's pick better)"
             if "rival" in r
             else "–",
@@ -334,7 +357,7 @@ def verdict(tables: dict) -> dict:
 
 ANALYSIS = CLAIM.analysis(
     "RNN → LN; generation → IN; tiny batch → GN; otherwise BN",
-    tuple(dict.fromkeys(s.experiment for s in SCENARIOS)),
+    (*dict.fromkeys(s.experiment for s in SCENARIOS), bn_small_batch.RESNET),
     draw,
     verdict,
 )

@@ -24,7 +24,10 @@ A move *grows* with scale when both estimates have the same sign and |l| > |s|, 
 |l| < |s|, and *changes sign* otherwise; with an anchor it is *toward* the anchor when l lies
 closer to it than s does, else *away* from it. A row gets a sentence where the calls of two
 profiles differ or the effect moves; without a CI at one profile, or with different statistics,
-the change is not judged and the sentence says why.
+the change is not judged and the sentence says why. Different statistics are often one statistic
+on two architectures (C4 on the CNN at quick, on the ResNet at standard): where the verdict of one
+profile reports the other's architecture beside it (normexp/analysis/architecture.py), that same
+statistic at both profiles is compared instead, by the same rule, and the sentence says so.
 """
 
 import json
@@ -73,16 +76,18 @@ def _anchor_values() -> list[tuple[str, str, float, str]]:
         ("C8", "LN − BN test error", GN_32["layer"] - GN_32["batch"], f"{gn}, batch 32"),
         ("C8", "LN − GN test error", GN_32["layer"] - GN_32["group"], f"{gn}, batch 32"),
         ("C11 tiny batch", "GN vs BN, pp of error", bn_gn[2], f"{gn}, batch 2"),
-        ("C11 otherwise (CNN, batch ≥ 32)", "BN vs IN, pp of error",
+        ("C11 otherwise (batch ≥ 32)", "BN vs IN, pp of error",
          GN_32["instance"] - GN_32["batch"], f"{gn}, batch 32"),
     ]
 
 
 def anchor_for(row_id: str, statistic: str) -> tuple[float, str] | None:
     """The anchor's (value, source) of this sub-claim's statistic, None where no anchor measures
-    it (or the sub-claim was decided by another statistic)."""
+    it (or the sub-claim was decided by another statistic). The anchor measures one architecture
+    (ResNet-50, CaffeNet, ...), so a statistic named after ours ("ResNet-20: ...") matches too."""
+    named = (statistic, statistic.split(": ", 1)[-1])  # as it is, and without an architecture
     for id_, start, value, source in _anchor_values():
-        if id_ == row_id and statistic.startswith(start):
+        if id_ == row_id and any(s.startswith(start) for s in named):
             return round(value, 6), source
     return None
 
@@ -152,11 +157,38 @@ def _entries(verdict: Mapping, titles: Mapping[str, str]) -> list[dict]:
             "estimate": s.get("estimate"),
             "ci": s.get("ci"),
         }
+        entry["beside"] = _beside(verdict, s["id"])
         if s["id"] == claim:  # the claim's single sub-claim: one row
             out[0] = entry
         else:
             out.append(entry)
     return out
+
+
+def _beside(verdict: Mapping, sub_id: str) -> list[dict]:
+    """The sub-claim as the other architectures measured it (reported beside the verdict of
+    record, normexp/analysis/architecture.py): statistic named after the architecture,
+    estimate, CI and call; [] for a claim decided on one architecture."""
+    others = verdict.get("details", {}).get("architecture", {}).get("others", {})
+    out = []
+    for brief in others.values():
+        for s in brief.get("sub") or []:
+            if s["id"] == sub_id and s.get("statistic") and brief.get("name"):
+                out.append({
+                    "statistic": f"{brief['name']}: {s['statistic']}",
+                    **{k: s.get(k) for k in ("verdict", "estimate", "ci")},
+                })
+    return out
+
+
+def same_statistic(small: Mapping, large: Mapping) -> tuple[dict, dict] | None:
+    """A pair measured by one statistic (one architecture) at both profiles, from each
+    profile's entry and what it reports beside it; None without one."""
+    for s in (small, *small.get("beside", [])):
+        for lg in (large, *large.get("beside", [])):
+            if s.get("statistic") and s["statistic"] == lg.get("statistic"):
+                return dict(s), dict(lg)
+    return None
 
 
 def scale_rows(by_profile: Mapping[str, Sequence[Mapping]]) -> list[dict]:
@@ -259,6 +291,7 @@ def _pair_sentence(row: Mapping, small_p: str, large_p: str) -> str:
             f"measured by different statistics at {small_p} and {large_p} "
             f"({small['statistic']}; {large['statistic']}): not compared"
             + (f"; calls differ ({calls})" if calls_differ else "")
+            + _same_architecture(row, small, large, small_p, large_p)
         )
     moved = moves(small, large)
     if moved:
@@ -285,6 +318,27 @@ def _pair_sentence(row: Mapping, small_p: str, large_p: str) -> str:
             "precision (seeds, schedule), not of the effect"
         )
     return "no detectable change"
+
+
+def _same_architecture(
+    row: Mapping, small: Mapping, large: Mapping, small_p: str, large_p: str
+) -> str:
+    """'; the same statistic at both (...): ...' where an architecture reported beside the
+    verdict of record measured the row's statistic at both profiles ('' otherwise)."""
+    pair = same_statistic(small, large)
+    if pair is None:
+        return ""
+    s, lg = pair
+    unit = unit_of(s["statistic"])
+    effects = f"{fmt_effect(s, unit)} at {small_p} → {fmt_effect(lg, unit)} at {large_p}"
+    moved = moves(s, lg)
+    if moved is None:
+        what = "no CI at one of them: the change is not judged"
+    elif moved:
+        what = f"{direction(s['estimate'], lg['estimate'])} with scale"
+    else:
+        what = "no detectable change"
+    return f"; the same statistic at both ({s['statistic']}): {effects}, {what}"
 
 
 def change_sentence(row: Mapping, profiles: Sequence[str]) -> str:

@@ -210,3 +210,24 @@ def test_resnet_without_the_gap_does_not_decide(claim):
     assert gap_pp(v, "resnet") == pytest.approx(1, abs=0.5)
     assert arch(v)["others"]["resnet"]["verdict"] == "contradicted"
     assert "decide differently" in v["architecture"]
+
+
+# --- C11 reads C4's architecture of record ------------------------------------------------
+
+
+def test_c11_tiny_batch_reads_the_architecture_that_decides_c4():
+    from normexp.analysis import recommendations
+
+    cnn = plain_table(bn_degrades=True)  # GN ahead at the CNN's smallest batch
+    tables = {"bn_small_batch": cnn, RESNET: resnet_table(bn_degrades=False)}  # BN ahead
+    rows = {r["scenario"]: r for r in recommendations.judge_all(tables)}
+    tiny = rows["tiny batch"]
+    assert tiny["experiment"] == RESNET and tiny["where"].startswith("ResNet-20")
+    assert tiny["winner"] == "batch" and tiny["call"] == "differs"
+    assert arch(bn_small_batch.verdict(tables))["decided_on"] == "resnet"
+    sub = {s["id"]: s for s in recommendations.verdict(tables)["sub"]}
+    assert sub["C11 tiny batch"]["statistic"].startswith("ResNet-20: GN vs BN")
+    # Without the ResNet's cells both read the CNN.
+    rows = {r["scenario"]: r for r in recommendations.judge_all({"bn_small_batch": cnn})}
+    assert rows["tiny batch"]["experiment"] == "bn_small_batch"
+    assert rows["tiny batch"]["winner"] == "group"

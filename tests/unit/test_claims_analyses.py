@@ -391,7 +391,7 @@ def test_recommendations_supported_when_every_winner_is_the_blogs(tmp_path):
     check(v, "supported")
     rows = {r["scenario"]: r for r in v["details"]["scenarios"]}
     assert rows["tiny batch"]["winner"] == "group"
-    assert rows["otherwise (CNN, batch ≥ 32)"]["winner"] == "batch"
+    assert rows["otherwise (batch ≥ 32)"]["winner"] == "batch"
     assert rows["RNN"]["margin"]["mean"] == pytest.approx(0.15, abs=0.01)
     assert v["estimate"] == 4
     drawn(recommendations.ANALYSIS, tables, tmp_path)

@@ -153,6 +153,24 @@ def test_c8_uses_only_passing_cells():
     assert ln_in_cnn.verdict({"bn_small_batch": record})["verdict"] == "not run yet"
 
 
+def test_c8_is_inconclusive_not_unrun_when_every_deciding_cell_fails_the_check():
+    from normexp.analysis import ln_in_cnn
+
+    record = record_table(norms=("batch", "group", "layer"), batches=(32, 128))
+    record["test_err"] = record[col.NORM].map({"batch": 0.40, "group": 0.45, "layer": 0.50})
+    record["protocol.check.norm"] = "batch,group,layer"
+    record["protocol.check.train.batch_size"] = "32,128"
+    failing = {(n, b): 5.0 for n in ("batch", "group", "layer") for b in (32, 128)}
+    failing[("layer", 32)] = 12.0
+    v = ln_in_cnn.verdict({"bn_small_batch": with_checks(record, failing)})
+    assert v["verdict"] == "inconclusive" and v["details"]["under_trained"]
+    assert v["estimate"] is None and "6 deciding cells" in v["effect"]
+    assert "+5.0 to +12.0 pp" in v["effect"]
+    one_passing = {**failing, ("layer", 128): 0.2}  # LN passes alone: still no batch with all
+    v = ln_in_cnn.verdict({"bn_small_batch": with_checks(record, one_passing)})
+    assert v["verdict"] == "inconclusive" and "5 deciding cells" in v["effect"]
+
+
 def test_report_lines_name_failing_and_unchecked_counts():
     entry = {"protocol": {"unconverged_cells": {"e": 1}, "unchecked_cells": {"e": 2}}}
     lines = protocol_markdown(entry)
@@ -301,3 +319,25 @@ def test_one_reading_of_a_declared_list_for_planner_and_analysis():
         assert listed(form) == {"smoke", "standard"}
         assert runs_check("standard", form) and not runs_check("quick", form)
     assert runs_check("quick", None)  # null: every profile
+
+
+def test_c8_sees_its_check_runs_through_the_reports_pipeline(tmp_path):
+    """The report hands an analysis its runs of record only; C8 gets the check runs beside them,
+    on either architecture, so a passing cell decides there as in the rule's own tests."""
+    from normexp.analysis import ln_in_cnn
+    from normexp.analysis.figures import of_record_for, verdict_of_record
+
+    record = record_table(norms=("batch", "group", "layer"), batches=(32, 128))
+    record["test_err"] = record[col.NORM].map({"batch": 0.40, "group": 0.45, "layer": 0.50})
+    record["test_err"] += 0.002 * np.random.default_rng(0).standard_normal(len(record))
+    record["protocol.check.norm"] = "batch,group,layer"
+    passing_all = {(n, b): 0.3 for n in ("batch", "group", "layer") for b in (32, 128)}
+    collected = with_checks(record, passing_all)
+    for tables in ({"bn_small_batch": collected},
+                   {"bn_small_batch": record, "bn_small_batch_resnet": collected}):
+        mine, info = of_record_for(ln_in_cnn.ANALYSIS, tables, tmp_path)
+        v = verdict_of_record(ln_in_cnn.ANALYSIS, mine, info)
+        assert v["verdict"] == "supported" and v["details"]["batch_sizes"] == [32, 128]
+        for e in mine:  # what every other reader sees: the runs of record alone
+            shown = col.table(mine, e)
+            assert shown.empty or (shown[col.STAGE] == "record").all()

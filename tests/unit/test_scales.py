@@ -104,6 +104,9 @@ def test_anchor_only_for_the_statistic_it_measures():
     # C4a decided at batch 4 instead of 2: the GN paper's number is not that statistic
     assert scales.anchor_for("C4a", "growth of BN − GN test error from batch 32 to 4, pp") is None
     assert scales.anchor_for("C8", "LN − GN test error at batch ≥ 32, pp")[0] == 1.2
+    on_resnet = scales.anchor_for("C4b", "ResNet-20: BN − GN test error at batch 2, pp")
+    assert on_resnet == scales.anchor_for("C4b", "BN − GN test error at batch 2, pp")
+    assert on_resnet is not None
     assert scales.unit_of("BN-LSTM, per-step stats − plain LSTM, test bpc") == "bpc"
     assert scales.unit_of("log10(BN / no norm) of the loss range") == ""
 
@@ -202,3 +205,30 @@ def test_a_middle_profile_not_run_yet_is_passed_over():
         "calls differ (inconclusive at quick → supported at paper)"
     )
     assert rows["C4"]["change"] == "calls differ (inconclusive at quick → supported at paper)"
+
+
+def test_a_statistic_measured_on_one_architecture_at_both_scales_is_compared():
+    """C4b decided on the CNN at quick and on the ResNet at standard: the two are not compared,
+    but the CNN reported beside the ResNet at standard is, with the CNN at quick."""
+    cnn = "VGG-style CNN: BN − GN test error at batch 2, pp"
+    quick = {"claim": "C4", "experiment": "bn_small_batch", "verdict": "inconclusive",
+             "sub": [{"id": "C4b", "statement": "GN wins", "verdict": "inconclusive",
+                      "statistic": cnn, "estimate": -5.0, "ci": [-10.0, 0.2]}]}
+    standard = {"claim": "C4", "experiment": "bn_small_batch", "verdict": "contradicted",
+                "sub": [{"id": "C4b", "statement": "GN wins", "verdict": "contradicted",
+                         "statistic": "ResNet-20: BN − GN test error at batch 2, pp",
+                         "estimate": -5.7, "ci": [-7.5, -3.9]}],
+                "details": {"architecture": {"others": {"cnn": {
+                    "name": "VGG-style CNN",
+                    "sub": [{"id": "C4b", "verdict": "contradicted",
+                             "statistic": "BN − GN test error at batch 2, pp",
+                             "estimate": -20.0, "ci": [-22.0, -18.0]}]}}}}}
+    change = scales.scale_rows({"quick": [quick], "standard": [standard]})
+    row = next(r for r in change if r["id"] == "C4b")
+    assert "not compared" in row["change"]
+    assert f"the same statistic at both ({cnn})" in row["change"]
+    assert row["change"].endswith("grows with scale")
+    standard["details"]["architecture"]["others"]["cnn"]["sub"][0].update(estimate=-5, ci=[-9, -1])
+    row = next(r for r in scales.scale_rows({"quick": [quick], "standard": [standard]})
+               if r["id"] == "C4b")
+    assert row["change"].endswith("no detectable change")
