@@ -341,3 +341,18 @@ def test_c8_sees_its_check_runs_through_the_reports_pipeline(tmp_path):
         for e in mine:  # what every other reader sees: the runs of record alone
             shown = col.table(mine, e)
             assert shown.empty or (shown[col.STAGE] == "record").all()
+
+
+def test_c8_figure_shows_the_check_when_no_cell_is_trained(tmp_path):
+    from normexp.analysis import ln_in_cnn
+
+    record = record_table(norms=("batch", "group", "layer"), batches=(32, 128))
+    record["protocol.check.norm"] = "batch,group,layer"
+    failing = {(n, b): 5.0 for n in ("layer", "batch", "group") for b in (128, 32)}
+    tables = {"bn_small_batch": with_checks(record, failing)}
+    gains = ln_in_cnn.checked_gains(tables)
+    assert list(zip(gains[col.NORM], gains[col.BATCH], strict=True)) == [
+        ("batch", 32), ("batch", 128), ("group", 32), ("group", 128), ("layer", 32),
+        ("layer", 128)]
+    out = ln_in_cnn.draw(tables, tmp_path / "c8.png")
+    assert out.exists() and out.stat().st_size > 0
