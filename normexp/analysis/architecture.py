@@ -228,8 +228,9 @@ def by_model(df: pd.DataFrame, default: str = FALLBACK) -> dict[str, pd.DataFram
 def own_store(tables: Tables, experiment: str, resnet: str) -> dict[str, Tables]:
     """{model: its tables} for claims whose ResNet cells have their own store folder
     (``resnet``, e.g. bn_small_batch_resnet): the CNN's tables as they are, the ResNet's table
-    as it is (its convergence check's runs too, for C8) under ``experiment``'s name, so one
-    verdict function reads either."""
+    as it was handed in under ``experiment``'s name, so one verdict function reads either. Each
+    reader strips it to runs of record itself (``columns.table``); C8 is handed the check runs
+    there too (``ClaimAnalysis.reads_checks``) and pairs them."""
     return {FALLBACK: tables, "resnet": {experiment: tables.get(resnet, pd.DataFrame())}}
 
 

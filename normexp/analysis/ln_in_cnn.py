@@ -52,6 +52,7 @@ CLAIM = Claim.from_doc("C8", NAME, ANCHOR, __doc__)
 MIN_BATCH = 32
 ANCHOR_GN_PAPER = {"batch": 23.6, "group": 24.1, "layer": 25.3, "instance": 28.4}
 NORM_ORDER = ("batch", "group", "layer", "instance", "none")
+DECIDING = ("layer", "batch", "group")  # the norms C8 compares
 NO_RUNS = (
     f"no finished LN, BN and GN runs of {EXPERIMENT} at batch >= {MIN_BATCH} in cells that pass "
     "the convergence check"
@@ -87,14 +88,17 @@ def under_trained(tables: dict) -> pd.DataFrame:
     if not _usable(raw):
         return pd.DataFrame()
     check = cell_convergence(raw, [col.NORM, col.BATCH])
-    deciding = check[col.NORM].isin(("layer", "batch", "group")) & (check[col.BATCH] >= MIN_BATCH)
+    deciding = check[col.NORM].isin(DECIDING) & (check[col.BATCH] >= MIN_BATCH)
     return check[deciding & (check["converged"] == False)]  # noqa: E712 - None: not checked
 
 
 def _undecided(tables: dict) -> dict:
-    """The verdict when no batch size has LN, BN and GN all passing the check."""
+    """The verdict when no batch size has LN, BN and GN all passing the check: under-trained
+    when each of the three has finished runs at batch >= MIN_BATCH and a deciding cell failed;
+    else not run yet (runs, or their checks, missing)."""
     failed = under_trained(tables)
-    if failed.empty:
+    runs = record_runs(tables.get(EXPERIMENT, pd.DataFrame()))
+    if failed.empty or not all(_has_large(runs, n) for n in DECIDING):
         return CLAIM.not_run_yet(NO_RUNS)
     gains = failed["gain_pp"]
     effect = (
@@ -103,7 +107,6 @@ def _undecided(tables: dict) -> dict:
         f"by +{gains.min():.1f} to +{gains.max():.1f} pp), so no batch size has all three "
         "trained; the rule compares passing cells only"
     )
-    runs = record_runs(tables[EXPERIMENT])
     return CLAIM.verdict(
         "inconclusive",
         effect,
@@ -112,6 +115,12 @@ def _undecided(tables: dict) -> dict:
         "convergence check)",
         details={"under_trained": True, "failing_cells": len(failed)},
     )
+
+
+def _has_large(runs: pd.DataFrame, norm: str) -> bool:
+    """Whether ``norm`` has a finished run of record at batch >= MIN_BATCH."""
+    ok = runs[(runs[col.STATUS] == "ok") & (runs[col.BATCH] >= MIN_BATCH)]
+    return bool((ok[col.NORM] == norm).any())
 
 
 def _usable(df: pd.DataFrame) -> bool:
@@ -128,11 +137,9 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     arch = architecture.name(model, col.table(mine, EXPERIMENT))
     df = trained_runs(mine)
     fig, (ax, ax_ref) = panels(2, (11, 4.2), (1.4, 1))
-    norms = []
-    if _usable(df):
-        present = set(df[df[col.STATUS] == "ok"][col.NORM])
-        norms = [n for n in NORM_ORDER if n in present]
-    batches = large_batches(df, tuple(norms)) if norms else []
+    batches = large_batches(df, DECIDING) if _usable(df) else []  # the verdict's batch sizes
+    # every norm with runs at all of them (IN and none are shown, not decided on)
+    norms = [n for n in NORM_ORDER if batches and set(batches) <= set(large_batches(df, (n,)))]
     gains = checked_gains(mine)
     if batches:
         x = np.arange(len(norms))
@@ -209,10 +216,10 @@ def _architectures(tables: dict) -> dict[str, dict]:
 def verdict_of(tables: dict) -> dict:
     """C8's verdict from one architecture's tables (its runs under bn_small_batch's name)."""
     df = trained_runs(tables)
-    batches = large_batches(df, ("layer", "batch", "group")) if _usable(df) else []
+    batches = large_batches(df, DECIDING) if _usable(df) else []
     if not batches:
         return _undecided(tables)
-    err = {n: pooled_error(df, n, batches) for n in ("layer", "batch", "group")}
+    err = {n: pooled_error(df, n, batches) for n in DECIDING}
     ln_bn = difference(err["layer"], err["batch"])
     ln_gn = difference(err["layer"], err["group"])
     holm_family([ln_bn, ln_gn])
@@ -259,7 +266,7 @@ def deciding_of(tables: dict) -> dict:
     if not _usable(df):
         return {EXPERIMENT: df}
     large = df[df[col.BATCH] >= MIN_BATCH]
-    return {EXPERIMENT: select(large, {col.NORM: ["layer", "batch", "group"]})}
+    return {EXPERIMENT: select(large, {col.NORM: list(DECIDING)})}
 
 
 ANALYSIS = CLAIM.analysis(

@@ -223,6 +223,8 @@ def test_c11_tiny_batch_reads_the_architecture_that_decides_c4():
     rows = {r["scenario"]: r for r in recommendations.judge_all(tables)}
     tiny = rows["tiny batch"]
     assert tiny["experiment"] == RESNET and tiny["where"].startswith("ResNet-20")
+    assert tiny["where"].endswith("(BN, GN)")  # the ResNet runs two norms at batch 2
+    assert set(recommendations.deciding(tables)) == {RESNET, "bn_generation", "rnn_norm"}
     assert tiny["winner"] == "batch" and tiny["call"] == "differs"
     assert arch(bn_small_batch.verdict(tables))["decided_on"] == "resnet"
     sub = {s["id"]: s for s in recommendations.verdict(tables)["sub"]}

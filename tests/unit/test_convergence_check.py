@@ -338,21 +338,47 @@ def test_c8_sees_its_check_runs_through_the_reports_pipeline(tmp_path):
         mine, info = of_record_for(ln_in_cnn.ANALYSIS, tables, tmp_path)
         v = verdict_of_record(ln_in_cnn.ANALYSIS, mine, info)
         assert v["verdict"] == "supported" and v["details"]["batch_sizes"] == [32, 128]
-        for e in mine:  # what every other reader sees: the runs of record alone
-            shown = col.table(mine, e)
-            assert shown.empty or (shown[col.STAGE] == "record").all()
+    # Every other analysis reading the same tables is handed no check run, and C4's verdict on
+    # the ResNet's table is the same with its check runs there or not.
+    from normexp.analysis import bn_small_batch, bn_train_test
+
+    tables = {"bn_small_batch": collected, "bn_small_batch_resnet": collected}
+    for other in (bn_small_batch.ANALYSIS, bn_train_test.ANALYSIS):
+        mine, _ = of_record_for(other, tables, tmp_path)
+        assert all(df.empty or (df[col.STAGE] != "check").all() for df in mine.values())
+    stripped = {e: col.table(tables, e) for e in tables}
+    assert bn_small_batch.verdict(tables) == bn_small_batch.verdict(stripped)
 
 
-def test_c8_figure_shows_the_check_when_no_cell_is_trained(tmp_path):
+def test_c8_figure_shows_the_check_only_when_no_batch_size_is_trained(tmp_path, monkeypatch):
     from normexp.analysis import ln_in_cnn
 
-    record = record_table(norms=("batch", "group", "layer"), batches=(32, 128))
-    record["protocol.check.norm"] = "batch,group,layer"
-    failing = {(n, b): 5.0 for n in ("layer", "batch", "group") for b in (128, 32)}
+    shown = []
+    monkeypatch.setattr(ln_in_cnn, "draw_gains", lambda ax, gains, arch: shown.append(gains))
+    record = record_table(norms=("batch", "group", "layer", "none"), batches=(32, 128))
+    record["protocol.check.norm"] = "batch,group,layer,none"
+    failing = {(n, b): 5.0 for n in ("none", "layer", "batch", "group") for b in (128, 32)}
     tables = {"bn_small_batch": with_checks(record, failing)}
     gains = ln_in_cnn.checked_gains(tables)
     assert list(zip(gains[col.NORM], gains[col.BATCH], strict=True)) == [
         ("batch", 32), ("batch", 128), ("group", 32), ("group", 128), ("layer", 32),
-        ("layer", 128)]
-    out = ln_in_cnn.draw(tables, tmp_path / "c8.png")
-    assert out.exists() and out.stat().st_size > 0
+        ("layer", 128), ("none", 32), ("none", 128)]
+    assert ln_in_cnn.draw(tables, tmp_path / "c8.png").exists() and len(shown) == 1
+    # LN, BN and GN trained at 32 only, no norm at 128 only: the verdict decides at 32, and
+    # so does the figure (the bars, not the check)
+    trained_32 = {**failing, **{(n, 32): 0.2 for n in ("layer", "batch", "group")},
+                  ("none", 128): 0.2}
+    tables = {"bn_small_batch": with_checks(record, trained_32)}
+    assert ln_in_cnn.verdict(tables)["details"]["batch_sizes"] == [32]
+    ln_in_cnn.draw(tables, tmp_path / "c8.png")
+    assert len(shown) == 1
+
+
+def test_c8_is_not_run_yet_while_a_compared_norm_has_no_runs():
+    from normexp.analysis import ln_in_cnn
+
+    record = record_table(norms=("batch", "layer"), batches=(32, 128))
+    record["protocol.check.norm"] = "batch,layer"
+    failing = {(n, b): 5.0 for n in ("batch", "layer") for b in (32, 128)}
+    v = ln_in_cnn.verdict({"bn_small_batch": with_checks(record, failing)})
+    assert v["verdict"] == "not run yet"  # GN has no runs: not "under-trained"
