@@ -84,12 +84,10 @@ def trained_runs(tables: dict) -> pd.DataFrame:
 def under_trained(tables: dict) -> pd.DataFrame:
     """The deciding cells (LN, BN, GN at batch >= MIN_BATCH) whose doubled-budget run gained
     THRESHOLD_PP or more: the runs exist but are shown not to be trained."""
-    raw = tables.get(EXPERIMENT, pd.DataFrame())
-    if not _usable(raw):
-        return pd.DataFrame()
-    check = cell_convergence(raw, [col.NORM, col.BATCH])
-    deciding = check[col.NORM].isin(DECIDING) & (check[col.BATCH] >= MIN_BATCH)
-    return check[deciding & (check["converged"] == False)]  # noqa: E712 - None: not checked
+    gains = checked_gains(tables)
+    if gains.empty:
+        return gains
+    return gains[gains[col.NORM].isin(DECIDING) & (gains["converged"] == False)]  # noqa: E712
 
 
 def _undecided(tables: dict) -> dict:
@@ -98,7 +96,7 @@ def _undecided(tables: dict) -> dict:
     else not run yet (runs, or their checks, missing)."""
     failed = under_trained(tables)
     runs = record_runs(tables.get(EXPERIMENT, pd.DataFrame()))
-    if failed.empty or not all(_has_large(runs, n) for n in DECIDING):
+    if failed.empty or not all(large_batches(runs, (n,)) for n in DECIDING):
         return CLAIM.not_run_yet(NO_RUNS)
     gains = failed["gain_pp"]
     effect = (
@@ -115,12 +113,6 @@ def _undecided(tables: dict) -> dict:
         "convergence check)",
         details={"under_trained": True, "failing_cells": len(failed)},
     )
-
-
-def _has_large(runs: pd.DataFrame, norm: str) -> bool:
-    """Whether ``norm`` has a finished run of record at batch >= MIN_BATCH."""
-    ok = runs[(runs[col.STATUS] == "ok") & (runs[col.BATCH] >= MIN_BATCH)]
-    return bool((ok[col.NORM] == norm).any())
 
 
 def _usable(df: pd.DataFrame) -> bool:

@@ -205,11 +205,23 @@ def judge(scenario: Scenario, df: pd.DataFrame) -> dict:
     return row
 
 
-def scenario_runs(scenario: Scenario, tables: dict) -> tuple[pd.DataFrame, str, str | None]:
-    """(the scenario's runs, the store folder they come from, the architecture's name or None):
-    bn_small_batch's scenarios on C4's architecture of record."""
-    if scenario.experiment != bn_small_batch.EXPERIMENT:
-        return col.table(tables, scenario.experiment), scenario.experiment, None
+Source = tuple[pd.DataFrame, str, str | None]  # runs, their store folder, architecture or None
+
+
+def sources(tables: dict) -> list[Source]:
+    """Each scenario's runs, the store folder they come from and the architecture's name (None
+    where one architecture runs): bn_small_batch's scenarios on C4's architecture of record,
+    chosen once for both."""
+    c4 = c4_runs(tables)
+    return [
+        c4 if s.experiment == bn_small_batch.EXPERIMENT
+        else (col.table(tables, s.experiment), s.experiment, None)
+        for s in SCENARIOS
+    ]
+
+
+def c4_runs(tables: dict) -> Source:
+    """bn_small_batch's runs on C4's architecture of record (architecture.py)."""
     per_arch = architecture.own_store(tables, bn_small_batch.EXPERIMENT, bn_small_batch.RESNET)
     model, _ = architecture.of_record(
         per_arch, bn_small_batch.EXPERIMENT, bn_small_batch.verdict_of
@@ -222,8 +234,7 @@ def scenario_runs(scenario: Scenario, tables: dict) -> tuple[pd.DataFrame, str, 
 def judge_all(tables: dict) -> list[dict]:
     """Every scenario judged, the blog-vs-rival tests Holm-adjusted as one family."""
     rows = []
-    for s in SCENARIOS:
-        df, folder, arch = scenario_runs(s, tables)
+    for s, (df, folder, arch) in zip(SCENARIOS, sources(tables), strict=True):
         row = judge(s, df)
         where = f"{arch}, {s.where}" if arch else s.where
         if "means" in row:  # the candidates compared
@@ -362,11 +373,7 @@ def verdict(tables: dict) -> dict:
 def deciding(tables: dict) -> dict:
     """The runs the scenarios read: bn_small_batch's on C4's architecture of record (the other
     architecture's seeds do not hold C11 back), the other experiments as they are."""
-    out = {}
-    for s in SCENARIOS:
-        df, folder, _ = scenario_runs(s, tables)
-        out[folder] = df
-    return out
+    return {folder: df for df, folder, _ in sources(tables)}
 
 
 ANALYSIS = CLAIM.analysis(

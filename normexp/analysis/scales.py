@@ -181,13 +181,13 @@ def _beside(verdict: Mapping, sub_id: str) -> list[dict]:
     return out
 
 
-def same_statistic(small: Mapping, large: Mapping) -> tuple[dict, dict] | None:
+def same_statistic(small: Mapping, large: Mapping) -> tuple[Mapping, Mapping] | None:
     """A pair measured by one statistic (one architecture) at both profiles, from each
     profile's entry and what it reports beside it; None without one."""
     for s in (small, *small.get("beside", [])):
         for lg in (large, *large.get("beside", [])):
             if s.get("statistic") and s["statistic"] == lg.get("statistic"):
-                return dict(s), dict(lg)
+                return s, lg
     return None
 
 
@@ -291,7 +291,7 @@ def _pair_sentence(row: Mapping, small_p: str, large_p: str) -> str:
             f"measured by different statistics at {small_p} and {large_p} "
             f"({small['statistic']}; {large['statistic']}): not compared"
             + (f"; calls differ ({calls})" if calls_differ else "")
-            + _same_architecture(row, small, large, small_p, large_p)
+            + _same_architecture(small, large, small_p, large_p)
         )
     moved = moves(small, large)
     if moved:
@@ -320,9 +320,7 @@ def _pair_sentence(row: Mapping, small_p: str, large_p: str) -> str:
     return "no detectable change"
 
 
-def _same_architecture(
-    row: Mapping, small: Mapping, large: Mapping, small_p: str, large_p: str
-) -> str:
+def _same_architecture(small: Mapping, large: Mapping, small_p: str, large_p: str) -> str:
     """'; the same statistic at both (...): ...' where an architecture reported beside the
     verdict of record measured the row's statistic at both profiles ('' otherwise)."""
     pair = same_statistic(small, large)
