@@ -35,6 +35,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from normexp.analysis.architecture import NAMES as ARCHITECTURES
 from normexp.analysis.claims import ReportSection
 
 SCALE_ORDER = ("smoke", "quick", "standard", "paper")
@@ -271,6 +272,33 @@ def _implication(small: float, large: float, anchor: tuple[float, str] | None, u
 
 
 NOT_RUN = "not run yet"
+# 'ResNet-20: BN − GN …': a statistic named after the architecture that measured it
+_ARCHITECTURE = re.compile(
+    rf"^((?:{'|'.join(re.escape(n) for n in ARCHITECTURES.values())})(?:-\d+)?): (.+)$"
+)
+
+
+def split_architecture(statistic: str) -> tuple[str | None, str]:
+    """('ResNet-20', 'BN − GN …') from 'ResNet-20: BN − GN …'; (None, statistic) without one."""
+    m = _ARCHITECTURE.match(statistic or "")
+    return (m[1], m[2]) if m else (None, statistic)
+
+
+def _not_compared(small: Mapping, large: Mapping, small_p: str, large_p: str) -> str:
+    """Why two different statistics are not compared: another architecture decides, or another
+    statistic altogether."""
+    (arch_s, rest_s), (arch_l, rest_l) = (
+        split_architecture(e["statistic"]) for e in (small, large)
+    )
+    if arch_s and arch_l and rest_s == rest_l:
+        return (
+            f"decided on different architectures ({arch_s} at {small_p}, {arch_l} at {large_p}): "
+            "not compared"
+        )
+    return (
+        f"measured by different statistics at {small_p} and {large_p} "
+        f"({small['statistic']}; {large['statistic']}): not compared"
+    )
 
 
 def _pair_sentence(row: Mapping, small_p: str, large_p: str) -> str:
@@ -288,8 +316,7 @@ def _pair_sentence(row: Mapping, small_p: str, large_p: str) -> str:
         large.get("estimate"),
     ):
         return (
-            f"measured by different statistics at {small_p} and {large_p} "
-            f"({small['statistic']}; {large['statistic']}): not compared"
+            _not_compared(small, large, small_p, large_p)
             + (f"; calls differ ({calls})" if calls_differ else "")
             + _same_architecture(small, large, small_p, large_p)
         )
@@ -321,8 +348,8 @@ def _pair_sentence(row: Mapping, small_p: str, large_p: str) -> str:
 
 
 def _same_architecture(small: Mapping, large: Mapping, small_p: str, large_p: str) -> str:
-    """'; the same statistic at both (...): ...' where an architecture reported beside the
-    verdict of record measured the row's statistic at both profiles ('' otherwise)."""
+    """'; VGG-style CNN at both: ...' where an architecture reported beside the verdict of
+    record measured the row's statistic at both profiles ('' otherwise)."""
     pair = same_statistic(small, large)
     if pair is None:
         return ""
@@ -336,7 +363,9 @@ def _same_architecture(small: Mapping, large: Mapping, small_p: str, large_p: st
         what = f"{direction(s['estimate'], lg['estimate'])} with scale"
     else:
         what = "no detectable change"
-    return f"; the same statistic at both ({s['statistic']}): {effects}, {what}"
+    arch = split_architecture(s["statistic"])[0]
+    which = f"{arch} at both" if arch else f"the same statistic at both ({s['statistic']})"
+    return f"; {which}: {effects}, {what}"
 
 
 def change_sentence(row: Mapping, profiles: Sequence[str]) -> str:

@@ -225,10 +225,23 @@ def test_a_statistic_measured_on_one_architecture_at_both_scales_is_compared():
                              "estimate": -20.0, "ci": [-22.0, -18.0]}]}}}}}
     change = scales.scale_rows({"quick": [quick], "standard": [standard]})
     row = next(r for r in change if r["id"] == "C4b")
-    assert "not compared" in row["change"]
-    assert f"the same statistic at both ({cnn})" in row["change"]
+    assert row["change"].startswith(
+        "decided on different architectures (VGG-style CNN at quick, ResNet-20 at standard): "
+        "not compared; calls differ (inconclusive at quick → contradicted at standard); "
+        "VGG-style CNN at both: -5 pp [-10, +0.2] at quick → -20 pp [-22, -18] at standard"
+    )
     assert row["change"].endswith("grows with scale")
     standard["details"]["architecture"]["others"]["cnn"]["sub"][0].update(estimate=-5, ci=[-9, -1])
     row = next(r for r in scales.scale_rows({"quick": [quick], "standard": [standard]})
                if r["id"] == "C4b")
     assert row["change"].endswith("no detectable change")
+
+
+def test_only_an_architecture_name_is_split_off_a_statistic():
+    assert scales.split_architecture("ResNet-20: BN − GN test error at batch 2, pp") == (
+        "ResNet-20",
+        "BN − GN test error at batch 2, pp",
+    )
+    assert scales.split_architecture("VGG-style CNN: ICS ratio")[0] == "VGG-style CNN"
+    counted = "grid LRs that train: BN 4/4, no norm 3/4 (a count)"
+    assert scales.split_architecture(counted) == (None, counted)
