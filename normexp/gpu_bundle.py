@@ -3,12 +3,12 @@
 ``python -m normexp.gpu_bundle build --out bundle/`` writes a self-contained folder: the code,
 the pure-python wheels the training path needs beyond PyTorch and numpy (Hydra, OmegaConf, ...),
 the data (PTB characters whole; the largest class-balanced CIFAR-10 subset that keeps the bundle
-and the repository's tracked files within 64 MiB), a MANIFEST.json of sha256 checksums and
-``run_gpu.sh``. On any CUDA machine with PyTorch, ``bash bundle/run_gpu.sh`` checks every file,
-unpacks data and wheels under ``bundle/work/``, calibrates each run's epoch time, trains C7 at
-Cooijmans et al.'s scale and C4 in the GN paper's protocol (every cell at once, as many epochs as
-fit the budget) and packs the runs into ``gpu_results.tar.gz``; ``import`` puts them into the
-results store (``results/<profile>/runs/``).
+and the repository's tracked files within 64 MiB, or the bundle alone with ``--alone``), a
+MANIFEST.json of sha256 checksums and ``run_gpu.sh``. On any CUDA machine with PyTorch,
+``bash bundle/run_gpu.sh`` checks every file, unpacks data and wheels under ``bundle/work/``,
+calibrates each run's epoch time, trains C7 at Cooijmans et al.'s scale and C4 in the GN paper's
+protocol (every cell at once, as many epochs as fit the budget) and packs the runs into
+``gpu_results.tar.gz``; ``import`` puts them into the results store (``results/<profile>/runs/``).
 
 The CIFAR-10 subset is written in the standard layout (pickled ``data_batch_1..5`` and
 ``test_batch``), so the suite's loader reads it unchanged; its content fingerprints are those of
@@ -90,6 +90,12 @@ def tracked_bytes(repo: Path = REPO) -> int:
         return 0  # not a checkout: nothing else travels
     paths = (repo / p for p in out.decode().split("\0") if p)
     return sum(p.lstat().st_size for p in paths if p.is_symlink() or p.is_file())
+
+
+def travelling_bytes(alone: bool, repo: Path = REPO) -> int:
+    """What travels beside the bundle: nothing when it is copied alone (scp to a CUDA machine),
+    the tracked files when the whole working tree is sent with it (the device tool)."""
+    return 0 if alone else tracked_bytes(repo)
 
 
 # --- build ------------------------------------------------------------------------------------
@@ -252,7 +258,7 @@ def build(args: argparse.Namespace) -> dict:
     shutil.copy2(REPO / "normexp" / "gpu_run.sh", out / "run_gpu.sh")
     (out / "run_gpu.sh").chmod(0o755)
     unpacked = pack_ptb(data_dir, out, preset)
-    limit, tracked = int(args.limit_mib * MIB), tracked_bytes()
+    limit, tracked = int(args.limit_mib * MIB), travelling_bytes(args.alone)
     so_far = sum(p.lstat().st_size for p in bundle_files(out))
     room = limit - tracked - so_far - int(MARGIN_MIB * MIB) - 64 * 1024  # the manifest
     if room <= 0:
@@ -278,17 +284,18 @@ def build(args: argparse.Namespace) -> dict:
         "unpacked": unpacked,
         "cifar": cifar,
         "tracked_bytes": tracked,
+        "alone": bool(args.alone),
         "limit_bytes": limit,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     manifest["bundle_bytes"] = sum(p.lstat().st_size for p in out.rglob("*") if not p.is_dir())
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     total = manifest["bundle_bytes"] + tracked
+    travels = "sent alone" if args.alone else f"+ {tracked / MIB:.1f} MiB of tracked files"
     print(
-        f"gpu_bundle: {out}: {manifest['bundle_bytes'] / MIB:.1f} MiB "
-        f"(+ {tracked / MIB:.1f} MiB of tracked files = {total / MIB:.1f} of {args.limit_mib} "
-        f"MiB); CIFAR-10 {cifar['train_per_class']} training and {cifar['test_per_class']} test "
-        f"images per class; PTB characters whole"
+        f"gpu_bundle: {out}: {manifest['bundle_bytes'] / MIB:.1f} MiB ({travels} = "
+        f"{total / MIB:.1f} of {args.limit_mib:g} MiB); CIFAR-10 {cifar['train_per_class']} "
+        f"training and {cifar['test_per_class']} test images per class; PTB characters whole"
     )
     return manifest
 
@@ -575,7 +582,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     b.add_argument("--out", default="bundle")
     b.add_argument("--data-dir", help="holds ptb/ and cifar-10-batches-py/ ($NORMEXP_DATA_DIR)")
     b.add_argument("--limit-mib", type=float, default=LIMIT_MIB,
-                   help="bundle + the repository's tracked files")
+                   help="bundle + the repository's tracked files (the bundle alone: --alone)")
+    b.add_argument("--alone", action="store_true",
+                   help="the bundle travels by itself (scp), not inside the working tree: "
+                   "tracked files leave its room to CIFAR-10")
     b.add_argument("--test-per-class", type=int, default=256, help="rounded to 16s")
     b.add_argument("--train-per-class", type=int, help="default: the most that fit")
     b.add_argument("--wheels-from", help="a folder of wheels to take before pip download")

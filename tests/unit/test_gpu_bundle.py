@@ -139,3 +139,16 @@ def test_max_minutes_at_its_neutral_value_keeps_stored_run_keys():
     timed = {"train": {"epochs": 3, "steps": None, "max_minutes": 5.0}, "seed": 0}
     assert run_key(timed) != run_key(config)
     assert time_limit_s(timed["train"]) == 300.0 and time_limit_s(config["train"]) is None
+
+
+def test_a_bundle_sent_alone_leaves_the_tracked_files_room_to_cifar(monkeypatch):
+    """Inside the device tool's working tree the tracked files share the 64 MiB; copied alone
+    (scp), nothing else travels, so CIFAR-10 gets their room."""
+    assert gpu_bundle.travelling_bytes(alone=True) == 0
+    assert gpu_bundle.travelling_bytes(alone=False) == gpu_bundle.tracked_bytes() > 0
+    seen = {}
+    monkeypatch.setattr(gpu_bundle, "build", lambda args: seen.update(alone=args.alone))
+    gpu_bundle.main(["build", "--alone"])
+    assert seen == {"alone": True}
+    gpu_bundle.main(["build"])
+    assert seen == {"alone": False}
