@@ -519,7 +519,13 @@ def run(args: argparse.Namespace) -> None:
          "print('hydra', hydra.__file__, '| torch', torch.__version__, torch.cuda.is_available())"],
         env=env, capture_output=True, text=True,
     )
-    print(f"gpu_bundle: {where.stdout.strip() or where.stderr.strip()[-500:]}", flush=True)
+    if where.returncode != 0:  # every run would fail the same way: say it once, stop
+        raise SystemExit(
+            f"gpu_bundle: {sys.executable} cannot import the training path "
+            f"({where.stderr.strip().splitlines()[-1] if where.stderr.strip() else 'no output'});"
+            " run_gpu.sh takes the Python that has PyTorch from PYTHON=/path/to/python"
+        )
+    print(f"gpu_bundle: {where.stdout.strip()}", flush=True)
     profile = "smoke" if args.smoke else "paper"
     results = Path(args.results or bundle / "results").resolve()
     plan_file = results / PLAN
@@ -579,13 +585,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="write the bundle folder")
-    b.add_argument("--out", default="bundle")
+    b.add_argument("--out", default="bundle", help="the folder to write (default: bundle)")
     b.add_argument("--data-dir", help="holds ptb/ and cifar-10-batches-py/ ($NORMEXP_DATA_DIR)")
     b.add_argument("--limit-mib", type=float, default=LIMIT_MIB,
-                   help="bundle + the repository's tracked files (the bundle alone: --alone)")
+                   help="what may travel: the bundle + the repository's tracked files "
+                   f"(default {LIMIT_MIB}; with --alone, the bundle only)")
     b.add_argument("--alone", action="store_true",
-                   help="the bundle travels by itself (scp), not inside the working tree: "
-                   "tracked files leave its room to CIFAR-10")
+                   help="the bundle is copied by itself (e.g. scp): the repository's tracked "
+                   "files do not count against --limit-mib, so CIFAR-10 gets that room")
     b.add_argument("--test-per-class", type=int, default=256, help="rounded to 16s")
     b.add_argument("--train-per-class", type=int, help="default: the most that fit")
     b.add_argument("--wheels-from", help="a folder of wheels to take before pip download")

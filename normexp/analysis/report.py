@@ -141,6 +141,20 @@ def cpu_experiments() -> list[str]:
     return [e for e in experiment_names() if e not in gpu_experiments()]
 
 
+def commands(tables: Tables, profile: str) -> list[str]:
+    """The make targets that produced this store and its report: ``run-grid`` too once one of
+    the grid's experiments has runs."""
+    from normexp.bench.cost import makefile_list
+
+    ran = {e for e, t in tables.items() if t is not None and not t.empty}
+    grid = ran & set(makefile_list("GRID_EXPERIMENTS"))
+    return [
+        f"make run-sweep PROFILE={profile}",
+        *([f"make run-grid PROFILE={profile}"] if grid else []),
+        f"make figures PROFILE={profile}",
+    ]
+
+
 def not_run(tables: Tables) -> list[str]:
     """The CPU profile's experiments with no runs here."""
     return [e for e in cpu_experiments() if tables.get(e) is None or tables[e].empty]
@@ -426,7 +440,7 @@ def write_report(
         "generated_from": f"{results_dir.parent.name}/{profile}",
         "profile": profile,
         "experiments": {e: len(t) for e, t in tables.items()},
-        "commands": [f"make run-sweep PROFILE={profile}", f"make figures PROFILE={profile}"],
+        "commands": commands(tables, profile),
         "compute": experiment_compute(tables, results_dir),
         "sittings": read_sittings(results_dir),
         "not_run": not_run(tables),

@@ -285,20 +285,29 @@ def split_architecture(statistic: str) -> tuple[str | None, str]:
 
 
 def _not_compared(small: Mapping, large: Mapping, small_p: str, large_p: str) -> str:
-    """Why two different statistics are not compared: another architecture decides, or another
-    statistic altogether."""
+    """Why two different statistics are not compared: another architecture decides (each call
+    named with its architecture), or another statistic altogether."""
     (arch_s, rest_s), (arch_l, rest_l) = (
         split_architecture(e["statistic"]) for e in (small, large)
     )
     if arch_s and arch_l and rest_s == rest_l:
         return (
-            f"decided on different architectures ({arch_s} at {small_p}, {arch_l} at {large_p}): "
-            "not compared"
+            f"decided on different architectures ({arch_s} at {small_p}: {small['verdict']}; "
+            f"{arch_l} at {large_p}: {large['verdict']}): not compared"
         )
+    calls = f"{small['verdict']} at {small_p} → {large['verdict']} at {large_p}"
     return (
         f"measured by different statistics at {small_p} and {large_p} "
         f"({small['statistic']}; {large['statistic']}): not compared"
+        + (f"; calls differ ({calls})" if small["verdict"] != large["verdict"] else "")
     )
+
+
+def mixed_architectures(row: Mapping) -> bool:
+    """Whether the row's profiles decided on different architectures (its cells then name
+    theirs, and its statistic column leaves the architecture out)."""
+    names = {split_architecture(e.get("statistic") or "")[0] for e in row["cells"].values()}
+    return len(names - {None}) > 1
 
 
 def _pair_sentence(row: Mapping, small_p: str, large_p: str) -> str:
@@ -315,10 +324,8 @@ def _pair_sentence(row: Mapping, small_p: str, large_p: str) -> str:
         small.get("estimate"),
         large.get("estimate"),
     ):
-        return (
-            _not_compared(small, large, small_p, large_p)
-            + (f"; calls differ ({calls})" if calls_differ else "")
-            + _same_architecture(small, large, small_p, large_p)
+        return _not_compared(small, large, small_p, large_p) + _same_architecture(
+            small, large, small_p, large_p
         )
     moved = moves(small, large)
     if moved:
@@ -355,7 +362,10 @@ def _same_architecture(small: Mapping, large: Mapping, small_p: str, large_p: st
         return ""
     s, lg = pair
     unit = unit_of(s["statistic"])
-    effects = f"{fmt_effect(s, unit)} at {small_p} → {fmt_effect(lg, unit)} at {large_p}"
+    effects = (
+        f"{fmt_effect(s, unit)} ({s['verdict']}) at {small_p} → {fmt_effect(lg, unit)} "
+        f"({lg['verdict']}) at {large_p}"
+    )
     moved = moves(s, lg)
     if moved is None:
         what = "no CI at one of them: the change is not judged"
@@ -384,7 +394,9 @@ def _cell(row: Mapping, profile: str) -> str:
     if entry is None:
         return "—"
     effect = fmt_effect(entry, row["unit"])
-    return f"**{_call(entry)}**" + (f" {effect}" if effect != "—" else "")
+    arch = split_architecture(entry.get("statistic") or "")[0]
+    on = f" ({arch})" if arch and mixed_architectures(row) else ""
+    return f"**{_call(entry)}**" + (f" {effect}" if effect != "—" else "") + on
 
 
 def _anchor_text(row: Mapping) -> str:
@@ -400,7 +412,10 @@ def markdown_table(rows: Sequence[Mapping], profiles: Sequence[str]) -> list[str
         header.append("with scale")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [r["id"], r["statement"], r["statistic"] or "—"]
+        statistic = r["statistic"] or "—"
+        if mixed_architectures(r):  # each cell names its own architecture
+            statistic = split_architecture(statistic)[1]
+        cells = [r["id"], r["statement"], statistic]
         cells += [_cell(r, p) for p in profiles] + [_anchor_text(r)]
         if len(profiles) > 1:
             cells.append(r["change"] or "—")

@@ -145,3 +145,17 @@ def test_a_store_part_way_through_its_sweep_says_so_at_the_top():
     # paper: the GPU bundle's runs alone are not a CPU sweep in progress
     gpu_only = {"not_run": not_run({}), "experiments": {"gpu_rnn_cooijmans": 3}}
     assert progress_line(gpu_only) == ""
+
+
+def test_provenance_names_run_grid_once_a_grid_experiment_has_runs():
+    from normexp.analysis.report import commands
+
+    one = pd.DataFrame({"seed": [0]})
+    assert commands({"bn_position": one}, "standard") == [
+        "make run-sweep PROFILE=standard",
+        "make figures PROFILE=standard",
+    ]
+    assert "make run-grid PROFILE=standard" in commands(
+        {"bn_position": one, "mlp_small_batch": one}, "standard"
+    )
+    assert len(commands({"mlp_small_batch": pd.DataFrame()}, "quick")) == 2  # no runs yet

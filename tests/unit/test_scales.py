@@ -226,10 +226,14 @@ def test_a_statistic_measured_on_one_architecture_at_both_scales_is_compared():
     change = scales.scale_rows({"quick": [quick], "standard": [standard]})
     row = next(r for r in change if r["id"] == "C4b")
     assert row["change"].startswith(
-        "decided on different architectures (VGG-style CNN at quick, ResNet-20 at standard): "
-        "not compared; calls differ (inconclusive at quick → contradicted at standard); "
-        "VGG-style CNN at both: -5 pp [-10, +0.2] at quick → -20 pp [-22, -18] at standard"
+        "decided on different architectures (VGG-style CNN at quick: inconclusive; ResNet-20 at "
+        "standard: contradicted): not compared; VGG-style CNN at both: -5 pp [-10, +0.2] "
+        "(inconclusive) at quick → -20 pp [-22, -18] (contradicted) at standard"
     )
+    line = next(x for x in scales.markdown_table([row], ["quick", "standard"]) if "C4b" in x)
+    cells = line.split(" | ")
+    assert cells[2] == "BN − GN test error at batch 2, pp"  # each cell names its architecture
+    assert cells[3].endswith("(VGG-style CNN)") and cells[4].endswith("(ResNet-20)")
     assert row["change"].endswith("grows with scale")
     standard["details"]["architecture"]["others"]["cnn"]["sub"][0].update(estimate=-5, ci=[-9, -1])
     row = next(r for r in scales.scale_rows({"quick": [quick], "standard": [standard]})
