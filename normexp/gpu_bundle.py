@@ -505,6 +505,18 @@ def pack_results(results: Path, profile: str, dest: Path, extra: Sequence[Path])
     return dest
 
 
+def training_path_or_exit(where: subprocess.CompletedProcess) -> str:
+    """The import check's line; a Python that cannot import the training path stops the command
+    here, in one line, since every run would fail the same way."""
+    if where.returncode == 0:
+        return where.stdout.strip()
+    last = where.stderr.strip().splitlines()[-1] if where.stderr.strip() else "no output"
+    raise SystemExit(
+        f"gpu_bundle: {where.args[0]} cannot import the training path ({last}); run_gpu.sh "
+        "takes the Python that has PyTorch from PYTHON=/path/to/python"
+    )
+
+
 def run(args: argparse.Namespace) -> None:
     started = time.monotonic()
     bundle = Path(args.bundle).resolve()
@@ -519,13 +531,7 @@ def run(args: argparse.Namespace) -> None:
          "print('hydra', hydra.__file__, '| torch', torch.__version__, torch.cuda.is_available())"],
         env=env, capture_output=True, text=True,
     )
-    if where.returncode != 0:  # every run would fail the same way: say it once, stop
-        raise SystemExit(
-            f"gpu_bundle: {sys.executable} cannot import the training path "
-            f"({where.stderr.strip().splitlines()[-1] if where.stderr.strip() else 'no output'});"
-            " run_gpu.sh takes the Python that has PyTorch from PYTHON=/path/to/python"
-        )
-    print(f"gpu_bundle: {where.stdout.strip()}", flush=True)
+    print(f"gpu_bundle: {training_path_or_exit(where)}", flush=True)
     profile = "smoke" if args.smoke else "paper"
     results = Path(args.results or bundle / "results").resolve()
     plan_file = results / PLAN

@@ -284,9 +284,11 @@ def split_architecture(statistic: str) -> tuple[str | None, str]:
     return (m[1], m[2]) if m else (None, statistic)
 
 
-def _not_compared(small: Mapping, large: Mapping, small_p: str, large_p: str) -> str:
+def _not_compared(
+    small: Mapping, large: Mapping, small_p: str, large_p: str, calls_differ: str
+) -> str:
     """Why two different statistics are not compared: another architecture decides (each call
-    named with its architecture), or another statistic altogether."""
+    named with its architecture), or another statistic altogether (then ``calls_differ``)."""
     (arch_s, rest_s), (arch_l, rest_l) = (
         split_architecture(e["statistic"]) for e in (small, large)
     )
@@ -295,11 +297,9 @@ def _not_compared(small: Mapping, large: Mapping, small_p: str, large_p: str) ->
             f"decided on different architectures ({arch_s} at {small_p}: {small['verdict']}; "
             f"{arch_l} at {large_p}: {large['verdict']}): not compared"
         )
-    calls = f"{small['verdict']} at {small_p} → {large['verdict']} at {large_p}"
     return (
         f"measured by different statistics at {small_p} and {large_p} "
-        f"({small['statistic']}; {large['statistic']}): not compared"
-        + (f"; calls differ ({calls})" if small["verdict"] != large["verdict"] else "")
+        f"({small['statistic']}; {large['statistic']}): not compared{calls_differ}"
     )
 
 
@@ -324,7 +324,8 @@ def _pair_sentence(row: Mapping, small_p: str, large_p: str) -> str:
         small.get("estimate"),
         large.get("estimate"),
     ):
-        return _not_compared(small, large, small_p, large_p) + _same_architecture(
+        differ = f"; calls differ ({calls})" if calls_differ else ""
+        return _not_compared(small, large, small_p, large_p, differ) + _same_architecture(
             small, large, small_p, large_p
         )
     moved = moves(small, large)
@@ -389,13 +390,14 @@ def change_sentence(row: Mapping, profiles: Sequence[str]) -> str:
     return "no detectable change" if "no detectable change" in pairs else ""
 
 
-def _cell(row: Mapping, profile: str) -> str:
+def _cell(row: Mapping, profile: str, mixed: bool = False) -> str:
+    """The profile's call and effect; with ``mixed`` architectures, the one it was decided on."""
     entry = row["cells"].get(profile)
     if entry is None:
         return "—"
     effect = fmt_effect(entry, row["unit"])
     arch = split_architecture(entry.get("statistic") or "")[0]
-    on = f" ({arch})" if arch and mixed_architectures(row) else ""
+    on = f" ({arch})" if arch and mixed else ""
     return f"**{_call(entry)}**" + (f" {effect}" if effect != "—" else "") + on
 
 
@@ -412,11 +414,11 @@ def markdown_table(rows: Sequence[Mapping], profiles: Sequence[str]) -> list[str
         header.append("with scale")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        statistic = r["statistic"] or "—"
-        if mixed_architectures(r):  # each cell names its own architecture
+        statistic, mixed = r["statistic"] or "—", mixed_architectures(r)
+        if mixed:  # each cell names its own architecture
             statistic = split_architecture(statistic)[1]
         cells = [r["id"], r["statement"], statistic]
-        cells += [_cell(r, p) for p in profiles] + [_anchor_text(r)]
+        cells += [_cell(r, p, mixed) for p in profiles] + [_anchor_text(r)]
         if len(profiles) > 1:
             cells.append(r["change"] or "—")
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")

@@ -152,3 +152,14 @@ def test_a_bundle_sent_alone_leaves_the_tracked_files_room_to_cifar(monkeypatch)
     assert seen == {"alone": True}
     gpu_bundle.main(["build"])
     assert seen == {"alone": False}
+
+
+def test_a_python_without_the_training_path_stops_the_run_in_one_line():
+    import subprocess
+
+    fine = subprocess.CompletedProcess(["python3"], 0, stdout="hydra x | torch 2 True\n")
+    assert gpu_bundle.training_path_or_exit(fine) == "hydra x | torch 2 True"
+    error = "Traceback ...\nModuleNotFoundError: No module named 'torch'\n"
+    missing = subprocess.CompletedProcess(["python3"], 1, stdout="", stderr=error)
+    with pytest.raises(SystemExit, match=r"python3 cannot import .*'torch'.*PYTHON="):
+        gpu_bundle.training_path_or_exit(missing)
