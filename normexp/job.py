@@ -4,6 +4,7 @@ import errno
 import logging
 import traceback
 from collections.abc import Mapping
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -69,10 +70,19 @@ def _run_job(cfg: DictConfig, progress_position: int) -> dict | None:
         log.warning("skip %s: %s", describe(config), exc)
         return None
     except OSError as exc:
-        if exc.errno not in STORE_ERRNOS:
+        if not store_fault(exc, config):
             raise
         where = exc.filename or config["paths"]["results_dir"]
         raise StoreError(f"paths.results_dir: cannot write {where}: {exc.strerror}") from None
+
+
+def store_fault(exc: OSError, config: Mapping) -> bool:
+    """Whether an OSError is the store's: a write refused (full disk, quota, read-only, no
+    permission) or any error on a path inside the results directory."""
+    if exc.errno in STORE_ERRNOS:
+        return True
+    where = exc.filename
+    return bool(where) and Path(str(where)).is_relative_to(config["paths"]["results_dir"])
 
 
 def _train(config: dict, record: RunRecord, progress_position: int) -> dict:
@@ -86,7 +96,6 @@ def _train(config: dict, record: RunRecord, progress_position: int) -> dict:
 
     def log_epoch(metrics: dict) -> None:
         record.append_metrics(metrics)
-        record.heartbeat()
         mirror.log(metrics)
 
     status, error, summary = "ok", None, {}
@@ -97,6 +106,8 @@ def _train(config: dict, record: RunRecord, progress_position: int) -> dict:
     except Diverged as exc:
         status, error = "diverged", str(exc)
     except Exception as exc:  # noqa: BLE001 - recorded as a failed run; the sweep goes on
+        if isinstance(exc, OSError) and store_fault(exc, config):
+            raise  # the store's fault, not the run's: it stays resumable from its checkpoint
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         log.error("%s failed:\n%s", describe(config), traceback.format_exc())
     if status != "ok":

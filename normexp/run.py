@@ -9,7 +9,6 @@ A single run that fails in training is recorded as failed and exits 1.
 """
 
 import contextlib
-import signal
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from normexp import stopping
 from normexp.console import ProgressSlot, launcher_workers, log_above_bars
 from normexp.errors import one_line_errors
 from normexp.job import run_job
@@ -81,13 +81,12 @@ def preflight(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
 
 
 def cli() -> None:
-    """The command: pre-flight checks in one line each, then Hydra."""
+    """The command: pre-flight checks in one line each, then Hydra. Ctrl-C and SIGTERM stop it
+    at any moment with 130 / 143, leaving no worker and no run lock (normexp.stopping)."""
+    stopping.install()
     with one_line_errors():
         preflight(sys.argv[1:])
-    try:
-        main()
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the sweep's closing line says the rest
-        raise SystemExit(128 + getattr(exc, "signum", signal.SIGINT)) from None
+    main()
 
 
 if __name__ == "__main__":

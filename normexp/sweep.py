@@ -9,14 +9,14 @@ machines share (normexp/console.py): it starts at the runs finished before, log 
 above it, its ETA comes from the runs of this sitting. After: one line counting
 ok / diverged / failed runs, the same as a JSON line appended to <results>/<profile>/sweeps.jsonl
 (the command, its wall time, the commit and machine: the report's record of each sitting); exit 1 if
-any failed. A sitting stopped by Ctrl-C or SIGTERM still writes its line, marked interrupted (one
-ended by an error: aborted), so the wall time of every sitting of a long resumed sweep is on record.
+any failed. A sitting stopped by Ctrl-C or SIGTERM still writes its line, marked interrupted, and
+exits 130 or 143 leaving no worker and no run lock (normexp.stopping); one ended by an error is
+marked aborted. So the wall time of every sitting of a long resumed sweep is on record.
 """
 
 import atexit
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -32,13 +32,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from normexp import stopping
 from normexp.compose import JobComposer
 from normexp.console import SweepProgress, format_eta, launcher_workers, log_above_bars, sweep_bar
 from normexp.errors import one_line_errors
 from normexp.job import prepare_data
 from normexp.protocol.plan import Job, JobRecords, plan, uses_protocol
 from normexp.tracking.provenance import provenance
-from normexp.tracking.store import FINISHED, RunRecord, record_of
+from normexp.tracking.store import FINISHED, RunRecord, ensure_writable, record_of
 from normexp.validate import check_hydra, composition_errors, runs_remotely
 
 
@@ -97,18 +98,23 @@ class SweepCallback(Callback):
         self.start = time.time()
         self.stop = threading.Event()
         self.watcher: threading.Thread | None = None
-        self.ended = False
+        self.line_written = False
         self.remote = False
         self.signal: int | None = None
-        self.handlers: dict[int, Any] = {}
+        self.sweep_pid = os.getpid()
+        self.forget_stop_hook = lambda: None
 
     def __getstate__(self) -> dict:
         # Launchers pickle the callbacks into every job; the watcher stays in this process.
-        return {"records": [], "start": self.start}
+        return {"start": self.start, "sweep_pid": self.sweep_pid}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__()
-        self.start = state["start"]
+        self.start, self.sweep_pid = state["start"], state["sweep_pid"]
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if os.getpid() != self.sweep_pid:  # a launcher's worker process: a stop ends it cleanly
+            stopping.install_where_default()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         began = time.time()
@@ -128,39 +134,30 @@ class SweepCallback(Callback):
         self.skipped = sum(r.is_finished() for r in self.records)
         if self.records and self.skipped == len(self.records) and not checked_only:
             self._nothing_to_run(time.time() - began)  # exits: no worker, no data
-        if resolved:  # after the check above: a finished sweep needs no data
+        if resolved:  # after the check above: a finished sweep needs no data, nor a store
             with one_line_errors():
+                ensure_writable(self.records[0].path.parents[2])
                 prepare_data(resolved[0][0])
         self.start = time.time()
         self._record_if_interrupted(remote=not local)
         self._start_watching(config)
 
     def _record_if_interrupted(self, remote: bool) -> None:
-        """Until on_multirun_end: SIGINT and SIGTERM unwind the process (Interrupted), and an
-        exit before the end writes this sitting's line, marked interrupted (a signal) or
-        aborted (an error)."""
+        """Until the closing line is written, a stop (normexp.stopping: SIGINT, SIGTERM) writes
+        it, marked interrupted, and an exit before the end (an error) writes it marked
+        aborted, so every sitting of a long resumed sweep is on record."""
         self.remote = remote
-        if threading.current_thread() is threading.main_thread():  # where signals can be set
-            for signum in STOP_SIGNALS:
-                self.handlers[signum] = signal.signal(signum, self._on_signal)
+        self.sweep_pid = os.getpid()
+        self.forget_stop_hook = stopping.at_stop(self._stopped)
         atexit.register(self._exit_before_end)
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
+    def _stopped(self, signum: int) -> None:
         self.signal = signum
-        raise Interrupted(signum)
-
-    def _restore_signals(self) -> None:
-        for signum, handler in self.handlers.items():
-            signal.signal(signum, handler)
-        self.handlers = {}
+        self._exit_before_end()
 
     def _exit_before_end(self) -> None:
-        if self.ended or not self.records:
+        if self.line_written or not self.records:
             return
-        self.ended = True
-        if self.handlers:  # a second signal must not cut the line short
-            for signum in STOP_SIGNALS:
-                signal.signal(signum, signal.SIG_IGN)
         self.stop.set()
         if self.watcher is not None:
             self.watcher.join(timeout=1)
@@ -196,9 +193,7 @@ class SweepCallback(Callback):
         self.watcher.start()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self.ended = True
         atexit.unregister(self._exit_before_end)
-        self._restore_signals()
         self.stop.set()
         if self.watcher is not None:
             self.watcher.join()
@@ -208,6 +203,7 @@ class SweepCallback(Callback):
         print(line, file=sys.stderr)
         if self.records:
             self._record_sitting(self.records[0].path.parents[2], wall, counts)
+        self.forget_stop_hook()  # the line is written: a stop from here on only exits
         if counts.get("not run") or counts.get("running") or counts.get("damaged"):
             print(
                 "normexp: some runs did not finish (see the errors above); rerun the same "
@@ -253,6 +249,7 @@ class SweepCallback(Callback):
         }
         line.update(marks or {})
         line.pop("device")
+        self.line_written = True  # before the write: a stop during it must not add a second
         try:
             results_dir.mkdir(parents=True, exist_ok=True)  # a sweep whose every job failed
             with open(results_dir / "sweeps.jsonl", "a", encoding="utf-8") as f:
@@ -276,17 +273,6 @@ class SweepCallback(Callback):
             if stopping:
                 break
         bar.close()
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM during a sweep: unwinds like Ctrl-C; the exit status is 128 + signal."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"signal {signum}")
-        self.signum = signum
 
 
 def _state(record: RunRecord) -> str:

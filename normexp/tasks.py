@@ -19,6 +19,10 @@ class Task:
     train: Callable[..., dict]  # (config, log_epoch, bar row, checkpoint=path) -> summary;
     # every task resumes from its checkpoint (normexp.train.fit)
     amp: bool = False  # honours train.amp (bf16 autocast on CUDA)
+    models: tuple[str, ...] = ("cnn", "mlp", "resnet")  # model.name values it trains
+    data: str = "cifar10"  # the data.name it reads
+    groups: str = "train=classification data=cifar10 model=cnn"  # the choices that select it
+    example: str = "bn_small_batch"  # an experiment file that runs it
 
 
 def _check_classification(c: Mapping) -> None:
@@ -127,13 +131,64 @@ TASKS: dict[str, Task] = {
         _check_classification, _prepare_cifar10, _train_classification, amp=True
     ),
     # C9, C10: classification plus probes of ICS and of the loss landscape
-    "instrumented_classification": Task(_check_instrumented, _prepare_cifar10, _train_instrumented),
+    "instrumented_classification": Task(
+        _check_instrumented,
+        _prepare_cifar10,
+        _train_instrumented,
+        groups="train=instrumented data=cifar10 model=cnn",
+        example="not_ics",
+    ),
     # C6: undo per-image contrast / colour changes of CIFAR-10 images (C6a), or map them to a
     # fixed stylization that discards them (C6b), with a generator
-    "image_to_image": Task(_check_image_to_image, _prepare_cifar10, _train_image_to_image),
+    "image_to_image": Task(
+        _check_image_to_image,
+        _prepare_cifar10,
+        _train_image_to_image,
+        models=("generator",),
+        groups="train=image_to_image data=cifar10 model=generator optim=adam",
+        example="bn_generation",
+    ),
     # C7: LSTM language model on PTB, the cell chosen by norm.name
-    "language_model": Task(_check_language_model, _prepare_ptb, _train_language_model),
+    "language_model": Task(
+        _check_language_model,
+        _prepare_ptb,
+        _train_language_model,
+        models=("lstm",),
+        data="ptb",
+        groups="train=language_model data=ptb model=lstm optim=adam_lm",
+        example="rnn_norm",
+    ),
 }
+DEFAULT_TASK = "classification"  # configs/config.yaml's train group
+
+
+def check_task_groups(task: str, model: str, data: str) -> None:
+    """Refuse a task, model and data set that do not belong together, before the config is
+    resolved (its interpolations would fail first, naming a key, not the mistake), saying which
+    groups to set. The task meant is the one a non-default choice belongs to. Names no task
+    knows are left to the schema's checks."""
+    known_models = {m for t in TASKS.values() for m in t.models}
+    if task not in TASKS or model not in known_models or data not in {"cifar10", "ptb"}:
+        return
+    meant = task
+    if task == DEFAULT_TASK:  # the first task listing the model, else the data, if not this one
+        by_model = next(n for n, t in TASKS.items() if model in t.models)
+        by_data = next(n for n, t in TASKS.items() if t.data == data)
+        meant = by_model if by_model != task else by_data
+    wanted = TASKS[meant]
+    fits = {
+        "model.name": (model, model in wanted.models),
+        "data.name": (data, data == wanted.data),
+        "train.task": (task, task == meant),
+    }
+    wrong = [f"{field}={value}" for field, (value, ok) in fits.items() if not ok]
+    if wrong:
+        raise ConfigError(
+            wrong[0].split("=")[0],
+            f"the {meant} task (model {'/'.join(wanted.models)}, data {wanted.data}) does not "
+            f"go with {', '.join(wrong)}: set {wanted.groups} (as experiment={wanted.example} "
+            "does)",
+        )
 
 
 def get_task(name: str) -> Task:

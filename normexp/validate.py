@@ -10,7 +10,7 @@ from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from normexp import schema
 from normexp.errors import ConfigError
-from normexp.tasks import get_task
+from normexp.tasks import check_task_groups, get_task
 from normexp.train.device import check_amp
 
 _ABSENT = object()
@@ -26,6 +26,7 @@ def resolve_config(cfg: DictConfig, machine: bool = True) -> dict:
             value = OmegaConf.select(cfg, path, default=_ABSENT, throw_on_missing=True)
             if value is not _ABSENT:
                 schema.field(path).check(value)
+    check_task_groups(*(_raw(cfg, key) for key in ("train.task", "model.name", "data.name")))
     try:
         config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as exc:
@@ -40,6 +41,13 @@ def resolve_config(cfg: DictConfig, machine: bool = True) -> dict:
     return config
 
 
+def _raw(cfg: DictConfig, key: str) -> object:
+    """A value before resolution (None if absent or not a plain value)."""
+    with contextlib.suppress(OmegaConfBaseException):
+        return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+    return None
+
+
 def check_writable(field: str, path: Path) -> None:
     """The folder exists and is writable, or could be created: checked without writing."""
     probe = path
@@ -48,7 +56,9 @@ def check_writable(field: str, path: Path) -> None:
     if not probe.is_dir():
         raise ConfigError(field, f"cannot create {path}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(field, f"cannot write to {probe} (permission denied)")
+        read_only = os.statvfs(probe).f_flag & os.ST_RDONLY
+        why = "Read-only file system" if read_only else "Permission denied"
+        raise ConfigError(field, f"cannot write {probe}: {why}")
 
 
 def check_config(c: Mapping) -> None:

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from normexp.errors import ConfigError
 from normexp.norms.registry import NormContext, register_norm
+from normexp.norms.validity import refuse_undefined
 
 
 class BatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -108,9 +109,18 @@ def _always(kwargs: Mapping, channels: int) -> bool:
     },
 )
 def build_instance(num_features: int, eps: float = 1e-5) -> nn.Module:
-    # IN with affine γ, β like the other norms (InstanceNorm2d defaults to none), no running
-    # statistics: GroupNorm with one channel per group is exactly that, on a native kernel.
-    return nn.GroupNorm(num_features, num_features, eps=eps)
+    return InstanceNorm(num_features, num_features, eps=eps)
+
+
+class InstanceNorm(nn.GroupNorm):
+    """IN with affine γ, β like the other norms (InstanceNorm2d defaults to none), no running
+    statistics: GroupNorm with one channel per group is exactly that, on a native kernel. On a
+    dense (N, C) input its set S is one value, so it refuses it as the config check does."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 3:
+            refuse_undefined("instance", "dense")
+        return super().forward(x)
 
 
 def _check_groups(ctx: NormContext) -> None:

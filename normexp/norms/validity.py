@@ -68,6 +68,24 @@ def _check_values(kwargs: Mapping) -> None:
         raise ConfigError("norm.momentum", f"{kwargs['momentum']} must be in (0, 1]")
 
 
+def refuse_undefined(name: str, input_kind: str) -> None:
+    """ConfigError if the norm ``name`` is undefined for inputs of ``input_kind`` (the one
+    sentence the config check and the layers themselves say)."""
+    words = _WORDING[input_kind]
+    spec = NORMS.get(name)
+    if spec is None and not words.unregistered_is_undefined:
+        norm_spec(name)  # raises: unknown norm
+    if spec is None or input_kind not in spec.input_kinds:
+        why = words.otherwise_undefined
+        if spec is not None:
+            why = spec.undefined_because.get(input_kind, why)
+        place = words.place.format(kind=input_kind)
+        allowed = ", ".join(norms_for(input_kind))
+        raise ConfigError(
+            "norm.name", f"{name!r} is undefined for {place} ({why}); allowed: {allowed}"
+        )
+
+
 def check_norm(
     name: str,
     input_kind: str,
@@ -83,18 +101,8 @@ def check_norm(
     (batch size x the smallest feature map's H*W; for recurrent layers, the batch size).
     """
     words = _WORDING[input_kind]
-    allowed = norms_for(input_kind)
-    spec = NORMS.get(name)
-    if spec is None and not words.unregistered_is_undefined:
-        norm_spec(name)  # raises: unknown norm
-    if spec is None or input_kind not in spec.input_kinds:
-        why = words.otherwise_undefined
-        if spec is not None:
-            why = spec.undefined_because.get(input_kind, why)
-        place = words.place.format(kind=input_kind)
-        raise ConfigError(
-            "norm.name", f"{name!r} is undefined for {place} ({why}); allowed: {', '.join(allowed)}"
-        )
+    refuse_undefined(name, input_kind)
+    spec = NORMS[name]
     kwargs = dict(kwargs or {})
     check_kwargs(name, kwargs, norm_parameters(name, input_kind), words.norm.format(name=name))
     _check_values(kwargs)

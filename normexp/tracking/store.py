@@ -6,7 +6,8 @@ verdicts, report), so runs of different profiles never meet in one table or stat
 ``<results>/<profile>/runs/<experiment>/<run_key>/`` holds ``config.json`` (resolved),
 ``metrics.jsonl`` (one line per epoch), ``summary.json`` and ``status.json``. Every file is
 written atomically (temporary file, then rename), so a killed job never leaves a half-written
-record that a later step would trust; a lock file keeps two workers off the same run.
+record that a later step would trust; a lock with a lease keeps two workers, on one host or
+many, off the same run (normexp.tracking.lease).
 
 Files can still be damaged afterwards (a copy cut short, a bad merge, a hand edit), so every
 reader goes through ``RunRecord.check``: a finished run whose files do not pass it counts as not
@@ -25,6 +26,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from normexp.errors import StoreError
+from normexp.tracking import lease
+from normexp.tracking.lease import RunLocked  # noqa: F401 - the store's callers catch it here
 
 # Fields that say where output goes or how it is watched, not what is computed.
 NON_IDENTITY_FIELDS = ("tracking", "paths", "hydra", "runtime")
@@ -34,7 +37,6 @@ ENDED = ("ok", "diverged", "failed")  # statuses written by finish(), with a sum
 RECORD_FILES = ("config.json", "metrics.jsonl", "summary.json", "status.json")
 # Keys that the job writes into every summary; without one, the summary is not the job's.
 SUMMARY_KEYS = ("epochs", "run_key", "status")
-REMOTE_LOCK_STALE_AFTER_S = 6 * 3600  # a lock from another host, untouched this long, is stale
 
 # The profile of the committed reproduction: `make run-sweep` and `make figures` default to it.
 # The Makefile reads this line (keep it one string literal).
@@ -144,11 +146,16 @@ def portable(config: Mapping) -> dict:
 
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk: the old file stays whole, no partial copy beside it
+        tmp.unlink(missing_ok=True)
+        exc.filename = exc.filename or str(path)
+        raise
 
 
 def atomic_write_json(path: Path, obj: object) -> None:
@@ -160,10 +167,6 @@ def read_json(path: Path) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-
-
-class RunLocked(Exception):
-    """Another live process holds this run."""
 
 
 class RunDamaged(ValueError):
@@ -301,11 +304,6 @@ class RunRecord:
         old = path.read_text(encoding="utf-8") if path.exists() else ""
         atomic_write_text(path, old + json.dumps(metrics, sort_keys=True) + "\n")
 
-    def heartbeat(self) -> None:
-        """Mark the lock as held by a live process (checked from other hosts)."""
-        with contextlib.suppress(FileNotFoundError):
-            os.utime(self.path / "run.lock")
-
     def metrics(self) -> list[dict]:
         """The epochs logged so far; RunDamaged if the file does not parse as written."""
         path = self.path / "metrics.jsonl"
@@ -331,68 +329,34 @@ class RunRecord:
             record["error"] = error
         atomic_write_json(self.path / "status.json", record)
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path / "run.lock"
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the run exclusively; a lock left by a dead process on this host is taken over."""
+        """Hold the run exclusively while the block trains it (normexp.tracking.lease: a stale
+        lock is taken over, a live one raises RunLocked)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path / "run.lock"
-        try:
-            fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            if _lock_is_live(lock_path):
-                raise RunLocked(f"{self.path} is being trained by another process") from None
-            log.info("taking over the stale lock of %s (%s)", self.path, _lock_owner(lock_path))
-            lock_path.unlink(missing_ok=True)
-            fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{socket.gethostname()} {os.getpid()}\n")
-        try:
+        with lease.held(self.lock_path):
             yield
-        finally:
-            lock_path.unlink(missing_ok=True)
-
 
     def remove_stale_lock(self) -> bool:
-        """Remove run.lock if its owner was on this host and is gone (a job killed outright);
-        a lock of another host, or an unreadable one (maybe being written), stays."""
-        lock_path = self.path / "run.lock"
-        owner = _lock_owner(lock_path)
-        if owner is None or owner[0] != socket.gethostname() or _lock_is_live(lock_path):
-            return False
-        lock_path.unlink(missing_ok=True)
-        log.warning("removed the stale lock of %s (its pid %s here is gone)", self.path, owner[1])
-        return True
+        """Remove run.lock if it is stale (a job killed outright): a live one stays."""
+        return lease.remove_if_stale(self.lock_path)
 
 
-def _lock_owner(lock_path: Path) -> tuple[str, str] | None:
-    """(host, pid) written in the lock, or None if it is missing or unreadable."""
+def ensure_writable(folder: Path) -> None:
+    """Create ``folder`` and write a probe file in it: StoreError naming the path if the store
+    cannot be written (read-only, full, no permission, a parent that cannot be made)."""
+    probe = Path(folder) / f".write-probe.{os.getpid()}.tmp"
     try:
-        host, pid = lock_path.read_text().split()
-    except (OSError, ValueError):
-        return None
-    return (host, pid) if pid.isdigit() else None
-
-
-def _lock_is_live(lock_path: Path) -> bool:
-    owner = _lock_owner(lock_path)
-    if owner is None:
-        return False
-    host, pid = owner
-    if host != socket.gethostname():
-        # Another machine's process cannot be checked: alive while it keeps the heartbeat
-        # (the lock is touched after every epoch), stale once it has been silent too long.
-        try:
-            silent = time.time() - lock_path.stat().st_mtime
-        except FileNotFoundError:
-            return False
-        return silent < REMOTE_LOCK_STALE_AFTER_S
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(probe, "normexp\n")
+        probe.unlink()
+    except OSError as exc:
+        where = exc.filename or folder
+        raise StoreError(f"paths.results_dir: cannot write {where}: {exc.strerror}") from None
 
 
 def record_of(config: Mapping) -> RunRecord:

@@ -1,5 +1,6 @@
 """Per-epoch checkpoints, so a killed run resumes from its last finished epoch."""
 
+import io
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -11,9 +12,17 @@ from tqdm import tqdm
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Atomic: a reader sees the previous checkpoint or this one, never half of one."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # in memory: torch's own file writer hides a full disk's errno
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk: the previous checkpoint stays, no partial copy
+        tmp.unlink(missing_ok=True)
+        exc.filename = exc.filename or str(path)
+        raise
 
 
 def load_checkpoint(path: Path | None) -> dict | None:

@@ -7,20 +7,20 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-import pandas as pd
 import pytest
 
+from normexp.tracking.collect import collect_runs
 from tests.helpers import REPO, cli_env, run_cli
 
 pytestmark = pytest.mark.slow
-# 18 runs: a kill after 5 lands mid-sweep; the 7 batch sizes of the smoke grid would only
-# make it longer.
-GRID = ["norm=none,batch,group", "train.batch_size=8,32,128", "seed=0,1"]
-RUNS = 3 * 3 * 2
+# 8 runs: a kill once 3 are finished lands mid-sweep (the sweep waits on the store, not a timer).
+GRID = ["norm=none,batch", "train.batch_size=8,32", "seed=0,1"]
+RUNS = 2 * 2 * 2
 
 
-def sweep_args(tmp_path, extra):
+def sweep_args(tmp_path, extra, grid=GRID):
     return [
         "normexp.run",
         "-m",
@@ -30,7 +30,7 @@ def sweep_args(tmp_path, extra):
         "runtime.progress=false",
         "train.epochs=2",
         f"hydra.sweep.dir={tmp_path / 'hydra'}",
-        *GRID,
+        *grid,
         *extra,
     ]
 
@@ -64,11 +64,11 @@ def sweep_until(tmp_path, cifar_data, runs_dir, runs: int, stderr) -> subprocess
 def test_sigkill_midway_then_rerun_finishes_every_run_once(tmp_path, cifar_data):
     data_dir, extra = cifar_data
     runs_dir = tmp_path / "results" / "smoke" / "runs" / "bn_small_batch"
-    proc = sweep_until(tmp_path, cifar_data, runs_dir, 5, stderr=subprocess.DEVNULL)
+    proc = sweep_until(tmp_path, cifar_data, runs_dir, 3, stderr=subprocess.DEVNULL)
     os.killpg(proc.pid, signal.SIGKILL)  # the sweep and all of its workers, mid-run
     proc.wait()
     before = finished(runs_dir)
-    assert 5 <= len(before) < RUNS, "kill the sweep while it is still running"
+    assert 3 <= len(before) < RUNS, "kill the sweep while it is still running"
 
     # Resumed with more workers than before: concurrent writers must not lose or tear records.
     rerun = run_cli(
@@ -81,32 +81,77 @@ def test_sigkill_midway_then_rerun_finishes_every_run_once(tmp_path, cifar_data)
     assert f"({len(before)} finished before, skipped)" in rerun.stderr
     assert not list(runs_dir.glob("*/run.lock")) and not list(runs_dir.glob("*/.*.tmp"))
 
-    figures = run_cli(
-        ["normexp.analysis.figures", "--results-dir", str(tmp_path / "results")]
-        + ["--profile", "smoke"],
-        tmp_path / "results",
-        data_dir,
-    )
-    assert figures.returncode == 0, figures.stderr
-    table = pd.read_parquet(tmp_path / "results" / "smoke" / "collected" / "bn_small_batch.parquet")
+    table = collect_runs(tmp_path / "results" / "smoke", "bn_small_batch")
     assert len(table) == RUNS and table["run_key"].is_unique
     assert set(table["status"]) == {"ok"}
     cells = table.groupby(["norm.name", "train.batch_size", "seed"]).size()
     assert (cells == 1).all()
 
 
-def test_sigterm_midway_records_the_sitting_as_interrupted_and_exits_143(tmp_path, cifar_data):
-    """SIGTERM (a scheduler's, or `kill`) to the sweep's process group: the sweep unwinds,
-    writes its sweeps.jsonl line marked interrupted with the counts so far, and exits 128 + 15."""
+# SIGTERM at each moment of a sweep's life, reached by state, never by a timer: the first three
+# by tests/stop_at.py (a Hydra callback), mid-epoch once a run holds its lock (to the whole process
+# group, as a scheduler or a terminal sends it).
+MOMENTS = ["planned", "jobs_start", "mid_epoch", "closing"]
+SHORT = ["norm=none,batch", "train.batch_size=32", "seed=0,1"]  # 4 runs
+
+
+def group_alive(pgid: int) -> list[int]:
+    """The processes of a process group still running (zombies are dead)."""
+    alive = []
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(stat[2]) == pgid and stat[0] != "Z":
+            alive.append(int(proc.name))
+    return alive
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_sigterm_at_any_moment_exits_143_with_its_sitting_and_leaves_nothing(
+    tmp_path, cifar_data, moment
+):
+    """SIGTERM (a scheduler's, or `kill`) to a sweep: exit 128 + 15 with no traceback, its
+    sweeps.jsonl line marked interrupted, no process of the sweep left running and no run lock
+    left in the store; the same command then finishes the sweep."""
     data_dir, extra = cifar_data
     runs_dir = tmp_path / "results" / "smoke" / "runs" / "bn_small_batch"
-    proc = sweep_until(tmp_path, cifar_data, runs_dir, 2, stderr=subprocess.PIPE)
-    os.killpg(proc.pid, signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    args = sweep_args(tmp_path, extra, SHORT)
+    if moment == "mid_epoch":
+        args.append("train.epochs=3")  # a run holds its lock for a second: polling sees it
+    else:
+        args += ["+hydra.callbacks.stop_at._target_=tests.stop_at.StopAt"]
+        args += [f"+hydra.callbacks.stop_at.moment={moment}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        env=cli_env(tmp_path / "results", data_dir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    if moment == "mid_epoch":
+        while proc.poll() is None and not list(runs_dir.glob("*/run.lock")):
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=600)  # a hang, not a slow machine, reaches this
     assert proc.returncode == 143, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     [line] = (tmp_path / "results" / "smoke" / "sweeps.jsonl").read_text().splitlines()
     sitting = json.loads(line)
-    assert sitting["interrupted"] is True and sitting["runs"] == RUNS
-    assert 2 <= sitting["counts"].get("ok", 0) < RUNS
+    assert sitting["interrupted"] is True and sitting["runs"] == 4
+    if moment == "closing":
+        assert sitting["counts"] == {"ok": 4}
     assert "interrupted (rerun the same command to resume)" in err
+    deadline = time.monotonic() + 120  # Python's resource trackers end once their pipe closes
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not group_alive(proc.pid)
+    assert not list(runs_dir.glob("*/run.lock"))
+
+    if moment == "mid_epoch":
+        rerun = run_cli(args, tmp_path / "results", data_dir)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert len(finished(runs_dir)) == 4

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import hydra
 import pytest
@@ -21,6 +22,7 @@ import normexp
 import normexp.console as console
 import normexp.run as run_module
 import normexp.sweep as sweep_module
+from normexp import stopping
 from normexp.console import ProgressSlot, SweepProgress, launcher_workers, log_above_bars
 from normexp.sweep import compose_jobs, sweep_overrides
 from normexp.tracking.store import RunRecord, atomic_write_json, record_of, run_key
@@ -151,50 +153,50 @@ def test_a_finished_sweep_starts_no_job_and_a_partial_one_does(
     assert "sweep of 4 runs (3 finished before, skipped)" in capsys.readouterr().err
 
 
-def _stopped_sweep(tmp_path, monkeypatch, fake_jobs, stop) -> tuple[list, Path]:
-    """A sweep of 4 runs whose third job calls ``stop(handlers)`` (the signal handlers the
-    sweep installed); returns the exit hooks it registered and its sweeps.jsonl."""
+class Exited(BaseException):
+    """stopping.exit_now, in this process: the exit status, without leaving pytest."""
+
+
+def _stopped_sweep(tmp_path, monkeypatch, fake_jobs, stop) -> tuple[list, Path, list]:
+    """A sweep of 4 runs whose third job calls ``stop()``; returns the exit hooks it
+    registered, its sweeps.jsonl and the exit statuses a stop asked for."""
     calls, _ = fake_jobs
     finish = run_module.run_job
-    handlers: dict = {}
 
     def third_stops(cfg, row, in_sweep=False):
         if len([c for c in calls if c != "data"]) == 2:
-            stop(handlers)
+            stop()
         return finish(cfg, row, in_sweep)
 
-    def set_handler(signum, handler):  # the process's own handlers stay as they are
-        handlers[signum] = handler
-        return signal.SIG_DFL
+    exits: list = []
+
+    def exit_now(code):
+        exits.append(code)
+        raise Exited
 
     monkeypatch.setattr(run_module, "run_job", third_stops)
+    monkeypatch.setattr(stopping, "exit_now", exit_now)
+    monkeypatch.setattr(stopping, "stop_children", lambda: None)  # pytest's own stay
     at_exit: list = []
-    monkeypatch.setattr(sweep_module.atexit, "register", at_exit.append)
-    monkeypatch.setattr(sweep_module.signal, "signal", set_handler)
-    with contextlib.suppress(KeyboardInterrupt):
+    fake_atexit = SimpleNamespace(register=at_exit.append, unregister=lambda f: None)
+    monkeypatch.setattr(sweep_module, "atexit", fake_atexit)
+    with contextlib.suppress(Exited, KeyboardInterrupt):
         _sweep_in_process(tmp_path, monkeypatch, "stopped")
+    for signum in stopping.STOP_SIGNALS:  # stop() ignored them: pytest's Ctrl-C comes back
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else 0)
     monkeypatch.setattr(run_module, "run_job", finish)
-    return at_exit, tmp_path / "results" / "smoke" / "sweeps.jsonl"
+    return at_exit, tmp_path / "results" / "smoke" / "sweeps.jsonl", exits
 
 
-def test_a_sigterm_unwinds_the_sweep_which_writes_its_line_marked_interrupted(
+def test_a_sigterm_stops_the_sweep_which_writes_its_line_marked_interrupted(
     tmp_path, monkeypatch, capsys, fake_jobs
 ):
-    """SIGTERM in the middle of a sweep: the sweep's handler raises Interrupted (exit status
-    143), the process exits through atexit, which records the sitting with its counts so far."""
-    raised: list = []
-
-    def sigterm(handlers):
-        try:
-            handlers[signal.SIGTERM](signal.SIGTERM, None)
-        except sweep_module.Interrupted as exc:
-            raised.append(exc.signum)
-            raise
-
-    at_exit, sittings = _stopped_sweep(tmp_path, monkeypatch, fake_jobs, sigterm)
-    assert raised == [signal.SIGTERM] and 128 + raised[0] == 143
-    assert not sittings.exists() and len(at_exit) == 1
-    at_exit[0]()
+    """SIGTERM in the middle of a sweep: the stop writes the sitting with its counts so far and
+    exits 143 at once; the exit hook for errors, called after, adds nothing."""
+    at_exit, sittings, exits = _stopped_sweep(
+        tmp_path, monkeypatch, fake_jobs, lambda: stopping.stop(signal.SIGTERM)
+    )
+    assert exits == [143] and len(at_exit) == 1
     at_exit[0]()  # a second exit path: one line only
     [line] = [json.loads(s) for s in sittings.read_text().splitlines()]
     assert line["interrupted"] is True and "aborted" not in line and line["runs"] == 4
@@ -213,10 +215,11 @@ def test_a_sigterm_unwinds_the_sweep_which_writes_its_line_marked_interrupted(
 def test_a_sweep_ended_by_an_error_is_marked_aborted_not_interrupted(
     tmp_path, monkeypatch, capsys, fake_jobs
 ):
-    def crash(handlers):
-        raise KeyboardInterrupt  # not from the sweep's handlers: as any error that unwinds it
+    def crash():
+        raise KeyboardInterrupt  # not a stop: as any error that unwinds the sweep
 
-    at_exit, sittings = _stopped_sweep(tmp_path, monkeypatch, fake_jobs, crash)
+    at_exit, sittings, exits = _stopped_sweep(tmp_path, monkeypatch, fake_jobs, crash)
+    assert exits == []
     at_exit[0]()
     [line] = [json.loads(s) for s in sittings.read_text().splitlines()]
     assert line["aborted"] is True and "interrupted" not in line

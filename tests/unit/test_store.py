@@ -2,15 +2,19 @@
 
 import copy
 import json
+import logging
 import math
 import os
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from normexp.tracking import lease
 from normexp.tracking.collect import collect_runs, experiments_in_store, write_collected
 from normexp.tracking.store import (
     RunLocked,
@@ -187,11 +191,12 @@ def test_lock_is_exclusive_and_released(tmp_path):
     record = RunRecord(tmp_path, "exp", "k1")
     lock_file = record.path / "run.lock"
     with record.lock():
-        assert lock_file.read_text().split() == [socket.gethostname(), str(os.getpid())]
+        assert lock_file.read_text().split()[:2] == [socket.gethostname(), str(os.getpid())]
         with pytest.raises(RunLocked), record.lock():
             pass
         assert lock_file.exists()  # the failed attempt did not remove the holder's lock
     assert not lock_file.exists()
+    assert not list(record.path.glob(".*"))  # nor a temporary file of the lock beside it
     with record.lock():
         pass
 
@@ -203,52 +208,92 @@ def test_lock_released_when_the_body_raises(tmp_path):
     assert not (record.path / "run.lock").exists()
 
 
-def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+def _lock_of(tmp_path, text: str, silent_s: float = 0.0) -> tuple[RunRecord, Path]:
+    """A run whose lock holds ``text``, its heartbeat ``silent_s`` seconds old."""
+    record = RunRecord(tmp_path, "exp", "k1")
+    record.path.mkdir(parents=True)
+    lock_file = record.path / "run.lock"
+    lock_file.write_text(text)
+    then = time.time() - silent_s
+    os.utime(lock_file, (then, then))
+    return record, lock_file
+
+
+def test_stale_lock_of_a_dead_process_here_is_taken_over_with_a_note(tmp_path, caplog):
     proc = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True,
         text=True,
         check=True,
     )
-    dead_pid = int(proc.stdout)
-    record = RunRecord(tmp_path, "exp", "k1")
-    record.path.mkdir(parents=True)
-    lock_file = record.path / "run.lock"
-    lock_file.write_text(f"{socket.gethostname()} {dead_pid}\n")
-    with record.lock():
-        assert lock_file.read_text().split() == [socket.gethostname(), str(os.getpid())]
+    record, lock_file = _lock_of(tmp_path, f"{socket.gethostname()} {int(proc.stdout)} ab\n")
+    with caplog.at_level(logging.WARNING, logger="normexp"), record.lock():
+        assert lock_file.read_text().split()[:2] == [socket.gethostname(), str(os.getpid())]
     assert not lock_file.exists()
+    [note] = [r.getMessage() for r in caplog.records]
+    assert f"took over the stale lock of {record.path}" in note and proc.stdout.strip() in note
 
 
-def test_lock_of_a_live_process_is_respected(tmp_path):
+def test_lock_of_a_live_process_is_respected_however_old_its_heartbeat(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        record = RunRecord(tmp_path, "exp", "k1")
-        record.path.mkdir(parents=True)
-        lock_file = record.path / "run.lock"
-        lock_file.write_text(f"{socket.gethostname()} {proc.pid}\n")
+        text = f"{socket.gethostname()} {proc.pid} ab\n"
+        record, lock_file = _lock_of(tmp_path, text, silent_s=10 * lease.LEASE_S)
         with pytest.raises(RunLocked), record.lock():
             pass
-        assert lock_file.exists()
+        assert lock_file.read_text() == text
     finally:
         proc.kill()
         proc.wait()
 
 
-def test_lock_of_another_host_is_assumed_live(tmp_path):
-    record = RunRecord(tmp_path, "exp", "k1")
-    record.path.mkdir(parents=True)
-    (record.path / "run.lock").write_text(f"not-{socket.gethostname()} 1\n")
+@pytest.mark.parametrize("text", [f"not-{socket.gethostname()} 1 ab\n", "", "garbage"])
+def test_a_lock_no_pid_can_vouch_for_is_live_within_its_lease_and_taken_after(tmp_path, text):
+    """Another host's lock (no pid can be checked across machines), or one that cannot be read:
+    live while its heartbeat is younger than the lease, taken over once it is older."""
+    record, lock_file = _lock_of(tmp_path, text, silent_s=lease.LEASE_S - 60)
     with pytest.raises(RunLocked), record.lock():
         pass
-
-
-def test_unreadable_lock_is_taken_over(tmp_path):
-    record = RunRecord(tmp_path, "exp", "k1")
-    record.path.mkdir(parents=True)
-    (record.path / "run.lock").write_text("")
+    assert lock_file.read_text() == text
+    then = time.time() - lease.LEASE_S - 1
+    os.utime(lock_file, (then, then))
     with record.lock():
-        pass
+        assert lock_file.read_text().split()[1] == str(os.getpid())
+    assert not lock_file.exists()
+
+
+def test_the_heartbeat_refreshes_the_lock_while_the_run_trains(tmp_path, monkeypatch):
+    monkeypatch.setattr(lease, "HEARTBEAT_S", 0.01)
+    record = RunRecord(tmp_path, "exp", "k1")
+    lock_file = record.path / "run.lock"
+    with record.lock():
+        old = time.time() - lease.LEASE_S - 1
+        os.utime(lock_file, (old, old))  # as if silent past its lease...
+        while lock_file.stat().st_mtime == old:  # ...until the heartbeat thread touches it
+            time.sleep(0.01)
+        assert lease.read_owner(lock_file).silent_s < lease.LEASE_S
+    assert not lock_file.exists()
+
+
+def test_of_two_takers_of_one_stale_lock_only_one_wins(tmp_path):
+    """The loser's rename finds the winner's fresh lock: it gives it back and takes nothing."""
+    record, lock_file = _lock_of(tmp_path, f"not-{socket.gethostname()} 1 ab\n", 2 * lease.LEASE_S)
+    stale = lease.read_owner(lock_file)
+    assert lease._take_over(lock_file, stale)  # the winner moves it aside...
+    with record.lock():  # ...and holds the run
+        mine = lock_file.read_text()
+        assert not lease._take_over(lock_file, stale)  # the loser acted on what it saw before
+        assert lock_file.read_text() == mine
+    assert not list(record.path.glob(".*"))
+
+
+def test_a_stop_removes_the_locks_this_process_holds_and_no_other(tmp_path):
+    record = RunRecord(tmp_path, "exp", "k1")
+    other, other_lock = _lock_of(tmp_path / "o", f"not-{socket.gethostname()} 1 ab\n")
+    with record.lock():
+        lease.release_held()  # what a stop does before the process exits
+        assert not (record.path / "run.lock").exists()
+    assert other_lock.exists()
 
 
 # --- iter_records ----------------------------------------------------------------------
