@@ -20,7 +20,7 @@ from torch import Tensor
 from normexp.analysis.claims import ClaimAnalysis
 from normexp.analysis.style import norm_color  # also selects the Agg backend
 from normexp.errors import ConfigError
-from normexp.norms.layers import resolve_num_groups
+from normexp.norms.layers import InstanceNorm, resolve_num_groups
 from normexp.norms.registry import make_norm
 from normexp.norms.validity import check_norm
 
@@ -242,8 +242,13 @@ def verdict(shape: Sequence[int] = SHAPE, indices_per_norm: int = 4) -> dict:
         n_ok += matches == len(indices)
         sets_ok &= matches == len(indices)
         forms_ok &= err is None or err < 1e-10
-    # IN on a dense (N, C) input, built anyway: one value per set, so x−μ ≡ 0 and y ≡ β.
-    dense_grad = float(jacobian_row("instance", (8, SHAPE[1]), (0, 0)).abs().max())
+    # IN on a dense (N, C) input, built anyway (GroupNorm's forward, past the layer's own
+    # refusal): one value per set, so x−μ ≡ 0 and y ≡ β.
+    layer, x = _layer_and_input("instance", (8, SHAPE[1]), 0)
+    x.requires_grad_(True)
+    built_anyway = super(InstanceNorm, layer) if isinstance(layer, InstanceNorm) else layer
+    (grad,) = torch.autograd.grad(built_anyway.forward(x)[0, 0], x)
+    dense_grad = float(grad.abs().max())
     refusals = {kind: _instance_refused(kind) for kind in ("dense", "recurrent")}
     in_refused = all(refusals.values())
     details["instance_on_dense"] = {

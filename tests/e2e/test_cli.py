@@ -73,6 +73,22 @@ OVERRIDE_ROWS = [
     ),
     ("sweep-without-m", ["norm=batch,group"], ["'norm=batch,group'", "add -m"]),
     (
+        "lstm-without-ptb",
+        ["model=lstm", "norm=group"],
+        ["data.name:", "set train=language_model data=ptb model=lstm optim=adam_lm"],
+    ),
+    ("ptb-for-a-cnn", ["data=ptb"], ["model.name:", "model.name=cnn", "set train=language_model"]),
+    (
+        "generator-for-classification",
+        ["model=generator"],
+        ["train.task:", "set train=image_to_image", "experiment=bn_generation"],
+    ),
+    (
+        "cnn-for-a-language-model",
+        ["experiment=rnn_norm", "model=cnn"],
+        ["model.name:", "set train=language_model", "experiment=rnn_norm"],
+    ),
+    (
         "results-dir-not-writable",
         ["paths.results_dir=/etc/hostname/results"],
         ["paths.results_dir", "is a file, not a folder"],
@@ -220,6 +236,8 @@ def test_readme_table_lists_every_tested_row():
         "corrupted-data",
         "truncated-data",
         "disk-full",
+        "store-cannot-be-created",
+        "read-only-store",
         "wandb-fails",
         "run-fails",
     }

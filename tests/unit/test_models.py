@@ -10,7 +10,7 @@ from normexp.errors import ConfigError
 from normexp.models import build_model, check_model
 from normexp.models.blocks import ORDERS, make_activation, norm_block
 from normexp.norms import NormFactory, make_norm_factory
-from normexp.norms.layers import BatchNorm
+from normexp.norms.layers import BatchNorm, InstanceNorm
 
 NORMS = ("none", "batch", "layer", "instance", "group")
 POSITIONS = ("pre", "post")
@@ -54,7 +54,7 @@ def blocks(model: nn.Module) -> list[nn.Sequential]:
 
 def expected_norm_type(name: str, width: int) -> tuple[type, int | None]:
     groups = {"layer": 1, "instance": width, "group": 2}.get(name)
-    types = {"none": nn.Identity, "batch": BatchNorm}
+    types = {"none": nn.Identity, "batch": BatchNorm, "instance": InstanceNorm}
     return types.get(name, nn.GroupNorm), groups
 
 

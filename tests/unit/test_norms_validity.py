@@ -9,7 +9,7 @@ from torch import nn
 
 from normexp.errors import ConfigError
 from normexp.models import build_model, check_model
-from normexp.norms.registry import NORMS, norm_spec, norms_for
+from normexp.norms.registry import NORMS, make_norm, norm_spec, norms_for
 from normexp.norms.validity import check_norm
 from tests.norm_reference import (
     CNN,
@@ -164,3 +164,16 @@ def test_every_registered_norm_builds_and_trains(name, model, position):
     net.eval()
     with torch.no_grad():
         assert torch.isfinite(net(model_input(model, n=3, seed=9))).all()
+
+
+def test_instance_norm_layer_refuses_a_dense_input_as_the_config_check_does():
+    """make_norm("instance", C) on an (N, C) input would output β whatever the input: the layer
+    refuses it with the config check's own sentence; (N, C, L) and images are its domain."""
+    layer = make_norm("instance", 8)
+    assert layer(torch.randn(4, 8, 5)).shape == (4, 8, 5)
+    with pytest.raises(ConfigError) as by_layer:
+        layer(torch.randn(4, 8))
+    with pytest.raises(ConfigError) as by_config:
+        check_norm("instance", "dense", [8], values_per_channel_in_training=4)
+    assert str(by_layer.value) == str(by_config.value)
+    assert "single neuron" in str(by_layer.value)
