@@ -61,8 +61,8 @@ wandb-sync: setup ## upload every offline W&B run (training runs and report runs
 dashboards: setup ## publish one W&B report per claim (needs `wandb login`); ARGS="--entity me"
 	$(PY) -m normexp.tracking.dashboards --publish $(ARGS)
 
-test: setup ## run the test suite
-	$(PY) -m pytest -q
+test: setup ## run the test suite (one worker per core; PYTEST_ARGS="-n 0" runs it in one process)
+	$(PY) -m pytest -q -n auto --dist loadgroup $(PYTEST_ARGS)
 
 lint: setup ## ruff
 	$(PY) -m ruff check .

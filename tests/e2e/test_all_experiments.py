@@ -9,7 +9,9 @@ import pytest
 from tests.e2e.conftest import EXPERIMENTS, NEEDS_PTB
 from tests.helpers import real_data_dir, real_ptb
 
-pytestmark = pytest.mark.slow
+# `make test` runs tests on every core (pytest-xdist, --dist loadgroup); a group stays on one
+# worker, so the fixture its tests share is built once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke_store")]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

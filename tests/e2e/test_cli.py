@@ -15,6 +15,10 @@ from normexp.run import preflight
 from tests.fake_data import write_cifar
 from tests.helpers import REPO, Call, run_cli, run_cli_batch
 
+# `make test` runs tests on every core (pytest-xdist, --dist loadgroup); a group stays on one
+# worker, so the fixture its tests share is built once.
+pytestmark = pytest.mark.xdist_group("test_cli")
+
 # (row id as in README, overrides, fragments the one line must contain)
 OVERRIDE_ROWS = [
     ("unknown-norm", ["norm=foo"], ["norm:", "unknown 'foo'; allowed: batch, ", "group"]),

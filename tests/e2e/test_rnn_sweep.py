@@ -15,6 +15,9 @@ from normexp.data import ptb
 from tests.fake_data import write_fake_ptb
 from tests.helpers import REPO, cli_env, real_ptb
 
+# `make test` runs tests on every core (pytest-xdist, --dist loadgroup); a group stays on one
+# worker, so the fixture its tests share is built once.
+pytestmark = pytest.mark.xdist_group("smoke_store")
 CELLS = ("none", "layer", "batch_per_step", "batch_shared", "rms")
 
 

@@ -9,7 +9,9 @@ import pytest
 
 from tests.helpers import run_cli
 
-pytestmark = pytest.mark.slow
+# `make test` runs tests on every core (pytest-xdist, --dist loadgroup); a group stays on one
+# worker, so the fixture its tests share is built once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke_store")]
 NORMS, BATCHES = 5, 7  # the grid of experiments/bn_small_batch.yaml at one smoke seed
 
 
@@ -73,7 +75,7 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(smoke_stor
     monkeypatch.setenv("NORMEXP_RESULTS_DIR", str(results))
     monkeypatch.setenv("NORMEXP_PROFILE", "smoke")
     notebook = nbformat.read(REPO / "notebooks" / "explore_results.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+    NotebookClient(notebook, timeout=600, kernel_name="python3").execute()
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
 

@@ -21,6 +21,10 @@ from normexp.bench.cost import (
 from normexp.schema import PROFILES
 from normexp.tracking.store import run_key
 
+# `make test` runs tests on every core (pytest-xdist, --dist loadgroup); a group stays on one
+# worker, so the fixture its tests share is built once.
+pytestmark = pytest.mark.xdist_group("test_profiles_scale")
+
 QUICK_BUDGET_MIN = 60
 STANDARD_BUDGET_MIN = 6 * 60
 

@@ -235,7 +235,7 @@ def test_stale_lock_of_a_dead_process_here_is_taken_over_with_a_note(tmp_path, c
 
 
 def test_lock_of_a_live_process_is_respected_however_old_its_heartbeat(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
         text = f"{socket.gethostname()} {proc.pid} ab\n"
         record, lock_file = _lock_of(tmp_path, text, silent_s=10 * lease.LEASE_S)

@@ -225,7 +225,7 @@ def test_stale_lock_of_a_dead_process_here_is_removed(tmp_path, caplog):
 def test_other_locks_are_respected(tmp_path, owner):
     record = finished(tmp_path, "k1")
     lock = record.path / "run.lock"
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
         text = {
             "live": f"{socket.gethostname()} {proc.pid}\n",
