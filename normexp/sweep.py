@@ -147,7 +147,6 @@ class SweepCallback(Callback):
         it, marked interrupted, and an exit before the end (an error) writes it marked
         aborted, so every sitting of a long resumed sweep is on record."""
         self.remote = remote
-        self.sweep_pid = os.getpid()
         self.forget_stop_hook = stopping.at_stop(self._stopped)
         atexit.register(self._exit_before_end)
 

@@ -162,7 +162,7 @@ def held(lock: Path) -> Iterator[None]:
 
 
 def _beat(lock: Path, done: threading.Event) -> None:
-    while not done.wait(HEARTBEAT_S):
+    while not done.wait(HEARTBEAT_S) and _mine(lock):  # never refresh another process's lock
         with contextlib.suppress(OSError):  # a full disk must not stop the heartbeat
             os.utime(lock)
 
