@@ -108,6 +108,7 @@ def group_alive(pgid: int) -> list[int]:
     return alive
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 @pytest.mark.parametrize("moment", MOMENTS)
 def test_sigterm_at_any_moment_exits_143_with_its_sitting_and_leaves_nothing(
     tmp_path, cifar_data, moment

@@ -47,6 +47,7 @@ def cli_args(args: list[str], tmp_path: Path, extra: list[str]) -> list[str]:
     return [*args, *hydra_dirs, *extra]
 
 
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux's /proc")
 @pytest.mark.parametrize("command", [RUN, SWEEP], ids=["run", "sweep"])
 def test_a_results_directory_that_cannot_be_created_is_one_line(tmp_path, cifar_data, command):
     data_dir, extra = cifar_data
