@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from normexp.errors import StoreError
 from normexp.tasks import get_task
 from normexp.tracking.provenance import provenance
-from normexp.tracking.store import FINISHED, RunLocked, RunRecord, record_of
+from normexp.tracking.store import FINISHED, RunLocked, RunRecord, cannot_write, record_of
 from normexp.tracking.wandb_mirror import WandbMirror, run_identity
 from normexp.train import Diverged
 from normexp.train.device import pick_device
@@ -72,8 +72,7 @@ def _run_job(cfg: DictConfig, progress_position: int) -> dict | None:
     except OSError as exc:
         if not store_fault(exc, config):
             raise
-        where = exc.filename or config["paths"]["results_dir"]
-        raise StoreError(f"paths.results_dir: cannot write {where}: {exc.strerror}") from None
+        raise cannot_write(exc, config["paths"]["results_dir"]) from None
 
 
 def store_fault(exc: OSError, config: Mapping) -> bool:

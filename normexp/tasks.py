@@ -168,7 +168,8 @@ def check_task_groups(task: str, model: str, data: str) -> None:
     groups to set. The task meant is the one a non-default choice belongs to. Names no task
     knows are left to the schema's checks."""
     known_models = {m for t in TASKS.values() for m in t.models}
-    if task not in TASKS or model not in known_models or data not in {"cifar10", "ptb"}:
+    known_data = {t.data for t in TASKS.values()}
+    if task not in TASKS or model not in known_models or data not in known_data:
         return
     meant = task
     if task == DEFAULT_TASK:  # the first task listing the model, else the data, if not this one

@@ -355,8 +355,13 @@ def ensure_writable(folder: Path) -> None:
         atomic_write_text(probe, "normexp\n")
         probe.unlink()
     except OSError as exc:
-        where = exc.filename or folder
-        raise StoreError(f"paths.results_dir: cannot write {where}: {exc.strerror}") from None
+        raise cannot_write(exc, folder) from None
+
+
+def cannot_write(exc: OSError, fallback: Path | str) -> StoreError:
+    """The one line of a store that cannot be written, naming the path (``fallback`` when the
+    error names none)."""
+    return StoreError(f"paths.results_dir: cannot write {exc.filename or fallback}: {exc.strerror}")
 
 
 def record_of(config: Mapping) -> RunRecord:
