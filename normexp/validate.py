@@ -19,8 +19,6 @@ _ABSENT = object()
 def resolve_config(cfg: DictConfig, machine: bool = True) -> dict:
     """Resolved, validated, plain config; ``paths`` made absolute. With ``machine`` it is also
     checked against this machine (CPU count, GPU): off where the jobs run elsewhere (SLURM)."""
-    # Hydra's own node is left out: it holds per-job values that are unset outside a job.
-    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     for path in schema.KEY_FIELDS:
         with contextlib.suppress(OmegaConfBaseException):  # absent or unresolvable: see below
             value = OmegaConf.select(cfg, path, default=_ABSENT, throw_on_missing=True)
@@ -28,7 +26,7 @@ def resolve_config(cfg: DictConfig, machine: bool = True) -> dict:
                 schema.field(path).check(value)
     check_task_groups(*(_raw(cfg, key) for key in ("train.task", "model.name", "data.name")))
     try:
-        config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        config = _resolved_without_hydra(cfg)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "config"
         raise ConfigError(str(key), str(exc).splitlines()[0]) from None
@@ -38,6 +36,20 @@ def resolve_config(cfg: DictConfig, machine: bool = True) -> dict:
     paths = config["paths"]
     paths["results_dir"] = str(Path(paths["results_dir"]).expanduser().resolve())
     check_writable("paths.results_dir", Path(paths["results_dir"]))
+    return config
+
+
+def _resolved_without_hydra(cfg: DictConfig) -> dict:
+    """The config as plain values, resolved. Hydra's own node is left out: it holds per-job
+    values that are unset outside a job. Key by key, not a masked copy: copying costs as much
+    as resolving, and no key outside Hydra's refers into it."""
+    config = {}
+    for key in cfg:
+        if key != "hydra":
+            value = cfg[key]
+            if OmegaConf.is_config(value):
+                value = OmegaConf.to_container(value, resolve=True, throw_on_missing=True)
+            config[key] = value
     return config
 
 

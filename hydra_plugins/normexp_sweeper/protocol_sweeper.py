@@ -3,8 +3,9 @@
 A Hydra plugin, so it lives in the hydra_plugins namespace (Hydra instantiates sweepers only
 from there); the protocol itself is normexp.protocol.
 
-Without ``protocol.lr_grid`` this is BasicSweeper, unchanged. With a grid, jobs are launched in
-rounds until the plan (normexp.protocol.plan) has nothing new: the selection runs of every cell
+Its jobs are composed once per set of config-group choices (normexp.compose), by the sweeper
+and in the launcher's workers. Without ``protocol.lr_grid`` it sweeps as BasicSweeper. With a
+grid, jobs are launched in rounds until the plan (normexp.protocol.plan) has nothing new: the selection runs of every cell
 first, then, from what the store holds, the widened grid values and the record runs, then the
 convergence check's runs (stage check: twice the budget, on the first seed of record of every
 cell in ``protocol.check``; launched after the record runs of their round). Every job
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.types import HydraContext
 from omegaconf import OmegaConf
 
+from normexp.compose import fast_context
 from normexp.errors import one_line_errors
 from normexp.protocol.plan import (
     STAGE_CHECK,
@@ -35,6 +38,11 @@ log = logging.getLogger("normexp")
 
 
 class ProtocolSweeper(BasicSweeper):
+    def setup(self, *, hydra_context: HydraContext, task_function: Any, config: Any) -> None:
+        # The sweeper's check of each job and the launcher's workers compose through this loader.
+        fast = fast_context(hydra_context)
+        super().setup(hydra_context=fast, task_function=task_function, config=config)
+
     def sweep(self, arguments: list[str]) -> Any:
         if not uses_protocol(self.config):
             return super().sweep(arguments)

@@ -17,6 +17,7 @@ import hydra
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
+from omegaconf import OmegaConf
 
 import normexp
 import normexp.console as console
@@ -54,9 +55,10 @@ def _multirun_config(overrides: list[str]):
     ids=[*EXPERIMENTS, "cli_grid", "cli_groups"],
 )
 def test_jobs_composed_once_per_group_choice_equal_hydras_own(overrides):
-    """The fast composition must give each job exactly the config the launcher gives it (the
-    run key decides what is skipped): compared with Hydra's load_sweep_config, first, middle and
-    last job of every experiment and of two command-line grids."""
+    """The fast composition must give each job exactly the config Hydra's own gives it (the
+    run key decides what is skipped; the launcher's workers run it): compared with Hydra's
+    load_sweep_config node for node, hydra's record of the overrides included, unresolved and
+    resolved, on the first, middle and last job of every experiment and two command-line grids."""
     with hydra.initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = _multirun_config(overrides)
         jobs = sweep_overrides(cfg)
@@ -65,6 +67,9 @@ def test_jobs_composed_once_per_group_choice_equal_hydras_own(overrides):
         loader = GlobalHydra.instance().config_loader()
         for i, job in zip(picked, fast, strict=True):
             slow = loader.load_sweep_config(master_config=cfg, sweep_overrides=jobs[i])
+            raw = OmegaConf.to_container(job, resolve=False)
+            assert raw == OmegaConf.to_container(slow, resolve=False), jobs[i]
+            assert OmegaConf.is_struct(job) and not OmegaConf.is_readonly(job.hydra)
             assert resolve_config(job) == resolve_config(slow), jobs[i]
 
 
