@@ -5,12 +5,12 @@ from there); the protocol itself is normexp.protocol.
 
 Its jobs are composed once per set of config-group choices (normexp.compose), by the sweeper
 and in the launcher's workers. Without ``protocol.lr_grid`` it sweeps as BasicSweeper. With a
-grid, jobs are launched in rounds until the plan (normexp.protocol.plan) has nothing new: the selection runs of every cell
-first, then, from what the store holds, the widened grid values and the record runs, then the
-convergence check's runs (stage check: twice the budget, on the first seed of record of every
-cell in ``protocol.check``; launched after the record runs of their round). Every job
-still decides for itself whether to train (a finished run is skipped), so a rerun of the same
-command recomputes the same selection and trains only what is missing.
+grid, jobs are launched in rounds until the plan (normexp.protocol.plan) has nothing new: the
+selection runs of every cell first, then, from what the store holds, the widened grid values
+and the record runs, then the convergence check's runs (stage check: twice the budget, on the
+first seed of record of every cell in ``protocol.check``; launched after the record runs of
+their round). Every job still decides for itself whether to train (a finished run is skipped),
+so a rerun of the same command recomputes the same selection and trains only what is missing.
 """
 
 import logging
