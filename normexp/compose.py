@@ -13,12 +13,13 @@ this process (OmegaConf pickles whole: node types, flags, parents), a tenth of
 reuses what it composed across the jobs it runs.
 """
 
+import hashlib
 import io
 import os
 import pickle
-import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
@@ -67,11 +68,13 @@ class _Frozen:
 
 class SweepConfigLoader(ConfigLoaderImpl):
     """Hydra's config loader, with ``load_sweep_config`` composing once per group choice. The
-    token names this loader's compositions (one sweep's config files, read once)."""
+    token names the config files it reads as they are now (their paths, sizes and times), so
+    loaders over the same unchanged files share their compositions, and an edited file is
+    read afresh."""
 
     def __init__(self, config_search_path, token: str | None = None) -> None:  # noqa: ANN001
         super().__init__(config_search_path=config_search_path)
-        self.token = token or uuid.uuid4().hex
+        self.token = token or _files_token(config_search_path)
 
     @classmethod
     def like(cls, loader: ConfigLoaderImpl) -> "SweepConfigLoader":
@@ -149,6 +152,23 @@ class _FilesReadOnce(CachingConfigRepository):
         if key not in _FILES:
             _FILES[key] = _Frozen(self.delegate.load_config(config_path=config_path))
         return _FILES[key].thaw()
+
+
+def _files_token(search_path: Any) -> str:
+    """A name for the config files on ``search_path`` as they are now: each directory's files
+    (links followed: configs/experiment is one) by path, size and time; a package's files
+    (``pkg://``, installed) and ConfigStore's by the source's name alone."""
+    state = []
+    for element in search_path.get_path():
+        state.append(str(element.path))
+        root = Path(str(element.path).removeprefix("file://"))
+        if "://" in str(element.path).removeprefix("file://") or not root.is_dir():
+            continue
+        for folder, _, files in sorted(os.walk(root, followlinks=True)):
+            for name in sorted(files):
+                stat = os.stat(os.path.join(folder, name))
+                state.append(f"{folder}/{name} {stat.st_size} {stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(state).encode()).hexdigest()
 
 
 def fast_context(context: HydraContext) -> HydraContext:

@@ -73,6 +73,20 @@ def test_jobs_composed_once_per_group_choice_equal_hydras_own(overrides):
             assert resolve_config(job) == resolve_config(slow), jobs[i]
 
 
+def test_an_edited_config_file_is_read_afresh_by_the_next_composer(tmp_path):
+    """Composers over the same files share their compositions in a process; one made after a
+    file changed reads it again."""
+    (tmp_path / "g").mkdir()
+    (tmp_path / "config.yaml").write_text("defaults:\n  - g: x\n  - _self_\nseed: 0\n")
+    option = tmp_path / "g" / "x.yaml"
+    option.write_text("v: 1\n")
+    with hydra.initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
+        cfg = _multirun_config(["seed=0,1"])
+        assert [job.g.v for job in compose_jobs(cfg, [["g=x", "seed=1"]])] == [1]
+        option.write_text("v: 22\n")  # another size, whatever the clock's resolution
+        assert [job.g.v for job in compose_jobs(cfg, [["g=x", "seed=1"]])] == [22]
+
+
 # --- a finished sweep is decided in this process -----------------------------------------
 
 
