@@ -4,13 +4,13 @@ RECORD_PROFILE := $(shell sed -n 's/^RECORD_PROFILE = "\(.*\)".*/\1/p' normexp/t
 PROFILE    ?= $(RECORD_PROFILE)# smoke (seconds), quick (under an hour on 2 CPU cores), standard (about 6 h on 2 cores, resumable), paper (GPU / cluster); each its own results/<profile>/
 EXPERIMENT ?= all# one experiment name from experiments/, or all
 WORKERS    ?= -1# parallel runs; -1 = one per core (LAUNCHER=local)
-LAUNCHER   ?= local# local (processes on this machine) or slurm (see README: Running on a cluster)
+LAUNCHER   ?= local# local (processes on this machine) or slurm (see docs/cluster-and-gpu.md)
 ARGS       ?=# more overrides, e.g. ARGS="hydra.launcher.partition=gpu"
 PYTHON     ?= python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
 LAUNCH      = hydra/launcher=$(LAUNCHER) $(if $(filter local,$(LAUNCHER)),hydra.launcher.n_jobs=$(WORKERS))
-# The grid (README "The grid"): its own target and budget, so `make run-sweep` stays within the
+# The grid (docs/results.md "The grid"): its own target and budget, so `make run-sweep` stays within the
 # quick profile's hour: the MLP and LSTM batch grids, every norm pre/post, PTB words.
 GRID_EXPERIMENTS := mlp_small_batch norm_position rnn_small_batch rnn_words
 # The GPU bundle's experiments (normexp/gpu_bundle.py) run on a CUDA machine: bash bundle/run_gpu.sh.

@@ -1,5 +1,5 @@
 """Bad input at the command line: one line naming the field or file and what is allowed, a
-non-zero exit, nothing written to the store. One test per row of README's bad-input table."""
+non-zero exit, nothing written to the store. One test per row of docs/bad-input.md's table."""
 
 import re
 import subprocess
@@ -13,13 +13,13 @@ from normexp.data import cifar10
 from normexp.errors import ConfigError
 from normexp.run import preflight
 from tests.fake_data import write_cifar
-from tests.helpers import REPO, Call, run_cli, run_cli_batch
+from tests.helpers import Call, run_cli, run_cli_batch
 
 # `make test` runs tests on every core (pytest-xdist, --dist loadgroup); a group stays on one
 # worker, so the fixture its tests share is built once.
 pytestmark = pytest.mark.xdist_group("test_cli")
 
-# (row id as in README, overrides, fragments the one line must contain)
+# (row id as in docs/bad-input.md, overrides, fragments the one line must contain)
 OVERRIDE_ROWS = [
     ("unknown-norm", ["norm=foo"], ["norm:", "unknown 'foo'; allowed: batch, ", "group"]),
     ("unknown-experiment", ["experiment=nope"], ["experiment:", "bn_small_batch"]),
@@ -229,10 +229,11 @@ def test_a_fresh_process_says_the_same(commands, results, name):
     assert not call.results_dir.exists()
 
 
-def test_readme_table_lists_every_tested_row():
-    readme = (REPO / "README.md").read_text().split("## Bad input")[1].split("\n## ")[0]
-    readme = readme.split(schema.BEGIN)[0]  # the cases; the generated field table follows
-    rows = re.findall(r"^\| `([a-z0-9-]+)` \|", readme, flags=re.M)
+def test_bad_input_page_lists_every_tested_row():
+    page = schema.FIELDS_PAGE.read_text()
+    assert page.startswith("# Bad input")
+    page = page.split(schema.BEGIN)[0]  # the cases; the generated field table follows
+    rows = re.findall(r"^\| `([a-z0-9-]+)` \|", page, flags=re.M)
     file_rows = {
         "missing-data-dir",
         "data-dir-is-a-file",
@@ -251,10 +252,9 @@ def test_readme_table_lists_every_tested_row():
     assert Path(__file__).name  # the table is this file's contract
 
 
-def test_readme_field_table_is_the_schemas():
-    """README's table of fields is generated: `python -m normexp.schema` rewrites it."""
-    readme = (REPO / "README.md").read_text()
-    assert schema.readme_block(readme) == schema.readme_table()
+def test_field_table_is_the_schemas():
+    """docs/bad-input.md's table of fields is generated: `python -m normexp.schema` rewrites it."""
+    assert schema.fields_block(schema.FIELDS_PAGE.read_text()) == schema.fields_table()
 
 
 @pytest.mark.parametrize("argv", HYDRA_FLAGS, ids=" ".join)

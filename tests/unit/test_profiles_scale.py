@@ -123,8 +123,8 @@ def test_profile_cost_prices_what_run_sweep_runs_and_the_grid_apart():
 @pytest.mark.xfail(
     strict=True,
     reason="standard within 6 h: with the convergence check's 28 doubled runs and C9 on both "
-    "architectures, `make run-sweep PROFILE=standard` projects to about 418 min (README "
-    "'Profiles'): open",
+    "architectures, `make run-sweep PROFILE=standard` projects to about 418 min "
+    "(docs/profiles.md): open",
 )
 def test_standard_cost_fits_six_hours():
     assert whole_sweep_cost("standard")["wall_min"].sum() <= STANDARD_BUDGET_MIN
@@ -133,7 +133,7 @@ def test_standard_cost_fits_six_hours():
 @pytest.mark.xfail(
     strict=True,
     reason="quick within 60 min: 3 seeds of record, the LR selection runs and C8's check "
-    "project to about 63 min (README 'Profiles'): 3 over",
+    "project to about 63 min (docs/profiles.md): 3 over",
 )
 def test_quick_cost_fits_an_hour():
     assert whole_sweep_cost("quick")["wall_min"].sum() <= QUICK_BUDGET_MIN
