@@ -6,33 +6,28 @@ from pathlib import Path
 
 import matplotlib
 
+from normexp.errors import ConfigError
+from normexp.norms.registry import NormSpec, norm_spec
+
 matplotlib.use("Agg")  # figures are files; no display needed
 
-NORM_COLORS = {
-    "none": "#7f7f7f",
-    "batch": "#1f77b4",
-    "ghost_batch": "#17becf",
-    "batch_renorm": "#9467bd",
-    "group": "#2ca02c",
-    "layer": "#ff7f0e",
-    "instance": "#d62728",
-    "rms": "#8c564b",
-}
-NORM_LABELS = {
-    "none": "no norm",
-    "batch": "BN",
-    "group": "GN",
-    "layer": "LN",
-    "instance": "IN",
-}
-
-
 def norm_color(name: str) -> str:
-    return NORM_COLORS.get(name, "#333333")
+    """A norm's colour, from its registry entry: one palette for every figure."""
+    spec = _registered(name)
+    return spec.color if spec else "#333333"
 
 
 def norm_label(name: str) -> str:
-    return NORM_LABELS.get(name, name)
+    """A norm's short name (BN, GN, ...), from its registry entry."""
+    spec = _registered(name)
+    return (spec.label or name) if spec else name
+
+
+def _registered(name: str) -> NormSpec | None:
+    try:
+        return norm_spec(name)
+    except ConfigError:
+        return None
 
 
 def panels(n: int, figsize: tuple[float, float], widths: Sequence[float] | None = None):  # noqa: ANN201 - (Figure, Axes array)

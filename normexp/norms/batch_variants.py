@@ -40,6 +40,7 @@ def _ghost_pooled_values(ctx: NormContext) -> int:
 
 @register_norm(
     "ghost_batch",
+    color="#17becf",
     uses_batch_stats=True,
     check=_check_ghost_groups,
     pooled_values=_ghost_pooled_values,
@@ -84,7 +85,7 @@ class GhostBatchNorm(BatchNorm):
         return torch.cat(parts)
 
 
-@register_norm("batch_renorm", uses_batch_stats=True)
+@register_norm("batch_renorm", color="#9467bd", uses_batch_stats=True)
 class BatchRenorm(BatchNorm):
     """Batch renormalization (Ioffe 2017): y = γ·((x−μ_B)/σ_B · r + d) + β with
     r = clip(σ_B/σ, 1/r_max, r_max) and d = clip((μ_B−μ)/σ, −d_max, d_max), both without gradient.

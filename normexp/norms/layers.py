@@ -70,13 +70,15 @@ def resolve_num_groups(
     return num_groups
 
 
-@register_norm("none", has_shift=False)
+@register_norm("none", color="#7f7f7f", label="no norm", has_shift=False)
 def build_none(num_features: int) -> nn.Module:
     return nn.Identity()
 
 
 @register_norm(
     "batch",
+    color="#1f77b4",
+    label="BN",
     uses_batch_stats=True,
     undefined_because={
         "recurrent": "a recurrent layer needs to say which statistics it keeps over time: use "
@@ -87,7 +89,7 @@ def build_batch(num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> 
     return BatchNorm(num_features, eps=eps, momentum=momentum)
 
 
-@register_norm("layer")
+@register_norm("layer", color="#ff7f0e", label="LN")
 def build_layer(num_features: int, eps: float = 1e-5) -> nn.Module:
     # LN as in the GN paper: statistics over all of (C, H, W), affine per channel. That is
     # GroupNorm with one group, which also covers dense (N, C) inputs.
@@ -100,6 +102,8 @@ def _always(kwargs: Mapping, channels: int) -> bool:
 
 @register_norm(
     "instance",
+    color="#d62728",
+    label="IN",
     input_kinds=("image",),
     per_channel=_always,
     undefined_because={
@@ -141,6 +145,8 @@ def _one_channel_per_group(kwargs: Mapping, channels: int) -> bool:
 
 @register_norm(
     "group",
+    color="#2ca02c",
+    label="GN",
     check=_check_groups,
     per_channel=_one_channel_per_group,
     undefined_because={
@@ -175,6 +181,6 @@ class RMSNorm(nn.Module):
         return x * scale
 
 
-@register_norm("rms", has_shift=False)
+@register_norm("rms", color="#8c564b", has_shift=False)
 def build_rms(num_features: int, eps: float = 1e-6) -> nn.Module:
     return RMSNorm(num_features, eps=eps)

@@ -70,6 +70,8 @@ class NormSpec:
     per_channel: Callable[[Mapping, int], bool] = _never
     undefined_because: Mapping[str, str] = field(default_factory=dict)  # input kind -> why
     cell: CellNorm | None = None  # how an LSTM cell applies it (input kind "recurrent")
+    color: str = "#333333"  # its colour in every figure and notebook
+    label: str = ""  # its short name in figures and tables; empty: the registry name
 
 
 NORMS: dict[str, NormSpec] = {}

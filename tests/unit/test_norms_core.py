@@ -398,3 +398,16 @@ def test_check_position():
         check_position("middle")
     assert info.value.field == "norm.position"
     assert "pre" in str(info.value) and "post" in str(info.value)
+
+
+def test_figures_take_each_norms_colour_and_label_from_its_registry_entry():
+    from normexp.analysis.style import norm_color, norm_label
+    from normexp.norms.registry import NORMS, norm_spec
+
+    compared = ["none", "batch", "group", "layer", "instance", "rms"]
+    colours = [norm_color(n) for n in compared]
+    assert colours == [norm_spec(n).color for n in compared]
+    assert len(set(colours)) == len(compared)  # the norms a figure compares never share one
+    assert [norm_label(n) for n in compared] == ["no norm", "BN", "GN", "LN", "IN", "rms"]
+    assert set(NORMS) >= set(compared)
+    assert norm_color("not_a_norm") == "#333333" and norm_label("not_a_norm") == "not_a_norm"
