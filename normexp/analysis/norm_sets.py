@@ -21,25 +21,13 @@ from normexp.analysis.claims import ClaimAnalysis
 from normexp.analysis.style import norm_color  # also selects the Agg backend
 from normexp.errors import ConfigError
 from normexp.norms.layers import InstanceNorm, resolve_num_groups
-from normexp.norms.registry import make_norm
+from normexp.norms.registry import make_norm, pooled_sets
 from normexp.norms.validity import check_norm
 
 CLAIM = "C1"
 EXPERIMENT = "norm_sets"
 ANCHOR = "Wu & He 2018 (Group Normalization), Fig. 2"
 
-# What each norm pools its statistics over, by definition (the claim's wording).
-POOLED_OVER = {
-    "batch": "all samples, one channel, all positions",
-    "batch_renorm": "all samples, one channel, all positions",
-    "noisy_batch": "all samples, one channel, all positions",
-    "mean_only_batch": "all samples, one channel, all positions",
-    "ghost_batch": "the samples of one consecutive group of group_size, one channel, all positions",
-    "layer": "one sample, all channels, all positions",
-    "rms": "one sample, all channels, all positions",
-    "instance": "one sample, one channel, all positions",
-    "group": "one sample, the channels of one group, all positions",
-}
 # The norms the verdict checks, with the keyword arguments they are checked with, for the shape
 # below. Ghost BN in groups of 2 and GN in 2 groups, so both sets are neither "all" nor "one".
 CHECKED = {
@@ -73,14 +61,15 @@ def pool_ids(name: str, shape: Sequence[int], **kwargs: object) -> Tensor:
 
     ``shape`` is (N, C) or (N, C, *spatial); ``kwargs`` are the norm's (group_size, num_groups,
     channels_per_group)."""
-    if name not in POOLED_OVER:
+    pooled = pooled_sets()  # each norm's own words (its registry entry)
+    if name not in pooled:
         raise ValueError(
-            f"no definition of S for norm {name!r}; defined: {', '.join(sorted(POOLED_OVER))}"
+            f"no definition of S for norm {name!r}; defined: {', '.join(sorted(pooled))}"
         )
     n_, c_ = shape[0], shape[1]
     n = torch.arange(n_).view(-1, 1, *([1] * (len(shape) - 2)))
     c = torch.arange(c_).view(1, -1, *([1] * (len(shape) - 2)))
-    kind = POOLED_OVER[name]
+    kind = pooled[name]
     if kind.startswith("all samples"):
         ids = c + 0 * n
     elif name == "ghost_batch":
@@ -234,7 +223,7 @@ def verdict(shape: Sequence[int] = SHAPE, indices_per_norm: int = 4) -> dict:
         err = formula_error(name, shape, **kwargs) if name in (*DRAWN, "rms") else None
         details[name] = {
             "kwargs": kwargs,
-            "pooled_over": POOLED_OVER[name],
+            "pooled_over": pooled_sets()[name],
             "set_size": sorted(sizes),
             "indices_matched": f"{matches}/{len(indices)}",
             "formula_max_abs_err": err,

@@ -72,7 +72,13 @@ class NormSpec:
     cell: CellNorm | None = None  # how an LSTM cell applies it (input kind "recurrent")
     color: str = "#333333"  # its colour in every figure and notebook
     label: str = ""  # its short name in figures and tables; empty: the registry name
+    # What it pools its statistics over, by definition, in C1's words; empty: not stated.
+    pooled_over: str = ""
 
+
+# The two sets most norms pool over (NormSpec.pooled_over).
+ACROSS_SAMPLES = "all samples, one channel, all positions"
+ACROSS_CHANNELS = "one sample, all channels, all positions"
 
 NORMS: dict[str, NormSpec] = {}
 CELL_ORDER: list[str] = []  # the LSTM cells' norms, in the order experiments list them
@@ -127,6 +133,12 @@ def norm_spec(name: str, field: str = "norm.name") -> NormSpec:
     if name not in NORMS:
         raise ConfigError(field, f"unknown norm {name!r}; allowed: {', '.join(sorted(NORMS))}")
     return NORMS[name]
+
+
+def pooled_sets() -> dict[str, str]:
+    """Every norm that states what it pools over (C1's wording), by name."""
+    _load()
+    return {name: spec.pooled_over for name, spec in NORMS.items() if spec.pooled_over}
 
 
 def norms_for(input_kind: str) -> list[str]:

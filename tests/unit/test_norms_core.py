@@ -411,3 +411,12 @@ def test_figures_take_each_norms_colour_and_label_from_its_registry_entry():
     assert [norm_label(n) for n in compared] == ["no norm", "BN", "GN", "LN", "IN", "rms"]
     assert set(NORMS) >= set(compared)
     assert norm_color("not_a_norm") == "#333333" and norm_label("not_a_norm") == "not_a_norm"
+
+
+def test_c1_reads_what_each_norm_pools_over_from_its_registry_entry():
+    from normexp.analysis.norm_sets import CHECKED
+    from normexp.norms.registry import NORMS, pooled_sets
+
+    assert set(pooled_sets()) == set(CHECKED)  # every norm C1 checks states its set
+    assert pooled_sets()["group"] == NORMS["group"].pooled_over
+    assert "all channels" in pooled_sets()["layer"] and "all samples" in pooled_sets()["batch"]
