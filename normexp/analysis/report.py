@@ -29,6 +29,7 @@ from normexp.analysis.compute import (
 from normexp.analysis.damage import damaged_runs_html, damaged_runs_markdown
 from normexp.analysis.lr_selection import protocol_markdown
 from normexp.analysis.record import commits_note
+from normexp.catalogue import cpu_experiments, makefile_list
 from normexp.tracking.collect import DamagedRun
 from normexp.tracking.store import atomic_write_json
 
@@ -133,19 +134,9 @@ def commits_line(provenance: dict) -> str:
     return f"**Warning:** {commits_note(commits)}." + rest
 
 
-def cpu_experiments() -> list[str]:
-    """The experiments a CPU profile runs (`make run-sweep`, `make run-grid`): not the GPU
-    bundle's."""
-    from normexp.bench.cost import experiment_names, gpu_experiments
-
-    return [e for e in experiment_names() if e not in gpu_experiments()]
-
-
 def commands(tables: Tables, profile: str) -> list[str]:
     """The make targets that produced this store and its report: ``run-grid`` too once one of
     the grid's experiments has runs."""
-    from normexp.bench.cost import makefile_list
-
     ran = {e for e, t in tables.items() if t is not None and not t.empty}
     grid = ran & set(makefile_list("GRID_EXPERIMENTS"))
     return [

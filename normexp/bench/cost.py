@@ -22,6 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from normexp.catalogue import (  # noqa: F401 - the catalogue, as the cost's callers name it
+    experiment_names,
+    gpu_experiments,
+    makefile_list,
+    sweep_experiments,
+)
 from normexp.tracking.collect import collect_runs, experiments_in_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -181,33 +187,6 @@ def experiment_jobs(config) -> list[tuple[str, dict]]:
         checks = (cell_check_job(cell_jobs, records) for cell_jobs in cells.values())
         jobs += [("check", job) for job in checks if job is not None]
     return [(stage, records(job)[0]) for stage, job in jobs]
-
-
-def experiment_names() -> list[str]:
-    """Every file of experiments/, in `make run-sweep`'s order."""
-    return sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
-
-
-def makefile_list(variable: str) -> list[str]:
-    """The names a ``VARIABLE := a b c`` line of the Makefile lists (its one source of truth)."""
-    for line in (REPO / "Makefile").read_text().splitlines():
-        name, sep, value = line.partition(":=")
-        if sep and name.strip() == variable:
-            return value.split("#")[0].split()
-    raise KeyError(f"Makefile sets no {variable}")
-
-
-def gpu_experiments() -> list[str]:
-    """The GPU bundle's experiments: trained on a CUDA machine by normexp/gpu_bundle.py."""
-    from normexp.gpu_bundle import PARTS
-
-    return sorted(name for part in PARTS.values() for name in part)
-
-
-def sweep_experiments() -> list[str]:
-    """The experiments `make run-sweep` runs: all but the grid's and the GPU bundle's."""
-    left_out = set(makefile_list("GRID_EXPERIMENTS")) | set(gpu_experiments())
-    return [name for name in experiment_names() if name not in left_out]
 
 
 def profile_cost(

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from normexp import gpu_bundle
 from normexp.bench.cost import (
     experiment_jobs,
     experiment_names,
@@ -113,6 +114,7 @@ def test_profile_cost_prices_what_run_sweep_runs_and_the_grid_apart():
     left_out = set(makefile_list("GRID_EXPERIMENTS")) | set(gpu_experiments())
     assert left_out and set(sweep_experiments()) == set(experiment_names()) - left_out
     assert all(name.startswith("gpu_") for name in gpu_experiments())
+    assert gpu_experiments() == sorted(e for part in gpu_bundle.PARTS.values() for e in part)
     assert quick.loc["bn_small_batch", "select"] > 0  # the LR selection runs are counted
     assert (standard["run_min"] > 0).all()  # every experiment is priced, the LSTM ones included
     grid = profile_cost("standard", experiments=makefile_list("GRID_EXPERIMENTS"))
