@@ -227,15 +227,16 @@ class Field:
         raise ConfigError(self.path, f"{show(value)} is not allowed; must be {self.allowed()}")
 
 
-def _choices() -> dict[str, tuple[str, ...]]:
-    """The allowed names, taken from the code that implements them."""
+def _choices() -> dict[str, Any]:
+    """The allowed names (and the norms' parameter rules), taken from the code that implements
+    them."""
     from normexp.data.ptb import LEVELS
     from normexp.models import MODELS
     from normexp.models.blocks import ACTIVATIONS
     from normexp.models.cnn import HEADS
     from normexp.models.lstm_cells import CELLS
     from normexp.models.resnet import SHORTCUTS
-    from normexp.norms.registry import NORMS, norm_spec
+    from normexp.norms.registry import NORMS, norm_spec, param_rules
     from normexp.norms.validity import POSITIONS
     from normexp.norms.weight_side import WEIGHT_SIDE
     from normexp.protocol.select import SELECT_ON, STAGES
@@ -269,6 +270,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "position": POSITIONS,
         "select_on": SELECT_ON,
         "stage": STAGES,
+        "norm_params": param_rules(),
     }
 
 
@@ -392,18 +394,8 @@ def fields() -> tuple[Field, ...]:
         F("model.tie_weights", Bool(), (model, ("lstm",))),
         F("norm.name", Choice(c["norm"])),
         F("norm.position", Choice(c["position"])),
-        F("norm.eps", Num(0, lo_open=True), optional=True),
-        F("norm.momentum", Num(0, 1, lo_open=True), optional=True),
-        F("norm.num_groups", Int(1, null=True), optional=True),
-        F("norm.channels_per_group", Int(1, null=True), optional=True),
-        F("norm.group_size", Int(1), optional=True),
-        F("norm.gamma_init", Num(0, lo_open=True), optional=True),
-        F("norm.rmax", Num(1), optional=True),
-        F("norm.dmax", Num(0), optional=True),
-        F("norm.relax_start", Int(0), optional=True),
-        F("norm.relax_end", Int(0), optional=True),
-        F("norm.max_shift", Num(0), optional=True),
-        F("norm.max_scale", Num(1), optional=True),
+        # each norm's parameters, with the rules its registry entry gives them
+        *(F(f"norm.{name}", rule, optional=True) for name, rule in c["norm_params"].items()),
     )
 
 

@@ -11,7 +11,8 @@ from torch import Tensor
 
 from normexp.errors import ConfigError
 from normexp.norms.layers import BatchNorm
-from normexp.norms.registry import ACROSS_SAMPLES, NormContext, register_norm
+from normexp.norms.registry import ACROSS_SAMPLES, EPS, MOMENTUM, NormContext, register_norm
+from normexp.schema import Int, Num
 
 GHOST_GROUP_SIZE = 8  # samples per statistic unless configured: a typical per-device batch
 
@@ -40,7 +41,8 @@ def _ghost_pooled_values(ctx: NormContext) -> int:
 
 @register_norm(
     "ghost_batch",
-    pooled_over=("the samples of one consecutive group of group_size, one channel, all positions"),
+    params={"group_size": Int(1), "eps": EPS, "momentum": MOMENTUM},
+    pooled_over="the samples of one consecutive group of group_size, one channel, all positions",
     color="#17becf",
     uses_batch_stats=True,
     check=_check_ghost_groups,
@@ -86,7 +88,20 @@ class GhostBatchNorm(BatchNorm):
         return torch.cat(parts)
 
 
-@register_norm("batch_renorm", color="#9467bd", uses_batch_stats=True, pooled_over=ACROSS_SAMPLES)
+@register_norm(
+    "batch_renorm",
+    params={
+        "rmax": Num(1),
+        "dmax": Num(0),
+        "relax_start": Int(0),
+        "relax_end": Int(0),
+        "eps": EPS,
+        "momentum": MOMENTUM,
+    },
+    color="#9467bd",
+    uses_batch_stats=True,
+    pooled_over=ACROSS_SAMPLES,
+)
 class BatchRenorm(BatchNorm):
     """Batch renormalization (Ioffe 2017): y = γ·((x−μ_B)/σ_B · r + d) + β with
     r = clip(σ_B/σ, 1/r_max, r_max) and d = clip((μ_B−μ)/σ, −d_max, d_max), both without gradient.
@@ -147,7 +162,12 @@ class BatchRenorm(BatchNorm):
         return F.batch_norm(x, None, None, scale, shift, True, 0.0, self.eps)
 
 
-@register_norm("noisy_batch", uses_batch_stats=True, pooled_over=ACROSS_SAMPLES)
+@register_norm(
+    "noisy_batch",
+    params={"max_shift": Num(0), "max_scale": Num(1), "eps": EPS, "momentum": MOMENTUM},
+    uses_batch_stats=True,
+    pooled_over=ACROSS_SAMPLES,
+)
 class NoisyBatchNorm(BatchNorm):
     """BN followed, in training only, by noise whose distribution changes at every step
     (Santurkar et al. 2018, "noisy BN"): per step and per (sample, channel) a scale
@@ -189,7 +209,12 @@ class NoisyBatchNorm(BatchNorm):
         return y.mul_(s).add_(m)
 
 
-@register_norm("mean_only_batch", uses_batch_stats=True, pooled_over=ACROSS_SAMPLES)
+@register_norm(
+    "mean_only_batch",
+    params={"eps": EPS, "momentum": MOMENTUM},
+    uses_batch_stats=True,
+    pooled_over=ACROSS_SAMPLES,
+)
 class MeanOnlyBatchNorm(BatchNorm):
     """Subtract the batch mean per channel and add β, no division (Salimans & Kingma 2016 pair it
     with weight normalization, which fixes the scale)."""

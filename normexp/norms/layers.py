@@ -12,8 +12,16 @@ import torch
 from torch import Tensor, nn
 
 from normexp.errors import ConfigError
-from normexp.norms.registry import ACROSS_CHANNELS, ACROSS_SAMPLES, NormContext, register_norm
+from normexp.norms.registry import (
+    ACROSS_CHANNELS,
+    ACROSS_SAMPLES,
+    EPS,
+    MOMENTUM,
+    NormContext,
+    register_norm,
+)
 from normexp.norms.validity import refuse_undefined
+from normexp.schema import Int
 
 
 class BatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -77,6 +85,7 @@ def build_none(num_features: int) -> nn.Module:
 
 @register_norm(
     "batch",
+    params={"eps": EPS, "momentum": MOMENTUM},
     pooled_over=ACROSS_SAMPLES,
     color="#1f77b4",
     label="BN",
@@ -90,7 +99,9 @@ def build_batch(num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> 
     return BatchNorm(num_features, eps=eps, momentum=momentum)
 
 
-@register_norm("layer", color="#ff7f0e", label="LN", pooled_over=ACROSS_CHANNELS)
+@register_norm(
+    "layer", params={"eps": EPS}, color="#ff7f0e", label="LN", pooled_over=ACROSS_CHANNELS
+)
 def build_layer(num_features: int, eps: float = 1e-5) -> nn.Module:
     # LN as in the GN paper: statistics over all of (C, H, W), affine per channel. That is
     # GroupNorm with one group, which also covers dense (N, C) inputs.
@@ -103,6 +114,7 @@ def _always(kwargs: Mapping, channels: int) -> bool:
 
 @register_norm(
     "instance",
+    params={"eps": EPS},
     pooled_over="one sample, one channel, all positions",
     color="#d62728",
     label="IN",
@@ -147,6 +159,7 @@ def _one_channel_per_group(kwargs: Mapping, channels: int) -> bool:
 
 @register_norm(
     "group",
+    params={"num_groups": Int(1, null=True), "channels_per_group": Int(1, null=True), "eps": EPS},
     pooled_over="one sample, the channels of one group, all positions",
     color="#2ca02c",
     label="GN",
@@ -184,6 +197,8 @@ class RMSNorm(nn.Module):
         return x * scale
 
 
-@register_norm("rms", color="#8c564b", has_shift=False, pooled_over=ACROSS_CHANNELS)
+@register_norm(
+    "rms", params={"eps": EPS}, color="#8c564b", has_shift=False, pooled_over=ACROSS_CHANNELS
+)
 def build_rms(num_features: int, eps: float = 1e-6) -> nn.Module:
     return RMSNorm(num_features, eps=eps)

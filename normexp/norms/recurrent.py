@@ -7,18 +7,22 @@ error lines list the cells: the plain LSTM, LN-LSTM, the two BN-LSTMs, RMSNorm.
 """
 
 from normexp.norms import layers  # noqa: F401  (none, layer and rms registered first)
+from normexp.norms.registry import EPS as EPS_RULE
+from normexp.norms.registry import MOMENTUM as MOMENTUM_RULE
 from normexp.norms.registry import CellNorm, register_cell
+from normexp.schema import Num
 
 EPS = 1e-5  # every cell's eps (the rms layer's own default, 1e-6, is not used here)
 BN_GAMMA_INIT = 0.1  # Cooijmans et al. 2016, section 4: keeps tanh / sigmoid unsaturated
 BN_MOMENTUM = 0.1  # population statistics: running average over training windows
 
 _BN = {"eps": EPS, "momentum": BN_MOMENTUM, "gamma_init": BN_GAMMA_INIT}
+_BN_RULES = {"eps": EPS_RULE, "momentum": MOMENTUM_RULE, "gamma_init": Num(0, lo_open=True)}
 
 register_cell("none", CellNorm("none"))
 register_cell("layer", CellNorm("layer", {"eps": EPS}))  # Ba et al. 2016, LN-LSTM
 # Cooijmans et al. 2016, BN-LSTM: statistics kept per time step.
-register_cell("batch_per_step", CellNorm("batch", _BN, per_step=True))
+register_cell("batch_per_step", CellNorm("batch", _BN, per_step=True), params=_BN_RULES)
 # BN-LSTM with one set of population statistics for all time steps.
-register_cell("batch_shared", CellNorm("batch", _BN))
+register_cell("batch_shared", CellNorm("batch", _BN), params=_BN_RULES)
 register_cell("rms", CellNorm("rms", {"eps": EPS}))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from torch import nn
 
 from normexp.errors import ConfigError
+from normexp.schema import Num  # a rule of a norm parameter (schema imports no norm at its top)
 
 INPUT_KINDS = ("dense", "image", "recurrent")
 POSITIONS = ("pre", "post")  # pre: layer -> norm -> act; post: layer -> act -> norm
@@ -74,8 +75,13 @@ class NormSpec:
     label: str = ""  # its short name in figures and tables; empty: the registry name
     # What it pools its statistics over, by definition, in C1's words; empty: not stated.
     pooled_over: str = ""
+    # The rule of each keyword argument it takes (its config's norm.<name>; normexp.schema).
+    params: Mapping[str, object] = field(default_factory=dict)
 
 
+# The rules of the parameters most norms share (NormSpec.params).
+EPS = Num(0, lo_open=True)
+MOMENTUM = Num(0, 1, lo_open=True)
 # The two sets most norms pool over (NormSpec.pooled_over).
 ACROSS_SAMPLES = "all samples, one channel, all positions"
 ACROSS_CHANNELS = "one sample, all channels, all positions"
@@ -133,6 +139,17 @@ def norm_spec(name: str, field: str = "norm.name") -> NormSpec:
     if name not in NORMS:
         raise ConfigError(field, f"unknown norm {name!r}; allowed: {', '.join(sorted(NORMS))}")
     return NORMS[name]
+
+
+def param_rules() -> dict[str, object]:
+    """Every norm parameter's rule, from the norms that take it (one rule per name)."""
+    _load()
+    rules: dict[str, object] = {}
+    for spec in NORMS.values():
+        for name, rule in spec.params.items():
+            if rules.setdefault(name, rule) != rule:
+                raise ValueError(f"norm parameter {name!r} has two rules")
+    return rules
 
 
 def pooled_sets() -> dict[str, str]:

@@ -420,3 +420,16 @@ def test_c1_reads_what_each_norm_pools_over_from_its_registry_entry():
     assert set(pooled_sets()) == set(CHECKED)  # every norm C1 checks states its set
     assert pooled_sets()["group"] == NORMS["group"].pooled_over
     assert "all channels" in pooled_sets()["layer"] and "all samples" in pooled_sets()["batch"]
+
+
+def test_every_norm_parameter_has_its_rule_in_the_registry_and_the_schema_reads_them():
+    from normexp import schema
+    from normexp.norms.registry import NORMS, norm_parameters, param_rules
+
+    for name, spec in NORMS.items():
+        taken = {p for kind in spec.input_kinds for p in norm_parameters(name, kind)}
+        assert taken <= set(spec.params), (name, taken - set(spec.params))
+    rows = {f.path: f.rule for f in schema.fields() if f.path.startswith("norm.")}
+    assert {k: v for k, v in rows.items() if k not in ("norm.name", "norm.position")} == {
+        f"norm.{p}": rule for p, rule in param_rules().items()
+    }
