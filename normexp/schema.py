@@ -240,7 +240,7 @@ def _choices() -> dict[str, Any]:
     from normexp.norms.validity import POSITIONS
     from normexp.norms.weight_side import WEIGHT_SIDE
     from normexp.protocol.select import SELECT_ON, STAGES
-    from normexp.tasks import TASKS
+    from normexp.tasks import all_tasks
     from normexp.tracking.wandb_mirror import MODES
     from normexp.train.device import DEVICES
     from normexp.train.image_to_image import LOSSES, TARGETS
@@ -251,7 +251,7 @@ def _choices() -> dict[str, Any]:
     return {
         "profile": PROFILES,
         "mode": MODES,
-        "task": tuple(TASKS),
+        "task": tuple(all_tasks()),
         "device": DEVICES,
         "probes": PROBES,
         "loss": tuple(LOSSES),

@@ -9,15 +9,22 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from normexp.data.augment import CIFAR10_MEAN, CIFAR10_STD, normalize
-from normexp.models import build_model
+from normexp.data.cifar10 import load_cifar10
+from normexp.data.paths import resolve_data_dir
+from normexp.errors import ConfigError
+from normexp.models import build_model, check_model
 from normexp.norms.precise_bn import recompute_bn_stats
 from normexp.norms.weight_side import l1_penalty
+from normexp.tasks import Task
 from normexp.train.cifar_splits import CifarSplits
 from normexp.train.device import autocast, place_model
 from normexp.train.evaluate import evaluate, evaluate_with_batch_stats, has_batch_stats
 from normexp.train.fit import TaskHooks, fit
 from normexp.train.optim import build_optimizer_and_scheduler
 from normexp.train.weight_stats import weight_statistics
+from normexp.validate_fields import check_int
+
+CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000
 
 if TYPE_CHECKING:
     from normexp.train.instrumented import StepProbes
@@ -147,3 +154,43 @@ def train_classifier(
         progress_position,
         checkpoint,
     )
+
+
+def check_classification(c: Mapping) -> None:
+    """The classification task's own rules: CIFAR-10's split sizes, the batch, the model."""
+    data = c["data"]
+    if data["name"] != "cifar10":
+        raise ConfigError(
+            "data.name", f"unknown {data['name']!r} for classification; allowed: cifar10"
+        )
+    check_int("data.n_train", data["n_train"], allow_none=True)
+    check_int("data.n_val", data["n_val"])
+    check_int("data.n_test", data["n_test"], allow_none=True)
+    if data["n_val"] + (data["n_train"] or 0) > CIFAR10_TRAIN:
+        raise ConfigError(
+            "data.n_train",
+            f"n_train + n_val = {data['n_val'] + data['n_train']} exceeds the {CIFAR10_TRAIN} "
+            f"CIFAR-10 training images; at most {CIFAR10_TRAIN - data['n_val']} with this n_val",
+        )
+    if data["n_val"] >= CIFAR10_TRAIN:
+        raise ConfigError("data.n_val", f"must be < {CIFAR10_TRAIN}, the training images")
+    if (data["n_test"] or 0) > CIFAR10_TEST:
+        raise ConfigError("data.n_test", f"at most {CIFAR10_TEST} (the CIFAR-10 test set) or null")
+    n_train = data["n_train"] if data["n_train"] is not None else CIFAR10_TRAIN - data["n_val"]
+    batch_size = c["train"]["batch_size"]
+    if batch_size > n_train:  # an epoch of no full batch: nothing would train
+        raise ConfigError(
+            "train.batch_size",
+            f"{batch_size} is larger than the {n_train} training images (data.n_train); "
+            f"allowed: 1 to {n_train}",
+        )
+    check_model(c["model"], c["norm"], c["train"]["batch_size"])
+
+
+def prepare_cifar10(c: Mapping) -> None:
+    """CIFAR-10 where the config says, downloaded and checked (DataError if it cannot be)."""
+    data = c["data"]
+    load_cifar10(resolve_data_dir(c["paths"]["data_dir"]), data["download"], data["verify"])
+
+
+TASK = Task("classification", check_classification, prepare_cifar10, train_classifier, amp=True)

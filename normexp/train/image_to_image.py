@@ -31,7 +31,9 @@ from normexp.data.corruptions import (
 )
 from normexp.errors import ConfigError
 from normexp.models.generator import build_generator, check_generator
+from normexp.tasks import Task
 from normexp.train.cifar_splits import CifarSplits
+from normexp.train.classification import prepare_cifar10
 from normexp.train.device import place_model
 from normexp.train.evaluate import has_batch_stats
 from normexp.train.fit import TaskHooks, fit
@@ -311,3 +313,24 @@ def train_image_to_image(
         progress_position,
         checkpoint,
     )
+
+
+def _train_task(
+    c: Mapping, log_epoch: Callable[[dict], None], bar_row: int, checkpoint: Path | None = None
+) -> dict:
+    # The run folder is where the job keeps the checkpoint: the sample grid goes beside it.
+    run_dir = checkpoint.parent if checkpoint is not None else None
+    return train_image_to_image(c, log_epoch, bar_row, checkpoint, artifacts_dir=run_dir)
+
+
+# C6: undo per-image contrast / colour changes of CIFAR-10 images (C6a), or map them to a
+# fixed stylization that discards them (C6b), with a generator
+TASK = Task(
+    "image_to_image",
+    check_image_to_image,
+    prepare_cifar10,
+    _train_task,
+    models=("generator",),
+    groups="train=image_to_image data=cifar10 model=generator optim=adam",
+    example="bn_generation",
+)

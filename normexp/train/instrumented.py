@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from normexp.errors import ConfigError
+from normexp.tasks import Task
+from normexp.train.classification import check_classification, prepare_cifar10, train_classifier
 from normexp.train.landscape import ics_per_layer, landscape_along_gradient
 from normexp.validate_fields import check_int, check_number
 
@@ -229,10 +231,24 @@ def train_instrumented(
     checkpoint: Path | None = None,
 ) -> dict:
     """The classification loop with probes before the steps that are due (see StepProbes)."""
-    from normexp.train.classification import train_classifier
-
     train_cfg = cfg["train"]
     probes = StepProbes(
         train_cfg["probe_every"], train_cfg["probes"], train_cfg["probe_step_sizes"]
     )
     return train_classifier(cfg, log_epoch, progress_position, checkpoint, probes=probes)
+
+
+def check_instrumented(c: Mapping) -> None:
+    check_classification(c)
+    check_probes(c["train"])
+
+
+# C9, C10: classification plus probes of ICS and of the loss landscape
+TASK = Task(
+    "instrumented_classification",
+    check_instrumented,
+    prepare_cifar10,
+    train_instrumented,
+    groups="train=instrumented data=cifar10 model=cnn",
+    example="not_ics",
+)

@@ -27,6 +27,7 @@ from normexp.data.paths import resolve_data_dir
 from normexp.data.ptb import LEVELS, PTBCorpus, batchify, bptt_windows, load_ptb
 from normexp.errors import ConfigError
 from normexp.models.lstm import build_language_model, check_lstm, detach_state
+from normexp.tasks import Task
 from normexp.train.fit import TaskHooks, fit
 from normexp.train.optim import build_optimizer_and_scheduler, training_steps
 from normexp.validate_fields import check_choice, check_int, check_number
@@ -188,3 +189,22 @@ def train_language_model(
     return fit(
         cfg, lambda device: LanguageModel(cfg, device), log_epoch, progress_position, checkpoint
     )
+
+
+def prepare_ptb(c: Mapping) -> None:
+    """PTB at the config's level, downloaded and checked (DataError if it cannot be)."""
+    data = c["data"]
+    load_ptb(resolve_data_dir(c["paths"]["data_dir"]), data["level"], data["download"])
+
+
+# C7: LSTM language model on PTB, the cell chosen by norm.name
+TASK = Task(
+    "language_model",
+    check_language_model,
+    prepare_ptb,
+    train_language_model,
+    models=("lstm",),
+    data="ptb",
+    groups="train=language_model data=ptb model=lstm optim=adam_lm",
+    example="rnn_norm",
+)

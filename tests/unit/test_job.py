@@ -96,8 +96,8 @@ def test_a_single_run_that_fails_is_recorded_then_exits_1(tmp_path, cifar_data, 
     def broken_train(*args, **kwargs):
         raise RuntimeError("a bug in training")
 
-    task = tasks.TASKS["classification"]
-    monkeypatch.setitem(tasks.TASKS, "classification", replace(task, train=broken_train))
+    task = tasks.get_task("classification")
+    monkeypatch.setitem(tasks.all_tasks(), "classification", replace(task, train=broken_train))
     cfg = job_config(tmp_path, cifar_data, "tracking.mode=disabled", hydra_node=True)
     HydraConfig.instance().set_config(cfg)
     with pytest.raises(SystemExit) as info:
