@@ -159,13 +159,7 @@ def train_classifier(
 def check_classification(c: Mapping) -> None:
     """The classification task's own rules: CIFAR-10's split sizes, the batch, the model."""
     data = c["data"]
-    if data["name"] != "cifar10":
-        raise ConfigError(
-            "data.name", f"unknown {data['name']!r} for classification; allowed: cifar10"
-        )
-    check_int("data.n_train", data["n_train"], allow_none=True)
-    check_int("data.n_val", data["n_val"])
-    check_int("data.n_test", data["n_test"], allow_none=True)
+    check_cifar10_fields(data, "classification")
     if data["n_val"] + (data["n_train"] or 0) > CIFAR10_TRAIN:
         raise ConfigError(
             "data.n_train",
@@ -185,6 +179,15 @@ def check_classification(c: Mapping) -> None:
             f"allowed: 1 to {n_train}",
         )
     check_model(c["model"], c["norm"], c["train"]["batch_size"])
+
+
+def check_cifar10_fields(data: Mapping, task: str) -> None:
+    """``data.name`` and the split sizes' types, as every CIFAR-10 task checks them."""
+    if data["name"] != "cifar10":
+        raise ConfigError("data.name", f"unknown {data['name']!r} for {task}; allowed: cifar10")
+    check_int("data.n_train", data["n_train"], allow_none=True)
+    check_int("data.n_val", data["n_val"])
+    check_int("data.n_test", data["n_test"], allow_none=True)
 
 
 def prepare_cifar10(c: Mapping) -> None:

@@ -33,7 +33,7 @@ from normexp.errors import ConfigError
 from normexp.models.generator import build_generator, check_generator
 from normexp.tasks import Task
 from normexp.train.cifar_splits import CifarSplits
-from normexp.train.classification import prepare_cifar10
+from normexp.train.classification import check_cifar10_fields, prepare_cifar10
 from normexp.train.device import place_model
 from normexp.train.evaluate import has_batch_stats
 from normexp.train.fit import TaskHooks, fit
@@ -48,13 +48,7 @@ LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"mse": F.mse_loss, "l1"
 def check_image_to_image(c: Mapping) -> None:
     """Every rule of an image-to-image run beyond the shared ones, each naming its field."""
     data, train = c["data"], c["train"]
-    if data["name"] != "cifar10":
-        raise ConfigError(
-            "data.name", f"unknown {data['name']!r} for image_to_image; allowed: cifar10"
-        )
-    check_int("data.n_train", data["n_train"], allow_none=True)
-    check_int("data.n_val", data["n_val"])
-    check_int("data.n_test", data["n_test"], allow_none=True)
+    check_cifar10_fields(data, "image_to_image")
     if data["n_train"] is not None and data["n_train"] < train["batch_size"]:
         raise ConfigError(
             "data.n_train",
