@@ -18,11 +18,16 @@ in the order of the earlier blocks. It is C3's control (experiments/bn_position_
 by default a ``post`` CNN ends with a norm right before the head and a ``pre`` CNN with an
 activation, which confounds the position with "is there a norm before the head"."""
 
+from collections.abc import Mapping
+
 from torch import Tensor, nn
 
+from normexp.errors import ConfigError
 from normexp.models.blocks import make_activation, norm_block
 from normexp.models.init import init_weights
+from normexp.models.spec import ModelSpec
 from normexp.norms.registry import NormFactory
+from normexp.norms.validity import check_norm, refuse_per_channel_post
 
 
 class GlobalAvgPool(nn.Module):
@@ -94,3 +99,47 @@ def smallest_feature_map(widths: list[int], image_size: int = 32) -> int:
     """H*W of the last stage (one max-pool, or stride-2 conv, per stage after the first)."""
     side = image_size // 2 ** (len(widths) - 1)
     return side * side
+
+
+def check_cnn(model: Mapping, factory: NormFactory, batch_size: int, image_size: int) -> None:
+    """The CNN's own rules, and its norm's at each normalized layer."""
+    widths = list(model["widths"])
+    if not widths or any(int(w) <= 0 for w in widths):
+        raise ConfigError("model.widths", f"{widths} must be a non-empty list of positive ints")
+    if model["convs_per_stage"] <= 0:
+        raise ConfigError("model.convs_per_stage", "must be a positive int")
+    channels = normalized_channels(widths, model["convs_per_stage"])
+    head = model.get("head", "grid")
+    if head not in HEADS:
+        raise ConfigError("model.head", f"unknown {head!r}; allowed: {', '.join(HEADS)}")
+    final_norm = model.get("final_norm", True)
+    if final_norm is False and factory.name == "none":
+        raise ConfigError(
+            "model.final_norm", "false leaves out the last block's norm: needs a norm"
+        )
+    if head == "gap" and final_norm:
+        # In ``post`` the last conv block ends with the norm and global average pooling
+        # follows: the logits would not depend on the input.
+        refuse_per_channel_post(
+            factory,
+            channels[-1],
+            "global average pooling makes every channel's mean equal β, so the CNN would "
+            "ignore its input",
+        )
+    values = batch_size * smallest_feature_map(widths, image_size)
+    check_norm(factory.name, "image", channels, values, factory.kwargs, batch_size)
+
+
+def build_cnn(model: Mapping, factory: NormFactory, num_classes: int) -> nn.Module:
+    return VGGNet(
+        list(model["widths"]),
+        model["convs_per_stage"],
+        factory,
+        model["activation"],
+        num_classes=num_classes,
+        head=model.get("head", "grid"),
+        final_norm=model.get("final_norm", True),
+    )
+
+
+MODEL = ModelSpec("cnn", check_cnn, build_cnn)

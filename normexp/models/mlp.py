@@ -1,10 +1,15 @@
 """MLP on flattened images, built from the same norm blocks as the CNN."""
 
+from collections.abc import Mapping
+
 from torch import Tensor, nn
 
+from normexp.errors import ConfigError
 from normexp.models.blocks import norm_block
 from normexp.models.init import init_weights
+from normexp.models.spec import ModelSpec
 from normexp.norms.registry import NormFactory
+from normexp.norms.validity import check_norm
 
 
 class MLP(nn.Module):
@@ -31,3 +36,25 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+def check_mlp(model: Mapping, factory: NormFactory, batch_size: int, image_size: int) -> None:
+    """The MLP's own rules, and its norm's on its dense hidden layers."""
+    for field in ("hidden", "depth"):
+        if model[field] <= 0:
+            raise ConfigError(f"model.{field}", f"{model[field]} must be a positive int")
+    check_norm(factory.name, "dense", [model["hidden"]], batch_size, factory.kwargs, batch_size)
+
+
+def build_mlp(model: Mapping, factory: NormFactory, num_classes: int) -> nn.Module:
+    return MLP(
+        3 * 32 * 32,
+        model["hidden"],
+        model["depth"],
+        factory,
+        model["activation"],
+        num_classes=num_classes,
+    )
+
+
+MODEL = ModelSpec("mlp", check_mlp, build_mlp)

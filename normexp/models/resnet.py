@@ -31,12 +31,17 @@ No block's last γ is initialized to zero (a common trick, off here: the method 
 Weights are He-initialized (``init.py``), which keeps the un-normalized ResNet trainable.
 """
 
+from collections.abc import Mapping
+
 from torch import Tensor, nn
 
+from normexp.errors import ConfigError
 from normexp.models.blocks import make_activation, norm_block
 from normexp.models.cnn import GlobalAvgPool
 from normexp.models.init import init_weights
+from normexp.models.spec import ModelSpec
 from normexp.norms.registry import NormFactory
+from normexp.norms.validity import check_norm, refuse_per_channel_post
 
 SHORTCUTS = ("A", "B")
 BASE_WIDTHS = (16, 32, 64)
@@ -136,3 +141,48 @@ class ResNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
+
+
+def check_resnet(model: Mapping, factory: NormFactory, batch_size: int, image_size: int) -> None:
+    """The ResNet's own rules, and its norm's at each normalized layer."""
+    depth, width_mult = model["depth"], model["width_mult"]
+    if not _is_int(depth) or depth < 8 or (depth - 2) % 6:
+        raise ConfigError(
+            "model.depth", f"{depth!r} must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110)"
+        )
+    if not _is_int(width_mult) or width_mult < 1:
+        raise ConfigError("model.width_mult", f"{width_mult!r} must be an int >= 1")
+    if model["shortcut"] not in SHORTCUTS:
+        raise ConfigError(
+            "model.shortcut", f"unknown {model['shortcut']!r}; allowed: {', '.join(SHORTCUTS)}"
+        )
+    channels = resnet_normalized_channels(depth, width_mult)
+    # In ``post`` the last block ends with the norm, and global average pooling follows.
+    refuse_per_channel_post(
+        factory,
+        channels[-1],
+        "global average pooling makes every channel's mean equal β, so the ResNet would ignore "
+        "its input",
+    )
+    # Three stages, two stride-2 convs: the last stage's maps are image_size / 4 on a side.
+    values = batch_size * (image_size // 4) ** 2
+    check_norm(factory.name, "image", channels, values, factory.kwargs, batch_size)
+
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def build_resnet(model: Mapping, factory: NormFactory, num_classes: int) -> nn.Module:
+    return ResNet(
+        model["depth"],
+        model["width_mult"],
+        factory,
+        model["activation"],
+        shortcut=model.get("shortcut", "A"),
+        num_classes=num_classes,
+    )
+
+
+MODEL = ModelSpec("resnet", check_resnet, build_resnet)
