@@ -34,7 +34,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 # a new loader with every job, so the cache cannot live on the instance. Bounded, oldest out.
 _COMPOSED: "OrderedDict[tuple, _Frozen]" = OrderedDict()
 _MAX_COMPOSED = 256
-_FILES: dict[tuple, "_Frozen"] = {}  # parsed config files, by (loader token, path)
+_FILES: "OrderedDict[tuple, _Frozen]" = OrderedDict()  # parsed files, by (token, path)
+_MAX_FILES = 4096
 
 
 class _Frozen:
@@ -126,8 +127,7 @@ class SweepConfigLoader(ConfigLoaderImpl):
                 run_mode=RunMode.RUN,
             )
             _COMPOSED[key] = _Frozen(config)
-            while len(_COMPOSED) > _MAX_COMPOSED:
-                _COMPOSED.popitem(last=False)
+            _evict_oldest(_COMPOSED, _MAX_COMPOSED)
         _COMPOSED.move_to_end(key)
         return _COMPOSED[key]
 
@@ -151,7 +151,14 @@ class _FilesReadOnce(CachingConfigRepository):
         key = (self.token, config_path, os.getcwd())
         if key not in _FILES:
             _FILES[key] = _Frozen(self.delegate.load_config(config_path=config_path))
+            _evict_oldest(_FILES, _MAX_FILES)
+        _FILES.move_to_end(key)
         return _FILES[key].thaw()
+
+
+def _evict_oldest(cache: OrderedDict, size: int) -> None:
+    while len(cache) > size:
+        cache.popitem(last=False)
 
 
 def _files_token(search_path: Any) -> str:
