@@ -22,12 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from normexp.catalogue import (  # noqa: F401 - the catalogue, as the cost's callers name it
-    experiment_names,
-    gpu_experiments,
-    makefile_list,
-    sweep_experiments,
-)
+from normexp.catalogue import gpu_experiments, makefile_list, sweep_experiments
 from normexp.tracking.collect import collect_runs, experiments_in_store
 
 REPO = Path(__file__).resolve().parents[2]

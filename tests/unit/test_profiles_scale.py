@@ -10,15 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from normexp import gpu_bundle
-from normexp.bench.cost import (
-    experiment_jobs,
-    experiment_names,
-    gpu_experiments,
-    job_seconds,
-    makefile_list,
-    profile_cost,
-    sweep_experiments,
-)
+from normexp.bench.cost import experiment_jobs, job_seconds, profile_cost
+from normexp.catalogue import experiment_names, gpu_experiments, makefile_list, sweep_experiments
 from normexp.schema import PROFILES
 from normexp.tracking.store import run_key
 
