@@ -309,18 +309,20 @@ ROWS = (
 )
 
 
-def support_table(tables: Tables) -> list[dict]:
-    """One dict per row: claim, label, and the call in each family (by name)."""
+def support_table(tables: Tables, rows: tuple[Row, ...] = ROWS) -> list[dict]:
+    """One dict per row (default: every row): claim, label, and the call in each family (by
+    name)."""
     return [
         {"claim": r.claim, "label": r.label, **{f.name: r.cell(tables, f) for f in FAMILIES}}
-        for r in ROWS
+        for r in rows
     ]
 
 
 def families_line(tables: Tables, claim: str) -> str:
     """'CNN: C4a supported, C4b contradicted; MLP: not run yet' for one claim's rows ('' for a
     claim without rows), for the claim's own verdict."""
-    rows = [(r, t) for r, t in zip(support_table(tables), ROWS, strict=True) if t.claim == claim]
+    own = tuple(t for t in ROWS if t.claim == claim)  # only these: each cell is paired tests
+    rows = list(zip(support_table(tables, own), own, strict=True))
     parts = []
     for f in FAMILIES:
         calls = [(t.tag, r[f.name].split(" (")[0]) for r, t in rows if r[f.name] != NA]

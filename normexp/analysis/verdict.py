@@ -117,7 +117,7 @@ def by_seed(
     mask = df[col.STATUS] == "ok"
     for column, wanted in where.items():
         mask &= df[column] == wanted
-    rows = df[mask]
+    rows = df.loc[mask, [col.SEED, value]]  # two columns, not every config column's copy
     return {int(s): float(v) for s, v in zip(rows[col.SEED], rows[value], strict=True)}
 
 

@@ -49,7 +49,8 @@ def test_smoke_sweep_writes_runs_figure_and_verdict_then_resumes(tmp_path, reque
     if real_ptb() is not None:  # the session's smoke store holds the sweep and `figures`
         store = request.getfixturevalue("smoke_store")
         results, data_dir, md5 = store.results, real_ptb(), None
-        sweep, first, figures = store.sweep_args("rnn_norm"), store.sweeps["rnn_norm"], None
+        sweep, first = store.sweep_args("rnn_norm"), store.sweeps["rnn_norm"]
+        figures = store.figures
     else:  # tiny fake PTB files, in one process (above)
         data_dir = tmp_path / "data"
         md5 = write_fake_ptb(data_dir)

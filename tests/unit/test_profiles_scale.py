@@ -60,8 +60,10 @@ def test_standard_lr_grid_has_four_values_over_8x_and_separate_selection_seeds(h
     assert len(protocol["quick"]["lr_grid"]) == 3  # quick: the coarser grid
 
 
-@pytest.mark.parametrize("experiment", experiment_names())
+@pytest.mark.parametrize("experiment", gpu_experiments())
 def test_every_experiment_composes_and_validates_at_standard(hydra_ctx, experiment):
+    # The GPU bundle's experiments here: the cost test below resolves (so validates) every job
+    # of every other experiment at standard, those of `make run-sweep` and of `make run-grid`.
     jobs = experiment_jobs(master("standard", experiment))  # resolve_config: validated
     assert jobs and all(job["profile"] == "standard" for _, job in jobs)
     assert all(job_seconds(job) > 0 for _, job in jobs)
