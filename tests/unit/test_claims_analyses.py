@@ -28,7 +28,7 @@ from normexp.analysis.claims import load_analyses
 from normexp.analysis.record import MIN_SEEDS, declared_seeds
 from normexp.analysis.verdict import by_seed
 from normexp.models import build_model
-from normexp.sweep import sweep_overrides
+from normexp.sweep import compose_jobs, sweep_overrides
 from normexp.train.weight_stats import weight_statistics
 from normexp.validate import resolve_config
 
@@ -496,7 +496,7 @@ def jobs_of(experiment: str, profile: str) -> list[dict]:
         overrides=[f"experiment={experiment}", f"profile={profile}"],
         return_hydra_config=True,
     )
-    return [resolve_config(hydra.compose("config", overrides=job)) for job in sweep_overrides(cfg)]
+    return [resolve_config(job) for job in compose_jobs(cfg)]  # as the launcher composes them
 
 
 @pytest.mark.parametrize("profile", ["smoke", "quick"])

@@ -8,11 +8,12 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
+from omegaconf import DictConfig
 
 from normexp.data import ptb
 from normexp.errors import ConfigError
 from normexp.models.lstm_cells import CELLS
-from normexp.sweep import sweep_overrides
+from normexp.sweep import compose_jobs, sweep_overrides
 from normexp.tracking.store import run_key
 from normexp.train import Diverged
 from normexp.train import language_model as lm
@@ -39,17 +40,28 @@ def config(*overrides: str, experiment: str = "rnn_norm") -> dict:
     return resolve_config(cfg)
 
 
-def jobs(experiment: str, profile: str, seeds: tuple[int, ...] | None = None) -> list[list[str]]:
-    """The overrides of an experiment's sweep jobs at ``profile`` (of ``seeds`` only, if given)."""
-    cfg = hydra.compose(
+def master(experiment: str, profile: str) -> DictConfig:
+    return hydra.compose(
         "config",
         overrides=[f"experiment={experiment}", f"profile={profile}"],
         return_hydra_config=True,
     )
-    every = [[f"profile={profile}", *job] for job in sweep_overrides(cfg)]
+
+
+def jobs(experiment: str, profile: str, seeds: tuple[int, ...] | None = None) -> list[list[str]]:
+    """The overrides of an experiment's sweep jobs at ``profile`` (of ``seeds`` only, if given)."""
+    every = sweep_overrides(master(experiment, profile))
     if seeds is None:
         return every
     return [job for job in every if {f"seed={s}" for s in seeds} & set(job)]
+
+
+def job_configs(experiment: str, profile: str, seeds: tuple[int, ...]) -> list[dict]:
+    """The resolved configs of those jobs, composed as the launcher composes them."""
+    return [
+        resolve_config(job)
+        for job in compose_jobs(master(experiment, profile), jobs(experiment, profile, seeds))
+    ]
 
 
 def train(cfg: dict, checkpoint: Path | None = None) -> tuple[dict, list[dict]]:
@@ -97,7 +109,7 @@ def test_rnn_norm_runs_keep_their_committed_keys(hydra_ctx):
     committed = REPO / "results" / "quick" / "runs" / "rnn_norm"
     if not committed.is_dir():
         pytest.skip("no committed store")
-    keys = {run_key(config(*job)) for job in jobs("rnn_norm", "quick", (0, 1, 2))}
+    keys = {run_key(c) for c in job_configs("rnn_norm", "quick", (0, 1, 2))}
     assert len(keys) == len(CELLS) * 3
     assert keys <= {p.name for p in committed.iterdir()}
 
@@ -107,7 +119,7 @@ def test_the_small_batch_grid_has_one_step_budget_at_every_batch_size(hydra_ctx,
     # every cell x 5 batch sizes x the seeds rnn_norm runs (the profile's)
     assert len(jobs("rnn_small_batch", profile)) == 5 * len(jobs("rnn_norm", profile))
     # Seeds never change the budget: one job per cell and batch size keeps this fast.
-    configs = [config(*job) for job in jobs("rnn_small_batch", profile, (0,))]
+    configs = job_configs("rnn_small_batch", profile, (0,))
     assert {c["norm"]["name"] for c in configs} == set(CELLS)
     assert sorted({c["train"]["batch_size"] for c in configs}) == [4, 8, 16, 32, 64]
     budgets = {c["train"]["steps"] for c in configs}
@@ -129,7 +141,7 @@ def test_the_small_batch_grid_has_one_step_budget_at_every_batch_size(hydra_ctx,
 
 @pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
 def test_the_word_experiment_sweeps_every_cell_at_word_level(hydra_ctx, profile):
-    configs = [config(*job) for job in jobs("rnn_words", profile, (0,))]
+    configs = job_configs("rnn_words", profile, (0,))
     assert sorted({c["norm"]["name"] for c in configs}) == sorted(CELLS)
     assert {c["data"]["level"] for c in configs} == {"word"}
     assert {c["optim"]["name"] for c in configs} == {"sgd"}
