@@ -60,15 +60,22 @@ def smoke_job(store: Path, cifar_data, *overrides: str):
         )
 
 
-@pytest.fixture
-def store(tmp_path) -> Path:
-    """A store holding a copy of the committed quick runs of one experiment, reported."""
-    root = tmp_path / "results"
+@pytest.fixture(scope="module")
+def reported_store(tmp_path_factory) -> Path:
+    """A store holding a copy of the committed quick runs of one experiment, reported once for
+    the module (a report is seconds)."""
+    root = tmp_path_factory.mktemp("reported") / "results"
     quick = profile_dir(root, RECORD_PROFILE)
     shutil.copytree(COMMITTED / "runs" / EXPERIMENT, quick / "runs" / EXPERIMENT)
     shutil.copy(COMMITTED / "sweeps.jsonl", quick / "sweeps.jsonl")
     figures.main(["--results-dir", str(root), "--wandb-mode", "disabled"])
     return root
+
+
+@pytest.fixture
+def store(reported_store, tmp_path) -> Path:
+    """This test's own copy of the reported store."""
+    return Path(shutil.copytree(reported_store, tmp_path / "results", symlinks=True))
 
 
 def test_profile_dir_is_one_folder_per_profile_and_never_a_store_folder(tmp_path):

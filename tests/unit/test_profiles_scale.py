@@ -112,7 +112,7 @@ def test_profile_cost_prices_what_run_sweep_runs_and_the_grid_apart():
     assert gpu_experiments() == sorted(e for part in gpu_bundle.PARTS.values() for e in part)
     assert quick.loc["bn_small_batch", "select"] > 0  # the LR selection runs are counted
     assert (standard["run_min"] > 0).all()  # every experiment is priced, the LSTM ones included
-    grid = profile_cost("standard", experiments=makefile_list("GRID_EXPERIMENTS"))
+    grid = profile_cost("smoke", experiments=makefile_list("GRID_EXPERIMENTS"))  # one seed
     assert set(grid.index) == set(makefile_list("GRID_EXPERIMENTS")) and grid["record"].sum() > 0
     assert {"mlp_small_batch", "norm_position", "rnn_small_batch"} <= set(grid.index)
 
