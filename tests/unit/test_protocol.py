@@ -297,6 +297,7 @@ def test_protocol_sweep_selects_records_checks_and_resumes(tmp_path, cifar_data)
         "runtime.progress=false", f"hydra.sweep.dir={tmp_path / 'hydra'}",
         "hydra.sweeper.params.norm='none,batch'", "protocol.lr_grid=[0.5,2.0]",
         "protocol.max_widen=0", "protocol.check.norm=batch", *extra,
+        "hydra.launcher.n_jobs=1",  # the stages are the point here; workers: test_interrupt
     ]
     first = run_cli(args, tmp_path / "results", data_dir)
     assert first.returncode == 0, first.stderr[-3000:]
