@@ -1,8 +1,9 @@
 """The smoke store that several end-to-end tests read: every experiment's smoke sweep, then
 `figures` on the whole store, trained once a session. Each command runs as `python -m` would,
-and the commands one after another in one process (tests.helpers.run_cli_batch): Python, Hydra,
-torch and the launcher's workers start once instead of once per experiment. The tests that need
-a fresh process (resuming a sweep, killing one) start their own."""
+and the commands one after another in one process (tests.helpers.run_cli_batch), each sweep's
+jobs in that process (n_jobs=1): Python, Hydra and torch start once instead of once per
+experiment. The tests that need a fresh process (resuming a sweep, killing one) start their
+own."""
 
 import subprocess
 from dataclasses import dataclass
@@ -42,6 +43,10 @@ class SmokeStore:
             f"tracking.mode={mode}",
             "runtime.progress=false",
             f"hydra.sweep.dir={self.root / 'hydra' / experiment}",
+            # The jobs run in the batch's own process, one after another: smoke runs are mostly
+            # start-up, and launcher workers (two imports of torch each) are what the interrupt,
+            # store-fault and CLI tests exercise.
+            "hydra.launcher.n_jobs=1",
             *([] if experiment in NEEDS_PTB else self.extra),
         ]
 

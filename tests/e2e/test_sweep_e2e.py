@@ -68,7 +68,7 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(smoke_stor
 
     # The exploration notebook: executed on the committed results (tests/e2e/test_notebook.py).
 
-    # Determinism across processes: a run trained by a launcher worker equals the same config
+    # Determinism across processes: a run trained by the sweep's process equals the same config
     # trained again here.
     from normexp.train.classification import train_classifier
 
