@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from normexp.analysis import columns as col
+from normexp.analysis.anchors import CAFFENET_TOP1
 from normexp.analysis.claims import Claim
 from normexp.analysis.paired import difference, json_safe
 from normexp.analysis.stats import mean_ci
@@ -41,7 +42,6 @@ ANCHOR = (
     "(ducha-aiki/caffenet-benchmark, one run each): BN before ReLU 47.4% vs after ReLU 49.9% top-1"
 )
 CLAIM = Claim.from_doc("C3", EXPERIMENT, ANCHOR, __doc__)
-ANCHOR_CAFFENET = {"pre": 47.4, "post": 49.9}  # top-1 accuracy (%), one run each
 KEY_CELL = ("cnn", "relu")  # the claim's setting
 CONTROL_CELL = ("cnn, same layer before the head", "relu")  # the control's rows, relabelled
 CELLS = (("cnn", "relu"), CONTROL_CELL, ("cnn", "tanh"), ("mlp", "relu"), ("mlp", "tanh"))
@@ -151,8 +151,8 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         ax_diff.grid(alpha=0.3, axis="y")
     anchor_bars(
         ax_ref,
-        ANCHOR_CAFFENET,
-        [POSITION_COLORS[p] for p in ANCHOR_CAFFENET],
+        CAFFENET_TOP1,
+        [POSITION_COLORS[p] for p in CAFFENET_TOP1],
         ["BN before\nReLU", "BN after\nReLU"],
         ylim=(40, 52),
         ylabel="top-1 accuracy (%)",
@@ -244,7 +244,7 @@ def verdict(tables: dict) -> dict:
                 "deciding_cell": key_name,
                 "cells": diffs,
                 "control_flips_sign": flips,
-                "anchor_caffenet_top1": ANCHOR_CAFFENET,
+                "anchor_caffenet_top1": CAFFENET_TOP1,
             }
         ),
     )

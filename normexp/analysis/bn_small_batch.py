@@ -37,6 +37,7 @@ import pandas as pd
 
 from normexp.analysis import architecture
 from normexp.analysis import columns as col
+from normexp.analysis.anchors import GN_PAPER_ERROR_BY_BATCH
 from normexp.analysis.claims import Claim
 from normexp.analysis.paired import (
     against_zero,
@@ -63,11 +64,6 @@ ANCHOR = (
     "BN 23.6/23.7/24.8/27.3/34.7, GN 24.1/24.2/24.0/24.2/24.1 (one run each)"
 )
 CLAIM = Claim.from_doc("C4", EXPERIMENT, ANCHOR, __doc__)
-# Wu & He 2018 (Group Normalization), ResNet-50 on ImageNet, top-1 error (%) by images per GPU.
-ANCHOR_GN_PAPER = {
-    "batch": {32: 23.6, 16: 23.7, 8: 24.8, 4: 27.3, 2: 34.7},
-    "group": {32: 24.1, 16: 24.2, 8: 24.0, 4: 24.2, 2: 24.1},
-}
 NORM_ORDER = ("batch", "group", "layer", "instance", "none")
 DEVICES = "bn_small_batch_devices"
 REMEDIES = "bn_small_batch_remedies"
@@ -194,14 +190,14 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         mark_not_run(ax_dev, DEVICES)
     else:
         _draw_devices(ax_dev, df, devices)
-    for norm, errs in ANCHOR_GN_PAPER.items():
+    for norm, errs in GN_PAPER_ERROR_BY_BATCH.items():
         sizes = sorted(errs)
         ax_ref.plot(
             sizes, [errs[s] for s in sizes], "s--", color=norm_color(norm), label=norm_label(norm)
         )
     ax_ref.set_title("Anchor: GN paper, ResNet-50 ImageNet (one run each)", fontsize=9)
     ax_ref.set_ylabel("top-1 error (%)")
-    log2_axis(ax_ref, sorted(ANCHOR_GN_PAPER["batch"]), "images per GPU")
+    log2_axis(ax_ref, sorted(GN_PAPER_ERROR_BY_BATCH["batch"]), "images per GPU")
     return save_figure(fig, out, "C4: does BN degrade at small batch sizes, and does GN not?")
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from normexp.analysis import columns as col
-from normexp.analysis import rnn_norm, style
+from normexp.analysis import style
 from normexp.analysis.claims import ReportSection
 from normexp.analysis.paired import against_zero, batch_cells, difference, gap, pooled_by_seed
 from normexp.analysis.record import select
@@ -78,9 +78,9 @@ FAMILIES = (
     Family("MLP", "mlp_small_batch", "mlp", col.TEST_ERR, "test error (%)", 100, "batch", "group"),
     Family(
         "LSTM",
-        rnn_norm.GRID_EXPERIMENT,  # PTB characters, the same step budget at every batch size
+        "rnn_small_batch",  # PTB characters, the same step budget at every batch size
         "lstm",
-        rnn_norm.GRID_METRIC,
+        col.TEST_BPC,
         "test bits per character",
         1,
         "batch_per_step",

@@ -26,6 +26,7 @@ import pandas as pd
 
 from normexp.analysis import architecture
 from normexp.analysis import columns as col
+from normexp.analysis.anchors import GN_PAPER_ERROR_AT_32
 from normexp.analysis.claims import Claim
 from normexp.analysis.convergence import THRESHOLD_PP, cell_convergence, passing, record_runs
 from normexp.analysis.paired import difference, fmt_ci, json_safe, pooled_by_seed
@@ -50,7 +51,6 @@ ANCHOR = (
 )
 CLAIM = Claim.from_doc("C8", NAME, ANCHOR, __doc__)
 MIN_BATCH = 32
-ANCHOR_GN_PAPER = {"batch": 23.6, "group": 24.1, "layer": 25.3, "instance": 28.4}
 NORM_ORDER = ("batch", "group", "layer", "instance", "none")
 DECIDING = ("layer", "batch", "group")  # the norms C8 compares
 NO_RUNS = (
@@ -152,9 +152,9 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         mark_not_run(ax, f"{EXPERIMENT} at batch ≥ {MIN_BATCH}")
     anchor_bars(
         ax_ref,
-        ANCHOR_GN_PAPER,
-        [norm_color(n) for n in ANCHOR_GN_PAPER],
-        [norm_label(n) for n in ANCHOR_GN_PAPER],
+        GN_PAPER_ERROR_AT_32,
+        [norm_color(n) for n in GN_PAPER_ERROR_AT_32],
+        [norm_label(n) for n in GN_PAPER_ERROR_AT_32],
         ylim=(20, 30),
         ylabel="top-1 error (%)",
         title="Anchor: GN paper, ResNet-50 ImageNet, 32/GPU",

@@ -46,32 +46,36 @@ decided it.
 """
 
 import math
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 from normexp.analysis import architecture
 from normexp.analysis import columns as col
 from normexp.analysis.claims import Claim
+from normexp.analysis.curves import (
+    color,
+    curve,
+    label,
+    landscape_notes,
+    ok_runs,
+    parse_list,
+    plot_curve,
+    save_landscape,
+    scale_note,
+    usable,
+)
 from normexp.analysis.paired import difference, json_safe
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import (
-    caption,
-    finish,
     mark_not_run,
-    norm_color,
-    norm_label,
-    save_figure,
     seed_bar,
 )
 from normexp.analysis.verdict import (
     by_seed,
     conjunction,
-    failures,
     finite,
     holm_family,
     join_notes,
@@ -89,79 +93,7 @@ ANCHOR = (
 )
 CLAIM = Claim.from_doc("C9", EXPERIMENT, ANCHOR, __doc__)
 NORM_ORDER = ("none", "batch", "noisy_batch")
-COLORS = {"noisy_batch": "#e377c2"}
-LABELS = {"noisy_batch": "noisy BN"}
 
-_TOKEN = re.compile(r"-?inf|nan|None|[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-
-
-def color(norm: str) -> str:
-    return COLORS.get(norm, norm_color(norm))
-
-
-def label(norm: str) -> str:
-    return LABELS.get(norm, norm_label(norm))
-
-
-def parse_list(value: object) -> list[float]:
-    """A summary list back from a table cell: a list, or its text as the collected table keeps
-    it (``"[0.1, None, inf]"``); None and NaN become NaN; a missing cell gives []."""
-    if isinstance(value, list | tuple | np.ndarray):
-        return [math.nan if v is None else float(v) for v in value]
-    if not isinstance(value, str):
-        return []
-    return [math.nan if t == "None" else float(t) for t in _TOKEN.findall(value)]
-
-
-def ok_runs(df: pd.DataFrame, where: dict[str, object]) -> pd.DataFrame:
-    """Finished (status ok) runs whose columns equal ``where`` ({column: wanted})."""
-    if df.empty:
-        return df
-    col.require(df, (col.STATUS, *where))
-    mask = df[col.STATUS] == "ok"
-    for column, wanted in where.items():
-        mask &= df[column] == wanted
-    return df[mask]
-
-
-def curve(
-    runs: pd.DataFrame,
-    column: str,
-    x_column: str | None = None,
-    *,
-    transform: Callable[[float], float] | None = None,
-    log: bool = False,
-) -> tuple[list[float], list[float], list[float], list[float]]:
-    """(x, mean, lo, hi) over the runs of a per-run list column: 95% CI over runs at each index,
-    the lists cut to the shortest. ``transform`` maps each value first; with ``log`` the mean and
-    CI are taken of log10 (geometric mean, for positive quantities drawn on a log axis); values
-    that are not finite (or not positive with ``log``) are left out. x: ``x_column``'s list of the
-    first run, else 1, 2, …"""
-    if column not in runs:
-        return [], [], [], []
-    lists = [parse_list(v) for v in runs[column]]
-    lists = [[transform(x) for x in v] if transform else v for v in lists if v]
-    if not lists:
-        return [], [], [], []
-    n = min(len(v) for v in lists)
-    xs = parse_list(runs[x_column].iloc[0])[:n] if x_column and x_column in runs else []
-    if len(xs) < n:
-        xs = list(range(1, n + 1))
-    mean, lo, hi = [], [], []
-    for i in range(n):
-        values = [v[i] for v in lists if math.isfinite(v[i]) and (v[i] > 0 or not log)]
-        m, a, b = mean_ci([math.log10(v) for v in values] if log else values)
-        if log:
-            m, a, b = (10**t if math.isfinite(t) else math.nan for t in (m, a, b))
-        mean.append(m)
-        lo.append(a)
-        hi.append(b)
-    return xs, mean, lo, hi
-
-
-def plot_curve(ax, xs: Sequence, mean: Sequence, lo: Sequence, hi: Sequence, **kw) -> None:  # noqa: ANN001
-    ax.plot(xs, mean, marker="o", ms=3, lw=1.6, **kw)
-    ax.fill_between(xs, lo, hi, color=kw.get("color"), alpha=0.18, lw=0)
 
 
 def _norms(df: pd.DataFrame) -> list[str]:
@@ -169,48 +101,9 @@ def _norms(df: pd.DataFrame) -> list[str]:
     return [n for n in NORM_ORDER if n in present] + sorted(present - set(NORM_ORDER))
 
 
-def usable(df: pd.DataFrame, *columns: str) -> bool:
-    """Runs of one CNN at one batch size over norms (and LRs), with a test accuracy."""
-    return col.has_rows(df, col.NORM, col.BATCH, col.LR, *columns) and col.TEST_ACC in df
-
-
-def scale_note(df: pd.DataFrame) -> str:
-    """'quick profile, 4000 train images, batch 128': the scale the figure and notes state."""
-    n_train = col.first(df, col.N_TRAIN)
-    images = f", {int(n_train)} train images" if n_train is not None else ""
-    return f"{col.first(df, col.PROFILE, '?')} profile{images}, batch {df[col.BATCH].iloc[0]}"
-
-
 def _scale_note(df: pd.DataFrame) -> str:
     lr, seeds = df[col.LR].iloc[0], df[col.SEED].nunique()
     return f"{scale_note(df)}, LR {lr} per 128, {seeds} seed(s)"
-
-
-def landscape_notes(df: pd.DataFrame, scale: str, caveat: str) -> str:
-    """The verdict's notes: failed runs, the scale and what it means for the comparison."""
-    return join_notes(failures(df), f"scale: {scale}; {caveat}")
-
-
-def save_landscape(  # noqa: PLR0913
-    fig,  # noqa: ANN001 - a matplotlib Figure
-    axes,  # noqa: ANN001
-    out: Path,
-    title: str,
-    note: str | None,
-    anchor: str,
-    model: str = "VGG-style CNN",
-) -> Path:
-    """The figure at ``out``, cropped to its content; when runs were drawn (a scale ``note``),
-    first grids and legends on every panel, and the scale and the anchor below them."""
-    if note is not None:
-        for ax in axes:
-            finish(ax)
-        caption(
-            fig,
-            f"Ours: CIFAR-10 {model}, {note}; mean and 95% CI "
-            "over seeds (geometric on log axes). Anchor: " + anchor,
-        )
-    return save_figure(fig, out, title, bbox_inches="tight")
 
 
 def steps_to_target(

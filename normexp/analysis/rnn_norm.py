@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from normexp.analysis import columns as col
+from normexp.analysis.anchors import COOIJMANS_TEST_BPC, ZAREMBA_SMALL_PERPLEXITY
 from normexp.analysis.claims import Claim
 from normexp.analysis.paired import difference, json_safe
 from normexp.analysis.stats import mean_ci
@@ -60,22 +61,12 @@ from normexp.tracking.store import RunRecord
 EXPERIMENT = "rnn_norm"
 SMALL_BATCH = "rnn_small_batch"  # the cells x batch 4..64 on PTB characters, one step budget
 WORDS = "rnn_words"  # the cells on PTB words, perplexity
-# The LSTM family of the grid section (normexp/analysis/grid.py): its experiment and its metric
-# (test bits per character, lower is better), per cell and batch size.
-GRID_EXPERIMENT = SMALL_BATCH
-GRID_METRIC = col.TEST_BPC
-GRID_FAMILY = {"family": "LSTM", "experiment": GRID_EXPERIMENT, "metric": GRID_METRIC}
 ANCHOR = (
     "Cooijmans et al. 2016 (Recurrent Batch Normalization), PTB characters, 1000 units, batch 64, "
     "Adam 2e-3, windows of 100: test 1.38 bpc (LSTM) vs 1.32 (BN-LSTM, statistics per time "
     "step); Ba et al. 2016 (Layer Normalization) report LN-LSTM gains on other sequence tasks"
 )
 CLAIM = Claim.from_doc("C7", EXPERIMENT, ANCHOR, __doc__)
-ANCHOR_COOIJMANS = {"none": 1.38, "batch_per_step": 1.32}  # PTB char test bpc, one run each
-# Zaremba et al. 2014 (Recurrent Neural Network Regularization), Table 1, "non-regularized LSTM":
-# the small model (2 x 200 units, 20 steps unrolled, batch 20, SGD, 13 epochs, no dropout) on PTB
-# words, perplexity. The paper profile of rnn_words is this model.
-ANCHOR_ZAREMBA = {"valid": 120.7, "test": 114.5}
 # Paired differences the batch grid reports per batch size (a − b, test bpc; unadjusted).
 GRID_PAIRS = (
     ("batch_per_step", "layer"),
@@ -304,7 +295,7 @@ def word_level(df: pd.DataFrame) -> dict:
             f"minus_{ref}": {c: difference(ppl[c], ppl[ref]) for c in _ordered(ppl) if c != ref}
             for ref in refs
         },
-        "anchor_zaremba_small": ANCHOR_ZAREMBA,
+        "anchor_zaremba_small": ZAREMBA_SMALL_PERPLEXITY,
         "profile": col.first(df, col.PROFILE),
     }
 
@@ -411,8 +402,8 @@ def _draw_final(ax, cells: pd.DataFrame, unit: str, lengths: tuple[int, int] | N
 
 
 def _draw_anchor(ax) -> None:  # noqa: ANN001
-    cells = list(ANCHOR_COOIJMANS)
-    values = [ANCHOR_COOIJMANS[c] for c in cells]
+    cells = list(COOIJMANS_TEST_BPC)
+    values = [COOIJMANS_TEST_BPC[c] for c in cells]
     bars = ax.bar(range(len(cells)), values, color=[CELL_COLORS[c] for c in cells], width=0.6)
     for bar, v in zip(bars, values, strict=True):
         ax.annotate(
@@ -588,10 +579,10 @@ def _draw_words(ax, df: pd.DataFrame) -> None:  # noqa: ANN001
             "(filled: trained length, open: longer windows)",
             fontsize=9,
         )
-    ax.axhline(ANCHOR_ZAREMBA["test"], color="#d62728", ls=":", lw=1.2)
+    ax.axhline(ZAREMBA_SMALL_PERPLEXITY["test"], color="#d62728", ls=":", lw=1.2)
     ax.annotate(
-        f"Zaremba et al. 2014, small LSTM (2×200, all of PTB): {ANCHOR_ZAREMBA['test']}",
-        (0.02, ANCHOR_ZAREMBA["test"]),
+        f"Zaremba et al. 2014, small LSTM (2×200, all of PTB): {ZAREMBA_SMALL_PERPLEXITY['test']}",
+        (0.02, ZAREMBA_SMALL_PERPLEXITY["test"]),
         xycoords=("axes fraction", "data"),
         xytext=(0, 3),
         textcoords="offset points",

@@ -35,6 +35,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from normexp.analysis import anchors
 from normexp.analysis.architecture import NAMES as ARCHITECTURES
 from normexp.analysis.claims import ReportSection
 
@@ -55,30 +56,27 @@ PROFILE_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
 def _anchor_values() -> list[tuple[str, str, float, str]]:
     """(sub-claim id, the statistic as it starts, the anchor's value of it, the anchor), from the
     numbers the claims' own analyses compare with (one run each)."""
-    from normexp.analysis.bn_position import ANCHOR_CAFFENET
-    from normexp.analysis.bn_small_batch import ANCHOR_GN_PAPER as GN_BATCHES
-    from normexp.analysis.ln_in_cnn import ANCHOR_GN_PAPER as GN_32
-    from normexp.analysis.rnn_norm import ANCHOR_COOIJMANS
-    from normexp.analysis.weight_side import ANCHOR_SK
-
     gn = "GN paper, ResNet-50 ImageNet"
-    bn_gn = {b: GN_BATCHES["batch"][b] - GN_BATCHES["group"][b] for b in GN_BATCHES["batch"]}
-    lstm = ANCHOR_COOIJMANS["batch_per_step"] - ANCHOR_COOIJMANS["none"]
+    by_batch, at_32 = anchors.GN_PAPER_ERROR_BY_BATCH, anchors.GN_PAPER_ERROR_AT_32
+    bn_gn = {b: by_batch["batch"][b] - by_batch["group"][b] for b in by_batch["batch"]}
+    sk, caffenet = anchors.SALIMANS_KINGMA_ERROR, anchors.CAFFENET_TOP1
+    bpc = anchors.COOIJMANS_TEST_BPC
+    lstm = bpc["batch_per_step"] - bpc["none"]
     bn_lstm = "BN-LSTM, per-step stats − plain LSTM, test bpc"
     return [
-        ("C2c", "test accuracy, WN alone − none", ANCHOR_SK["none"] - ANCHOR_SK["WN"],
+        ("C2c", "test accuracy, WN alone − none", sk["none"] - sk["WN"],
          "Salimans & Kingma 2016, CIFAR-10"),
-        ("C3", "test accuracy, post − pre", ANCHOR_CAFFENET["post"] - ANCHOR_CAFFENET["pre"],
+        ("C3", "test accuracy, post − pre", caffenet["post"] - caffenet["pre"],
          "CaffeNet on ImageNet, top-1"),
         ("C4a", "growth of BN − GN test error from batch 32 to 2", bn_gn[2] - bn_gn[32], gn),
         ("C4b", "BN − GN test error at batch 2", bn_gn[2], gn),
         ("C7a", bn_lstm, lstm, "Cooijmans et al. 2016, PTB characters"),
         ("C7b", bn_lstm, lstm, "Cooijmans et al. 2016, PTB characters"),
-        ("C8", "LN − BN test error", GN_32["layer"] - GN_32["batch"], f"{gn}, batch 32"),
-        ("C8", "LN − GN test error", GN_32["layer"] - GN_32["group"], f"{gn}, batch 32"),
+        ("C8", "LN − BN test error", at_32["layer"] - at_32["batch"], f"{gn}, batch 32"),
+        ("C8", "LN − GN test error", at_32["layer"] - at_32["group"], f"{gn}, batch 32"),
         ("C11 tiny batch", "GN vs BN, pp of error", bn_gn[2], f"{gn}, batch 2"),
         ("C11 otherwise (batch ≥ 32)", "BN vs IN, pp of error",
-         GN_32["instance"] - GN_32["batch"], f"{gn}, batch 32"),
+         at_32["instance"] - at_32["batch"], f"{gn}, batch 32"),
     ]
 
 

@@ -32,7 +32,7 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.claims import Claim
-from normexp.analysis.not_ics import (
+from normexp.analysis.curves import (
     color,
     curve,
     label,

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from normexp.analysis import columns as col
+from normexp.analysis.anchors import SALIMANS_KINGMA_ERROR
 from normexp.analysis.claims import Claim
 from normexp.analysis.columns import L2_NORM, NEAR_ZERO
 from normexp.analysis.paired import difference, fmt_ci, json_safe
@@ -52,7 +53,6 @@ ANCHOR = (
     "WN + mean-only BN 7.31% (Table 1; one run each); L1/L2: no published anchor at this scale"
 )
 CLAIM = Claim.from_doc("C2", EXPERIMENT, ANCHOR, __doc__)
-ANCHOR_SK = {"none": 8.43, "BN": 8.05, "WN": 8.46, "WN + mean-only BN": 7.31}
 CONFIG = (col.NORM, col.WEIGHT_SIDE, col.L1, col.WEIGHT_DECAY)
 PLAIN_ARMS = {  # (norm.name, model.weight_side) without any penalty -> arm label
     ("none", "none"): "none",
@@ -228,9 +228,9 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         _c_panel(ax_c, parts(df))
     anchor_bars(
         ax_ref,
-        ANCHOR_SK,
-        [ARM_COLORS[n] for n in ANCHOR_SK],
-        list(ANCHOR_SK),
+        SALIMANS_KINGMA_ERROR,
+        [ARM_COLORS[n] for n in SALIMANS_KINGMA_ERROR],
+        list(SALIMANS_KINGMA_ERROR),
         ylim=(6, 9.5),
         ylabel="test error (%)",
         title="Anchor: Salimans & Kingma 2016\nCIFAR-10 (one run each)",

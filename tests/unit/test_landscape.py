@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import normexp
-from normexp.analysis import not_ics, smoothness
+from normexp.analysis import curves, smoothness
 from normexp.errors import ConfigError
 from normexp.models.cnn import VGGNet
 from normexp.norms import NormFactory
@@ -315,8 +315,8 @@ def test_smoothness_verdict_both_ways_and_not_run_yet(tmp_path):
 
 
 def test_list_cells_parse_back_from_the_collected_text():
-    assert not_ics.parse_list("[0.5, None, inf, -1e-05, 3]")[2] == math.inf
-    parsed = not_ics.parse_list("[0.5, None, inf, -1e-05, 3]")
+    assert curves.parse_list("[0.5, None, inf, -1e-05, 3]")[2] == math.inf
+    parsed = curves.parse_list("[0.5, None, inf, -1e-05, 3]")
     assert parsed[0] == 0.5 and math.isnan(parsed[1]) and parsed[3:] == [-1e-05, 3.0]
-    assert not_ics.parse_list([1, None]) == [1.0, pytest.approx(math.nan, nan_ok=True)]
-    assert not_ics.parse_list(float("nan")) == []
+    assert curves.parse_list([1, None]) == [1.0, pytest.approx(math.nan, nan_ok=True)]
+    assert curves.parse_list(float("nan")) == []
