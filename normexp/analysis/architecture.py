@@ -15,6 +15,7 @@ beside it, and a claim or sub-claim the two decide differently is named.
 """
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -232,6 +233,31 @@ def own_store(tables: Tables, experiment: str, resnet: str) -> dict[str, Tables]
     reader strips it to runs of record itself (``columns.table``); C8 is handed the check runs
     there too (``ClaimAnalysis.reads_checks``) and pairs them."""
     return {FALLBACK: tables, "resnet": {experiment: tables.get(resnet, pd.DataFrame())}}
+
+
+@dataclass(frozen=True)
+class PerArchitecture:
+    """A claim decided on each architecture apart (its CNN runs under ``experiment``, the
+    ResNet's in their own store folder ``resnet``), the one the baseline rule picks deciding:
+    the claim writes only ``verdict_of`` and ``deciding_of`` for one architecture's tables."""
+
+    experiment: str
+    resnet: str
+    verdict_of: Callable[[Tables], dict]
+    deciding_of: Callable[[Tables], Tables]
+
+    def architectures(self, tables: Tables) -> dict[str, Tables]:
+        return own_store(tables, self.experiment, self.resnet)
+
+    def verdict(self, tables: Tables) -> dict:
+        """The verdict of record."""
+        return decide(self.architectures(tables), self.experiment, self.verdict_of)
+
+    def deciding(self, tables: Tables) -> Tables:
+        """The deciding cells, on the architecture of record."""
+        return deciding(
+            self.architectures(tables), self.experiment, self.verdict_of, self.deciding_of
+        )
 
 
 def draw_baseline(ax, dfs: Mapping[str, pd.DataFrame]) -> None:  # noqa: ANN001 - a matplotlib Axes

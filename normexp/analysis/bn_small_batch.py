@@ -287,16 +287,6 @@ def bn_gn_errors(df: pd.DataFrame, batch: int) -> tuple[dict[int, float], dict[i
     )
 
 
-def verdict(tables: dict) -> dict:
-    """The verdict of record: each architecture's apart, the one the baseline rule picks
-    (normexp/analysis/architecture.py) decides."""
-    return architecture.decide(_architectures(tables), EXPERIMENT, verdict_of)
-
-
-def _architectures(tables: dict) -> dict[str, dict]:
-    return architecture.own_store(tables, EXPERIMENT, RESNET)
-
-
 def verdict_of(tables: dict) -> dict:
     """C4's verdict from one architecture's tables (its runs under bn_small_batch's name)."""
     df = col.table(tables, EXPERIMENT)
@@ -371,11 +361,6 @@ def verdict_of(tables: dict) -> dict:
     )
 
 
-def deciding(tables: dict) -> dict:
-    """The cells that decide C4, on the architecture of record."""
-    return architecture.deciding(_architectures(tables), EXPERIMENT, verdict_of, deciding_of)
-
-
 def deciding_of(tables: dict) -> dict:
     """The cells that decide C4 on one architecture: BN and GN of the plain protocol (the other
     protocols and the remedies are reported, not decided on)."""
@@ -383,10 +368,16 @@ def deciding_of(tables: dict) -> dict:
     return {EXPERIMENT: select(df, {col.NORM: ["batch", "group"]}) if _usable(df, col.NORM) else df}
 
 
+# Decided per architecture (normexp/analysis/architecture.py): the baseline rule picks which.
+PER_ARCHITECTURE = architecture.PerArchitecture(EXPERIMENT, RESNET, verdict_of, deciding_of)
+verdict = PER_ARCHITECTURE.verdict
+deciding = PER_ARCHITECTURE.deciding
+
 ANALYSIS = CLAIM.analysis(
     "BN degrades at tiny batches; GN is the choice there",
     (EXPERIMENT, DEVICES, REMEDIES, RESNET),
     draw,
     verdict,
     deciding,
+    per_architecture=PER_ARCHITECTURE,
 )

@@ -137,16 +137,6 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     )
 
 
-def verdict(tables: dict) -> dict:
-    """The verdict of record: each architecture's apart, the one the baseline rule picks
-    (normexp/analysis/architecture.py) decides."""
-    return architecture.decide(_architectures(tables), EXPERIMENT, verdict_of)
-
-
-def _architectures(tables: dict) -> dict[str, dict]:
-    return architecture.own_store(tables, EXPERIMENT, RESNET)
-
-
 def verdict_of(tables: dict) -> dict:
     """C5's verdict from one architecture's tables (its runs under bn_small_batch's name)."""
     df = bn_runs(col.table(tables, EXPERIMENT))
@@ -186,16 +176,16 @@ def verdict_of(tables: dict) -> dict:
     )
 
 
-def deciding(tables: dict) -> dict:
-    """The cell that decides C5, on the architecture of record."""
-    return architecture.deciding(_architectures(tables), EXPERIMENT, verdict_of, deciding_of)
-
-
 def deciding_of(tables: dict) -> dict:
     """The cell that decides C5 on one architecture: BN at the smallest batch size."""
     df = bn_runs(col.table(tables, EXPERIMENT))
     return {EXPERIMENT: select(df, {col.BATCH: df[col.BATCH].min()}) if not df.empty else df}
 
+
+# Decided per architecture (normexp/analysis/architecture.py): the baseline rule picks which.
+PER_ARCHITECTURE = architecture.PerArchitecture(EXPERIMENT, RESNET, verdict_of, deciding_of)
+verdict = PER_ARCHITECTURE.verdict
+deciding = PER_ARCHITECTURE.deciding
 
 ANALYSIS = CLAIM.analysis(
     "BN's statistics differ between training and inference",
@@ -203,4 +193,5 @@ ANALYSIS = CLAIM.analysis(
     draw,
     verdict,
     deciding,
+    per_architecture=PER_ARCHITECTURE,
 )

@@ -7,10 +7,14 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from normexp.analysis.verdict import make_verdict
+
+if TYPE_CHECKING:  # architecture imports this module's Tables (through record and compute)
+    from normexp.analysis.architecture import PerArchitecture
 
 Tables = dict[str, pd.DataFrame]  # experiment name -> collected table (empty: not run yet)
 
@@ -49,6 +53,8 @@ class ClaimAnalysis:
     # whether its tables carry the convergence check's runs beside the runs of record (C8: a
     # cell counts only where its check passes; every other analysis reads runs of record only)
     reads_checks: bool = False
+    # a claim decided per architecture: how (another claim may read its architecture of record)
+    per_architecture: "PerArchitecture | None" = None
 
 
 @dataclass(frozen=True)
@@ -90,10 +96,12 @@ class Claim:
         verdict: Callable,
         deciding: Callable[[Tables], Tables] | None = None,
         reads_checks: bool = False,
+        per_architecture: "PerArchitecture | None" = None,
     ) -> "ClaimAnalysis":
         return ClaimAnalysis(
-            self.id, self.name, title, reads, draw, verdict, deciding, reads_checks
-        )
+            self.id, self.name, title, reads, draw, verdict, deciding, reads_checks,
+            per_architecture,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -124,3 +132,9 @@ def load_analyses() -> list[ClaimAnalysis]:
             continue
         analyses.append(module.ANALYSIS)
     return analyses
+
+
+def analysis_named(name: str) -> ClaimAnalysis:
+    """The registered analysis ``name``: how one claim reads another's outcome without
+    importing its module."""
+    return next(a for a in load_analyses() if a.name == name)

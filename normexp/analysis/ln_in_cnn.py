@@ -123,7 +123,7 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     """Left: on the architecture of record, each norm's test error over the batch sizes where
     LN, BN and GN are all trained; without one, what the convergence check measured instead
     (each deciding cell's gain from twice the budget). Right: the anchor."""
-    per_arch = _architectures(tables)
+    per_arch = PER_ARCHITECTURE.architectures(tables)
     model, _ = architecture.of_record(per_arch, EXPERIMENT, verdict_of)
     mine = per_arch[model]
     arch = architecture.name(model, col.table(mine, EXPERIMENT))
@@ -195,16 +195,6 @@ def draw_gains(ax, gains: pd.DataFrame, arch: str) -> None:  # noqa: ANN001 - a 
     ax.grid(alpha=0.3, axis="y")
 
 
-def verdict(tables: dict) -> dict:
-    """The verdict of record: each architecture's apart, the one the baseline rule picks
-    (normexp/analysis/architecture.py) decides."""
-    return architecture.decide(_architectures(tables), EXPERIMENT, verdict_of)
-
-
-def _architectures(tables: dict) -> dict[str, dict]:
-    return architecture.own_store(tables, EXPERIMENT, RESNET)
-
-
 def verdict_of(tables: dict) -> dict:
     """C8's verdict from one architecture's tables (its runs under bn_small_batch's name)."""
     df = trained_runs(tables)
@@ -247,11 +237,6 @@ def verdict_of(tables: dict) -> dict:
     )
 
 
-def deciding(tables: dict) -> dict:
-    """The cells that decide C8, on the architecture of record."""
-    return architecture.deciding(_architectures(tables), EXPERIMENT, verdict_of, deciding_of)
-
-
 def deciding_of(tables: dict) -> dict:
     """The cells that decide C8 on one architecture: LN, BN and GN at batch ≥ 32."""
     df = col.table(tables, EXPERIMENT)
@@ -261,11 +246,17 @@ def deciding_of(tables: dict) -> dict:
     return {EXPERIMENT: select(large, {col.NORM: list(DECIDING)})}
 
 
+# Decided per architecture (normexp/analysis/architecture.py): the baseline rule picks which.
+PER_ARCHITECTURE = architecture.PerArchitecture(EXPERIMENT, RESNET, verdict_of, deciding_of)
+verdict = PER_ARCHITECTURE.verdict
+deciding = PER_ARCHITECTURE.deciding
+
 ANALYSIS = CLAIM.analysis(
     "LN in CNNs is worse than BN or GN",
     (EXPERIMENT, RESNET),
     draw,
     verdict,
     deciding,
+    per_architecture=PER_ARCHITECTURE,
     reads_checks=True,  # a cell counts only where its convergence check passes
 )

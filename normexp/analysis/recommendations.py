@@ -33,9 +33,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from normexp.analysis import architecture, bn_small_batch
+from normexp.analysis import architecture
 from normexp.analysis import columns as col
-from normexp.analysis.claims import Claim
+from normexp.analysis.claims import Claim, analysis_named
 from normexp.analysis.paired import difference, json_safe, pooled_by_seed
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import norm_label, save_figure
@@ -124,6 +124,8 @@ def rnn_scores(df: pd.DataFrame) -> dict[str, dict[int, float]]:
     return _pooled(df, col.TEST_BPC, None)
 
 
+C4 = "bn_small_batch"  # C4's analysis and its experiment: its scenarios read C4's runs of record
+C4_RESNET = "bn_small_batch_resnet"  # C4's ResNet cells (their own store folder)
 SCENARIOS = (
     Scenario(
         "tiny batch",
@@ -214,7 +216,7 @@ def sources(tables: dict) -> list[Source]:
     chosen once for both."""
     c4 = c4_runs(tables)
     return [
-        c4 if s.experiment == bn_small_batch.EXPERIMENT
+        c4 if s.experiment == C4
         else (col.table(tables, s.experiment), s.experiment, None)
         for s in SCENARIOS
     ]
@@ -222,12 +224,11 @@ def sources(tables: dict) -> list[Source]:
 
 def c4_runs(tables: dict) -> Source:
     """bn_small_batch's runs on C4's architecture of record (architecture.py)."""
-    per_arch = architecture.own_store(tables, bn_small_batch.EXPERIMENT, bn_small_batch.RESNET)
-    model, _ = architecture.of_record(
-        per_arch, bn_small_batch.EXPERIMENT, bn_small_batch.verdict_of
-    )
-    df = col.table(per_arch[model], bn_small_batch.EXPERIMENT)
-    folder = bn_small_batch.RESNET if model == "resnet" else bn_small_batch.EXPERIMENT
+    c4 = analysis_named(C4).per_architecture
+    per_arch = c4.architectures(tables)
+    model, _ = architecture.of_record(per_arch, C4, c4.verdict_of)
+    df = col.table(per_arch[model], C4)
+    folder = c4.resnet if model == "resnet" else C4
     return df, folder, architecture.name(model, df)
 
 
@@ -378,7 +379,7 @@ def deciding(tables: dict) -> dict:
 
 ANALYSIS = CLAIM.analysis(
     "RNN → LN; generation → IN; tiny batch → GN; otherwise BN",
-    (*dict.fromkeys(s.experiment for s in SCENARIOS), bn_small_batch.RESNET),
+    (*dict.fromkeys(s.experiment for s in SCENARIOS), C4_RESNET),
     draw,
     verdict,
     deciding,

@@ -11,20 +11,25 @@ from normexp.data.cifar10 import clear_cache, load_cifar10
 from normexp.data.image_batches import ImageBatches
 
 
-def ours_images_per_s(data_dir: Path, n: int, batch_size: int = 128) -> float:
-    """Load (unpickle into uint8 tensors) + normalize + augment one epoch of ``n`` images."""
-    clear_cache()  # count the load, as torchvision's dataset does in its constructor
-    t0 = time.perf_counter()
+def augmented_batches(data_dir: Path, n: int, batch_size: int, drop_last: bool) -> ImageBatches:
+    """One shuffled, augmented epoch over the first ``n`` training images, as the suite trains."""
     cifar = load_cifar10(data_dir, download=False, verify=False)
-    batches = ImageBatches(
+    return ImageBatches(
         cifar.train_x[:n],
         cifar.train_y[:n],
         batch_size,
         shuffle=True,
         augment=True,
-        drop_last=False,
+        drop_last=drop_last,
         generator=torch.Generator().manual_seed(0),
     )
+
+
+def ours_images_per_s(data_dir: Path, n: int, batch_size: int = 128) -> float:
+    """Load (unpickle into uint8 tensors) + normalize + augment one epoch of ``n`` images."""
+    clear_cache()  # count the load, as torchvision's dataset does in its constructor
+    t0 = time.perf_counter()
+    batches = augmented_batches(data_dir, n, batch_size, drop_last=False)
     seen = sum(len(y) for _, y in batches)
     return seen / (time.perf_counter() - t0)
 

@@ -7,8 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from normexp.data.cifar10 import load_cifar10
-from normexp.data.image_batches import ImageBatches
+from normexp.bench.data import augmented_batches
 from normexp.models import build_model
 from normexp.train.classification import train_classifier
 
@@ -74,16 +73,7 @@ def suite_images_per_s(data_dir: Path, n: int, batch_size: int, **model_norm: di
 
 def bare_images_per_s(data_dir: Path, n: int, batch_size: int) -> float:
     torch.manual_seed(0)
-    cifar = load_cifar10(data_dir, download=False, verify=False)
-    batches = ImageBatches(
-        cifar.train_x[:n],
-        cifar.train_y[:n],
-        batch_size,
-        shuffle=True,
-        augment=True,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(0),
-    )
+    batches = augmented_batches(data_dir, n, batch_size, drop_last=True)
     model = build_model(MODEL, NORM).to(memory_format=torch.channels_last)  # as the suite
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     t0, seen = time.perf_counter(), 0

@@ -13,13 +13,13 @@ libm's expf): the row's ratio is the throughput of the portable build over that 
 cost of results that do not depend on the CPU.
 """
 
-import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from normexp.bench.timing import interleaved_median
 from normexp.models import lstm_cells, lstm_kernel
 from normexp.models.lstm_cells import CELLS, NormLSTMLayer
 
@@ -111,22 +111,6 @@ def _train_step(forward, params: list[Tensor], x: Tensor):  # noqa: ANN001, ANN2
     return step
 
 
-def interleaved_cpu_median(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median CPU seconds of this process per call, calls alternating round-robin. CPU time, not
-    wall time: on a shared machine the wall clock also counts the time other processes hold the
-    core, which would blur a ratio of single-threaded work."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.process_time()
-            fn()
-            times[name].append(time.process_time() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
 # (hidden, emb, batch, window): the quick profile's character-level LSTM, and a larger one.
 SIZES = ((128, 64, 32, 50), (256, 64, 64, 100))
 
@@ -158,7 +142,7 @@ def bench_rnn(
             if fast_math is not None:
                 forward = _with_kernel(fast_math, lambda v, m=layer: m(v)[0])
                 fns["fast_math"] = _train_step(forward, params, x)
-            t = interleaved_cpu_median(fns, repeats)
+            t = interleaved_median(fns, repeats, warmup=2, clock=time.process_time)
             for ref in [name for name in fns if name != "ours"]:
                 target = {"fused": TARGET_VS_FUSED.get(cell), "eager": TARGET_VS_EAGER}.get(ref)
                 if ref == "eager" and cell == "none":
