@@ -14,7 +14,7 @@ import pandas as pd
 from normexp.analysis import columns as col
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import caption, finish, norm_color, norm_label, save_figure
-from normexp.analysis.verdict import failures, join_notes
+from normexp.analysis.verdict import failures, join_notes, ok_mask
 
 COLORS = {"noisy_batch": "#e377c2"}
 LABELS = {"noisy_batch": "noisy BN"}
@@ -42,13 +42,7 @@ def parse_list(value: object) -> list[float]:
 
 def ok_runs(df: pd.DataFrame, where: dict[str, object]) -> pd.DataFrame:
     """Finished (status ok) runs whose columns equal ``where`` ({column: wanted})."""
-    if df.empty:
-        return df
-    col.require(df, (col.STATUS, *where))
-    mask = df[col.STATUS] == "ok"
-    for column, wanted in where.items():
-        mask &= df[column] == wanted
-    return df[mask]
+    return df if df.empty else df[ok_mask(df, where)]
 
 
 def curve(

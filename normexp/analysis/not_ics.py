@@ -95,7 +95,6 @@ CLAIM = Claim.from_doc("C9", EXPERIMENT, ANCHOR, __doc__)
 NORM_ORDER = ("none", "batch", "noisy_batch")
 
 
-
 def _norms(df: pd.DataFrame) -> list[str]:
     present = set(df[col.NORM])
     return [n for n in NORM_ORDER if n in present] + sorted(present - set(NORM_ORDER))

@@ -105,19 +105,26 @@ def decide(lo: float, hi: float, n: int, claimed_sign: int = 1) -> str:
     return "inconclusive"
 
 
+def ok_mask(df: pd.DataFrame, where: Mapping[str, object] | None = None) -> pd.Series:
+    """The rows of finished (status ok) runs whose columns equal ``where`` ({column: wanted});
+    MissingColumnError for a table without a named column."""
+    where = dict(where or {})
+    require(df, (col.STATUS, *where))
+    mask = df[col.STATUS] == "ok"
+    for column, wanted in where.items():
+        mask &= df[column] == wanted
+    return mask
+
+
 def by_seed(
     df: pd.DataFrame, value: str, where: Mapping[str, object] | None = None
 ) -> dict[int, float]:
     """{seed: value} for finished (status ok) runs whose columns equal ``where`` ({column:
     wanted}); {} for a table without rows, MissingColumnError for one without a named column."""
-    where = dict(where or {})
     if df.empty:
         return {}
-    require(df, (col.STATUS, col.SEED, value, *where))
-    mask = df[col.STATUS] == "ok"
-    for column, wanted in where.items():
-        mask &= df[column] == wanted
-    rows = df.loc[mask, [col.SEED, value]]  # two columns, not every config column's copy
+    require(df, (col.SEED, value))
+    rows = df.loc[ok_mask(df, where), [col.SEED, value]]  # two columns, not a copy of every one
     return {int(s): float(v) for s, v in zip(rows[col.SEED], rows[value], strict=True)}
 
 

@@ -10,6 +10,7 @@ from normexp.bench.cost import cost_table, project, seconds_per_image, store_gri
 from normexp.bench.flops import step_flops
 from normexp.bench.harness import MODEL, NORM
 from normexp.bench.replicas import BlockLinear, StackedReplicas, equivalence_error, replicas
+from normexp.bench.timing import interleaved_median
 
 
 def test_flop_count_of_a_known_layer():
@@ -72,3 +73,23 @@ def test_cost_model_arithmetic():
     table = cost_table(runs, "experiment")
     assert table.loc["a", "seconds"] == 6.0 and table["share"].sum() == pytest.approx(1.0)
     assert list(table.index) == ["a", "b"]
+
+
+def test_interleaved_median_alternates_the_calls_and_reads_the_clock_it_is_given():
+    calls = []
+    costs = {"a": 1, "b": 3}
+    now = [0]
+
+    def clock() -> float:  # advances by each call's cost, so a call's time is its cost
+        return now[0]
+
+    def make(name: str):  # noqa: ANN202
+        def fn() -> None:
+            calls.append(name)
+            now[0] += costs[name]
+
+        return fn
+
+    medians = interleaved_median({n: make(n) for n in costs}, repeats=3, warmup=1, clock=clock)
+    assert medians == {"a": 1, "b": 3}
+    assert calls == ["a", "b"] * 4  # one warm-up round, then three, round-robin
