@@ -56,10 +56,10 @@ screenshot: setup ## results/PROFILE/report_screenshot.png: report.html's first 
 	$(PY) -m normexp.analysis.report_browser --page results/$(PROFILE)/report.html --out results/$(PROFILE)/report_screenshot.png
 
 wandb-sync: setup ## upload every offline W&B run (training runs and report runs) under results/
-	$(PY) -m normexp.tracking.dashboards --sync
+	$(PY) -m normexp.analysis.dashboards --sync
 
 dashboards: setup ## publish one W&B report per claim (needs `wandb login`); ARGS="--entity me"
-	$(PY) -m normexp.tracking.dashboards --publish $(ARGS)
+	$(PY) -m normexp.analysis.dashboards --publish $(ARGS)
 
 test: setup ## run the test suite (one worker per core; PYTEST_ARGS="-n 0" runs it in one process)
 	$(PY) -m pytest -q -n auto --dist loadgroup $(PYTEST_ARGS)

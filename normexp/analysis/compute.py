@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from normexp.analysis import columns as col
-from normexp.analysis.claims import Tables
+from normexp.analysis.spec import Tables
 
 
 def read_sittings(results_dir: Path) -> list[dict]:

@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from normexp.analysis.claims import ClaimAnalysis, Tables, load_analyses, load_sections
+from normexp.analysis.claims import load_analyses, load_sections
 from normexp.analysis.columns import table
 from normexp.analysis.convergence import with_check_runs
 from normexp.analysis.damage import damaged_in
@@ -17,6 +17,7 @@ from normexp.analysis.lr_selection import protocol_entry
 from normexp.analysis.record import apply_record, of_record
 from normexp.analysis.report import write_report
 from normexp.analysis.scales import report_extra
+from normexp.analysis.spec import ClaimAnalysis, Tables
 from normexp.errors import one_line_errors
 from normexp.tracking.collect import DamagedRun, experiments_in_store, write_collected
 from normexp.tracking.store import RECORD_PROFILE, check_layout, profile_dir

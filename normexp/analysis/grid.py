@@ -37,9 +37,9 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis import style
-from normexp.analysis.claims import ReportSection
 from normexp.analysis.paired import against_zero, batch_cells, difference, gap, pooled_by_seed
 from normexp.analysis.record import select
+from normexp.analysis.spec import ReportSection
 from normexp.analysis.verdict import by_seed, conjunction, holm_family
 
 Tables = dict[str, pd.DataFrame]

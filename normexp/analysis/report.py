@@ -14,8 +14,6 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from normexp.analysis.blog import CLAIMS as BLOG
-from normexp.analysis.claims import ClaimAnalysis, Tables
 from normexp.analysis.columns import COMMIT
 from normexp.analysis.compute import (
     compute_markdown,
@@ -29,6 +27,7 @@ from normexp.analysis.compute import (
 from normexp.analysis.damage import damaged_runs_html, damaged_runs_markdown
 from normexp.analysis.lr_selection import protocol_markdown
 from normexp.analysis.record import commits_note
+from normexp.analysis.spec import ClaimAnalysis, Tables
 from normexp.catalogue import cpu_experiments, makefile_list
 from normexp.tracking.collect import DamagedRun
 from normexp.tracking.store import atomic_write_json
@@ -232,7 +231,7 @@ def sections(results_dir: Path, analyses: list[ClaimAnalysis], tables: Tables) -
             {
                 "analysis": a,
                 "verdict": verdict,
-                "blog": BLOG.get(a.claim, {}),
+                "blog": vars(a.quote) if a.quote else {},
                 "run": _what_was_run(run_summary(mine), a),
                 "figure": results_dir / "figures" / f"{a.name}.png",
                 "table": as_table(mine) if as_table else None,

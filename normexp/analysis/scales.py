@@ -37,7 +37,7 @@ from pathlib import Path
 
 from normexp.analysis import anchors
 from normexp.analysis.architecture import NAMES as ARCHITECTURES
-from normexp.analysis.claims import ReportSection
+from normexp.analysis.spec import ReportSection
 
 SCALE_ORDER = ("smoke", "quick", "standard", "paper")
 EXCLUDED = ("smoke",)

@@ -17,8 +17,8 @@ at each probe point s > 0 and at the end of training, the accuracy of the batche
 the previous point, as trained (train mode, a noisy norm's noise on), from the forward passes
 training makes anyway (``after_forward``), so it costs nothing and changes nothing. It is
 recorded at the number of steps trained when its window closed; C9 reads the steps a run needs
-to reach a target training accuracy from it (normexp/analysis/not_ics.py). ``trained_steps`` is
-the number of optimizer steps of the run."""
+to reach a target training accuracy from it (normexp/analysis/claims/not_ics.py).
+``trained_steps`` is the number of optimizer steps of the run."""
 
 import copy
 import math

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from normexp.analysis.blog import CLAIMS as BLOG
 from normexp.analysis.claims import load_analyses
 from normexp.analysis.report import write_report
 from normexp.analysis.report_browser import chromium, dump_dom, screenshot
@@ -104,7 +103,7 @@ def test_c11_is_an_html_table(probe):
 def test_the_chinese_text_has_lang_and_an_installed_cjk_font(probe):
     chinese = [e for e in probe["chinese"] if e["lang"].startswith("zh")]
     quoted = {e["text"] for e in chinese}
-    assert all(claim["zh"] in quoted for claim in BLOG.values())
+    assert all(a.quote.zh in quoted for a in load_analyses())
     # Chromium on Linux finds fonts through fontconfig: some family the page names for the
     # Chinese text must be one fontconfig has with Chinese glyphs.
     listed = subprocess.run(

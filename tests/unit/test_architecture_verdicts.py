@@ -6,7 +6,8 @@ disagreement said. Synthetic collected tables whose right verdicts are known."""
 import pandas as pd
 import pytest
 
-from normexp.analysis import architecture, bn_small_batch, bn_train_test, ln_in_cnn, not_ics
+from normexp.analysis import architecture
+from normexp.analysis.claims import bn_small_batch, bn_train_test, ln_in_cnn, not_ics
 from normexp.analysis.convergence import record_runs
 from tests.unit.test_claims_analyses import check, drawn, plain_table, table
 from tests.unit.test_fair_claims import c9, ics_table
@@ -216,7 +217,7 @@ def test_resnet_without_the_gap_does_not_decide(claim):
 
 
 def test_c11_tiny_batch_reads_the_architecture_that_decides_c4():
-    from normexp.analysis import recommendations
+    from normexp.analysis.claims import recommendations
 
     cnn = plain_table(bn_degrades=True)  # GN ahead at the CNN's smallest batch
     tables = {"bn_small_batch": cnn, RESNET: resnet_table(bn_degrades=False)}  # BN ahead

@@ -15,16 +15,16 @@ import torch
 from torch import nn
 
 import normexp
-from normexp.analysis import (
+from normexp.analysis import columns
+from normexp.analysis.claims import (
     bn_position,
     bn_small_batch,
     bn_train_test,
-    columns,
     ln_in_cnn,
+    load_analyses,
     recommendations,
     weight_side,
 )
-from normexp.analysis.claims import load_analyses
 from normexp.analysis.record import MIN_SEEDS, declared_seeds
 from normexp.analysis.verdict import by_seed
 from normexp.models import build_model

@@ -134,7 +134,7 @@ def test_check_runs_never_reach_the_verdict_tables():
 
 
 def test_c8_uses_only_passing_cells():
-    from normexp.analysis import ln_in_cnn
+    from normexp.analysis.claims import ln_in_cnn
 
     record = record_table(norms=("batch", "group", "layer"), batches=(32, 64, 128))
     record["test_err"] = record[col.NORM].map({"batch": 0.40, "group": 0.45, "layer": 0.50})
@@ -154,7 +154,7 @@ def test_c8_uses_only_passing_cells():
 
 
 def test_c8_is_inconclusive_not_unrun_when_every_deciding_cell_fails_the_check():
-    from normexp.analysis import ln_in_cnn
+    from normexp.analysis.claims import ln_in_cnn
 
     record = record_table(norms=("batch", "group", "layer"), batches=(32, 128))
     record["test_err"] = record[col.NORM].map({"batch": 0.40, "group": 0.45, "layer": 0.50})
@@ -324,7 +324,7 @@ def test_one_reading_of_a_declared_list_for_planner_and_analysis():
 def test_c8_sees_its_check_runs_through_the_reports_pipeline(tmp_path):
     """The report hands an analysis its runs of record only; C8 gets the check runs beside them,
     on either architecture, so a passing cell decides there as in the rule's own tests."""
-    from normexp.analysis import ln_in_cnn
+    from normexp.analysis.claims import ln_in_cnn
     from normexp.analysis.figures import of_record_for, verdict_of_record
 
     record = record_table(norms=("batch", "group", "layer"), batches=(32, 128))
@@ -340,7 +340,7 @@ def test_c8_sees_its_check_runs_through_the_reports_pipeline(tmp_path):
         assert v["verdict"] == "supported" and v["details"]["batch_sizes"] == [32, 128]
     # Every other analysis reading the same tables is handed no check run, and C4's verdict on
     # the ResNet's table is the same with its check runs there or not.
-    from normexp.analysis import bn_small_batch, bn_train_test
+    from normexp.analysis.claims import bn_small_batch, bn_train_test
 
     tables = {"bn_small_batch": collected, "bn_small_batch_resnet": collected}
     for other in (bn_small_batch.ANALYSIS, bn_train_test.ANALYSIS):
@@ -351,7 +351,7 @@ def test_c8_sees_its_check_runs_through_the_reports_pipeline(tmp_path):
 
 
 def test_c8_figure_shows_the_check_only_when_no_batch_size_is_trained(tmp_path, monkeypatch):
-    from normexp.analysis import ln_in_cnn
+    from normexp.analysis.claims import ln_in_cnn
 
     shown = []
     monkeypatch.setattr(ln_in_cnn, "draw_gains", lambda ax, gains, arch: shown.append(gains))
@@ -375,7 +375,7 @@ def test_c8_figure_shows_the_check_only_when_no_batch_size_is_trained(tmp_path, 
 
 
 def test_c8_is_not_run_yet_while_a_compared_norm_has_no_runs():
-    from normexp.analysis import ln_in_cnn
+    from normexp.analysis.claims import ln_in_cnn
 
     record = record_table(norms=("batch", "layer"), batches=(32, 128))
     record["protocol.check.norm"] = "batch,layer"

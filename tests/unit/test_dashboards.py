@@ -1,5 +1,6 @@
 """The W&B dashboards build offline, and every key a panel names is one the runs log."""
 
+import dataclasses
 import json
 import re
 from types import SimpleNamespace
@@ -7,16 +8,18 @@ from types import SimpleNamespace
 import pytest
 import wandb_workspaces.reports.v2 as wr
 
-from normexp.analysis.claims import MODULES
-from normexp.tracking import dashboards
-from normexp.tracking.dashboards import FIGURE_KEY, SPECS, claim_dashboards, main
+from normexp.analysis import dashboards
+from normexp.analysis.claims import claim_modules, load_analyses
+from normexp.analysis.dashboards import FIGURE_KEY, claim_dashboards, main
+from normexp.analysis.spec import Grid
 from normexp.tracking.store import RECORD_PROFILE, profile_dir
 from normexp.tracking.wandb_mirror import MEDIA_FILES, STEP_METRIC, wandb_key
 from tests.helpers import REPO as ROOT
 
 COMMITTED = profile_dir(ROOT / "results", RECORD_PROFILE)  # the committed reproduction
 RUNS = COMMITTED / "runs"
-FIGURE_KEYS = {FIGURE_KEY.format(name=m) for m in MODULES}
+SPECS = load_analyses()
+FIGURE_KEYS = {FIGURE_KEY.format(name=m) for m in claim_modules()}
 
 
 def _paths(node, prefix=""):
@@ -89,12 +92,12 @@ def grids_of(report: wr.Report) -> list[wr.PanelGrid]:
 
 def test_one_report_per_claim_built_offline():
     reports = claim_dashboards("someone", "normexp")
-    assert [s.name for s in SPECS] == list(MODULES)  # every claim, in claim order
-    assert len(reports) == len(MODULES)
+    assert [s.name for s in SPECS] == claim_modules()  # every claim, in claim order
+    assert len(reports) == len(SPECS)
     for spec, report in zip(SPECS, reports, strict=True):
         assert isinstance(report, wr.Report)
         assert spec.claim in report.title and report.entity == "someone"
-        assert len(grids_of(report)) == 1 + len(spec.grids)  # the figure, then the grids
+        assert len(grids_of(report)) == 1 + len(spec.dashboard)  # the figure, then the grids
         for grid in grids_of(report):
             for panel in grid.panels:
                 panel._to_model()  # serializable; only the run sets need the server
@@ -105,7 +108,7 @@ def test_every_panel_names_a_key_the_runs_log(spec):
     report = dashboards.build_report(spec, "someone", "normexp")
     figure_grid, *grids = grids_of(report)
     assert referenced(figure_grid)["media"] <= FIGURE_KEYS
-    for grid_spec, grid in zip(spec.grids, grids, strict=True):
+    for grid_spec, grid in zip(spec.dashboard, grids, strict=True):
         names = referenced(grid)
         known = {"history": set(), "summary": set(), "config": set(), "media": set()}
         for experiment in grid_spec.experiments:
@@ -118,9 +121,9 @@ def test_every_panel_names_a_key_the_runs_log(spec):
 
 def test_an_unknown_key_fails_the_check():
     spec = SPECS[3]  # C4
-    bad = dashboards.Grid("typo", spec.grids[0].experiments, ("norm.name",), bars=("test/error",))
+    bad = Grid("typo", spec.dashboard[0].experiments, ("norm.name",), bars=("test/error",))
     names = referenced(dashboards.build_report(
-        dashboards.ClaimDashboard("C4", spec.name, "t", (bad,)), "e", "p"
+        dataclasses.replace(spec, dashboard=(bad,)), "e", "p"
     ).blocks[-1])
     assert "test/error" in names["summary"] - logged("bn_small_batch")["summary"]
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from normexp.analysis import bn_position, not_ics, weight_side
+from normexp.analysis.claims import bn_position, not_ics, weight_side
 from normexp.errors import ConfigError
 from normexp.models import build_model, check_model
 from normexp.sweep import sweep_overrides

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import normexp
-from normexp.analysis import bn_generation
+from normexp.analysis.claims import bn_generation
 from normexp.data.corruptions import (
     Corruption,
     CorruptionRanges,

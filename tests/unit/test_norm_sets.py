@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from normexp.analysis import norm_sets
-from normexp.analysis.norm_sets import defined_set, measured_set, reference_indices
+from normexp.analysis.claims import norm_sets
+from normexp.analysis.claims.norm_sets import defined_set, measured_set, reference_indices
 
 SHAPE = (4, 6, 2, 3)  # H != W so a mix-up of spatial axes would show
 NORMS = {

@@ -414,7 +414,7 @@ def test_figures_take_each_norms_colour_and_label_from_its_registry_entry():
 
 
 def test_c1_reads_what_each_norm_pools_over_from_its_registry_entry():
-    from normexp.analysis.norm_sets import CHECKED
+    from normexp.analysis.claims.norm_sets import CHECKED
     from normexp.norms.registry import NORMS, pooled_sets
 
     assert set(pooled_sets()) == set(CHECKED)  # every norm C1 checks states its set

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from normexp.analysis import bn_small_batch, record, report, rnn_norm
+from normexp.analysis import record, report
+from normexp.analysis.claims import bn_small_batch, rnn_norm
 from normexp.analysis.paired import difference
 from normexp.analysis.stats import holm, holm_adjusted, t_test_p
 from normexp.analysis.verdict import holm_family

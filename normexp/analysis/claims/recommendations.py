@@ -35,8 +35,9 @@ import pandas as pd
 
 from normexp.analysis import architecture
 from normexp.analysis import columns as col
-from normexp.analysis.claims import Claim, analysis_named
+from normexp.analysis.claims import analysis_named
 from normexp.analysis.paired import difference, json_safe, pooled_by_seed
+from normexp.analysis.spec import Claim, Quote
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import norm_label, save_figure
 from normexp.analysis.verdict import holm_family, sub_verdict
@@ -377,10 +378,23 @@ def deciding(tables: dict) -> dict:
     return {folder: df for df, folder, _ in sources(tables)}
 
 
+QUOTE = Quote(
+    zh=(
+        "对于RNN的神经网络结构来说，目前只有LayerNorm是相对有效的；如果是GAN等图片生成或图片内容改写类型"
+        "的任务，可以优先尝试InstanceNorm；如果使用场景约束BatchSize必须设置很小，无疑此时考虑使用"
+        "GroupNorm；而其它任务情形应该优先考虑使用BatchNorm。"
+    ),
+    en=(
+        "For RNNs only LayerNorm is relatively effective; for GANs and image generation or "
+        "rewriting, try InstanceNorm first; when the batch must be very small, use GroupNorm; "
+        "otherwise prefer BatchNorm."
+    ),
+)
 ANALYSIS = CLAIM.analysis(
     "RNN → LN; generation → IN; tiny batch → GN; otherwise BN",
     (*dict.fromkeys(s.experiment for s in SCENARIOS), C4_RESNET),
     draw,
     verdict,
     deciding,
+    quote=QUOTE,
 )

@@ -17,7 +17,7 @@ import torch
 from matplotlib.colors import LightSource, to_rgb, to_rgba
 from torch import Tensor
 
-from normexp.analysis.claims import ClaimAnalysis
+from normexp.analysis.spec import ClaimAnalysis, Quote
 from normexp.analysis.style import norm_color  # also selects the Agg backend
 from normexp.errors import ConfigError
 from normexp.norms.layers import InstanceNorm, resolve_num_groups
@@ -360,6 +360,18 @@ def draw(out: Path) -> Path:
     return out
 
 
+QUOTE = Quote(
+    zh=(
+        "所有Normalization模型都采取了类似的步骤和过程，将神经元的激活值重整为均值为0方差为1的新数值，"
+        "最大的不同在于计算统计量的神经元集合S的划分方法上。……所以RNN和MLP是无法进行Instance "
+        "Normalization操作的。"
+    ),
+    en=(
+        "All normalization models take the same steps, rescaling activations to mean 0 and "
+        "variance 1; they differ only in how the set S of neurons used for the statistics is "
+        "chosen. … So RNNs and MLPs cannot use Instance Normalization."
+    ),
+)
 ANALYSIS = ClaimAnalysis(
     claim=CLAIM,
     name=EXPERIMENT,
@@ -367,4 +379,5 @@ ANALYSIS = ClaimAnalysis(
     reads=(),
     draw=lambda tables, out, results_dir=None: draw(out),
     verdict=lambda tables: verdict(),
+    quote=QUOTE,
 )

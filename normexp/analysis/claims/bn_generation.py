@@ -36,11 +36,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from normexp.analysis import columns as col
-from normexp.analysis.claims import Claim
 from normexp.analysis.paired import batch_cells
+from normexp.analysis.spec import Claim, Grid, Quote
 from normexp.analysis.style import mark_not_run, norm_color, norm_label, save_figure
 from normexp.analysis.verdict import by_seed, decide, failures, make_verdict, paired_difference
 from normexp.tracking.store import RunRecord
+from normexp.tracking.wandb_mirror import MEDIA_FILES
 
 ANCHOR = (
     "Ulyanov, Vedaldi & Lempitsky 2016 (Instance Normalization: The Missing Ingredient for Fast "
@@ -222,7 +223,7 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         fig.text(
             0.01,
             0.005,
-            "sample grids not found next to the results (see normexp.analysis.bn_generation)",
+            "sample grids not found next to the results (see normexp.analysis.claims.bn_generation)",  # noqa: E501
             fontsize=8,
             color="#888888",
         )
@@ -370,9 +371,31 @@ def verdict(tables: dict) -> dict:
     )
 
 
+QUOTE = Quote(
+    zh=(
+        "对于有些像素级图片生成任务来说，BN效果不佳。……如果是GAN等图片生成或图片内容改写类型的任务，"
+        "可以优先尝试InstanceNorm。"
+    ),
+    en=(
+        "For some pixel-level image generation tasks BN does poorly. … For GANs and other "
+        "image generation or image rewriting tasks, try InstanceNorm first."
+    ),
+)
+DASHBOARD = (
+    Grid(
+        "PSNR per norm and batch size; sample grids",
+        ("bn_generation",),
+        ("norm.name", "train.batch_size"),
+        bars=("test/psnr",),
+        curves=("val/psnr", "train/loss"),
+        media=(next(iter(MEDIA_FILES)),),  # the sample grid each run logs
+    ),
+)
 ANALYSIS = CLAIM.analysis(
     "BN does poorly in pixel-level generation; prefer IN",
     (EXPERIMENT, STYLE_EXPERIMENT),
     draw,
     verdict,
+    quote=QUOTE,
+    dashboard=DASHBOARD,
 )

@@ -1,11 +1,11 @@
-"""The claim analyses, in claim order. Each module under normexp.analysis that tests a claim
-defines ``ANALYSIS = ClaimAnalysis(...)`` (usually through its ``Claim``): which collected tables
-it reads, how it draws its figure and how it decides its verdict (both from those tables only;
-the figure may also read the results folder, which the caller passes in)."""
+"""What a claim declares: ``ANALYSIS = ClaimAnalysis(...)`` (usually through its ``Claim``) in
+its own file under normexp/analysis/claims/: the blog's words it tests, which collected tables
+it reads, how it draws its figure and decides its verdict (both from those tables only; the
+figure may also read the results folder, which the caller passes in), which runs decide it and
+what its W&B dashboard shows. normexp.analysis.claims finds every declaration."""
 
-import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,23 +18,31 @@ if TYPE_CHECKING:  # architecture imports this module's Tables (through record a
 
 Tables = dict[str, pd.DataFrame]  # experiment name -> collected table (empty: not run yet)
 
-# Claim order C1..C11; a module listed here but not written yet is skipped.
-MODULES = (
-    "norm_sets",
-    "weight_side",
-    "bn_position",
-    "bn_small_batch",
-    "bn_train_test",
-    "bn_generation",
-    "rnn_norm",
-    "ln_in_cnn",
-    "not_ics",
-    "smoothness",
-    "recommendations",
-)
-# Report sections after the claims (not claims: no verdict of their own); each module defines
-# ``SECTION = ReportSection(...)``.
-SECTIONS = ("grid",)
+@dataclass(frozen=True)
+class Quote:
+    """The blog's words a claim tests: the Chinese original, quoted from the post, and an English
+    rendering."""
+
+    zh: str
+    en: str
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One panel grid of a claim's W&B dashboard: the runs of some experiments grouped by config
+    fields, and the panels that compare the groups (normexp.analysis.dashboards builds them).
+    Metric names are W&B names (``test/err``); config fields are dotted paths (``norm.name``)."""
+
+    title: str
+    experiments: tuple[str, ...]
+    group_by: tuple[str, ...]
+    bars: tuple[str, ...] = ()  # summary metrics, one bar chart each (mean ± s.e. per group)
+    curves: tuple[str, ...] = ()  # per-epoch metrics, one line plot each against the epoch
+    scatter: tuple[str, str] | None = None  # (config field, summary metric): one point per run
+    parallel: tuple[str, ...] = ()  # config fields then summary metrics
+    media: tuple[str, ...] = ()
+    where: str = ""  # an extra filter, wandb-workspaces syntax
+    log_x: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,8 @@ class ClaimAnalysis:
     reads_checks: bool = False
     # a claim decided per architecture: how (another claim may read its architecture of record)
     per_architecture: "PerArchitecture | None" = None
+    quote: Quote | None = None  # the blog's words, quoted above the claim's section
+    dashboard: tuple[Grid, ...] = field(default_factory=tuple)  # its W&B report's panel grids
 
 
 @dataclass(frozen=True)
@@ -97,10 +107,12 @@ class Claim:
         deciding: Callable[[Tables], Tables] | None = None,
         reads_checks: bool = False,
         per_architecture: "PerArchitecture | None" = None,
+        quote: Quote | None = None,
+        dashboard: tuple[Grid, ...] = (),
     ) -> "ClaimAnalysis":
         return ClaimAnalysis(
             self.id, self.name, title, reads, draw, verdict, deciding, reads_checks,
-            per_architecture,
+            per_architecture, quote, dashboard,
         )  # fmt: skip
 
 
@@ -115,26 +127,3 @@ class ReportSection:
     markdown: Callable[[Tables], list[str]]  # its text (markdown lines), figures aside
     # families(tables, claim id): a line for that claim's verdict ("" for none)
     families: Callable[[Tables, str], str] | None = None
-
-
-def load_sections() -> list[ReportSection]:
-    return [importlib.import_module(f"normexp.analysis.{n}").SECTION for n in SECTIONS]
-
-
-def load_analyses() -> list[ClaimAnalysis]:
-    analyses = []
-    for name in MODULES:
-        try:
-            module = importlib.import_module(f"normexp.analysis.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"normexp.analysis.{name}":
-                raise
-            continue
-        analyses.append(module.ANALYSIS)
-    return analyses
-
-
-def analysis_named(name: str) -> ClaimAnalysis:
-    """The registered analysis ``name``: how one claim reads another's outcome without
-    importing its module."""
-    return next(a for a in load_analyses() if a.name == name)

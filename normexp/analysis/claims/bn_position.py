@@ -29,8 +29,8 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.anchors import CAFFENET_TOP1
-from normexp.analysis.claims import Claim
 from normexp.analysis.paired import difference, json_safe
+from normexp.analysis.spec import Claim, Grid, Quote
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import anchor_bars, mark_not_run, panels, save_figure
 from normexp.analysis.verdict import by_seed, failures, holm_family, join_notes, sub_verdict
@@ -259,6 +259,32 @@ def deciding(tables: dict) -> dict:
     return {EXPERIMENT: _bn_runs(df[where])}
 
 
+QUOTE = Quote(
+    zh=(
+        "第一种是原始BN论文提出的，放在激活函数之前；另外一种是后续研究提出的，放在激活函数之后，"
+        "不少研究表明将BN放在激活函数之后效果更好。"
+    ),
+    en=(
+        "The original BN paper puts it before the activation; later work puts it after, and "
+        "many studies find after the activation works better."
+    ),
+)
+DASHBOARD = (
+    Grid(
+        "Pre vs post per model and activation",
+        ("bn_position",),
+        ("model.name", "model.activation", "norm.position"),
+        bars=("test/acc",),
+        curves=("val/acc", "train/loss"),
+        parallel=("model.name", "model.activation", "norm.position", "test/acc"),
+    ),
+)
 ANALYSIS = CLAIM.analysis(
-    "BN after the activation beats BN before it", (EXPERIMENT, CONTROL), draw, verdict, deciding
+    "BN after the activation beats BN before it",
+    (EXPERIMENT, CONTROL),
+    draw,
+    verdict,
+    deciding,
+    quote=QUOTE,
+    dashboard=DASHBOARD,
 )

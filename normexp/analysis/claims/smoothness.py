@@ -31,7 +31,6 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from normexp.analysis import columns as col
-from normexp.analysis.claims import Claim
 from normexp.analysis.curves import (
     color,
     curve,
@@ -44,6 +43,7 @@ from normexp.analysis.curves import (
     usable,
 )
 from normexp.analysis.paired import difference
+from normexp.analysis.spec import Claim, Grid, Quote
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import mark_not_run
 from normexp.analysis.verdict import by_seed, conjunction, finite, holm_family, sub_verdict
@@ -264,4 +264,29 @@ def verdict(tables: dict) -> dict:
     )
 
 
-ANALYSIS = CLAIM.analysis("BN makes the loss landscape smoother", (EXPERIMENT,), draw, verdict)
+QUOTE = Quote(
+    zh="参数重整后的损失曲面比未重整前的参数损失曲面平滑许多(平滑程度用L-Lipschitz函数来评估)。",
+    en=(
+        "After this reparametrization the loss surface is much smoother than before "
+        "(smoothness measured by L-Lipschitzness)."
+    ),
+)
+DASHBOARD = (
+    Grid(
+        "Landscape probes per norm and learning rate",
+        ("smoothness",),
+        ("norm.name", "optim.lr_per_128"),
+        curves=("probe/loss_range", "probe/grad_predictiveness", "probe/beta_smoothness"),
+        scatter=("optim.lr_per_128", "probe/beta_smoothness_mean"),
+        parallel=("norm.name", "optim.lr_per_128", "probe/beta_smoothness_mean"),
+        log_x=True,
+    ),
+)
+ANALYSIS = CLAIM.analysis(
+    "BN makes the loss landscape smoother",
+    (EXPERIMENT,),
+    draw,
+    verdict,
+    quote=QUOTE,
+    dashboard=DASHBOARD,
+)

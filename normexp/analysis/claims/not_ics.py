@@ -54,7 +54,6 @@ import pandas as pd
 
 from normexp.analysis import architecture
 from normexp.analysis import columns as col
-from normexp.analysis.claims import Claim
 from normexp.analysis.curves import (
     color,
     curve,
@@ -68,6 +67,7 @@ from normexp.analysis.curves import (
     usable,
 )
 from normexp.analysis.paired import difference, json_safe
+from normexp.analysis.spec import Claim, Grid, Quote
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import (
     mark_not_run,
@@ -466,6 +466,32 @@ def _mean_of(values: dict[int, float]) -> float | None:
     return finite(mean_ci(list(values.values()))[0])
 
 
+QUOTE = Quote(
+    zh=(
+        "原始的BN论文给出的解释是BN可以解决神经网络训练过程中的I"
+        "CS（Internal Covariate Shift）问题，"
+        "……不过后来经过学者研究发现BN和ICS并没有什么关系"
+    ),
+    en=(
+        "The original BN paper explains BN as solving internal covariate shift (ICS), … but "
+        "later research found BN has nothing to do with ICS."
+    ),
+)
+DASHBOARD = (
+    Grid(
+        "ICS and accuracy: none vs BN vs noisy BN",
+        ("not_ics",),
+        ("norm.name",),
+        bars=("test/acc",),
+        curves=("probe/ics_l2", "probe/ics_cos", "val/acc"),
+    ),
+)
 ANALYSIS = CLAIM.analysis(
-    "BN's benefit is not about internal covariate shift", (EXPERIMENT,), draw, verdict, deciding
+    "BN's benefit is not about internal covariate shift",
+    (EXPERIMENT,),
+    draw,
+    verdict,
+    deciding,
+    quote=QUOTE,
+    dashboard=DASHBOARD,
 )

@@ -34,9 +34,9 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.anchors import SALIMANS_KINGMA_ERROR
-from normexp.analysis.claims import Claim
 from normexp.analysis.columns import L2_NORM, NEAR_ZERO
 from normexp.analysis.paired import difference, fmt_ci, json_safe
+from normexp.analysis.spec import Claim, Grid, Quote
 from normexp.analysis.style import (
     anchor_bars,
     mark_not_run,
@@ -313,6 +313,33 @@ def verdict(tables: dict) -> dict:
     )
 
 
+QUOTE = Quote(
+    zh=(
+        "另外一类是对神经网络中连接相邻隐层神经元之间的边上的"
+        "权重进行规范化操作，比如Weight Norm就属于"
+        "这一类。……L1正则的规范化目标是造成参数的稀疏化，"
+        "……而L2正则的规范化目标是有效减小原始参数值的大小。"
+    ),
+    en=(
+        "The other kind normalizes the weights on the edges between layers, e.g. Weight Norm. "
+        "… L1 regularization aims to make the parameters sparse, … L2 regularization to make "
+        "their values small."
+    ),
+)
+DASHBOARD = (
+    Grid(
+        "Arms",
+        ("weight_side",),
+        ("arm.name",),
+        bars=("test/acc", "weights/near_zero_frac", "weights/l1_norm", "weights/l2_norm"),
+        curves=("val/acc", "train/loss"),
+    ),
+)
 ANALYSIS = CLAIM.analysis(
-    "Weight-side normalization: WN; L1 makes weights sparse, L2 small", (EXPERIMENT,), draw, verdict
+    "Weight-side normalization: WN; L1 makes weights sparse, L2 small",
+    (EXPERIMENT,),
+    draw,
+    verdict,
+    quote=QUOTE,
+    dashboard=DASHBOARD,
 )

@@ -42,8 +42,8 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.anchors import COOIJMANS_TEST_BPC, ZAREMBA_SMALL_PERPLEXITY
-from normexp.analysis.claims import Claim
 from normexp.analysis.paired import difference, json_safe
+from normexp.analysis.spec import Claim, Grid, Quote
 from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import mark_not_run, save_figure
 from normexp.analysis.verdict import (
@@ -652,10 +652,31 @@ def _wrap(text: str, width: int = 150) -> str:
     return "\n".join([*lines, line])
 
 
+QUOTE = Quote(
+    zh=(
+        "从理论上讲，类似的BatchNorm操作也可以应用在RNN上，……但是各种实验证明其实这么做没什么用。"
+        "……目前在RNN中貌似也只有LayerNorm相对有效。"
+    ),
+    en=(
+        "In theory BatchNorm can be applied to RNNs too, … but experiments show it is of no "
+        "use. … In RNNs only LayerNorm seems relatively effective."
+    ),
+)
+DASHBOARD = (
+    Grid(
+        "Bits per character per norm",
+        ("rnn_norm",),
+        ("norm.name",),
+        bars=("test/bpc", "test/bpc_long"),
+        curves=("val/bpc", "train/bpc"),
+    ),
+)
 ANALYSIS = CLAIM.analysis(
     "BN is useless in RNNs; only LN helps there",
     (EXPERIMENT, SMALL_BATCH, WORDS),
     draw,
     verdict,
     deciding,
+    quote=QUOTE,
+    dashboard=DASHBOARD,
 )

@@ -27,10 +27,10 @@ import pandas as pd
 from normexp.analysis import architecture
 from normexp.analysis import columns as col
 from normexp.analysis.anchors import GN_PAPER_ERROR_AT_32
-from normexp.analysis.claims import Claim
 from normexp.analysis.convergence import THRESHOLD_PP, cell_convergence, passing, record_runs
 from normexp.analysis.paired import difference, fmt_ci, json_safe, pooled_by_seed
 from normexp.analysis.record import select
+from normexp.analysis.spec import Claim, Grid, Quote
 from normexp.analysis.style import (
     anchor_bars,
     mark_not_run,
@@ -251,6 +251,27 @@ PER_ARCHITECTURE = architecture.PerArchitecture(EXPERIMENT, RESNET, verdict_of, 
 verdict = PER_ARCHITECTURE.verdict
 deciding = PER_ARCHITECTURE.deciding
 
+QUOTE = Quote(
+    zh=(
+        "但Layer Normalization目前看好像也只适合应用在RNN场景下，在CNN等环境下效果是不如BatchNorm"
+        "或者GroupNorm等模型的。"
+    ),
+    en=(
+        "But Layer Normalization seems suited to RNNs only; in CNNs it is worse than "
+        "BatchNorm or GroupNorm."
+    ),
+)
+DASHBOARD = (
+    Grid(
+        "Test error per norm at batch >= 32",
+        ("bn_small_batch",),
+        ("norm.name", "train.batch_size"),
+        bars=("test/err",),
+        scatter=("train.batch_size", "test/err"),
+        where="Config('train.batch_size') >= 32",
+        log_x=True,
+    ),
+)
 ANALYSIS = CLAIM.analysis(
     "LN in CNNs is worse than BN or GN",
     (EXPERIMENT, RESNET),
@@ -259,4 +280,6 @@ ANALYSIS = CLAIM.analysis(
     deciding,
     per_architecture=PER_ARCHITECTURE,
     reads_checks=True,  # a cell counts only where its convergence check passes
+    quote=QUOTE,
+    dashboard=DASHBOARD,
 )

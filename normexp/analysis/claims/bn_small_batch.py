@@ -38,7 +38,6 @@ import pandas as pd
 from normexp.analysis import architecture
 from normexp.analysis import columns as col
 from normexp.analysis.anchors import GN_PAPER_ERROR_BY_BATCH
-from normexp.analysis.claims import Claim
 from normexp.analysis.paired import (
     against_zero,
     batch_cells,
@@ -48,6 +47,7 @@ from normexp.analysis.paired import (
     json_safe,
 )
 from normexp.analysis.record import select
+from normexp.analysis.spec import Claim, Grid, Quote
 from normexp.analysis.style import (
     log2_axis,
     mark_not_run,
@@ -373,6 +373,44 @@ PER_ARCHITECTURE = architecture.PerArchitecture(EXPERIMENT, RESNET, verdict_of, 
 verdict = PER_ARCHITECTURE.verdict
 deciding = PER_ARCHITECTURE.deciding
 
+QUOTE = Quote(
+    zh=(
+        "如果Batch Size太小，则BN效果明显下降。……如"
+        "果使用场景约束BatchSize必须设置很小，无疑此时考虑"
+        "使用GroupNorm。"
+    ),
+    en=(
+        "If the batch size is too small, BN degrades clearly. … When the batch size must be "
+        "very small, GroupNorm is the choice."
+    ),
+)
+DASHBOARD = (
+    Grid(
+        "Test error vs batch size, per norm (plain protocol)",
+        ("bn_small_batch",),
+        ("norm.name", "train.batch_size"),
+        bars=("test/err",),
+        curves=("val/acc",),
+        scatter=("train.batch_size", "test/err"),
+        parallel=("norm.name", "train.batch_size", "test/err"),
+        log_x=True,
+    ),
+    Grid(
+        "Simulated devices (GN paper protocol)",
+        ("bn_small_batch_devices",),
+        ("norm.name", "devices.per_device"),
+        bars=("test/err",),
+        scatter=("devices.per_device", "test/err"),
+        log_x=True,
+    ),
+    Grid(
+        "Remedies",
+        ("bn_small_batch_remedies",),
+        ("claim.name", "norm.name", "train.batch_size"),
+        bars=("test/err",),
+        curves=("val/acc",),
+    ),
+)
 ANALYSIS = CLAIM.analysis(
     "BN degrades at tiny batches; GN is the choice there",
     (EXPERIMENT, DEVICES, REMEDIES, RESNET),
@@ -380,4 +418,6 @@ ANALYSIS = CLAIM.analysis(
     verdict,
     deciding,
     per_architecture=PER_ARCHITECTURE,
+    quote=QUOTE,
+    dashboard=DASHBOARD,
 )

@@ -29,9 +29,9 @@ import pandas as pd
 
 from normexp.analysis import architecture
 from normexp.analysis import columns as col
-from normexp.analysis.claims import Claim
 from normexp.analysis.paired import cell_stats, difference, fmt_ci, json_safe
 from normexp.analysis.record import select
+from normexp.analysis.spec import Claim, Grid, Quote
 from normexp.analysis.style import log2_axis, mark_not_run, panels, save_figure
 from normexp.analysis.verdict import by_seed, failures, sub_verdict
 
@@ -187,6 +187,25 @@ PER_ARCHITECTURE = architecture.PerArchitecture(EXPERIMENT, RESNET, verdict_of, 
 verdict = PER_ARCHITECTURE.verdict
 deciding = PER_ARCHITECTURE.deciding
 
+QUOTE = Quote(
+    zh="训练时和推理时统计量不一致",
+    en="The statistics differ between training and inference.",
+)
+DASHBOARD = (
+    Grid(
+        "BN runs: three kinds of statistics per batch size",
+        ("bn_small_batch",),
+        ("train.batch_size",),
+        bars=("test/acc", "test/acc_batch_stats", "test/acc_precise_bn"),
+        parallel=(
+            "train.batch_size",
+            "test/acc",
+            "test/acc_batch_stats",
+            "test/acc_precise_bn",
+        ),
+        where="Config('norm.name') = 'batch'",
+    ),
+)
 ANALYSIS = CLAIM.analysis(
     "BN's statistics differ between training and inference",
     (EXPERIMENT, RESNET),
@@ -194,4 +213,6 @@ ANALYSIS = CLAIM.analysis(
     verdict,
     deciding,
     per_architecture=PER_ARCHITECTURE,
+    quote=QUOTE,
+    dashboard=DASHBOARD,
 )

@@ -1,0 +1,45 @@
+"""The claims, one file each: every module in this package declares ``ANALYSIS`` (a
+``normexp.analysis.spec.ClaimAnalysis``), and the report, the verdicts and the W&B dashboards
+read them from here, in claim order (C1, C2, …, C11). Adding a claim is adding a file here
+(and its experiment file): nothing else lists the claims. A claim module never imports
+another; one claim reads another's outcome through ``analysis_named``."""
+
+import importlib
+import pkgutil
+
+from normexp.analysis.spec import ClaimAnalysis, ReportSection
+
+# Report sections after the claims (not claims: no verdict of their own); each module under
+# normexp.analysis defines ``SECTION = ReportSection(...)``.
+SECTIONS = ("grid",)
+
+
+def _modules() -> list:
+    """The claim modules of this package (its ``__path__``: a test may add a folder), in claim
+    order."""
+    found = [
+        importlib.import_module(f"{__name__}.{info.name}")
+        for info in pkgutil.iter_modules(__path__)
+        if not info.name.startswith("_")
+    ]
+    return sorted(found, key=lambda m: int(m.ANALYSIS.claim.lstrip("C")))
+
+
+def load_analyses() -> list[ClaimAnalysis]:
+    """Every claim's declaration, in claim order."""
+    return [m.ANALYSIS for m in _modules()]
+
+
+def claim_modules() -> list[str]:
+    """The claims' module names, in claim order."""
+    return [m.__name__.rsplit(".", 1)[-1] for m in _modules()]
+
+
+def load_sections() -> list[ReportSection]:
+    return [importlib.import_module(f"normexp.analysis.{n}").SECTION for n in SECTIONS]
+
+
+def analysis_named(name: str) -> ClaimAnalysis:
+    """The registered analysis ``name``: how one claim reads another's outcome without
+    importing its module."""
+    return next(a for a in load_analyses() if a.name == name)
