@@ -39,7 +39,7 @@ from normexp.errors import one_line_errors
 from normexp.job import prepare_data
 from normexp.protocol.plan import Job, JobRecords, plan, uses_protocol
 from normexp.tracking.provenance import provenance
-from normexp.tracking.store import FINISHED, RunRecord, ensure_writable, record_of
+from normexp.tracking.store import FINISHED, SWEEP_LOG, RunRecord, ensure_writable, record_of
 from normexp.validate import check_hydra, composition_errors, runs_remotely
 
 
@@ -251,7 +251,7 @@ class SweepCallback(Callback):
         self.line_written = True  # before the write: a stop during it must not add a second
         try:
             results_dir.mkdir(parents=True, exist_ok=True)  # a sweep whose every job failed
-            with open(results_dir / "sweeps.jsonl", "a", encoding="utf-8") as f:
+            with open(results_dir / SWEEP_LOG, "a", encoding="utf-8") as f:
                 f.write(json.dumps(line, sort_keys=True) + "\n")
         except OSError as exc:
             print(f"normexp: could not record the sweep in sweeps.jsonl: {exc}", file=sys.stderr)

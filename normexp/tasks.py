@@ -3,45 +3,20 @@ data preparation (run before anything is written) and its training loop, and is 
 the module that trains it (normexp.train.classification, .instrumented, .image_to_image,
 .language_model)."""
 
-import functools
-import importlib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-
 from normexp.errors import ConfigError
-
-LogEpoch = Callable[[dict], None]
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str  # its train.task value
-    check: Callable[[Mapping], None]  # raise ConfigError naming the field
-    prepare_data: Callable[[Mapping], None]  # DataError if the data is missing or corrupt
-    train: Callable[..., dict]  # (config, log_epoch, bar row, checkpoint=path) -> summary;
-    # every task resumes from its checkpoint (normexp.train.fit)
-    amp: bool = False  # honours train.amp (bf16 autocast on CUDA)
-    models: tuple[str, ...] = ("cnn", "mlp", "resnet")  # model.name values it trains
-    data: str = "cifar10"  # the data.name it reads
-    groups: str = "train=classification data=cifar10 model=cnn"  # the choices that select it
-    example: str = "bn_small_batch"  # an experiment file that runs it
-
+from normexp.train import classification, image_to_image, instrumented, language_model
+from normexp.train.task import Task
 
 DEFAULT_TASK = "classification"  # configs/config.yaml's train group
-# The train modules that declare a task (their TASK), in the order error lines list them; the
-# first that trains a model is the task that model means.
-TASK_MODULES = ("classification", "instrumented", "image_to_image", "language_model")
+# Every task by name, each declared by the module that trains it, in the order error lines list
+# them; the first that trains a model is the task that model means.
+TASKS: dict[str, Task] = {
+    m.TASK.name: m.TASK for m in (classification, instrumented, image_to_image, language_model)
+}
 
 
-@functools.cache
 def all_tasks() -> dict[str, Task]:
-    """Every task by name, each declared by the module that trains it (imported here, lazily:
-    the train modules import torch and this module's Task)."""
-    found = {}
-    for module in TASK_MODULES:
-        task = importlib.import_module(f"normexp.train.{module}").TASK
-        found[task.name] = task
-    return found
+    return TASKS
 
 
 def check_task_groups(task: str, model: str, data: str) -> None:

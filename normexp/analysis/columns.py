@@ -18,6 +18,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+Tables = dict[str, pd.DataFrame]  # experiment name -> collected table (empty: not run yet)
+
 # --- bookkeeping: every collected row has these ----------------------------------------------
 STATUS = "status"  # ok / diverged / failed / running
 SEED = "seed"
@@ -161,6 +163,11 @@ def table(tables: dict[str, pd.DataFrame], experiment: str) -> pd.DataFrame:
     if STAGE in df:
         df = df[df[STAGE].fillna("record") == "record"].reset_index(drop=True)
     return df
+
+
+def unique_values(df: pd.DataFrame, column: str) -> list[str]:
+    """The distinct non-missing values of a column, as sorted text ([] without the column)."""
+    return sorted(df[column].dropna().astype(str).unique().tolist()) if column in df else []
 
 
 def first(df: pd.DataFrame, column: str, default: object = None) -> object:

@@ -9,23 +9,15 @@ from the store, as the first run's start to the last run's finish (a run's finis
 status.json, its duration in its summary).
 """
 
-import json
 import time
 from pathlib import Path
 
 import pandas as pd
 
 from normexp.analysis import columns as col
-from normexp.analysis.spec import Tables
-
-
-def read_sittings(results_dir: Path) -> list[dict]:
-    path = Path(results_dir) / "sweeps.jsonl"
-    if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
+from normexp.analysis.columns import Tables, unique_values
+from normexp.analysis.record import declared_seeds
+from normexp.tracking.store import read_sittings
 
 SITTING_GAP_S = 15 * 60
 
@@ -93,8 +85,6 @@ def stage_of(df: pd.DataFrame) -> pd.Series:
 def seeds_of_record(df: pd.DataFrame) -> int:
     """Distinct seeds of the record stage that their profile declares (record.of_record leaves
     the others out of verdicts)."""
-    from normexp.analysis.record import declared_seeds  # record reads this module's sittings
-
     if "seed" not in df:
         return 0
     mine = df[stage_of(df) == "record"]
@@ -103,11 +93,6 @@ def seeds_of_record(df: pd.DataFrame) -> int:
         pairs = zip(mine["seed"], mine["profile"], strict=True)
         mine = mine[[seed in declared.get(p, ()) for seed, p in pairs]]
     return int(mine["seed"].nunique())
-
-
-def unique_values(df: pd.DataFrame, column: str) -> list[str]:
-    """The distinct non-missing values of a column, as sorted text ([] without the column)."""
-    return sorted(df[column].dropna().astype(str).unique().tolist()) if column in df else []
 
 
 def experiment_compute(tables: Tables, results_dir: Path) -> list[dict]:

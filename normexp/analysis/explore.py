@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from normexp.analysis.claims import load_analyses
-from normexp.analysis.spec import Tables
+from normexp.analysis.columns import Tables
 from normexp.analysis.stats import mean_ci
 from normexp.errors import one_line_errors
 from normexp.tracking.store import RECORD_PROFILE, check_layout, profile_dir

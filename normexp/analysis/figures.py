@@ -10,14 +10,14 @@ import os
 from pathlib import Path
 
 from normexp.analysis.claims import load_analyses, load_sections
-from normexp.analysis.columns import table
+from normexp.analysis.columns import Tables, table
 from normexp.analysis.convergence import with_check_runs
 from normexp.analysis.damage import damaged_in
 from normexp.analysis.lr_selection import protocol_entry
 from normexp.analysis.record import apply_record, of_record
 from normexp.analysis.report import write_report
 from normexp.analysis.scales import report_extra
-from normexp.analysis.spec import ClaimAnalysis, Tables
+from normexp.analysis.spec import ClaimAnalysis
 from normexp.errors import one_line_errors
 from normexp.tracking.collect import DamagedRun, experiments_in_store, write_collected
 from normexp.tracking.store import RECORD_PROFILE, check_layout, profile_dir

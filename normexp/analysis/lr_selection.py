@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from normexp.analysis import columns as col
+from normexp.analysis.columns import Tables
 from normexp.analysis.convergence import cell_columns, cell_convergence, failing_note, short
-from normexp.analysis.spec import ClaimAnalysis, Tables
+from normexp.analysis.spec import ClaimAnalysis
 from normexp.analysis.style import norm_color, panels, save_figure
 from normexp.protocol.select import select_lr
 

@@ -31,9 +31,9 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from normexp.analysis import columns as col
-from normexp.analysis.compute import read_sittings, unique_values
+from normexp.analysis.columns import Tables, unique_values
+from normexp.tracking.store import read_sittings
 
-Tables = dict[str, pd.DataFrame]
 # The fewest seeds of record a profile may declare and still make calls: quick is the fast check
 # (3 seeds: low power, stated), standard and paper the profiles of record; others (smoke) 5.
 MIN_SEEDS = {"quick": 3, "standard": 5, "paper": 5}

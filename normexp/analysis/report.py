@@ -4,7 +4,6 @@ collected tables that ``figures`` wrote in that profile's folder; the figures an
 table are also logged to a W&B run of their own (its files in the same folder)."""
 
 import base64
-import importlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,23 +13,21 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from normexp.analysis.columns import COMMIT
+from normexp.analysis.columns import COMMIT, Tables, unique_values
 from normexp.analysis.compute import (
     compute_markdown,
     experiment_compute,
-    read_sittings,
     seeds_of_record,
     sittings_markdown,
     stage_of,
-    unique_values,
 )
 from normexp.analysis.damage import damaged_runs_html, damaged_runs_markdown
 from normexp.analysis.lr_selection import protocol_markdown
 from normexp.analysis.record import commits_note
-from normexp.analysis.spec import ClaimAnalysis, Tables
+from normexp.analysis.spec import ClaimAnalysis
 from normexp.catalogue import cpu_experiments, makefile_list
 from normexp.tracking.collect import DamagedRun
-from normexp.tracking.store import atomic_write_json
+from normexp.tracking.store import atomic_write_json, read_sittings
 
 SCALE_NOTE = (
     "Profiles change scale only, never the method. The `quick` profile trains small networks "
@@ -225,8 +222,6 @@ def sections(results_dir: Path, analyses: list[ClaimAnalysis], tables: Tables) -
         path = results_dir / "verdicts" / f"{a.name}.json"
         verdict = json.loads(path.read_text()) if path.exists() else {"verdict": "not run yet"}
         mine = {e: tables.get(e, pd.DataFrame()) for e in a.reads}
-        # A claim whose figure is a table (C11) gives the table as markdown rows too.
-        as_table = getattr(importlib.import_module(a.draw.__module__), "markdown_table", None)
         out.append(
             {
                 "analysis": a,
@@ -234,7 +229,7 @@ def sections(results_dir: Path, analyses: list[ClaimAnalysis], tables: Tables) -
                 "blog": vars(a.quote) if a.quote else {},
                 "run": _what_was_run(run_summary(mine), a),
                 "figure": results_dir / "figures" / f"{a.name}.png",
-                "table": as_table(mine) if as_table else None,
+                "table": a.table(mine) if a.table else None,
             }
         )
     return out

@@ -7,16 +7,11 @@ what its W&B dashboard shows. normexp.analysis.claims finds every declaration.""
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import pandas as pd
-
+from normexp.analysis.architecture import PerArchitecture
+from normexp.analysis.columns import Tables
 from normexp.analysis.verdict import make_verdict
 
-if TYPE_CHECKING:  # architecture imports this module's Tables (through record and compute)
-    from normexp.analysis.architecture import PerArchitecture
-
-Tables = dict[str, pd.DataFrame]  # experiment name -> collected table (empty: not run yet)
 
 @dataclass(frozen=True)
 class Quote:
@@ -65,6 +60,8 @@ class ClaimAnalysis:
     per_architecture: "PerArchitecture | None" = None
     quote: Quote | None = None  # the blog's words, quoted above the claim's section
     dashboard: tuple[Grid, ...] = field(default_factory=tuple)  # its W&B report's panel grids
+    # a claim whose figure is a table (C11): the same table as markdown rows, for the report
+    table: Callable[[Tables], list[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,10 +106,11 @@ class Claim:
         per_architecture: "PerArchitecture | None" = None,
         quote: Quote | None = None,
         dashboard: tuple[Grid, ...] = (),
+        table: Callable[[Tables], list[str]] | None = None,
     ) -> "ClaimAnalysis":
         return ClaimAnalysis(
             self.id, self.name, title, reads, draw, verdict, deciding, reads_checks,
-            per_architecture, quote, dashboard,
+            per_architecture, quote, dashboard, table,
         )  # fmt: skip
 
 

@@ -52,6 +52,18 @@ class OldLayout(StoreError):
     profiles were partitions. ``python -m normexp.tracking.migrate`` moves them."""
 
 
+SWEEP_LOG = "sweeps.jsonl"  # a profile folder's log of sweeps: one JSON line per sweep command
+
+
+def read_sittings(results_dir: Path) -> list[dict]:
+    """The lines of a profile folder's sweep log (normexp.sweep writes one per sweep)."""
+    path = Path(results_dir) / SWEEP_LOG
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 def profile_dir(results_dir: Path | str, profile: str) -> Path:
     """The folder of one profile's partition of the store rooted at ``results_dir``: its runs,
     collected tables, figures, verdicts and report. The one place this mapping is made."""

@@ -15,12 +15,12 @@ from normexp.errors import ConfigError
 from normexp.models import build_model, check_model
 from normexp.norms.precise_bn import recompute_bn_stats
 from normexp.norms.weight_side import l1_penalty
-from normexp.tasks import Task
 from normexp.train.cifar_splits import CifarSplits
 from normexp.train.device import autocast, place_model
 from normexp.train.evaluate import evaluate, evaluate_with_batch_stats, has_batch_stats
 from normexp.train.fit import TaskHooks, fit
 from normexp.train.optim import build_optimizer_and_scheduler
+from normexp.train.task import Task
 from normexp.train.weight_stats import weight_statistics
 from normexp.validate_fields import check_int
 

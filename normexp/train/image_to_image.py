@@ -31,13 +31,13 @@ from normexp.data.corruptions import (
 )
 from normexp.errors import ConfigError
 from normexp.models.generator import build_generator, check_generator
-from normexp.tasks import Task
 from normexp.train.cifar_splits import CifarSplits
 from normexp.train.classification import check_cifar10_fields, prepare_cifar10
 from normexp.train.device import place_model
 from normexp.train.evaluate import has_batch_stats
 from normexp.train.fit import TaskHooks, fit
 from normexp.train.optim import build_optimizer_and_scheduler
+from normexp.train.task import Task
 from normexp.validate_fields import check_choice, check_int, check_number
 
 SAMPLE_GRID = "samples.png"  # written into the run folder (see train_image_to_image)

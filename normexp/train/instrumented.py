@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from normexp.errors import ConfigError
-from normexp.tasks import Task
 from normexp.train.classification import check_classification, prepare_cifar10, train_classifier
 from normexp.train.landscape import ics_per_layer, landscape_along_gradient
+from normexp.train.task import Task
 from normexp.validate_fields import check_int, check_number
 
 PROBES = ("ics", "landscape")

@@ -27,9 +27,9 @@ from normexp.data.paths import resolve_data_dir
 from normexp.data.ptb import LEVELS, PTBCorpus, batchify, bptt_windows, load_ptb
 from normexp.errors import ConfigError
 from normexp.models.lstm import build_language_model, check_lstm, detach_state
-from normexp.tasks import Task
 from normexp.train.fit import TaskHooks, fit
 from normexp.train.optim import build_optimizer_and_scheduler, training_steps
+from normexp.train.task import Task
 from normexp.validate_fields import check_choice, check_int, check_number
 
 

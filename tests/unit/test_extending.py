@@ -2,15 +2,18 @@
 place that reads it."""
 
 import dataclasses
+import sys
 
 import torch
 from torch import nn
 
 from normexp import models, schema, tasks
+from normexp.analysis import claims, dashboards, figures
 from normexp.analysis.style import norm_color, norm_label
 from normexp.models.spec import ModelSpec
 from normexp.norms import registry
 from normexp.norms.registry import EPS, make_norm, param_rules, pooled_sets, register_norm
+from normexp.tracking.store import profile_dir
 
 
 def test_a_norm_registered_as_the_recipe_says_is_built_checked_and_drawn(monkeypatch):
@@ -54,3 +57,62 @@ def test_a_task_declared_as_the_recipe_says_is_found_by_name(monkeypatch):
     monkeypatch.setitem(tasks.all_tasks(), "toy_task", toy)
     assert tasks.get_task("toy_task") is toy
     assert "norm.eps" in {f.path for f in schema.fields()}
+
+
+TOY_CLAIM = '''"""C12 toy_claim: a claim declared in one file (docs/extending.md, "Add a claim").
+
+Verdict rule. *supported* when the toy says so (it always does).
+"""
+
+from normexp.analysis.spec import Claim, Grid, Quote
+from normexp.analysis.style import mark_not_run, panels, save_figure
+
+EXPERIMENT = "toy_experiment"
+CLAIM = Claim.from_doc("C12", "toy_claim", "no published number", __doc__)
+
+
+def draw(tables, out, results_dir=None):
+    fig, ax = panels(1, (3, 2))
+    mark_not_run(ax, EXPERIMENT)
+    return save_figure(fig, out, "C12: a toy")
+
+
+def verdict(tables):
+    return CLAIM.verdict("supported", "the toy says so")
+
+
+ANALYSIS = CLAIM.analysis(
+    "toys are declared in one file",
+    (EXPERIMENT,),
+    draw,
+    verdict,
+    quote=Quote(zh="玩具只需一个文件", en="A toy needs one file."),
+    dashboard=(Grid("Toy runs", (EXPERIMENT,), ("norm.name",), bars=("test/acc",)),),
+)
+'''
+
+
+def test_a_claim_declared_in_one_file_gets_its_row_section_and_dashboard(tmp_path, monkeypatch):
+    # The recipe: one file in the claims package (here a folder added to its path, so that only
+    # the toy is found) and nothing else listed anywhere.
+    folder = tmp_path / "claims"
+    folder.mkdir()
+    (folder / "toy_claim.py").write_text(TOY_CLAIM)
+    monkeypatch.setattr(claims, "__path__", [str(folder)])
+    monkeypatch.delitem(sys.modules, "normexp.analysis.claims.toy_claim", raising=False)
+    assert [a.name for a in claims.load_analyses()] == ["toy_claim"]
+
+    results = profile_dir(tmp_path / "results", "smoke")
+    results.mkdir(parents=True)
+    figures.write_figures_and_verdicts(results, wandb_mode="disabled")
+    report = (results / "REPORT.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| C12 `toy_claim`"))
+    assert "toys are declared in one file" in row and "supported" in row
+    assert "> 玩具只需一个文件" in report  # the section quotes the blog's words
+    assert "*supported* when the toy says so" in report  # its rule, from its docstring
+    assert (results / "figures" / "toy_claim.png").exists()
+
+    (toy,) = dashboards.claim_dashboards("entity", "project")
+    assert "C12 toy_claim" in toy.title
+    assert "Toy runs" in {getattr(block, "text", None) for block in toy.blocks}
+    monkeypatch.delitem(sys.modules, "normexp.analysis.claims.toy_claim")

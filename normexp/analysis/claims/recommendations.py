@@ -397,4 +397,5 @@ ANALYSIS = CLAIM.analysis(
     verdict,
     deciding,
     quote=QUOTE,
+    table=markdown_table,
 )
