@@ -92,6 +92,65 @@ def cell_difference(df: pd.DataFrame, model: str, activation: str) -> dict:
     return {"cell": f"{model}/{activation}", "post_minus_pre_pp": test["mean"], **test}
 
 
+def _accuracy_panel(
+    ax, df: pd.DataFrame, cells: list[tuple[str, str]], x: np.ndarray  # noqa: ANN001
+) -> None:
+    """Test accuracy of pre and post side by side in each cell, mean and 95% CI over seeds."""
+    for k, position in enumerate(("pre", "post")):
+        means, los, his = [], [], []
+        for model, activation in cells:
+            where = {col.MODEL: model, col.ACTIVATION: activation, col.POSITION: position}
+            vals = by_seed(df, col.TEST_ACC, where)
+            m, lo, hi = mean_ci([100 * v for v in vals.values()])
+            means.append(m)
+            los.append(m - lo)
+            his.append(hi - m)
+        ax.errorbar(
+            x + (k - 0.5) * 0.25,
+            means,
+            yerr=[los, his],
+            fmt="o",
+            color=POSITION_COLORS[position],
+            capsize=4,
+            label=f"BN {position} activation",
+        )
+    ax.set_xticks(x, [_cell_label(m, a) for m, a in cells])
+    ax.set_ylabel("test accuracy (%)")
+    seeds = int(df[df[col.STATUS] == "ok"][col.SEED].nunique())
+    ax.set_title(f"Ours: CIFAR-10, mean and 95% CI over {seeds} seed(s)", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(frameon=False, fontsize=9)
+
+
+def _difference_panel(
+    ax, df: pd.DataFrame, cells: list[tuple[str, str]], x: np.ndarray  # noqa: ANN001
+) -> None:
+    """Post − pre per cell, paired over seeds with its 95% CI, each labelled with its call."""
+    diffs = list(_decided(df, cells).values())
+    means = [d["post_minus_pre_pp"] for d in diffs]
+    err = [
+        [m - d["ci"][0] for m, d in zip(means, diffs, strict=True)],
+        [d["ci"][1] - m for m, d in zip(means, diffs, strict=True)],
+    ]
+    ax.errorbar(x, means, yerr=err, fmt="s", color="black", capsize=4)
+    ax.axhline(0, color="#888888", lw=1)
+    for xi, d in zip(x, diffs, strict=True):
+        ax.annotate(
+            CELL_CALLS[d["decision"]],
+            (xi, d["ci"][1] if np.isfinite(d["ci"][1]) else 0),  # no finite upper bound: at 0
+            textcoords="offset points",
+            xytext=(0, 6),
+            ha="center",
+            fontsize=8,
+        )
+    ax.set_xticks(x, [_cell_label(m, a) for m, a in cells])
+    ax.set_ylabel("post − pre (pp of accuracy)")
+    ax.set_title(
+        "Paired difference per cell (> 0: after is better); CNN/ReLU decides", fontsize=10
+    )
+    ax.grid(alpha=0.3, axis="y")
+
+
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     df = with_control(tables)
     fig, (ax_acc, ax_diff, ax_ref) = panels(3, (14, 4.4), (1.4, 1.2, 0.8))
@@ -101,54 +160,8 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     else:
         cells = cells_present(df)
         x = np.arange(len(cells))
-        for k, position in enumerate(("pre", "post")):
-            means, los, his = [], [], []
-            for model, activation in cells:
-                where = {col.MODEL: model, col.ACTIVATION: activation, col.POSITION: position}
-                vals = by_seed(df, col.TEST_ACC, where)
-                m, lo, hi = mean_ci([100 * v for v in vals.values()])
-                means.append(m)
-                los.append(m - lo)
-                his.append(hi - m)
-            ax_acc.errorbar(
-                x + (k - 0.5) * 0.25,
-                means,
-                yerr=[los, his],
-                fmt="o",
-                color=POSITION_COLORS[position],
-                capsize=4,
-                label=f"BN {position} activation",
-            )
-        labels = [_cell_label(m, a) for m, a in cells]
-        ax_acc.set_xticks(x, labels)
-        ax_acc.set_ylabel("test accuracy (%)")
-        seeds = int(df[df[col.STATUS] == "ok"][col.SEED].nunique())
-        ax_acc.set_title(f"Ours: CIFAR-10, mean and 95% CI over {seeds} seed(s)", fontsize=10)
-        ax_acc.grid(alpha=0.3, axis="y")
-        ax_acc.legend(frameon=False, fontsize=9)
-        diffs = list(_decided(df, cells).values())
-        means = [d["post_minus_pre_pp"] for d in diffs]
-        err = [
-            [m - d["ci"][0] for m, d in zip(means, diffs, strict=True)],
-            [d["ci"][1] - m for m, d in zip(means, diffs, strict=True)],
-        ]
-        ax_diff.errorbar(x, means, yerr=err, fmt="s", color="black", capsize=4)
-        ax_diff.axhline(0, color="#888888", lw=1)
-        for xi, d in zip(x, diffs, strict=True):
-            ax_diff.annotate(
-                CELL_CALLS[d["decision"]],
-                (xi, d["ci"][1] if np.isfinite(d["ci"][1]) else 0),
-                textcoords="offset points",
-                xytext=(0, 6),
-                ha="center",
-                fontsize=8,
-            )
-        ax_diff.set_xticks(x, labels)
-        ax_diff.set_ylabel("post − pre (pp of accuracy)")
-        ax_diff.set_title(
-            "Paired difference per cell (> 0: after is better); CNN/ReLU decides", fontsize=10
-        )
-        ax_diff.grid(alpha=0.3, axis="y")
+        _accuracy_panel(ax_acc, df, cells, x)
+        _difference_panel(ax_diff, df, cells, x)
     anchor_bars(
         ax_ref,
         CAFFENET_TOP1,
@@ -178,6 +191,36 @@ def _ci(d: dict) -> str:
     return f"{d['post_minus_pre_pp']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"
 
 
+def _control_text(control: dict | None, flips: bool) -> str:
+    """The control's difference as the verdict reports it; "" when it has no paired seeds."""
+    if not (control and control["seeds"]):
+        return ""
+    text = (
+        f"control (same layer before the head in both positions): {_ci(control)} "
+        f"({control['seeds']} seeds, {control['decision']})"
+    )
+    if flips:
+        text += (
+            "; the control flips the sign: the deciding cell's difference may come from the "
+            "norm before the head rather than from the position"
+        )
+    return text
+
+
+def _effect(diffs: dict[str, dict], key: dict, control_text: str) -> str:
+    """The deciding cell's difference, then the control's and the other cells' (reported)."""
+    key_name, control_name = "/".join(KEY_CELL), "/".join(CONTROL_CELL)
+    others = "; ".join(
+        f"{c} {_ci(d)}" for c, d in diffs.items() if c not in (key_name, control_name)
+    )
+    return (
+        f"BN after minus before ReLU in the CNN: {_ci(key)} pp test accuracy ({key['seeds']} "
+        "seeds)"
+        + (f"; {control_text}" if control_text else "; control not run yet")
+        + (f"; other cells (reported): {others}" if others else "")
+    )
+
+
 def verdict(tables: dict) -> dict:
     df = with_control(tables)
     if df.empty or not (df[col.STATUS] == "ok").any():
@@ -195,17 +238,7 @@ def verdict(tables: dict) -> dict:
         and control["seeds"]
         and key["mean"] * control["mean"] < 0  # opposite signs (NaN compares False)
     )
-    control_text = ""
-    if control and control["seeds"]:
-        control_text = (
-            f"control (same layer before the head in both positions): {_ci(control)} "
-            f"({control['seeds']} seeds, {control['decision']})"
-        )
-        if flips:
-            control_text += (
-                "; the control flips the sign: the deciding cell's difference may come from the "
-                "norm before the head rather than from the position"
-            )
+    control_text = _control_text(control, flips)
     sub = [
         sub_verdict(
             "C3",
@@ -216,15 +249,6 @@ def verdict(tables: dict) -> dict:
             note=control_text,
         )
     ]
-    others = "; ".join(
-        f"{c} {_ci(d)}" for c, d in diffs.items() if c not in (key_name, control_name)
-    )
-    effect = (
-        f"BN after minus before ReLU in the CNN: {_ci(key)} pp test accuracy ({key['seeds']} "
-        "seeds)"
-        + (f"; {control_text}" if control_text else "; control not run yet")
-        + (f"; other cells (reported): {others}" if others else "")
-    )
     notes = join_notes(
         failures(df),
         f"pre beats post significantly in (reported, not deciding): {', '.join(pre_wins)}"
@@ -234,7 +258,7 @@ def verdict(tables: dict) -> dict:
     )
     return CLAIM.verdict(
         result,
-        effect,
+        _effect(diffs, key, control_text),
         estimate=key["mean"],
         ci=tuple(key["ci"]),
         sub=sub,

@@ -191,6 +191,54 @@ def _instance_refused(input_kind: str) -> str | None:
     return None
 
 
+def _check_one_norm(
+    name: str, kwargs: dict, shape: Sequence[int], indices_per_norm: int
+) -> tuple[dict, bool, bool, float]:
+    """One norm of ``CHECKED`` measured: its entry in the verdict's details, whether its measured
+    set equals its defined set at every reference index, whether it reproduces its formula, and
+    the smallest relative derivative of a member of its sets (1.0 if none)."""
+    matches, sizes = 0, set()
+    weakest = 1.0
+    indices = reference_indices(shape, indices_per_norm)
+    for index in indices:
+        g = jacobian_row(name, shape, index, **kwargs).abs()
+        rel = g / g.max()
+        measured = rel > REL_TOL
+        defined = defined_set(name, shape, index, **kwargs)
+        matches += bool(torch.equal(measured, defined))
+        sizes.add(int(defined.sum()))
+        if defined.any():
+            weakest = min(weakest, float(rel[defined].min()))
+    err = formula_error(name, shape, **kwargs) if name in (*DRAWN, "rms") else None
+    detail = {
+        "kwargs": kwargs,
+        "pooled_over": pooled_sets()[name],
+        "set_size": sorted(sizes),
+        "indices_matched": f"{matches}/{len(indices)}",
+        "formula_max_abs_err": err,
+    }
+    return detail, matches == len(indices), err is None or err < 1e-10, weakest
+
+
+def _instance_on_dense_grad() -> float:
+    """Largest |∂y/∂x| of IN on a dense (N, C) input, built anyway (GroupNorm's forward, past
+    the layer's own refusal): one value per set, so x−μ ≡ 0 and y ≡ β, and this is 0."""
+    layer, x = _layer_and_input("instance", (8, SHAPE[1]), 0)
+    x.requires_grad_(True)
+    built_anyway = super(InstanceNorm, layer) if isinstance(layer, InstanceNorm) else layer
+    (grad,) = torch.autograd.grad(built_anyway.forward(x)[0, 0], x)
+    return float(grad.abs().max())
+
+
+def _decide(sets_ok: bool, forms_ok: bool, in_refused: bool, weakest: float) -> str:
+    """The verdict's rule (see ``verdict``) on the measured facts."""
+    if not (sets_ok and forms_ok and in_refused):
+        return "contradicted"
+    if weakest < MIN_SEPARATION:
+        return "inconclusive"
+    return "supported"
+
+
 def verdict(shape: Sequence[int] = SHAPE, indices_per_norm: int = 4) -> dict:
     """The verdict on C1, computed from the layers.
 
@@ -209,51 +257,24 @@ def verdict(shape: Sequence[int] = SHAPE, indices_per_norm: int = 4) -> dict:
     n_ok = 0
     weakest = 1.0
     for name, kwargs in CHECKED.items():
-        matches, sizes = 0, set()
-        indices = reference_indices(shape, indices_per_norm)
-        for index in indices:
-            g = jacobian_row(name, shape, index, **kwargs).abs()
-            rel = g / g.max()
-            measured = rel > REL_TOL
-            defined = defined_set(name, shape, index, **kwargs)
-            matches += bool(torch.equal(measured, defined))
-            sizes.add(int(defined.sum()))
-            if defined.any():
-                weakest = min(weakest, float(rel[defined].min()))
-        err = formula_error(name, shape, **kwargs) if name in (*DRAWN, "rms") else None
-        details[name] = {
-            "kwargs": kwargs,
-            "pooled_over": pooled_sets()[name],
-            "set_size": sorted(sizes),
-            "indices_matched": f"{matches}/{len(indices)}",
-            "formula_max_abs_err": err,
-        }
-        n_ok += matches == len(indices)
-        sets_ok &= matches == len(indices)
-        forms_ok &= err is None or err < 1e-10
-    # IN on a dense (N, C) input, built anyway (GroupNorm's forward, past the layer's own
-    # refusal): one value per set, so x−μ ≡ 0 and y ≡ β.
-    layer, x = _layer_and_input("instance", (8, SHAPE[1]), 0)
-    x.requires_grad_(True)
-    built_anyway = super(InstanceNorm, layer) if isinstance(layer, InstanceNorm) else layer
-    (grad,) = torch.autograd.grad(built_anyway.forward(x)[0, 0], x)
-    dense_grad = float(grad.abs().max())
+        details[name], all_match, form_ok, norm_weakest = _check_one_norm(
+            name, kwargs, shape, indices_per_norm
+        )
+        n_ok += all_match
+        sets_ok &= all_match
+        forms_ok &= form_ok
+        weakest = min(weakest, norm_weakest)
+    dense_grad = _instance_on_dense_grad()
     refusals = {kind: _instance_refused(kind) for kind in ("dense", "recurrent")}
     in_refused = all(refusals.values())
     details["instance_on_dense"] = {
         "refused_by_validity": refusals,
         "jacobian_max_abs_if_built_anyway": dense_grad,
     }
-    if not (sets_ok and forms_ok and in_refused):
-        result = "contradicted"
-    elif weakest < MIN_SEPARATION:
-        result = "inconclusive"
-    else:
-        result = "supported"
     return {
         "claim": CLAIM,
         "experiment": EXPERIMENT,
-        "verdict": result,
+        "verdict": _decide(sets_ok, forms_ok, in_refused, weakest),
         "effect": (
             f"measured S == defined S for {n_ok}/{len(CHECKED)} norms "
             f"({indices_per_norm} reference outputs each); γ·(x−μ)/σ+β reproduced: {forms_ok}; "
@@ -273,69 +294,68 @@ def _darker(color: str, factor: float = 0.45) -> tuple[float, float, float]:
     return tuple(factor * v for v in to_rgb(color))
 
 
-def draw(out: Path) -> Path:
-    """``norm_sets.png`` (``out`` a folder, or the file's path): one N×C×(H·W) cube per norm, the
-    measured S coloured and the reference output's own element darker, like the GN paper's Fig. 2
-    but computed from each layer's Jacobian."""
-    import matplotlib.pyplot as plt
+def _drawn_title(name: str) -> str:
+    return {
+        "batch": "Batch Norm",
+        "ghost_batch": f"Ghost Batch Norm (groups of {CHECKED['ghost_batch']['group_size']})",
+        "layer": "Layer Norm",
+        "instance": "Instance Norm",
+        "group": f"Group Norm ({CHECKED['group']['num_groups']} groups)",
+    }[name]
+
+
+def _bare_cube_axes(ax, c_: int, n_: int, hw: int) -> None:  # noqa: ANN001
+    """Box proportions, view and axis labels of one cube; no ticks, panes or grid, so only the
+    voxels show."""
+    ax.set_box_aspect((c_, n_, hw), zoom=1.05)
+    ax.view_init(elev=22, azim=-58)
+    ax.set_xlabel("C", labelpad=-12)
+    ax.set_ylabel("N", labelpad=-12)
+    ax.set_zlabel("H·W", labelpad=-14)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_zticks([])
+    ax.xaxis.pane.set_visible(False)
+    ax.yaxis.pane.set_visible(False)
+    ax.zaxis.pane.set_visible(False)
+    ax.grid(False)
+
+
+def _draw_set_cube(
+    ax, name: str, index: tuple[int, ...], light: LightSource  # noqa: ANN001
+) -> bool:
+    """Draw norm ``name``'s measured S for output ``index`` as one cube on ``ax``; whether it
+    equals the defined S."""
     import numpy as np
 
-    out = Path(out)
-    if out.suffix != ".png":
-        out = out / f"{EXPERIMENT}.png"
     n_, c_, h_, w_ = SHAPE
-    # Visible from the default view: first sample, first channel, top of the H·W column.
-    index = (0, 0, h_ - 1, w_ - 1)
-    light = LightSource(azdeg=120, altdeg=40)  # even light: the dark voxel stays the darkest
-    fig = plt.figure(figsize=(15, 4.4))
-    matches = []
-    for k, name in enumerate(DRAWN):
-        ax = fig.add_subplot(1, len(DRAWN), k + 1, projection="3d")
-        measured = measured_set(name, SHAPE, index)
-        matches.append(bool(torch.equal(measured, defined_set(name, SHAPE, index))))
-        s = measured.reshape(n_, c_, h_ * w_)
-        # Voxel axes: x = C, y = N, z = H·W (the GN paper's layout).
-        in_s = s.permute(1, 0, 2).numpy()
-        # The whole tensor as a faint grid (edges only, so it hides nothing), S filled on top.
-        grid = np.ones(in_s.shape, dtype=bool)
-        ax.voxels(grid, facecolors=(1, 1, 1, 0), edgecolors=(0.6, 0.6, 0.6, 0.35), linewidth=0.4)
-        colors = np.empty((*in_s.shape, 4))
-        colors[...] = to_rgba(norm_color(name), 0.92)
-        ref = (index[1], index[0], index[2] * w_ + index[3])
-        colors[ref] = (*_darker(norm_color(name)), 1.0)
-        ax.voxels(
-            in_s, facecolors=colors, edgecolors=(1, 1, 1, 0.9), linewidth=0.6, lightsource=light
-        )
-        ax.set_box_aspect((c_, n_, h_ * w_), zoom=1.05)
-        ax.view_init(elev=22, azim=-58)
-        ax.set_xlabel("C", labelpad=-12)
-        ax.set_ylabel("N", labelpad=-12)
-        ax.set_zlabel("H·W", labelpad=-14)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_zticks([])
-        ax.xaxis.pane.set_visible(False)
-        ax.yaxis.pane.set_visible(False)
-        ax.zaxis.pane.set_visible(False)
-        ax.grid(False)
-        title = {
-            "batch": "Batch Norm",
-            "ghost_batch": f"Ghost Batch Norm (groups of {CHECKED['ghost_batch']['group_size']})",
-            "layer": "Layer Norm",
-            "instance": "Instance Norm",
-            "group": f"Group Norm ({CHECKED['group']['num_groups']} groups)",
-        }[name]
-        ax.set_title(
-            f"{title}\n|S| = {int(s.sum())} of {s.numel()}"
-            + ("" if matches[-1] else "  (≠ definition!)"),
-            fontsize=11,
-            color=_darker(norm_color(name), 0.8),
-        )
-    fig.suptitle(
-        f"C1: the set S each norm pools μ, σ over — input N={n_}, C={c_}, H×W={h_}×{w_}",
-        fontsize=13,
-        y=0.98,
+    measured = measured_set(name, SHAPE, index)
+    match = bool(torch.equal(measured, defined_set(name, SHAPE, index)))
+    s = measured.reshape(n_, c_, h_ * w_)
+    # Voxel axes: x = C, y = N, z = H·W (the GN paper's layout).
+    in_s = s.permute(1, 0, 2).numpy()
+    # The whole tensor as a faint grid (edges only, so it hides nothing), S filled on top.
+    grid = np.ones(in_s.shape, dtype=bool)
+    ax.voxels(grid, facecolors=(1, 1, 1, 0), edgecolors=(0.6, 0.6, 0.6, 0.35), linewidth=0.4)
+    colors = np.empty((*in_s.shape, 4))
+    colors[...] = to_rgba(norm_color(name), 0.92)
+    ref = (index[1], index[0], index[2] * w_ + index[3])
+    colors[ref] = (*_darker(norm_color(name)), 1.0)
+    ax.voxels(
+        in_s, facecolors=colors, edgecolors=(1, 1, 1, 0.9), linewidth=0.6, lightsource=light
     )
+    _bare_cube_axes(ax, c_, n_, h_ * w_)
+    ax.set_title(
+        f"{_drawn_title(name)}\n|S| = {int(s.sum())} of {s.numel()}"
+        + ("" if match else "  (≠ definition!)"),
+        fontsize=11,
+        color=_darker(norm_color(name), 0.8),
+    )
+    return match
+
+
+def _caption(fig, matches: list[bool]) -> None:  # noqa: ANN001
+    """The figure's footnote: how S was measured, and whether every set equals its definition."""
     agree = (
         f"All {len(DRAWN)} equal their definitions"
         if all(matches)
@@ -353,6 +373,32 @@ def draw(out: Path) -> Path:
         fontsize=9.5,
         color="#444444",
     )
+
+
+def draw(out: Path) -> Path:
+    """``norm_sets.png`` (``out`` a folder, or the file's path): one N×C×(H·W) cube per norm, the
+    measured S coloured and the reference output's own element darker, like the GN paper's Fig. 2
+    but computed from each layer's Jacobian."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    if out.suffix != ".png":
+        out = out / f"{EXPERIMENT}.png"
+    n_, c_, h_, w_ = SHAPE
+    # Visible from the default view: first sample, first channel, top of the H·W column.
+    index = (0, 0, h_ - 1, w_ - 1)
+    light = LightSource(azdeg=120, altdeg=40)  # even light: the dark voxel stays the darkest
+    fig = plt.figure(figsize=(15, 4.4))
+    matches = []
+    for k, name in enumerate(DRAWN):
+        ax = fig.add_subplot(1, len(DRAWN), k + 1, projection="3d")
+        matches.append(_draw_set_cube(ax, name, index, light))
+    fig.suptitle(
+        f"C1: the set S each norm pools μ, σ over — input N={n_}, C={c_}, H×W={h_}×{w_}",
+        fontsize=13,
+        y=0.98,
+    )
+    _caption(fig, matches)
     fig.subplots_adjust(left=0.005, right=0.97, top=0.86, bottom=0.12, wspace=0.12)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=150)

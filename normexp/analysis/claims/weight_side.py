@@ -247,11 +247,9 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     )
 
 
-def verdict(tables: dict) -> dict:
-    df = with_arms(col.table(tables, EXPERIMENT))
-    if not _finished(df):
-        return CLAIM.not_run_yet()
-    measured = parts(df)
+def _decisions(measured: dict) -> dict[str, str]:
+    """Each part's decision, its tests Holm-adjusted as one family; "not run yet" for a part
+    without seeds, and for (a) and (b) when their runs were not there to measure at all."""
     holm_family(d for d in measured["parts"].values() if d["seeds"])
     decisions = {
         name: (d["decision"] if d["seeds"] else "not run yet")
@@ -259,9 +257,11 @@ def verdict(tables: dict) -> dict:
     }
     for name in ("a_l1_sparser_than_l2", "b_l2_smaller_than_none_pct"):
         decisions.setdefault(name, "not run yet")
-    if all(v == "not run yet" for v in decisions.values()):
-        return CLAIM.not_run_yet("no arm pair measurable yet (runs or weight statistics missing)")
-    result = all_parts(decisions.values())
+    return decisions
+
+
+def _effect(measured: dict) -> str:
+    """One sentence per part, measured or not yet, and the number of seeds."""
     p = measured["parts"]
     sentences = []
     a = p.get("a_l1_sparser_than_l2")
@@ -286,11 +286,31 @@ def verdict(tables: dict) -> dict:
             f"BN minus none: {fmt_ci(beside)})"
         )
     seeds = max(d["seeds"] for d in p.values())
-    effect = "; ".join(sentences) + f" ({seeds} seeds)"
+    return "; ".join(sentences) + f" ({seeds} seeds)"
+
+
+def _notes(df: pd.DataFrame) -> str:
+    """Failed runs, and the weight statistics the summaries do not have yet."""
     notes = failures(df)
     missing = [c for c in (NEAR_ZERO, L2_NORM) if c not in df]
     if missing:
         notes += f"; summaries lack {', '.join(missing)} (weight statistics not recorded yet)"
+    return notes
+
+
+def verdict(tables: dict) -> dict:
+    df = with_arms(col.table(tables, EXPERIMENT))
+    if not _finished(df):
+        return CLAIM.not_run_yet()
+    measured = parts(df)
+    decisions = _decisions(measured)
+    if all(v == "not run yet" for v in decisions.values()):
+        return CLAIM.not_run_yet("no arm pair measurable yet (runs or weight statistics missing)")
+    result = all_parts(decisions.values())
+    p = measured["parts"]
+    a = p.get("a_l1_sparser_than_l2")
+    effect = _effect(measured)
+    notes = _notes(df)
     sub = [
         sub_verdict(
             f"C2{key[0]}",
