@@ -25,6 +25,7 @@ from normexp.analysis.record import select
 from normexp.analysis.verdict import ALPHA, by_seed, join_notes
 
 Tables = dict[str, pd.DataFrame]
+Differ = list[tuple[str, str, str]]  # (claim or sub-claim id, other model, its call there)
 ORDER = ("resnet", "cnn")  # preferred first
 FALLBACK = "cnn"
 GAP_PP = 5.0
@@ -119,6 +120,74 @@ def _brief(verdict: dict) -> dict:
     }
 
 
+def _earlier(chosen: str) -> tuple[str, ...]:
+    """The architectures ORDER prefers to ``chosen``."""
+    return ORDER[: ORDER.index(chosen)] if chosen in ORDER else ()
+
+
+def _why_sentence(
+    chosen: str, verdicts: Mapping[str, dict], baselines: Mapping[str, dict], names: dict
+) -> str:
+    """Why ``chosen`` decides: each preferred architecture passed over, then its own baseline."""
+    why = [
+        names[m] + ("'s baseline does not show the gap" if _ran(verdicts[m]) else NOT_RUN)
+        for m in _earlier(chosen)
+        if m in verdicts
+    ]
+    if baselines[chosen]["shows_gap"]:
+        why.append(f"its own no-norm baseline is clearly worse than BN at batch {BASELINE_BATCH}")
+    else:
+        why.append("no architecture shows the gap: it decides as the fallback")
+    return f"Decided on the {names[chosen]} ({'; '.join(why)})."
+
+
+def _baseline_sentence(baselines: Mapping[str, dict], names: dict) -> str:
+    """Every architecture's baseline test, in ORDER."""
+    shown = [_baseline_text(names[m], baselines[m]) for m in ORDER if m in baselines]
+    return (
+        f"Baseline, BN − no-norm test accuracy at batch {BASELINE_BATCH} (paired by seed; the "
+        f"gap: ≥ {GAP_PP:g} pp at p ≤ {ALPHA:g}): " + "; ".join(shown) + "."
+    )
+
+
+def _beside(
+    chosen: str, others: list[str], verdicts: Mapping[str, dict], names: dict
+) -> tuple[list[str], Differ]:
+    """A sentence on each other architecture's verdict, and every claim or sub-claim it calls
+    differently from ``chosen``."""
+    text, differ = [], []
+    for m in others:
+        if not _ran(verdicts[m]):  # said in ``why`` when it was preferred
+            if m not in _earlier(chosen):
+                text.append(f"The {names[m]}{NOT_RUN}.")
+            continue
+        text.append(
+            f"{names[m]}, reported beside it: {verdicts[m]['verdict']}; {verdicts[m]['effect']}."
+        )
+        mine, theirs = _calls(verdicts[chosen]), _calls(verdicts[m])
+        differ += [(i, m, theirs[i]) for i in mine if i in theirs and theirs[i] != mine[i]]
+    return text, differ
+
+
+def _disagreement(out: dict, differ: Differ, names: dict, chosen: str) -> str:
+    """The claims and sub-claims the two architectures decide differently, in one clause."""
+    said = "; ".join(
+        f"{i} {_calls(out)[i]} on the {names[chosen]}, {c} on the {names[m]}"
+        for i, m, c in differ
+    )
+    return f"the two architectures decide differently: {said}"
+
+
+def _name_in_subs(out: dict, differ: Differ, names: dict, chosen: str) -> None:
+    """Each sub-claim's statistic names the deciding architecture; a sub-claim the other calls
+    differently notes that call."""
+    for sub in out.get("sub", []):
+        sub["statistic"] = f"{names[chosen]}: {sub['statistic']}"
+        for i, m, c in differ:
+            if i == sub["id"]:
+                sub["note"] = join_notes(sub.get("note", ""), f"{names[m]}: {c}")
+
+
 def decide(
     per_arch: Mapping[str, Tables], experiment: str, verdict_of: Callable[[Tables], dict]
 ) -> dict:
@@ -135,46 +204,14 @@ def decide(
     chosen = choose(verdicts, baselines)
     out = verdicts[chosen]
     others = [m for m in ORDER if m in per_arch and m != chosen]
-    earlier = ORDER[: ORDER.index(chosen)] if chosen in ORDER else ()
-    why = [
-        names[m] + ("'s baseline does not show the gap" if _ran(verdicts[m]) else NOT_RUN)
-        for m in earlier
-        if m in per_arch
-    ]
-    if baselines[chosen]["shows_gap"]:
-        why.append(f"its own no-norm baseline is clearly worse than BN at batch {BASELINE_BATCH}")
-    else:
-        why.append("no architecture shows the gap: it decides as the fallback")
-    text = [f"Decided on the {names[chosen]} ({'; '.join(why)})."]
-    shown = [_baseline_text(names[m], baselines[m]) for m in ORDER if m in per_arch]
-    text.append(
-        f"Baseline, BN − no-norm test accuracy at batch {BASELINE_BATCH} (paired by seed; the "
-        f"gap: ≥ {GAP_PP:g} pp at p ≤ {ALPHA:g}): " + "; ".join(shown) + "."
-    )
-    differ = []
-    for m in others:
-        if not _ran(verdicts[m]):  # said in ``why`` when it was preferred
-            if m not in earlier:
-                text.append(f"The {names[m]}{NOT_RUN}.")
-            continue
-        text.append(
-            f"{names[m]}, reported beside it: {verdicts[m]['verdict']}; {verdicts[m]['effect']}."
-        )
-        mine, theirs = _calls(out), _calls(verdicts[m])
-        differ += [(i, m, theirs[i]) for i in mine if i in theirs and theirs[i] != mine[i]]
+    beside, differ = _beside(chosen, others, verdicts, names)
+    text = [_why_sentence(chosen, verdicts, baselines, names), _baseline_sentence(baselines, names)]
+    text += beside
     if differ:
-        said = "; ".join(
-            f"{i} {_calls(out)[i]} on the {names[chosen]}, {c} on the {names[m]}"
-            for i, m, c in differ
-        )
-        sentence = f"the two architectures decide differently: {said}"
+        sentence = _disagreement(out, differ, names, chosen)
         text.append(f"{sentence[0].upper()}{sentence[1:]}.")
         out["notes"] = join_notes(out.get("notes", ""), sentence)
-    for sub in out.get("sub", []):
-        sub["statistic"] = f"{names[chosen]}: {sub['statistic']}"
-        for i, m, c in differ:
-            if i == sub["id"]:
-                sub["note"] = join_notes(sub.get("note", ""), f"{names[m]}: {c}")
+    _name_in_subs(out, differ, names, chosen)
     out["effect"] = f"{names[chosen]}: {out['effect']}"
     out["architecture"] = " ".join(text)
     out["rule"] = f"{out['rule']} {RULE}"

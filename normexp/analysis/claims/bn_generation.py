@@ -263,6 +263,76 @@ def _difference(df: pd.DataFrame, batch: int, a: str, b: str) -> dict:
     }
 
 
+def _task_call(at_normal: str, at_small: str) -> str:
+    """The rule's call from D at each batch size: BN beating IN at either contradicts, and the
+    normal batch decides (at the small batch IN's lead could be BN's small-batch weakness)."""
+    if "contradicted" in (at_normal, at_small):
+        return "contradicted"
+    if at_normal == "supported":
+        return "supported"
+    return "inconclusive"
+
+
+def _task_effect(kind: str, sizes: list[int], normal_gap: tuple, small_gap: tuple) -> str:
+    """IN minus BN at the normal batch, then at the small one when the grid has two sizes."""
+    normal, small = sizes[-1], sizes[0]
+    d_normal, n_lo, n_hi, n = normal_gap
+    d_small, s_lo, s_hi, _ = small_gap
+    effect = (
+        f"{kind}: IN minus BN test PSNR {d_normal:+.2f} dB [{n_lo:+.2f}, {n_hi:+.2f}] at "
+        f"batch {normal}"
+    )
+    if small != normal:
+        effect += f", {d_small:+.2f} dB [{s_lo:+.2f}, {s_hi:+.2f}] at batch {small}"
+    return effect + f" ({n} seeds)"
+
+
+def _winners(cells: pd.DataFrame) -> dict[int, str]:
+    """Per batch size, the norm with the highest mean test PSNR."""
+    winners = {}
+    for batch, c in cells.groupby("batch_size"):
+        winners[int(batch)] = str(c.sort_values("psnr", ascending=False).iloc[0]["norm"])
+    return winners
+
+
+def _bn_batch_stats_psnr(df: pd.DataFrame, sizes: list[int]) -> dict[int, float]:
+    """Per batch size, BN's mean test PSNR when test batches are normalized by their own
+    statistics (instead of the running averages)."""
+    stats = {}
+    for b in sizes:
+        per_seed = by_seed(df, col.TEST_PSNR_BATCH_STATS, {col.NORM: "batch", col.BATCH: b})
+        if per_seed:
+            stats[b] = sum(per_seed.values()) / len(per_seed)
+    return stats
+
+
+def _task_details(df: pd.DataFrame, sizes: list[int], parts: dict, small_gap: tuple) -> dict:
+    """The task verdict's details: the calls per batch size, D at the small batch, BN against no
+    norm, the per-cell PSNRs and their winners (C11 reads these), and the optional extras."""
+    normal, small = sizes[-1], sizes[0]
+    d_small, s_lo, s_hi, _ = small_gap
+    cells = psnr_cells(df).dropna(subset=["psnr"])
+    details = {
+        "normal_batch": normal,
+        "small_batch": small,
+        "parts": parts,
+        "in_minus_bn_at_small_db": _finite_or_none((d_small, s_lo, s_hi)),
+        # BN against no normalization: does BN hurt, or only trail IN?
+        "bn_minus_none_db": {
+            b: _difference(df, b, "batch", "none") for b in sorted({small, normal})
+        },
+        "winner_by_batch": _winners(cells),  # norm with the highest mean test PSNR (C11 reads this)
+        "mean_test_psnr_db": {
+            f"{row.norm}@{row.batch_size}": round(float(row.psnr), 3) for row in cells.itertuples()
+        },
+    }
+    if col.TEST_PSNR_BATCH_STATS in df:  # BN normalizing test batches by their own statistics
+        details["bn_batch_stats_psnr_db"] = _bn_batch_stats_psnr(df, sizes)
+    if col.first(df, col.INPUT_PSNR) is not None:
+        details["input_psnr_db"] = float(col.first(df, col.INPUT_PSNR))
+    return details
+
+
 def task_verdict(df: pd.DataFrame, task: Task) -> dict:
     """The sub-verdict of one task (C6a or C6b) by the module's rule, as a complete verdict."""
 
@@ -278,57 +348,19 @@ def task_verdict(df: pd.DataFrame, task: Task) -> dict:
     if not sizes:
         return verdict_of("not run yet", f"no finished BN or IN runs of {task.experiment}")
     normal, small = sizes[-1], sizes[0]
-    d_normal, n_lo, n_hi, n = _gap(df, normal)
-    d_small, s_lo, s_hi, n_small = _gap(df, small)
+    normal_gap, small_gap = _gap(df, normal), _gap(df, small)
+    d_normal, n_lo, n_hi, n = normal_gap
+    _, s_lo, s_hi, n_small = small_gap
     at_normal = decide(n_lo, n_hi, n)
     at_small = decide(s_lo, s_hi, n_small) if small != normal else at_normal
-    if "contradicted" in (at_normal, at_small):
-        result = "contradicted"
-    elif at_normal == "supported":
-        result = "supported"
-    else:
-        result = "inconclusive"
-    effect = (
-        f"{task.kind}: IN minus BN test PSNR {d_normal:+.2f} dB [{n_lo:+.2f}, {n_hi:+.2f}] at "
-        f"batch {normal}"
-    )
-    if small != normal:
-        effect += f", {d_small:+.2f} dB [{s_lo:+.2f}, {s_hi:+.2f}] at batch {small}"
-    effect += f" ({n} seeds)"
-    cells = psnr_cells(df).dropna(subset=["psnr"])
-    winners = {}
-    for batch, c in cells.groupby("batch_size"):
-        winners[int(batch)] = str(c.sort_values("psnr", ascending=False).iloc[0]["norm"])
-    details = {
-        "normal_batch": normal,
-        "small_batch": small,
-        "parts": {"normal": at_normal, "small": at_small},
-        "in_minus_bn_at_small_db": _finite_or_none((d_small, s_lo, s_hi)),
-        # BN against no normalization: does BN hurt, or only trail IN?
-        "bn_minus_none_db": {
-            b: _difference(df, b, "batch", "none") for b in sorted({small, normal})
-        },
-        "winner_by_batch": winners,  # norm with the highest mean test PSNR (C11 reads this)
-        "mean_test_psnr_db": {
-            f"{row.norm}@{row.batch_size}": round(float(row.psnr), 3) for row in cells.itertuples()
-        },
-    }
-    if col.TEST_PSNR_BATCH_STATS in df:  # BN normalizing test batches by their own statistics
-        stats = {}
-        for b in sizes:
-            per_seed = by_seed(df, col.TEST_PSNR_BATCH_STATS, {col.NORM: "batch", col.BATCH: b})
-            if per_seed:
-                stats[b] = sum(per_seed.values()) / len(per_seed)
-        details["bn_batch_stats_psnr_db"] = stats
-    if col.first(df, col.INPUT_PSNR) is not None:
-        details["input_psnr_db"] = float(col.first(df, col.INPUT_PSNR))
+    parts = {"normal": at_normal, "small": at_small}
     return verdict_of(
-        result,
-        effect,
+        _task_call(at_normal, at_small),
+        _task_effect(task.kind, sizes, normal_gap, small_gap),
         estimate=d_normal,
         ci=(n_lo, n_hi),
         notes=f"{failures(df)}; scope: {task.scope}",
-        details=details,
+        details=_task_details(df, sizes, parts, small_gap),
     )
 
 

@@ -287,46 +287,49 @@ def bn_gn_errors(df: pd.DataFrame, batch: int) -> tuple[dict[int, float], dict[i
     )
 
 
-def verdict_of(tables: dict) -> dict:
-    """C4's verdict from one architecture's tables (its runs under bn_small_batch's name)."""
-    df = col.table(tables, EXPERIMENT)
-    if not _usable(df, col.NORM):
-        return CLAIM.not_run_yet()
-    plain = _plain(df)
-    sizes = sorted(int(b) for b in plain[col.BATCH].unique())
-    if len(sizes) < 2:
-        return CLAIM.not_run_yet("BN and GN need at least two batch sizes")
-    small = sizes[0]
-    ref = _reference(sizes, small)
-    inter_d, tiny_d, result = _decide_parts(
-        gap(*bn_gn_errors(plain, small)), gap(*bn_gn_errors(plain, ref))
-    )
+def _plain_effect(inter_d: dict, tiny_d: dict, ref: int, small: int) -> str:
+    """The effect line's plain-protocol part: (a) and (b) with their intervals."""
     inter, (i_lo, i_hi), n = inter_d["mean"], inter_d["ci"], inter_d["seeds"]
     tiny, (t_lo, t_hi) = tiny_d["mean"], tiny_d["ci"]
-    effect = (
+    return (
         f"BN minus GN test error grows by {inter:+.1f} pp [{i_lo:+.1f}, {i_hi:+.1f}] from batch "
         f"{ref} to batch {small}; at batch {small} BN minus GN is {tiny:+.1f} pp "
         f"[{t_lo:+.1f}, {t_hi:+.1f}] ({n} seeds)"
     )
-    gn_protocol = devices_part(df, col.table(tables, DEVICES))
-    if gn_protocol["call"] != "not run yet":
-        a, g = gn_protocol["a_gap_growth_pp"], gn_protocol["small_per_device"]
-        effect += (
-            f"; GN-paper protocol ({gn_protocol['devices']} devices): the gap grows by "
-            f"{a['mean']:+.1f} pp [{a['ci'][0]:+.1f}, {a['ci'][1]:+.1f}] from "
-            f"{gn_protocol['reference_per_device']} to {g} images per device "
-            f"({gn_protocol['call']})"
-        )
-    remedies = remedies_part(df, with_remedy_labels(col.table(tables, REMEDIES)))
+
+
+def _devices_effect(gn_protocol: dict) -> str:
+    """The effect line's GN-paper-protocol part; empty until that protocol has run."""
+    if gn_protocol["call"] == "not run yet":
+        return ""
+    a, g = gn_protocol["a_gap_growth_pp"], gn_protocol["small_per_device"]
+    return (
+        f"; GN-paper protocol ({gn_protocol['devices']} devices): the gap grows by "
+        f"{a['mean']:+.1f} pp [{a['ci'][0]:+.1f}, {a['ci'][1]:+.1f}] from "
+        f"{gn_protocol['reference_per_device']} to {g} images per device "
+        f"({gn_protocol['call']})"
+    )
+
+
+def _remedies_effect(remedies: dict, small: int) -> str:
+    """The effect line's remedies sentence, capitalized; empty without remedies at `small`."""
     extras = extras_text(remedies, small)
-    if extras:
-        effect += f". {extras[0].upper()}{extras[1:]}"
+    return f". {extras[0].upper()}{extras[1:]}" if extras else ""
+
+
+def _all_failures(df: pd.DataFrame, tables: dict) -> str:
+    """Failed runs of the plain protocol, then of the devices and remedies experiments."""
     notes = failures(df)
     for name in (DEVICES, REMEDIES):
         extra = failures(col.table(tables, name))
         if extra:
             notes += f"; {name}: {extra}"
-    sub = [
+    return notes
+
+
+def _sub_verdicts(inter_d: dict, tiny_d: dict, ref: int, small: int) -> list[dict]:
+    """C4a and C4b, each with its own test (Holm-adjusted together)."""
+    return [
         sub_verdict(
             "C4a",
             "BN degrades at very small batches",
@@ -342,18 +345,42 @@ def verdict_of(tables: dict) -> dict:
             tiny_d,
         ),
     ]
+
+
+def verdict_of(tables: dict) -> dict:
+    """C4's verdict from one architecture's tables (its runs under bn_small_batch's name)."""
+    df = col.table(tables, EXPERIMENT)
+    if not _usable(df, col.NORM):
+        return CLAIM.not_run_yet()
+    plain = _plain(df)
+    sizes = sorted(int(b) for b in plain[col.BATCH].unique())
+    if len(sizes) < 2:
+        return CLAIM.not_run_yet("BN and GN need at least two batch sizes")
+    small = sizes[0]
+    ref = _reference(sizes, small)
+    inter_d, tiny_d, result = _decide_parts(
+        gap(*bn_gn_errors(plain, small)), gap(*bn_gn_errors(plain, ref))
+    )
+    gn_protocol = devices_part(df, col.table(tables, DEVICES))
+    remedies = remedies_part(df, with_remedy_labels(col.table(tables, REMEDIES)))
+    effect = (
+        _plain_effect(inter_d, tiny_d, ref, small)
+        + _devices_effect(gn_protocol)
+        + _remedies_effect(remedies, small)
+    )
+    t_lo, t_hi = tiny_d["ci"]
     return CLAIM.verdict(
         result,
         effect,
         inter_d,
-        sub=sub,
-        notes=notes,
+        sub=_sub_verdicts(inter_d, tiny_d, ref, small),
+        notes=_all_failures(df, tables),
         details=json_safe(
             {
                 "small_batch": small,
                 "reference_batch": ref,
                 "parts": [inter_d["decision"], tiny_d["decision"]],
-                "bn_minus_gn_at_small_pp": [tiny, t_lo, t_hi],
+                "bn_minus_gn_at_small_pp": [tiny_d["mean"], t_lo, t_hi],
                 "gn_paper_protocol": gn_protocol,
                 "remedies": remedies,
             }

@@ -157,33 +157,40 @@ def _ordered(cells) -> list[str]:  # noqa: ANN001
     return [c for c in CELLS if c in cells] + sorted(set(cells) - set(CELLS))
 
 
-def verdict_from(df: pd.DataFrame) -> dict:
-    """The C7 verdict from the collected rnn_norm table (see the module docstring's rule)."""
-    runs, unit = scored(df)
-    if runs.empty:
-        return CLAIM.not_run_yet()
-    scores = _scores(runs)
-    bn_cells = [b for b in BN_CELLS if b in scores]
-    if "layer" not in scores or "none" not in scores or not bn_cells:
-        have = ", ".join(sorted(scores)) or "none"
-        what = f"needs finished runs of none, layer and a BN cell; have: {have}"
-        return CLAIM.not_run_yet(what)
+def _holm_tests(scores: dict, bn_cells: list[str]) -> tuple[dict, dict, dict]:
+    """The claim's family, Holm-adjusted together (in place): d(layer, none), and {B: d(B, none)}
+    and {B: d(B, layer)} for each BN cell B."""
     ln_vs_none = difference(scores["layer"], scores["none"], claimed_sign=-1)
     bn_vs_none = {b: difference(scores[b], scores["none"]) for b in bn_cells}
     bn_vs_ln = {b: difference(scores[b], scores["layer"]) for b in bn_cells}
     holm_family([ln_vs_none, *bn_vs_none.values(), *bn_vs_ln.values()])
-    names = {b: f"{cell_label(b)} − plain LSTM" for b in bn_cells}
-    useless, by = conjunction({names[b]: bn_vs_none[b] for b in bn_cells})
-    only_tests = {"LN-LSTM − plain LSTM": ln_vs_none}
-    only_tests |= {f"{cell_label(b)} − LN-LSTM": bn_vs_ln[b] for b in bn_cells}
-    only_ln, by_only = conjunction(only_tests)
-    ln_best = only_ln == "supported"  # LN beats the plain LSTM and every BN cell
-    bn_helps = {b: bn_vs_none[b]["decision"] == "contradicted" for b in bn_cells}
-    helper = next((b for b in bn_cells if bn_helps[b]), None)
-    if helper is not None and only_ln != "contradicted":  # another norm helps: LN not the only one
-        only_ln, by_only = "contradicted", names[helper]
-    tests = {**{names[b]: bn_vs_none[b] for b in bn_cells}, **only_tests}
-    sub = [
+    return ln_vs_none, bn_vs_none, bn_vs_ln
+
+
+def _minus_plain_name(cell: str) -> str:
+    return f"{cell_label(cell)} − plain LSTM"
+
+
+def _only_ln_tests(ln_vs_none: dict, bn_vs_ln: dict) -> dict[str, dict]:
+    """C7b's tests by name: LN against the plain LSTM, then every BN cell against LN."""
+    tests = {"LN-LSTM − plain LSTM": ln_vs_none}
+    tests |= {f"{cell_label(b)} − LN-LSTM": d for b, d in bn_vs_ln.items()}
+    return tests
+
+
+def _unless_bn_helps(only_ln: str, by_only: str, bn_helps: dict[str, bool]) -> tuple[str, str]:
+    """C7b's call and its deciding test, contradicted by the first BN cell that beats the plain
+    LSTM: then another norm helps and LN is not the only one."""
+    helper = next((b for b, helps in bn_helps.items() if helps), None)
+    if helper is not None and only_ln != "contradicted":
+        return "contradicted", _minus_plain_name(helper)
+    return only_ln, by_only
+
+
+def _sub_verdicts(c7a: tuple[str, str], c7b: tuple[str, str], tests: dict, unit: str) -> list:
+    """C7a and C7b, each from its (call, name of the test in ``tests`` that decided it)."""
+    (useless, by), (only_ln, by_only) = c7a, c7b
+    return [
         sub_verdict(
             "C7a", "BN is useless in RNNs", useless, f"{by}, test {unit}", tests[by]
         ),
@@ -195,26 +202,51 @@ def verdict_from(df: pd.DataFrame) -> dict:
             tests[by_only],
         ),
     ]
-    result = all_parts([useless, only_ln])
-    key = "batch_per_step" if "batch_per_step" in bn_vs_ln else bn_cells[0]
+
+
+def _effect(key: str, ln_vs_none: dict, bn_vs_none: dict, bn_vs_ln: dict, unit: str) -> str:
+    """The effect line: ``key`` (a BN cell) minus LN, LN and every BN cell minus the plain LSTM."""
     head = bn_vs_ln[key]
-    effect = (
+    return (
         f"{cell_label(key)} minus LN-LSTM: {_fmt(head, unit)}; LN-LSTM minus plain LSTM: "
         f"{_fmt(ln_vs_none, unit)}; "
         + "; ".join(
-            f"{cell_label(b)} minus plain LSTM: {_fmt(bn_vs_none[b], unit)}" for b in bn_cells
+            f"{cell_label(b)} minus plain LSTM: {_fmt(d, unit)}" for b, d in bn_vs_none.items()
         )
         + f" (test {unit}, trained window length, {head['seeds']} paired seeds)"
     )
+
+
+def verdict_from(df: pd.DataFrame) -> dict:
+    """The C7 verdict from the collected rnn_norm table (see the module docstring's rule)."""
+    runs, unit = scored(df)
+    if runs.empty:
+        return CLAIM.not_run_yet()
+    scores = _scores(runs)
+    bn_cells = [b for b in BN_CELLS if b in scores]
+    if "layer" not in scores or "none" not in scores or not bn_cells:
+        have = ", ".join(sorted(scores)) or "none"
+        what = f"needs finished runs of none, layer and a BN cell; have: {have}"
+        return CLAIM.not_run_yet(what)
+    ln_vs_none, bn_vs_none, bn_vs_ln = _holm_tests(scores, bn_cells)
+    useless_tests = {_minus_plain_name(b): d for b, d in bn_vs_none.items()}
+    useless, by = conjunction(useless_tests)
+    only_tests = _only_ln_tests(ln_vs_none, bn_vs_ln)
+    only_ln, by_only = conjunction(only_tests)
+    ln_best = only_ln == "supported"  # LN beats the plain LSTM and every BN cell
+    bn_helps = {b: d["decision"] == "contradicted" for b, d in bn_vs_none.items()}
+    only_ln, by_only = _unless_bn_helps(only_ln, by_only, bn_helps)
+    key = "batch_per_step" if "batch_per_step" in bn_vs_ln else bn_cells[0]
+    effect = _effect(key, ln_vs_none, bn_vs_none, bn_vs_ln, unit)
     if ln_best:
         effect += "; LN-LSTM beats the plain LSTM and every BN cell"
     if any(bn_helps.values()):
         effect += "; BN helps over the plain LSTM"
     return CLAIM.verdict(
-        result,
+        all_parts([useless, only_ln]),
         effect,
-        head,
-        sub=sub,
+        bn_vs_ln[key],
+        sub=_sub_verdicts((useless, by), (only_ln, by_only), {**useless_tests, **only_tests}, unit),
         notes=failures(df),
         details=json_safe(
             {**_details(runs, scores, unit), "ln_best": ln_best, "bn_helps": bn_helps}
@@ -468,14 +500,8 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     )
 
 
-def _draw_batch_grid(ax, ax_gap, df: pd.DataFrame) -> None:  # noqa: ANN001
-    """Test bpc per cell against the batch size, and BN per step minus LN / the plain LSTM."""
-    grid = batch_grid(df)
-    if not grid:
-        mark_not_run(ax, SMALL_BATCH)
-        mark_not_run(ax_gap, SMALL_BATCH)
-        return
-    batches = [int(b) for b in grid]
+def _draw_grid_cells(ax, grid: dict, batches: list[int]) -> None:  # noqa: ANN001
+    """Each cell's test bpc (mean, 95% CI band) against the batch size."""
     for cell in _ordered({c["cell"] for g in grid.values() for c in g["cells"]}):
         rows = [next((c for c in g["cells"] if c["cell"] == cell), None) for g in grid.values()]
         pts = [(b, r) for b, r in zip(batches, rows, strict=True) if r and math.isfinite(r["bits"])]
@@ -500,6 +526,11 @@ def _draw_batch_grid(ax, ax_gap, df: pd.DataFrame) -> None:  # noqa: ANN001
             alpha=0.15,
             lw=0,
         )
+
+
+def _draw_grid_gaps(ax_gap, grid: dict, batches: list[int]) -> None:  # noqa: ANN001
+    """BN per step minus LN and minus the plain LSTM (the first two GRID_PAIRS) per batch size;
+    a missing CI bound falls back to the mean."""
     for (a, b), style in zip(GRID_PAIRS[:2], ("^-", "v--"), strict=True):
         d = [
             (x, g["differences"].get(f"{a} - {b}"))
@@ -521,6 +552,10 @@ def _draw_batch_grid(ax, ax_gap, df: pd.DataFrame) -> None:  # noqa: ANN001
             hi = [t["ci"][1] if t["ci"][1] is not None else t["mean"] for _, t in d]
             ax_gap.fill_between(xs, lo, hi, color=CELL_COLORS[b], alpha=0.15, lw=0)
     ax_gap.axhline(0, color="#444444", lw=0.8)
+
+
+def _label_grid_axes(ax, ax_gap, df: pd.DataFrame, batches: list[int]) -> None:  # noqa: ANN001
+    """Log-2 batch axes, legends, labels and titles of the batch grid's two panels."""
     for a in (ax, ax_gap):
         a.set_xscale("log", base=2)
         a.set_xticks(batches, [str(b) for b in batches])
@@ -538,6 +573,19 @@ def _draw_batch_grid(ax, ax_gap, df: pd.DataFrame) -> None:  # noqa: ANN001
         "(unadjusted CIs; reported, not part of the verdict)",
         fontsize=9,
     )
+
+
+def _draw_batch_grid(ax, ax_gap, df: pd.DataFrame) -> None:  # noqa: ANN001
+    """Test bpc per cell against the batch size, and BN per step minus LN / the plain LSTM."""
+    grid = batch_grid(df)
+    if not grid:
+        mark_not_run(ax, SMALL_BATCH)
+        mark_not_run(ax_gap, SMALL_BATCH)
+        return
+    batches = [int(b) for b in grid]
+    _draw_grid_cells(ax, grid, batches)
+    _draw_grid_gaps(ax_gap, grid, batches)
+    _label_grid_axes(ax, ax_gap, df, batches)
 
 
 def _draw_words(ax, df: pd.DataFrame) -> None:  # noqa: ANN001
