@@ -47,6 +47,7 @@ decided it.
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -170,59 +171,7 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
             mark_not_run(ax, EXPERIMENT)
     else:
         note = _scale_note(df)
-        acc_ax, steps_ax, loss_ax, l2_ax, rel_ax, cos_ax = axes
-        target = target_of(df)
-        for norm in _norms(df):
-            runs = ok_runs(df, {col.NORM: norm})
-            style = {"color": color(norm), "label": f"{label(norm)} ({len(runs)} runs)"}
-            xs, m, lo, hi = curve(runs, col.RUNNING_ACC_SERIES, col.RUNNING_ACC_STEPS)
-            if xs:
-                plot_curve(acc_ax, xs, *([100 * v for v in vs] for vs in (m, lo, hi)), **style)
-            for ax, column in ((l2_ax, col.ICS_L2_SERIES), (rel_ax, col.ICS_REL_SERIES)):
-                xs, m, lo, hi = curve(runs, column, col.PROBE_STEPS, log=True)
-                if xs:
-                    plot_curve(ax, xs, m, lo, hi, **style)
-            # 1 − cos on a log scale: the cosines all sit just below 1
-            one_minus = curve(
-                runs, col.ICS_COS_SERIES, col.PROBE_STEPS, transform=lambda v: 1 - v, log=True
-            )
-            if one_minus[0]:
-                plot_curve(cos_ax, *one_minus, **style)
-        if target is not None:
-            acc_ax.axhline(100 * target, color="black", ls=":", lw=1, label="target")
-        acc_ax.set(
-            xlabel="training step",
-            ylabel="training accuracy (%)",
-            title="Running training accuracy (as trained)",
-        )
-        if target is not None and col.RUNNING_ACC_SERIES in df:
-            reached = speed(df, target)
-            _bars(
-                steps_ax,
-                {n: [v for v, _ in per.values()] for n, per in reached.items()},
-                "steps",
-                f"Steps to {100 * target:g}% training accuracy",
-                {n: [v for v, c in per.values() if c] for n, per in reached.items()},
-            )
-            steps_ax.plot([], [], "o", mfc="none", mec="#d62728", label="censored: budget + 1")
-        else:
-            mark_not_run(steps_ax, "steps to target (no target or running accuracy)")
-        _bars(
-            loss_ax,
-            {n: list(by_seed(df, col.TRAIN_LOSS, {col.NORM: n}).values()) for n in _norms(df)},
-            "training loss",
-            "Final training loss (last epoch, as trained)",
-        )
-        panels = (
-            (l2_ax, "‖G − G'‖₂", "ICS, ℓ2 change of a layer's gradient (absolute)"),
-            (rel_ax, "‖G − G'‖₂ / ‖G‖₂", "ICS, ℓ2 change relative to the gradient"),
-            (cos_ax, "1 − cos(G, G')", "ICS, 1 − cosine of G and G' (0: no shift)"),
-        )
-        for ax, ylabel, title in panels:
-            ax.set(
-                xlabel="training step", ylabel=f"{ylabel} (mean over conv layers 2…k)", title=title
-            )
-            ax.set_yscale("log")
+        _draw_panels(df, axes)
     for ax in axes:
         ax.grid(alpha=0.3)
     return save_landscape(
@@ -234,6 +183,83 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         ANCHOR,
         architecture.name(model, df),
     )
+
+
+def _draw_panels(df: pd.DataFrame, axes: list) -> None:
+    """The six panels, in the grid's order: training accuracy, steps to target, final loss (top);
+    ICS ℓ2, relative ℓ2, cosine (bottom)."""
+    acc_ax, steps_ax, loss_ax, l2_ax, rel_ax, cos_ax = axes
+    target = target_of(df)
+    for norm in _norms(df):
+        _draw_norm_curves(df, norm, acc_ax, (l2_ax, rel_ax, cos_ax))
+    _label_accuracy(acc_ax, target)
+    _draw_steps_to_target(steps_ax, df, target)
+    _bars(
+        loss_ax,
+        {n: list(by_seed(df, col.TRAIN_LOSS, {col.NORM: n}).values()) for n in _norms(df)},
+        "training loss",
+        "Final training loss (last epoch, as trained)",
+    )
+    _label_ics(l2_ax, rel_ax, cos_ax)
+
+
+def _draw_norm_curves(df: pd.DataFrame, norm: str, acc_ax, ics_axes: tuple) -> None:  # noqa: ANN001
+    """One norm's curves over training: running training accuracy and the three ICS measures."""
+    l2_ax, rel_ax, cos_ax = ics_axes
+    runs = ok_runs(df, {col.NORM: norm})
+    style = {"color": color(norm), "label": f"{label(norm)} ({len(runs)} runs)"}
+    xs, m, lo, hi = curve(runs, col.RUNNING_ACC_SERIES, col.RUNNING_ACC_STEPS)
+    if xs:
+        plot_curve(acc_ax, xs, *([100 * v for v in vs] for vs in (m, lo, hi)), **style)
+    for ax, column in ((l2_ax, col.ICS_L2_SERIES), (rel_ax, col.ICS_REL_SERIES)):
+        xs, m, lo, hi = curve(runs, column, col.PROBE_STEPS, log=True)
+        if xs:
+            plot_curve(ax, xs, m, lo, hi, **style)
+    # 1 − cos on a log scale: the cosines all sit just below 1
+    one_minus = curve(
+        runs, col.ICS_COS_SERIES, col.PROBE_STEPS, transform=lambda v: 1 - v, log=True
+    )
+    if one_minus[0]:
+        plot_curve(cos_ax, *one_minus, **style)
+
+
+def _label_accuracy(acc_ax, target: float | None) -> None:  # noqa: ANN001
+    if target is not None:
+        acc_ax.axhline(100 * target, color="black", ls=":", lw=1, label="target")
+    acc_ax.set(
+        xlabel="training step",
+        ylabel="training accuracy (%)",
+        title="Running training accuracy (as trained)",
+    )
+
+
+def _draw_steps_to_target(steps_ax, df: pd.DataFrame, target: float | None) -> None:  # noqa: ANN001
+    """Steps to the target per norm, censored runs (budget + 1) ringed."""
+    if target is None or col.RUNNING_ACC_SERIES not in df:
+        mark_not_run(steps_ax, "steps to target (no target or running accuracy)")
+        return
+    reached = speed(df, target)
+    _bars(
+        steps_ax,
+        {n: [v for v, _ in per.values()] for n, per in reached.items()},
+        "steps",
+        f"Steps to {100 * target:g}% training accuracy",
+        {n: [v for v, c in per.values() if c] for n, per in reached.items()},
+    )
+    steps_ax.plot([], [], "o", mfc="none", mec="#d62728", label="censored: budget + 1")
+
+
+def _label_ics(l2_ax, rel_ax, cos_ax) -> None:  # noqa: ANN001
+    panels = (
+        (l2_ax, "‖G − G'‖₂", "ICS, ℓ2 change of a layer's gradient (absolute)"),
+        (rel_ax, "‖G − G'‖₂ / ‖G‖₂", "ICS, ℓ2 change relative to the gradient"),
+        (cos_ax, "1 − cos(G, G')", "ICS, 1 − cosine of G and G' (0: no shift)"),
+    )
+    for ax, ylabel, title in panels:
+        ax.set(
+            xlabel="training step", ylabel=f"{ylabel} (mean over conv layers 2…k)", title=title
+        )
+        ax.set_yscale("log")
 
 
 def _ci_text(mean: float, lo: float, hi: float, fmt: str = "+.1f") -> str:
@@ -308,67 +334,59 @@ def record_runs(tables: dict) -> tuple[str, pd.DataFrame]:
     return model, per_arch[model][EXPERIMENT]
 
 
+@dataclass(frozen=True)
+class _Evidence:
+    """What C9's verdict reads, from one architecture's finished runs: steps to target and the
+    measures per norm and seed, and the paired tests on them (Holm-adjusted as one family)."""
+
+    target: float
+    reached: dict[str, dict[int, tuple[float, bool]]]  # speed(): {norm: {seed: (steps, censored)}}
+    measures: dict[str, dict[str, dict[int, float]]]  # _measures(): {measure: {norm: {seed: v}}}
+    like_bn: dict  # log10 steps noisy BN / BN, against log10 MARGIN_RATIO
+    noisy_over_none: dict  # log10 steps none / noisy BN
+    bn_over_none: dict  # log10 steps none / BN
+    rel_l2: dict  # log10 relative ICS ℓ2 BN / none
+    cos: dict  # ICS cosine BN − none
+    abs_l2: dict  # log10 absolute ICS ℓ2 BN / none: reported, not tested
+
+    @property
+    def censored(self) -> dict[str, list[int]]:
+        return {n: _censored(self.reached.get(n, {})) for n in NORM_ORDER}
+
+    @property
+    def speed_tests(self) -> dict[str, dict]:
+        """(a)'s tests by the names the report shows."""
+        return {
+            "noisy BN / BN (vs 1.25)": self.like_bn,
+            "none / noisy BN": self.noisy_over_none,
+            "none / BN": self.bn_over_none,
+        }
+
+    @property
+    def ics_tests(self) -> dict[str, dict]:
+        """(b)'s tests by the names the report shows."""
+        return {"log10 relative ℓ2 ratio": self.rel_l2, "cosine difference": self.cos}
+
+    @property
+    def pct(self) -> str:
+        return f"{100 * self.target:g}%"
+
+
 def verdict_of(df: pd.DataFrame) -> dict:
     """C9's verdict from one architecture's runs."""
-    runs = {n: by_seed(df, col.TRAIN_LOSS, {col.NORM: n}) for n in NORM_ORDER} if usable(df) else {}
-    if not all(runs.get(n) for n in NORM_ORDER):
-        if not any(runs.values()):
-            return CLAIM.not_run_yet()
-        return CLAIM.not_run_yet("needs finished runs of none, batch and noisy_batch")
-    target = target_of(df)
-    if target is None or col.RUNNING_ACC_SERIES not in df:
-        return CLAIM.not_run_yet(
-            "needs runs that state a target (target.train_acc) and record the running training "
-            "accuracy (running_train_acc_series)"
-        )
-    reached = speed(df, target)
-    log_steps = {n: _log_steps(reached.get(n, {})) for n in NORM_ORDER}
-    censored = {n: _censored(reached.get(n, {})) for n in NORM_ORDER}
-    like_bn = difference(
-        log_steps["noisy_batch"],
-        log_steps["batch"],
-        claimed_sign=-1,
-        null=math.log10(MARGIN_RATIO),
-    )
-    noisy_over_none = difference(log_steps["none"], log_steps["noisy_batch"])
-    bn_over_none = difference(log_steps["none"], log_steps["batch"])
-
-    l2 = {n: by_seed(df, col.ICS_L2_MEAN, {col.NORM: n}) for n in NORM_ORDER}
-    rel = {n: by_seed(df, col.ICS_REL_MEAN, {col.NORM: n}) for n in NORM_ORDER}
-    cos = {n: by_seed(df, col.ICS_COS_MEAN, {col.NORM: n}) for n in NORM_ORDER}
-    ratio = _log_ratio(rel["batch"], rel["none"])
-    # claimed side: BN does not lower ICS (ℓ2 ratio not below 0, cosine difference not above 0)
-    r_test = difference(ratio, dict.fromkeys(ratio, 0.0))
-    c_test = difference(cos["batch"], cos["none"], claimed_sign=-1)
-    holm_family([like_bn, noisy_over_none, bn_over_none, r_test, c_test])
-    abs_ratio = _log_ratio(l2["batch"], l2["none"])
-    abs_test = difference(abs_ratio, dict.fromkeys(abs_ratio, 0.0))  # reported, not tested
-    tests_a = {
-        "noisy BN / BN (vs 1.25)": like_bn,
-        "none / noisy BN": noisy_over_none,
-        "none / BN": bn_over_none,
-    }
-    part_a, by_a, note_a = part_a_call(tests_a, censored)
-    lowers = [t["decision"] == "contradicted" for t in (r_test, c_test)]
-    if r_test["seeds"] < 2 or c_test["seeds"] < 2:
-        part_b = "inconclusive"
-    elif all(lowers):
-        part_b = "contradicted"
-    elif not any(lowers):
-        part_b = "supported"
-    else:
-        part_b = "inconclusive"
-    # the test that decided (b): the one that showed BN lowering ICS, else the ℓ2 ratio
-    by_b = "log10 relative ℓ2 ratio" if lowers[0] or not lowers[1] else "cosine difference"
-    tests_b = {"log10 relative ℓ2 ratio": r_test, "cosine difference": c_test}
-    pct = f"{100 * target:g}%"
+    missing = _not_run_yet(df)
+    if missing is not None:
+        return missing
+    ev = _evidence(df)
+    part_a, by_a, note_a = part_a_call(ev.speed_tests, ev.censored)
+    part_b, by_b = part_b_call(ev.ics_tests)
     sub = [
         sub_verdict(
             "C9 (a)",
             "noisy BN still trains like BN",
             part_a,
-            f"steps to {pct} training accuracy, {by_a}, ratio (geometric mean)",
-            as_ratio(tests_a[by_a]),
+            f"steps to {ev.pct} training accuracy, {by_a}, ratio (geometric mean)",
+            as_ratio(ev.speed_tests[by_a]),
             note=note_a,
         ),
         sub_verdict(
@@ -376,26 +394,137 @@ def verdict_of(df: pd.DataFrame) -> dict:
             "BN does not reduce internal covariate shift",
             part_b,
             f"ICS with vs without BN, {by_b}",
-            tests_b[by_b],
+            ev.ics_tests[by_b],
         ),
     ]
-    if part_a == part_b == "supported":
-        result = "supported"
-    elif part_a == part_b == "contradicted":
-        result = "contradicted"
-    else:
-        result = "inconclusive"
+    shown = as_ratio(ev.like_bn)
+    return CLAIM.verdict(
+        _claim_call(part_a, part_b),
+        _effect_text(ev),
+        estimate=shown["mean"],
+        ci=tuple(shown["ci"]),
+        sub=sub,
+        notes=join_notes(
+            note_a,
+            landscape_notes(
+                df, _scale_note(df), f"steps to a target of {ev.pct} training accuracy"
+            ),
+        ),
+        details=_details(ev, part_a, part_b),
+    )
 
-    loss = {n: by_seed(df, col.TRAIN_LOSS, {col.NORM: n}) for n in NORM_ORDER}
-    loss_bn = paired_difference(loss["noisy_batch"], loss["batch"])[:3]
-    loss_none = paired_difference(loss["noisy_batch"], loss["none"])[:3]
-    test = _accuracy(df, col.TEST_ACC)
-    test_bn = paired_difference(test["noisy_batch"], test["batch"])[:3]
-    test_none = paired_difference(test["noisy_batch"], test["none"])[:3]
-    shown = as_ratio(like_bn)
-    budget = {n: sorted({v for v, c in reached.get(n, {}).values() if c}) for n in NORM_ORDER}
+
+def _not_run_yet(df: pd.DataFrame) -> dict | None:
+    """The "not run yet" verdict while runs of a norm, the target or the running accuracy are
+    missing; None when the verdict can be decided."""
+    runs = {n: by_seed(df, col.TRAIN_LOSS, {col.NORM: n}) for n in NORM_ORDER} if usable(df) else {}
+    if not all(runs.get(n) for n in NORM_ORDER):
+        if not any(runs.values()):
+            return CLAIM.not_run_yet()
+        return CLAIM.not_run_yet("needs finished runs of none, batch and noisy_batch")
+    if target_of(df) is None or col.RUNNING_ACC_SERIES not in df:
+        return CLAIM.not_run_yet(
+            "needs runs that state a target (target.train_acc) and record the running training "
+            "accuracy (running_train_acc_series)"
+        )
+    return None
+
+
+def _evidence(df: pd.DataFrame) -> _Evidence:
+    target = target_of(df)
+    reached = speed(df, target)
+    log_steps = {n: _log_steps(reached.get(n, {})) for n in NORM_ORDER}
+    measures = _measures(df)
+    rel, cos = measures["ics_l2_rel"], measures["ics_cos"]
+    ev = _Evidence(
+        target=target,
+        reached=reached,
+        measures=measures,
+        like_bn=difference(
+            log_steps["noisy_batch"],
+            log_steps["batch"],
+            claimed_sign=-1,
+            null=math.log10(MARGIN_RATIO),
+        ),
+        noisy_over_none=difference(log_steps["none"], log_steps["noisy_batch"]),
+        bn_over_none=difference(log_steps["none"], log_steps["batch"]),
+        # claimed side: BN does not lower ICS (ℓ2 ratio not below 0, cosine difference not
+        # above 0)
+        rel_l2=_bn_over_none_test(rel),
+        cos=difference(cos["batch"], cos["none"], claimed_sign=-1),
+        abs_l2=_bn_over_none_test(measures["ics_l2"]),
+    )
+    holm_family([*ev.speed_tests.values(), *ev.ics_tests.values()])  # the five: one family
+    return ev
+
+
+def _measures(df: pd.DataFrame) -> dict[str, dict[str, dict[int, float]]]:
+    """{measure: {norm: {seed: value}}}: the ICS measures (each run's mean over layers and probe
+    points), the final training loss and the test accuracy in %."""
+
+    def per_norm(column: str) -> dict[str, dict[int, float]]:
+        return {n: by_seed(df, column, {col.NORM: n}) for n in NORM_ORDER}
+
+    return {
+        "ics_l2": per_norm(col.ICS_L2_MEAN),
+        "ics_l2_rel": per_norm(col.ICS_REL_MEAN),
+        "ics_cos": per_norm(col.ICS_COS_MEAN),
+        "train_loss": per_norm(col.TRAIN_LOSS),
+        "test_acc_pct": _accuracy(df, col.TEST_ACC),
+    }
+
+
+def _bn_over_none_test(per_norm: dict[str, dict[int, float]]) -> dict:
+    """log10(BN / none) paired by seed, against 0."""
+    ratio = _log_ratio(per_norm["batch"], per_norm["none"])
+    return difference(ratio, dict.fromkeys(ratio, 0.0))
+
+
+def part_b_call(tests: dict[str, dict]) -> tuple[str, str]:
+    """(call, the deciding test's name) of (b) from its two tests, Holm-adjusted."""
+    r_test, c_test = tests["log10 relative ℓ2 ratio"], tests["cosine difference"]
+    lowers = [t["decision"] == "contradicted" for t in (r_test, c_test)]
+    if r_test["seeds"] < 2 or c_test["seeds"] < 2:
+        call_b = "inconclusive"
+    elif all(lowers):
+        call_b = "contradicted"
+    elif not any(lowers):
+        call_b = "supported"
+    else:
+        call_b = "inconclusive"
+    # the test that decided (b): the one that showed BN lowering ICS, else the ℓ2 ratio
+    by = "log10 relative ℓ2 ratio" if lowers[0] or not lowers[1] else "cosine difference"
+    return call_b, by
+
+
+def _claim_call(part_a: str, part_b: str) -> str:
+    if part_a == part_b == "supported":
+        return "supported"
+    if part_a == part_b == "contradicted":
+        return "contradicted"
+    return "inconclusive"
+
+
+def _noisy_bn_gaps(ev: _Evidence) -> dict[str, tuple[float, float, float]]:
+    """Noisy BN's final training loss and test accuracy (pp) minus BN's and none's, paired by
+    seed: (mean, lo, hi), by their key in the details."""
+    loss, test = ev.measures["train_loss"], ev.measures["test_acc_pct"]
+    return {
+        "train_loss_noisy_minus_bn": paired_difference(loss["noisy_batch"], loss["batch"])[:3],
+        "train_loss_noisy_minus_none": paired_difference(loss["noisy_batch"], loss["none"])[:3],
+        "test_acc_noisy_minus_bn_pp": paired_difference(test["noisy_batch"], test["batch"])[:3],
+        "test_acc_noisy_minus_none_pp": paired_difference(test["noisy_batch"], test["none"])[:3],
+    }
+
+
+def _effect_text(ev: _Evidence) -> str:
+    pct, censored = ev.pct, ev.censored
+    like_bn, noisy_over_none, bn_over_none = ev.like_bn, ev.noisy_over_none, ev.bn_over_none
+    r_test, abs_test, c_test = ev.rel_l2, ev.abs_l2, ev.cos
+    gaps = _noisy_bn_gaps(ev)
+    loss_bn, loss_none = gaps["train_loss_noisy_minus_bn"], gaps["train_loss_noisy_minus_none"]
     counts = ", ".join(f"{label(n)} {len(censored[n])}" for n in NORM_ORDER)
-    effect = (
+    return (
         f"steps to {pct} training accuracy, noisy BN / BN: {_ratio_text(like_bn)}, none / noisy "
         f"BN: {_ratio_text(noisy_over_none)}, none / BN: {_ratio_text(bn_over_none)} "
         f"({like_bn['seeds']} seeds; runs that never reached it, censored at the budget + 1: "
@@ -405,49 +534,48 @@ def verdict_of(df: pd.DataFrame) -> dict:
         f"{_ci_text(abs_test['mean'], *abs_test['ci'], '+.2f')}, cosine difference "
         f"{_ci_text(c_test['mean'], *c_test['ci'], '+.3f')} ({r_test['seeds']} seeds)"
     )
-    means = {
+
+
+def _details(ev: _Evidence, part_a: str, part_b: str) -> dict:
+    censored_at = {
+        n: sorted({v for v, c in ev.reached.get(n, {}).values() if c}) for n in NORM_ORDER
+    }
+    gaps = {key: [finite(v) for v in gap] for key, gap in _noisy_bn_gaps(ev).items()}
+    return json_safe(
+        {
+            "parts": {"noisy_bn_trains_like_bn": part_a, "bn_does_not_reduce_ics": part_b},
+            "target_train_acc": ev.target,
+            "margin_ratio": MARGIN_RATIO,
+            "censoring": "steps = budget + 1 (a lower bound); see the rule",
+            "censored_at": censored_at,
+            "steps_ratio_noisy_over_bn": _ratio_list(ev.like_bn),
+            "steps_ratio_none_over_noisy": _ratio_list(ev.noisy_over_none),
+            "steps_ratio_none_over_bn": _ratio_list(ev.bn_over_none),
+            **gaps,
+            "ics_log10_rel_l2_ratio_bn_over_none": [ev.rel_l2["mean"], *ev.rel_l2["ci"]],
+            "ics_log10_l2_ratio_bn_over_none": [ev.abs_l2["mean"], *ev.abs_l2["ci"]],
+            "ics_cos_bn_minus_none": [ev.cos["mean"], *ev.cos["ci"]],
+            "means": _means(ev),
+        }
+    )
+
+
+def _means(ev: _Evidence) -> dict[str, dict]:
+    """Per norm: the mean over seeds of every measure, and the seeds censored."""
+    m = ev.measures
+    censored = ev.censored
+    return {
         norm: {
-            "steps_to_target": _mean_of({s: v for s, (v, _) in reached.get(norm, {}).items()}),
+            "steps_to_target": _mean_of({s: v for s, (v, _) in ev.reached.get(norm, {}).items()}),
             "censored_seeds": censored[norm],
-            "train_loss": _mean_of(loss[norm]),
-            "test_acc_pct": _mean_of(test[norm]),
-            "ics_l2": _mean_of(l2[norm]),
-            "ics_l2_rel": _mean_of(rel[norm]),
-            "ics_cos": _mean_of(cos[norm]),
+            "train_loss": _mean_of(m["train_loss"][norm]),
+            "test_acc_pct": _mean_of(m["test_acc_pct"][norm]),
+            "ics_l2": _mean_of(m["ics_l2"][norm]),
+            "ics_l2_rel": _mean_of(m["ics_l2_rel"][norm]),
+            "ics_cos": _mean_of(m["ics_cos"][norm]),
         }
         for norm in NORM_ORDER
     }
-    return CLAIM.verdict(
-        result,
-        effect,
-        estimate=shown["mean"],
-        ci=tuple(shown["ci"]),
-        sub=sub,
-        notes=join_notes(
-            note_a,
-            landscape_notes(df, _scale_note(df), f"steps to a target of {pct} training accuracy"),
-        ),
-        details=json_safe(
-            {
-                "parts": {"noisy_bn_trains_like_bn": part_a, "bn_does_not_reduce_ics": part_b},
-                "target_train_acc": target,
-                "margin_ratio": MARGIN_RATIO,
-                "censoring": "steps = budget + 1 (a lower bound); see the rule",
-                "censored_at": budget,
-                "steps_ratio_noisy_over_bn": [shown["mean"], *shown["ci"]],
-                "steps_ratio_none_over_noisy": _ratio_list(noisy_over_none),
-                "steps_ratio_none_over_bn": _ratio_list(bn_over_none),
-                "train_loss_noisy_minus_bn": [finite(v) for v in loss_bn],
-                "train_loss_noisy_minus_none": [finite(v) for v in loss_none],
-                "test_acc_noisy_minus_bn_pp": [finite(v) for v in test_bn],
-                "test_acc_noisy_minus_none_pp": [finite(v) for v in test_none],
-                "ics_log10_rel_l2_ratio_bn_over_none": [r_test["mean"], *r_test["ci"]],
-                "ics_log10_l2_ratio_bn_over_none": [abs_test["mean"], *abs_test["ci"]],
-                "ics_cos_bn_minus_none": [c_test["mean"], *c_test["ci"]],
-                "means": means,
-            }
-        ),
-    )
 
 
 def _ratio_list(test: dict) -> list[float]:

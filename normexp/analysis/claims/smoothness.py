@@ -170,57 +170,23 @@ def _log_ratios(df: pd.DataFrame, probe: str, lr: float) -> dict:
 
 
 def verdict(tables: dict) -> dict:
+    """C10's verdict: (a) the landscape at the reference LR, (b) the range of LRs that train."""
     df = col.table(tables, EXPERIMENT)
     if not usable(df, col.PROBE_STEP_SIZES):
         return CLAIM.not_run_yet()
     if not set(NORMS) <= set(df[col.NORM]):
         return CLAIM.not_run_yet("needs runs of both none and batch")
     ref = reference_lr(df)
-    t_l, t_b = _log_ratios(df, "loss_range", ref), _log_ratios(df, "beta_smoothness", ref)
-    t_p = _log_ratios(df, "grad_predictiveness", ref)
-    holm_family([t_l, t_b])
-    (r_l, (l_lo, l_hi), n_l), (r_b, (b_lo, b_hi), n_b), (r_p, (p_lo, p_hi)) = (
-        (t_l["mean"], t_l["ci"], t_l["seeds"]),
-        (t_b["mean"], t_b["ci"], t_b["seeds"]),
-        (t_p["mean"], t_p["ci"]),
-    )
-    tests_a = {"loss range": t_l, "β-smoothness": t_b}
-    part_a, by_a = conjunction(tests_a)
-    if n_l < 2 or n_b < 2:
-        part_a = "inconclusive"
-    elif part_a == "contradicted" and not all(
-        t["decision"] == "contradicted" for t in tests_a.values()
-    ):
-        part_a = "inconclusive"  # contradicted only when both ratios are above 0
-
+    tests_a = _landscape_tests(df, ref)
+    t_p = _log_ratios(df, "grad_predictiveness", ref)  # reported, not tested
+    part_a, by_a = _landscape_call(tests_a)
     cells = lr_cells(df)
     trained, threshold = trains(cells)
     n_bn, n_none = len(trained.get("batch", [])), len(trained.get("none", []))
     n_lrs = len(_lrs(df))
-    best = cells["acc"].max()
-    if (
-        n_lrs < 2
-        or (cells["ok"] + cells["bad"]).min() < 2
-        or not best >= 100 * CHANCE + MIN_GAIN_PP
-    ):
-        part_b = "inconclusive"
-    else:
-        part_b = (
-            "supported" if n_bn > n_none else "contradicted" if n_bn < n_none else "inconclusive"
-        )
-    parts = [part_a, part_b]
-    if parts == ["supported", "supported"]:
-        result = "supported"
-    elif "contradicted" in parts and "supported" not in parts:
-        result = "contradicted"
-    else:
-        result = "inconclusive"
-    effect = (
-        f"at LR {ref} per 128, log10(BN / no norm) of the loss range {r_l:+.2f} "
-        f"[{l_lo:+.2f}, {l_hi:+.2f}], of the effective β-smoothness {r_b:+.2f} "
-        f"[{b_lo:+.2f}, {b_hi:+.2f}], of the gradient change {r_p:+.2f} [{p_lo:+.2f}, "
-        f"{p_hi:+.2f}] ({n_b} seeds); LRs that train: BN {n_bn}/{n_lrs}, no norm {n_none}/{n_lrs}"
-    )
+    part_b = _lr_range_call(cells, n_bn, n_none, n_lrs)
+    t_b = tests_a["β-smoothness"]
+    counts = f"BN {n_bn}/{n_lrs}, no norm {n_none}/{n_lrs}"
     sub = [
         sub_verdict(
             "C10 (a)",
@@ -233,15 +199,15 @@ def verdict(tables: dict) -> dict:
             "C10 (b)",
             "BN trains at a wider range of learning rates",
             part_b,
-            f"grid LRs that train: BN {n_bn}/{n_lrs}, no norm {n_none}/{n_lrs} (a count)",
+            f"grid LRs that train: {counts} (a count)",
             {"mean": n_bn - n_none, "seeds": int(cells["ok"].min()) if len(cells) else 0},
         ),
     ]
     return CLAIM.verdict(
-        result,
-        effect,
-        estimate=r_b,
-        ci=(b_lo, b_hi),
+        _claim_call(part_a, part_b),
+        _effect_text(ref, tests_a, t_p, counts),
+        estimate=t_b["mean"],
+        ci=tuple(t_b["ci"]),
         sub=sub,
         notes=landscape_notes(
             df,
@@ -252,9 +218,9 @@ def verdict(tables: dict) -> dict:
         details={
             "parts": {"smoother_landscape": part_a, "wider_lr_range": part_b},
             "reference_lr_per_128": ref,
-            "log10_loss_range_ratio": [finite(v) for v in (r_l, l_lo, l_hi)],
-            "log10_beta_ratio": [finite(v) for v in (r_b, b_lo, b_hi)],
-            "log10_grad_change_ratio": [finite(v) for v in (r_p, p_lo, p_hi)],
+            "log10_loss_range_ratio": _finite_ci(tests_a["loss range"]),
+            "log10_beta_ratio": _finite_ci(t_b),
+            "log10_grad_change_ratio": _finite_ci(t_p),
             "lrs_that_train": trained,
             "trains_threshold_pct": finite(threshold),
             "acc_by_lr_pct": {
@@ -262,6 +228,69 @@ def verdict(tables: dict) -> dict:
             },
         },
     )
+
+
+def _landscape_tests(df: pd.DataFrame, ref: float) -> dict[str, dict]:
+    """(a)'s tests at the reference LR, Holm-adjusted as a family of two, by their report names."""
+    tests = {
+        "loss range": _log_ratios(df, "loss_range", ref),
+        "β-smoothness": _log_ratios(df, "beta_smoothness", ref),
+    }
+    holm_family(tests.values())
+    return tests
+
+
+def _landscape_call(tests: dict[str, dict]) -> tuple[str, str | None]:
+    """(call, the deciding test's name) of (a), with fewer than 2 seeds in either test
+    inconclusive."""
+    call_a, by = conjunction(tests)
+    if any(t["seeds"] < 2 for t in tests.values()):
+        call_a = "inconclusive"
+    elif call_a == "contradicted" and not all(
+        t["decision"] == "contradicted" for t in tests.values()
+    ):
+        call_a = "inconclusive"  # contradicted only when both ratios are above 0
+    return call_a, by
+
+
+def _lr_range_call(cells: pd.DataFrame, n_bn: int, n_none: int, n_lrs: int) -> str:
+    """(b) from the count of grid LRs that train BN and none (of ``n_lrs``): inconclusive when
+    the grid or a cell is too small to count, or nothing beat chance by MIN_GAIN_PP."""
+    best = cells["acc"].max()
+    if (
+        n_lrs < 2
+        or (cells["ok"] + cells["bad"]).min() < 2
+        or not best >= 100 * CHANCE + MIN_GAIN_PP
+    ):
+        return "inconclusive"
+    return "supported" if n_bn > n_none else "contradicted" if n_bn < n_none else "inconclusive"
+
+
+def _claim_call(part_a: str, part_b: str) -> str:
+    parts = [part_a, part_b]
+    if parts == ["supported", "supported"]:
+        return "supported"
+    if "contradicted" in parts and "supported" not in parts:
+        return "contradicted"
+    return "inconclusive"
+
+
+def _effect_text(ref: float, tests_a: dict[str, dict], t_p: dict, counts: str) -> str:
+    t_l, t_b = tests_a["loss range"], tests_a["β-smoothness"]
+    (r_l, (l_lo, l_hi)), (r_b, (b_lo, b_hi)), (r_p, (p_lo, p_hi)) = (
+        (t["mean"], t["ci"]) for t in (t_l, t_b, t_p)
+    )
+    return (
+        f"at LR {ref} per 128, log10(BN / no norm) of the loss range {r_l:+.2f} "
+        f"[{l_lo:+.2f}, {l_hi:+.2f}], of the effective β-smoothness {r_b:+.2f} "
+        f"[{b_lo:+.2f}, {b_hi:+.2f}], of the gradient change {r_p:+.2f} [{p_lo:+.2f}, "
+        f"{p_hi:+.2f}] ({t_b['seeds']} seeds); LRs that train: {counts}"
+    )
+
+
+def _finite_ci(test: dict) -> list[float | None]:
+    """[mean, lo, hi] of a test, None where not finite."""
+    return [finite(v) for v in (test["mean"], *test["ci"])]
 
 
 QUOTE = Quote(
