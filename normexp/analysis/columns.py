@@ -18,6 +18,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from normexp.metrics import by_epoch, metric
+
 Tables = dict[str, pd.DataFrame]  # experiment name -> collected table (empty: not run yet)
 
 # --- bookkeeping: every collected row has these ----------------------------------------------
@@ -68,46 +70,46 @@ CONFIG_COLUMNS = (
 )
 
 # --- summary metrics --------------------------------------------------------------------------
-TEST_ACC = "test_acc"  # BN with its running averages, as deployed
-TEST_ERR = "test_err"
-TRAIN_ACC = "train_acc"  # last epoch, as trained
-TRAIN_LOSS = "train_loss"  # last epoch's mean, as trained
-TEST_ACC_BATCH_STATS = "test_acc_batch_stats"
-TEST_ACC_PRECISE_BN = "test_acc_precise_bn"
-TRAIN_ACC_BY_EPOCH = "train_acc_by_epoch"
-TEST_ACC_BY_EPOCH = "test_acc_by_epoch"
-VAL_ACC_BY_EPOCH = "val_acc_by_epoch"  # from metrics.jsonl, added by collect
-N_TRAIN = "n_train"
-WALL_TIME = "wall_time_s"
+TEST_ACC = metric("test_acc")  # BN with its running averages, as deployed
+TEST_ERR = metric("test_err")
+TRAIN_ACC = metric("train_acc")  # last epoch, as trained
+TRAIN_LOSS = metric("train_loss")  # last epoch's mean, as trained
+TEST_ACC_BATCH_STATS = metric("test_acc_batch_stats")
+TEST_ACC_PRECISE_BN = metric("test_acc_precise_bn")
+TRAIN_ACC_BY_EPOCH = metric("train_acc_by_epoch")
+TEST_ACC_BY_EPOCH = metric("test_acc_by_epoch")
+VAL_ACC_BY_EPOCH = by_epoch("val_acc")  # from metrics.jsonl, added by collect
+N_TRAIN = metric("n_train")
+WALL_TIME = metric("wall_time_s")
 # image-to-image generation
-TEST_PSNR = "test_psnr"
-TEST_PSNR_BATCH_STATS = "test_psnr_batch_stats"
-INPUT_PSNR = "input_psnr"
-SAMPLE_GRID = "sample_grid"
+TEST_PSNR = metric("test_psnr")
+TEST_PSNR_BATCH_STATS = metric("test_psnr_batch_stats")
+INPUT_PSNR = metric("input_psnr")
+SAMPLE_GRID = metric("sample_grid")
 # language model
-TEST_BPC = "test_bpc"
-TEST_BPC_LONG = "test_bpc_long"
-TEST_PPL = "test_ppl"
-TEST_PPL_LONG = "test_ppl_long"
-SEQ_LEN = "seq_len"
-LONG_EVAL_LEN = "long_eval_len"
-TOKENS_PER_S = "tokens_per_s"
-N_TRAIN_TOKENS = "n_train_tokens"
+TEST_BPC = metric("test_bpc")
+TEST_BPC_LONG = metric("test_bpc_long")
+TEST_PPL = metric("test_ppl")
+TEST_PPL_LONG = metric("test_ppl_long")
+SEQ_LEN = metric("seq_len")
+LONG_EVAL_LEN = metric("long_eval_len")
+TOKENS_PER_S = metric("tokens_per_s")
+N_TRAIN_TOKENS = metric("n_train_tokens")
 # weight statistics
-NEAR_ZERO = "weight_near_zero_frac"
-L2_NORM = "weight_l2_norm"
+NEAR_ZERO = metric("weight_near_zero_frac")
+L2_NORM = metric("weight_l2_norm")
 # probes along training (normexp.train.landscape): per-run means and over-training lists
-PROBE_STEPS = "probe_steps"
-ICS_L2_MEAN = "probe_ics_l2_mean"
-ICS_COS_MEAN = "probe_ics_cos_mean"
-ICS_L2_SERIES = "probe_ics_l2_series"
-ICS_COS_SERIES = "probe_ics_cos_series"
-ICS_REL_MEAN = "probe_ics_l2_rel_mean"  # ‖G − G'‖ / ‖G‖
-ICS_REL_SERIES = "probe_ics_l2_rel_series"
+PROBE_STEPS = metric("probe_steps")
+ICS_L2_MEAN = metric("probe_ics_l2_mean")
+ICS_COS_MEAN = metric("probe_ics_cos_mean")
+ICS_L2_SERIES = metric("probe_ics_l2_series")
+ICS_COS_SERIES = metric("probe_ics_cos_series")
+ICS_REL_MEAN = metric("probe_ics_l2_rel_mean")  # ‖G − G'‖ / ‖G‖
+ICS_REL_SERIES = metric("probe_ics_l2_rel_series")
 # the running training accuracy of instrumented runs (normexp/train/instrumented.py)
-RUNNING_ACC_STEPS = "running_train_acc_steps"
-RUNNING_ACC_SERIES = "running_train_acc_series"
-TRAINED_STEPS = "trained_steps"
+RUNNING_ACC_STEPS = metric("running_train_acc_steps")
+RUNNING_ACC_SERIES = metric("running_train_acc_series")
+TRAINED_STEPS = metric("trained_steps")
 
 
 def probe_mean(name: str) -> str:

@@ -8,14 +8,19 @@ Building needs no network; publishing does.
 """
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import wandb
+import wandb_workspaces.reports.v2 as wr
+
+from normexp import metrics
 from normexp.analysis.claims import load_analyses
 from normexp.analysis.spec import ClaimAnalysis, Grid
 from normexp.tracking.store import RECORD_PROFILE
-from normexp.tracking.wandb_mirror import STEP_METRIC, _logged_in, _unreachable
+from normexp.tracking.wandb_mirror import STEP_METRIC, _logged_in, _unreachable, wandb_key
 
 REPORT_GROUP = "report"  # the W&B group of the report run (normexp.analysis.report)
 FIGURE_KEY = "figures/{name}"  # media key of a claim's figure in the report run
@@ -23,8 +28,6 @@ AGG = {"groupby_aggfunc": "mean", "groupby_rangefunc": "stderr"}  # mean ± s.e.
 
 
 def _runset(grid: Grid, entity: str, project: str, profile: str):
-    import wandb_workspaces.reports.v2 as wr
-
     names = ", ".join(repr(e) for e in grid.experiments)
     # Profiles are partitions: a dashboard never mixes runs of two profiles.
     filters = f"Config('profile') = '{profile}' and Config('claim.name') in [{names}]"
@@ -39,9 +42,20 @@ def _runset(grid: Grid, entity: str, project: str, profile: str):
     )
 
 
-def _panels(grid: Grid) -> list:
-    import wandb_workspaces.reports.v2 as wr
+def unregistered(grid: Grid) -> list[str]:
+    """The metrics a grid's panels name (W&B names) that are no registered metric's."""
+    known = {wandb_key(name) for name in metrics.METRICS}
+    metrics_in_parallel = [c for c in grid.parallel if "/" in c]  # the others: config fields
+    named = [*grid.bars, *grid.curves, *(grid.scatter or ())[1:], *metrics_in_parallel]
+    return [key for key in named if key not in known]
 
+
+def _panels(grid: Grid) -> list:
+    if unknown := unregistered(grid):
+        raise ValueError(
+            f"dashboard grid {grid.title!r}: {', '.join(unknown)} is no registered metric "
+            "(normexp.metrics)"
+        )
     def column(name: str):
         metric = wr.SummaryMetric(name) if "/" in name else wr.Config(name)
         return wr.ParallelCoordinatesPlotColumn(metric=metric)
@@ -70,8 +84,6 @@ def _panels(grid: Grid) -> list:
 
 def build_report(spec: ClaimAnalysis, entity: str, project: str, profile: str = RECORD_PROFILE):
     """One claim's report: its figure from the report run, then a panel grid per Grid."""
-    import wandb_workspaces.reports.v2 as wr
-
     figure = wr.PanelGrid(
         runsets=[
             wr.Runset(
@@ -118,10 +130,6 @@ def offline_run_dirs(results_dir: Path) -> list[Path]:
 
 
 def _online_problem() -> str | None:
-    import os
-
-    import wandb
-
     if not _logged_in():
         return "not logged in to W&B (run `wandb login` or set WANDB_API_KEY)"
     url = os.environ.get("WANDB_BASE_URL") or wandb.setup().settings.base_url
@@ -156,8 +164,6 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "wandb", "sync", "--project", args.project]
         cmd += ["--entity", args.entity] if args.entity else []
         return subprocess.call([*cmd, *map(str, runs)])
-    import wandb
-
     entity = args.entity or wandb.Api().default_entity
     for report in claim_dashboards(entity, args.project, args.profile):
         report.save()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from normexp.metrics import by_epoch
 from normexp.tracking.store import RunRecord, iter_records, read_json
 from normexp.train.optim import peak_lr
 
@@ -93,9 +94,8 @@ def collect_runs(
 def _protocol_columns(record: RunRecord, config: dict) -> dict:
     """What the fair protocol reads: the per-epoch validation curve (convergence check) and the
     peak LR the run trained at (the batch-scaled LR x optim.lr_mult)."""
-    out: dict = {"val_acc_by_epoch": [m["val_acc"] for m in record.metrics() if "val_acc" in m]}
-    if not out["val_acc_by_epoch"]:
-        out.pop("val_acc_by_epoch")
+    curve = [m["val_acc"] for m in record.metrics() if "val_acc" in m]
+    out: dict = {by_epoch("val_acc"): curve} if curve else {}
     optim, train = config.get("optim", {}), config.get("train", {})
     if {"lr_per_128", "lr_scaling"} <= optim.keys() and "batch_size" in train:
         out["peak_lr"] = peak_lr(optim, train["batch_size"])

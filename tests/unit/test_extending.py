@@ -7,13 +7,15 @@ import sys
 import torch
 from torch import nn
 
-from normexp import models, schema, tasks
+from normexp import metrics, models, schema, tasks
 from normexp.analysis import claims, dashboards, figures
+from normexp.analysis.spec import Grid
 from normexp.analysis.style import norm_color, norm_label
 from normexp.models.spec import ModelSpec
 from normexp.norms import registry
 from normexp.norms.registry import EPS, make_norm, param_rules, pooled_sets, register_norm
 from normexp.tracking.store import profile_dir
+from normexp.tracking.wandb_mirror import wandb_key
 
 
 def test_a_norm_registered_as_the_recipe_says_is_built_checked_and_drawn(monkeypatch):
@@ -116,3 +118,16 @@ def test_a_claim_declared_in_one_file_gets_its_row_section_and_dashboard(tmp_pat
     assert "C12 toy_claim" in toy.title
     assert "Toy runs" in {getattr(block, "text", None) for block in toy.blocks}
     monkeypatch.delitem(sys.modules, "normexp.analysis.claims.toy_claim")
+
+
+def test_a_metric_registered_as_the_recipe_says_is_named_by_the_analysis_and_dashboards(
+    monkeypatch,
+):
+    monkeypatch.setattr(metrics, "METRICS", dict(metrics.METRICS))
+    name = metrics.register_metric(
+        "test_ece", "fraction", "lower", metrics.CLASSIFY, doc="expected calibration error"
+    )
+    assert metrics.metric(name) == "test_ece"  # what columns.py names it by
+    assert "test_ece" in metrics.logged_by("classification")
+    grid = Grid("Calibration", ("bn_small_batch",), ("norm.name",), bars=(wandb_key(name),))
+    assert wandb_key(name) == "test/ece" and dashboards.unregistered(grid) == []
