@@ -53,13 +53,13 @@ migrate: setup ## move an old-layout store (results/runs/) into one folder per p
 	$(PY) -m normexp.tracking.migrate
 
 screenshot: setup ## results/PROFILE/report_screenshot.png: report.html's first screen in headless Chromium
-	$(PY) -m normexp.analysis.report_browser --page results/$(PROFILE)/report.html --out results/$(PROFILE)/report_screenshot.png
+	$(PY) -m normexp.analysis.report.browser --page results/$(PROFILE)/report.html --out results/$(PROFILE)/report_screenshot.png
 
 wandb-sync: setup ## upload every offline W&B run (training runs and report runs) under results/
-	$(PY) -m normexp.analysis.dashboards --sync
+	$(PY) -m normexp.analysis.report.dashboards --sync
 
 dashboards: setup ## publish one W&B report per claim (needs `wandb login`); ARGS="--entity me"
-	$(PY) -m normexp.analysis.dashboards --publish $(ARGS)
+	$(PY) -m normexp.analysis.report.dashboards --publish $(ARGS)
 
 test: setup ## run the test suite (one worker per core; PYTEST_ARGS="-n 0" runs it in one process)
 	$(PY) -m pytest -q -n auto --dist loadgroup $(PYTEST_ARGS)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from normexp.analysis.claims import load_analyses
 from normexp.analysis.columns import Tables
+from normexp.analysis.figures import of_record_for, verdict_of_record
 from normexp.analysis.stats import mean_ci
 from normexp.errors import one_line_errors
 from normexp.tracking.store import RECORD_PROFILE, check_layout, profile_dir
@@ -53,8 +54,6 @@ def runs_table(tables: Tables) -> pd.DataFrame:
 def verdict_table(tables: Tables, results_dir: Path) -> pd.DataFrame:
     """Each claim's verdict, effect estimate and 95% CI, decided from ``tables`` (of the profile
     folder ``results_dir``) exactly as the report decides it: its runs of record, its rule."""
-    from normexp.analysis.figures import of_record_for, verdict_of_record
-
     rows = []
     for a in load_analyses():
         v = verdict_of_record(a, *of_record_for(a, tables, Path(results_dir)))

@@ -2,26 +2,28 @@
 every claim's figure and write its verdict and the report, all in that profile's folder
 (results/<profile>/figures/<claim>.png, results/<profile>/verdicts/<claim>.json,
 results/<profile>/REPORT.md); other profiles' folders are not written, and only their verdicts
-are read (the report's scale table, normexp/analysis/scales.py)."""
+are read (the report's scale table, normexp/analysis/report/scales.py)."""
 
 import argparse
 import json
 import os
 from pathlib import Path
 
-from normexp.analysis.claims import load_analyses, load_sections
+from normexp.analysis.claims import load_analyses
 from normexp.analysis.columns import Tables, table
-from normexp.analysis.convergence import with_check_runs
-from normexp.analysis.damage import damaged_in
-from normexp.analysis.lr_selection import protocol_entry
-from normexp.analysis.record import apply_record, of_record
-from normexp.analysis.report import write_report
-from normexp.analysis.scales import report_extra
-from normexp.analysis.spec import ClaimAnalysis
+from normexp.analysis.report import grid, write_report
+from normexp.analysis.report.damage import damaged_in
+from normexp.analysis.report.scales import report_extra
+from normexp.analysis.verdict.convergence import with_check_runs
+from normexp.analysis.verdict.lr_selection import protocol_entry
+from normexp.analysis.verdict.record import apply_record, of_record
+from normexp.analysis.verdict.spec import ClaimAnalysis
 from normexp.errors import one_line_errors
 from normexp.tracking.collect import DamagedRun, experiments_in_store, write_collected
 from normexp.tracking.store import RECORD_PROFILE, check_layout, profile_dir
 
+# Report sections after the claims (not claims: no verdict of their own).
+SECTIONS = (grid.SECTION,)
 
 def collect_tables(results_dir: Path, damaged: list[DamagedRun] | None = None) -> Tables:
     """The collected table of every experiment of one profile's folder ``results_dir``;
@@ -60,7 +62,7 @@ def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> l
     analyses = load_analyses()
     # report sections after the claims (the grid): their runs of record, read once
     extra = [(s, of_record({e: table(tables, e) for e in s.reads}, results_dir)[0])
-             for s in load_sections()]
+             for s in SECTIONS]
     for analysis in analyses:
         # only the runs of record (declared seeds, made by the declaring experiment file)
         mine, record = of_record_for(analysis, tables, results_dir)

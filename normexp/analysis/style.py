@@ -6,6 +6,7 @@ from pathlib import Path
 
 import matplotlib
 
+from normexp.analysis.stats import mean_ci
 from normexp.errors import ConfigError
 from normexp.norms.registry import NormSpec, norm_spec
 
@@ -86,8 +87,6 @@ def anchor_bars(  # noqa: PLR0913 - one panel, its look spelled out
 
 def seed_bar(ax, x: float, values: Sequence[float], color: str, width: float, capsize: float):  # noqa: ANN001, ANN201
     """A bar at the mean of ``values`` (one per seed) with its 95% CI and the seeds as dots."""
-    from normexp.analysis.stats import mean_ci
-
     values = list(values)
     mean, lo, hi = mean_ci(values)
     ax.bar(x, mean, color=color, alpha=0.8, width=width)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from normexp.analysis.claims import load_analyses
 from normexp.analysis.report import write_report
-from normexp.analysis.report_browser import chromium, dump_dom, screenshot
+from normexp.analysis.report.browser import chromium, dump_dom, screenshot
 from normexp.tracking.store import RECORD_PROFILE, profile_dir
 from tests.helpers import REPO
 

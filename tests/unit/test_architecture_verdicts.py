@@ -1,14 +1,14 @@
 """C4, C5, C8 and C9 decided on the architecture whose no-norm baseline is clearly worse than BN
-at batch 32 (normexp/analysis/architecture.py, issue #12 item 3): the ResNet when its cells
+at batch 32 (normexp/analysis/verdict/architecture.py, issue #12 item 3): the ResNet when its cells
 exist and show the gap, else the VGG-style CNN, stated; the other verdict beside it and a
 disagreement said. Synthetic collected tables whose right verdicts are known."""
 
 import pandas as pd
 import pytest
 
-from normexp.analysis import architecture
 from normexp.analysis.claims import bn_small_batch, bn_train_test, ln_in_cnn, not_ics
-from normexp.analysis.convergence import record_runs
+from normexp.analysis.verdict import architecture
+from normexp.analysis.verdict.convergence import record_runs
 from tests.unit.test_claims_analyses import check, drawn, plain_table, table
 from tests.unit.test_fair_claims import c9, ics_table
 

@@ -25,8 +25,8 @@ from normexp.analysis.claims import (
     recommendations,
     weight_side,
 )
-from normexp.analysis.record import MIN_SEEDS, declared_seeds
 from normexp.analysis.verdict import by_seed
+from normexp.analysis.verdict.record import MIN_SEEDS, declared_seeds
 from normexp.models import build_model
 from normexp.sweep import compose_jobs, sweep_overrides
 from normexp.train.weight_stats import weight_statistics

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from normexp.analysis import columns as col
-from normexp.analysis.convergence import (
+from normexp.analysis.verdict.convergence import (
     cell_convergence,
     converged,
     declared,
@@ -16,7 +16,7 @@ from normexp.analysis.convergence import (
     paired_gains,
     passing,
 )
-from normexp.analysis.lr_selection import protocol_markdown
+from normexp.analysis.verdict.lr_selection import protocol_markdown
 from normexp.protocol.plan import JobRecords, in_check, plan
 from normexp.sweep import sweep_overrides
 from tests.helpers import REPO

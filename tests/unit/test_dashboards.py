@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 import wandb_workspaces.reports.v2 as wr
 
-from normexp.analysis import dashboards
 from normexp.analysis.claims import claim_modules, load_analyses
-from normexp.analysis.dashboards import FIGURE_KEY, claim_dashboards, main
-from normexp.analysis.spec import Grid
+from normexp.analysis.report import dashboards
+from normexp.analysis.report.dashboards import FIGURE_KEY, claim_dashboards, main
+from normexp.analysis.verdict.spec import Grid
 from normexp.tracking.store import RECORD_PROFILE, profile_dir
 from normexp.tracking.wandb_mirror import MEDIA_FILES, STEP_METRIC, wandb_key
 from tests.helpers import REPO as ROOT

@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 from normexp import metrics, models, schema, tasks
-from normexp.analysis import claims, dashboards, figures
-from normexp.analysis.spec import Grid
+from normexp.analysis import claims, figures
+from normexp.analysis.report import dashboards
 from normexp.analysis.style import norm_color, norm_label
+from normexp.analysis.verdict.spec import Grid
 from normexp.models.spec import ModelSpec
 from normexp.norms import registry
 from normexp.norms.registry import EPS, make_norm, param_rules, pooled_sets, register_norm
@@ -66,7 +67,7 @@ TOY_CLAIM = '''"""C12 toy_claim: a claim declared in one file (docs/extending.md
 Verdict rule. *supported* when the toy says so (it always does).
 """
 
-from normexp.analysis.spec import Claim, Grid, Quote
+from normexp.analysis.verdict.spec import Claim, Grid, Quote
 from normexp.analysis.style import mark_not_run, panels, save_figure
 
 EXPERIMENT = "toy_experiment"

@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from normexp.analysis import grid
-from normexp.analysis.report import write_report
+from normexp.analysis.report import grid, write_report
 from normexp.errors import ConfigError
 from normexp.job import run_job
 from normexp.models import build_model, check_model

@@ -288,7 +288,7 @@ def test_selection_file_sits_in_the_experiments_store_folder(tmp_path):
 @pytest.mark.slow
 def test_protocol_sweep_selects_records_checks_and_resumes(tmp_path, cifar_data):
     from normexp.analysis.columns import table
-    from normexp.analysis.convergence import cell_convergence
+    from normexp.analysis.verdict.convergence import cell_convergence
     from normexp.tracking.collect import collect_runs
 
     data_dir, extra = cifar_data

@@ -8,8 +8,8 @@ import re
 import pandas as pd
 from PIL import Image
 
-from normexp.analysis.compute import compute_markdown, experiment_compute
 from normexp.analysis.figures import write_figures_and_verdicts
+from normexp.analysis.report.compute import compute_markdown, experiment_compute
 
 
 def test_report_from_an_empty_store_has_every_claim(tmp_path):
@@ -97,7 +97,7 @@ def test_what_was_run_counts_seeds_of_record_not_the_protocols_own():
 
 
 def test_sittings_group_consecutive_sweep_commands_and_mark_interrupted_ones():
-    from normexp.analysis.compute import group_sittings, sittings_markdown
+    from normexp.analysis.report.compute import group_sittings, sittings_markdown
 
     def line(experiment, started, wall, **more):
         return {

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from normexp.analysis import grid
 from normexp.analysis.claims import load_analyses, rnn_norm
+from normexp.analysis.report import grid
 
 CELLS = ("none", "layer", "batch_per_step", "batch_shared", "rms")
 

@@ -2,8 +2,7 @@
 
 import json
 
-from normexp.analysis import scales
-from normexp.analysis.report import extra_markdown, render_html
+from normexp.analysis.report import extra_markdown, render_html, scales
 
 C4A = "growth of BN − GN test error from batch 32 to 2, pp"  # the statistic the anchor measures
 C4B = "BN − GN test error at batch 2, pp"

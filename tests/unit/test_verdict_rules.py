@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from normexp.analysis import record, report
+from normexp.analysis import report
 from normexp.analysis.claims import bn_small_batch, rnn_norm
-from normexp.analysis.paired import difference
 from normexp.analysis.stats import holm, holm_adjusted, t_test_p
-from normexp.analysis.verdict import holm_family
+from normexp.analysis.stats.paired import difference
+from normexp.analysis.verdict import holm_family, record
 
 SEEDS = (0, 1, 2, 3, 4)
 

@@ -1,17 +1,13 @@
 """The claims, one file each: every module in this package declares ``ANALYSIS`` (a
-``normexp.analysis.spec.ClaimAnalysis``), and the report, the verdicts and the W&B dashboards
-read them from here, in claim order (C1, C2, …, C11). Adding a claim is adding a file here
-(and its experiment file): nothing else lists the claims. A claim module never imports
-another; one claim reads another's outcome through ``analysis_named``."""
+``normexp.analysis.verdict.spec.ClaimAnalysis``), and the report, the verdicts and the W&B
+dashboards read them from here, in claim order (C1, C2, …, C11). Adding a claim is adding a
+file here (and its experiment file): nothing else lists the claims. A claim module never
+imports another; one claim reads another's outcome through ``analysis_named``."""
 
 import importlib
 import pkgutil
 
-from normexp.analysis.spec import ClaimAnalysis, ReportSection
-
-# Report sections after the claims (not claims: no verdict of their own); each module under
-# normexp.analysis defines ``SECTION = ReportSection(...)``.
-SECTIONS = ("grid",)
+from normexp.analysis.verdict.spec import ClaimAnalysis
 
 
 def _modules() -> list:
@@ -33,10 +29,6 @@ def load_analyses() -> list[ClaimAnalysis]:
 def claim_modules() -> list[str]:
     """The claims' module names, in claim order."""
     return [m.__name__.rsplit(".", 1)[-1] for m in _modules()]
-
-
-def load_sections() -> list[ReportSection]:
-    return [importlib.import_module(f"normexp.analysis.{n}").SECTION for n in SECTIONS]
 
 
 def analysis_named(name: str) -> ClaimAnalysis:

@@ -12,7 +12,7 @@ Architecture: the plain protocol's cells also run on the CIFAR ResNet (bn_small_
 BN and GN at 2 and 32, LN and the no-norm baseline at 32); (a) and (b) are computed on each
 architecture apart (the ResNet has no GN-paper protocol or remedies), and the
 architecture whose baseline shows no norm clearly worse than BN decides
-(normexp/analysis/architecture.py; stated at the end of the rule).
+(normexp/analysis/verdict/architecture.py; stated at the end of the rule).
 
 Verdict rule. With D(b) = err_BN(b) − err_GN(b), paired by seed, at the smallest batch size
 b_s of the grid and at the reference batch b_r = 32 (the GN paper's; else the largest ≤ 32),
@@ -35,10 +35,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from normexp.analysis import architecture
 from normexp.analysis import columns as col
-from normexp.analysis.anchors import GN_PAPER_ERROR_BY_BATCH
-from normexp.analysis.paired import (
+from normexp.analysis.stats.paired import (
     against_zero,
     batch_cells,
     difference,
@@ -46,8 +44,6 @@ from normexp.analysis.paired import (
     gap,
     json_safe,
 )
-from normexp.analysis.record import select
-from normexp.analysis.spec import Claim, Grid, Quote
 from normexp.analysis.style import (
     log2_axis,
     mark_not_run,
@@ -55,7 +51,17 @@ from normexp.analysis.style import (
     norm_label,
     save_figure,
 )
-from normexp.analysis.verdict import all_parts, by_seed, failures, holm_family, sub_verdict
+from normexp.analysis.verdict import (
+    all_parts,
+    architecture,
+    by_seed,
+    failures,
+    holm_family,
+    sub_verdict,
+)
+from normexp.analysis.verdict.anchors import GN_PAPER_ERROR_BY_BATCH
+from normexp.analysis.verdict.record import select
+from normexp.analysis.verdict.spec import Claim, Grid, Quote
 
 EXPERIMENT = "bn_small_batch"
 REFERENCE_BATCH = 32
@@ -395,7 +401,8 @@ def deciding_of(tables: dict) -> dict:
     return {EXPERIMENT: select(df, {col.NORM: ["batch", "group"]}) if _usable(df, col.NORM) else df}
 
 
-# Decided per architecture (normexp/analysis/architecture.py): the baseline rule picks which.
+# Decided per architecture (normexp/analysis/verdict/architecture.py): its baseline rule picks
+# which.
 PER_ARCHITECTURE = architecture.PerArchitecture(EXPERIMENT, RESNET, verdict_of, deciding_of)
 verdict = PER_ARCHITECTURE.verdict
 deciding = PER_ARCHITECTURE.deciding

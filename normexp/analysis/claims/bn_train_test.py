@@ -9,7 +9,7 @@ after training over large training batches ("precise BN", Wu & Johnson 2021).
 
 The BN runs of bn_small_batch_resnet (the CIFAR ResNet) are evaluated the same way; the rule is
 applied to each architecture apart, and the one whose baseline shows no norm clearly worse than
-BN decides (normexp/analysis/architecture.py; stated at the end of the rule).
+BN decides (normexp/analysis/verdict/architecture.py; stated at the end of the rule).
 
 Verdict rule. At the smallest batch size of the grid below 32 (an architecture whose BN runs
 are all at 32 or more, the ResNet's baseline at quick, has no C5 cell), Δ = accuracy(batch
@@ -27,13 +27,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from normexp.analysis import architecture
 from normexp.analysis import columns as col
-from normexp.analysis.paired import cell_stats, difference, fmt_ci, json_safe
-from normexp.analysis.record import select
-from normexp.analysis.spec import Claim, Grid, Quote
+from normexp.analysis.stats.paired import cell_stats, difference, fmt_ci, json_safe
 from normexp.analysis.style import log2_axis, mark_not_run, panels, save_figure
-from normexp.analysis.verdict import by_seed, failures, sub_verdict
+from normexp.analysis.verdict import architecture, by_seed, failures, sub_verdict
+from normexp.analysis.verdict.record import select
+from normexp.analysis.verdict.spec import Claim, Grid, Quote
 
 EXPERIMENT = "bn_small_batch"
 RESNET = "bn_small_batch_resnet"  # the same cells on the CIFAR ResNet (its own store folder)
@@ -182,7 +181,8 @@ def deciding_of(tables: dict) -> dict:
     return {EXPERIMENT: select(df, {col.BATCH: df[col.BATCH].min()}) if not df.empty else df}
 
 
-# Decided per architecture (normexp/analysis/architecture.py): the baseline rule picks which.
+# Decided per architecture (normexp/analysis/verdict/architecture.py): its baseline rule picks
+# which.
 PER_ARCHITECTURE = architecture.PerArchitecture(EXPERIMENT, RESNET, verdict_of, deciding_of)
 verdict = PER_ARCHITECTURE.verdict
 deciding = PER_ARCHITECTURE.deciding

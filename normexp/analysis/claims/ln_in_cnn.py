@@ -2,10 +2,11 @@
 
 No runs of its own: the runs of bn_small_batch at batch sizes ≥ 32, where BN has enough samples
 per statistic (the GN paper's comparison is at 32 images per GPU). Only (norm, batch) cells that
-pass the convergence check (normexp/analysis/convergence.py) are used; the notes name the others.
+pass the convergence check (normexp/analysis/verdict/convergence.py) are used; the notes name
+the others.
 The same cells of bn_small_batch_resnet (LN, BN, GN at 32 on the CIFAR ResNet) are decided by the
 same rule apart, and the architecture whose baseline shows no norm clearly worse than BN decides
-(normexp/analysis/architecture.py; stated at the end of the rule).
+(normexp/analysis/verdict/architecture.py; stated at the end of the rule).
 
 Verdict rule. For each seed, a norm's test error is averaged over the batch sizes ≥ 32 of the
 grid that every compared norm has (32, 64, 128 at quick), so every seed contributes one paired
@@ -24,13 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from normexp.analysis import architecture
 from normexp.analysis import columns as col
-from normexp.analysis.anchors import GN_PAPER_ERROR_AT_32
-from normexp.analysis.convergence import THRESHOLD_PP, cell_convergence, passing, record_runs
-from normexp.analysis.paired import difference, fmt_ci, json_safe, pooled_by_seed
-from normexp.analysis.record import select
-from normexp.analysis.spec import Claim, Grid, Quote
+from normexp.analysis.stats.paired import difference, fmt_ci, json_safe, pooled_by_seed
 from normexp.analysis.style import (
     anchor_bars,
     mark_not_run,
@@ -40,7 +36,16 @@ from normexp.analysis.style import (
     save_figure,
     seed_bar,
 )
-from normexp.analysis.verdict import conjunction, failures, holm_family, sub_verdict
+from normexp.analysis.verdict import architecture, conjunction, failures, holm_family, sub_verdict
+from normexp.analysis.verdict.anchors import GN_PAPER_ERROR_AT_32
+from normexp.analysis.verdict.convergence import (
+    THRESHOLD_PP,
+    cell_convergence,
+    passing,
+    record_runs,
+)
+from normexp.analysis.verdict.record import select
+from normexp.analysis.verdict.spec import Claim, Grid, Quote
 
 EXPERIMENT = "bn_small_batch"
 RESNET = "bn_small_batch_resnet"  # LN, BN and GN at 32 on the CIFAR ResNet (its own store folder)
@@ -246,7 +251,8 @@ def deciding_of(tables: dict) -> dict:
     return {EXPERIMENT: select(large, {col.NORM: list(DECIDING)})}
 
 
-# Decided per architecture (normexp/analysis/architecture.py): the baseline rule picks which.
+# Decided per architecture (normexp/analysis/verdict/architecture.py): its baseline rule picks
+# which.
 PER_ARCHITECTURE = architecture.PerArchitecture(EXPERIMENT, RESNET, verdict_of, deciding_of)
 verdict = PER_ARCHITECTURE.verdict
 deciding = PER_ARCHITECTURE.deciding

@@ -17,8 +17,8 @@ import torch
 from matplotlib.colors import LightSource, to_rgb, to_rgba
 from torch import Tensor
 
-from normexp.analysis.spec import ClaimAnalysis, Quote
 from normexp.analysis.style import norm_color  # also selects the Agg backend
+from normexp.analysis.verdict.spec import ClaimAnalysis, Quote
 from normexp.errors import ConfigError
 from normexp.norms.layers import InstanceNorm, resolve_num_groups
 from normexp.norms.registry import make_norm, pooled_sets

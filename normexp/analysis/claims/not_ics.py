@@ -3,7 +3,7 @@
 Two tests at one batch size, the LR per norm chosen by the fair protocol, on the VGG-style CNN
 and (from standard on) the CIFAR ResNet, each architecture's runs decided apart; the one whose
 baseline (BN vs none test accuracy at batch 32, these runs) shows no norm clearly worse than BN
-decides (normexp/analysis/architecture.py; stated at the end of the rule):
+decides (normexp/analysis/verdict/architecture.py; stated at the end of the rule):
 (a) "noisy BN" (BN followed, in training, by per-step, per-(sample, channel) random scale and
 shift, so every layer's input distribution keeps moving) still trains about as fast as BN;
 (b) ICS, measured as the change of a conv layer's gradient G when the earlier layers take their
@@ -53,9 +53,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from normexp.analysis import architecture
 from normexp.analysis import columns as col
-from normexp.analysis.curves import (
+from normexp.analysis.stats import mean_ci
+from normexp.analysis.stats.curves import (
     color,
     curve,
     label,
@@ -67,14 +67,13 @@ from normexp.analysis.curves import (
     scale_note,
     usable,
 )
-from normexp.analysis.paired import difference, json_safe
-from normexp.analysis.spec import Claim, Grid, Quote
-from normexp.analysis.stats import mean_ci
+from normexp.analysis.stats.paired import difference, json_safe
 from normexp.analysis.style import (
     mark_not_run,
     seed_bar,
 )
 from normexp.analysis.verdict import (
+    architecture,
     by_seed,
     conjunction,
     finite,
@@ -83,6 +82,7 @@ from normexp.analysis.verdict import (
     paired_difference,
     sub_verdict,
 )
+from normexp.analysis.verdict.spec import Claim, Grid, Quote
 
 EXPERIMENT = "not_ics"
 MARGIN_RATIO = 1.25  # noisy BN "trains about as fast as BN": steps noisy / BN below this
@@ -312,7 +312,7 @@ def part_a_call(
 
 def verdict(tables: dict) -> dict:
     """The verdict of record: each architecture's runs (model.name) apart, never pooled; the one
-    the baseline rule picks (normexp/analysis/architecture.py) decides."""
+    the baseline rule picks (normexp/analysis/verdict/architecture.py) decides."""
     return architecture.decide(architecture.swept(tables, EXPERIMENT), EXPERIMENT, _verdict_of)
 
 

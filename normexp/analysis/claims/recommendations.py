@@ -5,7 +5,8 @@ Scenarios and where they are read from (finished runs only, seeds paired):
 - tiny batch: bn_small_batch at its smallest batch size, test error (lower is better);
 - otherwise: bn_small_batch at batch ≥ 32, each seed's test error averaged over the batch sizes
   ≥ 32 that every norm has (as C8 does);
-  both on the architecture of record of C4 (normexp/analysis/architecture.py: the ResNet's cells,
+  both on the architecture of record of C4 (normexp/analysis/verdict/architecture.py: the
+  ResNet's cells,
   bn_small_batch_resnet, when they have run and its baseline shows the gap, else the CNN's), so
   that C11 and C4b read the same runs. The ResNet runs fewer norms (BN and GN at batch 2; BN,
   GN, LN and none at 32, no IN): the table names the candidates of each scenario;
@@ -33,14 +34,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from normexp.analysis import architecture
 from normexp.analysis import columns as col
 from normexp.analysis.claims import analysis_named
-from normexp.analysis.paired import difference, json_safe, pooled_by_seed
-from normexp.analysis.spec import Claim, Quote
 from normexp.analysis.stats import mean_ci
+from normexp.analysis.stats.paired import difference, json_safe, pooled_by_seed
 from normexp.analysis.style import norm_label, save_figure
-from normexp.analysis.verdict import holm_family, sub_verdict
+from normexp.analysis.verdict import architecture, holm_family, sub_verdict
+from normexp.analysis.verdict.spec import Claim, Quote
 
 NAME = "recommendations"
 LARGE_BATCH = 32

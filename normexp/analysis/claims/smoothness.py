@@ -31,7 +31,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from normexp.analysis import columns as col
-from normexp.analysis.curves import (
+from normexp.analysis.stats import mean_ci
+from normexp.analysis.stats.curves import (
     color,
     curve,
     label,
@@ -42,11 +43,10 @@ from normexp.analysis.curves import (
     scale_note,
     usable,
 )
-from normexp.analysis.paired import difference
-from normexp.analysis.spec import Claim, Grid, Quote
-from normexp.analysis.stats import mean_ci
+from normexp.analysis.stats.paired import difference
 from normexp.analysis.style import mark_not_run
 from normexp.analysis.verdict import by_seed, conjunction, finite, holm_family, sub_verdict
+from normexp.analysis.verdict.spec import Claim, Grid, Quote
 
 EXPERIMENT = "smoothness"
 REFERENCE_LR = 0.1  # per 128 examples: the LR at which the landscape is compared (as in C9)

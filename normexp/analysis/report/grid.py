@@ -37,10 +37,10 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis import style
-from normexp.analysis.paired import against_zero, batch_cells, difference, gap, pooled_by_seed
-from normexp.analysis.record import select
-from normexp.analysis.spec import ReportSection
+from normexp.analysis.stats.paired import against_zero, batch_cells, difference, gap, pooled_by_seed
 from normexp.analysis.verdict import by_seed, conjunction, holm_family
+from normexp.analysis.verdict.record import select
+from normexp.analysis.verdict.spec import ReportSection
 
 Tables = dict[str, pd.DataFrame]
 NAME = "grid"
@@ -355,8 +355,8 @@ def markdown(tables: Tables) -> list[str]:
         "",
         "Which families support the claims that read these grids: each cell applies the claim's "
         "statistic to that family's grid (paired by seed; Holm within the claim's tests of one "
-        "family; estimate and 95% CI; normexp/analysis/grid.py says how each is computed). Not "
-        "of record: each claim is decided in its own section.",
+        "family; estimate and 95% CI; normexp/analysis/report/grid.py says how each is computed). "
+        "Not of record: each claim is decided in its own section.",
         "",
         "| claim | statement | " + " | ".join(f.name for f in FAMILIES) + " |",
         "|---|---|" + "---|" * len(FAMILIES),

@@ -14,20 +14,21 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from normexp.analysis.columns import COMMIT, Tables, unique_values
-from normexp.analysis.compute import (
+from normexp.analysis.report.compute import (
     compute_markdown,
     experiment_compute,
     seeds_of_record,
     sittings_markdown,
     stage_of,
 )
-from normexp.analysis.damage import damaged_runs_html, damaged_runs_markdown
-from normexp.analysis.lr_selection import protocol_markdown
-from normexp.analysis.record import commits_note
-from normexp.analysis.spec import ClaimAnalysis
+from normexp.analysis.report.damage import damaged_runs_html, damaged_runs_markdown
+from normexp.analysis.verdict.lr_selection import protocol_markdown
+from normexp.analysis.verdict.record import commits_note
+from normexp.analysis.verdict.spec import ClaimAnalysis
 from normexp.catalogue import cpu_experiments, makefile_list
 from normexp.tracking.collect import DamagedRun
 from normexp.tracking.store import atomic_write_json, read_sittings
+from normexp.tracking.wandb_mirror import WandbMirror
 
 SCALE_NOTE = (
     "Profiles change scale only, never the method. The `quick` profile trains small networks "
@@ -57,7 +58,7 @@ PARTS = (
     ("anchor", "Anchor"),
     ("notes", "Notes"),
     ("record_note", "Seeds of record"),
-    ("families", "Families"),  # from the grid section (normexp/analysis/grid.py)
+    ("families", "Families"),  # from the grid section (normexp/analysis/report/grid.py)
 )
 TOP_HEADER = (
     "claim",
@@ -310,7 +311,7 @@ def _brief(provenance: dict) -> dict:
 # CommonMark with tables; raw HTML in the texts is shown as text, never inserted.
 _MD = MarkdownIt("commonmark", {"html": False}).enable("table")
 _TEMPLATES = Environment(
-    loader=PackageLoader("normexp.analysis", "templates"),
+    loader=PackageLoader("normexp.analysis.report", "templates"),
     autoescape=select_autoescape(["html", "j2"]),
     keep_trailing_newline=True,
 )
@@ -375,8 +376,6 @@ def render_html(secs: list[dict], provenance: dict, extras: Sequence[dict] = ())
 
 def log_to_wandb(secs: list[dict], results_dir: Path, mode: str) -> str | None:
     """The figures and the verdict table in a W&B run of their own; returns the error, if any."""
-    from normexp.tracking.wandb_mirror import WandbMirror
-
     mirror = WandbMirror(
         mode=mode,
         project="normexp",

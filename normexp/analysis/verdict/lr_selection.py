@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 
 from normexp.analysis import columns as col
-from normexp.analysis.columns import Tables
-from normexp.analysis.convergence import cell_columns, cell_convergence, failing_note, short
-from normexp.analysis.spec import ClaimAnalysis
+from normexp.analysis.columns import Tables, table
 from normexp.analysis.style import norm_color, panels, save_figure
+from normexp.analysis.verdict.convergence import cell_columns, cell_convergence, failing_note, short
+from normexp.analysis.verdict.spec import ClaimAnalysis
 from normexp.protocol.select import select_lr
 
 
@@ -81,8 +81,6 @@ def chosen_lrs(record: pd.DataFrame) -> list[dict]:
 def protocol_entry(raw: Tables, analysis: ClaimAnalysis, results_dir: Path, verdict: dict) -> None:
     """Add the claim's protocol facts to its verdict: chosen LRs, the LR figure, the cells that
     fail the convergence check and those not checked (also as sentences in the notes)."""
-    from normexp.analysis.columns import table
-
     entry: dict = {}
     figure = draw_lr(raw, analysis, results_dir / "figures" / f"{analysis.name}_lr.png")
     if figure is not None:

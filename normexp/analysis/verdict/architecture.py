@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from normexp.analysis import columns as col
-from normexp.analysis.paired import batch_cells, difference, fmt_ci, json_safe
-from normexp.analysis.record import select
+from normexp.analysis.stats.paired import batch_cells, difference, fmt_ci, json_safe
+from normexp.analysis.style import mark_not_run, norm_color, norm_label, seed_bar
 from normexp.analysis.verdict import ALPHA, by_seed, join_notes
+from normexp.analysis.verdict.record import select
 
 Tables = dict[str, pd.DataFrame]
 Differ = list[tuple[str, str, str]]  # (claim or sub-claim id, other model, its call there)
@@ -300,8 +301,6 @@ class PerArchitecture:
 def draw_baseline(ax, dfs: Mapping[str, pd.DataFrame]) -> None:  # noqa: ANN001 - a matplotlib Axes
     """The baseline of each architecture ({model: its runs}): BN and no-norm test accuracy at
     batch 32 (mean, 95% CI, seeds as dots), the paired gap written above each pair."""
-    from normexp.analysis.style import mark_not_run, norm_color, norm_label, seed_bar
-
     ticks, labels, top = [], [], 0.0
     for i, (model, df) in enumerate(dfs.items()):
         test = baseline(df)

@@ -2,9 +2,9 @@
 ``dashboard``: which metrics to compare across which config fields; ``wandb-workspaces``).
 Building needs no network; publishing does.
 
-    python -m normexp.analysis.dashboards             # build offline, list reports and panels
-    python -m normexp.analysis.dashboards --sync      # upload every offline run (training+report)
-    python -m normexp.analysis.dashboards --publish   # save the reports to W&B (online only)
+    python -m normexp.analysis.report.dashboards            # build offline, list the reports
+    python -m normexp.analysis.report.dashboards --sync     # upload every offline run
+    python -m normexp.analysis.report.dashboards --publish  # save the reports (online only)
 """
 
 import argparse
@@ -18,7 +18,7 @@ import wandb_workspaces.reports.v2 as wr
 
 from normexp import metrics
 from normexp.analysis.claims import load_analyses
-from normexp.analysis.spec import ClaimAnalysis, Grid
+from normexp.analysis.verdict.spec import ClaimAnalysis, Grid
 from normexp.tracking.store import RECORD_PROFILE
 from normexp.tracking.wandb_mirror import STEP_METRIC, _logged_in, _unreachable, wandb_key
 
@@ -110,7 +110,7 @@ def build_report(spec: ClaimAnalysis, entity: str, project: str, profile: str = 
         entity=entity,
         project=project,
         title=f"normexp {spec.claim} {spec.name} ({profile}): {spec.title}",
-        description=f"Claim {spec.claim}: {spec.title}. Built by normexp.analysis.dashboards.",
+        description=f"Claim {spec.claim}: {spec.title}. Built by {__name__}.",
         blocks=blocks,
     )
 
@@ -137,7 +137,7 @@ def _online_problem() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m normexp.analysis.dashboards")
+    parser = argparse.ArgumentParser(prog="python -m normexp.analysis.report.dashboards")
     parser.add_argument("--project", default="normexp")
     parser.add_argument("--entity", default=None, help="default: your W&B default entity")
     parser.add_argument("--results-dir", type=Path, default=Path("results"))

@@ -16,7 +16,7 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.columns import Tables, unique_values
-from normexp.analysis.record import declared_seeds
+from normexp.analysis.verdict.record import declared_seeds
 from normexp.tracking.store import read_sittings
 
 SITTING_GAP_S = 15 * 60

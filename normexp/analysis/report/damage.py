@@ -5,7 +5,7 @@ the report when there are none, so a clean store's report is unchanged."""
 import html
 from collections.abc import Sequence
 
-from normexp.analysis.spec import ClaimAnalysis
+from normexp.analysis.verdict.spec import ClaimAnalysis
 from normexp.tracking.collect import DamagedRun
 
 TITLE = "Damaged runs (left out)"

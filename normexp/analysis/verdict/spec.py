@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from normexp.analysis.architecture import PerArchitecture
 from normexp.analysis.columns import Tables
 from normexp.analysis.verdict import make_verdict
+from normexp.analysis.verdict.architecture import PerArchitecture
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Quote:
 @dataclass(frozen=True)
 class Grid:
     """One panel grid of a claim's W&B dashboard: the runs of some experiments grouped by config
-    fields, and the panels that compare the groups (normexp.analysis.dashboards builds them).
+    fields, and the panels that compare the groups (normexp.analysis.report.dashboards builds them).
     Metric names are W&B names (``test/err``); config fields are dotted paths (``norm.name``)."""
 
     title: str
@@ -51,7 +51,7 @@ class ClaimAnalysis:
     draw: Callable[..., Path]
     verdict: Callable[[Tables], dict]
     # the runs whose cells decide the verdict (their seeds must be complete for a verdict of
-    # record, normexp.analysis.record); None: every table it reads
+    # record, normexp.analysis.verdict.record); None: every table it reads
     deciding: Callable[[Tables], Tables] | None = None
     # whether its tables carry the convergence check's runs beside the runs of record (C8: a
     # cell counts only where its check passes; every other analysis reads runs of record only)

@@ -26,8 +26,8 @@ closer to it than s does, else *away* from it. A row gets a sentence where the c
 profiles differ or the effect moves; without a CI at one profile, or with different statistics,
 the change is not judged and the sentence says why. Different statistics are often one statistic
 on two architectures (C4 on the CNN at quick, on the ResNet at standard): where the verdict of one
-profile reports the other's architecture beside it (normexp/analysis/architecture.py), that same
-statistic at both profiles is compared instead, by the same rule, and the sentence says so.
+profile reports the other's architecture beside it (normexp/analysis/verdict/architecture.py), that
+same statistic at both profiles is compared instead, by the same rule, and the sentence says so.
 """
 
 import json
@@ -35,9 +35,11 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from normexp.analysis import anchors
-from normexp.analysis.architecture import NAMES as ARCHITECTURES
-from normexp.analysis.spec import ReportSection
+from normexp.analysis.claims import load_analyses
+from normexp.analysis.style import save_figure
+from normexp.analysis.verdict import anchors
+from normexp.analysis.verdict.architecture import NAMES as ARCHITECTURES
+from normexp.analysis.verdict.spec import ReportSection
 
 SCALE_ORDER = ("smoke", "quick", "standard", "paper")
 EXCLUDED = ("smoke",)
@@ -122,8 +124,6 @@ def _claim_number(claim: str) -> tuple[int, str]:
 
 def _titles() -> dict[str, str]:
     """{claim id: the claim in a few words} from the claim analyses."""
-    from normexp.analysis.claims import load_analyses
-
     return {a.claim: a.title for a in load_analyses()}
 
 
@@ -166,7 +166,7 @@ def _entries(verdict: Mapping, titles: Mapping[str, str]) -> list[dict]:
 
 def _beside(verdict: Mapping, sub_id: str) -> list[dict]:
     """The sub-claim as the other architectures measured it (reported beside the verdict of
-    record, normexp/analysis/architecture.py): statistic named after the architecture,
+    record, normexp/analysis/verdict/architecture.py): statistic named after the architecture,
     estimate, CI and call; [] for a claim decided on one architecture."""
     others = verdict.get("details", {}).get("architecture", {}).get("others", {})
     out = []
@@ -442,7 +442,7 @@ def section_text(rows: Sequence[Mapping], profiles: Sequence[str]) -> list[str]:
         "*With scale.* Between two profiles the effect moves when their 95% CIs do not overlap "
         "(otherwise: no detectable change); it grows or shrinks in size, or changes sign, and "
         "moves toward or away from the anchor's number. A row says so where the calls differ or "
-        "the effect moves (normexp/analysis/scales.py)."
+        "the effect moves (normexp/analysis/report/scales.py)."
     )
     return [intro, "", *markdown_table(rows, profiles), "", rule]
 
@@ -451,8 +451,6 @@ def draw(rows: Sequence[Mapping], profiles: Sequence[str], out: Path) -> Path:
     """Per sub-claim (one panel each, its own unit), the estimate with its 95% CI at each
     profile (dot and whisker, a colour per profile) and the anchor's value as a dashed line."""
     import matplotlib.pyplot as plt
-
-    from normexp.analysis.style import save_figure
 
     shown = [r for r in rows if any(c.get("estimate") is not None for c in r["cells"].values())]
     cols = min(5, max(1, len(shown)))
