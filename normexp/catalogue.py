@@ -6,6 +6,7 @@ benchmarks or the GPU bundle to know them."""
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+PROFILE_CONFIGS = REPO / "configs" / "profile"  # one file per profile
 GPU_PREFIX = "gpu_"  # the GPU bundle's experiments (normexp/gpu_bundle.py), as the Makefile's
 
 

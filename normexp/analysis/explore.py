@@ -20,6 +20,7 @@ from normexp.analysis.claims import load_analyses
 from normexp.analysis.columns import Tables
 from normexp.analysis.figures import of_record_for, verdict_of_record
 from normexp.analysis.stats import mean_ci
+from normexp.catalogue import REPO
 from normexp.errors import one_line_errors
 from normexp.tracking.store import RECORD_PROFILE, check_layout, profile_dir
 
@@ -31,7 +32,7 @@ AXES = {
     "model": "model.name",
     "seed": "seed",
 }
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "explore_results.ipynb"
+NOTEBOOK = REPO / "notebooks" / "explore_results.ipynb"
 
 
 def load_tables(results_dir: Path) -> Tables:
@@ -129,7 +130,7 @@ def execute_notebook(results_dir: Path, source: Path = NOTEBOOK, out: Path | Non
     )
     # The kernel reads the store and the profile from its environment, as a reader's would, and
     # imports this checkout's normexp (the one running here), wherever the notebook lies.
-    here = str(Path(__file__).resolve().parents[2])
+    here = str(REPO)
     path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
     folder = Path(results_dir).resolve()
     env = {"NORMEXP_RESULTS_DIR": str(folder.parent), "NORMEXP_PROFILE": folder.name}

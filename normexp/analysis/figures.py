@@ -18,6 +18,7 @@ from normexp.analysis.verdict.convergence import with_check_runs
 from normexp.analysis.verdict.lr_selection import protocol_entry
 from normexp.analysis.verdict.record import apply_record, of_record
 from normexp.analysis.verdict.spec import ClaimAnalysis
+from normexp.catalogue import PROFILE_CONFIGS
 from normexp.errors import one_line_errors
 from normexp.tracking.collect import DamagedRun, experiments_in_store, write_collected
 from normexp.tracking.store import RECORD_PROFILE, check_layout, profile_dir
@@ -99,7 +100,7 @@ def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> l
 
 def known_profiles(results_dir: Path) -> set[str]:
     """The profiles of configs/profile/, and any the store has runs of."""
-    configs = Path(__file__).resolve().parents[2] / "configs" / "profile"
+    configs = PROFILE_CONFIGS
     stored = {p.parent.name for p in Path(results_dir).glob("*/runs")}
     return {p.stem for p in configs.glob("*.yaml")} | stored
 

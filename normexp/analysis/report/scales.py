@@ -40,6 +40,7 @@ from normexp.analysis.style import save_figure
 from normexp.analysis.verdict import anchors
 from normexp.analysis.verdict.architecture import NAMES as ARCHITECTURES
 from normexp.analysis.verdict.spec import ReportSection
+from normexp.catalogue import PROFILE_CONFIGS
 
 SCALE_ORDER = ("smoke", "quick", "standard", "paper")
 EXCLUDED = ("smoke",)
@@ -107,7 +108,7 @@ def scale_key(profile: str) -> tuple[int, str]:
 def profiles_in(store: Path, own: str | None = None) -> list[str]:
     """The profiles of configs/profile/ whose folder in ``store`` has verdicts, smoke excluded,
     with ``own`` (the reported profile) always, in scale order."""
-    configs = Path(__file__).resolve().parents[2] / "configs" / "profile"
+    configs = PROFILE_CONFIGS
     named = {p.stem for p in configs.glob("*.yaml")} - set(EXCLUDED)
     found = {p for p in named if any((store / p / "verdicts").glob("*.json"))}
     return sorted(found | ({own} if own else set()), key=scale_key)

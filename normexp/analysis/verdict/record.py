@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 
 from normexp.analysis import columns as col
 from normexp.analysis.columns import Tables, unique_values
+from normexp.catalogue import PROFILE_CONFIGS
 from normexp.tracking.store import read_sittings
 
 # The fewest seeds of record a profile may declare and still make calls: quick is the fast check
@@ -43,7 +44,7 @@ DEFAULT_MIN_SEEDS = 5
 def min_seeds(profiles: Iterable[str]) -> int:
     """The seeds a verdict over runs of ``profiles`` needs declared (the strictest profile's)."""
     return max((MIN_SEEDS.get(str(p), DEFAULT_MIN_SEEDS) for p in profiles), default=5)
-PROFILES = Path(__file__).resolve().parents[2] / "configs" / "profile"
+PROFILES = PROFILE_CONFIGS
 FINISHED = ("ok", "diverged")  # a diverged run is a result (a failed configuration)
 # frozenset of full commit hashes -> why their runs are equivalent (reviewed, with a test)
 EQUIVALENT_COMMITS: dict[frozenset[str], str] = {}
