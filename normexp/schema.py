@@ -5,7 +5,10 @@ ConfigError (``<field>: <what is allowed>``) before anything runs; ``validate_hy
 same for the Hydra settings the suite relies on. Rules that tie fields together (n_train + n_val,
 a norm that does not apply to a model, ...) are the tasks' and the norms' check functions, run
 after this one. The table of fields in docs/bad-input.md is ``fields_table()``:
-``python -m normexp.schema`` rewrites it.
+``python -m normexp.schema`` rewrites it. The types of rule (Int, Num, Choice, ..., Field) are
+normexp.rules', imported here so that they are also schema.Int, schema.Field and so on; the
+registries that name their parameters' rules import them from there, so that this module can
+import the registries at its top.
 
 The yaml groups are not registered as Hydra structured configs: a group's options have
 different keys (norm, model, train), experiments add their own top-level nodes (arm, devices),
@@ -14,239 +17,55 @@ interpolated values that most fields are. Checking the resolved values covers al
 """
 
 import functools
-import math
-import os
-import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from normexp.data.ptb import LEVELS
 from normexp.errors import ConfigError
-
-MAX_SEED = 2**32 - 1  # numpy's seed range; Python's and torch's are wider
-MAX_THREADS = 1024  # absolute; a run is also held to this machine's CPU count (validate.py)
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # a folder name, never '..' or hidden
-
-
-def _num(x: float) -> str:
-    return f"{x:g}" if isinstance(x, float) else str(x)
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: object) -> bool:
-    return (isinstance(v, int | float) and not isinstance(v, bool)) and math.isfinite(v)
-
-
-@dataclass(frozen=True)
-class Int:
-    lo: int = 1
-    hi: int | None = None
-    null: bool = False
-
-    def ok(self, v: object) -> bool:
-        return _is_int(v) and v >= self.lo and (self.hi is None or v <= self.hi)
-
-    def describe(self) -> str:
-        if self.hi is None:
-            return f"an integer >= {self.lo}"
-        return f"an integer from {self.lo} to {self.hi}"
-
-
-@dataclass(frozen=True)
-class Num:
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False  # lo itself excluded
-    hi_open: bool = False
-    null: bool = False
-
-    def ok(self, v: object) -> bool:
-        if not _is_num(v):
-            return False
-        if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
-            return False
-        return self.hi is None or not (v > self.hi or (self.hi_open and v == self.hi))
-
-    def describe(self) -> str:
-        if self.hi is None:
-            return f"a finite number {'>' if self.lo_open else '>='} {_num(self.lo)}"
-        left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
-        return f"a number in {left}{_num(self.lo)}, {_num(self.hi)}{right}"
-
-
-@dataclass(frozen=True)
-class Bool:
-    null: bool = False
-
-    def ok(self, v: object) -> bool:
-        return isinstance(v, bool)
-
-    def describe(self) -> str:
-        return "true or false"
-
-
-@dataclass(frozen=True)
-class Choice:
-    options: tuple[str, ...]
-    null: bool = False
-
-    def ok(self, v: object) -> bool:
-        return isinstance(v, str) and v in self.options
-
-    def describe(self) -> str:
-        return ", ".join(self.options)
-
-
-@dataclass(frozen=True)
-class Name:
-    """A string that becomes a folder or project name."""
-
-    null: bool = False
-
-    def ok(self, v: object) -> bool:
-        return isinstance(v, str) and NAME_PATTERN.fullmatch(v) is not None
-
-    def describe(self) -> str:
-        return "a non-empty name of letters, digits, '_', '-' and '.', not starting with '.'"
-
-
-@dataclass(frozen=True)
-class Folder:
-    null: bool = False
-
-    def ok(self, v: object) -> bool:
-        return isinstance(v, str) and v.strip() != "" and "\0" not in v
-
-    def describe(self) -> str:
-        return "a non-empty path"
-
-
-@dataclass(frozen=True)
-class IntList:
-    lo: int = 1
-    null: bool = False
-
-    def ok(self, v: object) -> bool:
-        return isinstance(v, list) and len(v) > 0 and all(_is_int(w) and w >= self.lo for w in v)
-
-    def describe(self) -> str:
-        return f"a non-empty list of integers >= {self.lo}"
-
-
-@dataclass(frozen=True)
-class NumList:
-    null: bool = False
-
-    def ok(self, v: object) -> bool:
-        return isinstance(v, list) and all(_is_num(w) and w > 0 for w in v)
-
-    def describe(self) -> str:
-        return "a list of finite numbers > 0"
-
-
-@dataclass(frozen=True)
-class ChoiceList:
-    options: tuple[str, ...]
-    null: bool = False
-
-    def ok(self, v: object) -> bool:
-        return isinstance(v, list) and all(isinstance(w, str) and w in self.options for w in v)
-
-    def describe(self) -> str:
-        return f"a list of: {', '.join(self.options)}"
-
-
-@dataclass(frozen=True)
-class Interval:
-    """[low, high] with 0 < low <= high, both finite."""
-
-    null: bool = False
-
-    def ok(self, v: object) -> bool:
-        return (
-            isinstance(v, list) and len(v) == 2 and all(map(_is_num, v)) and 0 < v[0] <= v[1]
-        )
-
-    def describe(self) -> str:
-        return "[low, high] with 0 < low <= high"
-
-
-@dataclass(frozen=True)
-class SubGrid:
-    """A declared sub-grid: {dotted config field: "v1,v2" or [v1, v2]}, at least one field."""
-
-    null: bool = False
-
-    @staticmethod
-    def _values_ok(w: object) -> bool:
-        if isinstance(w, str):
-            return w.strip() != ""
-        scalars = isinstance(w, list) and all(isinstance(x, str | int | float) for x in w)
-        return scalars and len(w) > 0
-
-    def ok(self, v: object) -> bool:
-        return (
-            isinstance(v, Mapping)
-            and len(v) > 0
-            and all(isinstance(k, str) and k != "" and self._values_ok(w) for k, w in v.items())
-        )
-
-    def describe(self) -> str:
-        return '{field: "v1,v2" or [v1, v2], ...} with at least one field'
-
-
-Rule = (
-    Int | Num | Bool | Choice | Name | Folder | IntList | NumList | ChoiceList | Interval | SubGrid
+from normexp.models import MODELS
+from normexp.models.blocks import ACTIVATIONS
+from normexp.models.cnn import HEADS
+from normexp.models.lstm_cells import CELLS
+from normexp.models.resnet import SHORTCUTS
+from normexp.norms.registry import NORMS, norm_spec, param_rules
+from normexp.norms.validity import POSITIONS
+from normexp.norms.weight_side import WEIGHT_SIDE
+from normexp.protocol.select import SELECT_ON, STAGES
+from normexp.rules import (
+    MAX_SEED,
+    MAX_THREADS,
+    Bool,
+    Choice,
+    ChoiceList,
+    Field,
+    Folder,
+    Int,
+    Interval,
+    IntList,
+    JobsRule,
+    Name,
+    Num,
+    NumList,
+    Off,
+    SubGrid,
 )
-
-
-@dataclass(frozen=True)
-class Field:
-    path: str  # dotted, as on the command line
-    rule: Rule
-    needs: tuple[str, tuple[str, ...]] | None = None  # present and checked when path's value in
-    optional: bool = False  # may be absent (a constructor default applies)
-    doc: str = ""
-
-    def allowed(self) -> str:
-        text = self.rule.describe()
-        return text + (" or null" if self.rule.null else "")
-
-    def check(self, value: object) -> None:
-        if value is None and self.rule.null:
-            return
-        if self.rule.ok(value):
-            return
-        if isinstance(self.rule, Choice):
-            raise ConfigError(self.path, f"unknown {show(value)}; allowed: {self.allowed()}")
-        raise ConfigError(self.path, f"{show(value)} is not allowed; must be {self.allowed()}")
+from normexp.rules import NAME_PATTERN as NAME_PATTERN
+from normexp.rules import Rule as Rule
+from normexp.rules import max_jobs as max_jobs
+from normexp.rules import show as show
+from normexp.tasks import all_tasks
+from normexp.tracking.wandb_mirror import MODES
+from normexp.train.device import DEVICES
+from normexp.train.image_to_image import LOSSES, TARGETS
+from normexp.train.instrumented import PROBES
+from normexp.train.optim import LR_SCALING, OPTIMIZERS, SCHEDULES
 
 
 def _choices() -> dict[str, Any]:
     """The allowed names (and the norms' parameter rules), taken from the code that implements
     them."""
-    from normexp.data.ptb import LEVELS
-    from normexp.models import MODELS
-    from normexp.models.blocks import ACTIVATIONS
-    from normexp.models.cnn import HEADS
-    from normexp.models.lstm_cells import CELLS
-    from normexp.models.resnet import SHORTCUTS
-    from normexp.norms.registry import NORMS, norm_spec, param_rules
-    from normexp.norms.validity import POSITIONS
-    from normexp.norms.weight_side import WEIGHT_SIDE
-    from normexp.protocol.select import SELECT_ON, STAGES
-    from normexp.tasks import all_tasks
-    from normexp.tracking.wandb_mirror import MODES
-    from normexp.train.device import DEVICES
-    from normexp.train.image_to_image import LOSSES, TARGETS
-    from normexp.train.instrumented import PROBES
-    from normexp.train.optim import LR_SCALING, OPTIMIZERS, SCHEDULES
-
     norm_spec("none")  # fills the registry
     return {
         "profile": PROFILES,
@@ -279,11 +98,8 @@ CLASSIFY = ("classification", "instrumented_classification")
 IMAGES = ("classification", "instrumented_classification", "image_to_image")
 
 
-@functools.cache
-def fields() -> tuple[Field, ...]:
-    """Every field of a run's config a user can set (hydra's own are in HYDRA_FIELDS)."""
-    c = _choices()
-    task, model, data = "train.task", "model.name", "data.name"
+def _run_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
+    """The run's own fields: profile, seed, claim, target, paths, runtime and tracking."""
     F = Field
     return (
         F("profile", Choice(c["profile"]), doc="scale of every run"),
@@ -303,6 +119,14 @@ def fields() -> tuple[Field, ...]:
         F("runtime.channels_last", Bool(), optional=True),
         F("tracking.mode", Choice(c["mode"])),
         F("tracking.project", Name()),
+    )
+
+
+def _train_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
+    """train.*: the task, its budget and batches, and each task's own fields."""
+    task = "train.task"
+    F = Field
+    return (
         F("train.task", Choice(c["task"])),
         F("train.epochs", Int(1)),
         F("train.steps", Int(1, null=True), optional=True, doc="null: a budget of train.epochs"),
@@ -331,6 +155,13 @@ def fields() -> tuple[Field, ...]:
         F("train.target", Choice(c["target"]), (task, ("image_to_image",)), optional=True),
         F("train.seq_len", Int(1), (task, ("language_model",))),
         F("train.long_eval_factor", Int(1), (task, ("language_model",))),
+    )
+
+
+def _optim_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
+    """optim.*: the optimizer, its learning rate and schedule."""
+    F = Field
+    return (
         F("optim.name", Choice(c["optim"])),
         F("optim.lr_per_128", Num(0, lo_open=True)),
         F("optim.lr_scaling", Choice(c["lr_scaling"])),
@@ -343,6 +174,13 @@ def fields() -> tuple[Field, ...]:
         F("optim.warmup_frac", Num(0, 1, hi_open=True)),
         F("optim.l1", Num(0), optional=True),
         F("optim.clip_grad_norm", Num(0, lo_open=True, null=True), optional=True),
+    )
+
+
+def _protocol_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
+    """protocol.*: LR selection and the convergence check."""
+    F = Field
+    return (
         F("protocol.lr_grid", NumList(null=True), optional=True, doc="null: no LR selection"),
         F("protocol.selection_seeds", IntList(0), optional=True),
         F("protocol.select_on", Choice(c["select_on"]), optional=True),
@@ -354,6 +192,14 @@ def fields() -> tuple[Field, ...]:
         F("protocol.check_profiles", ChoiceList(PROFILES, null=True), optional=True,
           doc="the profiles whose sweeps run the check stage; null: every profile"),
         F("protocol.stage", Choice(c["stage"]), optional=True),
+    )
+
+
+def _data_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
+    """data.*: the data set and, per data set, its sizes."""
+    data = "data.name"
+    F = Field
+    return (
         F("data.name", Choice(c["data"])),
         F("data.download", Bool()),
         F("data.verify", Bool(), (data, ("cifar10",))),
@@ -365,6 +211,14 @@ def fields() -> tuple[Field, ...]:
         F("data.train_tokens", Int(2, null=True), (data, ("ptb",))),
         F("data.valid_tokens", Int(2, null=True), (data, ("ptb",))),
         F("data.test_tokens", Int(2, null=True), (data, ("ptb",))),
+    )
+
+
+def _model_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
+    """model.*: the architecture and, per model, its shape."""
+    model = "model.name"
+    F = Field
+    return (
         F("model.name", Choice(c["model"])),
         F("model.widths", IntList(1), (model, ("cnn", "generator"))),
         F("model.convs_per_stage", Int(1), (model, ("cnn",))),
@@ -392,6 +246,13 @@ def fields() -> tuple[Field, ...]:
         F("model.layers", Int(1), (model, ("lstm",))),
         F("model.dropout", Num(0, 1, hi_open=True), (model, ("lstm",))),
         F("model.tie_weights", Bool(), (model, ("lstm",))),
+    )
+
+
+def _norm_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
+    """norm.*: the norm, its position, and each norm's parameters."""
+    F = Field
+    return (
         F("norm.name", Choice(c["norm"])),
         F("norm.position", Choice(c["position"])),
         # each norm's parameters, with the rules its registry entry gives them
@@ -399,34 +260,19 @@ def fields() -> tuple[Field, ...]:
     )
 
 
-def max_jobs() -> int:
-    return 4 * (os.cpu_count() or 1)
-
-
-@dataclass(frozen=True)
-class JobsRule:
-    """joblib's n_jobs: -1 (one per core) or a bounded positive count."""
-
-    null: bool = False
-
-    def ok(self, v: object) -> bool:
-        return _is_int(v) and (v == -1 or 1 <= v <= max_jobs())
-
-    table = "-1 (one per core) or an integer from 1 to 4 x this machine's CPUs"
-
-    def describe(self) -> str:
-        return f"-1 (one per core) or an integer from 1 to {max_jobs()} (4 x this machine's CPUs)"
-
-
-@dataclass(frozen=True)
-class Off:
-    null: bool = False
-
-    def ok(self, v: object) -> bool:
-        return v is False
-
-    def describe(self) -> str:
-        return "false (paths.results_dir is relative to where you run the command)"
+@functools.cache
+def fields() -> tuple[Field, ...]:
+    """Every field of a run's config a user can set (hydra's own are in HYDRA_FIELDS)."""
+    c = _choices()
+    return (
+        *_run_fields(c),
+        *_train_fields(c),
+        *_optim_fields(c),
+        *_protocol_fields(c),
+        *_data_fields(c),
+        *_model_fields(c),
+        *_norm_fields(c),
+    )
 
 
 HYDRA_FIELDS = (
@@ -441,13 +287,6 @@ _MISSING = object()
 def field(path: str) -> Field | None:
     """The schema's entry for a dotted path, if it has one."""
     return next((f for f in (*fields(), *HYDRA_FIELDS) if f.path == path), None)
-
-
-def show(value: object) -> str:
-    """A value as the user typed it: true/false/null, strings quoted."""
-    if isinstance(value, bool) or value is None:
-        return {True: "true", False: "false", None: "null"}[value]
-    return repr(value)
 
 
 def lookup(config: Mapping, path: str) -> Any:

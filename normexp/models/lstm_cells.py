@@ -385,6 +385,20 @@ def _sum_steps(grads: list) -> Tensor | None:
     return None if not grads or grads[0] is None else torch.stack(grads).sum(0)
 
 
+def _gates_backward(dz: Tensor, z: Tensor, dc: Tensor, c_prev: Tensor, dc_carry: Tensor) -> None:
+    """One step of ``_FastRecurrence._backward_ops``, in place: fill dz's i, f and g slots from
+    dc (its o slot is already filled), take all four through their nonlinearity, and set
+    ``dc_carry`` to dc * f, the gradient reaching c_{t-1}."""
+    H = z.shape[1] // 4
+    i, f, g = z[:, :H], z[:, H : 2 * H], z[:, 3 * H :]
+    torch.mul(dc, g, out=dz[:, :H])
+    torch.mul(dc, c_prev, out=dz[:, H : 2 * H])
+    torch.mul(dc, i, out=dz[:, 3 * H :])
+    torch.mul(dc, f, out=dc_carry)
+    _aten.sigmoid_backward.grad_input(dz[:, : 3 * H], z[:, : 3 * H], grad_input=dz[:, : 3 * H])
+    _aten.tanh_backward.grad_input(dz[:, 3 * H :], g, grad_input=dz[:, 3 * H :])
+
+
 class _FastRecurrence(torch.autograd.Function):
     """The loop with a hand-written backward (sites of kind none/layer/rms/batch)."""
 
@@ -428,7 +442,7 @@ class _FastRecurrence(torch.autograd.Function):
         back = _linear_fn(w_hh.t().contiguous(), B)  # dh_{t-1} = da_t @ W_h
         for t in range(T - 1, -1, -1):
             z, dz = acts[t], dz_all[t]
-            i, f, o, g = z[:, :H], z[:, H : 2 * H], z[:, 2 * H : 3 * H], z[:, 3 * H :]
+            o = z[:, 2 * H : 3 * H]
             torch.mul(dh, tms[t], out=dz[:, 2 * H : 3 * H])
             dm = _aten.tanh_backward(dh * o, tms[t])
             if cc.kind == "none":
@@ -438,14 +452,7 @@ class _FastRecurrence(torch.autograd.Function):
                 d_params["g_c"].append(d_g)
                 d_params["b_c"].append(d_b)
             dc += dc_carry
-            torch.mul(dc, g, out=dz[:, :H])
-            torch.mul(dc, cs[t - 1] if t else c0, out=dz[:, H : 2 * H])
-            torch.mul(dc, i, out=dz[:, 3 * H :])
-            torch.mul(dc, f, out=dc_carry)
-            _aten.sigmoid_backward.grad_input(
-                dz[:, : 3 * H], z[:, : 3 * H], grad_input=dz[:, : 3 * H]
-            )
-            _aten.tanh_backward.grad_input(dz[:, 3 * H :], g, grad_input=dz[:, 3 * H :])
+            _gates_backward(dz, z, dc, cs[t - 1] if t else c0, dc_carry)
             if xs.kind != "none":
                 dax, d_g, d_b = xs.backward(dz, ax[t], t, (need[4], need[5]))
                 dax_steps.append(dax)

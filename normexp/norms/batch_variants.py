@@ -12,7 +12,7 @@ from torch import Tensor
 from normexp.errors import ConfigError
 from normexp.norms.layers import BatchNorm
 from normexp.norms.registry import ACROSS_SAMPLES, EPS, MOMENTUM, NormContext, register_norm
-from normexp.schema import Int, Num
+from normexp.rules import Int, Num
 
 GHOST_GROUP_SIZE = 8  # samples per statistic unless configured: a typical per-device batch
 

@@ -21,7 +21,7 @@ from normexp.norms.registry import (
     register_norm,
 )
 from normexp.norms.validity import refuse_undefined
-from normexp.schema import Int
+from normexp.rules import Int
 
 
 class BatchNorm(nn.modules.batchnorm._BatchNorm):

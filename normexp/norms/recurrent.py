@@ -10,7 +10,7 @@ from normexp.norms import layers  # noqa: F401  (none, layer and rms registered 
 from normexp.norms.registry import EPS as EPS_RULE
 from normexp.norms.registry import MOMENTUM as MOMENTUM_RULE
 from normexp.norms.registry import CellNorm, register_cell
-from normexp.schema import Num
+from normexp.rules import Num
 
 EPS = 1e-5  # every cell's eps (the rms layer's own default, 1e-6, is not used here)
 BN_GAMMA_INIT = 0.1  # Cooijmans et al. 2016, section 4: keeps tanh / sigmoid unsaturated

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from torch import nn
 
 from normexp.errors import ConfigError
-from normexp.schema import Num  # a rule of a norm parameter (schema imports no norm at its top)
+from normexp.rules import Num  # a rule of a norm parameter (normexp.schema reads this registry)
 
 INPUT_KINDS = ("dense", "image", "recurrent")
 POSITIONS = ("pre", "post")  # pre: layer -> norm -> act; post: layer -> act -> norm
