@@ -25,9 +25,10 @@ from torch import Tensor, nn
 from normexp.errors import ConfigError
 from normexp.models.blocks import make_activation, norm_block
 from normexp.models.init import init_weights
+from normexp.models.probe import check_sites, norm_sites
 from normexp.models.spec import ModelSpec
 from normexp.norms.registry import NormFactory
-from normexp.norms.validity import check_norm, refuse_per_channel_post
+from normexp.norms.validity import refuse_per_channel_post
 
 
 class GlobalAvgPool(nn.Module):
@@ -91,16 +92,6 @@ class VGGNet(nn.Module):
         return self.head(self.features(x))
 
 
-def normalized_channels(widths: list[int], convs_per_stage: int) -> list[int]:
-    return [w for w in widths for _ in range(convs_per_stage)]
-
-
-def smallest_feature_map(widths: list[int], image_size: int = 32) -> int:
-    """H*W of the last stage (one max-pool, or stride-2 conv, per stage after the first)."""
-    side = image_size // 2 ** (len(widths) - 1)
-    return side * side
-
-
 def check_cnn(model: Mapping, factory: NormFactory, batch_size: int, image_size: int) -> None:
     """The CNN's own rules, and its norm's at each normalized layer."""
     widths = list(model["widths"])
@@ -108,7 +99,6 @@ def check_cnn(model: Mapping, factory: NormFactory, batch_size: int, image_size:
         raise ConfigError("model.widths", f"{widths} must be a non-empty list of positive ints")
     if model["convs_per_stage"] <= 0:
         raise ConfigError("model.convs_per_stage", "must be a positive int")
-    channels = normalized_channels(widths, model["convs_per_stage"])
     head = model.get("head", "grid")
     if head not in HEADS:
         raise ConfigError("model.head", f"unknown {head!r}; allowed: {', '.join(HEADS)}")
@@ -117,20 +107,23 @@ def check_cnn(model: Mapping, factory: NormFactory, batch_size: int, image_size:
         raise ConfigError(
             "model.final_norm", "false leaves out the last block's norm: needs a norm"
         )
+    sites = norm_sites(
+        build_cnn, model, factory, (batch_size, 3, image_size, image_size),
+        "model.widths",
+    )  # fmt: skip
     if head == "gap" and final_norm:
         # In ``post`` the last conv block ends with the norm and global average pooling
         # follows: the logits would not depend on the input.
         refuse_per_channel_post(
             factory,
-            channels[-1],
+            sites[-1].channels,
             "global average pooling makes every channel's mean equal β, so the CNN would "
             "ignore its input",
         )
-    values = batch_size * smallest_feature_map(widths, image_size)
-    check_norm(factory.name, "image", channels, values, factory.kwargs, batch_size)
+    check_sites(factory, "image", sites, batch_size)
 
 
-def build_cnn(model: Mapping, factory: NormFactory, num_classes: int) -> nn.Module:
+def build_cnn(model: Mapping, factory: NormFactory, num_classes: int = 10) -> nn.Module:
     return VGGNet(
         list(model["widths"]),
         model["convs_per_stage"],

@@ -19,9 +19,9 @@ from torch import Tensor, nn
 
 from normexp.errors import ConfigError
 from normexp.models.blocks import check_activation, norm_block
-from normexp.models.cnn import smallest_feature_map
+from normexp.models.probe import check_sites, norm_sites
 from normexp.norms.registry import NormFactory, make_norm_factory
-from normexp.norms.validity import check_norm, refuse_per_channel_post
+from normexp.norms.validity import refuse_per_channel_post
 
 IMAGE_CHANNELS = 3
 
@@ -109,11 +109,6 @@ def init_generator(model: nn.Module, activation: str) -> None:
     nn.init.zeros_(model.out.weight)
 
 
-def normalized_channels(widths: list[int], res_blocks: int) -> list[int]:
-    """Width of every normalized layer: encoder, 2 per residual block, decoder."""
-    return [*widths, *[widths[-1]] * (2 * res_blocks), *widths[:-1]]
-
-
 def check_generator(model: Mapping, norm: Mapping, batch_size: int, image_size: int = 32) -> None:
     """Raise ConfigError, naming the field, if this generator/norm/batch is undefined."""
     if model["name"] != "generator":
@@ -147,16 +142,18 @@ def check_generator(model: Mapping, norm: Mapping, batch_size: int, image_size: 
     refuse_per_channel_post(
         factory, widths[0], "the linear output conv fixes every output image's mean colour"
     )
-    channels = normalized_channels(list(widths), res_blocks)
-    values = batch_size * smallest_feature_map(list(widths), image_size)
-    check_norm(factory.name, "image", channels, values, factory.kwargs, batch_size)
+    sites = norm_sites(
+        _generator, model, factory, (batch_size, 3, image_size, image_size),
+        "model.widths",
+    )  # fmt: skip
+    check_sites(factory, "image", sites, batch_size)
 
 
 def build_generator(model: Mapping, norm: Mapping) -> Generator:
+    return _generator(model, make_norm_factory(norm))
+
+
+def _generator(model: Mapping, factory: NormFactory) -> Generator:
     return Generator(
-        list(model["widths"]),
-        model["res_blocks"],
-        model["skips"],
-        make_norm_factory(norm),
-        model["activation"],
+        list(model["widths"]), model["res_blocks"], model["skips"], factory, model["activation"]
     )

@@ -7,9 +7,9 @@ from torch import Tensor, nn
 from normexp.errors import ConfigError
 from normexp.models.blocks import norm_block
 from normexp.models.init import init_weights
+from normexp.models.probe import check_sites, norm_sites
 from normexp.models.spec import ModelSpec
 from normexp.norms.registry import NormFactory
-from normexp.norms.validity import check_norm
 
 
 class MLP(nn.Module):
@@ -43,10 +43,13 @@ def check_mlp(model: Mapping, factory: NormFactory, batch_size: int, image_size:
     for field in ("hidden", "depth"):
         if model[field] <= 0:
             raise ConfigError(f"model.{field}", f"{model[field]} must be a positive int")
-    check_norm(factory.name, "dense", [model["hidden"]], batch_size, factory.kwargs, batch_size)
+    sites = norm_sites(
+        build_mlp, model, factory, (batch_size, 3, 32, 32), "model.depth"
+    )
+    check_sites(factory, "dense", sites, batch_size)
 
 
-def build_mlp(model: Mapping, factory: NormFactory, num_classes: int) -> nn.Module:
+def build_mlp(model: Mapping, factory: NormFactory, num_classes: int = 10) -> nn.Module:
     return MLP(
         3 * 32 * 32,
         model["hidden"],

@@ -39,9 +39,10 @@ from normexp.errors import ConfigError
 from normexp.models.blocks import make_activation, norm_block
 from normexp.models.cnn import GlobalAvgPool
 from normexp.models.init import init_weights
+from normexp.models.probe import check_sites, norm_sites
 from normexp.models.spec import ModelSpec
 from normexp.norms.registry import NormFactory
-from normexp.norms.validity import check_norm, refuse_per_channel_post
+from normexp.norms.validity import refuse_per_channel_post
 
 SHORTCUTS = ("A", "B")
 BASE_WIDTHS = (16, 32, 64)
@@ -54,14 +55,6 @@ def blocks_per_stage(depth: int) -> int:
 
 def stage_widths(width_mult: int) -> list[int]:
     return [w * width_mult for w in BASE_WIDTHS]
-
-
-def resnet_normalized_channels(depth: int, width_mult: int) -> list[int]:
-    """The width of every norm in either position (stem, then two per block); a B projection's
-    norm in ``pre`` has its stage's width, so it adds no width to this list."""
-    n = blocks_per_stage(depth)
-    widths = stage_widths(width_mult)
-    return [widths[0]] + [w for w in widths for _ in range(2 * n)]
 
 
 def conv3x3(c_in: int, c_out: int, stride: int, bias: bool) -> nn.Conv2d:
@@ -156,17 +149,18 @@ def check_resnet(model: Mapping, factory: NormFactory, batch_size: int, image_si
         raise ConfigError(
             "model.shortcut", f"unknown {model['shortcut']!r}; allowed: {', '.join(SHORTCUTS)}"
         )
-    channels = resnet_normalized_channels(depth, width_mult)
+    sites = norm_sites(
+        build_resnet, model, factory, (batch_size, 3, image_size, image_size),
+        "model.depth",
+    )  # fmt: skip
     # In ``post`` the last block ends with the norm, and global average pooling follows.
     refuse_per_channel_post(
         factory,
-        channels[-1],
+        sites[-1].channels,
         "global average pooling makes every channel's mean equal β, so the ResNet would ignore "
         "its input",
     )
-    # Three stages, two stride-2 convs: the last stage's maps are image_size / 4 on a side.
-    values = batch_size * (image_size // 4) ** 2
-    check_norm(factory.name, "image", channels, values, factory.kwargs, batch_size)
+    check_sites(factory, "image", sites, batch_size)
 
 
 
@@ -174,7 +168,7 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def build_resnet(model: Mapping, factory: NormFactory, num_classes: int) -> nn.Module:
+def build_resnet(model: Mapping, factory: NormFactory, num_classes: int = 10) -> nn.Module:
     return ResNet(
         model["depth"],
         model["width_mult"],

@@ -4,6 +4,7 @@ place that reads it."""
 import dataclasses
 import sys
 
+import pytest
 import torch
 from torch import nn
 
@@ -12,6 +13,8 @@ from normexp.analysis import claims, figures
 from normexp.analysis.report import dashboards
 from normexp.analysis.style import norm_color, norm_label
 from normexp.analysis.verdict.spec import Grid
+from normexp.errors import ConfigError
+from normexp.models.probe import check_sites, norm_sites
 from normexp.models.spec import ModelSpec
 from normexp.norms import registry
 from normexp.norms.registry import EPS, make_norm, param_rules, pooled_sets, register_norm
@@ -39,20 +42,27 @@ def test_a_norm_registered_as_the_recipe_says_is_built_checked_and_drawn(monkeyp
     assert param_rules()["eps"] == EPS  # the schema's norm.eps row reads this
 
 
-def test_a_classifier_declared_as_the_recipe_says_is_checked_and_built(monkeypatch):
-    seen = []
+def test_a_classifier_declared_as_the_recipe_says_is_checked_by_building_it(monkeypatch):
+    def build(model, factory, num_classes=10):
+        width = model["width"]
+        conv = nn.Conv2d(3, width, 3, stride=2, padding=1)
+        return nn.Sequential(conv, factory(width), nn.Flatten(), nn.LazyLinear(num_classes))
 
     def check(model, factory, batch_size, image_size):
-        seen.append((model["name"], factory.name, batch_size, image_size))
-
-    def build(model, factory, num_classes):
-        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, num_classes))
+        sites = norm_sites(
+            build, model, factory, (batch_size, 3, image_size, image_size), "model.width"
+        )
+        check_sites(factory, "image", sites, batch_size)
 
     monkeypatch.setitem(models.SPECS, "toy_net", ModelSpec("toy_net", check, build))
-    config, norm = {"name": "toy_net", "activation": "relu"}, {"name": "batch", "position": "pre"}
-    models.check_model(config, norm, batch_size=8)
-    assert seen == [("toy_net", "batch", 8, 32)]
-    assert models.build_model(config, norm)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    config = {"name": "toy_net", "activation": "relu", "width": 6}
+    models.check_model(config, {"name": "batch", "position": "pre"}, batch_size=8)
+    assert models.build_model(config, {"name": "batch", "position": "pre"})(
+        torch.zeros(2, 3, 32, 32)
+    ).shape == (2, 10)
+    # the norm is checked on the layer the network really has: 6 channels, no grouping of GN
+    with pytest.raises(ConfigError, match="4 does not divide 6 channels"):
+        models.check_model(config, {"name": "group", "position": "pre", "num_groups": 4}, 8)
 
 
 def test_a_task_declared_as_the_recipe_says_is_found_by_name(monkeypatch):

@@ -205,11 +205,19 @@ def test_mlp_with_batch_norm_at_batch_size_one_is_refused():
 def test_cnn_batch_norm_counts_spatial_values():
     # widths [4, 8, 8] on 32x32: last stage is 8x8, so batch 1 still pools 64 values
     check_model(CNN, norm_cfg("batch"), batch_size=1)
-    six_stages = {**CNN, "widths": [4] * 6}  # last stage 1x1: one value per channel
+    six_stages = {**CNN, "widths": [4] * 6, "head": "gap"}  # last stage 1x1: one value
     with pytest.raises(ConfigError) as info:
         check_model(six_stages, norm_cfg("batch"), batch_size=1)
     assert info.value.field == "train.batch_size"
     check_model(six_stages, norm_cfg("batch"), batch_size=2)
+
+
+def test_a_cnn_that_cannot_run_on_its_images_is_refused_by_building_it():
+    # The quadrant head needs a map of at least 2x2: six stages leave 1x1 (found by running a
+    # batch through the network on the meta device, not by a copy of its shape arithmetic).
+    with pytest.raises(ConfigError, match="cannot run on 32x32 images") as info:
+        check_model({**CNN, "widths": [4] * 6}, norm_cfg("none"), batch_size=2)
+    assert info.value.field == "model.widths"
 
 
 def test_instance_norm_refused_in_mlp():
