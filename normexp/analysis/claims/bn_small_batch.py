@@ -14,20 +14,7 @@ architecture apart (the ResNet has no GN-paper protocol or remedies), and the
 architecture whose baseline shows no norm clearly worse than BN decides
 (normexp/analysis/verdict/architecture.py; stated at the end of the rule).
 
-Verdict rule. With D(b) = err_BN(b) − err_GN(b), paired by seed, at the smallest batch size
-b_s of the grid and at the reference batch b_r = 32 (the GN paper's; else the largest ≤ 32),
-two sub-claims, each with its own test: C4a "BN degrades at very small batches":
-D(b_s) − D(b_r) > 0, i.e. BN loses more than GN when the batch shrinks (measured against GN,
-because with a fixed number of epochs a smaller batch also means more steps, which moves every
-norm); C4b "GN is the choice for tiny batches": D(b_s) > 0. Each is a paired t-test over seeds
-(pp of test error), the two Holm-adjusted as one family: *supported* if the adjusted test
-rejects 0 with the effect on the claimed side, *contradicted* if it rejects with the effect on
-the other side, *inconclusive* otherwise. The claim is supported iff both sub-claims are,
-contradicted if either is. The claim's estimate is C4a's. Both are decided on the plain
-protocol; the details give (a) and (b) for the GN-paper protocol too (b = images per device, BN
-with per-device statistics vs GN at the same total batch; b_r = the largest per-device batch
-≤ 32), and the remedies' paired differences at each of their batch sizes (batch renorm − BN,
-GN+WS − GN, GN+WS − BN).
+Verdict rule: ``RULE`` below (normexp/analysis/verdict/rule.py writes its text).
 """
 
 from pathlib import Path
@@ -52,15 +39,13 @@ from normexp.analysis.style import (
     save_figure,
 )
 from normexp.analysis.verdict import (
-    all_parts,
     architecture,
     by_seed,
     failures,
-    holm_family,
-    sub_verdict,
 )
 from normexp.analysis.verdict.anchors import GN_PAPER_ERROR_BY_BATCH
 from normexp.analysis.verdict.record import select
+from normexp.analysis.verdict.rule import Part, Rule
 from normexp.analysis.verdict.spec import Claim, Grid, Quote
 
 EXPERIMENT = "bn_small_batch"
@@ -69,7 +54,42 @@ ANCHOR = (
     "GN paper, ResNet-50 ImageNet top-1 error at 32/16/8/4/2 images per GPU: "
     "BN 23.6/23.7/24.8/27.3/34.7, GN 24.1/24.2/24.0/24.2/24.1 (one run each)"
 )
-CLAIM = Claim.from_doc("C4", EXPERIMENT, ANCHOR, __doc__)
+RULE = Rule(
+    preamble=(
+        "With D(b) = err_BN(b) − err_GN(b), paired by seed, at the smallest batch size b_s of "
+        f"the grid and at the reference batch b_r = {REFERENCE_BATCH} (the GN paper's; else the "
+        f"largest ≤ {REFERENCE_BATCH})"
+    ),
+    parts=(
+        Part(
+            "C4a",
+            "BN degrades at very small batches",
+            "growth of BN − GN test error from batch {ref} to {small}, pp",
+            "D(b_s) − D(b_r)",
+            "> 0",
+            why="BN loses more than GN when the batch shrinks (measured against GN, because with "
+            "a fixed number of epochs a smaller batch also means more steps, which moves every "
+            "norm)",
+        ),
+        Part(
+            "C4b",
+            "GN is the choice for tiny batches",
+            "BN − GN test error at batch {small}, pp",
+            "D(b_s)",
+            "> 0",
+        ),
+    ),
+    unit="pp of test error",
+    estimate="C4a's",
+    postscript=(
+        "Both are decided on the plain protocol; the details give (a) and (b) for the GN-paper "
+        "protocol too (b = images per device, BN with per-device statistics vs GN at the same "
+        f"total batch; b_r = the largest per-device batch ≤ {REFERENCE_BATCH}), and the "
+        "remedies' paired differences at each of their batch sizes (batch renorm − BN, "
+        "GN+WS − GN, GN+WS − BN)."
+    ),
+)
+CLAIM = Claim("C4", EXPERIMENT, ANCHOR, RULE.text())
 NORM_ORDER = ("batch", "group", "layer", "instance", "none")
 DEVICES = "bn_small_batch_devices"
 REMEDIES = "bn_small_batch_remedies"
@@ -213,9 +233,9 @@ def _plain(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _decide_parts(d_small: dict, d_ref: dict) -> tuple[dict, dict, str]:
-    """(a) D(b_s) − D(b_r), (b) D(b_s), and the combined call, as in the verdict rule."""
-    inter, tiny = holm_family([difference(d_small, d_ref), against_zero(d_small)])
-    return inter, tiny, all_parts([inter["decision"], tiny["decision"]])
+    """(a) D(b_s) − D(b_r), (b) D(b_s), and the combined call, by ``RULE``."""
+    call, tests = RULE.decide({"C4a": difference(d_small, d_ref), "C4b": against_zero(d_small)})
+    return tests["C4a"], tests["C4b"], call
 
 
 def _reference(sizes: list[int], small: int) -> int:
@@ -335,22 +355,7 @@ def _all_failures(df: pd.DataFrame, tables: dict) -> str:
 
 def _sub_verdicts(inter_d: dict, tiny_d: dict, ref: int, small: int) -> list[dict]:
     """C4a and C4b, each with its own test (Holm-adjusted together)."""
-    return [
-        sub_verdict(
-            "C4a",
-            "BN degrades at very small batches",
-            inter_d["decision"],
-            f"growth of BN − GN test error from batch {ref} to {small}, pp",
-            inter_d,
-        ),
-        sub_verdict(
-            "C4b",
-            "GN is the choice for tiny batches",
-            tiny_d["decision"],
-            f"BN − GN test error at batch {small}, pp",
-            tiny_d,
-        ),
-    ]
+    return RULE.sub_verdicts({"C4a": inter_d, "C4b": tiny_d}, ref=ref, small=small)
 
 
 def verdict_of(tables: dict) -> dict:

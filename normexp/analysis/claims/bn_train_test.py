@@ -11,16 +11,7 @@ The BN runs of bn_small_batch_resnet (the CIFAR ResNet) are evaluated the same w
 applied to each architecture apart, and the one whose baseline shows no norm clearly worse than
 BN decides (normexp/analysis/verdict/architecture.py; stated at the end of the rule).
 
-Verdict rule. At the smallest batch size of the grid below 32 (an architecture whose BN runs
-are all at 32 or more, the ResNet's baseline at quick, has no C5 cell), Δ = accuracy(batch
-statistics) − accuracy(running averages), in percentage points, paired by seed, with its 95% CI
-over seeds (one test: no multiplicity to adjust). *supported* if the paired t-test rejects 0 at
-5%, i.e. the CI excludes 0 (either sign: the claim is that the two differ, not which is
-better); *contradicted* if the CI lies inside ±0.5 pp, i.e. the statistics used in training and
-those used at inference give the same accuracy within half a point (equivalence margin);
-*inconclusive* otherwise. The estimate is Δ. The details give Δ and the precise-BN difference
-(precise − running averages, how far the EMA is from the population statistics) at every batch
-size.
+Verdict rule: ``RULE`` below (normexp/analysis/verdict/rule.py writes its text).
 """
 
 from pathlib import Path
@@ -30,8 +21,9 @@ import pandas as pd
 from normexp.analysis import columns as col
 from normexp.analysis.stats.paired import cell_stats, difference, fmt_ci, json_safe
 from normexp.analysis.style import log2_axis, mark_not_run, panels, save_figure
-from normexp.analysis.verdict import architecture, by_seed, failures, sub_verdict
+from normexp.analysis.verdict import architecture, by_seed, failures
 from normexp.analysis.verdict.record import select
+from normexp.analysis.verdict.rule import Part, Rule
 from normexp.analysis.verdict.spec import Claim, Grid, Quote
 
 EXPERIMENT = "bn_small_batch"
@@ -44,7 +36,33 @@ ANCHOR = (
     "inference can differ from the true population statistics (precise BN fixes it), and "
     "training-time batch statistics differ from population ones most at small batches"
 )
-CLAIM = Claim.from_doc("C5", NAME, ANCHOR, __doc__)
+RULE = Rule(
+    preamble=(
+        f"At the smallest batch size of the grid below {MAX_BATCH} (an architecture whose BN runs "
+        f"are all at {MAX_BATCH} or more, the ResNet's baseline at quick, has no C5 cell), Δ = "
+        "accuracy(batch statistics) − accuracy(running averages), in percentage points, paired "
+        "by seed"
+    ),
+    parts=(
+        Part(
+            "C5",
+            "BN's statistics differ in training and inference",
+            "test accuracy at batch {small}, batch statistics − running averages, pp",
+            "Δ",
+            "≠ 0",
+            why="the statistics used in training and those used at inference give different "
+            "accuracies",
+            margin=EQUIVALENCE_PP,
+        ),
+    ),
+    unit="pp of test accuracy",
+    estimate="Δ",
+    postscript=(
+        "The details give Δ and the precise-BN difference (precise − running averages, how far "
+        "the EMA is from the population statistics) at every batch size."
+    ),
+)
+CLAIM = Claim("C5", NAME, ANCHOR, RULE.text())
 NO_RUNS = f"no finished BN runs of {EXPERIMENT} with batch-statistics accuracy"
 MODES = {
     col.TEST_ACC: ("running averages (EMA), as deployed", "#1f77b4", "o-"),
@@ -147,13 +165,7 @@ def verdict_of(tables: dict) -> dict:
         return CLAIM.not_run_yet(NO_RUNS)
     small = measured[0]
     d = diffs[small]["batch_minus_running"]
-    lo, hi = d["ci"]
-    if d["seeds"] >= 2 and (lo > 0 or hi < 0):
-        result = "supported"
-    elif d["seeds"] >= 2 and lo > -EQUIVALENCE_PP and hi < EQUIVALENCE_PP:
-        result = "contradicted"
-    else:
-        result = "inconclusive"
+    result, tests = RULE.decide({"C5": dict(d)})  # a copy: the details keep the raw test
     precise = diffs[small]["precise_minus_running"]
     effect = (
         f"at batch {small}, accuracy with batch statistics minus with running averages: "
@@ -161,15 +173,11 @@ def verdict_of(tables: dict) -> dict:
     )
     if precise["seeds"]:
         effect += f"; precise BN minus running averages: {fmt_ci(precise)}"
-    statistic = f"test accuracy at batch {small}, batch statistics − running averages, pp"
-    sub = [
-        sub_verdict("C5", "BN's statistics differ in training and inference", result, statistic, d)
-    ]
     return CLAIM.verdict(
         result,
         effect,
         d,
-        sub=sub,
+        sub=RULE.sub_verdicts(tests, small=small),
         notes=failures(df),
         details=json_safe({"small_batch": small, "per_batch_pp": diffs}),
     )
