@@ -118,7 +118,7 @@ def copy_code(out: Path) -> None:
 def fetch_wheels(out: Path, wheels_from: Path | None) -> None:
     """One wheel per package of PACKAGES, at this environment's version: copied from
     ``wheels_from`` when it has it, else ``pip download`` (sdists built into wheels here)."""
-    from importlib.metadata import version
+    from importlib.metadata import version  # this tool imports only what its step needs
 
     dest = out / "wheels"
     dest.mkdir(parents=True, exist_ok=True)
@@ -164,7 +164,7 @@ def pack_ptb(data_dir: Path, out: Path, preset: int) -> dict[str, str]:
 
 def cifar_batches(x, y, parts: int) -> list[bytes]:  # noqa: ANN001 - numpy arrays
     """Pickled batches of the standard layout (what normexp.data.cifar10 reads)."""
-    import numpy as np
+    import numpy as np  # only to pack the data subset: the bundle tool stays light
 
     return [
         pickle.dumps({"data": np.ascontiguousarray(d), "labels": [int(v) for v in lab]}, protocol=4)
@@ -175,7 +175,7 @@ def cifar_batches(x, y, parts: int) -> list[bytes]:  # noqa: ANN001 - numpy arra
 def cifar_subset(labels, per_class: int):  # noqa: ANN001, ANN201 - numpy in, numpy out
     """Indices of the first ``per_class`` images of each class in a seeded order, sorted: class
     balanced, and nested (the subset of k is inside the subset of k + 1)."""
-    import numpy as np
+    import numpy as np  # only to pack the data subset: the bundle tool stays light
 
     order = np.random.default_rng(0).permutation(len(labels))
     chosen = [order[labels[order] == c][:per_class] for c in range(NUM_CLASSES)]
@@ -190,9 +190,9 @@ def pack_cifar(
 ) -> tuple[dict[str, str], dict]:
     """The largest class-balanced training subset whose files fit ``room`` bytes (or
     ``train_per_class``), and a class-balanced test subset, in the standard layout."""
-    import numpy as np
+    import numpy as np  # only to pack the data subset: the bundle tool stays light
 
-    from normexp.data.cifar10 import load_cifar10
+    from normexp.data.cifar10 import load_cifar10  # torch: only to pack the data subset
 
     cifar = load_cifar10(data_dir, download=False, verify=verify)
     flat = {

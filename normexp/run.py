@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra import initialize_config_dir
 from hydra._internal.utils import get_args_parser
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -62,9 +64,6 @@ def preflight(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
     run and refuse a mistake in one line before Hydra starts (and before any job): an unknown
     key, option or unparsable value, Hydra settings the suite cannot run under and, for a single
     run, every rule of the run's config. A sweep's jobs are checked by the sweep callback."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     args = get_args_parser().parse_args(argv)
     shows_only = args.help or args.hydra_help or args.cfg or args.info or args.shell_completion
     if shows_only or args.experimental_rerun or args.config_path or args.config_dir:

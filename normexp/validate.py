@@ -5,6 +5,8 @@ import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import torch
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
@@ -96,13 +98,8 @@ def check_machine(c: Mapping) -> None:
             "runtime.threads",
             f"{threads} is not allowed; must be an integer from 1 to {cpus} (this machine's CPUs)",
         )
-    if c["train"]["device"] == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                "train.device", "cuda requested but no GPU is visible; use auto or cpu"
-            )
+    if c["train"]["device"] == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device", "cuda requested but no GPU is visible; use auto or cpu")
 
 
 def check_hydra(cfg: DictConfig) -> None:
@@ -123,11 +120,6 @@ def runs_remotely(cfg: DictConfig) -> bool:
 def composition_errors() -> Iterator[None]:
     """Hydra's errors while composing a config (unknown key or option, unparsable override),
     turned into one ConfigError line naming the setting."""
-    from hydra.errors import (
-        ConfigCompositionException,
-        MissingConfigException,
-        OverrideParseException,
-    )
 
     try:
         yield

@@ -118,7 +118,7 @@ def _normalize(notebook) -> None:  # noqa: ANN001 - an nbformat NotebookNode
 def execute_notebook(results_dir: Path, source: Path = NOTEBOOK, out: Path | None = None) -> Path:
     """Run the notebook against the profile folder ``results_dir`` (``profile_dir``) and write
     it with its outputs to ``out`` (default: in place)."""
-    import nbformat
+    import nbformat  # the dev extras: only running the notebook needs them
     from nbclient import NotebookClient
 
     notebook = nbformat.read(source, as_version=4)

@@ -12,6 +12,7 @@ from normexp.norms.registry import NormSpec, norm_spec
 
 matplotlib.use("Agg")  # figures are files; no display needed
 
+
 def norm_color(name: str) -> str:
     """A norm's colour, from its registry entry: one palette for every figure."""
     spec = _registered(name)
@@ -33,7 +34,7 @@ def _registered(name: str) -> NormSpec | None:
 
 def panels(n: int, figsize: tuple[float, float], widths: Sequence[float] | None = None):  # noqa: ANN201 - (Figure, Axes array)
     """A figure of ``n`` panels side by side (relative ``widths``), laid out by matplotlib."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after matplotlib.use above
 
     kw = {"gridspec_kw": {"width_ratios": list(widths)}} if widths else {}
     return plt.subplots(1, n, figsize=figsize, **kw, layout="constrained")
@@ -122,7 +123,7 @@ def save_figure(  # noqa: ANN201
 ) -> Path:
     """Write ``fig`` to ``out`` (folders created) under its ``title``, close it, and return the
     path."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after matplotlib.use above
 
     if title is not None:
         fig.suptitle(title, fontsize=title_size)

@@ -2,6 +2,7 @@
 written with the machine description to results/bench/bench.json."""
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -13,43 +14,32 @@ import torch
 from normexp.data.paths import resolve_data_dir
 from normexp.tracking.provenance import provenance
 
-SECTIONS = ("norms", "data", "harness", "flops", "options", "replicas", "sweep", "rnn")
+# section -> (module, function): each section imports only what it measures (torchvision, the
+# RNN kernel's build), so one section runs without the others' dependencies.
+RUNNERS = {
+    "norms": ("norms", "bench_norms"),
+    "data": ("data", "bench_data"),
+    "harness": ("harness", "bench_harness"),
+    "flops": ("flops", "bench_flops"),
+    "options": ("options", "bench_options"),
+    "replicas": ("replicas", "bench_replicas"),
+    "sweep": ("sweep", "bench_sweep"),
+    "rnn": ("rnn", "bench_rnn"),
+}
+TAKES_DATA = ("data", "harness", "flops", "sweep")
 
 
 def run_section(name: str, data_dir: Path, repeats: int) -> list[dict]:
-    if name == "norms":
-        from normexp.bench.norms import bench_norms
-
-        return bench_norms(repeats=repeats)
-    if name == "data":
-        from normexp.bench.data import bench_data
-
-        return bench_data(data_dir)
-    if name == "harness":
-        from normexp.bench.harness import bench_harness
-
-        return bench_harness(data_dir)
-    if name == "flops":
-        from normexp.bench.flops import bench_flops
-
-        return bench_flops(data_dir)
-    if name == "replicas":
-        from normexp.bench.replicas import bench_replicas
-
-        return bench_replicas()
-    if name == "options":
-        from normexp.bench.options import bench_options
-
-        return bench_options()
-    if name == "sweep":
-        from normexp.bench.sweep import bench_sweep
-
-        return bench_sweep(data_dir)
+    module, function = RUNNERS[name]
     try:
-        from normexp.bench.rnn import bench_rnn
+        bench = getattr(importlib.import_module(f"normexp.bench.{module}"), function)
     except ModuleNotFoundError:
+        if name != "rnn":  # the RNN bench needs the compiled LSTM kernel's toolchain
+            raise
         return []
-    return bench_rnn()
+    if name == "norms":
+        return bench(repeats=repeats)
+    return bench(data_dir) if name in TAKES_DATA else bench()
 
 
 def fmt(row: dict) -> str:
@@ -76,7 +66,7 @@ def kept_rows(path: Path, rows: list[dict]) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
-    parser.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--only", nargs="*", choices=tuple(RUNNERS), default=list(RUNNERS))
     parser.add_argument("--repeats", type=int, default=41)
     args = parser.parse_args()
     torch.set_num_threads(1)  # as each sweep worker runs

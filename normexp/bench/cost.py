@@ -15,15 +15,29 @@ what `make run-sweep` runs; the grid's experiments (`make run-grid`) are priced 
 table, and the GPU bundle's experiments (normexp/gpu_bundle.py, CUDA only) not at all."""
 
 import argparse
+import contextlib
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pandas as pd
+from hydra.core.global_hydra import GlobalHydra
 
 from normexp.catalogue import gpu_experiments, makefile_list, sweep_experiments
+from normexp.protocol.plan import (
+    SEED,
+    JobRecords,
+    _without,
+    cell_check_job,
+    selection_cell,
+    selection_jobs,
+    uses_protocol,
+)
+from normexp.sweep import sweep_overrides
 from normexp.tracking.collect import collect_runs, experiments_in_store
+from normexp.tracking.store import run_key
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -157,17 +171,6 @@ def experiment_jobs(config) -> list[tuple[str, dict]]:
     each selection cell x multiplier x selection seed), then the sweep's own jobs, then the
     convergence check's (each checked cell's first seed at twice the budget; the multiplier,
     chosen later, does not change the price: the first grid value stands in)."""
-    from normexp.protocol.plan import (
-        SEED,
-        JobRecords,
-        _without,
-        cell_check_job,
-        selection_cell,
-        selection_jobs,
-        uses_protocol,
-    )
-    from normexp.sweep import sweep_overrides
-
     records = JobRecords(config, machine=False)
     basic = [tuple(j) for j in sweep_overrides(config)]
     jobs = [("record", j) for j in basic]
@@ -191,13 +194,6 @@ def profile_cost(
     grid's) on an empty store: one row per experiment (selection, record and check runs, run-minutes
     on one core, wall minutes on ``workers`` cores), in run order. A run that an earlier
     experiment already holds (the same run key) is counted once."""
-    import contextlib
-
-    import hydra
-    from hydra.core.global_hydra import GlobalHydra
-
-    from normexp.tracking.store import run_key
-
     seen: set[str] = set()
     rows = []
     context = (

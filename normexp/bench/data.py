@@ -36,7 +36,7 @@ def ours_images_per_s(data_dir: Path, n: int, batch_size: int = 128) -> float:
 
 def torchvision_images_per_s(data_dir: Path, n: int, batch_size: int = 128) -> float:
     """The same epoch through torchvision.datasets.CIFAR10 + DataLoader (PIL transforms)."""
-    import torchvision
+    import torchvision  # the reference pipeline only
     import torchvision.transforms as T
     from torch.utils.data import DataLoader, Subset
 

@@ -159,7 +159,7 @@ def _rows(jobs: list[Job], records: JobRecords, metric: str) -> "pd.DataFrame":
                 metric: summary.get(metric),
             }
         )
-    import pandas as pd
+    import pandas as pd  # only where the store's tables are read
 
     return pd.DataFrame(rows, columns=["cell", LR_MULT, STATUS, metric])
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pandas only where a grid is selected: a GPU bundle runs without it
-    import pandas as pd
+    import pandas as pd  # schema imports this module: pandas only where tables are read
 
 LR_MULT = "optim.lr_mult"
 STATUS = "status"
@@ -68,7 +68,7 @@ def select_lr(
                 "complete": complete,
             }
         )
-    import pandas as pd
+    import pandas as pd  # schema imports this module: pandas only where tables are read
 
     return pd.DataFrame(out, columns=[*cells, "grid", "score", "chosen", "at_edge", "complete"])
 

@@ -210,7 +210,7 @@ class WandbMirror:
         if self.mode == "disabled":
             return
         try:
-            import wandb
+            import wandb  # only when a run mirrors to W&B (half a second to import)
 
             if self.mode == "online" and _online_failure is not None:
                 self.mode = "offline"
@@ -280,7 +280,7 @@ class WandbMirror:
         if self.run is None:
             return
         try:
-            import wandb
+            import wandb  # only when a run mirrors to W&B (half a second to import)
 
             self.run.log({k: wandb.Image(str(p)) for k, p in images.items()})
         except Exception as exc:  # noqa: BLE001

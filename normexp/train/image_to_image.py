@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
 
 from normexp.data.augment import CIFAR10_MEAN, CIFAR10_STD
@@ -185,8 +186,6 @@ def save_sample_grid(
 ) -> None:
     """PNG with one column per image and three rows: corrupted input, output, target (``clean01``;
     all clipped to [0, 1]), 2-pixel white gaps. Eval mode."""
-    from PIL import Image
-
     model.eval()
     try:
         pred = space.to_pixels(model(space.to_net(x01)))

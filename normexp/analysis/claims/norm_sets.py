@@ -13,6 +13,8 @@ Anchor: Wu & He 2018 (Group Normalization), Fig. 2, which draws the same four se
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from matplotlib.colors import LightSource, to_rgb, to_rgba
 from torch import Tensor
@@ -326,8 +328,6 @@ def _draw_set_cube(
 ) -> bool:
     """Draw norm ``name``'s measured S for output ``index`` as one cube on ``ax``; whether it
     equals the defined S."""
-    import numpy as np
-
     n_, c_, h_, w_ = SHAPE
     measured = measured_set(name, SHAPE, index)
     match = bool(torch.equal(measured, defined_set(name, SHAPE, index)))
@@ -379,8 +379,6 @@ def draw(out: Path) -> Path:
     """``norm_sets.png`` (``out`` a folder, or the file's path): one N×C×(H·W) cube per norm, the
     measured S coloured and the reference output's own element darker, like the GN paper's Fig. 2
     but computed from each layer's Jacobian."""
-    import matplotlib.pyplot as plt
-
     out = Path(out)
     if out.suffix != ".png":
         out = out / f"{EXPERIMENT}.png"

@@ -388,7 +388,7 @@ def log_to_wandb(secs: list[dict], results_dir: Path, mode: str) -> str | None:
     )
     if mirror.run is not None:
         try:
-            import wandb
+            import wandb  # only when the report is logged to W&B
 
             table = wandb.Table(columns=["claim", "name", "verdict", "effect"])
             for s in secs:

@@ -35,6 +35,8 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+
 from normexp.analysis.claims import load_analyses
 from normexp.analysis.style import save_figure
 from normexp.analysis.verdict import anchors
@@ -451,8 +453,6 @@ def section_text(rows: Sequence[Mapping], profiles: Sequence[str]) -> list[str]:
 def draw(rows: Sequence[Mapping], profiles: Sequence[str], out: Path) -> Path:
     """Per sub-claim (one panel each, its own unit), the estimate with its 95% CI at each
     profile (dot and whisker, a colour per profile) and the anchor's value as a dashed line."""
-    import matplotlib.pyplot as plt
-
     shown = [r for r in rows if any(c.get("estimate") is not None for c in r["cells"].values())]
     cols = min(5, max(1, len(shown)))
     nrows = max(1, -(-len(shown) // cols))
