@@ -25,10 +25,9 @@ from torch import Tensor, nn
 from normexp.errors import ConfigError
 from normexp.models.blocks import make_activation, norm_block
 from normexp.models.init import init_weights
-from normexp.models.probe import check_sites, norm_sites
+from normexp.models.probe import check_global_pool_head, check_sites, norm_sites
 from normexp.models.spec import ModelSpec
 from normexp.norms.registry import NormFactory
-from normexp.norms.validity import refuse_per_channel_post
 
 
 class GlobalAvgPool(nn.Module):
@@ -112,15 +111,9 @@ def check_cnn(model: Mapping, factory: NormFactory, batch_size: int, image_size:
         "model.widths",
     )  # fmt: skip
     if head == "gap" and final_norm:
-        # In ``post`` the last conv block ends with the norm and global average pooling
-        # follows: the logits would not depend on the input.
-        refuse_per_channel_post(
-            factory,
-            sites[-1].channels,
-            "global average pooling makes every channel's mean equal β, so the CNN would "
-            "ignore its input",
-        )
-    check_sites(factory, "image", sites, batch_size)
+        check_global_pool_head(factory, sites, batch_size, "CNN")
+    else:
+        check_sites(factory, "image", sites, batch_size)
 
 
 def build_cnn(model: Mapping, factory: NormFactory, num_classes: int = 10) -> nn.Module:

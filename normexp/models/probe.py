@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from normexp.errors import ConfigError
 from normexp.norms.registry import NormFactory
-from normexp.norms.validity import check_norm
+from normexp.norms.validity import check_norm, refuse_per_channel_post
 
 
 @dataclass(frozen=True)
@@ -56,18 +56,13 @@ def norm_sites(
     it; a network that cannot run such a batch (its maps shrink too far) is refused naming
     ``field_name``. The layers' shapes depend on the norm's position, not on which norm it is:
     a sweep's jobs share one build per model, position and batch size."""
-    key = json.dumps(model, sort_keys=True, default=str)
-    return _sites(build, key, factory.position, input_shape, field_name)
+    key = (json.dumps(model, sort_keys=True, default=str), factory.position, input_shape)
+    return _sites(build, key, field_name)
 
 
 @functools.lru_cache(maxsize=256)
-def _sites(
-    build: Callable[[Mapping, NormFactory], nn.Module],
-    model_json: str,
-    position: str,
-    input_shape: tuple[int, ...],
-    field_name: str,
-) -> tuple[NormSite, ...]:
+def _sites(build: Callable, key: tuple[str, str, tuple[int, ...]], field_name: str) -> tuple:
+    model_json, position, input_shape = key
     probe = ProbeFactory("none", position, {})
     with torch.device("meta"):
         network = build(json.loads(model_json), probe)
@@ -90,3 +85,18 @@ def check_sites(
     channels = [s.channels for s in sites]
     values = min((s.values for s in sites), default=batch_size)
     check_norm(factory.name, input_kind, channels, values, factory.kwargs, batch_size)
+
+
+def check_global_pool_head(
+    factory: NormFactory, sites: Sequence[NormSite], batch_size: int, network: str
+) -> None:
+    """A network whose last block ends with the norm in ``post``, global average pooling after
+    it: a norm over one channel of one sample would fix each pooled feature at β (refused);
+    then the norm's checks on every layer."""
+    refuse_per_channel_post(
+        factory,
+        sites[-1].channels,
+        "global average pooling makes every channel's mean equal β, so the "
+        f"{network} would ignore its input",
+    )
+    check_sites(factory, "image", sites, batch_size)

@@ -39,10 +39,9 @@ from normexp.errors import ConfigError
 from normexp.models.blocks import make_activation, norm_block
 from normexp.models.cnn import GlobalAvgPool
 from normexp.models.init import init_weights
-from normexp.models.probe import check_sites, norm_sites
+from normexp.models.probe import check_global_pool_head, norm_sites
 from normexp.models.spec import ModelSpec
 from normexp.norms.registry import NormFactory
-from normexp.norms.validity import refuse_per_channel_post
 
 SHORTCUTS = ("A", "B")
 BASE_WIDTHS = (16, 32, 64)
@@ -153,14 +152,7 @@ def check_resnet(model: Mapping, factory: NormFactory, batch_size: int, image_si
         build_resnet, model, factory, (batch_size, 3, image_size, image_size),
         "model.depth",
     )  # fmt: skip
-    # In ``post`` the last block ends with the norm, and global average pooling follows.
-    refuse_per_channel_post(
-        factory,
-        sites[-1].channels,
-        "global average pooling makes every channel's mean equal β, so the ResNet would ignore "
-        "its input",
-    )
-    check_sites(factory, "image", sites, batch_size)
+    check_global_pool_head(factory, sites, batch_size, "ResNet")
 
 
 

@@ -267,7 +267,7 @@ def test_bn_small_batch_both_protocols_and_remedies(tmp_path):
         "bn_small_batch_devices": devices_table(bn_degrades=True),
         "bn_small_batch_remedies": remedies_table(),
     }
-    v = bn_small_batch.verdict(tables)
+    v = bn_small_batch.ANALYSIS.verdict(tables)
     check(v, "supported")
     gn = v["details"]["gn_paper_protocol"]
     assert gn["call"] == "supported"
@@ -287,7 +287,7 @@ def test_bn_small_batch_contradicted_in_both_protocols_when_bn_does_not_degrade(
         "bn_small_batch": plain_table(bn_degrades=False),
         "bn_small_batch_devices": devices_table(bn_degrades=False),
     }
-    v = bn_small_batch.verdict(tables)
+    v = bn_small_batch.ANALYSIS.verdict(tables)
     check(v, "contradicted")
     assert v["details"]["gn_paper_protocol"]["call"] == "contradicted"
     assert v["details"]["remedies"] == {}
@@ -295,7 +295,7 @@ def test_bn_small_batch_contradicted_in_both_protocols_when_bn_does_not_degrade(
 
 def test_bn_small_batch_without_the_devices_runs_keeps_the_plain_verdict(tmp_path):
     tables = {"bn_small_batch": plain_table(bn_degrades=True)}
-    v = bn_small_batch.verdict(tables)
+    v = bn_small_batch.ANALYSIS.verdict(tables)
     check(v, "supported")
     assert v["details"]["gn_paper_protocol"] == {"call": "not run yet"}
     drawn(bn_small_batch.ANALYSIS, tables, tmp_path)
@@ -306,7 +306,7 @@ def test_bn_small_batch_without_the_devices_runs_keeps_the_plain_verdict(tmp_pat
 
 def test_bn_train_test_supported_when_batch_statistics_change_accuracy(tmp_path):
     tables = {"bn_small_batch": plain_table(bn_degrades=True)}
-    v = bn_train_test.verdict(tables)
+    v = bn_train_test.ANALYSIS.verdict(tables)
     check(v, "supported")
     assert v["details"]["small_batch"] == 2
     assert v["estimate"] == pytest.approx(-10.0, abs=0.5)
@@ -316,13 +316,13 @@ def test_bn_train_test_supported_when_batch_statistics_change_accuracy(tmp_path)
 
 
 def test_bn_train_test_contradicted_when_the_three_evaluations_agree():
-    v = bn_train_test.verdict({"bn_small_batch": plain_table(bn_degrades=False)})
+    v = bn_train_test.ANALYSIS.verdict({"bn_small_batch": plain_table(bn_degrades=False)})
     check(v, "contradicted")
 
 
 def test_bn_train_test_without_batch_statistics_is_not_run_yet():
     df = plain_table(bn_degrades=True).drop(columns=["test_acc_batch_stats"])
-    check(bn_train_test.verdict({"bn_small_batch": df}), "not run yet")
+    check(bn_train_test.ANALYSIS.verdict({"bn_small_batch": df}), "not run yet")
 
 
 # --- C8 ln_in_cnn ----------------------------------------------------------------------
@@ -339,7 +339,7 @@ def trained(df: pd.DataFrame) -> pd.DataFrame:
 
 def test_ln_in_cnn_supported_when_ln_trails_bn_and_gn(tmp_path):
     tables = {"bn_small_batch": trained(plain_table(bn_degrades=True))}
-    v = ln_in_cnn.verdict(tables)
+    v = ln_in_cnn.ANALYSIS.verdict(tables)
     check(v, "supported")
     assert v["details"]["batch_sizes"] == [32, 64, 128]
     assert v["estimate"] == pytest.approx(10.0, abs=0.5)
@@ -348,14 +348,14 @@ def test_ln_in_cnn_supported_when_ln_trails_bn_and_gn(tmp_path):
 
 
 def test_ln_in_cnn_contradicted_when_ln_beats_bn():
-    v = ln_in_cnn.verdict({"bn_small_batch": trained(plain_table(True, ln_worse=False))})
+    v = ln_in_cnn.ANALYSIS.verdict({"bn_small_batch": trained(plain_table(True, ln_worse=False))})
     check(v, "contradicted")
 
 
 def test_ln_in_cnn_pools_only_seeds_with_every_large_batch():
     df = plain_table(bn_degrades=True)
     drop = (df["norm.name"] == "layer") & (df["train.batch_size"] == 64) & (df["seed"] == 3)
-    v = ln_in_cnn.verdict({"bn_small_batch": trained(df[~drop])})
+    v = ln_in_cnn.ANALYSIS.verdict({"bn_small_batch": trained(df[~drop])})
     assert v["details"]["ln_minus_bn_pp"]["seeds"] == len(SEEDS) - 1
 
 
@@ -631,7 +631,7 @@ def test_runs_without_a_column_are_an_error_not_a_verdict(
 ):
     df = table_of().rename(columns={renamed: renamed + "_renamed"})
     with pytest.raises(columns.MissingColumnError, match=renamed):
-        analysis.verdict({experiment: df})
+        analysis.ANALYSIS.verdict({experiment: df})
     with pytest.raises(columns.MissingColumnError, match=renamed):
         analysis.draw({experiment: df}, tmp_path / "figure.png")
 

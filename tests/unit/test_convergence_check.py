@@ -142,15 +142,15 @@ def test_c8_uses_only_passing_cells():
     record["protocol.check.norm"] = "batch,group,layer"
     record["protocol.check.train.batch_size"] = "32,64,128"
     every = {(n, b): 0.3 for n in ("batch", "group", "layer") for b in (32, 64, 128)}
-    v = ln_in_cnn.verdict({"bn_small_batch": with_checks(record, every)})
+    v = ln_in_cnn.ANALYSIS.verdict({"bn_small_batch": with_checks(record, every)})
     assert v["details"]["batch_sizes"] == [32, 64, 128]
     failing_64 = {**every, ("layer", 64): 2.5}
-    v = ln_in_cnn.verdict({"bn_small_batch": with_checks(record, failing_64)})
+    v = ln_in_cnn.ANALYSIS.verdict({"bn_small_batch": with_checks(record, failing_64)})
     assert v["details"]["batch_sizes"] == [32, 128]  # LN at 64 fails: batch 64 has no LN
     unchecked_64 = {k: g for k, g in every.items() if k != ("layer", 64)}
-    v = ln_in_cnn.verdict({"bn_small_batch": with_checks(record, unchecked_64)})
+    v = ln_in_cnn.ANALYSIS.verdict({"bn_small_batch": with_checks(record, unchecked_64)})
     assert v["details"]["batch_sizes"] == [32, 128]  # not checked is no pass either
-    assert ln_in_cnn.verdict({"bn_small_batch": record})["verdict"] == "not run yet"
+    assert ln_in_cnn.ANALYSIS.verdict({"bn_small_batch": record})["verdict"] == "not run yet"
 
 
 def test_c8_is_inconclusive_not_unrun_when_every_deciding_cell_fails_the_check():
@@ -162,12 +162,12 @@ def test_c8_is_inconclusive_not_unrun_when_every_deciding_cell_fails_the_check()
     record["protocol.check.train.batch_size"] = "32,128"
     failing = {(n, b): 5.0 for n in ("batch", "group", "layer") for b in (32, 128)}
     failing[("layer", 32)] = 12.0
-    v = ln_in_cnn.verdict({"bn_small_batch": with_checks(record, failing)})
+    v = ln_in_cnn.ANALYSIS.verdict({"bn_small_batch": with_checks(record, failing)})
     assert v["verdict"] == "inconclusive" and v["details"]["under_trained"]
     assert v["estimate"] is None and "6 deciding cells" in v["effect"]
     assert "+5.0 to +12.0 pp" in v["effect"]
     one_passing = {**failing, ("layer", 128): 0.2}  # LN passes alone: still no batch with all
-    v = ln_in_cnn.verdict({"bn_small_batch": with_checks(record, one_passing)})
+    v = ln_in_cnn.ANALYSIS.verdict({"bn_small_batch": with_checks(record, one_passing)})
     assert v["verdict"] == "inconclusive" and "5 deciding cells" in v["effect"]
 
 
@@ -347,7 +347,7 @@ def test_c8_sees_its_check_runs_through_the_reports_pipeline(tmp_path):
         mine, _ = of_record_for(other, tables, tmp_path)
         assert all(df.empty or (df[col.STAGE] != "check").all() for df in mine.values())
     stripped = {e: col.table(tables, e) for e in tables}
-    assert bn_small_batch.verdict(tables) == bn_small_batch.verdict(stripped)
+    assert bn_small_batch.ANALYSIS.verdict(tables) == bn_small_batch.ANALYSIS.verdict(stripped)
 
 
 def test_c8_figure_shows_the_check_only_when_no_batch_size_is_trained(tmp_path, monkeypatch):
@@ -369,7 +369,7 @@ def test_c8_figure_shows_the_check_only_when_no_batch_size_is_trained(tmp_path, 
     trained_32 = {**failing, **{(n, 32): 0.2 for n in ("layer", "batch", "group")},
                   ("none", 128): 0.2}
     tables = {"bn_small_batch": with_checks(record, trained_32)}
-    assert ln_in_cnn.verdict(tables)["details"]["batch_sizes"] == [32]
+    assert ln_in_cnn.ANALYSIS.verdict(tables)["details"]["batch_sizes"] == [32]
     ln_in_cnn.draw(tables, tmp_path / "c8.png")
     assert len(shown) == 1
 
@@ -380,5 +380,5 @@ def test_c8_is_not_run_yet_while_a_compared_norm_has_no_runs():
     record = record_table(norms=("batch", "layer"), batches=(32, 128))
     record["protocol.check.norm"] = "batch,layer"
     failing = {(n, b): 5.0 for n in ("batch", "layer") for b in (32, 128)}
-    v = ln_in_cnn.verdict({"bn_small_batch": with_checks(record, failing)})
+    v = ln_in_cnn.ANALYSIS.verdict({"bn_small_batch": with_checks(record, failing)})
     assert v["verdict"] == "not run yet"  # GN has no runs: not "under-trained"

@@ -409,8 +409,6 @@ def deciding_of(tables: dict) -> dict:
 # Decided per architecture (normexp/analysis/verdict/architecture.py): its baseline rule picks
 # which.
 PER_ARCHITECTURE = architecture.PerArchitecture(EXPERIMENT, RESNET, verdict_of, deciding_of)
-verdict = PER_ARCHITECTURE.verdict
-deciding = PER_ARCHITECTURE.deciding
 
 QUOTE = Quote(
     zh=(
@@ -454,8 +452,6 @@ ANALYSIS = CLAIM.analysis(
     "BN degrades at tiny batches; GN is the choice there",
     (EXPERIMENT, DEVICES, REMEDIES, RESNET),
     draw,
-    verdict,
-    deciding,
     per_architecture=PER_ARCHITECTURE,
     quote=QUOTE,
     dashboard=DASHBOARD,

@@ -192,8 +192,6 @@ def deciding_of(tables: dict) -> dict:
 # Decided per architecture (normexp/analysis/verdict/architecture.py): its baseline rule picks
 # which.
 PER_ARCHITECTURE = architecture.PerArchitecture(EXPERIMENT, RESNET, verdict_of, deciding_of)
-verdict = PER_ARCHITECTURE.verdict
-deciding = PER_ARCHITECTURE.deciding
 
 QUOTE = Quote(
     zh="训练时和推理时统计量不一致",
@@ -218,8 +216,6 @@ ANALYSIS = CLAIM.analysis(
     "BN's statistics differ between training and inference",
     (EXPERIMENT, RESNET),
     draw,
-    verdict,
-    deciding,
     per_architecture=PER_ARCHITECTURE,
     quote=QUOTE,
     dashboard=DASHBOARD,

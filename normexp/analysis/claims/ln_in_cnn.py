@@ -254,8 +254,6 @@ def deciding_of(tables: dict) -> dict:
 # Decided per architecture (normexp/analysis/verdict/architecture.py): its baseline rule picks
 # which.
 PER_ARCHITECTURE = architecture.PerArchitecture(EXPERIMENT, RESNET, verdict_of, deciding_of)
-verdict = PER_ARCHITECTURE.verdict
-deciding = PER_ARCHITECTURE.deciding
 
 QUOTE = Quote(
     zh=(
@@ -282,8 +280,6 @@ ANALYSIS = CLAIM.analysis(
     "LN in CNNs is worse than BN or GN",
     (EXPERIMENT, RESNET),
     draw,
-    verdict,
-    deciding,
     per_architecture=PER_ARCHITECTURE,
     reads_checks=True,  # a cell counts only where its convergence check passes
     quote=QUOTE,

@@ -100,7 +100,7 @@ class Claim:
         title: str,
         reads: tuple[str, ...],
         draw: Callable[..., Path],
-        verdict: Callable,
+        verdict: Callable | None = None,
         deciding: Callable[[Tables], Tables] | None = None,
         reads_checks: bool = False,
         per_architecture: "PerArchitecture | None" = None,
@@ -108,6 +108,11 @@ class Claim:
         dashboard: tuple[Grid, ...] = (),
         table: Callable[[Tables], list[str]] | None = None,
     ) -> "ClaimAnalysis":
+        """The claim's declaration; decided per architecture, its verdict and deciding cells
+        are ``per_architecture``'s (the claim writes them for one architecture's tables)."""
+        if per_architecture is not None:
+            verdict, deciding = per_architecture.verdict, per_architecture.deciding
+        assert verdict is not None, f"{self.id}: a verdict, or per_architecture"
         return ClaimAnalysis(
             self.id, self.name, title, reads, draw, verdict, deciding, reads_checks,
             per_architecture, quote, dashboard, table,
