@@ -94,8 +94,6 @@ def _choices() -> dict[str, Any]:
 
 
 PROFILES = ("smoke", "quick", "standard", "paper")
-CLASSIFY = ("classification", "instrumented_classification")
-IMAGES = ("classification", "instrumented_classification", "image_to_image")
 
 
 def _run_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:

@@ -57,7 +57,7 @@ def verdict_table(tables: Tables, results_dir: Path) -> pd.DataFrame:
     folder ``results_dir``) exactly as the report decides it: its runs of record, its rule."""
     rows = []
     for a in load_analyses():
-        v = verdict_of_record(a, *of_record_for(a, tables, Path(results_dir)))
+        v = verdict_of_record(a, *of_record_for(a, tables, Path(results_dir)), tables)
         lo, hi = v["ci"] if v.get("ci") else (None, None)
         rows.append(
             {

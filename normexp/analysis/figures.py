@@ -14,9 +14,11 @@ from normexp.analysis.columns import Tables, table
 from normexp.analysis.report import grid, write_report
 from normexp.analysis.report.damage import damaged_in
 from normexp.analysis.report.scales import report_extra
+from normexp.analysis.verdict.architecture import is_baseline
 from normexp.analysis.verdict.convergence import with_check_runs
 from normexp.analysis.verdict.lr_selection import protocol_entry
 from normexp.analysis.verdict.record import apply_record, of_record
+from normexp.analysis.verdict.regime import apply_regime, budget_text, deciding_cells, regime_of
 from normexp.analysis.verdict.spec import ClaimAnalysis
 from normexp.catalogue import PROFILE_CONFIGS
 from normexp.errors import one_line_errors
@@ -35,22 +37,28 @@ def collect_tables(results_dir: Path, damaged: list[DamagedRun] | None = None) -
 def of_record_for(
     analysis: ClaimAnalysis, tables: Tables, results_dir: Path
 ) -> tuple[Tables, dict]:
-    """An analysis's tables, its runs of record only (declared seeds, made by the declaring
-    experiment file), and what was left out; with the convergence check's runs beside them for
-    an analysis that reads them (``reads_checks``: they pair with its runs of record)."""
+    """An analysis's tables: its runs of record (declared seeds, made by the declaring experiment
+    file), with the convergence check's runs beside them (they pair with the runs of record;
+    ``columns.table``, which every statistic reads, leaves them out), and what was left out."""
     mine, record = of_record({e: table(tables, e) for e in analysis.reads}, results_dir)
-    if analysis.reads_checks:
-        mine = {e: with_check_runs(df, tables.get(e)) for e, df in mine.items()}
-    return mine, record
+    return {e: with_check_runs(df, tables.get(e)) for e, df in mine.items()}, record
 
 
-def verdict_of_record(analysis: ClaimAnalysis, mine: Tables, record: dict) -> dict:
+def verdict_of_record(
+    analysis: ClaimAnalysis, mine: Tables, record: dict, raw: Tables | None = None
+) -> dict:
     """The verdict as the report states it: the analysis's rule on its runs of record, withheld
-    where the deciding cells lack declared seeds."""
+    where the deciding cells lack declared seeds, and named with its regime (at convergence or
+    at a fixed budget, from the convergence check of its deciding cells in the raw tables)."""
     verdict = analysis.verdict(mine)
     if analysis.reads:
         deciding = analysis.deciding(mine) if analysis.deciding else mine
+        deciding = {k: table(deciding, k) for k in deciding}  # runs of record: no check runs
         verdict = apply_record(verdict, record, deciding)
+        compared = {k: df for k, df in deciding.items() if not is_baseline(k)}
+        cells = deciding_cells(raw if raw is not None else mine, compared)
+        regime = regime_of(cells, budget_text(compared))
+        verdict = apply_regime(verdict, regime, analysis.about_training)
     return verdict
 
 
@@ -69,7 +77,7 @@ def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> l
         mine, record = of_record_for(analysis, tables, results_dir)
         out = results_dir / "figures" / f"{analysis.name}.png"
         figure = analysis.draw(mine, out, results_dir=results_dir)
-        verdict = verdict_of_record(analysis, mine, record)
+        verdict = verdict_of_record(analysis, mine, record, tables)
         protocol_entry(tables, analysis, results_dir, verdict)  # chosen LRs, LR figure, convergence
         if left_out := damaged_in(damaged, analysis.reads):  # computed without them: say so
             verdict["damaged_runs_left_out"] = left_out

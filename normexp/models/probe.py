@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from normexp.errors import ConfigError
@@ -26,11 +27,16 @@ class NormSite:
 
 
 class _Probe(nn.Module):
-    def __init__(self, sites: list[NormSite]) -> None:
+    """A norm's stand-in: records the layer a batch gives it (channels first, as every norm of
+    the registry takes its input) and checks it is the width the model built the norm for."""
+
+    def __init__(self, num_features: int, sites: list[NormSite]) -> None:
         super().__init__()
-        self.sites = sites
+        self.num_features, self.sites = num_features, sites
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.shape[1] != self.num_features:  # the model's bug, not the config's: not caught
+            raise ValueError(f"a norm built for {self.num_features} channels got {x.shape[1]}")
         self.sites.append(NormSite(x.shape[1], x.numel() // x.shape[1]))
         return x
 
@@ -42,7 +48,7 @@ class ProbeFactory(NormFactory):
     sites: list[NormSite] = field(default_factory=list, compare=False)
 
     def __call__(self, num_features: int) -> nn.Module:
-        return _Probe(self.sites)
+        return _Probe(num_features, self.sites)
 
 
 def norm_sites(
@@ -54,9 +60,11 @@ def norm_sites(
 ) -> tuple[NormSite, ...]:
     """Every normalized layer of ``build(model, factory)`` as a batch of ``input_shape`` meets
     it; a network that cannot run such a batch (its maps shrink too far) is refused naming
-    ``field_name``. The layers' shapes depend on the norm's position, not on which norm it is:
-    a sweep's jobs share one build per model, position and batch size."""
-    key = (json.dumps(model, sort_keys=True, default=str), factory.position, input_shape)
+    ``field_name``. The layers' shapes depend on the norm's position, not on which norm it is
+    (a builder must not branch on the norm's name or arguments): a sweep's jobs share one build
+    per model, position and batch size."""
+    plain = OmegaConf.to_container(model, resolve=True) if isinstance(model, DictConfig) else model
+    key = (json.dumps(plain, sort_keys=True), factory.position, input_shape)
     return _sites(build, key, field_name)
 
 
@@ -68,6 +76,8 @@ def _sites(build: Callable, key: tuple[str, str, tuple[int, ...]], field_name: s
         network = build(json.loads(model_json), probe)
         try:
             network(torch.empty(input_shape))
+        except NotImplementedError:  # an op the meta device lacks: the model's, not the config's
+            raise
         except RuntimeError as exc:
             side = input_shape[-1]
             reason = str(exc).splitlines()[0]

@@ -92,7 +92,7 @@ def test_one_seed_never_shows_the_gap():
 @pytest.mark.parametrize("claim", CLAIMS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
 def test_resnet_with_the_gap_decides(claim, tmp_path):
     tables = {"bn_small_batch": plain_table(True), RESNET: resnet_table(True)}
-    v = claim.verdict(tables)
+    v = claim.ANALYSIS.verdict(tables)
     check(v, "supported")
     assert arch(v)["decided_on"] == "resnet" and arch(v)["name"] == "ResNet-20"
     assert v["effect"].startswith("ResNet-20: ")
@@ -110,11 +110,11 @@ def test_resnet_with_the_gap_decides(claim, tmp_path):
 
 def test_the_resnet_decides_on_its_own_cells_and_baseline():
     tables = {"bn_small_batch": plain_table(True), RESNET: resnet_table(True)}
-    cells = bn_small_batch.deciding(tables)
+    cells = bn_small_batch.ANALYSIS.deciding(tables)
     assert set(cells) == {"bn_small_batch (resnet)", "bn_small_batch baseline (resnet)"}
     assert (cells["bn_small_batch (resnet)"]["model.name"] == "resnet").all()
     assert set(cells["bn_small_batch baseline (resnet)"]["norm.name"]) == {"batch", "none"}
-    c5 = bn_train_test.deciding(tables)["bn_small_batch (resnet)"]
+    c5 = bn_train_test.ANALYSIS.deciding(tables)["bn_small_batch (resnet)"]
     assert set(zip(c5["norm.name"], c5["train.batch_size"], strict=True)) == {("batch", 2)}
 
 
@@ -147,7 +147,7 @@ def test_without_the_resnet_cells_the_cnn_decides_and_says_so(claim, resnet, tmp
     tables = {"bn_small_batch": plain_table(True)}
     if resnet == "baseline":  # quick: the ResNet's baseline only, which shows the gap
         tables[RESNET] = resnet_table(True, cells="baseline")
-    v = claim.verdict(tables)
+    v = claim.ANALYSIS.verdict(tables)
     check(v, "supported")
     assert arch(v)["decided_on"] == "cnn"
     assert v["effect"].startswith("VGG-style CNN: ")
@@ -159,12 +159,13 @@ def test_without_the_resnet_cells_the_cnn_decides_and_says_so(claim, resnet, tmp
     else:
         assert "ResNet: not run yet" in v["architecture"]
     # the CNN's deciding cells, and its baseline: it shows the gap, so its seeds count too
-    assert set(claim.deciding(tables)) == {"bn_small_batch (cnn)", "bn_small_batch baseline (cnn)"}
+    expected = {"bn_small_batch (cnn)", "bn_small_batch baseline (cnn)"}
+    assert set(claim.ANALYSIS.deciding(tables)) == expected
     drawn(claim.ANALYSIS, tables, tmp_path)
 
 
 def test_no_architecture_with_the_gap_the_cnn_decides_as_the_fallback():
-    v = bn_small_batch.verdict({"bn_small_batch": cnn_without_gap(True)})
+    v = bn_small_batch.ANALYSIS.verdict({"bn_small_batch": cnn_without_gap(True)})
     check(v, "supported")
     assert arch(v)["decided_on"] == "cnn"
     assert "no architecture shows the gap: it decides as the fallback" in v["architecture"]
@@ -185,7 +186,7 @@ def test_no_architecture_with_the_gap_the_cnn_decides_as_the_fallback():
     ids=["C4", "C5", "C8"],
 )
 def test_a_claim_the_two_decide_differently_says_so(claim, cnn, resnet, ids):
-    v = claim.verdict({"bn_small_batch": cnn, RESNET: resnet})
+    v = claim.ANALYSIS.verdict({"bn_small_batch": cnn, RESNET: resnet})
     assert arch(v)["decided_on"] == "resnet"
     other = arch(v)["others"]["cnn"]["verdict"]
     assert other != v["verdict"]
@@ -204,7 +205,7 @@ def test_a_claim_the_two_decide_differently_says_so(claim, cnn, resnet, ids):
 def test_resnet_without_the_gap_does_not_decide(claim):
     # the ResNet would contradict C4/C5 and C8, but no norm is as good as BN there
     resnet = resnet_table(False, none_err=0.41, ln_worse=False)
-    v = claim.verdict({"bn_small_batch": plain_table(True), RESNET: resnet})
+    v = claim.ANALYSIS.verdict({"bn_small_batch": plain_table(True), RESNET: resnet})
     check(v, "supported")  # the CNN's call
     assert arch(v)["decided_on"] == "cnn"
     assert "ResNet-20's baseline does not show the gap" in v["architecture"]
@@ -227,7 +228,7 @@ def test_c11_tiny_batch_reads_the_architecture_that_decides_c4():
     assert tiny["where"].endswith("(BN, GN)")  # the ResNet runs two norms at batch 2
     assert set(recommendations.deciding(tables)) == {RESNET, "bn_generation", "rnn_norm"}
     assert tiny["winner"] == "batch" and tiny["call"] == "differs"
-    assert arch(bn_small_batch.verdict(tables))["decided_on"] == "resnet"
+    assert arch(bn_small_batch.ANALYSIS.verdict(tables))["decided_on"] == "resnet"
     sub = {s["id"]: s for s in recommendations.verdict(tables)["sub"]}
     assert sub["C11 tiny batch"]["statistic"].startswith("ResNet-20: GN vs BN")
     # Without the ResNet's cells both read the CNN.

@@ -322,8 +322,9 @@ def test_one_reading_of_a_declared_list_for_planner_and_analysis():
 
 
 def test_c8_sees_its_check_runs_through_the_reports_pipeline(tmp_path):
-    """The report hands an analysis its runs of record only; C8 gets the check runs beside them,
-    on either architecture, so a passing cell decides there as in the rule's own tests."""
+    """The report hands an analysis its runs of record with the check runs beside them: C8
+    pairs them on either architecture, so a passing cell decides there as in the rule's own
+    tests."""
     from normexp.analysis.claims import ln_in_cnn
     from normexp.analysis.figures import of_record_for, verdict_of_record
 
@@ -332,20 +333,25 @@ def test_c8_sees_its_check_runs_through_the_reports_pipeline(tmp_path):
     record["test_err"] += 0.002 * np.random.default_rng(0).standard_normal(len(record))
     record["protocol.check.norm"] = "batch,group,layer"
     passing_all = {(n, b): 0.3 for n in ("batch", "group", "layer") for b in (32, 128)}
+    record[col.RUN_KEY] = [f"cnn{i}" for i in range(len(record))]
     collected = with_checks(record, passing_all)
+    resnet = with_checks(record.assign(**{col.RUN_KEY: record[col.RUN_KEY] + "r"}), passing_all)
     for tables in ({"bn_small_batch": collected},
-                   {"bn_small_batch": record, "bn_small_batch_resnet": collected}):
+                   {"bn_small_batch": record, "bn_small_batch_resnet": resnet}):
         mine, info = of_record_for(ln_in_cnn.ANALYSIS, tables, tmp_path)
         v = verdict_of_record(ln_in_cnn.ANALYSIS, mine, info)
         assert v["verdict"] == "supported" and v["details"]["batch_sizes"] == [32, 128]
-    # Every other analysis reading the same tables is handed no check run, and C4's verdict on
-    # the ResNet's table is the same with its check runs there or not.
+    # Every other analysis reading the same tables is handed the check runs too (its regime
+    # reads them), its statistics never see them, and C4's verdict on the ResNet's table is the
+    # same with its check runs there or not.
     from normexp.analysis.claims import bn_small_batch, bn_train_test
 
     tables = {"bn_small_batch": collected, "bn_small_batch_resnet": collected}
     for other in (bn_small_batch.ANALYSIS, bn_train_test.ANALYSIS):
-        mine, _ = of_record_for(other, tables, tmp_path)
-        assert all(df.empty or (df[col.STAGE] != "check").all() for df in mine.values())
+        mine, _ = of_record_for(other, tables, tmp_path)  # the check runs beside, for the regime
+        assert any((df[col.STAGE] == "check").any() for df in mine.values() if not df.empty)
+        for name, df in mine.items():  # and its statistics never read them
+            assert df.empty or (col.table(mine, name)[col.STAGE] != "check").all()
     stripped = {e: col.table(tables, e) for e in tables}
     assert bn_small_batch.ANALYSIS.verdict(tables) == bn_small_batch.ANALYSIS.verdict(stripped)
 

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import normexp
+from normexp.analysis import curves
 from normexp.analysis.claims import smoothness
-from normexp.analysis.stats import curves
 from normexp.errors import ConfigError
 from normexp.models.cnn import VGGNet
 from normexp.norms import NormFactory

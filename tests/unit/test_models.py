@@ -9,6 +9,7 @@ from torch import nn
 from normexp.errors import ConfigError
 from normexp.models import build_model, check_model
 from normexp.models.blocks import ORDERS, make_activation, norm_block
+from normexp.models.probe import norm_sites
 from normexp.norms import NormFactory, make_norm_factory
 from normexp.norms.layers import BatchNorm, InstanceNorm
 
@@ -283,3 +284,11 @@ def test_place_model_puts_conv_weights_channels_last_only_when_asked(channels_la
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
     out = placed(torch.randn(2, 3, 32, 32))  # an ordinary NCHW input still works
     assert out.shape == (2, 10)
+
+
+def test_the_build_check_refuses_a_norm_built_for_another_width():
+    def build(model, factory):  # a model bug: the norm is built one channel too wide
+        return nn.Sequential(nn.Conv2d(3, 4, 3), factory(5))
+
+    with pytest.raises(ValueError, match="built for 5 channels got 4"):
+        norm_sites(build, {}, make_norm_factory(norm_cfg("batch")), (2, 3, 8, 8), "model.x")

@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 from normexp.analysis.claims import load_analyses
-from normexp.analysis.stats.paired import against_zero
+from normexp.analysis.verdict.paired import against_zero
 from normexp.analysis.verdict.rule import Part, Rule
 
 UP = Part("T1a", "A helps", "A − B, pp", "D", "> 0")

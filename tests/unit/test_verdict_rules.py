@@ -13,8 +13,8 @@ from scipy import stats as sps
 from normexp.analysis import report
 from normexp.analysis.claims import bn_small_batch, rnn_norm
 from normexp.analysis.stats import holm, holm_adjusted, t_test_p
-from normexp.analysis.stats.paired import difference
 from normexp.analysis.verdict import holm_family, record
+from normexp.analysis.verdict.paired import difference
 
 SEEDS = (0, 1, 2, 3, 4)
 
@@ -100,11 +100,11 @@ def sub_calls(v: dict) -> dict[str, str]:
 
 def test_c4_has_one_verdict_per_sub_claim_both_ways():
     # BN degrades (gap grows by 10 pp) but GN still trails BN at batch 2: C4a yes, C4b no
-    v = bn_small_batch.verdict(c4_table({2: 0.50, 32: 0.30}, {2: 0.55, 32: 0.45}))
+    v = bn_small_batch.ANALYSIS.verdict(c4_table({2: 0.50, 32: 0.30}, {2: 0.55, 32: 0.45}))
     assert sub_calls(v) == {"C4a": "supported", "C4b": "contradicted"}
     assert v["verdict"] == "contradicted"  # the claim: supported iff every part is
     # GN beats BN at batch 2 and the gap grows: both supported
-    v = bn_small_batch.verdict(c4_table({2: 0.60, 32: 0.30}, {2: 0.40, 32: 0.32}))
+    v = bn_small_batch.ANALYSIS.verdict(c4_table({2: 0.60, 32: 0.30}, {2: 0.40, 32: 0.32}))
     assert sub_calls(v) == {"C4a": "supported", "C4b": "supported"}
     assert v["verdict"] == "supported"
     # the row shows the statistic that decided it, with its own estimate
@@ -214,7 +214,7 @@ def test_a_report_with_two_commits_lists_both_and_flags_it(monkeypatch):
 
 
 def test_the_top_table_has_one_row_per_sub_claim_with_its_statistic():
-    v = bn_small_batch.verdict(c4_table({2: 0.60, 32: 0.30}, {2: 0.40, 32: 0.32}))
+    v = bn_small_batch.ANALYSIS.verdict(c4_table({2: 0.60, 32: 0.30}, {2: 0.40, 32: 0.32}))
     analysis = bn_small_batch.ANALYSIS
     rows = report.top_rows([{"analysis": analysis, "verdict": v}])
     assert [r["claim"] for r in rows] == ["C4a", "C4b"]

@@ -36,9 +36,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from normexp.analysis import columns as col
-from normexp.analysis.stats.paired import batch_cells
 from normexp.analysis.style import mark_not_run, norm_color, norm_label, save_figure
 from normexp.analysis.verdict import by_seed, decide, failures, make_verdict, paired_difference
+from normexp.analysis.verdict.paired import batch_cells
 from normexp.analysis.verdict.spec import Claim, Grid, Quote
 from normexp.tracking.store import RunRecord
 from normexp.tracking.wandb_mirror import MEDIA_FILES

@@ -29,10 +29,10 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.stats.paired import difference, json_safe
 from normexp.analysis.style import anchor_bars, mark_not_run, panels, save_figure
 from normexp.analysis.verdict import by_seed, failures, holm_family, join_notes, sub_verdict
 from normexp.analysis.verdict.anchors import CAFFENET_TOP1
+from normexp.analysis.verdict.paired import difference, json_safe
 from normexp.analysis.verdict.spec import Claim, Grid, Quote
 
 EXPERIMENT = "bn_position"

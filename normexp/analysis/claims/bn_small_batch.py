@@ -23,14 +23,6 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from normexp.analysis import columns as col
-from normexp.analysis.stats.paired import (
-    against_zero,
-    batch_cells,
-    difference,
-    fmt_ci,
-    gap,
-    json_safe,
-)
 from normexp.analysis.style import (
     log2_axis,
     mark_not_run,
@@ -44,6 +36,14 @@ from normexp.analysis.verdict import (
     failures,
 )
 from normexp.analysis.verdict.anchors import GN_PAPER_ERROR_BY_BATCH
+from normexp.analysis.verdict.paired import (
+    against_zero,
+    batch_cells,
+    difference,
+    fmt_ci,
+    gap,
+    json_safe,
+)
 from normexp.analysis.verdict.record import select
 from normexp.analysis.verdict.rule import Part, Rule
 from normexp.analysis.verdict.spec import Claim, Grid, Quote
@@ -58,7 +58,7 @@ RULE = Rule(
     preamble=(
         "With D(b) = err_BN(b) − err_GN(b), paired by seed, at the smallest batch size b_s of "
         f"the grid and at the reference batch b_r = {REFERENCE_BATCH} (the GN paper's; else the "
-        f"largest ≤ {REFERENCE_BATCH})"
+        f"largest size above b_s and ≤ {REFERENCE_BATCH}, else the largest size of the grid)"
     ),
     parts=(
         Part(

@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from normexp.analysis import columns as col
-from normexp.analysis.stats.paired import cell_stats, difference, fmt_ci, json_safe
 from normexp.analysis.style import log2_axis, mark_not_run, panels, save_figure
 from normexp.analysis.verdict import architecture, by_seed, failures
+from normexp.analysis.verdict.paired import cell_stats, difference, fmt_ci, json_safe
 from normexp.analysis.verdict.record import select
 from normexp.analysis.verdict.rule import Part, Rule
 from normexp.analysis.verdict.spec import Claim, Grid, Quote
@@ -158,12 +158,9 @@ def verdict_of(tables: dict) -> dict:
     """C5's verdict from one architecture's tables (its runs under bn_small_batch's name)."""
     df = bn_runs(col.table(tables, EXPERIMENT))
     diffs = per_batch(df) if _measured(df) else {}
-    measured = [
-        b for b, d in diffs.items() if d["batch_minus_running"]["seeds"] > 0 and b < MAX_BATCH
-    ]
-    if not measured:
+    small = deciding_batch(diffs)
+    if small is None:
         return CLAIM.not_run_yet(NO_RUNS)
-    small = measured[0]
     d = diffs[small]["batch_minus_running"]
     result, tests = RULE.decide({"C5": dict(d)})  # a copy: the details keep the raw test
     precise = diffs[small]["precise_minus_running"]
@@ -183,10 +180,19 @@ def verdict_of(tables: dict) -> dict:
     )
 
 
+def deciding_batch(diffs: dict) -> int | None:
+    """The batch size the rule reads: the smallest below MAX_BATCH with measured seeds."""
+    measured = [
+        b for b, d in diffs.items() if d["batch_minus_running"]["seeds"] > 0 and b < MAX_BATCH
+    ]
+    return measured[0] if measured else None
+
+
 def deciding_of(tables: dict) -> dict:
-    """The cell that decides C5 on one architecture: BN at the smallest batch size."""
+    """The cell that decides C5 on one architecture: BN at the batch size the rule reads."""
     df = bn_runs(col.table(tables, EXPERIMENT))
-    return {EXPERIMENT: select(df, {col.BATCH: df[col.BATCH].min()}) if not df.empty else df}
+    small = deciding_batch(per_batch(df)) if _measured(df) else None
+    return {EXPERIMENT: select(df, {col.BATCH: small}) if small is not None else df}
 
 
 # Decided per architecture (normexp/analysis/verdict/architecture.py): its baseline rule picks

@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 
 from normexp.analysis import columns as col
-from normexp.analysis.stats.paired import difference, fmt_ci, json_safe, pooled_by_seed
 from normexp.analysis.style import (
     anchor_bars,
     mark_not_run,
@@ -44,6 +43,7 @@ from normexp.analysis.verdict.convergence import (
     passing,
     record_runs,
 )
+from normexp.analysis.verdict.paired import difference, fmt_ci, json_safe, pooled_by_seed
 from normexp.analysis.verdict.record import select
 from normexp.analysis.verdict.spec import Claim, Grid, Quote
 
@@ -129,7 +129,7 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     LN, BN and GN are all trained; without one, what the convergence check measured instead
     (each deciding cell's gain from twice the budget). Right: the anchor."""
     per_arch = PER_ARCHITECTURE.architectures(tables)
-    model, _ = architecture.of_record(per_arch, EXPERIMENT, verdict_of)
+    model, _ = architecture.of_record(per_arch, EXPERIMENT, verdict_of, deciding_of)
     mine = per_arch[model]
     arch = architecture.name(model, col.table(mine, EXPERIMENT))
     df = trained_runs(mine)
@@ -243,10 +243,15 @@ def verdict_of(tables: dict) -> dict:
 
 
 def deciding_of(tables: dict) -> dict:
-    """The cells that decide C8 on one architecture: LN, BN and GN at batch ≥ 32."""
+    """The cells that decide C8 on one architecture: LN, BN and GN at the batch sizes ≥ 32 where
+    all three pass the convergence check (the cells its test reads); without such a batch size,
+    every LN, BN and GN cell at batch ≥ 32 (the verdict is then under-trained)."""
     df = col.table(tables, EXPERIMENT)
     if not _usable(df):
         return {EXPERIMENT: df}
+    trained = trained_runs(tables)
+    if batches := (large_batches(trained, DECIDING) if _usable(trained) else []):
+        return {EXPERIMENT: select(trained, {col.NORM: list(DECIDING), col.BATCH: batches})}
     large = df[df[col.BATCH] >= MIN_BATCH]
     return {EXPERIMENT: select(large, {col.NORM: list(DECIDING)})}
 
@@ -281,7 +286,6 @@ ANALYSIS = CLAIM.analysis(
     (EXPERIMENT, RESNET),
     draw,
     per_architecture=PER_ARCHITECTURE,
-    reads_checks=True,  # a cell counts only where its convergence check passes
     quote=QUOTE,
     dashboard=DASHBOARD,
 )

@@ -54,8 +54,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from normexp.analysis import columns as col
-from normexp.analysis.stats import mean_ci
-from normexp.analysis.stats.curves import (
+from normexp.analysis.curves import (
     color,
     curve,
     label,
@@ -67,7 +66,7 @@ from normexp.analysis.stats.curves import (
     scale_note,
     usable,
 )
-from normexp.analysis.stats.paired import difference, json_safe
+from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import (
     mark_not_run,
     seed_bar,
@@ -82,6 +81,7 @@ from normexp.analysis.verdict import (
     paired_difference,
     sub_verdict,
 )
+from normexp.analysis.verdict.paired import difference, json_safe
 from normexp.analysis.verdict.spec import Claim, Grid, Quote
 
 EXPERIMENT = "not_ics"
@@ -313,7 +313,8 @@ def part_a_call(
 def verdict(tables: dict) -> dict:
     """The verdict of record: each architecture's runs (model.name) apart, never pooled; the one
     the baseline rule picks (normexp/analysis/verdict/architecture.py) decides."""
-    return architecture.decide(architecture.swept(tables, EXPERIMENT), EXPERIMENT, _verdict_of)
+    per_arch = architecture.swept(tables, EXPERIMENT)
+    return architecture.decide(per_arch, EXPERIMENT, _verdict_of, dict)
 
 
 def _verdict_of(tables: dict) -> dict:
@@ -330,7 +331,7 @@ def deciding(tables: dict) -> dict:
 def record_runs(tables: dict) -> tuple[str, pd.DataFrame]:
     """(the architecture of record, its runs): what the figure shows."""
     per_arch = architecture.swept(tables, EXPERIMENT)
-    model, _ = architecture.of_record(per_arch, EXPERIMENT, _verdict_of)
+    model, _ = architecture.of_record(per_arch, EXPERIMENT, _verdict_of, dict)
     return model, per_arch[model][EXPERIMENT]
 
 
@@ -622,4 +623,5 @@ ANALYSIS = CLAIM.analysis(
     deciding,
     quote=QUOTE,
     dashboard=DASHBOARD,
+    about_training=("C9 (a)", "C9 (b)"),  # how fast it trains; ICS along training
 )

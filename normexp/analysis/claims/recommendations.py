@@ -37,9 +37,9 @@ import pandas as pd
 from normexp.analysis import columns as col
 from normexp.analysis.claims import analysis_named
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.stats.paired import difference, json_safe, pooled_by_seed
 from normexp.analysis.style import norm_label, save_figure
 from normexp.analysis.verdict import architecture, holm_family, sub_verdict
+from normexp.analysis.verdict.paired import difference, json_safe, pooled_by_seed
 from normexp.analysis.verdict.spec import Claim, Quote
 
 NAME = "recommendations"
@@ -227,7 +227,7 @@ def c4_runs(tables: dict) -> Source:
     """bn_small_batch's runs on C4's architecture of record (architecture.py)."""
     c4 = analysis_named(C4).per_architecture
     per_arch = c4.architectures(tables)
-    model, _ = architecture.of_record(per_arch, C4, c4.verdict_of)
+    model, _ = architecture.of_record(per_arch, C4, c4.verdict_of, c4.deciding_of)
     df = col.table(per_arch[model], C4)
     folder = c4.resnet if model == "resnet" else C4
     return df, folder, architecture.name(model, df)

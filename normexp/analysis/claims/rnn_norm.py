@@ -42,7 +42,6 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.stats.paired import difference, json_safe
 from normexp.analysis.style import mark_not_run, save_figure
 from normexp.analysis.verdict import (
     all_parts,
@@ -53,6 +52,7 @@ from normexp.analysis.verdict import (
     sub_verdict,
 )
 from normexp.analysis.verdict.anchors import COOIJMANS_TEST_BPC, ZAREMBA_SMALL_PERPLEXITY
+from normexp.analysis.verdict.paired import difference, json_safe
 from normexp.analysis.verdict.spec import Claim, Grid, Quote
 from normexp.models.lstm_cells import BATCH_CELLS as BN_CELLS
 from normexp.models.lstm_cells import CELLS

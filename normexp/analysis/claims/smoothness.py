@@ -31,8 +31,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from normexp.analysis import columns as col
-from normexp.analysis.stats import mean_ci
-from normexp.analysis.stats.curves import (
+from normexp.analysis.curves import (
     color,
     curve,
     label,
@@ -43,9 +42,10 @@ from normexp.analysis.stats.curves import (
     scale_note,
     usable,
 )
-from normexp.analysis.stats.paired import difference
+from normexp.analysis.stats import mean_ci
 from normexp.analysis.style import mark_not_run
 from normexp.analysis.verdict import by_seed, conjunction, finite, holm_family, sub_verdict
+from normexp.analysis.verdict.paired import difference
 from normexp.analysis.verdict.spec import Claim, Grid, Quote
 
 EXPERIMENT = "smoothness"
@@ -318,4 +318,5 @@ ANALYSIS = CLAIM.analysis(
     verdict,
     quote=QUOTE,
     dashboard=DASHBOARD,
+    about_training=("C10 (a)", "C10 (b)"),  # the landscape along training; the LRs it trains at
 )

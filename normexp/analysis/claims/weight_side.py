@@ -34,7 +34,6 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.columns import L2_NORM, NEAR_ZERO
-from normexp.analysis.stats.paired import difference, fmt_ci, json_safe
 from normexp.analysis.style import (
     anchor_bars,
     mark_not_run,
@@ -45,6 +44,7 @@ from normexp.analysis.style import (
 )
 from normexp.analysis.verdict import all_parts, by_seed, failures, holm_family, sub_verdict
 from normexp.analysis.verdict.anchors import SALIMANS_KINGMA_ERROR
+from normexp.analysis.verdict.paired import difference, fmt_ci, json_safe
 from normexp.analysis.verdict.spec import Claim, Grid, Quote
 
 EXPERIMENT = "weight_side"

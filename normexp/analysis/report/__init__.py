@@ -24,6 +24,7 @@ from normexp.analysis.report.compute import (
 from normexp.analysis.report.damage import damaged_runs_html, damaged_runs_markdown
 from normexp.analysis.verdict.lr_selection import protocol_markdown
 from normexp.analysis.verdict.record import commits_note
+from normexp.analysis.verdict.regime import UNDER_TRAINED, regime_short
 from normexp.analysis.verdict.spec import ClaimAnalysis
 from normexp.catalogue import cpu_experiments, makefile_list
 from normexp.tracking.collect import DamagedRun
@@ -53,7 +54,8 @@ VERDICT_NOTE = (
 TITLE = "normexp report: which normalization, and why — tested"
 BLOG_TITLE = "深度学习中的Normalization模型"
 PARTS = (
-    ("architecture", "Architecture"),  # claims run on two architectures (analysis/architecture.py)
+    ("regime_text", "Regime"),  # at convergence or at a fixed budget (verdict/regime.py)
+    ("architecture", "Architecture"),  # claims run on two architectures (verdict/architecture.py)
     ("rule", "Rule"),
     ("anchor", "Anchor"),
     ("notes", "Notes"),
@@ -68,6 +70,7 @@ TOP_HEADER = (
     "estimate [95% CI]",
     "Holm p",
     "seeds",
+    "regime",
 )
 
 
@@ -79,13 +82,16 @@ def _fmt_ci(v: dict) -> str:
 
 
 def _verdict_text(v: dict) -> str:
-    """'inconclusive', or for a call withheld on incomplete seeds 'inconclusive (incomplete: 3 of
-    5 declared seeds; the seeds present give: contradicted)'."""
-    if not v.get("incomplete"):
-        return v["verdict"]
-    present = v.get("call_on_seeds_present")
-    said = f"; the seeds present give: {present}" if present else ""
-    return f"{v['verdict']} ({v['incomplete']}{said})"
+    """'inconclusive', or for a call withheld 'inconclusive (incomplete: 3 of 5 declared seeds;
+    the seeds present give: contradicted)' or 'inconclusive (under-trained; at this budget:
+    contradicted)'."""
+    why = []
+    if v.get("incomplete"):
+        present = v.get("call_on_seeds_present")
+        why.append(v["incomplete"] + (f"; the seeds present give: {present}" if present else ""))
+    if v.get("under_trained"):
+        why.append(f"{UNDER_TRAINED}; at this budget: {v['call_at_budget']}")
+    return f"{v['verdict']} ({'; '.join(why)})" if why else v["verdict"]
 
 
 def top_rows(secs: list[dict]) -> list[dict]:
@@ -108,6 +114,7 @@ def top_rows(secs: list[dict]) -> list[dict]:
                     "ci": _fmt_ci(part) if part.get("estimate") is not None else "—",
                     "p": f"{p:.3g}" if p is not None else "—",
                     "seeds": str(sub["seeds"]) if sub else "—",
+                    "regime": regime_short(v.get("regime")),
                 }
             )
     return rows
@@ -273,6 +280,7 @@ def render_markdown(secs: list[dict], provenance: dict, extras: Sequence[dict] =
             r["ci"],
             r["p"],
             r["seeds"],
+            r["regime"],
         )
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", VERDICT_NOTE, "", commits_line(provenance), ""]
@@ -288,7 +296,7 @@ def render_markdown(secs: list[dict], provenance: dict, extras: Sequence[dict] =
             lines += [*s["table"], ""]
         elif s["figure"].exists():
             lines += [f"![{a.name}](figures/{s['figure'].name})", ""]
-        lines += [f"**Verdict: {v['verdict']}.** {v.get('effect', '')}", ""]
+        lines += [f"**Verdict: {_verdict_text(v)}.** {v.get('effect', '')}", ""]
         for key, label in PARTS:
             if v.get(key):
                 lines += [f"*{label}.* {v[key]}", ""]
@@ -336,7 +344,7 @@ def render_html(secs: list[dict], provenance: dict, extras: Sequence[dict] = ())
                 "claim": a.claim,
                 "name": a.name,
                 "title": _inline(a.title),
-                "verdict": v["verdict"],
+                "verdict": _verdict_text(v),
                 "css": v["verdict"].split()[0],
                 "ci": _fmt_ci(v),
                 "zh": blog.get("zh", ""),

@@ -37,8 +37,14 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis import style
-from normexp.analysis.stats.paired import against_zero, batch_cells, difference, gap, pooled_by_seed
 from normexp.analysis.verdict import by_seed, conjunction, holm_family
+from normexp.analysis.verdict.paired import (
+    against_zero,
+    batch_cells,
+    difference,
+    gap,
+    pooled_by_seed,
+)
 from normexp.analysis.verdict.record import select
 from normexp.analysis.verdict.spec import ReportSection
 

@@ -8,7 +8,9 @@ the claim's experiment, BN − no-norm test accuracy at batch 32 (pp, paired by 
 GAP_PP = 5 pp and its two-sided paired t-test against 0 rejects at ALPHA = 5%, with at least 2
 seeds. The verdict of record is decided on the first architecture of ORDER (the ResNet, then the
 VGG-style CNN) whose deciding cells have finished runs and that shows the gap: a network that
-trains as well without a norm cannot show what a norm does. When none does, the VGG-style CNN
+trains as well without a norm cannot show what a norm does. Among those, one whose deciding cells
+all pass the convergence check decides before one whose cells do not (the regime rule,
+normexp/analysis/verdict/regime.py). When none shows the gap, the VGG-style CNN
 decides (the quick profile runs only the ResNet's baseline), and the verdict says that no
 architecture with the gap was there to decide. The other architecture's verdict is reported
 beside it, and a claim or sub-claim the two decide differently is named.
@@ -20,10 +22,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from normexp.analysis import columns as col
-from normexp.analysis.stats.paired import batch_cells, difference, fmt_ci, json_safe
 from normexp.analysis.style import mark_not_run, norm_color, norm_label, seed_bar
 from normexp.analysis.verdict import ALPHA, by_seed, join_notes
+from normexp.analysis.verdict.paired import batch_cells, difference, fmt_ci, json_safe
 from normexp.analysis.verdict.record import select
+from normexp.analysis.verdict.regime import CONVERGED, deciding_cells, regime_of
 
 Tables = dict[str, pd.DataFrame]
 Differ = list[tuple[str, str, str]]  # (claim or sub-claim id, other model, its call there)
@@ -31,6 +34,7 @@ ORDER = ("resnet", "cnn")  # preferred first
 FALLBACK = "cnn"
 GAP_PP = 5.0
 BASELINE_BATCH = 32
+BASELINE = "baseline"  # the key of the baseline's cells among the deciding tables
 NAMES = {"cnn": "VGG-style CNN", "resnet": "ResNet"}
 NOT_RUN = "'s deciding cells have not run"
 DEPTH = "model.depth"  # the ResNet's depth, for its name (ResNet-20)
@@ -39,7 +43,9 @@ RULE = (
     f"ResNet's when its deciding cells have runs and its baseline shows the gap (BN − no-norm "
     f"test accuracy at batch {BASELINE_BATCH} ≥ {GAP_PP:g} pp, paired by seed, paired t-test "
     f"against 0 at {ALPHA:g}), else the VGG-style CNN's (the CNN's too needs the gap, else it "
-    "is the fallback and says so); the other architecture's verdict is reported beside it."
+    "is the fallback and says so); an architecture whose deciding cells all pass the "
+    "convergence check decides before one whose cells do not; the other architecture's "
+    "verdict is reported beside it."
 )
 
 
@@ -85,15 +91,29 @@ def _ran(verdict: dict) -> bool:
     return verdict["verdict"] != "not run yet"
 
 
-def choose(verdicts: Mapping[str, dict], baselines: Mapping[str, dict]) -> str:
-    """The architecture whose verdict is of record (the rule above)."""
-    for model in ORDER:
-        if model in verdicts and _ran(verdicts[model]) and baselines[model]["shows_gap"]:
+def choose(
+    verdicts: Mapping[str, dict],
+    baselines: Mapping[str, dict],
+    trained: Mapping[str, bool] | None = None,
+) -> str:
+    """The architecture whose verdict is of record (the rule above); ``trained``: whether each
+    architecture's deciding cells all pass the convergence check."""
+    trained = trained or {}
+    ran = [m for m in ORDER if m in verdicts and _ran(verdicts[m])]
+    for model in sorted(ran, key=lambda m: not trained.get(m, False)):  # trained first, in ORDER
+        if baselines[model]["shows_gap"]:
             return model
     if FALLBACK in verdicts and _ran(verdicts[FALLBACK]):
         return FALLBACK
-    ran = [m for m in ORDER if m in verdicts and _ran(verdicts[m])]
     return ran[0] if ran else FALLBACK
+
+
+def all_trained(tables: Tables, deciding_of: Callable[[Tables], Tables] | None) -> bool:
+    """Whether every deciding cell of one architecture's tables passes the convergence check
+    (False without ``deciding_of``: nothing to check)."""
+    if deciding_of is None:
+        return False
+    return regime_of(deciding_cells(tables, deciding_of(tables)), "")["kind"] == CONVERGED
 
 
 def _baseline_text(label: str, test: dict) -> str:
@@ -127,11 +147,15 @@ def _earlier(chosen: str) -> tuple[str, ...]:
 
 
 def _why_sentence(
-    chosen: str, verdicts: Mapping[str, dict], baselines: Mapping[str, dict], names: dict
+    chosen: str,
+    verdicts: Mapping[str, dict],
+    baselines: Mapping[str, dict],
+    names: dict,
+    trained: Mapping[str, bool],
 ) -> str:
     """Why ``chosen`` decides: each preferred architecture passed over, then its own baseline."""
     why = [
-        names[m] + ("'s baseline does not show the gap" if _ran(verdicts[m]) else NOT_RUN)
+        names[m] + _passed_over(m, chosen, verdicts, baselines, trained)
         for m in _earlier(chosen)
         if m in verdicts
     ]
@@ -140,6 +164,20 @@ def _why_sentence(
     else:
         why.append("no architecture shows the gap: it decides as the fallback")
     return f"Decided on the {names[chosen]} ({'; '.join(why)})."
+
+
+def _passed_over(
+    model: str,
+    chosen: str,
+    verdicts: Mapping[str, dict],
+    baselines: Mapping[str, dict],
+    trained: Mapping[str, bool],
+) -> str:
+    if not _ran(verdicts[model]):
+        return NOT_RUN
+    if baselines[model]["shows_gap"] and trained.get(chosen) and not trained.get(model):
+        return "'s deciding cells do not all pass the convergence check"
+    return "'s baseline does not show the gap"
 
 
 def _baseline_sentence(baselines: Mapping[str, dict], names: dict) -> str:
@@ -190,7 +228,10 @@ def _name_in_subs(out: dict, differ: Differ, names: dict, chosen: str) -> None:
 
 
 def decide(
-    per_arch: Mapping[str, Tables], experiment: str, verdict_of: Callable[[Tables], dict]
+    per_arch: Mapping[str, Tables],
+    experiment: str,
+    verdict_of: Callable[[Tables], dict],
+    deciding_of: Callable[[Tables], Tables] | None = None,
 ) -> dict:
     """The verdict of record from each architecture's tables ({model: tables}; the baseline is
     read from ``experiment``'s table of each), with the architecture named in the effect, the
@@ -202,11 +243,15 @@ def decide(
     dfs = {m: col.table(t, experiment) for m, t in per_arch.items()}
     names = {m: name(m, dfs[m]) for m in per_arch}
     baselines = {m: baseline(dfs[m]) for m in per_arch}
-    chosen = choose(verdicts, baselines)
+    trained = {m: all_trained(t, deciding_of) for m, t in per_arch.items()}
+    chosen = choose(verdicts, baselines, trained)
     out = verdicts[chosen]
     others = [m for m in ORDER if m in per_arch and m != chosen]
     beside, differ = _beside(chosen, others, verdicts, names)
-    text = [_why_sentence(chosen, verdicts, baselines, names), _baseline_sentence(baselines, names)]
+    text = [
+        _why_sentence(chosen, verdicts, baselines, names, trained),
+        _baseline_sentence(baselines, names),
+    ]
     text += beside
     if differ:
         sentence = _disagreement(out, differ, names, chosen)
@@ -229,12 +274,16 @@ def decide(
 
 
 def of_record(
-    per_arch: Mapping[str, Tables], experiment: str, verdict_of: Callable[[Tables], dict]
+    per_arch: Mapping[str, Tables],
+    experiment: str,
+    verdict_of: Callable[[Tables], dict],
+    deciding_of: Callable[[Tables], Tables] | None = None,
 ) -> tuple[str, dict]:
     """(the architecture of record, its baseline test)."""
     verdicts = {m: verdict_of(t) for m, t in per_arch.items()}
     baselines = {m: baseline(col.table(t, experiment)) for m, t in per_arch.items()}
-    chosen = choose(verdicts, baselines)
+    trained = {m: all_trained(t, deciding_of) for m, t in per_arch.items()}
+    chosen = choose(verdicts, baselines, trained)
     return chosen, baselines[chosen]
 
 
@@ -246,12 +295,18 @@ def deciding(
 ) -> Tables:
     """The deciding cells of the architecture of record; with its baseline's cells when the
     baseline chose it (their seeds of record count too)."""
-    chosen, test = of_record(per_arch, experiment, verdict_of)
+    chosen, test = of_record(per_arch, experiment, verdict_of, deciding_of)
     cells = {f"{k} ({chosen})": v for k, v in deciding_of(per_arch[chosen]).items()}
     if test["shows_gap"]:
         runs = baseline_runs(col.table(per_arch[chosen], experiment))
-        cells[f"{experiment} baseline ({chosen})"] = runs
+        cells[f"{experiment} {BASELINE} ({chosen})"] = runs
     return cells
+
+
+def is_baseline(key: str) -> bool:
+    """Whether a key of ``deciding``'s tables holds the baseline's cells (they choose the
+    architecture; they are not the claim's comparison)."""
+    return f" {BASELINE} (" in key
 
 
 def by_model(df: pd.DataFrame, default: str = FALLBACK) -> dict[str, pd.DataFrame]:
@@ -269,7 +324,7 @@ def own_store(tables: Tables, experiment: str, resnet: str) -> dict[str, Tables]
     (``resnet``, e.g. bn_small_batch_resnet): the CNN's tables as they are, the ResNet's table
     as it was handed in under ``experiment``'s name, so one verdict function reads either. Each
     reader strips it to runs of record itself (``columns.table``); C8 is handed the check runs
-    there too (``ClaimAnalysis.reads_checks``) and pairs them."""
+    there too and pairs them."""
     return {FALLBACK: tables, "resnet": {experiment: tables.get(resnet, pd.DataFrame())}}
 
 
@@ -289,7 +344,9 @@ class PerArchitecture:
 
     def verdict(self, tables: Tables) -> dict:
         """The verdict of record."""
-        return decide(self.architectures(tables), self.experiment, self.verdict_of)
+        return decide(
+            self.architectures(tables), self.experiment, self.verdict_of, self.deciding_of
+        )
 
     def deciding(self, tables: Tables) -> Tables:
         """The deciding cells, on the architecture of record."""

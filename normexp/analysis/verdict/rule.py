@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from normexp.analysis.verdict import ALPHA, all_parts, holm_family, sub_verdict
 
 SIDES = {"> 0": 1, "< 0": -1, "≠ 0": 0}  # the claimed side of the statistic (≠: either)
-COUNT_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+COUNT_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}  # else the digits
 
 
 @dataclass(frozen=True)
@@ -44,11 +44,15 @@ class Rule:
     estimate: str  # what the claim's estimate is ("C4a's", "Δ")
     postscript: str = ""  # what else the verdict reports (not decided on)
 
+    def __post_init__(self) -> None:
+        if len({p.margin is None for p in self.parts}) > 1:
+            raise ValueError("a rule's parts are all one-sided or all equivalence tests")
+
     def text(self) -> str:
         """The rule as the report prints it."""
         n = len(self.parts)
         claims = "; ".join(_part_text(p) for p in self.parts)
-        many = f", {COUNT_WORDS[n]} sub-claims, each with its own test" if n > 1 else ""
+        many = f", {_count(n)} sub-claims, each with its own test" if n > 1 else ""
         sentences = (
             f"{self.preamble}{many}: {claims}.",
             self._tests_text(),
@@ -63,7 +67,7 @@ class Rule:
         tested = (
             f"It is a paired t-test over seeds ({self.unit}; one test, so nothing to adjust)"
             if n == 1
-            else f"Each is a paired t-test over seeds ({self.unit}), the {COUNT_WORDS[n]} "
+            else f"Each is a paired t-test over seeds ({self.unit}), the {_count(n)} "
             "Holm-adjusted as one family"
         )
         adjusted = "the test" if n == 1 else "the adjusted test"
@@ -75,9 +79,9 @@ class Rule:
         if any(p.margin is not None for p in self.parts):
             calls = (
                 f"*supported* if {adjusted} rejects 0 at {ALPHA:g} (either sign: the claim is "
-                "that the two differ, not which is better); *contradicted* if the 95% CI lies "
-                "inside the equivalence margin (no practical difference); *inconclusive* "
-                "otherwise"
+                "that the two differ, not which is better; a rejection decides even inside the "
+                "margin); else *contradicted* if the 95% CI lies inside the equivalence margin "
+                "(no practical difference); *inconclusive* otherwise"
             )
         return f"{tested}: {calls}."
 
@@ -100,7 +104,7 @@ class Rule:
         for part, test in zip(self.parts, ordered, strict=True):
             if part.margin is not None:
                 test["decision"] = _equivalence_call(test, part.margin)
-        return all_parts(t["decision"] for t in ordered), dict(zip(tests, ordered, strict=True))
+        return all_parts(t["decision"] for t in ordered), {p.id: tests[p.id] for p in self.parts}
 
     def sub_verdicts(self, tests: Mapping[str, dict], **fill: object) -> list[dict]:
         """Each part's sub-verdict from its decided test (``fill``: the statistic's fields)."""
@@ -110,6 +114,10 @@ class Rule:
             )
             for p in self.parts
         ]
+
+
+def _count(n: int) -> str:
+    return COUNT_WORDS.get(n, str(n))
 
 
 def _part_text(part: Part) -> str:

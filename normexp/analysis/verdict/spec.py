@@ -53,15 +53,15 @@ class ClaimAnalysis:
     # the runs whose cells decide the verdict (their seeds must be complete for a verdict of
     # record, normexp.analysis.verdict.record); None: every table it reads
     deciding: Callable[[Tables], Tables] | None = None
-    # whether its tables carry the convergence check's runs beside the runs of record (C8: a
-    # cell counts only where its check passes; every other analysis reads runs of record only)
-    reads_checks: bool = False
     # a claim decided per architecture: how (another claim may read its architecture of record)
     per_architecture: "PerArchitecture | None" = None
     quote: Quote | None = None  # the blog's words, quoted above the claim's section
     dashboard: tuple[Grid, ...] = field(default_factory=tuple)  # its W&B report's panel grids
     # a claim whose figure is a table (C11): the same table as markdown rows, for the report
     table: Callable[[Tables], list[str]] | None = None
+    # sub-claims about training itself (speed, landscape): they keep their call at a fixed
+    # budget (normexp/analysis/verdict/regime.py); every other is about final performance
+    about_training: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,11 +102,11 @@ class Claim:
         draw: Callable[..., Path],
         verdict: Callable | None = None,
         deciding: Callable[[Tables], Tables] | None = None,
-        reads_checks: bool = False,
         per_architecture: "PerArchitecture | None" = None,
         quote: Quote | None = None,
         dashboard: tuple[Grid, ...] = (),
         table: Callable[[Tables], list[str]] | None = None,
+        about_training: tuple[str, ...] = (),
     ) -> "ClaimAnalysis":
         """The claim's declaration; decided per architecture, its verdict and deciding cells
         are ``per_architecture``'s (the claim writes them for one architecture's tables)."""
@@ -114,8 +114,8 @@ class Claim:
             verdict, deciding = per_architecture.verdict, per_architecture.deciding
         assert verdict is not None, f"{self.id}: a verdict, or per_architecture"
         return ClaimAnalysis(
-            self.id, self.name, title, reads, draw, verdict, deciding, reads_checks,
-            per_architecture, quote, dashboard, table,
+            self.id, self.name, title, reads, draw, verdict, deciding, per_architecture, quote,
+            dashboard, table, about_training,
         )  # fmt: skip
 
 

@@ -69,9 +69,10 @@ def difference(
     claimed_sign: int = 1,
     null: float = 0.0,
 ) -> dict:
-    """a − b (times a positive ``scale``) paired by seed, as a test (see verdict.py): mean, 95%
-    CI, seeds, the paired t-test's two-sided p of mean = ``null`` (in scaled units), the claimed
-    ``sign`` of mean − null, and the unadjusted call (``holm_family`` redecides it in a family)."""
+    """a − b (times a positive ``scale``) paired by seed, as a test (see the verdict package's
+    doc): mean, 95% CI, seeds, the paired t-test's two-sided p of mean = ``null`` (in scaled
+    units), the claimed ``sign`` of mean − null, and the unadjusted call (``holm_family``
+    redecides it in a family)."""
     seeds = sorted(set(a) & set(b))
     diffs = [scale * (a[s] - b[s]) for s in seeds]
     mean, lo, hi = mean_ci(diffs)
