@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from normexp import metrics
 from tests.e2e.conftest import EXPERIMENTS, NEEDS_PTB
 from tests.helpers import real_data_dir, real_ptb
 
@@ -39,3 +40,16 @@ def test_figures_give_every_verdict_and_both_reports(smoke_store):
         assert verdict["verdict"] in ("supported", "contradicted", "inconclusive", "not run yet")
         assert (smoke / "figures" / f"{verdict['experiment']}.png").exists()
     assert (smoke / "REPORT.md").exists() and (smoke / "report.html").exists()
+
+
+def test_every_key_a_smoke_run_logs_is_a_metric_registered_for_its_task(smoke_store):
+    # Every experiment at smoke: a metric a task logs but normexp/metrics.py does not name (for
+    # that task) fails here, before any run of record.
+    for summary in (smoke_store.results / "smoke" / "runs").glob("*/*/summary.json"):
+        task = json.loads((summary.parent / "config.json").read_text())["train"]["task"]
+        keys = set(json.loads(summary.read_text()))
+        epochs = summary.parent / "metrics.jsonl"
+        for line in epochs.read_text().splitlines() if epochs.exists() else []:
+            keys |= set(json.loads(line))
+        unregistered = keys - metrics.logged_by(task) - set(metrics.BOOKKEEPING)
+        assert not unregistered, f"{summary.parent.name} ({task}): {sorted(unregistered)}"

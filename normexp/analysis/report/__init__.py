@@ -47,8 +47,10 @@ VERDICT_NOTE = (
     "One row per sub-claim, each decided by its own statistic: a paired t-test over seeds, "
     "Holm-adjusted within its claim (the Holm p; the CI is the unadjusted 95% one). *supported*: "
     "the adjusted test rejects 0 with the effect on the claimed side; *contradicted*: on the "
-    "other side; *inconclusive*: neither, or the seeds of record are incomplete (README: How "
-    "verdicts are decided)."
+    "other side; *inconclusive*: neither, or the seeds of record are incomplete; *inconclusive "
+    "(under-trained)*: a sub-claim about final performance whose deciding cells do not all pass "
+    "the convergence check, its call at that budget beside it. The regime column says at which "
+    "budget each holds (README: How verdicts are decided)."
 )
 
 TITLE = "normexp report: which normalization, and why — tested"

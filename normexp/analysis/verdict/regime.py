@@ -54,11 +54,13 @@ def _raw_table(raw: Tables, runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def budget_text(deciding: Tables) -> str:
-    """The deciding runs' budget in words: '8 epochs × 10,000 images' (several: each)."""
+    """The deciding runs' budget in words: '8 epochs × 10,000 images' (several: each); from
+    the finished runs (a diverged run records no data size)."""
     found = [
         _budget(r)
         for runs in deciding.values()
-        for _, r in runs.iterrows()
+        if not runs.empty
+        for _, r in runs[runs[col.STATUS] == "ok"].iterrows()
     ]
     return "; ".join(dict.fromkeys(b for b in found if b)) or "its budget"
 
