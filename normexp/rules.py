@@ -129,12 +129,15 @@ class IntList:
 @dataclass(frozen=True)
 class NumList:
     null: bool = False
+    below: float | None = None  # every item also < below (fractions: 1)
 
     def ok(self, v: object) -> bool:
-        return isinstance(v, list) and all(_is_num(w) and w > 0 for w in v)
+        top = math.inf if self.below is None else self.below
+        return isinstance(v, list) and all(_is_num(w) and 0 < w < top for w in v)
 
     def describe(self) -> str:
-        return "a list of finite numbers > 0"
+        top = "" if self.below is None else f" and < {_num(self.below)}"
+        return f"a list of finite numbers > 0{top}"
 
 
 @dataclass(frozen=True)

@@ -176,7 +176,7 @@ def _optim_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
 
 
 def _protocol_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
-    """protocol.*: LR selection and the convergence check."""
+    """protocol.*: LR selection, the convergence check and the budget ladder."""
     F = Field
     return (
         F("protocol.lr_grid", NumList(null=True), optional=True, doc="null: no LR selection"),
@@ -189,6 +189,8 @@ def _protocol_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
         F("protocol.check_budget_mult", Int(2), optional=True, doc="the check run's budget x"),
         F("protocol.check_profiles", ChoiceList(PROFILES, null=True), optional=True,
           doc="the profiles whose sweeps run the check stage; null: every profile"),
+        F("protocol.ladder", NumList(null=True, below=1), optional=True,
+          doc="fractions of the record's budget the checked cells also train at; null: none"),
         F("protocol.stage", Choice(c["stage"]), optional=True),
     )
 

@@ -14,8 +14,10 @@ from normexp.analysis.columns import Tables, table
 from normexp.analysis.report import grid, write_report
 from normexp.analysis.report.damage import damaged_in
 from normexp.analysis.report.scales import report_extra
+from normexp.analysis.verdict import ladder
 from normexp.analysis.verdict.architecture import is_baseline
 from normexp.analysis.verdict.convergence import with_check_runs
+from normexp.analysis.verdict.ladder import with_ladder_runs
 from normexp.analysis.verdict.lr_selection import protocol_entry
 from normexp.analysis.verdict.record import apply_record, of_record
 from normexp.analysis.verdict.regime import apply_regime, budget_text, deciding_cells, regime_of
@@ -38,10 +40,12 @@ def of_record_for(
     analysis: ClaimAnalysis, tables: Tables, results_dir: Path
 ) -> tuple[Tables, dict]:
     """An analysis's tables: its runs of record (declared seeds, made by the declaring experiment
-    file), with the convergence check's runs beside them (they pair with the runs of record;
-    ``columns.table``, which every statistic reads, leaves them out), and what was left out."""
+    file), with the convergence check's and the budget ladder's runs beside them (they pair with
+    the runs of record; ``columns.table``, which every statistic reads, leaves them out), and
+    what was left out."""
     mine, record = of_record({e: table(tables, e) for e in analysis.reads}, results_dir)
-    return {e: with_check_runs(df, tables.get(e)) for e, df in mine.items()}, record
+    beside = {e: with_check_runs(df, tables.get(e)) for e, df in mine.items()}
+    return {e: with_ladder_runs(df, tables.get(e)) for e, df in beside.items()}, record
 
 
 def verdict_of_record(
@@ -79,6 +83,11 @@ def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> l
         figure = analysis.draw(mine, out, results_dir=results_dir)
         verdict = verdict_of_record(analysis, mine, record, tables)
         protocol_entry(tables, analysis, results_dir, verdict)  # chosen LRs, LR figure, convergence
+        if analysis.reads and (rungs := ladder.series(analysis.verdict, mine)):
+            verdict["ladder"] = rungs
+            out_ladder = results_dir / "figures" / f"{analysis.name}_ladder.png"
+            title = f"{analysis.claim}: the deciding statistics as the training budget grows"
+            verdict["ladder_figure"] = f"figures/{ladder.draw(rungs, out_ladder, title).name}"
         if left_out := damaged_in(damaged, analysis.reads):  # computed without them: say so
             verdict["damaged_runs_left_out"] = left_out
         for section, section_tables in extra:  # which model families support it (not of record)

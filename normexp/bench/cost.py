@@ -31,6 +31,7 @@ from normexp.protocol.plan import (
     JobRecords,
     _without,
     cell_check_job,
+    cell_ladder_jobs,
     selection_cell,
     selection_jobs,
     uses_protocol,
@@ -169,8 +170,9 @@ def experiment_jobs(config) -> list[tuple[str, dict]]:
     """Every job a sweep of the composed master ``config`` runs on an empty store, as (stage,
     resolved config): the LR protocol's selection runs at the first grid (normexp.protocol.plan:
     each selection cell x multiplier x selection seed), then the sweep's own jobs, then the
-    convergence check's (each checked cell's first seed at twice the budget; the multiplier,
-    chosen later, does not change the price: the first grid value stands in)."""
+    budget ladder's (each checked cell's seeds at the lower rungs) and the convergence check's
+    (each checked cell's first seed at twice the budget; the multiplier, chosen later, does not
+    change the price: the first grid value stands in)."""
     records = JobRecords(config, machine=False)
     basic = [tuple(j) for j in sweep_overrides(config)]
     jobs = [("record", j) for j in basic]
@@ -182,6 +184,7 @@ def experiment_jobs(config) -> list[tuple[str, dict]]:
         chosen = dict.fromkeys(selection_cell(c, settings["select_batch_size"]) for c in cells)
         grid, seeds = settings["lr_grid"], settings["selection_seeds"]
         jobs = [("select", j) for c in chosen for j in selection_jobs(c, grid, seeds)] + jobs
+        jobs += [("ladder", j) for c in cells.values() for j in cell_ladder_jobs(c, records)]
         checks = (cell_check_job(cell_jobs, records) for cell_jobs in cells.values())
         jobs += [("check", job) for job in checks if job is not None]
     return [(stage, records(job)[0]) for stage, job in jobs]
@@ -191,8 +194,8 @@ def profile_cost(
     profile: str, workers: int = 2, experiments: list[str] | None = None
 ) -> pd.DataFrame:
     """The projected cost of ``make run-sweep PROFILE=profile`` (or of ``experiments``, e.g. the
-    grid's) on an empty store: one row per experiment (selection, record and check runs, run-minutes
-    on one core, wall minutes on ``workers`` cores), in run order. A run that an earlier
+    grid's) on an empty store: one row per experiment (selection, record, ladder and check runs,
+    run-minutes on one core, wall minutes on ``workers`` cores), in run order. A run that an earlier
     experiment already holds (the same run key) is counted once."""
     seen: set[str] = set()
     rows = []
@@ -208,7 +211,8 @@ def profile_cost(
                 overrides=[f"experiment={name}", f"profile={profile}"],
                 return_hydra_config=True,
             )
-            row = {"experiment": name, "select": 0, "record": 0, "check": 0, "run_min": 0.0}
+            row = {"experiment": name, "select": 0, "record": 0, "ladder": 0, "check": 0}
+            row["run_min"] = 0.0
             for stage, job in experiment_jobs(config):
                 key = f"{job['claim']['name']}/{run_key(job)}"
                 if key in seen:
@@ -249,7 +253,8 @@ def main() -> None:
             print(table.to_string(float_format="{:.1f}".format))
             print(
                 f"make {target} PROFILE={args.profile}: {table['select'].sum()} selection + "
-                f"{table['record'].sum()} record + {table['check'].sum()} check runs, "
+                f"{table['record'].sum()} record + {table['ladder'].sum()} ladder + "
+                f"{table['check'].sum()} check runs, "
                 f"{table['run_min'].sum():.0f} run-min, "
                 f"{table['wall_min'].sum():.0f} min on {args.workers} workers (projected)\n"
             )

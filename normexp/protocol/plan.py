@@ -3,9 +3,11 @@
 ``plan`` is a pure function of the sweep's plain jobs (BasicSweeper's enumeration) and what the
 store holds now: the selection jobs of every cell (stage select), the grid widened where a
 finished selection picks an edge, the record jobs (stage record: the sweep's own jobs at the
-chosen multiplier) of every cell whose selection is decided, and then the check jobs (stage
-check: the convergence check's budget-doubling run of every cell in ``protocol.check``, on the
-cell's first seed of record at the chosen multiplier). The sweeper launches what is new
+chosen multiplier) of every cell whose selection is decided, the ladder jobs (stage ladder:
+every seed of record of every cell in ``protocol.check`` again at each fraction of its budget
+that ``protocol.ladder`` lists, at the chosen multiplier) and then the check jobs (stage check:
+the convergence check's budget-doubling run of every cell in ``protocol.check``, on the cell's
+first seed of record at the chosen multiplier). The sweeper launches what is new
 until nothing is (a fixpoint), so a rerun of the same command recomputes the same selection and
 launches only what is not finished; the sweep callback uses it to validate and count the jobs.
 """
@@ -36,6 +38,7 @@ from normexp.validate import resolve_config, runs_remotely
 Job = tuple[str, ...]  # one job's overrides, as Hydra's launcher takes them
 SEED, BATCH, STAGE_SELECT = "seed", "train.batch_size", "protocol.stage=select"
 STAGE_CHECK = "protocol.stage=check"
+STAGE_LADDER = "protocol.stage=ladder"
 EPOCHS, STEPS = "train.epochs", "train.steps"
 
 
@@ -112,17 +115,45 @@ def in_check(config: Mapping, check: Mapping | None) -> bool:
     return in_subgrid(lambda path: _field(config, path), check)
 
 
+def _budget(config: Mapping) -> tuple[str, int]:
+    """The run's budget: (train.steps, n) when a step budget is set, else (train.epochs, n)."""
+    train = config["train"]
+    steps = train.get("steps")
+    return (STEPS, steps) if steps is not None else (EPOCHS, train["epochs"])
+
+
 def check_job(job: Sequence[str], config: Mapping, mult: int) -> Job:
     """The budget-doubling run of a run of record (``job``, resolved as ``config``): its budget
     x ``mult`` (train.steps when a step budget is set, else train.epochs; the schedule spans
     the budget), stage check, everything else as the run of record."""
-    train = config["train"]
-    steps = train.get("steps")
-    if steps is not None:
-        budget = f"{STEPS}={mult * steps}"
-    else:
-        budget = f"{EPOCHS}={mult * train['epochs']}"
-    return (*_without(job, EPOCHS, STEPS), budget, STAGE_CHECK)
+    key, n = _budget(config)
+    return (*_without(job, EPOCHS, STEPS), f"{key}={mult * n}", STAGE_CHECK)
+
+
+def ladder_budgets(config: Mapping) -> list[str]:
+    """The budget overrides of the rungs below a run of record: each fraction of
+    ``protocol.ladder`` of its budget, rounded, at least 1, the record's own left out."""
+    key, n = _budget(config)
+    rungs = {max(1, round(f * n)) for f in config["protocol"].get("ladder") or []} - {n}
+    return [f"{key}={r}" for r in sorted(rungs)]
+
+
+def _checked(config: Mapping) -> bool:
+    """Whether a cell's runs are checked at its profile (the ladder goes with the check)."""
+    protocol = config["protocol"]
+    return runs_check(config["profile"], protocol.get("check_profiles")) and in_check(
+        config, protocol.get("check")
+    )
+
+
+def cell_ladder_jobs(jobs: Sequence[Job], records: "JobRecords") -> list[Job]:
+    """The ladder's jobs for the cell of record jobs ``jobs`` (without the LR multiplier): every
+    seed at every rung below the record's budget; none when the cell is not checked."""
+    config = records(jobs[0])[0]
+    if not _checked(config):
+        return []
+    budgets = ladder_budgets(config)
+    return [(*_without(job, EPOCHS, STEPS), b, STAGE_LADDER) for b in budgets for job in jobs]
 
 
 def first_seed_job(jobs: Sequence[Job], records: "JobRecords") -> Job:
@@ -135,12 +166,9 @@ def cell_check_job(jobs: Sequence[Job], records: "JobRecords") -> Job | None:
     multiplier), or None when the cell is not checked at its profile."""
     first = first_seed_job(jobs, records)
     config = records(first)[0]
-    protocol = config["protocol"]
-    if not runs_check(config["profile"], protocol.get("check_profiles")):
+    if not _checked(config):
         return None
-    if not in_check(config, protocol.get("check")):
-        return None
-    return check_job(first, config, protocol.get("check_budget_mult", 2))
+    return check_job(first, config, config["protocol"].get("check_budget_mult", 2))
 
 
 def _rows(jobs: list[Job], records: JobRecords, metric: str) -> "pd.DataFrame":
@@ -228,19 +256,23 @@ def plan(config: DictConfig, basic_jobs: Sequence[Sequence[str]], records: JobRe
         # Named by the experiment's grid axes only (not the command line's fixed settings).
         out.selection[" ".join(o for o in sel if _key(o) in axes) or "all"] = outcome
         chosen[sel] = outcome.get("chosen") if outcome["complete"] else None
-    checks: list[Job] = []  # after every record job: the check stage follows the record stage
+    ladders: list[Job] = []  # after every record job: the record stage first, then the ladder
+    checks: list[Job] = []  # and the check stage
     for cell, jobs in cells.items():
         m = chosen[selection_cell(cell, settings["select_batch_size"])]
         placeholder = m is None
+        mult = _mult(settings["lr_grid"][0] if placeholder else m)
         if placeholder:
-            out.unplanned.append((*jobs[0], _mult(settings["lr_grid"][0])))
+            out.unplanned.append((*jobs[0], mult))
         else:
-            out.jobs += [(*job, _mult(m)) for job in jobs]
+            out.jobs += [(*job, mult) for job in jobs]
+        rungs = [(*j, mult) for j in cell_ladder_jobs(jobs, records)]
+        out.unplanned += rungs[:1] if placeholder else []  # validated before the LR is chosen
+        ladders += [] if placeholder else rungs
         job = cell_check_job(jobs, records)
         if job is not None:
-            job = (*job, _mult(settings["lr_grid"][0] if placeholder else m))
-            (out.unplanned if placeholder else checks).append(job)
-    out.jobs += checks
+            (out.unplanned if placeholder else checks).append((*job, mult))
+    out.jobs += ladders + checks
     return out
 
 

@@ -22,7 +22,7 @@ LR_MULT = "optim.lr_mult"
 STATUS = "status"
 STAGE = "protocol.stage"
 SELECT_ON = ("val_acc",)  # validation metrics a selection may use (higher is better)
-STAGES = ("select", "record", "check")  # check: the budget-doubling runs (plan.py)
+STAGES = ("select", "record", "ladder", "check")  # ladder: lower budgets; check: doubled (plan.py)
 DIVERGED_SCORE = -math.inf
 
 

@@ -94,11 +94,13 @@ NEUTRAL_FIELDS = (
 )
 OPTIONAL_SECTIONS = (("protocol", "lr_grid"),)  # (section, switch): left out while switch is null
 # Fields that say which runs a sweep plans, never what one run computes: left out of every key
-# (a check run differs from its run of record by its budget and protocol.stage).
+# (a check or ladder run differs from its run of record by its budget and protocol.stage).
 PLANNING_FIELDS = (
     ("protocol", "check"),
     ("protocol", "check_budget_mult"),
     ("protocol", "check_profiles"),
+    ("protocol", "ladder"),
+    ("protocol", "ladders"),
 )
 # Entries of the per-profile ``scale`` table added after runs were stored: a lookup table whose
 # values a run uses reach its key through the fields that read them (model.depth, ...). `sweep`:

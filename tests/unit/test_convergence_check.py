@@ -296,6 +296,7 @@ def test_cost_projection_prices_the_check_stage():
 
     table = profile_cost("quick", experiments=["bn_small_batch", "bn_small_batch_groups"])
     assert table.loc["bn_small_batch", "check"] == 8  # batch 32, 128 x BN, GN, LN, none
+    assert table.loc["bn_small_batch", "ladder"] == 8 * 3  # each checked cell's 3 seeds at x0.5
     assert table.loc["bn_small_batch_groups", "check"] == 0  # declares no check
 
 

@@ -288,6 +288,7 @@ def test_selection_file_sits_in_the_experiments_store_folder(tmp_path):
 @pytest.mark.slow
 def test_protocol_sweep_selects_records_checks_and_resumes(tmp_path, cifar_data):
     from normexp.analysis.columns import table
+    from normexp.analysis.verdict import ladder
     from normexp.analysis.verdict.convergence import cell_convergence
     from normexp.tracking.collect import collect_runs
 
@@ -296,7 +297,8 @@ def test_protocol_sweep_selects_records_checks_and_resumes(tmp_path, cifar_data)
         "normexp.run", "-m", "experiment=not_ics", "profile=smoke", "tracking.mode=disabled",
         "runtime.progress=false", f"hydra.sweep.dir={tmp_path / 'hydra'}",
         "hydra.sweeper.params.norm='none,batch'", "protocol.lr_grid=[0.5,2.0]",
-        "protocol.max_widen=0", "protocol.check.norm=batch", *extra,
+        "protocol.max_widen=0", "protocol.check.norm=batch", "protocol.ladder=[0.5]",
+        "train.epochs=2", *extra,
         "hydra.launcher.n_jobs=1",  # the stages are the point here; workers: test_interrupt
     ]
     first = run_cli(args, tmp_path / "results", data_dir)
@@ -304,29 +306,33 @@ def test_protocol_sweep_selects_records_checks_and_resumes(tmp_path, cifar_data)
     store = tmp_path / "results" / "smoke" / "runs" / "not_ics"
     configs = [json.loads(p.read_text()) for p in store.glob("*/config.json")]
     stages = sorted(c["protocol"]["stage"] for c in configs)
-    assert stages == ["check"] + ["record"] * 2 + ["select"] * 4  # check: the declared cell
+    # check and ladder: the declared cell (batch), at twice and half the record's 2 epochs
+    assert stages == ["check", "ladder"] + ["record"] * 2 + ["select"] * 4
+    (rung,) = [c for c in configs if c["protocol"]["stage"] == "ladder"]
+    assert rung["norm"]["name"] == "batch" and rung["train"]["epochs"] == 1
     selection = json.loads(selection_path(tmp_path / "results" / "smoke", "not_ics").read_text())
     picks = {cell: entry["chosen"] for cell, entry in selection["cells"].items()}
     assert set(picks) == {"norm=none", "norm=batch"}
     record_epochs = set()
     for c in configs:
-        if c["protocol"]["stage"] in ("record", "check"):
+        if c["protocol"]["stage"] in ("record", "ladder", "check"):
             assert c["seed"] == 0 and c["optim"]["lr_mult"] == picks[f"norm={c['norm']['name']}"]
         if c["protocol"]["stage"] == "record":
             record_epochs.add(c["train"]["epochs"])
     (check,) = [c for c in configs if c["protocol"]["stage"] == "check"]
     assert check["norm"]["name"] == "batch" and [check["train"]["epochs"] / 2] == [*record_epochs]
-    assert "sweep of 7 runs" in first.stderr
+    assert "sweep of 8 runs" in first.stderr
 
-    # collected: the check run is in the raw table, never in the runs of record
+    # collected: the check and ladder runs are in the raw table, never in the runs of record
     raw = collect_runs(tmp_path / "results" / "smoke", "not_ics")
-    assert len(raw) == 7 and len(table({"not_ics": raw}, "not_ics")) == 2
+    assert len(raw) == 8 and len(table({"not_ics": raw}, "not_ics")) == 2
+    assert ladder.rungs({"not_ics": raw}) == [0.5]
     cells = cell_convergence(raw).set_index("norm.name")
     assert cells.loc["batch", "converged"] in (True, False)  # checked: judged by the rule
     assert cells.loc["none", "converged"] is None and not cells.loc["none", "declared"]
 
     again = run_cli(args, tmp_path / "results", data_dir)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "sweep of 7 runs (7 finished before, skipped)" in again.stderr
+    assert "sweep of 8 runs (8 finished before, skipped)" in again.stderr
     again_selection = selection_path(tmp_path / "results" / "smoke", "not_ics").read_text()
     assert json.loads(again_selection) == selection

@@ -181,7 +181,7 @@ def _progress(provenance: dict) -> list[str]:
     return [line, ""] if line else []
 
 
-STAGE_LABELS = {"select": "LR selection", "check": "convergence check"}
+STAGE_LABELS = {"select": "LR selection", "ladder": "budget ladder", "check": "convergence check"}
 
 
 def run_summary(tables: Tables) -> dict:
@@ -299,6 +299,8 @@ def render_markdown(secs: list[dict], provenance: dict, extras: Sequence[dict] =
         elif s["figure"].exists():
             lines += [f"![{a.name}](figures/{s['figure'].name})", ""]
         lines += [f"**Verdict: {_verdict_text(v)}.** {v.get('effect', '')}", ""]
+        if v.get("ladder_figure"):
+            lines += [f"![{a.name} budget ladder]({v['ladder_figure']})", ""]
         for key, label in PARTS:
             if v.get(key):
                 lines += [f"*{label}.* {v[key]}", ""]
@@ -325,6 +327,13 @@ _TEMPLATES = Environment(
     autoescape=select_autoescape(["html", "j2"]),
     keep_trailing_newline=True,
 )
+
+
+def _ladder_uri(figures: Path, verdict: dict) -> str | None:
+    """The budget ladder's figure of a verdict, embedded; None without one."""
+    name = verdict.get("ladder_figure")
+    path = figures / Path(name).name if name else None
+    return _data_uri(path) if path is not None and path.exists() else None
 
 
 def _inline(text: str) -> Markup:
@@ -354,6 +363,7 @@ def render_html(secs: list[dict], provenance: dict, extras: Sequence[dict] = ())
                 "run": _inline(s["run"]),
                 "table": _block(s["table"]) if s["table"] else None,
                 "image": _data_uri(s["figure"]) if s["figure"].exists() else None,
+                "ladder": _ladder_uri(s["figure"].parent, v),
                 "effect": _inline(v.get("effect", "")),
                 "parts": [(label, _inline(v[key])) for key, label in PARTS if v.get(key)],
             }
