@@ -83,11 +83,14 @@ def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> l
         figure = analysis.draw(mine, out, results_dir=results_dir)
         verdict = verdict_of_record(analysis, mine, record, tables)
         protocol_entry(tables, analysis, results_dir, verdict)  # chosen LRs, LR figure, convergence
-        if analysis.reads and (rungs := ladder.series(analysis.verdict, mine)):
+        if analysis.reads and (rungs := ladder.series(analysis.verdict, mine, analysis.deciding)):
             verdict["ladder"] = rungs
-            out_ladder = results_dir / "figures" / f"{analysis.name}_ladder.png"
-            title = f"{analysis.claim}: the deciding statistics as the training budget grows"
-            verdict["ladder_figure"] = f"figures/{ladder.draw(rungs, out_ladder, title).name}"
+            if rungs["mixed"]:
+                verdict["ladder_note"] = ladder.mixed_note(rungs["mixed"])
+            if rungs["points"]:
+                out_ladder = results_dir / "figures" / f"{analysis.name}_ladder.png"
+                title = f"{analysis.claim}: the deciding statistics as the training budget grows"
+                verdict["ladder_figure"] = f"figures/{ladder.draw(rungs, out_ladder, title).name}"
         if left_out := damaged_in(damaged, analysis.reads):  # computed without them: say so
             verdict["damaged_runs_left_out"] = left_out
         for section, section_tables in extra:  # which model families support it (not of record)

@@ -82,6 +82,15 @@ def test_each_rung_is_decided_by_the_claims_own_rule_in_place_of_the_record():
     assert at[0.5] - at[1.0] == pytest.approx(10.0, abs=0.5)  # the rung's own gap, not 1.0's
 
 
+def test_a_rung_that_would_mix_budgets_in_a_deciding_statistic_is_left_out():
+    record = c4_table()
+    at_32_only = with_rung(record[record[col.BATCH] == 32], 2, {})
+    table = pd.concat([record, at_32_only[at_32_only[col.STAGE] == "ladder"]], ignore_index=True)
+    analysis = bn_small_batch.ANALYSIS
+    series = ladder.series(analysis.verdict, {"bn_small_batch": table}, analysis.deciding)
+    assert series == {"fractions": [], "points": {}, "mixed": [0.5]}  # batch 2 has no rung
+
+
 def test_without_ladder_runs_there_is_no_series_and_the_figure_draws_one_panel_each(tmp_path):
     record = record_table()
     assert ladder.series(bn_small_batch.ANALYSIS.verdict, {"bn_small_batch": record}) == {}

@@ -57,6 +57,7 @@ TITLE = "normexp report: which normalization, and why — tested"
 BLOG_TITLE = "深度学习中的Normalization模型"
 PARTS = (
     ("regime_text", "Regime"),  # at convergence or at a fixed budget (verdict/regime.py)
+    ("ladder_note", "Budget ladder"),  # rungs left out (verdict/ladder.py)
     ("architecture", "Architecture"),  # claims run on two architectures (verdict/architecture.py)
     ("rule", "Rule"),
     ("anchor", "Anchor"),

@@ -10,6 +10,7 @@ comes from the convergence check, which doubles it. Each architecture a claim is
 gets its own series (its verdict reports the other architecture's beside it).
 """
 
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from normexp.analysis.columns import Tables
 from normexp.analysis.style import save_figure
 
 LADDER = "ladder"  # the stage of a ladder run
+RUNG = "ladder.fraction"  # at_rung's mark on a run standing in for its run of record
 BUDGET_COLUMNS = (col.EPOCHS, "train.steps")
 
 
@@ -69,7 +71,8 @@ def at_rung(df: pd.DataFrame, fraction: float) -> pd.DataFrame:
     standing_in = set(_identity(ladder))
     record = df[_stage(df) == "record"]
     kept = record[[key not in standing_in for key in _identity(record)]]
-    return pd.concat([kept, ladder.assign(**{col.STAGE: "record"})], ignore_index=True)
+    rung_runs = ladder.assign(**{col.STAGE: "record", RUNG: fraction})
+    return pd.concat([kept, rung_runs], ignore_index=True)
 
 
 def with_ladder_runs(record: pd.DataFrame, raw: pd.DataFrame | None) -> pd.DataFrame:
@@ -86,15 +89,27 @@ def rungs(tables: Tables) -> list[float]:
     return sorted({f for df in tables.values() for f in fractions(df).values() if f < 1})
 
 
-def series(verdict_of: Callable[[Tables], dict], tables: Tables) -> dict:
+def series(
+    verdict_of: Callable[[Tables], dict],
+    tables: Tables,
+    deciding: Callable[[Tables], Tables] | None = None,
+) -> dict:
     """The claim's statistics at every rung: {"fractions": [..., 1.0], "points": {sub-claim:
-    {architecture: [[fraction, estimate, lo, hi, seeds], ...]}}} (no rungs: {})."""
+    {architecture: [[fraction, estimate, lo, hi, seeds], ...]}}, "mixed": [...]} (no rungs:
+    {}). A rung where some deciding run has no ladder run to stand in for it would mix budgets
+    in one statistic: it is left out and listed in ``mixed``."""
     below = rungs(tables)
     if not below:
         return {}
     points: dict[str, dict[str, list]] = {}
+    statistics: dict[str, str] = {}  # what each sub-claim's estimate is, for the figure
+    mixed = []
     for fraction in [*below, 1.0]:
-        verdict = verdict_of({e: at_rung(df, fraction) for e, df in tables.items()})
+        at = {e: at_rung(df, fraction) for e, df in tables.items()}
+        if fraction < 1 and not _all_at_rung(deciding(at) if deciding else at):
+            mixed.append(fraction)
+            continue
+        verdict = verdict_of(at)
         for arch, subs in _by_architecture(verdict).items():
             for sub in subs:
                 if sub.get("estimate") is None:
@@ -102,7 +117,27 @@ def series(verdict_of: Callable[[Tables], dict], tables: Tables) -> dict:
                 lo, hi = sub.get("ci") or (None, None)
                 row = [fraction, sub["estimate"], lo, hi, sub.get("seeds", 0)]
                 points.setdefault(sub["id"], {}).setdefault(arch, []).append(row)
-    return {"fractions": [*below, 1.0], "points": points}
+                statistics.setdefault(sub["id"], sub.get("statistic") or "estimate")
+    if len(mixed) == len(below):  # no rung below the record to draw
+        return {"fractions": [], "points": {}, "mixed": mixed}
+    return {"fractions": [*below, 1.0], "points": points, "mixed": mixed,
+            "statistics": statistics}  # fmt: skip
+
+
+def mixed_note(fractions: list[float]) -> str:
+    """The report's sentence on rungs left out of a claim's ladder."""
+    rungs = ", ".join(f"×{f:g}" for f in fractions)
+    return (
+        f"rung {rungs} left out: some deciding cell has no ladder run there (the ladder trains "
+        "the checked cells only), so its statistic would mix budgets"
+    )
+
+
+def _all_at_rung(deciding: Tables) -> bool:
+    """Whether every deciding run of record is a ladder run standing in (none at its own
+    budget)."""
+    runs = [col.table(deciding, k) for k in deciding]
+    return all(RUNG in df and df[RUNG].notna().all() for df in runs if not df.empty)
 
 
 def _by_architecture(verdict: dict) -> dict[str, list[dict]]:
@@ -125,8 +160,9 @@ def draw(ladder: dict, out: Path, title: str) -> Path:
     cols = min(3, len(panels))
     nrows = -(-len(panels) // cols)
     fig, axes = plt.subplots(
-        nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False, layout="constrained"
-    )
+        nrows, cols, figsize=(max(6.5, 4.2 * cols), 3.4 * nrows), squeeze=False,
+        layout="constrained",
+    )  # fmt: skip
     for ax, (sub, arch, rows) in zip(axes.flat, panels, strict=False):
         rows = sorted(rows)
         xs = [r[0] for r in rows]
@@ -138,7 +174,8 @@ def draw(ladder: dict, out: Path, title: str) -> Path:
         ax.set_xscale("log", base=2)
         ax.set_xticks(ladder["fractions"], [f"×{f:g}" for f in ladder["fractions"]])
         ax.set_xlabel("budget, × the record's (the verdict's rung: ×1)")
-        ax.set_ylabel("estimate, 95% CI")
+        statistic = ladder.get("statistics", {}).get(sub, "estimate")
+        ax.set_ylabel(textwrap.fill(f"{statistic} (95% CI)", 40), fontsize=8)
         ax.set_title(f"{sub}" + (f" ({arch})" if arch else ""), fontsize=10)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
