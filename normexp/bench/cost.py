@@ -16,6 +16,7 @@ table, and the GPU bundle's experiments (normexp/gpu_bundle.py, CUDA only) not a
 
 import argparse
 import contextlib
+import copy
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -27,11 +28,13 @@ from hydra.core.global_hydra import GlobalHydra
 
 from normexp.catalogue import gpu_experiments, makefile_list, sweep_experiments
 from normexp.protocol.plan import (
+    EPOCHS,
     SEED,
+    STEPS,
     JobRecords,
     _without,
-    cell_check_job,
-    cell_ladder_jobs,
+    checked,
+    ladder_budgets,
     selection_cell,
     selection_jobs,
     uses_protocol,
@@ -184,10 +187,37 @@ def experiment_jobs(config) -> list[tuple[str, dict]]:
         chosen = dict.fromkeys(selection_cell(c, settings["select_batch_size"]) for c in cells)
         grid, seeds = settings["lr_grid"], settings["selection_seeds"]
         jobs = [("select", j) for c in chosen for j in selection_jobs(c, grid, seeds)] + jobs
-        jobs += [("ladder", j) for c in cells.values() for j in cell_ladder_jobs(c, records)]
-        checks = (cell_check_job(cell_jobs, records) for cell_jobs in cells.values())
-        jobs += [("check", job) for job in checks if job is not None]
+        priced = [(stage, records(job)[0]) for stage, job in jobs]
+        return priced + budget_runs(cells, records)
     return [(stage, records(job)[0]) for stage, job in jobs]
+
+
+def budget_runs(cells: dict[tuple, list[tuple]], records: JobRecords) -> list[tuple[str, dict]]:
+    """The ladder's and the check's runs of every checked cell, as (stage, config): its record
+    configs with the budget and stage the planner gives them (normexp.protocol.plan), patched
+    rather than composed again (a run of either differs from its run of record in no other
+    field)."""
+    out: list[tuple[str, dict]] = []
+    checks = []
+    for jobs in cells.values():
+        configs = [records(j)[0] for j in jobs]
+        if not checked(configs[0]):
+            continue
+        out += [("ladder", _patched(c, b, "ladder")) for c in configs for b in ladder_budgets(c)]
+        first = min(configs, key=lambda c: c["seed"])
+        key, n = (STEPS, first["train"]["steps"]) if first["train"].get("steps") else (
+            EPOCHS, first["train"]["epochs"])  # fmt: skip
+        mult = first["protocol"].get("check_budget_mult", 2)
+        checks.append(("check", _patched(first, f"{key}={mult * n}", "check")))
+    return out + checks
+
+
+def _patched(config: dict, budget: str, stage: str) -> dict:
+    key, value = budget.split("=")
+    patched = copy.deepcopy(config)
+    patched["train"][key.split(".")[1]] = int(value)
+    patched["protocol"]["stage"] = stage
+    return patched
 
 
 def profile_cost(

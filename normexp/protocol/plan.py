@@ -138,7 +138,7 @@ def ladder_budgets(config: Mapping) -> list[str]:
     return [f"{key}={r}" for r in sorted(rungs)]
 
 
-def _checked(config: Mapping) -> bool:
+def checked(config: Mapping) -> bool:
     """Whether a cell's runs are checked at its profile (the ladder goes with the check)."""
     protocol = config["protocol"]
     return runs_check(config["profile"], protocol.get("check_profiles")) and in_check(
@@ -150,7 +150,7 @@ def cell_ladder_jobs(jobs: Sequence[Job], records: "JobRecords") -> list[Job]:
     """The ladder's jobs for the cell of record jobs ``jobs`` (without the LR multiplier): every
     seed at every rung below the record's budget; none when the cell is not checked."""
     config = records(jobs[0])[0]
-    if not _checked(config):
+    if not checked(config):
         return []
     budgets = ladder_budgets(config)
     return [(*_without(job, EPOCHS, STEPS), b, STAGE_LADDER) for b in budgets for job in jobs]
@@ -166,7 +166,7 @@ def cell_check_job(jobs: Sequence[Job], records: "JobRecords") -> Job | None:
     multiplier), or None when the cell is not checked at its profile."""
     first = first_seed_job(jobs, records)
     config = records(first)[0]
-    if not _checked(config):
+    if not checked(config):
         return None
     return check_job(first, config, config["protocol"].get("check_budget_mult", 2))
 

@@ -298,7 +298,7 @@ def test_protocol_sweep_selects_records_checks_and_resumes(tmp_path, cifar_data)
         "runtime.progress=false", f"hydra.sweep.dir={tmp_path / 'hydra'}",
         "hydra.sweeper.params.norm='none,batch'", "protocol.lr_grid=[0.5,2.0]",
         "protocol.max_widen=0", "protocol.check.norm=batch", "protocol.ladder=[0.5]",
-        "train.epochs=2", *extra,
+        "train.steps=2", *extra,  # a step budget: the ladder's rung is 1 step, the check's 4
         "hydra.launcher.n_jobs=1",  # the stages are the point here; workers: test_interrupt
     ]
     first = run_cli(args, tmp_path / "results", data_dir)
@@ -306,21 +306,21 @@ def test_protocol_sweep_selects_records_checks_and_resumes(tmp_path, cifar_data)
     store = tmp_path / "results" / "smoke" / "runs" / "not_ics"
     configs = [json.loads(p.read_text()) for p in store.glob("*/config.json")]
     stages = sorted(c["protocol"]["stage"] for c in configs)
-    # check and ladder: the declared cell (batch), at twice and half the record's 2 epochs
+    # check and ladder: the declared cell (batch), at twice and half the record's 2 steps
     assert stages == ["check", "ladder"] + ["record"] * 2 + ["select"] * 4
     (rung,) = [c for c in configs if c["protocol"]["stage"] == "ladder"]
-    assert rung["norm"]["name"] == "batch" and rung["train"]["epochs"] == 1
+    assert rung["norm"]["name"] == "batch" and rung["train"]["steps"] == 1
     selection = json.loads(selection_path(tmp_path / "results" / "smoke", "not_ics").read_text())
     picks = {cell: entry["chosen"] for cell, entry in selection["cells"].items()}
     assert set(picks) == {"norm=none", "norm=batch"}
-    record_epochs = set()
+    record_steps = set()
     for c in configs:
         if c["protocol"]["stage"] in ("record", "ladder", "check"):
             assert c["seed"] == 0 and c["optim"]["lr_mult"] == picks[f"norm={c['norm']['name']}"]
         if c["protocol"]["stage"] == "record":
-            record_epochs.add(c["train"]["epochs"])
+            record_steps.add(c["train"]["steps"])
     (check,) = [c for c in configs if c["protocol"]["stage"] == "check"]
-    assert check["norm"]["name"] == "batch" and [check["train"]["epochs"] / 2] == [*record_epochs]
+    assert check["norm"]["name"] == "batch" and [check["train"]["steps"] / 2] == [*record_steps]
     assert "sweep of 8 runs" in first.stderr
 
     # collected: the check and ladder runs are in the raw table, never in the runs of record
