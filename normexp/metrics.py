@@ -60,6 +60,11 @@ def by_epoch(name: str) -> str:
     return f"{name}_by_epoch"
 
 
+def did_not_train(best_val_acc: float, classes: int = 10) -> bool:
+    """Whether a classifier's best validation accuracy stayed within CHANCE_MARGIN of chance."""
+    return bool(best_val_acc <= 1 / classes + CHANCE_MARGIN)
+
+
 def logged_by(task: str) -> set[str]:
     """The metrics ``task`` may log."""
     return {m.name for m in METRICS.values() if task in m.tasks}
@@ -95,6 +100,12 @@ for name, doc in (
 register_metric("test_acc_precise_bn", "fraction", "higher", CLASSIFY, doc="precise BN")
 register_metric("best_val_acc", "fraction", "higher", CLASSIFY)
 register_metric("test_err", "fraction", "lower", CLASSIFY)
+# A classifier that never leaves chance is named, not hidden: it stays in the statistics as
+# the run it is, and the report lists it beside its cell (normexp.analysis.verdict.failures).
+CHANCE_MARGIN = 0.02  # within 2 pp of chance (1 / classes): about 2 s.e. on 1,000 images
+register_metric(
+    "did_not_train", "", None, CLASSIFY, doc="best validation accuracy within 2 pp of chance"
+)
 register_metric("val_loss", "nats", "lower", CLASSIFY, per_epoch=True)
 register_metric("test_loss", "nats", "lower", (*CLASSIFY, *LM), per_epoch=True)
 register_metric("precise_bn_batches_used", "count", None, CLASSIFY)

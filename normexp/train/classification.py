@@ -12,6 +12,7 @@ from normexp.data.augment import CIFAR10_MEAN, CIFAR10_STD, normalize
 from normexp.data.cifar10 import load_cifar10
 from normexp.data.paths import resolve_data_dir
 from normexp.errors import ConfigError
+from normexp.metrics import did_not_train
 from normexp.models import build_model, check_model
 from normexp.norms.precise_bn import recompute_bn_stats
 from normexp.norms.weight_side import l1_penalty
@@ -125,9 +126,11 @@ class Classification(TaskHooks):
     def summary(self, history: list[dict], final: dict) -> dict:
         if self.batch_stats and self.cfg["train"]["precise_bn_batches"] > 0:
             self.precise_bn(final)
+        best = max(m["val_acc"] for m in history)
         return {
             "test_err": 1.0 - final["test_acc"],
-            "best_val_acc": max(m["val_acc"] for m in history),
+            "best_val_acc": best,
+            "did_not_train": did_not_train(best),
             **self.splits.sizes(),
             **weight_statistics(self.model),
             **(self.probes.summary() if self.probes is not None else {}),

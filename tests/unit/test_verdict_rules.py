@@ -13,8 +13,9 @@ from scipy import stats as sps
 from normexp.analysis import report
 from normexp.analysis.claims import bn_small_batch, rnn_norm
 from normexp.analysis.stats import holm, holm_adjusted, t_test_p
-from normexp.analysis.verdict import holm_family, record
+from normexp.analysis.verdict import chance_note, failures, holm_family, record
 from normexp.analysis.verdict.paired import difference
+from normexp.metrics import did_not_train
 
 SEEDS = (0, 1, 2, 3, 4)
 
@@ -220,3 +221,19 @@ def test_the_top_table_has_one_row_per_sub_claim_with_its_statistic():
     assert [r["claim"] for r in rows] == ["C4a", "C4b"]
     assert [r["statistic"] for r in rows] == [s["statistic"] for s in v["sub"]]
     assert rows[1]["ci"].startswith("+20") and rows[1]["seeds"] == "5"
+
+
+def test_a_run_that_never_leaves_chance_is_named_beside_its_cell_and_kept():
+    assert did_not_train(0.100) and did_not_train(0.119) and not did_not_train(0.13)
+    rows = [
+        {"norm.name": n, "train.batch_size": 128, "seed": s, "status": "ok", "best_val_acc": v}
+        for n, s, v in (("none", 0, 0.100), ("none", 1, 0.55), ("batch", 0, 0.60))
+    ]
+    df = pd.DataFrame(rows)
+    assert chance_note(df) == (
+        "1 run(s) did not train (best validation accuracy within 2 pp of chance; kept in the "
+        "statistics): norm=none, seed=0"
+    )
+    assert "did not train" in failures(df) and chance_note(df.iloc[1:]) == ""
+    flagged = df.assign(did_not_train=[False, True, False])  # the run's own flag counts too
+    assert chance_note(flagged).startswith("2 run(s) did not train")

@@ -33,6 +33,8 @@ import pandas as pd
 from normexp.analysis import columns as col
 from normexp.analysis.columns import require
 from normexp.analysis.stats import holm_adjusted, mean_ci
+from normexp.analysis.verdict.convergence import short
+from normexp.metrics import CHANCE_MARGIN, did_not_train
 
 VERDICTS = ("supported", "contradicted", "inconclusive", "not run yet")
 ALPHA = 0.05  # family-wise error rate of each claim's tests (Holm)
@@ -140,7 +142,8 @@ def all_parts(parts: Iterable[str]) -> str:
 
 
 def failures(df: pd.DataFrame) -> str:
-    """A sentence on diverged/failed runs, which count as failed configurations."""
+    """A sentence on diverged/failed runs, which count as failed configurations, and on the
+    finished runs that never left chance (in the statistics as they are, named here)."""
     if df.empty:
         return ""
     bad = df[df[col.STATUS].isin(["diverged", "failed"])]
@@ -151,7 +154,32 @@ def failures(df: pd.DataFrame) -> str:
         text = "; ".join(f"{n} {s}" for s, n in counts.items()) + " (counted as failures)"
     if unfinished:
         text += f"; {unfinished} unfinished (interrupted, not counted)"
-    return text
+    return join_notes(text, chance_note(df))
+
+
+NAMED_BY = (col.MODEL, col.NORM, col.POSITION, col.ACTIVATION, col.BATCH, col.SEED)
+
+
+def chance_note(df: pd.DataFrame) -> str:
+    """The finished classification runs whose best validation accuracy never left chance
+    (``did_not_train``; derived from best_val_acc for runs from before the flag), by cell."""
+    if "best_val_acc" not in df:
+        return ""
+    ok = df[df[col.STATUS] == "ok"]
+    stuck = ok["best_val_acc"].map(lambda v: v == v and did_not_train(float(v))).astype(bool)
+    if "did_not_train" in ok:
+        stuck |= ok["did_not_train"].fillna(False).astype(bool)
+    stuck = ok[stuck]
+    if stuck.empty:
+        return ""
+    named = [c for c in NAMED_BY if c in df and (df[c].nunique() > 1 or c == col.SEED)]
+    cells = "; ".join(
+        ", ".join(f"{short(c)}={r[c]}" for c in named) for _, r in stuck.iterrows()
+    )
+    return (
+        f"{len(stuck)} run(s) did not train (best validation accuracy within "
+        f"{100 * CHANCE_MARGIN:g} pp of chance; kept in the statistics): {cells}"
+    )
 
 
 def call(test: Mapping, p: float, alpha: float = ALPHA) -> str:
