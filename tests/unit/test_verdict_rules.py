@@ -11,7 +11,8 @@ import pytest
 from scipy import stats as sps
 
 from normexp.analysis import report
-from normexp.analysis.claims import bn_small_batch, rnn_norm
+from normexp.analysis.claims import bn_small_batch, load_analyses, rnn_norm
+from normexp.analysis.report import _what_was_run, run_summary
 from normexp.analysis.stats import holm, holm_adjusted, t_test_p
 from normexp.analysis.verdict import chance_note, failures, holm_family, record
 from normexp.analysis.verdict.paired import difference
@@ -234,6 +235,18 @@ def test_a_run_that_never_leaves_chance_is_named_beside_its_cell_and_kept():
         "1 run(s) did not train (best validation accuracy within 2 pp of chance; kept in the "
         "statistics): norm=none, seed=0"
     )
-    assert "did not train" in failures(df) and chance_note(df.iloc[1:]) == ""
+    assert "did not train" not in failures(df) and chance_note(df.iloc[1:]) == ""
     flagged = df.assign(did_not_train=[False, True, False])  # the run's own flag counts too
     assert chance_note(flagged).startswith("2 run(s) did not train")
+
+
+def test_the_report_names_runs_that_did_not_train_where_it_says_what_was_run():
+    rows = [
+        {"norm.name": n, "train.batch_size": 128, "seed": 0, "status": "ok", "best_val_acc": v,
+         "profile": "quick"}
+        for n, v in (("none", 0.100), ("batch", 0.60))
+    ]
+    summary = run_summary({"bn_small_batch": pd.DataFrame(rows)})
+    c4 = next(a for a in load_analyses() if a.name == "bn_small_batch")
+    line = _what_was_run(summary, c4)
+    assert "In `bn_small_batch`: 1 run(s) did not train" in line and "norm=none" in line

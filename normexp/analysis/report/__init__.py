@@ -22,6 +22,7 @@ from normexp.analysis.report.compute import (
     stage_of,
 )
 from normexp.analysis.report.damage import damaged_runs_html, damaged_runs_markdown
+from normexp.analysis.verdict import chance_note
 from normexp.analysis.verdict.lr_selection import protocol_markdown
 from normexp.analysis.verdict.record import commits_note
 from normexp.analysis.verdict.regime import UNDER_TRAINED, regime_short
@@ -204,6 +205,9 @@ def run_summary(tables: Tables) -> dict:
     for key in ("provenance.commit", "provenance.device", "provenance.machine"):
         if key in df:
             out[key.split(".")[1] + "s"] = unique_values(df, key)
+    stuck = {e: note for e, t in tables.items() if not t.empty and (note := chance_note(t))}
+    if stuck:
+        out["did_not_train"] = stuck
     return out
 
 
@@ -220,10 +224,11 @@ def _what_was_run(summary: dict, analysis: ClaimAnalysis) -> str:
     exps = ", ".join(f"`{e}` ({n})" for e, n in summary["experiments"].items())
     commits = ", ".join(c[:10] for c in summary.get("commits", [])) or "?"
     devices = ", ".join(summary.get("devices", [])) or "?"
+    stuck = "".join(f" In `{e}`: {note}." for e, note in summary.get("did_not_train", {}).items())
     return (
         f"{summary['runs']} runs ({status}) from {exps}; profile "
         f"{', '.join(summary['profiles'])}; {summary['seeds']} seed(s) of record; "
-        f"{summary['cpu_minutes']:.1f} minutes of training on {devices}; code {commits}."
+        f"{summary['cpu_minutes']:.1f} minutes of training on {devices}; code {commits}.{stuck}"
     )
 
 

@@ -142,8 +142,7 @@ def all_parts(parts: Iterable[str]) -> str:
 
 
 def failures(df: pd.DataFrame) -> str:
-    """A sentence on diverged/failed runs, which count as failed configurations, and on the
-    finished runs that never left chance (in the statistics as they are, named here)."""
+    """A sentence on diverged/failed runs, which count as failed configurations."""
     if df.empty:
         return ""
     bad = df[df[col.STATUS].isin(["diverged", "failed"])]
@@ -154,15 +153,18 @@ def failures(df: pd.DataFrame) -> str:
         text = "; ".join(f"{n} {s}" for s, n in counts.items()) + " (counted as failures)"
     if unfinished:
         text += f"; {unfinished} unfinished (interrupted, not counted)"
-    return join_notes(text, chance_note(df))
+    return text
 
 
-NAMED_BY = (col.MODEL, col.NORM, col.POSITION, col.ACTIVATION, col.BATCH, col.SEED)
+NAMED_BY = (col.MODEL, col.NORM, col.POSITION, col.ACTIVATION, col.BATCH, col.LR, col.SEED)
 
 
 def chance_note(df: pd.DataFrame) -> str:
-    """The finished classification runs whose best validation accuracy never left chance
-    (``did_not_train``; derived from best_val_acc for runs from before the flag), by cell."""
+    """The finished runs of record of one classification table whose best validation accuracy
+    never left chance (``did_not_train``; derived from best_val_acc for runs from before the
+    flag), by cell: the report names them where it says what was run (they stay in the
+    statistics as the runs they are)."""
+    df = col.table({"x": df}, "x")
     if "best_val_acc" not in df:
         return ""
     ok = df[df[col.STATUS] == "ok"]
