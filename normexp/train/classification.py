@@ -126,11 +126,10 @@ class Classification(TaskHooks):
     def summary(self, history: list[dict], final: dict) -> dict:
         if self.batch_stats and self.cfg["train"]["precise_bn_batches"] > 0:
             self.precise_bn(final)
-        best = max(m["val_acc"] for m in history)
         return {
             "test_err": 1.0 - final["test_acc"],
-            "best_val_acc": best,
-            "did_not_train": did_not_train(best),
+            "best_val_acc": max(m["val_acc"] for m in history),
+            "did_not_train": did_not_train(history[-1]["val_acc"]),
             **self.splits.sizes(),
             **weight_statistics(self.model),
             **(self.probes.summary() if self.probes is not None else {}),

@@ -227,12 +227,12 @@ def test_the_top_table_has_one_row_per_sub_claim_with_its_statistic():
 def test_a_run_that_never_leaves_chance_is_named_beside_its_cell_and_kept():
     assert did_not_train(0.100) and did_not_train(0.119) and not did_not_train(0.13)
     rows = [
-        {"norm.name": n, "train.batch_size": 128, "seed": s, "status": "ok", "best_val_acc": v}
+        {"norm.name": n, "train.batch_size": 128, "seed": s, "status": "ok", "val_acc": v}
         for n, s, v in (("none", 0, 0.100), ("none", 1, 0.55), ("batch", 0, 0.60))
     ]
     df = pd.DataFrame(rows)
     assert chance_note(df) == (
-        "1 run(s) did not train (best validation accuracy within 2 pp of chance; kept in the "
+        "1 run(s) did not train (final validation accuracy within 2 pp of chance; kept in the "
         "statistics): norm=none, seed=0"
     )
     assert "did not train" not in failures(df) and chance_note(df.iloc[1:]) == ""
@@ -242,7 +242,7 @@ def test_a_run_that_never_leaves_chance_is_named_beside_its_cell_and_kept():
 
 def test_the_report_names_runs_that_did_not_train_where_it_says_what_was_run():
     rows = [
-        {"norm.name": n, "train.batch_size": 128, "seed": 0, "status": "ok", "best_val_acc": v,
+        {"norm.name": n, "train.batch_size": 128, "seed": 0, "status": "ok", "val_acc": v,
          "profile": "quick"}
         for n, v in (("none", 0.100), ("batch", 0.60))
     ]

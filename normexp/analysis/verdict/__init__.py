@@ -160,15 +160,15 @@ NAMED_BY = (col.MODEL, col.NORM, col.POSITION, col.ACTIVATION, col.BATCH, col.LR
 
 
 def chance_note(df: pd.DataFrame) -> str:
-    """The finished runs of record of one classification table whose best validation accuracy
-    never left chance (``did_not_train``; derived from best_val_acc for runs from before the
-    flag), by cell: the report names them where it says what was run (they stay in the
-    statistics as the runs they are)."""
+    """The finished runs of record of one classification table that ended at chance
+    (``did_not_train``; derived from the final val_acc for runs from before the flag), by cell:
+    the report names them where it says what was run (they stay in the statistics as the runs
+    they are)."""
     df = col.table({"x": df}, "x")
-    if "best_val_acc" not in df:
+    if "val_acc" not in df:
         return ""
     ok = df[df[col.STATUS] == "ok"]
-    stuck = ok["best_val_acc"].map(lambda v: v == v and did_not_train(float(v))).astype(bool)
+    stuck = ok["val_acc"].map(lambda v: v == v and did_not_train(float(v))).astype(bool)
     if "did_not_train" in ok:
         stuck |= ok["did_not_train"].fillna(False).astype(bool)
     stuck = ok[stuck]
@@ -179,7 +179,7 @@ def chance_note(df: pd.DataFrame) -> str:
         ", ".join(f"{short(c)}={r[c]}" for c in named) for _, r in stuck.iterrows()
     )
     return (
-        f"{len(stuck)} run(s) did not train (best validation accuracy within "
+        f"{len(stuck)} run(s) did not train (final validation accuracy within "
         f"{100 * CHANCE_MARGIN:g} pp of chance; kept in the statistics): {cells}"
     )
 
