@@ -55,7 +55,7 @@ migrate: setup ## move an old-layout store (results/runs/) into one folder per p
 screenshot: setup ## results/PROFILE/report_screenshot.png: report.html's first screen in headless Chromium
 	$(PY) -m normexp.analysis.report.browser --page results/$(PROFILE)/report.html --out results/$(PROFILE)/report_screenshot.png
 
-wandb-sync: setup ## upload every offline W&B run (training runs and report runs) under results/
+wandb-sync: setup ## upload every offline W&B run (training and report runs) in the store ($NORMEXP_RESULTS_DIR or results/)
 	$(PY) -m normexp.analysis.report.dashboards --sync
 
 dashboards: setup ## publish one W&B report per claim (needs `wandb login`); ARGS="--entity me"

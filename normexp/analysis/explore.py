@@ -22,7 +22,7 @@ from normexp.analysis.figures import of_record_for, verdict_of_record
 from normexp.analysis.stats import mean_ci
 from normexp.catalogue import REPO
 from normexp.errors import one_line_errors
-from normexp.tracking.store import RECORD_PROFILE, check_layout, profile_dir
+from normexp.tracking.store import RECORD_PROFILE, check_layout, default_results_dir, profile_dir
 
 # The slicing axes and the collected table's column for each.
 AXES = {
@@ -143,8 +143,8 @@ def execute_notebook(results_dir: Path, source: Path = NOTEBOOK, out: Path | Non
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    results = os.environ.get("NORMEXP_RESULTS_DIR", "results")
-    parser.add_argument("results_dir", nargs="?", type=Path, default=Path(results))
+    results = default_results_dir()
+    parser.add_argument("results_dir", nargs="?", type=Path, default=results)
     parser.add_argument("--profile", default=RECORD_PROFILE, help="default: %(default)s")
     parser.add_argument("--notebook", type=Path, default=NOTEBOOK)
     args = parser.parse_args(argv)

@@ -6,7 +6,6 @@ are read (the report's scale table, normexp/analysis/report/scales.py)."""
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from normexp.analysis.claims import load_analyses
@@ -25,7 +24,7 @@ from normexp.analysis.verdict.spec import ClaimAnalysis
 from normexp.catalogue import PROFILE_CONFIGS
 from normexp.errors import one_line_errors
 from normexp.tracking.collect import DamagedRun, experiments_in_store, write_collected
-from normexp.tracking.store import RECORD_PROFILE, check_layout, profile_dir
+from normexp.tracking.store import RECORD_PROFILE, check_layout, default_results_dir, profile_dir
 
 # Report sections after the claims (not claims: no verdict of their own).
 SECTIONS = (grid.SECTION,)
@@ -130,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--results-dir",
         type=Path,
-        default=Path(os.environ.get("NORMEXP_RESULTS_DIR", "results")),
+        default=default_results_dir(),
         help="results store, one folder per profile (default: $NORMEXP_RESULTS_DIR or ./results)",
     )
     parser.add_argument(

@@ -18,7 +18,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from normexp.tracking.store import profile_dir, read_json
+from normexp.tracking.store import default_results_dir, profile_dir, read_json
 
 # Outputs of `make figures` in the old layout: made from every run in the store together.
 OLD_OUTPUTS = (
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--results-dir",
         type=Path,
-        default=Path(os.environ.get("NORMEXP_RESULTS_DIR", "results")),
+        default=default_results_dir(),
         help="the store (default: $NORMEXP_RESULTS_DIR or ./results)",
     )
     args = parser.parse_args(argv)

@@ -52,6 +52,12 @@ class OldLayout(StoreError):
     profiles were partitions. ``python -m normexp.tracking.migrate`` moves them."""
 
 
+def default_results_dir() -> Path:
+    """The store every command reads and writes unless told otherwise: $NORMEXP_RESULTS_DIR, or
+    ./results (configs/config.yaml's paths.results_dir says the same for runs)."""
+    return Path(os.environ.get("NORMEXP_RESULTS_DIR", "results"))
+
+
 SWEEP_LOG = "sweeps.jsonl"  # a profile folder's log of sweeps: one JSON line per sweep command
 
 

@@ -190,3 +190,14 @@ def test_every_run_set_shows_one_profile_only():
         for grid in grids_of(report):
             for runset in grid.runsets:
                 assert "Config('profile') = 'standard'" in runset.filters
+
+
+def test_sync_looks_in_the_store_the_environment_names(tmp_path, monkeypatch):
+    store = tmp_path / "elsewhere"
+    (store / "quick/runs/c4/k1/wandb/offline-run-1-k1").mkdir(parents=True)
+    monkeypatch.setenv("NORMEXP_RESULTS_DIR", str(store))
+    monkeypatch.setattr(dashboards, "_online_problem", lambda: None)
+    calls = []
+    monkeypatch.setattr(dashboards.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    assert main(["--sync"]) == 0
+    assert calls[0][-1] == str(store / "quick/runs/c4/k1/wandb/offline-run-1-k1")

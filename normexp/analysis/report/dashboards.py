@@ -19,7 +19,7 @@ import wandb_workspaces.reports.v2 as wr
 from normexp import metrics
 from normexp.analysis.claims import load_analyses
 from normexp.analysis.verdict.spec import ClaimAnalysis, Grid
-from normexp.tracking.store import RECORD_PROFILE
+from normexp.tracking.store import RECORD_PROFILE, default_results_dir
 from normexp.tracking.wandb_mirror import STEP_METRIC, _logged_in, _unreachable, wandb_key
 
 REPORT_GROUP = "report"  # the W&B group of the report run (normexp.analysis.report)
@@ -140,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m normexp.analysis.report.dashboards")
     parser.add_argument("--project", default="normexp")
     parser.add_argument("--entity", default=None, help="default: your W&B default entity")
-    parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument(
+        "--results-dir", type=Path, default=default_results_dir(),
+        help="the store whose offline runs --sync uploads (default: $NORMEXP_RESULTS_DIR or "
+        "./results)",
+    )  # fmt: skip
     parser.add_argument("--profile", default=RECORD_PROFILE, help="whose runs the reports show")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--publish", action="store_true", help="save the reports to W&B")
