@@ -97,7 +97,7 @@ def test_one_report_per_claim_built_offline():
     for spec, report in zip(SPECS, reports, strict=True):
         assert isinstance(report, wr.Report)
         assert spec.claim in report.title and report.entity == "someone"
-        assert len(grids_of(report)) == 1 + len(spec.dashboard)  # the figure, then the grids
+        assert len(grids_of(report)) == 1 + len(dashboards.grids_of(spec))  # figure, then grids
         for grid in grids_of(report):
             for panel in grid.panels:
                 panel._to_model()  # serializable; only the run sets need the server
@@ -108,7 +108,7 @@ def test_every_panel_names_a_key_the_runs_log(spec):
     report = dashboards.build_report(spec, "someone", "normexp")
     figure_grid, *grids = grids_of(report)
     assert referenced(figure_grid)["media"] <= FIGURE_KEYS
-    for grid_spec, grid in zip(spec.dashboard, grids, strict=True):
+    for grid_spec, grid in zip(dashboards.grids_of(spec), grids, strict=True):
         names = referenced(grid)
         known = {"history": set(), "summary": set(), "config": set(), "media": set()}
         for experiment in grid_spec.experiments:
@@ -201,3 +201,12 @@ def test_sync_looks_in_the_store_the_environment_names(tmp_path, monkeypatch):
     monkeypatch.setattr(dashboards.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
     assert main(["--sync"]) == 0
     assert calls[0][-1] == str(store / "quick/runs/c4/k1/wandb/offline-run-1-k1")
+
+
+def test_a_claim_decided_per_architecture_shows_each_architecture_in_its_own_grid():
+    c4 = next(s for s in SPECS if s.claim == "C4")
+    by_experiments = {g.experiments: g.title for g in dashboards.grids_of(c4)}
+    assert ("bn_small_batch_resnet",) in by_experiments  # the architecture that decides
+    assert by_experiments[("bn_small_batch_resnet",)].endswith("(ResNet)")
+    c2 = next(s for s in SPECS if s.claim == "C2")
+    assert dashboards.grids_of(c2) == list(c2.dashboard)  # one architecture: as declared

@@ -8,6 +8,7 @@ Building needs no network; publishing does.
 """
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -82,6 +83,21 @@ def _panels(grid: Grid) -> list:
     return panels
 
 
+def grids_of(spec: ClaimAnalysis) -> list[Grid]:
+    """A claim's panel grids; decided per architecture, each grid on its CNN experiment again
+    on the ResNet's store folder, as a grid of its own (one architecture per panel: the verdict
+    of record may be either's)."""
+    arch = spec.per_architecture
+    grids = list(spec.dashboard)
+    if arch is None:
+        return grids
+    return grids + [
+        dataclasses.replace(g, title=f"{g.title} (ResNet)", experiments=(arch.resnet,))
+        for g in spec.dashboard
+        if arch.experiment in g.experiments
+    ]
+
+
 def build_report(spec: ClaimAnalysis, entity: str, project: str, profile: str = RECORD_PROFILE):
     """One claim's report: its figure from the report run, then a panel grid per Grid."""
     figure = wr.PanelGrid(
@@ -100,7 +116,7 @@ def build_report(spec: ClaimAnalysis, entity: str, project: str, profile: str = 
         ],
     )
     blocks: list = [wr.H2("Figure (from the latest report run)"), figure]
-    for grid in spec.dashboard:
+    for grid in grids_of(spec):
         blocks += [
             wr.H2(grid.title),
             wr.P(f"Grouped by {', '.join(grid.group_by)}; bars: mean ± s.e. over seeds."),
