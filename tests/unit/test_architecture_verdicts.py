@@ -235,3 +235,15 @@ def test_c11_tiny_batch_reads_the_architecture_that_decides_c4():
     rows = {r["scenario"]: r for r in recommendations.judge_all({"bn_small_batch": cnn})}
     assert rows["tiny batch"]["experiment"] == "bn_small_batch"
     assert rows["tiny batch"]["winner"] == "group"
+
+
+def test_an_architecture_whose_deciding_cells_converge_decides_first():
+    from normexp.analysis.verdict.architecture import choose
+
+    ran = {"verdict": "supported", "claim": "C4"}
+    verdicts = {"resnet": ran, "cnn": ran}
+    gap = {"resnet": {"shows_gap": True}, "cnn": {"shows_gap": True}}
+    assert choose(verdicts, gap) == "resnet"  # ORDER, as before
+    assert choose(verdicts, gap, {"resnet": False, "cnn": True}) == "cnn"
+    no_gap = {**gap, "cnn": {"shows_gap": False}}  # converged but without the gap: not first
+    assert choose(verdicts, no_gap, {"resnet": False, "cnn": True}) == "resnet"
