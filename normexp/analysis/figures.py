@@ -21,6 +21,7 @@ from normexp.analysis.verdict.lr_selection import protocol_entry
 from normexp.analysis.verdict.record import apply_record, of_record
 from normexp.analysis.verdict.regime import apply_regime, budget_text, deciding_cells, regime_of
 from normexp.analysis.verdict.spec import ClaimAnalysis
+from normexp.analysis.verdict.tuning import apply_tuning, edge_cells
 from normexp.catalogue import PROFILE_CONFIGS
 from normexp.errors import one_line_errors
 from normexp.tracking.collect import DamagedRun, experiments_in_store, write_collected
@@ -52,16 +53,18 @@ def verdict_of_record(
 ) -> dict:
     """The verdict as the report states it: the analysis's rule on its runs of record, withheld
     where the deciding cells lack declared seeds, and named with its regime (at convergence or
-    at a fixed budget, from the convergence check of its deciding cells in the raw tables)."""
+    at a fixed budget, from the convergence check of its deciding cells in the raw tables), and
+    withheld where a deciding cell's LR sits at the edge of its grid."""
     verdict = analysis.verdict(mine)
     if analysis.reads:
         deciding = analysis.deciding(mine) if analysis.deciding else mine
         deciding = {k: table(deciding, k) for k in deciding}  # runs of record: no check runs
         verdict = apply_record(verdict, record, deciding)
         compared = {k: df for k, df in deciding.items() if not is_baseline(k)}
-        cells = deciding_cells(raw if raw is not None else mine, compared)
-        regime = regime_of(cells, budget_text(compared))
+        raw = raw if raw is not None else mine
+        regime = regime_of(deciding_cells(raw, compared), budget_text(compared))
         verdict = apply_regime(verdict, regime, analysis.about_training)
+        verdict = apply_tuning(verdict, edge_cells(raw, compared))
     return verdict
 
 

@@ -2,10 +2,12 @@
 
 Rule (written before any result is seen; README "Fair protocol"): in each cell, every multiplier
 of the grid is scored by the mean, over the selection seeds, of the runs' final validation
-accuracy; a diverged run scores -inf (the worst); the best mean wins, ties going to the smaller
-multiplier (the safer step). A winner at either end of the grid is ``at_edge``: the optimum may
-lie outside, and the sweeper widens the grid there. A cell with a grid value that has fewer than
-``seeds`` finished runs is not ``complete`` and gets no choice.
+metric (``protocol.select_on``: accuracy for a classifier, bits per character for the character
+LSTM, PSNR for an image-to-image network; each in its better direction); a diverged run scores
+worst; the best mean wins, ties going to the smaller multiplier (the safer step). A winner at
+either end of the grid is ``at_edge``: the optimum may lie outside, and the sweeper widens the
+grid there. A cell with a grid value that has fewer than ``seeds`` finished runs is not
+``complete`` and gets no choice.
 
 Only the cell columns, the multiplier, the status and the validation metric are read: test
 metrics can never influence the choice, and asking to select on one is refused.
@@ -21,7 +23,10 @@ if TYPE_CHECKING:  # pandas only where a grid is selected: a GPU bundle runs wit
 LR_MULT = "optim.lr_mult"
 STATUS = "status"
 STAGE = "protocol.stage"
-SELECT_ON = ("val_acc",)  # validation metrics a selection may use (higher is better)
+# The validation metrics a selection may use, with the direction that is better.
+SELECT_DIRECTION = {"val_acc": "higher", "valid_bpc": "lower", "valid_ppl": "lower",
+                    "val_psnr": "higher"}
+SELECT_ON = tuple(SELECT_DIRECTION)
 STAGES = ("select", "record", "ladder", "check")  # ladder: lower budgets; check: doubled (plan.py)
 DIVERGED_SCORE = -math.inf
 
@@ -33,10 +38,11 @@ def select_lr(
     metric: str = "val_acc",
     seeds: int = 1,
 ) -> "pd.DataFrame":
-    """One row per cell: the cell columns, ``grid``, ``score`` ({multiplier: mean validation
-    score}), ``chosen`` (None when not complete), ``at_edge`` and ``complete``. ``rows``: one
-    finished selection run each (cell columns, optim.lr_mult, status, ``metric``); runs at a
-    multiplier outside ``grid`` are ignored."""
+    """One row per cell: the cell columns, ``grid``, ``score`` ({multiplier: mean of ``metric``;
+    a diverged run counts as the worst value, -inf or +inf}), ``chosen`` (None when not
+    complete), ``at_edge`` and ``complete``. ``rows``: one finished selection run each (cell
+    columns, optim.lr_mult, status, ``metric``); runs at a multiplier outside ``grid`` are
+    ignored."""
     if metric not in SELECT_ON:
         raise ValueError(f"selection must use a validation metric ({SELECT_ON}), not {metric!r}")
     grid = sorted(float(g) for g in grid)
@@ -46,7 +52,10 @@ def select_lr(
     # The only columns read: test metrics are not even copied.
     used = rows[[*cells, LR_MULT, STATUS, metric]].copy()
     used = used[used[LR_MULT].astype(float).isin(grid)]
-    used["score"] = used[metric].astype(float).where(used[STATUS] != "diverged", DIVERGED_SCORE)
+    sign = 1.0 if SELECT_DIRECTION[metric] == "higher" else -1.0  # the score: higher is better
+    used["score"] = (sign * used[metric].astype(float)).where(
+        used[STATUS] != "diverged", DIVERGED_SCORE
+    )
     used = used[used[STATUS].isin(("ok", "diverged")) & used["score"].notna()]
     out = []
     for cell, group in used.groupby(cells, sort=False, dropna=False):
@@ -62,7 +71,7 @@ def select_lr(
             {
                 **dict(zip(cells, cell, strict=True)),
                 "grid": grid,
-                "score": {g: float(means[g]) for g in grid if g in means},
+                "score": {g: sign * float(means[g]) for g in grid if g in means},
                 "chosen": chosen,
                 "at_edge": chosen is not None and len(grid) > 1 and chosen in (grid[0], grid[-1]),
                 "complete": complete,

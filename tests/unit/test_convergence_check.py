@@ -76,7 +76,7 @@ def test_cells_on_synthetic_tables():
     assert by_cell(check) == {("batch", 32): True, ("batch", 128): False, ("group", 32): True,
                               ("group", 128): None}  # no check run: not checked
     row = check.set_index([col.NORM, col.BATCH]).loc[("batch", 128)]
-    assert row["gain_pp"] == pytest.approx(1.0) and row["runs"] == 3 and row["seed"] == 0
+    assert row["gain"] == pytest.approx(1.0) and row["runs"] == 3 and row["seed"] == 0
     assert check["declared"].all()
 
 
@@ -90,8 +90,8 @@ def test_check_pairs_with_the_first_seed_at_the_same_multiplier():
     assert paired_gains(df).empty
     df = with_checks(record, {("batch", 32): 0.2})
     pair = paired_gains(df).iloc[0]
-    assert pair[col.SEED] == 0 and pair["record_val_acc"] == pytest.approx(0.60)
-    assert pair["gain_pp"] == pytest.approx(0.2)
+    assert pair[col.SEED] == 0 and pair["record_value"] == pytest.approx(0.60)
+    assert pair["gain"] == pytest.approx(0.2)
 
 
 def test_a_failed_check_run_leaves_the_cell_unchecked():

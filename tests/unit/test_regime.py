@@ -24,13 +24,14 @@ from tests.unit.test_convergence_check import record_table, with_checks
 
 def cells(*converged: bool | None, gains: tuple = ()) -> pd.DataFrame:
     gains = gains or tuple(0.5 if c else (3.0 if c is False else None) for c in converged)
-    return pd.DataFrame({"converged": list(converged), "gain_pp": list(gains)})
+    return pd.DataFrame({"converged": list(converged), "gain": list(gains), "unit": "pp"})
 
 
 def test_the_regime_is_convergence_only_when_every_deciding_cell_passes():
     assert regime_of(cells(True, True), "8 epochs")["kind"] == CONVERGED
     fixed = regime_of(cells(True, False, False, gains=(0.2, 3.0, 12.1)), "8 epochs")
-    assert fixed["kind"] == FIXED and fixed["largest_gain_pp"] == 12.1 and fixed["unconverged"] == 2
+    assert fixed["kind"] == FIXED and fixed["largest_gain"] == {"pp": 12.1}
+    assert fixed["unconverged"] == 2
     unchecked = regime_of(cells(True, None), "8 epochs")  # not checked never counts as converged
     assert unchecked["kind"] == FIXED and unchecked["unchecked"] == 1
     assert regime_of(pd.DataFrame(), "8 epochs")["kind"] == FIXED
@@ -90,7 +91,7 @@ def test_c4_through_the_reports_pipeline_holds_only_where_its_deciding_cells_are
     assert v["regime"]["kind"] == CONVERGED and v["sub"][1]["verdict"] == "supported"
     one_short = with_checks(record, {**dict.fromkeys(every, 0.4), ("group", 2): 12.1})
     v = verdict_of_record(bn_small_batch.ANALYSIS, mine, info, {"bn_small_batch": one_short})
-    assert v["regime"]["kind"] == FIXED and v["regime"]["largest_gain_pp"] == 12.1
+    assert v["regime"]["kind"] == FIXED and v["regime"]["largest_gain"] == {"pp": 12.1}
     assert [s["verdict"] for s in v["sub"]] == ["inconclusive", "inconclusive"]
     assert v["sub"][1]["call_at_budget"] == "supported"
     assert budget_text(mine) == "4 epochs × 10,000 images"

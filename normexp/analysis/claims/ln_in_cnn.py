@@ -103,7 +103,7 @@ def _undecided(tables: dict) -> dict:
     runs = record_runs(tables.get(EXPERIMENT, pd.DataFrame()))
     if failed.empty or not all(large_batches(runs, (n,)) for n in DECIDING):
         return CLAIM.not_run_yet(NO_RUNS)
-    gains = failed["gain_pp"]
+    gains = failed["gain"]
     effect = (
         f"not decided, under-trained: {len(failed)} deciding cells (LN, BN, GN at batch >= "
         f"{MIN_BATCH}) fail the convergence check (twice the budget raises validation accuracy "
@@ -170,12 +170,12 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
 
 
 def checked_gains(tables: dict) -> pd.DataFrame:
-    """The checked cells at batch >= MIN_BATCH (norm, batch, gain_pp, converged), in NORM_ORDER."""
+    """The checked cells at batch >= MIN_BATCH (norm, batch, gain, converged), in NORM_ORDER."""
     raw = tables.get(EXPERIMENT, pd.DataFrame())
     if not _usable(raw):
         return pd.DataFrame()
     check = cell_convergence(raw, [col.NORM, col.BATCH])
-    check = check[(check[col.BATCH] >= MIN_BATCH) & check["gain_pp"].notna()]
+    check = check[(check[col.BATCH] >= MIN_BATCH) & check["gain"].notna()]
     rank = check[col.NORM].map({n: i for i, n in enumerate(NORM_ORDER)}).fillna(len(NORM_ORDER))
     return check.assign(rank=rank).sort_values(["rank", col.BATCH]).drop(columns="rank")
 
@@ -185,7 +185,7 @@ def draw_gains(ax, gains: pd.DataFrame, arch: str) -> None:  # noqa: ANN001 - a 
     threshold drawn: why C8 has no verdict of its own."""
     x = np.arange(len(gains))
     norms = list(gains[col.NORM])
-    ax.bar(x, gains["gain_pp"], color=[norm_color(n) for n in norms], alpha=0.8, width=0.7)
+    ax.bar(x, gains["gain"], color=[norm_color(n) for n in norms], alpha=0.8, width=0.7)
     ax.axhline(THRESHOLD_PP, color="black", lw=1, ls="--")
     ax.text(len(gains) - 0.5, THRESHOLD_PP, f" trained: < {THRESHOLD_PP:g} pp", va="bottom",
             ha="right", fontsize=8)

@@ -88,13 +88,16 @@ def _fmt_ci(v: dict) -> str:
 def _verdict_text(v: dict) -> str:
     """'inconclusive', or for a call withheld 'inconclusive (incomplete: 3 of 5 declared seeds;
     the seeds present give: contradicted)' or 'inconclusive (under-trained; at this budget:
-    contradicted)'."""
+    contradicted)' or 'inconclusive (LR at the grid's edge; as run: supported)'."""
     why = []
     if v.get("incomplete"):
         present = v.get("call_on_seeds_present")
         why.append(v["incomplete"] + (f"; the seeds present give: {present}" if present else ""))
     if v.get("under_trained"):
         why.append(f"{UNDER_TRAINED}; at this budget: {v['call_at_budget']}")
+    if v.get("lr_at_edge"):
+        as_run = f"; as run: {v['call_untuned']}" if v.get("call_untuned") else ""
+        why.append(f"LR at the grid's edge{as_run}")
     return f"{v['verdict']} ({'; '.join(why)})" if why else v["verdict"]
 
 

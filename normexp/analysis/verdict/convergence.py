@@ -2,7 +2,10 @@
 
 Rule: a cell counts as trained when training it for twice its budget (train.epochs x2, or
 train.steps x2 when a step budget is set; the LR schedule spans the doubled budget; everything
-else identical, same seed) raises final validation accuracy by less than 1 pp.
+else identical, same seed) improves its final validation metric by less than a stated amount:
+1 pp of accuracy for a classifier, 0.01 bits per character for the character LSTM (a sixth of
+the BN-LSTM's 0.06 bpc gain in Cooijmans et al.), 0.1 dB of PSNR for an image-to-image network
+(``CHECK_RULES``; a table is judged on the first of these metrics its runs log).
 
 Why not "improved by < 1 pp over the last quarter of training": every classification run uses a
 one-cycle schedule that anneals the LR to 0 over that quarter, so the gain there measures the
@@ -10,14 +13,15 @@ schedule, not under-training, and almost no run passes it.
 
 The doubled run (``protocol.stage`` check, planned by normexp/protocol/plan.py for the cells an
 experiment declares in ``protocol.check``) is trained on the cell's first seed of record at the
-LR multiplier the selection chose, and paired with that seed's run of record: ``gain_pp`` is its
-final val_acc minus the run of record's, in pp. A check run is never a run of record
-(``columns.table`` leaves it out of every verdict table); it is read here only, from the raw
-collected table. A cell without a finished pair is *not checked* (``converged`` None): never a
-pass, and reported as "not checked", not as failed.
+LR multiplier the selection chose, and paired with that seed's run of record: ``gain`` is how
+much better its final validation metric is than the run of record's, in ``unit``. A check run
+is never a run of record (``columns.table`` leaves it out of every verdict table); it is read
+here only, from the raw collected table. A cell without a finished pair is *not checked*
+(``converged`` None): never a pass, and reported as "not checked", not as failed.
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -25,19 +29,43 @@ import pandas as pd
 from normexp.analysis import columns as col
 from normexp.protocol.subgrid import in_subgrid, runs_check
 
-THRESHOLD_PP = 1.0  # the doubled budget must gain less than this (pp of validation accuracy)
-VAL_ACC = "val_acc"  # the final validation accuracy, in every classification run's summary
+
+@dataclass(frozen=True)
+class CheckRule:
+    metric: str  # the final validation metric the check compares
+    scale: float  # gain = scale x (doubled - record): positive is better, in ``unit``
+    threshold: float  # a cell is trained when its gain is below this
+    unit: str
+
+
+CHECK_RULES = (  # in the order a table is matched: the first metric its runs log decides
+    CheckRule("val_acc", 100.0, 1.0, "pp"),
+    CheckRule("valid_bpc", -1.0, 0.01, "bpc"),
+    CheckRule("val_psnr", 1.0, 0.1, "dB"),
+)
+ACCURACY = CHECK_RULES[0]
+THRESHOLD_PP = ACCURACY.threshold  # a classifier's rule, in pp of validation accuracy
 CHECK_STAGE = "check"
 # Columns in which a check run differs from its run of record by construction.
 BUDGET_COLUMNS = (col.EPOCHS, "train.steps")
-PAIR = ("record_val_acc", "check_val_acc", "gain_pp")
+PAIR = ("record_value", "check_value", "gain")
 
 
-def converged(gain_pp: float | None) -> bool | None:
-    """The rule on one doubled-budget gain (pp): True below THRESHOLD_PP; None: not checked."""
-    if gain_pp is None or pd.isna(gain_pp):
+def check_rule(df: pd.DataFrame) -> CheckRule:
+    """The rule that judges the runs of ``df``: the first of CHECK_RULES whose metric they log
+    (a classifier's when none does)."""
+    for rule in CHECK_RULES:
+        if rule.metric in df and df[rule.metric].notna().any():
+            return rule
+    return ACCURACY
+
+
+def converged(gain: float | None, rule: CheckRule = ACCURACY) -> bool | None:
+    """The rule on one doubled-budget gain (in ``rule.unit``): True below its threshold; None:
+    not checked."""
+    if gain is None or pd.isna(gain):
         return None
-    return bool(gain_pp < THRESHOLD_PP)
+    return bool(gain < rule.threshold)
 
 
 def _stage(df: pd.DataFrame) -> pd.Series:
@@ -75,35 +103,38 @@ def _match_key(row: pd.Series, columns: Sequence[str]) -> tuple:
 
 def paired_gains(df: pd.DataFrame) -> pd.DataFrame:
     """One row per run of record that has a finished check run: the run of record's row (its
-    config columns), ``record_val_acc``, ``check_val_acc`` and ``gain_pp``. A check run pairs
-    with the run of record equal to it in every config column but the budget (and stage), seed
-    and LR multiplier included; the latest one counts if a cell has several."""
+    config columns), ``record_value`` and ``check_value`` (the final validation metric of
+    ``check_rule``) and ``gain`` (in its unit; positive: the doubled run is better). A check run
+    pairs with the run of record equal to it in every config column but the budget (and stage),
+    seed and LR multiplier included; the latest one counts if a cell has several."""
     record = record_runs(df)
     checks = check_runs(df)
-    if record.empty or checks.empty or VAL_ACC not in df:
+    rule = check_rule(df)
+    metric = rule.metric
+    if record.empty or checks.empty or metric not in df:
         return pd.DataFrame(columns=[*record.columns, *PAIR])
     same = [
         c
         for c in (*col.CONFIG_COLUMNS, col.SEED, col.LR_MULT)
         if c in df and c not in BUDGET_COLUMNS
     ]
-    ok = checks[(checks[col.STATUS] == "ok") & checks[VAL_ACC].notna()]
+    ok = checks[(checks[col.STATUS] == "ok") & checks[metric].notna()]
     if col.FINISHED_AT in ok:
         ok = ok.sort_values(col.FINISHED_AT, na_position="first")
-    by_key = {_match_key(r, same): float(r[VAL_ACC]) for _, r in ok.iterrows()}  # latest wins
+    by_key = {_match_key(r, same): float(r[metric]) for _, r in ok.iterrows()}  # latest wins
     rows = []
-    for _, r in record[(record[col.STATUS] == "ok") & record[VAL_ACC].notna()].iterrows():
+    for _, r in record[(record[col.STATUS] == "ok") & record[metric].notna()].iterrows():
         doubled = by_key.get(_match_key(r, same))
         if doubled is not None:
-            base = float(r[VAL_ACC])
+            base = float(r[metric])
             rows.append(
-                {**r.to_dict(), "record_val_acc": base, "check_val_acc": doubled,
-                 "gain_pp": 100 * (doubled - base)}
+                {**r.to_dict(), "record_value": base, "check_value": doubled,
+                 "gain": rule.scale * (doubled - base)}
             )
     return pd.DataFrame(rows, columns=[*record.columns, *PAIR])
 
 
-OUT = ("runs", "seed", "declared", "gain_pp", "converged")
+OUT = ("runs", "seed", "declared", "gain", "unit", "converged")
 CHECK_PREFIX = "protocol.check."  # the declared sub-grid, as collect flattens it
 CHECK_PROFILES = "protocol.check_profiles"  # the profiles that run it (null: all)
 
@@ -125,8 +156,9 @@ def declared(row: pd.Series) -> bool:
 def cell_convergence(df: pd.DataFrame, cells: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per cell of the runs of record of the raw collected table ``df`` (check runs
     included): the cell columns, ``runs`` (of record), ``seed`` (the first seed of record, the
-    one the check pairs with), ``gain_pp`` (doubled budget minus record, pp of val_acc) and
-    ``converged`` (True/False by the rule; None: not checked). ``cells`` defaults to the config
+    one the check pairs with), ``gain`` (how much the doubled budget improved the final
+    validation metric, in ``unit``: ``check_rule``) and ``converged`` (True/False by the rule;
+    None: not checked). ``cells`` defaults to the config
     columns that vary between the runs of record."""
     record = record_runs(df)
     cells = list(cell_columns(record) if cells is None else cells)
@@ -135,6 +167,7 @@ def cell_convergence(df: pd.DataFrame, cells: Sequence[str] | None = None) -> pd
         return pd.DataFrame(columns=out_columns)
     col.require(record, (col.STATUS, col.SEED, *cells))  # a renamed column is an error
     pairs = paired_gains(df)
+    rule = check_rule(df)
     rows = []
     for key, group in record.groupby(cells, sort=True, dropna=False) if cells else [((), record)]:
         key = key if isinstance(key, tuple) else (key,)
@@ -144,10 +177,10 @@ def cell_convergence(df: pd.DataFrame, cells: Sequence[str] | None = None) -> pd
         for c, v in here.items():
             mine = mine[mine[c].isna()] if pd.isna(v) else mine[mine[c] == v]
         # A cell made of several sweep cells (coarser ``cells``) is judged by its worst gain.
-        gain = float(mine["gain_pp"].max()) if len(mine) else None
+        gain = float(mine["gain"].max()) if len(mine) else None
         rows.append({**here, "runs": len(group), "seed": seed,
-                     "declared": bool(group.apply(declared, axis=1).all()), "gain_pp": gain,
-                     "converged": converged(gain)})
+                     "declared": bool(group.apply(declared, axis=1).all()), "gain": gain,
+                     "unit": rule.unit, "converged": converged(gain, rule)})
     return pd.DataFrame(rows, columns=out_columns)
 
 
@@ -168,10 +201,23 @@ def short(column: str) -> str:
     return section.rpartition(".")[2] if field == "name" else field
 
 
+def gain_text(gain: float, unit: str) -> str:
+    """A gain in its unit: '+12.1 pp', '+0.052 bpc', '+0.31 dB'."""
+    digits = {"pp": 1, "bpc": 3, "dB": 2}.get(unit, 2)
+    return f"{gain:+.{digits}f} {unit}"
+
+
+def threshold_text(unit: str) -> str:
+    """The rule's threshold in words: '1 pp of validation accuracy'."""
+    rule = next((r for r in CHECK_RULES if r.unit == unit), ACCURACY)
+    what = {"pp": "of validation accuracy", "bpc": "of validation bpc", "dB": "of validation PSNR"}
+    return f"{rule.threshold:g} {rule.unit} {what.get(rule.unit, '')}".strip()
+
+
 def _names(rows: pd.DataFrame, cells: list[str], gains: bool) -> str:
     return "; ".join(
         (", ".join(f"{short(c)}={r[c]}" for c in cells) or "all")
-        + (f" (+{r['gain_pp']:.1f} pp)" if gains else "")
+        + (f" ({gain_text(r['gain'], r['unit'])})" if gains else "")
         for _, r in rows.iterrows()
     )
 
@@ -188,8 +234,8 @@ def failing_note(check: pd.DataFrame) -> str:
     if not failed.empty:
         parts.append(
             f"Convergence check: {len(failed)} of {len(check)} cells fail it (twice the budget "
-            f"raised validation accuracy by >= {THRESHOLD_PP:g} pp: under-trained): "
-            f"{_names(failed, cells, gains=True)}."
+            f"improved them by at least {threshold_text(failed['unit'].iloc[0])}: "
+            f"under-trained): {_names(failed, cells, gains=True)}."
         )
     if not missing.empty:
         parts.append(

@@ -19,11 +19,26 @@ from normexp.analysis.verdict.convergence import cell_columns, cell_convergence,
 from normexp.analysis.verdict.spec import ClaimAnalysis
 from normexp.protocol.select import select_lr
 
+SELECT_ON = "protocol.select_on"
+METRIC_LABEL = {
+    "val_acc": "validation accuracy",
+    "valid_bpc": "validation bpc (lower: better)",
+    "valid_ppl": "validation perplexity (lower: better)",
+    "val_psnr": "validation PSNR (dB)",
+}
+
 
 def selection_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The LR selection's runs of a raw collected table (none without a stage column)."""
     if df.empty or col.STAGE not in df:
         return pd.DataFrame()
     return df[df[col.STAGE] == "select"]
+
+
+def selection_metric(selection: pd.DataFrame) -> str:
+    """The validation metric the selection runs were chosen on (``protocol.select_on``)."""
+    values = selection[SELECT_ON].dropna() if SELECT_ON in selection else pd.Series(dtype=str)
+    return str(values.iloc[0]) if len(values) else "val_acc"
 
 
 def _label(row: pd.Series, columns: list[str]) -> str:
@@ -38,6 +53,7 @@ def draw_lr(raw: Tables, analysis: ClaimAnalysis, out: Path) -> Path | None:
     if not frames:
         return None
     sel = pd.concat(frames, ignore_index=True)
+    metric = selection_metric(sel)
     cells = [c for c in cell_columns(sel) if c != col.BATCH]
     batches = sorted(sel[col.BATCH].unique()) if col.BATCH in sel else [None]
     fig, axes = panels(len(batches), (4.2 * len(batches), 3.4))
@@ -45,7 +61,7 @@ def draw_lr(raw: Tables, analysis: ClaimAnalysis, out: Path) -> Path | None:
         here = sel if batch is None else sel[sel[col.BATCH] == batch]
         for _, group in here.groupby(cells, sort=True) if cells else [((), here)]:
             grid = sorted(group[col.LR_MULT].astype(float).unique())
-            choice = select_lr(group.assign(cell=0), ["cell"], grid)
+            choice = select_lr(group.assign(cell=0), ["cell"], grid, metric)
             score = choice.iloc[0]["score"]
             xs = [g for g in grid if np.isfinite(score.get(g, np.nan))]
             row = group.iloc[0]
@@ -56,11 +72,12 @@ def draw_lr(raw: Tables, analysis: ClaimAnalysis, out: Path) -> Path | None:
                 ax.plot([best], [score[best]], "o", ms=12, mfc="none", color=color or "black")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("LR multiplier (x batch-scaled base)")
-        ax.set_ylabel("validation accuracy")
+        ax.set_ylabel(METRIC_LABEL.get(metric, metric))
         ax.set_title("selection" + ("" if batch is None else f", batch {batch}"), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(frameon=False, fontsize=7)
-    title = f"{analysis.claim}: validation accuracy vs learning rate (ringed: chosen)"
+    label = METRIC_LABEL.get(metric, metric)
+    title = f"{analysis.claim}: {label} vs learning rate (ringed: chosen)"
     return save_figure(fig, out, title, title_size=10)
 
 

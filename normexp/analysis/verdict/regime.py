@@ -1,15 +1,15 @@
 """Every verdict names the training budget it holds at (README "How verdicts are decided").
 
-Regime rule (written before any run of record under it). A sub-claim is decided *at
-convergence* when every one of its deciding cells passes the convergence check
-(normexp/analysis/verdict/convergence.py: twice the budget gains less than 1 pp of validation
-accuracy) at the budget the verdict is read at. Otherwise it is decided *at a fixed budget*,
-named with the budget and the largest gain a deciding cell still makes when its budget doubles;
-a deciding cell that is not checked never counts as converged. A sub-claim about final
-performance decided only at a fixed budget reads *inconclusive (under-trained)*: its call at that
-budget is kept beside it (``call_at_budget``), never in its place. A sub-claim about training
-itself (how fast a network trains, what its loss landscape is along training: a claim's
-``about_training``) keeps its call and names its budget.
+Regime rule (written before any run of record under it). A sub-claim is decided *at convergence*
+when every one of its deciding cells passes the convergence check
+(normexp/analysis/verdict/convergence.py: twice the budget improves the final validation metric
+by less than 1 pp of accuracy, 0.01 bpc or 0.1 dB) at the budget the verdict is read at.
+Otherwise it is decided *at a fixed budget*, named with the budget and the largest gain a
+deciding cell still makes when its budget doubles; a deciding cell that is not checked never
+counts as converged. A sub-claim about final performance decided only at a fixed budget reads
+*inconclusive (under-trained)*: its call at that budget is kept beside it (``call_at_budget``),
+never in its place. A sub-claim about training itself (how fast a network trains, what its loss
+landscape is along training: a claim's ``about_training``) keeps its call and names its budget.
 """
 
 from collections.abc import Iterable, Mapping
@@ -18,7 +18,12 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.columns import Tables
-from normexp.analysis.verdict.convergence import cell_columns, cell_convergence, record_runs
+from normexp.analysis.verdict.convergence import (
+    cell_columns,
+    cell_convergence,
+    gain_text,
+    record_runs,
+)
 
 CONVERGED = "at convergence"
 FIXED = "at a fixed budget"
@@ -28,13 +33,13 @@ CALLS = ("supported", "contradicted", "inconclusive")  # "not run yet" has no re
 
 def deciding_cells(raw: Tables, deciding: Tables) -> pd.DataFrame:
     """The convergence check of every cell holding a deciding run: one row per cell
-    (``converged`` True/False, None when not checked; ``gain_pp``), from the raw collected
+    (``converged`` True/False, None when not checked; ``gain`` in ``unit``), from the raw collected
     tables (the check runs pair with the runs of record there)."""
     rows = []
     for key, runs in deciding.items():
         if runs.empty:
             continue
-        table = _raw_table(raw, runs)
+        table = raw_table_of(raw, runs)
         cells = [c for c in cell_columns(record_runs(table)) if c in runs]
         checked = cell_convergence(table, cells)
         if cells:
@@ -43,7 +48,7 @@ def deciding_cells(raw: Tables, deciding: Tables) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
-def _raw_table(raw: Tables, runs: pd.DataFrame) -> pd.DataFrame:
+def raw_table_of(raw: Tables, runs: pd.DataFrame) -> pd.DataFrame:
     """The raw collected table that holds ``runs`` (found by run key: a per-architecture
     claim's deciding tables are named after the architecture, not the store folder)."""
     keys = set(runs[col.RUN_KEY]) if col.RUN_KEY in runs else set()
@@ -89,9 +94,17 @@ def regime_of(cells: pd.DataFrame, budget: str) -> dict:
         "unconverged": len(failed),
         "unchecked": unchecked,
     }
-    if not failed.empty:
-        regime["largest_gain_pp"] = round(float(failed["gain_pp"].max()), 2)
+    if not failed.empty:  # per unit: a claim may read a classifier and a language model
+        units = failed["unit"] if "unit" in failed else pd.Series("pp", failed.index)
+        regime["largest_gain"] = {
+            str(u): round(float(g.max()), 3) for u, g in failed["gain"].groupby(units)
+        }
     return regime
+
+
+def largest_gain_text(regime: Mapping) -> str:
+    """'+12.1 pp' (or '+12.1 pp, +0.052 bpc'): the largest gain a failing cell makes."""
+    return ", ".join(gain_text(g, u) for u, g in regime["largest_gain"].items())
 
 
 def regime_text(regime: Mapping) -> str:
@@ -104,7 +117,7 @@ def regime_text(regime: Mapping) -> str:
     if regime.get("unconverged"):
         parts.append(
             f"{regime['unconverged']} of {regime['cells']} deciding cells still gain up to "
-            f"{regime['largest_gain_pp']:+.1f} pp when it doubles"
+            f"{largest_gain_text(regime)} when it doubles"
         )
     if regime.get("unchecked"):
         parts.append(f"{regime['unchecked']} of {regime['cells']} not checked")
@@ -121,7 +134,7 @@ def regime_short(regime: Mapping | None) -> str:
         return CONVERGED
     left = []
     if regime.get("unconverged"):
-        left.append(f"deciding cells still gain up to {regime['largest_gain_pp']:+.1f} pp")
+        left.append(f"deciding cells still gain up to {largest_gain_text(regime)}")
     if regime.get("unchecked"):
         left.append(f"{regime['unchecked']} not checked")
     return "; ".join([f"fixed budget: {regime['budget']}", *left])
