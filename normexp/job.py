@@ -1,20 +1,24 @@
 """One job of a sweep: the store decides whether it runs; W&B mirrors what it does."""
 
+import contextlib
+import copy
 import errno
 import logging
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from normexp.errors import StoreError
+from normexp.protocol.pack import member_overrides, why_not_packed
 from normexp.tasks import get_task
 from normexp.tracking.provenance import provenance
 from normexp.tracking.store import FINISHED, RunLocked, RunRecord, cannot_write, record_of
 from normexp.tracking.wandb_mirror import WandbMirror, run_identity
 from normexp.train import Diverged
 from normexp.train.device import pick_device
+from normexp.train.packed_fit import GroupMismatch
 from normexp.validate import resolve_config
 
 log = logging.getLogger("normexp")
@@ -43,6 +47,8 @@ def run_job(cfg: DictConfig, progress_position: int = 0, in_sweep: bool = False)
     store cannot be written (StoreError); in a sweep that is logged and the job returns None,
     so the sweep's closing count shows the run as not run."""
     try:
+        if OmegaConf.select(cfg, "runtime.pack_with", default=None):
+            return _run_group(cfg, progress_position)
         return _run_job(cfg, progress_position)
     except StoreError as exc:
         if not in_sweep:
@@ -53,6 +59,11 @@ def run_job(cfg: DictConfig, progress_position: int = 0, in_sweep: bool = False)
 
 def _run_job(cfg: DictConfig, progress_position: int) -> dict | None:
     config = resolve_config(cfg)  # validated plain dict; ConfigError before anything is written
+    return _run_config(config, progress_position)
+
+
+def _run_config(config: dict, progress_position: int) -> dict | None:
+    """Run (or skip) the job of the resolved ``config``; its summary."""
     record = record_of(config)  # in the partition of the run's profile
     key = record.key
     if record.is_finished():
@@ -84,31 +95,51 @@ def store_fault(exc: OSError, config: Mapping) -> bool:
     return bool(where) and Path(str(where)).is_relative_to(config["paths"]["results_dir"])
 
 
+class Started:
+    """A run of the store in training: its record, its W&B mirror and its epoch logger."""
+
+    def __init__(self, config: dict, record: RunRecord) -> None:
+        record.start(config)
+        self.config, self.record = config, record
+        self.mirror = WandbMirror(
+            mode=config["tracking"]["mode"],
+            project=config["tracking"]["project"],
+            run_dir=record.path,
+            **run_identity(config, record.key),
+        )
+        self.checkpoint = record.path / CHECKPOINT
+
+    def log_epoch(self, metrics: dict) -> None:
+        self.record.append_metrics(metrics)
+        self.mirror.log(metrics)
+
+
+def _failure(exc: Exception, configs: Sequence[Mapping]) -> str:
+    """A training error as the run records it; the store's own faults are raised instead (the
+    run stays resumable from its checkpoint)."""
+    if isinstance(exc, OSError) and any(store_fault(exc, c) for c in configs):
+        raise exc
+    for config in configs:
+        log.error("%s failed:\n%s", describe(config), traceback.format_exc())
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _train(config: dict, record: RunRecord, progress_position: int) -> dict:
-    record.start(config)
-    mirror = WandbMirror(
-        mode=config["tracking"]["mode"],
-        project=config["tracking"]["project"],
-        run_dir=record.path,
-        **run_identity(config, record.key),
-    )
-
-    def log_epoch(metrics: dict) -> None:
-        record.append_metrics(metrics)
-        mirror.log(metrics)
-
+    run = Started(config, record)
     status, error, summary = "ok", None, {}
-    checkpoint = record.path / CHECKPOINT
     try:
         task = get_task(config["train"]["task"])
-        summary = task.train(config, log_epoch, progress_position, checkpoint=checkpoint)
+        summary = task.train(config, run.log_epoch, progress_position, checkpoint=run.checkpoint)
     except Diverged as exc:
         status, error = "diverged", str(exc)
     except Exception as exc:  # noqa: BLE001 - recorded as a failed run; the sweep goes on
-        if isinstance(exc, OSError) and store_fault(exc, config):
-            raise  # the store's fault, not the run's: it stays resumable from its checkpoint
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
-        log.error("%s failed:\n%s", describe(config), traceback.format_exc())
+        status, error = "failed", _failure(exc, [config])
+    return _finish(run, status, error, summary)
+
+
+def _finish(run: Started, status: str, error: str | None, summary: dict) -> dict:
+    """Write the run's summary and status (and close its mirror) as every job ends."""
+    config, record, mirror, checkpoint = run.config, run.record, run.mirror, run.checkpoint
     if status != "ok":
         epochs = record.metrics()
         summary = {**(epochs[-1] if epochs else {}), "epochs": len(epochs)}
@@ -128,3 +159,88 @@ def _train(config: dict, record: RunRecord, progress_position: int) -> dict:
     result = f" {headline}={summary[headline]:.4g}" if headline else ""
     log.info("%s %s [%s]%s", status, describe(config), record.key, result)
     return summary
+
+
+def member_configs(cfg: DictConfig) -> list[DictConfig]:
+    """The configs of a packed group's members (``runtime.pack_with``): the job's own, then each
+    member's seed and LR multiplier in its place; none of them names the group (each is the
+    config its separate job composes, run key included)."""
+    members = member_overrides(OmegaConf.to_container(cfg.runtime.pack_with))
+    out = []
+    for member in [None, *members]:
+        mine = copy.deepcopy(cfg)
+        with open_dict(mine):
+            mine.runtime.pack_with = None
+            if member is not None:
+                mine.seed, mine.optim.lr_mult = member["seed"], member["lr_mult"]
+        out.append(mine)
+    return out
+
+
+def _run_group(cfg: DictConfig, progress_position: int) -> dict:
+    """A packed group job: its members resolved and validated first, then the unfinished ones
+    trained as one packed model (each locked, each written as its separate run), or one after
+    another where they cannot pack. The summary: the group's status and its members'."""
+    configs = [resolve_config(c) for c in member_configs(cfg)]
+    todo = [c for c in configs if not record_of(c).is_finished()]
+    for config in configs:
+        if config not in todo:
+            log.info("skip %s: already finished", describe(config))
+    if len(todo) < 2 or why_not_packed(todo[0]) is not None:
+        summaries = [_run_config(c, progress_position) for c in todo]
+        return _group_summary(summaries)
+    prepare_data(todo[0])
+    with contextlib.ExitStack() as locks:
+        held = []
+        for config in todo:
+            record = record_of(config)
+            try:
+                locks.enter_context(record.lock())
+            except RunLocked as exc:
+                log.warning("skip %s: %s", describe(config), exc)
+                continue
+            if not record.is_finished():  # else finished by another worker meanwhile
+                held.append((config, record))
+        try:
+            return _group_summary(_train_group(held, progress_position))
+        except OSError as exc:
+            if not any(store_fault(exc, c) for c, _ in held):
+                raise
+            raise cannot_write(exc, held[0][0]["paths"]["results_dir"]) from None
+
+
+def _group_summary(summaries: Sequence[dict | None]) -> dict:
+    ran = [s for s in summaries if s is not None]
+    failed = any(s.get("status") == "failed" for s in ran)
+    return {"status": "failed" if failed else "ok", "members": ran}
+
+
+def _train_group(held: list[tuple[dict, RunRecord]], progress_position: int) -> list[dict]:
+    """Train the locked, unfinished members ``held`` packed; one summary each."""
+    if len(held) < 2:
+        return [_train(c, r, progress_position) for c, r in held]
+    runs = [Started(c, r) for c, r in held]
+    configs = [run.config for run in runs]
+    task = get_task(configs[0]["train"]["task"])
+    try:
+        outcomes = task.train_packed(
+            configs,
+            [run.log_epoch for run in runs],
+            progress_position,
+            checkpoints=[run.checkpoint for run in runs],
+        )
+    except GroupMismatch as exc:  # checkpoints at different epochs: each resumes on its own
+        log.info("packed group trains separately: %s", exc)
+        for run in runs:
+            run.mirror.finish({}, exit_code=0, run_dir=run.record.path)
+        return [_train(c, r, progress_position) for c, r in held]
+    except Exception as exc:  # noqa: BLE001 - every member failed with the group
+        error = _failure(exc, configs)
+        return [_finish(run, "failed", error, {}) for run in runs]
+    out = []
+    for run, outcome in zip(runs, outcomes, strict=True):
+        if isinstance(outcome, Diverged):
+            out.append(_finish(run, "diverged", str(outcome), {}))
+        else:
+            out.append(_finish(run, "ok", None, outcome))
+    return out

@@ -191,8 +191,25 @@ class SubGrid:
         return '{field: "v1,v2" or [v1, v2], ...} with at least one field'
 
 
+MAX_PACK = 16  # replicas in one packed group: beyond it the bench measured no further gain
+
+
+@dataclass(frozen=True)
+class PackRule:
+    """runtime.pack: auto (the planner decides), off, or a number of replicas per group."""
+
+    null: bool = False
+
+    def ok(self, v: object) -> bool:
+        return v in ("auto", "off") or (_is_int(v) and 1 <= v <= MAX_PACK)
+
+    def describe(self) -> str:
+        return f"auto, off or an integer from 1 to {MAX_PACK}"
+
+
 Rule = (
     Int | Num | Bool | Choice | Name | Folder | IntList | NumList | ChoiceList | Interval | SubGrid
+    | PackRule
 )
 
 

@@ -49,6 +49,7 @@ from normexp.rules import (
     Num,
     NumList,
     Off,
+    PackRule,
     SubGrid,
 )
 from normexp.rules import NAME_PATTERN as NAME_PATTERN
@@ -115,6 +116,7 @@ def _run_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
         F("runtime.threads", Int(1, MAX_THREADS), doc="also at most this machine's CPUs"),
         F("runtime.progress", Bool()),
         F("runtime.channels_last", Bool(), optional=True),
+        F("runtime.pack", PackRule(), optional=True, doc="replicas per packed group"),
         F("tracking.mode", Choice(c["mode"])),
         F("tracking.project", Name()),
     )

@@ -11,6 +11,11 @@ and the record runs, then the convergence check's runs (stage check: twice the b
 first seed of record of every cell in ``protocol.check``; launched after the record runs of
 their round). Every job still decides for itself whether to train (a finished run is skipped),
 so a rerun of the same command recomputes the same selection and trains only what is missing.
+
+Each launch round's jobs are grouped into packed groups where packing pays
+(normexp/protocol/pack.py: runs of one cell that differ in seed and LR multiplier, on this CPU
+at batch <= 8): a group is one launched job that trains and writes every member's run.
+Without a grid the sweep's jobs are grouped the same way and launched in one round.
 """
 
 import logging
@@ -23,6 +28,7 @@ from omegaconf import OmegaConf
 
 from normexp.compose import fast_context
 from normexp.errors import one_line_errors
+from normexp.protocol.pack import group_jobs
 from normexp.protocol.plan import (
     STAGE_CHECK,
     Job,
@@ -32,6 +38,7 @@ from normexp.protocol.plan import (
     write_selection,
 )
 from normexp.sweep import sweep_overrides
+from normexp.train.device import pick_device
 from normexp.validate import composition_errors
 
 log = logging.getLogger("normexp")
@@ -43,9 +50,27 @@ class ProtocolSweeper(BasicSweeper):
         fast = fast_context(hydra_context)
         super().setup(hydra_context=fast, task_function=task_function, config=config)
 
+    def _grouped(self, jobs: list[Job], records: JobRecords) -> list[list[str]]:
+        """``jobs`` with the members of each packed group merged into one job."""
+        if not jobs:
+            return []
+        device = str(pick_device(records(jobs[0])[0]["train"]["device"]))
+        return [list(job) for job in group_jobs(jobs, records, device)]
+
     def sweep(self, arguments: list[str]) -> Any:
         if not uses_protocol(self.config):
-            return super().sweep(arguments)
+            records = JobRecords(self.config)
+            with one_line_errors(), composition_errors():
+                jobs = self._grouped([tuple(j) for j in sweep_overrides(self.config)], records)
+            if not any(o.startswith("runtime.pack_with=") for job in jobs for o in job):
+                return super().sweep(arguments)  # nothing packs: the basic sweeper, job for job
+            sweep_dir = Path(self.config.hydra.sweep.dir)
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+            results = self.launcher.launch(jobs, initial_job_idx=0)
+            for r in results:
+                _ = r.return_value  # raises if a job raised, as BasicSweeper does
+            return [results]
         basic = sweep_overrides(self.config)  # the basic sweeper's jobs, as the callback sees them
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -56,10 +81,12 @@ class ProtocolSweeper(BasicSweeper):
         while True:
             with one_line_errors(), composition_errors():
                 current = plan(self.config, basic, records)
-            new = [list(job) for job in current.jobs if job not in launched]
+            new = [job for job in current.jobs if job not in launched]
             if not new:
                 break
-            results = self.launcher.launch(new, initial_job_idx=len(launched))
+            with one_line_errors(), composition_errors():
+                grouped = self._grouped(new, records)
+            results = self.launcher.launch(grouped, initial_job_idx=len(launched))
             for r in results:
                 _ = r.return_value  # raises if a job raised, as BasicSweeper does
             launched.update(map(tuple, new))

@@ -21,6 +21,7 @@ from normexp.train.device import autocast, place_model
 from normexp.train.evaluate import evaluate, evaluate_with_batch_stats, has_batch_stats
 from normexp.train.fit import TaskHooks, fit
 from normexp.train.optim import build_optimizer_and_scheduler
+from normexp.train.packed_fit import Outcome, fit_packed
 from normexp.train.task import Task
 from normexp.train.weight_stats import weight_statistics
 from normexp.validate_fields import check_int
@@ -158,6 +159,23 @@ def train_classifier(
     )
 
 
+def train_classifiers_packed(
+    cfgs: list[Mapping],
+    log_epochs: list[Callable[[dict], None]],
+    progress_position: int = 0,
+    checkpoints: list[Path] | None = None,
+) -> list[Outcome]:
+    """Train the runs ``cfgs`` of one cell (seeds and LR multipliers apart) as one packed model,
+    each logging and checkpointing as its separate run (normexp/train/packed_fit.py)."""
+    return fit_packed(
+        cfgs,
+        lambda cfg, device: Classification(cfg, device, None),
+        log_epochs,
+        progress_position,
+        checkpoints,
+    )
+
+
 def check_classification(c: Mapping) -> None:
     """The classification task's own rules: CIFAR-10's split sizes, the batch, the model."""
     data = c["data"]
@@ -198,4 +216,11 @@ def prepare_cifar10(c: Mapping) -> None:
     load_cifar10(resolve_data_dir(c["paths"]["data_dir"]), data["download"], data["verify"])
 
 
-TASK = Task("classification", check_classification, prepare_cifar10, train_classifier, amp=True)
+TASK = Task(
+    "classification",
+    check_classification,
+    prepare_cifar10,
+    train_classifier,
+    amp=True,
+    train_packed=train_classifiers_packed,
+)

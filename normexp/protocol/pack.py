@@ -1,0 +1,130 @@
+"""Packed groups: which jobs of a sweep train as one packed model (docs/packing.md).
+
+Runs of one cell that differ only in their seed and LR multiplier (the seeds of record of a
+cell, the LR candidates of one selection, one rung of a ladder) can train side by side as one
+grouped model (normexp/models/packed.py), each replica with its own initialisation, data order,
+LR and norm statistics, each writing its own run folder exactly as its separate run would
+(normexp/train/packed_fit.py). Whether a job packs, and with how many replicas, is decided here
+from its resolved config: ``runtime.pack`` (auto, off or K), the task, model, norm and
+optimizer (``pack_limit``), and, for auto, the frozen bench table ``PACK_TABLE``.
+
+The sweeper (hydra_plugins/normexp_sweeper) groups the jobs of each launch round with
+``group_jobs``: one group job is the first member's overrides plus ``runtime.pack_with``, the
+other members' seeds and multipliers; it is not part of any run key (``runtime`` never is),
+so every member's run key is its separate run's. Finished members are never packed: a group
+with a finished member trains only the unfinished ones.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from normexp.errors import ConfigError
+from normexp.models.packed import pack_refusal
+from normexp.protocol.select import LR_MULT
+
+if TYPE_CHECKING:
+    from normexp.protocol.plan import JobRecords
+
+Job = tuple[str, ...]
+SEED = "seed"
+PACK_WITH = "runtime.pack_with"
+# The frozen table ``auto`` reads, from `make bench` (normexp/bench/replicas.py: packed against
+# separate per replica-image, one thread): on this 2-core CPU packing pays at batch 2 (ResNet-20
+# 1.43-1.75x, CNN 1.58x) and loses at 32 (0.69-0.93x); on CUDA a step is host-bound up to large
+# batches, so every batch packs, up to MAX_K replicas (memory permitting at these widths).
+PACK_TABLE = {"cpu": {"max_batch": 8, "max_k": 10}, "cuda": {"max_batch": 4096, "max_k": 16}}
+PACK_TASKS = ("classification",)
+PACK_OPTIMIZERS = ("sgd",)
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _value(job: Sequence[str], key: str) -> str | None:
+    return next((o.split("=", 1)[1] for o in job if _key(o) == key), None)
+
+
+def why_not_packed(config: Mapping) -> str | None:
+    """None when the run (resolved config) can train packed; else why it trains separately."""
+    train, runtime = config["train"], config["runtime"]
+    if runtime.get("pack", "auto") == "off":
+        return "runtime.pack is off"
+    if train["task"] not in PACK_TASKS:
+        return f"train.task {train['task']} trains separately"
+    if config["optim"]["name"] not in PACK_OPTIMIZERS:
+        return f"optim.name {config['optim']['name']} trains separately (packing is SGD's)"
+    if train.get("amp") or config["optim"].get("clip_grad_norm"):
+        return "bf16 autocast or gradient clipping trains separately"
+    if train.get("max_minutes") is not None:
+        return "a wall-time budget (train.max_minutes) trains separately"
+    return pack_refusal(config["model"], config["norm"])
+
+
+def pack_limit(config: Mapping, device: str = "cpu") -> int:
+    """The most replicas the run's packed group may hold on ``device`` (1: it trains alone)."""
+    if why_not_packed(config) is not None:
+        return 1
+    pack = config["runtime"].get("pack", "auto")
+    if pack != "auto":
+        return int(pack)
+    table = PACK_TABLE["cuda" if device.startswith("cuda") else "cpu"]
+    return table["max_k"] if config["train"]["batch_size"] <= table["max_batch"] else 1
+
+
+def group_key(job: Sequence[str]) -> Job:
+    """What the members of a group share: every override but the seed and the multiplier."""
+    return tuple(o for o in job if _key(o) not in (SEED, LR_MULT))
+
+
+def pack_with(members: Sequence[Sequence[str]], records: "JobRecords") -> str:
+    """The ``runtime.pack_with`` override naming ``members`` (each one's seed and multiplier)."""
+    entries = []
+    for job in members:
+        config = records(job)[0]
+        entries.append(f"{{seed:{config['seed']},lr_mult:{float(config['optim']['lr_mult'])!r}}}")
+    return f"{PACK_WITH}=[{','.join(entries)}]"
+
+
+def group_jobs(jobs: Sequence[Job], records: "JobRecords", device: str = "cpu") -> list[Job]:
+    """``jobs`` with the unfinished members of each group (``group_key``) merged into group jobs
+    of at most ``pack_limit`` members, each at the place of its first member; finished jobs and
+    jobs that train alone stay as they are (a finished one skips itself)."""
+    by_key: dict[Job, list[Job]] = {}
+    for job in jobs:
+        by_key.setdefault(group_key(job), []).append(tuple(job))
+    out: list[Job] = []
+    placed: set[Job] = set()
+    for job in jobs:
+        job = tuple(job)
+        if job in placed:
+            continue
+        members = [m for m in by_key[group_key(job)] if m not in placed]
+        config, record = records(job)
+        limit = pack_limit(config, device)
+        todo = [m for m in members if not records(m)[1].is_finished()]
+        if limit <= 1 or record.is_finished() or len(todo) < 2:
+            out.append(job)
+            placed.add(job)
+            continue
+        group = todo[:limit]
+        out.append((*group[0], pack_with(group[1:], records)))
+        placed.update(group)
+    return out
+
+
+def member_overrides(pack: object) -> list[dict]:
+    """``runtime.pack_with`` as a list of {seed, lr_mult}; ConfigError naming the field if not."""
+    if pack is None:
+        return []
+    ok = isinstance(pack, Sequence) and not isinstance(pack, str)
+    members = list(pack) if ok else []
+    for m in members:
+        if not isinstance(m, Mapping) or set(m) != {"seed", "lr_mult"}:
+            ok = False
+    if not ok:
+        raise ConfigError(
+            PACK_WITH, f"{pack!r} must be null or a list of {{seed: s, lr_mult: m}} (the sweeper "
+            "sets it)"
+        )
+    return [{"seed": int(m["seed"]), "lr_mult": float(m["lr_mult"])} for m in members]
