@@ -9,7 +9,7 @@ momentum and Nesterov act per element, so no replica's gradient, buffer or NaN r
 block. Adam and gradient clipping are refused: clipping by the global norm couples the replicas
 (the LM optimizers clip; classification's do not), and classification trains with SGD."""
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -57,7 +57,7 @@ class PackedSGD(torch.optim.Optimizer):
         return column.view(-1, *([1] * (p.dim() - 1)))
 
     @torch.no_grad()
-    def step(self, closure=None):  # noqa: ANN001, ANN201 - torch.optim.Optimizer's signature
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():
