@@ -45,16 +45,19 @@ class PackedSGD(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     @staticmethod
-    def _scale_column(p: Tensor, lr_scale: Sequence[float], lr: float) -> Tensor:
-        """Per-row step sizes of ``p``: lr·scale[k] on block k of dim 0, in p's dtype, shaped to
-        broadcast over any memory format (channels-last filters included)."""
-        k = len(lr_scale)
-        if p.dim() == 0 or p.shape[0] % k:
-            raise ValueError(f"a parameter of shape {tuple(p.shape)} has no {k} blocks on dim 0")
-        # The products in float64, as the separate run's float lr, then rounded to p's dtype.
-        lrs = torch.tensor(lr_scale, dtype=torch.float64, device=p.device) * lr
-        column = lrs.to(p.dtype).repeat_interleave(p.shape[0] // k)
-        return column.view(-1, *([1] * (p.dim() - 1)))
+    def _step_sizes(group: Mapping) -> Callable[[Tensor], Tensor]:
+        """lr·scale[k] per replica, formed once per step and group: the products in float64, as
+        the separate runs' float LRs, then rounded once to each parameter's dtype."""
+        lrs = torch.tensor(group["lr_scale"], dtype=torch.float64) * group["lr"]
+        cache: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+
+        def sizes(p: Tensor) -> Tensor:
+            key = (p.dtype, p.device)
+            if key not in cache:
+                cache[key] = lrs.to(device=p.device, dtype=p.dtype)
+            return cache[key].view(-1, *([1] * p.dim()))
+
+        return sizes
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -64,6 +67,7 @@ class PackedSGD(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             wd, momentum = group["weight_decay"], group["momentum"]
+            k, sizes = len(group["lr_scale"]), self._step_sizes(group)
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -78,7 +82,12 @@ class PackedSGD(torch.optim.Optimizer):
                     else:
                         buf.mul_(momentum).add_(grad)  # dampening 0
                     grad = grad.add(buf, alpha=momentum) if group["nesterov"] else buf
-                p.addcmul_(grad, self._scale_column(p, group["lr_scale"], group["lr"]), value=-1)
+                if p.dim() == 0 or p.shape[0] % k:
+                    raise ValueError(f"a parameter of shape {tuple(p.shape)} has no {k} blocks")
+                # Block k of dim 0 at its own step size: splitting dim 0 is a view in any memory
+                # format (channels-last filters too), so p is updated in place.
+                blocks = p.unflatten(0, (k, -1))
+                blocks.addcmul_(grad.unflatten(0, (k, -1)), sizes(p), value=-1)
         return loss
 
 

@@ -263,6 +263,29 @@ def test_packed_sgd_steps_each_block_at_its_own_lr():
     assert torch.equal(p.detach(), expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_packed_sgd_is_sgd_to_the_bit_given_the_same_gradients(dtype):
+    # Each block's step size is f(t)·peak_k formed in float64 and rounded once to the dtype, as
+    # torch.optim.SGD rounds its float lr: the same bits, channels-last filters included.
+    w = torch.randn(3 * 8, 4, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    grads = [torch.randn_like(w) for _ in range(3)]
+    peaks, factor = [0.0123, 0.0456, 0.0789], 0.37
+    packed = nn.Parameter(w.clone())
+    opt = PackedSGD([packed], peaks, lr=factor, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    separate = [nn.Parameter(block.clone()) for block in w.split(8)]
+    sgds = [
+        torch.optim.SGD([p], lr=peak * factor, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        for p, peak in zip(separate, peaks, strict=True)
+    ]
+    for g in grads:
+        packed.grad = g.clone()
+        opt.step()
+        for p, sgd, block in zip(separate, sgds, g.split(8), strict=True):
+            p.grad = block.clone()
+            sgd.step()
+    assert torch.equal(packed.detach(), torch.cat([p.detach() for p in separate]))
+
+
 @pytest.mark.parametrize(
     ("model", "norm"),
     [pytest.param(RESNET_A, norm_cfg(name), id=f"resnetA-{name}") for name in sorted(PACKED_NORMS)]
