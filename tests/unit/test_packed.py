@@ -419,3 +419,12 @@ def test_pack_inputs_stacks_equal_batches_on_channels():
     assert packed.shape == (2, 9, 8, 8) and torch.equal(packed[:, 3:6], xs[1])
     with pytest.raises(ValueError):
         pack_inputs([torch.randn(2, 3, 8, 8), torch.randn(3, 3, 8, 8)])
+
+
+def test_packing_draws_nothing_from_the_global_rng():
+    # The runs' data order may come from the global RNG after the models are built: packing
+    # them must leave it where the separate runs would.
+    models = [build_model({**MLP, "weight_side": "weight_norm"}, norm_cfg("rms")) for _ in SEEDS]
+    before = torch.random.get_rng_state()
+    pack_models(models)
+    assert torch.equal(torch.random.get_rng_state(), before)
