@@ -1,5 +1,5 @@
-"""The bench's measuring code: FLOP counts, the replica-stacking prototype's equivalence to
-standalone models, and the store cost model's arithmetic (no timing assertions)."""
+"""The bench's measuring code: FLOP counts, the packed replicas' bench (its fp64 check and its
+rows), and the store cost model's arithmetic (no timing assertions)."""
 
 import pandas as pd
 import pytest
@@ -9,7 +9,7 @@ from torch import nn
 from normexp.bench.cost import cost_table, project, seconds_per_image, store_grid
 from normexp.bench.flops import step_flops
 from normexp.bench.harness import MODEL, NORM
-from normexp.bench.replicas import BlockLinear, StackedReplicas, equivalence_error, replicas
+from normexp.bench.replicas import bench_replicas, equivalence_error
 from normexp.bench.timing import interleaved_median
 
 
@@ -36,18 +36,19 @@ def test_step_flops_scale_with_batch():
         {"name": "layer", "position": "pre"},
     ],
 )
-def test_stacked_replicas_compute_each_standalone_model(norm):
-    assert equivalence_error(3, 2, norm) < 1e-12  # float64: the same math
+def test_the_bench_packs_the_models_it_times_exactly(norm):
+    assert equivalence_error(3, 2, MODEL, norm) < 1e-12  # float64: the same math
 
 
-def test_stacked_replicas_shapes_and_weights():
-    models = replicas(2)
-    stacked = StackedReplicas(models)
-    conv = stacked.features[0][0]
-    assert conv.groups == 2 and conv.out_channels == 2 * models[0].features[0][0].out_channels
-    assert torch.equal(conv.weight[: conv.out_channels // 2], models[0].features[0][0].weight)
-    assert isinstance(stacked.head[1], BlockLinear)
-    assert stacked(torch.randn(2, 5, 3, 32, 32)).shape == (2, 5, 10)
+@pytest.mark.usefixtures("one_torch_thread")  # as the bench runs; threads only contend here
+def test_the_replicas_rows_compare_per_replica_image(monkeypatch):
+    import normexp.bench.replicas as replicas
+
+    small = {**MODEL, "widths": [4, 8, 8], "convs_per_stage": 1}
+    monkeypatch.setattr(replicas, "MODELS", {"CNN quick": small})
+    (row,) = bench_replicas(cases=(("CNN quick", 2, 2),), repeats=1)
+    assert row["name"] == "K=2 CNN quick, b=2" and row["ratio"] > 0
+    assert row["ours"].endswith("ms/img") and "fp64" in row["mark"]
 
 
 def test_cost_model_arithmetic():
