@@ -105,11 +105,15 @@ def test_paper_profile_is_cooijmans_at_char_level_and_zaremba_at_word_level(hydr
 
 def test_rnn_norm_runs_keep_their_committed_keys(hydra_ctx):
     """The word-level entries and the new experiments leave rnn_norm's config as it was: the
-    committed quick runs (seeds 0-2) are still the runs their configs describe."""
+    committed quick runs (seeds 0-2) are still the runs their configs describe, but for the LR
+    protocol declared since (their record runs now carry it: a new, declared run)."""
     committed = REPO / "results" / "quick" / "runs" / "rnn_norm"
     if not committed.is_dir():
         pytest.skip("no committed store")
-    keys = {run_key(c) for c in job_configs("rnn_norm", "quick", (0, 1, 2))}
+    configs = job_configs("rnn_norm", "quick", (0, 1, 2))
+    assert all(c["protocol"]["select_on"] == "valid_bpc" for c in configs)
+    before = [{**c, "protocol": {**c["protocol"], "lr_grid": None}} for c in configs]
+    keys = {run_key(c) for c in before}
     assert len(keys) == len(CELLS) * 3
     assert keys <= {p.name for p in committed.iterdir()}
 

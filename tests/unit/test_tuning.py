@@ -47,6 +47,10 @@ def test_a_deciding_cell_chosen_at_the_edge_of_its_widened_grid_is_found():
     interior = raw_with({"batch": PEAKED, "group": PEAKED})
     found = edge_cells({"x": interior}, {"x": interior[interior[col.STAGE] == "record"]})
     assert found.empty
+    # A cell column one architecture lacks (NaN there) still groups its runs.
+    lacking = raw.assign(**{"model.final_norm": raw[col.NORM].map({"group": True})})
+    found = edge_cells({"x": lacking}, {"x": lacking[lacking[col.STAGE] == "record"]})
+    assert list(found[col.NORM]) == ["batch"]
     # A cell outside the deciding table is not judged.
     group_only = record[record[col.NORM] == "group"]
     assert edge_cells({"x": raw}, {"x": group_only}).empty

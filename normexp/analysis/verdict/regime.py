@@ -103,8 +103,10 @@ def regime_of(cells: pd.DataFrame, budget: str) -> dict:
 
 
 def largest_gain_text(regime: Mapping) -> str:
-    """'+12.1 pp' (or '+12.1 pp, +0.052 bpc'): the largest gain a failing cell makes."""
-    return ", ".join(gain_text(g, u) for u, g in regime["largest_gain"].items())
+    """'+12.1 pp' (or '+12.1 pp, +0.052 bpc'): the largest gain a failing cell makes (a verdict
+    stored before gains had units holds it in pp, as ``largest_gain_pp``)."""
+    gains = regime.get("largest_gain") or {"pp": regime["largest_gain_pp"]}
+    return ", ".join(gain_text(g, u) for u, g in gains.items())
 
 
 def regime_text(regime: Mapping) -> str:

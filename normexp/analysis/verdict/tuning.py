@@ -36,7 +36,9 @@ def edge_cells(raw: Tables, deciding: Tables) -> pd.DataFrame:
             continue
         cells = [c for c in cell_columns(record_runs(table)) if c in runs and c in selection]
         mine = selection.merge(runs[cells].drop_duplicates(), on=cells) if cells else selection
-        for cell, group in mine.groupby(cells, sort=True) if cells else [((), mine)]:
+        # dropna=False: a column one architecture lacks (the ResNet's final_norm) is NaN there
+        groups = mine.groupby(cells, sort=True, dropna=False) if cells else [((), mine)]
+        for cell, group in groups:
             cell = cell if isinstance(cell, tuple) else (cell,)
             grid = sorted(group[col.LR_MULT].astype(float).unique())
             seeds = int(group[col.SEED].nunique())
