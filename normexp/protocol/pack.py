@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from normexp.errors import ConfigError
 from normexp.models.packed import pack_refusal
 from normexp.protocol.select import LR_MULT
+from normexp.train.packed_optim import packed_optim_refusal
 
 if TYPE_CHECKING:
     from normexp.protocol.plan import JobRecords
@@ -34,7 +35,6 @@ PACK_WITH = "runtime.pack_with"
 # batches, so every batch packs, up to MAX_K replicas (memory permitting at these widths).
 PACK_TABLE = {"cpu": {"max_batch": 8, "max_k": 10}, "cuda": {"max_batch": 4096, "max_k": 16}}
 PACK_TASKS = ("classification",)
-PACK_OPTIMIZERS = ("sgd",)
 
 
 def _key(override: str) -> str:
@@ -52,10 +52,10 @@ def why_not_packed(config: Mapping) -> str | None:
         return "runtime.pack is off"
     if train["task"] not in PACK_TASKS:
         return f"train.task {train['task']} trains separately"
-    if config["optim"]["name"] not in PACK_OPTIMIZERS:
-        return f"optim.name {config['optim']['name']} trains separately (packing is SGD's)"
-    if train.get("amp") or config["optim"].get("clip_grad_norm"):
-        return "bf16 autocast or gradient clipping trains separately"
+    if why := packed_optim_refusal(config["optim"]):
+        return why
+    if train.get("amp"):
+        return "bf16 autocast (train.amp) trains separately"
     if train.get("max_minutes") is not None:
         return "a wall-time budget (train.max_minutes) trains separately"
     return pack_refusal(config["model"], config["norm"])

@@ -104,9 +104,8 @@ class PackedGroup:
         self.optimizer = packed_optimizer(self.model, first["optim"], peaks)
         steps = training_steps(first["train"], replicas[0].hooks.steps_per_epoch)
         self.scheduler = build_scheduler(self.optimizer, first["optim"], steps)
-        done = replicas[0].hooks.scheduler.last_epoch
-        for _ in range(done):  # resumed: the schedule where the replicas' schedules are
-            self.scheduler.step()
+        # resumed: the schedule where the replicas' schedules are
+        _sync_schedule(self.scheduler, replicas[0].hooks.scheduler.last_epoch)
         self.params = dict(self.model.named_parameters())
         self._load_momentum()
 
@@ -218,8 +217,6 @@ def _train_epoch(
         total.backward()
         group.optimizer.step()
         group.scheduler.step()
-        for r in replicas:
-            r.hooks.scheduler.step()  # each replica's own LR, for its metrics and checkpoint
         if step % DIVERGENCE_CHECK_EVERY == 0:
             bar.update(DIVERGENCE_CHECK_EVERY)
             _check(replicas, losses, f"non-finite training loss in epoch {epoch}, step {step}")
@@ -227,6 +224,8 @@ def _train_epoch(
             break
     bar.update(limit % DIVERGENCE_CHECK_EVERY)
     train_time = time.perf_counter() - t0
+    for r in replicas:  # each replica's own schedule where the group's is: its LR, its checkpoint
+        _sync_schedule(r.hooks.scheduler, group.scheduler.last_epoch)
     out_metrics = {}
     for k, r in enumerate(replicas):
         if not r.alive:
@@ -243,6 +242,16 @@ def _train_epoch(
             r.hooks.throughput: seen[k] / train_time,  # the group's time: replicas share it
         }
     return out_metrics
+
+
+def _sync_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, step: int) -> None:
+    """Set a replica's own schedule (and its optimizer's LR) to ``step``, as ``step`` calls of
+    scheduler.step() would (its optimizer never steps: the packed one trains)."""
+    scheduler.last_epoch = step
+    lrs = [base * f(step) for base, f in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = list(lrs)  # what get_last_lr() reports, as step() leaves it
 
 
 def _check(replicas: list[Replica], losses: list[Tensor], message: str) -> None:
