@@ -430,7 +430,8 @@ def run_sweeps(
 
 def epoch_seconds(run_dir: Path, experiment: str, steps: int, manifest: Mapping) -> float:
     """One full epoch's seconds, from a calibration run of ``steps`` steps: its per-step time
-    times the steps of an epoch, plus its evaluation (the epoch's time beyond training)."""
+    times the steps of an epoch, plus its evaluation (the epoch's time beyond training: the
+    validation; the test set, evaluated once after the last epoch, is not in it)."""
     config = json.loads((run_dir / "config.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     metrics = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])

@@ -20,7 +20,7 @@ class Metric:
     unit: str  # "fraction", "dB", "bits/char", "s", "count", ... ("" for a plain number)
     better: str | None  # one of BETTER
     tasks: tuple[str, ...]  # the train.task values that log it
-    per_epoch: bool = False  # logged every epoch (metrics.jsonl), not only in the summary
+    per_epoch: bool = False  # may be logged every epoch (metrics.jsonl), not only in the summary
     doc: str = ""
 
 
@@ -91,11 +91,14 @@ for split in ("n_train", "n_val", "n_test"):
     register_metric(split, "images", None, IMAGE_TASKS)
 
 # --- classification ---------------------------------------------------------------------------
+# The test metrics are the final model's, in the summary; metrics.jsonl has them every epoch
+# only with train.test_every_epoch (and in runs stored before it existed): still per_epoch.
+ONCE = "every epoch only with train.test_every_epoch"
 for name, doc in (
     ("train_acc", "last epoch, as trained"),
     ("val_acc", "held-out part of the training set"),
-    ("test_acc", "BN with its running averages, as deployed"),
-    ("test_acc_batch_stats", "BN normalizing each test batch by its own statistics"),
+    ("test_acc", f"BN with its running averages, as deployed; {ONCE}"),
+    ("test_acc_batch_stats", f"BN normalizing each test batch by its own statistics; {ONCE}"),
 ):
     register_metric(name, "fraction", "higher", CLASSIFY, per_epoch=True, doc=doc)
 register_metric("test_acc_precise_bn", "fraction", "higher", CLASSIFY, doc="precise BN")
@@ -111,7 +114,7 @@ register_metric("val_loss", "nats", "lower", CLASSIFY, per_epoch=True)
 register_metric(
     "packed_replicas", "count", None, CLASSIFY, doc="runs in its packed group (wall time shared)"
 )
-register_metric("test_loss", "nats", "lower", (*CLASSIFY, *LM), per_epoch=True)
+register_metric("test_loss", "nats", "lower", (*CLASSIFY, *LM), per_epoch=True, doc=ONCE)
 register_metric("precise_bn_batches_used", "count", None, CLASSIFY)
 register_metric("weight_count", "count", None, CLASSIFY)
 register_metric("weight_l1_norm", "", None, CLASSIFY, doc="C2: the weights' L1 norm")
@@ -141,8 +144,10 @@ for name in ("probe_steps", "probe_points", "probe_ics_layers", "running_train_a
 register_metric("probe_time_s", "s", None, INSTRUMENTED)
 register_metric("trained_steps", "count", None, INSTRUMENTED, doc="optimizer steps of the run")
 register_metric("running_train_acc_series", "fraction", "higher", INSTRUMENTED)
-for name in ("train_acc_by_epoch", "test_acc_by_epoch"):
-    register_metric(name, "fraction", "higher", INSTRUMENTED)
+register_metric("train_acc_by_epoch", "fraction", "higher", INSTRUMENTED)
+register_metric(
+    "test_acc_by_epoch", "fraction", "higher", INSTRUMENTED, doc="only with train.test_every_epoch"
+)
 register_metric("train_loss_by_epoch", "nats", "lower", INSTRUMENTED)
 
 # --- image-to-image (C6) --------------------------------------------------------------------
@@ -159,10 +164,12 @@ register_metric("sample_grid", "", None, I2I, doc="the file of the run's sample 
 for name in ("bpc", "ppl", "loss"):
     unit = {"bpc": "bits/char", "ppl": "", "loss": "nats"}[name]
     for split in ("train", "valid", "test"):
+        doc = ONCE if split == "test" else ""
         if (split, name) not in (("test", "loss"), ("train", "loss")):
-            register_metric(f"{split}_{name}", unit, "lower", LM, per_epoch=True)
+            register_metric(f"{split}_{name}", unit, "lower", LM, per_epoch=True, doc=doc)
     for split in ("valid", "test"):
-        register_metric(f"{split}_{name}_long", unit, "lower", LM, per_epoch=True)
+        doc = ONCE if split == "test" else ""
+        register_metric(f"{split}_{name}_long", unit, "lower", LM, per_epoch=True, doc=doc)
 register_metric("best_valid_bpc", "bits/char", "lower", LM)
 register_metric("best_valid_ppl", "", "lower", LM)
 register_metric("tokens_per_s", "tokens/s", None, LM, per_epoch=True)

@@ -95,6 +95,8 @@ def _choices() -> dict[str, Any]:
 
 
 PROFILES = ("smoke", "quick", "standard", "paper")
+# The tasks with train.test_every_epoch (image_to_image evaluates its test set once, always).
+TESTED_TASKS = ("classification", "instrumented_classification", "language_model")
 
 
 def _run_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
@@ -142,6 +144,13 @@ def _train_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
         F("train.deterministic", Bool()),
         F("train.amp", Bool(), optional=True),
         F("train.precise_bn_batches", Int(0), optional=True),
+        F(
+            "train.test_every_epoch",
+            Bool(),
+            (task, TESTED_TASKS),
+            optional=True,
+            doc="false: the test set once, on the final model; true: every epoch too",
+        ),
         F("train.probe_every", Int(0), (task, ("instrumented_classification",))),
         F("train.probes", ChoiceList(c["probes"]), (task, ("instrumented_classification",))),
         F("train.probe_step_sizes", NumList(), (task, ("instrumented_classification",))),

@@ -97,6 +97,7 @@ NEUTRAL_FIELDS = (
     ("train", "steps", None),
     ("model", "final_norm", True),
     ("train", "max_minutes", None),
+    ("train", "test_every_epoch", False),  # what a run logs per epoch, not its final metrics
 )
 OPTIONAL_SECTIONS = (("protocol", "lr_grid"),)  # (section, switch): left out while switch is null
 # Fields that say which runs a sweep plans, never what one run computes: left out of every key

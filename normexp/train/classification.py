@@ -33,10 +33,12 @@ if TYPE_CHECKING:
 
 
 class Classification(TaskHooks):
-    """Cross-entropy training (plus L1 on the weights when asked); validation and test accuracy
-    after every epoch; with ``probes``, each due step is probed before its update."""
+    """Cross-entropy training (plus L1 on the weights when asked); validation after every epoch
+    (the LR selection, the convergence check and the curves read it), the test set and BN's
+    batch-statistics pass once, on the final model (every epoch with train.test_every_epoch);
+    with ``probes``, each due step is probed before its update."""
 
-    headline = "test_acc"
+    headline = "val_acc"  # the test set is not evaluated during training (issue #30, #31)
 
     def __init__(self, cfg: Mapping, device: torch.device, probes: "StepProbes | None") -> None:
         data_cfg, train_cfg = cfg["data"], cfg["train"]
@@ -61,6 +63,8 @@ class Classification(TaskHooks):
         )
         self.batch_stats = has_batch_stats(self.model)
         self.l1 = cfg["optim"]["l1"]
+        # absent in configs stored before it existed (those runs were tested every epoch)
+        self.test_every_epoch = train_cfg.get("test_every_epoch", False)
 
     def stateful(self) -> dict[str, object]:
         return {"generator": self.generator, "probes": self.probes}
@@ -97,15 +101,21 @@ class Classification(TaskHooks):
     def evaluate(self, metrics: dict) -> None:
         model, eval_bs = self.model, self.eval_bs
         metrics["val_acc"], metrics["val_loss"] = evaluate(model, self.val_x, self.val_y, eval_bs)
+        if self.test_every_epoch:
+            self.evaluate_test(metrics)
+        if self.probes is not None:
+            self.probes.end_epoch(metrics)
+
+    def evaluate_test(self, metrics: dict) -> None:
+        """The test set as deployed (BN's running averages) and, with BN, by batch statistics."""
+        model = self.model
         metrics["test_acc"], metrics["test_loss"] = evaluate(
-            model, self.test_x, self.test_y, eval_bs
+            model, self.test_x, self.test_y, self.eval_bs
         )
         if self.batch_stats:
             metrics["test_acc_batch_stats"], _ = evaluate_with_batch_stats(
                 model, self.test_x, self.test_y, self.batch_size
             )
-        if self.probes is not None:
-            self.probes.end_epoch(metrics)
 
     def precise_bn(self, final: dict) -> None:
         """Population statistics from large training batches, as augmented in training, and
@@ -125,6 +135,10 @@ class Classification(TaskHooks):
         final["precise_bn_batches_used"] = used
 
     def summary(self, history: list[dict], final: dict) -> dict:
+        # The final model's test metrics (with test_every_epoch the last epoch has them, from
+        # the same model); before precise BN, which replaces the running averages.
+        if not self.test_every_epoch:
+            self.evaluate_test(final)
         if self.batch_stats and self.cfg["train"]["precise_bn_batches"] > 0:
             self.precise_bn(final)
         return {

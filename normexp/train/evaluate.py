@@ -43,13 +43,16 @@ def evaluate_with_batch_stats(
     model: nn.Module, x: Tensor, y: Tensor, batch_size: int
 ) -> tuple[float, float]:
     """BN normalizes each test batch by its own statistics, as in training (batches of the
-    training size). The running averages are restored afterwards: evaluation never changes them."""
+    training size). The running averages are restored afterwards and the random state too (noisy
+    BN draws its noise in train mode): evaluation never changes training, whenever it runs."""
     buffers = {
         k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k
     }
     model.train()
     n = len(x) - len(x) % batch_size if len(x) % batch_size == 1 else len(x)  # no batch of one
+    accelerator = [x.device] if x.device.type != "cpu" else []
     try:
-        return accuracy_and_loss(model, x[:n], y[:n], batch_size)
+        with torch.random.fork_rng(accelerator, device_type=x.device.type):
+            return accuracy_and_loss(model, x[:n], y[:n], batch_size)
     finally:
         model.load_state_dict(buffers, strict=False)

@@ -83,11 +83,9 @@ class StepProbes:
     the step is due), ``end_epoch`` (adds the epoch's means to its metrics) and ``summary``.
     ``state_dict`` / ``load_state_dict`` carry it through a checkpoint."""
 
-    EPOCH_SERIES = (
-        "train_acc",
-        "test_acc",
-        "train_loss",
-    )  # also kept per epoch: the training curves
+    # Also kept per epoch: the training curves (test_acc only with train.test_every_epoch: the
+    # test set is otherwise evaluated once, after training; no figure reads this curve).
+    EPOCH_SERIES = ("train_acc", "test_acc", "train_loss")
 
     def __init__(
         self,

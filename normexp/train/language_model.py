@@ -10,9 +10,11 @@ rounding); only per-time-step statistics (``batch_per_step``) see steps beyond t
 there, which reuse the last trained step's statistics.
 
 Metrics per epoch: training loss, bits per character (character level) or perplexity (word
-level: exp of the mean negative log-likelihood per word) of train / valid / test at both lengths,
-tokens/s. With a step budget (``train.steps``) the summary's ``train_tokens_read`` says how many
-training tokens the run read (batch x window per step), which then depends on the batch size.
+level: exp of the mean negative log-likelihood per word) of train and valid (valid at both
+lengths), tokens/s; test at both lengths once, in the summary (every epoch too with
+``train.test_every_epoch``). With a step budget (``train.steps``) the summary's
+``train_tokens_read`` says how many training tokens the run read (batch x window per step), which
+then depends on the batch size.
 """
 
 import math
@@ -100,7 +102,9 @@ def evaluate_lm(model: torch.nn.Module, data: torch.Tensor, seq_len: int) -> flo
 
 class LanguageModel(TaskHooks):
     """Truncated BPTT over the training stream (state carried across windows, reset every
-    epoch); validation and test at the training length and at ``long_eval_factor`` times it."""
+    epoch); validation after every epoch and the test split once, on the final model (every
+    epoch with train.test_every_epoch), each at the training length and at ``long_eval_factor``
+    times it."""
 
     throughput = "tokens_per_s"
 
@@ -130,6 +134,8 @@ class LanguageModel(TaskHooks):
         )
         self.clip = cfg["optim"].get("clip_grad_norm")
         self.budget = training_steps(train_cfg, self.steps_per_epoch)
+        # absent in configs stored before it existed (those runs were tested every epoch)
+        self.test_every_epoch = train_cfg.get("test_every_epoch", False)
 
     def begin_epoch(self) -> None:
         self.state = None
@@ -148,13 +154,19 @@ class LanguageModel(TaskHooks):
         return {f"train_{self.unit}": from_nats(train_loss, self.level)}
 
     def evaluate(self, metrics: dict) -> None:
-        for split, data in self.eval_data.items():
-            for suffix, length in (("", self.seq_len), ("_long", self.long_len)):
-                nats = evaluate_lm(self.model, data, length)
-                metrics[f"{split}_loss{suffix}"] = nats
-                metrics[f"{split}_{self.unit}{suffix}"] = from_nats(nats, self.level)
+        self.evaluate_split("valid", metrics)
+        if self.test_every_epoch:
+            self.evaluate_split("test", metrics)
+
+    def evaluate_split(self, split: str, metrics: dict) -> None:
+        for suffix, length in (("", self.seq_len), ("_long", self.long_len)):
+            nats = evaluate_lm(self.model, self.eval_data[split], length)
+            metrics[f"{split}_loss{suffix}"] = nats
+            metrics[f"{split}_{self.unit}{suffix}"] = from_nats(nats, self.level)
 
     def summary(self, history: list[dict], final: dict) -> dict:
+        if not self.test_every_epoch:  # the final model's (the last epoch's with the option)
+            self.evaluate_split("test", final)
         unit, tokens = self.unit, self.tokens
         return {
             f"best_valid_{unit}": min(m[f"valid_{unit}"] for m in history),

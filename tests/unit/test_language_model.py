@@ -209,6 +209,8 @@ def test_every_cell_trains_and_reports_bits_per_character(hydra_ctx, fake_ptb, c
     summary, logged = train(cfg)
     assert set(summary) >= SUMMARY_KEYS
     assert [m["epoch"] for m in logged] == [1, 2] and summary["epochs"] == 2
+    for m in logged:  # validation every epoch; the test split once, in the summary
+        assert "valid_bpc_long" in m and not [k for k in m if k.startswith("test_")], m
     vocab = summary["vocab_size"]
     for key in ("test_bpc", "test_bpc_long", "valid_bpc"):
         assert 0 < summary[key] < math.log2(vocab) + 0.5, (key, summary[key])
@@ -273,6 +275,15 @@ def test_same_seed_same_metrics(hydra_ctx, fake_ptb):
     assert first["test_bpc"] == second["test_bpc"]
     third, _ = train({**cfg, "seed": 1})
     assert third["test_bpc"] != first["test_bpc"]
+
+
+def test_the_test_split_every_epoch_on_request_changes_no_metric(hydra_ctx, fake_ptb):
+    cfg = config("norm=layer", f"paths.data_dir={fake_ptb}")
+    once, _ = train(cfg)
+    every, logged = train({**cfg, "train": {**cfg["train"], "test_every_epoch": True}})
+    assert all("test_bpc" in m and "test_loss_long" in m for m in logged)
+    for key in ("test_bpc", "test_bpc_long", "test_loss", "valid_bpc", "train_bpc"):
+        assert once[key] == every[key] == logged[-1][key], key
 
 
 def test_non_finite_loss_raises_diverged(hydra_ctx, fake_ptb, monkeypatch):

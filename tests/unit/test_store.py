@@ -101,6 +101,16 @@ def test_run_key_changes_with_what_is_computed(changed):
     assert run_key(changed) != run_key(make_config())
 
 
+def test_test_every_epoch_at_its_neutral_value_keeps_stored_run_keys():
+    # Runs stored before the field existed were tested every epoch; their final metrics are
+    # the ones a run that tests once computes, so they keep their keys. Asking for the per-epoch
+    # test curve is another run: it records more.
+    config = make_config()
+    once = {**config, "train": {**config["train"], "test_every_epoch": False}}
+    every = {**config, "train": {**config["train"], "test_every_epoch": True}}
+    assert run_key(once) == run_key(config) != run_key(every)
+
+
 def test_run_key_changes_with_nested_values():
     config = make_config()
     changed = copy.deepcopy(config)

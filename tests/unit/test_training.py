@@ -1,5 +1,5 @@
 """The training skeleton (resume, divergence) and the classification task: determinism, resume
-after a kill, divergence, L1 and precise BN."""
+after a kill, divergence, L1, precise BN and what is evaluated when."""
 
 import math
 
@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from normexp.train import Diverged
-from normexp.train.classification import train_classifier
+from normexp.train.classification import Classification, train_classifier
+from normexp.train.evaluate import evaluate, evaluate_with_batch_stats
 from normexp.train.fit import DIVERGENCE_CHECK_EVERY, TaskHooks, fit
 from normexp.validate import resolve_config
 
@@ -28,6 +29,10 @@ def train(cfg: dict, **kwargs) -> tuple[dict, list[dict]]:
 
 class Killed(Exception):
     pass
+
+
+TEST_KEYS = ("test_acc", "test_loss", "test_acc_batch_stats")  # the final model's, once
+TIMING = ("epoch_time_s", "images_per_s")
 
 
 def test_same_seed_same_metrics_other_seed_other_metrics(config):
@@ -55,9 +60,64 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_result(config, tmp
     resumed, resumed_epochs = train(cfg, checkpoint=checkpoint)
     assert resumed["resumed_at_epoch"] == 2
     assert [m["epoch"] for m in resumed_epochs] == [1, 2, 3]  # old epochs re-logged once
-    for key in ("train_loss", "val_loss", "test_loss", "test_acc"):
+    for key in ("train_loss", "val_loss", *TEST_KEYS):
         assert resumed[key] == reference[key], key
     assert resumed_epochs[0]["train_loss"] == reference_epochs[0]["train_loss"]
+
+
+def test_validation_every_epoch_and_the_test_set_once_on_the_final_model(config):
+    cfg = config()
+    built: list[Classification] = []
+
+    def build(device):
+        built.append(Classification(cfg, device, None))
+        return built[0]
+
+    logged: list[dict] = []
+    summary = fit(cfg, build, logged.append)
+    assert [m["epoch"] for m in logged] == [1, 2, 3]
+    for m in logged:  # what the LR selection, the ladder and the convergence check read
+        assert {"val_acc", "val_loss"} <= m.keys()
+        assert not m.keys() & set(TEST_KEYS), m.keys()
+    task = built[0]  # precise BN is off (smoke): the model is the last epoch's
+    assert (summary["test_acc"], summary["test_loss"]) == evaluate(
+        task.model, task.test_x, task.test_y, task.eval_bs
+    )
+    batch_stats, _ = evaluate_with_batch_stats(
+        task.model, task.test_x, task.test_y, task.batch_size
+    )
+    assert summary["test_acc_batch_stats"] == batch_stats
+    assert summary["test_err"] == 1.0 - summary["test_acc"]
+    assert summary["val_acc"] == logged[-1]["val_acc"]
+
+
+def test_the_test_set_every_epoch_on_request_changes_no_metric(config):
+    # noisy BN draws its noise in train mode, as the batch-statistics test pass runs: that pass
+    # must not move the training's random stream, or testing every epoch would change training.
+    once_epochs: list[dict] = []
+    once = train_classifier(config("norm=noisy_batch"), once_epochs.append)
+    every, every_epochs = train(config("norm=noisy_batch", "train.test_every_epoch=true"))
+    assert all(set(TEST_KEYS) <= m.keys() for m in every_epochs)
+    for a, b in zip(once_epochs, every_epochs, strict=True):
+        assert a.keys() == b.keys() - set(TEST_KEYS)
+        assert all(a[k] == b[k] for k in a.keys() - set(TIMING)), (a, b)
+    for key in TEST_KEYS:  # the summary's: the last epoch's, when it has them
+        assert once[key] == every[key] == every_epochs[-1][key], key
+    for key in ("test_err", "train_loss", "val_acc", "weight_l2_norm"):
+        assert once[key] == every[key], key
+
+
+def test_a_run_killed_after_its_last_epoch_resumes_to_the_same_test_metrics(config, tmp_path):
+    # Killed between the last epoch's checkpoint and the summary: the resumed run trains nothing
+    # and evaluates the test set on the restored model (precise BN too, from the restored order).
+    cfg = config("train.epochs=2", "train.precise_bn_batches=2")
+    checkpoint = tmp_path / "checkpoint.pt"
+    reference, _ = train(cfg, checkpoint=checkpoint)
+    assert checkpoint.exists()  # the job deletes it once the run is finished, fit does not
+    resumed, resumed_epochs = train(cfg, checkpoint=checkpoint)
+    assert resumed["resumed_at_epoch"] == 2 and len(resumed_epochs) == 2
+    for key in (*TEST_KEYS, "test_err", "test_acc_precise_bn", "val_acc", "best_val_acc"):
+        assert resumed[key] == reference[key], key
 
 
 def test_a_huge_learning_rate_diverges(config):
