@@ -69,7 +69,7 @@ LAYERS = (
     ("norms",),
     ("models", "data"),
     ("train",),
-    ("tasks",),  # every task, from the train modules
+    ("tasks", "protocol.pack"),  # every task, from the train modules; which runs pack
     ("tracking",),  # the store, collect, the W&B mirror
     ("schema", "console"),  # every config field, from every registry
     ("validate",),
