@@ -29,11 +29,17 @@ if TYPE_CHECKING:
 Job = tuple[str, ...]
 SEED = "seed"
 PACK_WITH = "runtime.pack_with"
-# The frozen table ``auto`` reads, from `make bench` (normexp/bench/replicas.py: packed against
-# separate per replica-image, one thread): on this 2-core CPU packing pays at batch 2 (ResNet-20
-# 1.43-1.75x, CNN 1.58x) and loses at 32 (0.69-0.93x); on CUDA a step is host-bound up to large
-# batches, so every batch packs, up to MAX_K replicas (memory permitting at these widths).
-PACK_TABLE = {"cpu": {"max_batch": 8, "max_k": 10}, "cuda": {"max_batch": 4096, "max_k": 16}}
+# The frozen table ``auto`` reads: the largest batch at which each model packs, and the most
+# replicas per group. CPU, from `make bench` (normexp/bench/replicas.py: packed against separate
+# per replica-image, one thread, K=4): the CNN gains 1.6-1.8x at batch 2 and 1.15-1.19x at 8,
+# loses at 32 (0.65-0.73x); the ResNet-20 gains 1.5x at 2 and 1.29x at 4, about nothing at 8
+# (1.00-1.12x) and loses at 32; the MLP loses at every batch (0.44-0.73x: its matmuls are
+# already one call). CUDA (reasoned, not measured here): a step is host-bound up to large
+# batches, so every batch of every packable model packs, up to 16 replicas.
+PACK_TABLE = {
+    "cpu": {"max_k": 10, "max_batch": {"cnn": 8, "resnet": 4}},
+    "cuda": {"max_k": 16, "max_batch": {"cnn": 4096, "resnet": 4096, "mlp": 4096}},
+}
 PACK_TASKS = ("classification",)
 
 
@@ -69,7 +75,8 @@ def pack_limit(config: Mapping, device: str = "cpu") -> int:
     if pack != "auto":
         return int(pack)
     table = PACK_TABLE["cuda" if device.startswith("cuda") else "cpu"]
-    return table["max_k"] if config["train"]["batch_size"] <= table["max_batch"] else 1
+    largest = table["max_batch"].get(config["model"]["name"], 0)
+    return table["max_k"] if config["train"]["batch_size"] <= largest else 1
 
 
 def group_key(job: Sequence[str]) -> Job:

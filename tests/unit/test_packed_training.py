@@ -150,6 +150,8 @@ def test_why_not_packed_names_what_trains_separately(smoke_cfg):
     large = resolve_config(smoke_cfg(*CELL[:-2], "train.batch_size=32"))
     assert pack_limit(large) == 1 and pack_limit(large, "cuda:0") == 16
     assert pack_limit(resolve_config(smoke_cfg(*CELL, "runtime.pack=2"))) == 2
+    mlp = resolve_config(smoke_cfg(*CELL, "model=mlp"))  # packs exactly, but slower on a CPU
+    assert why_not_packed(mlp) is None and pack_limit(mlp) == 1 and pack_limit(mlp, "cuda") == 16
     lstm = resolve_config(smoke_cfg("experiment=rnn_norm"))
     assert why_not_packed(lstm) is not None
 
@@ -194,3 +196,19 @@ def test_the_sweeper_packs_the_seeds_of_small_batch_cells_only(hydra_ctx, tmp_pa
     off = sweep_config(tmp_path, "runtime.pack=off")
     off_jobs = [tuple(j) for j in sweep_overrides(off)]
     assert group_jobs(off_jobs, JobRecords(off)) == off_jobs
+
+
+def test_the_cost_model_prices_a_packed_group_below_its_separate_runs(smoke_cfg):
+    from normexp.bench.cost import EVAL_ONCE, job_seconds, pack_speedup, priced_seconds
+
+    cfgs = member_cfgs(smoke_cfg)  # three runs of the CNN at batch 4: one packed group
+    jobs = [("record", c) for c in cfgs]
+    before = priced_seconds(jobs, now=False)
+    assert before == [job_seconds(c) for c in cfgs]
+    gain = pack_speedup("cnn", 4, 3)
+    assert 1.0 < gain < pack_speedup("cnn", 2, 3)  # between batch 2's gain and batch 8's
+    now = priced_seconds(jobs)
+    assert now == pytest.approx([b * EVAL_ONCE["cnn"] / gain for b in before])
+    alone = [("record", c) for c in member_cfgs(smoke_cfg, "runtime.pack=off")]
+    assert priced_seconds(alone) == pytest.approx([b * EVAL_ONCE["cnn"] for b in before])
+    assert pack_speedup("cnn", 32, 4) == pack_speedup("mlp", 2, 4) == pack_speedup("cnn", 2, 1) == 1
