@@ -33,6 +33,7 @@ from normexp.norms.registry import NORMS, norm_spec, param_rules
 from normexp.norms.validity import POSITIONS
 from normexp.norms.weight_side import WEIGHT_SIDE
 from normexp.protocol.select import SELECT_ON, STAGES
+from normexp.rules import MAX_PACK as MAX_PACK
 from normexp.rules import (
     MAX_SEED,
     MAX_THREADS,

@@ -45,7 +45,10 @@ def test_a_packed_sweep_writes_the_store_an_unpacked_one_does(tmp_path, cifar_da
     alone = run_cli([*SWEEP, *PROTOCOL, *extra, "runtime.pack=off"], tmp_path / "alone", data_dir)
     assert alone.returncode == 0, alone.stderr[-3000:]
     ours, theirs = store(packed_dir), store(tmp_path / "alone")
-    assert set(ours) == set(theirs) and len(ours) == 2 + 3  # 2 selection runs, 3 of record
+    # 2 selection runs, 3 of record and the check's doubled run (bn_small_batch checks batch 2)
+    assert set(ours) == set(theirs) and len(ours) == 2 + 3 + 1
+    stages = {k: r["config"]["protocol"]["stage"] for k, r in ours.items()}
+    assert sorted(stages.values()) == ["check", "record", "record", "record", "select", "select"]
     for key, run in ours.items():
         other = theirs[key]
         assert run["status"]["status"] == other["status"]["status"] == "ok"
@@ -53,7 +56,9 @@ def test_a_packed_sweep_writes_the_store_an_unpacked_one_does(tmp_path, cifar_da
         assert {**run["config"], "runtime": None} == {**other["config"], "runtime": None}
         assert (run["config"]["runtime"]["pack"], other["config"]["runtime"]["pack"]) == (
             "auto", "off")  # fmt: skip
-        assert run["summary"]["packed_replicas"] in (2, 3)
+        alone_run = stages[key] == "check"  # one run: nothing to pack it with
+        assert run["summary"].get("packed_replicas") == (None if alone_run else len(
+            [s for s in stages.values() if s == stages[key]]))  # fmt: skip
         assert "packed_replicas" not in other["summary"]
         for metric in ("train_loss", "val_loss", "test_loss"):
             assert run["summary"][metric] == pytest.approx(other["summary"][metric], rel=1e-3)

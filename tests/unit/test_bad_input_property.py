@@ -25,6 +25,7 @@ CONFIG_DIR = str(Path(normexp.__file__).parent.parent / "configs")
 # Overrides under which a field of the schema is present: keyed by the field's `needs`.
 BASES = {
     None: ("profile=smoke",),
+    ("train.task", "classification"): ("profile=smoke",),
     ("train.task", "instrumented_classification"): ("profile=smoke", "experiment=not_ics"),
     ("train.task", "image_to_image"): ("profile=smoke", "experiment=bn_generation"),
     ("train.task", "language_model"): ("profile=smoke", "experiment=rnn_norm"),
@@ -98,6 +99,9 @@ def bad_values(rule) -> dict[str, list]:
         case schema.ChoiceList():
             kinds["wrong type"] += [rule.options[0], [3]]
             kinds["out of range"] = [["bogus"]]
+        case schema.PackRule():
+            kinds["wrong type"] += ["on", "AUTO", 2.5, True]
+            kinds["out of range"] = [0, -1, schema.MAX_PACK + 1]
         case schema.Interval():
             kinds["wrong type"] += ["abc", [1], [1, 2, 3]]
             kinds["out of range"] = [[2.0, 1.0], [0, 1], [-1, 1]]
@@ -191,6 +195,9 @@ def bad_strategy(rule) -> st.SearchStrategy:
                 st.just({}),
                 st.dictionaries(st.just("norm"), bad_values_of_a_field, min_size=1),
             )
+        case schema.PackRule():
+            out_of_range = st.integers().filter(lambda n: not 1 <= n <= schema.MAX_PACK)
+            return st.one_of(text.filter(lambda t: t not in ("auto", "off")), out_of_range, floats)
         case schema.Interval():
             return st.one_of(
                 st.lists(floats, max_size=1),
