@@ -75,7 +75,8 @@ def draw_lr(raw: Tables, analysis: ClaimAnalysis, out: Path) -> Path | None:
         ax.set_ylabel(METRIC_LABEL.get(metric, metric))
         ax.set_title("selection" + ("" if batch is None else f", batch {batch}"), fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(frameon=False, fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a panel whose cells all diverged has no line
+            ax.legend(frameon=False, fontsize=7)
     label = METRIC_LABEL.get(metric, metric)
     title = f"{analysis.claim}: {label} vs learning rate (ringed: chosen)"
     return save_figure(fig, out, title, title_size=10)
