@@ -355,11 +355,24 @@ DASHBOARD = (
         curves=("val/acc", "train/loss"),
     ),
 )
+# The arms C2's three decisions read: (a) the strongest matched L1 / L2 pair, (b) strong L2 and
+# none, (c) WN and none; the others are reported beside them. experiments/weight_side.yaml
+# checks exactly these (protocol.check), so their regime and budget ladder are complete.
+DECIDING_ARMS = ("none", "wn", "l2_strong", "l1_strong")
+
+
+def deciding(tables: dict) -> dict:
+    """The runs of the arms that decide C2 (DECIDING_ARMS)."""
+    df = col.table(tables, EXPERIMENT)
+    return {EXPERIMENT: df[df["arm.name"].isin(DECIDING_ARMS)] if "arm.name" in df else df}
+
+
 ANALYSIS = CLAIM.analysis(
     "Weight-side normalization: WN; L1 makes weights sparse, L2 small",
     (EXPERIMENT,),
     draw,
     verdict,
+    deciding=deciding,
     quote=QUOTE,
     dashboard=DASHBOARD,
 )
