@@ -21,6 +21,20 @@ MODEL = {
 NORM = {"name": "batch", "position": "pre"}
 
 
+# The suite's SGD (configs/optim/sgd.yaml's method: Nesterov momentum, weight decay on weights
+# only, one-cycle schedule) as a plain optim section; benches and tests set their own LR.
+SGD = {
+    "name": "sgd",
+    "lr_per_128": 0.2,
+    "lr_scaling": "linear",
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 5e-4,
+    "decay_norm_and_bias": False,
+    "schedule": "onecycle",
+    "warmup_frac": 0.2,
+}
+
 def suite_config(
     data_dir: Path, n: int, batch_size: int, model: dict = MODEL, norm: dict = NORM
 ) -> dict:
@@ -39,18 +53,7 @@ def suite_config(
         },
         "model": model,
         "norm": norm,
-        "optim": {
-            "name": "sgd",
-            "lr_per_128": 0.1,
-            "lr_scaling": "linear",
-            "momentum": 0.9,
-            "nesterov": True,
-            "weight_decay": 5e-4,
-            "decay_norm_and_bias": False,
-            "schedule": "onecycle",
-            "warmup_frac": 0.2,
-            "l1": 0.0,
-        },
+        "optim": {**SGD, "lr_per_128": 0.1, "l1": 0.0},
         "train": {
             "task": "classification",
             "epochs": 1,

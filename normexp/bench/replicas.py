@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from normexp.bench.harness import MODEL as CNN
-from normexp.bench.harness import NORM
+from normexp.bench.harness import NORM, SGD
 from normexp.bench.timing import interleaved_median
 from normexp.models import build_model
 from normexp.models.packed import pack_inputs, pack_models, replica_losses, replica_state_dict
@@ -28,17 +28,7 @@ CL = torch.channels_last  # as the suite runs (runtime.channels_last)
 RESNET20 = {"name": "resnet", "depth": 20, "width_mult": 1, "shortcut": "A", "activation": "relu"}
 MLP = {"name": "mlp", "hidden": 256, "depth": 3, "activation": "relu", "weight_side": "none"}
 MODELS = {"CNN quick": CNN, "ResNet-20": RESNET20, "MLP": MLP}
-OPTIM = {
-    "name": "sgd",
-    "lr_per_128": 0.2,
-    "lr_scaling": "linear",
-    "momentum": 0.9,
-    "nesterov": True,
-    "weight_decay": 5e-4,
-    "decay_norm_and_bias": False,
-    "schedule": "onecycle",
-    "warmup_frac": 0.2,
-}
+OPTIM = SGD
 LR_MULTS = (0.5, 0.7, 1.0, 1.4, 2.0)  # each replica its own, as an LR selection's candidates
 TARGET = 1.4  # the bar at batch 2 (#30); larger batches are reported
 Step = Callable[[Sequence[Tensor], Tensor], None]  # one training step on K batches

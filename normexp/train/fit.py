@@ -88,13 +88,7 @@ def fit(
     steps, budget = hooks.steps_per_epoch, training_steps(cfg["train"], hooks.steps_per_epoch)
     epochs = training_epochs(cfg["train"], steps)
     bar = progress_bar(cfg, budget, progress_position, hooks.desc)
-    state = TrainingState(
-        checkpoint,
-        model=hooks.model,
-        optimizer=hooks.optimizer,
-        scheduler=hooks.scheduler,
-        **hooks.stateful(),
-    )
+    state = training_state(hooks, checkpoint)
     state.resume(log_epoch)
     bar.update(len(state.history) * steps)
     limit_s = time_limit_s(cfg["train"])
@@ -122,6 +116,17 @@ def fit(
     if limit_s is not None:
         summary["stopped_by_time"] = stopped
     return summary
+
+
+def training_state(hooks: TaskHooks, checkpoint: Path | None) -> TrainingState:
+    """What a run's checkpoint holds: its model, optimizer, schedule and the task's own state."""
+    return TrainingState(
+        checkpoint,
+        model=hooks.model,
+        optimizer=hooks.optimizer,
+        scheduler=hooks.scheduler,
+        **hooks.stateful(),
+    )
 
 
 def time_limit_s(train: Mapping) -> float | None:

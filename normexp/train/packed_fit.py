@@ -28,7 +28,7 @@ from normexp.models.packed import pack_inputs, pack_models, replica_state_dict
 from normexp.train import Diverged
 from normexp.train.checkpoint import TrainingState, progress_bar
 from normexp.train.device import pick_device, seed_everything
-from normexp.train.fit import DIVERGENCE_CHECK_EVERY, TaskHooks, summarize
+from normexp.train.fit import DIVERGENCE_CHECK_EVERY, TaskHooks, summarize, training_state
 from normexp.train.optim import build_scheduler, peak_lr, training_epochs, training_steps
 from normexp.train.packed_optim import packed_optimizer
 
@@ -70,13 +70,7 @@ def _build(
     for cfg, log, checkpoint in zip(cfgs, logs, checkpoints, strict=True):
         seed_everything(cfg["seed"], cfg["train"]["deterministic"])  # as fit() seeds each run
         hooks = build(cfg, device)
-        state = TrainingState(
-            checkpoint,
-            model=hooks.model,
-            optimizer=hooks.optimizer,
-            scheduler=hooks.scheduler,
-            **hooks.stateful(),
-        )
+        state = training_state(hooks, checkpoint)
         state.resume(log)
         replicas.append(Replica(cfg, hooks, state, log))
     if len({len(r.state.history) for r in replicas}) > 1:

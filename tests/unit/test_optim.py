@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from normexp.bench.harness import SGD
 from normexp.errors import ConfigError
 from normexp.models import build_model
 from normexp.train.optim import (
@@ -17,17 +18,6 @@ from normexp.train.optim import (
 )
 
 MLP = {"name": "mlp", "hidden": 8, "depth": 2, "activation": "relu"}
-SGD = {
-    "name": "sgd",
-    "lr_per_128": 0.2,
-    "lr_scaling": "linear",
-    "momentum": 0.9,
-    "nesterov": True,
-    "weight_decay": 5e-4,
-    "decay_norm_and_bias": False,
-    "schedule": "onecycle",
-    "warmup_frac": 0.2,
-}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from normexp.bench.harness import SGD
 from normexp.models import build_model, check_model
 from normexp.models.packed import (
     PACKED_MODELS,
@@ -43,17 +44,7 @@ LR_MULTS = (0.5, 1.0, 2.0)  # and its own LR multiplier
 # separate runs' last-bit differences (other summation orders) to 1e-11 and 1e-10 where a norm
 # divides by the statistics of a few values (ghost BN's groups of 2, post-ReLU BN in the MLP,
 # IN), and at 20x the no-norm ResNet diverges.
-OPTIM = {
-    "name": "sgd",
-    "lr_per_128": 0.5,
-    "lr_scaling": "linear",
-    "momentum": 0.9,
-    "nesterov": True,
-    "weight_decay": 5e-4,
-    "decay_norm_and_bias": False,
-    "schedule": "onecycle",
-    "warmup_frac": 0.2,
-}
+OPTIM = {**SGD, "lr_per_128": 0.5}
 # The smoke scale (configs/config.yaml scale.smoke): CNN widths [4, 8, 8], ResNet-8, on 8 px
 # images (the MLP takes CIFAR's 32 px; the CNN's flatten head too).
 CNN = {"name": "cnn", "widths": [4, 8, 8], "convs_per_stage": 1, "activation": "relu"}
