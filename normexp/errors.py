@@ -5,10 +5,11 @@ and exit non-zero before anything is written to the results store.
 """
 
 import contextlib
+import difflib
 import os
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 
 class NormexpError(Exception):
@@ -21,6 +22,15 @@ class ConfigError(NormexpError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+def did_you_mean(typed: object, allowed: Iterable[str]) -> str:
+    """' (did you mean 'group'?)' when ``typed`` is a near miss of one of ``allowed`` (a typo),
+    else '': appended to an 'unknown ...' message, before its list of what is allowed."""
+    if not isinstance(typed, str):
+        return ""
+    close = difflib.get_close_matches(typed, list(allowed), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class StoreError(NormexpError):

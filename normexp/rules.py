@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from normexp.errors import ConfigError
+from normexp.errors import ConfigError, did_you_mean
 
 MAX_SEED = 2**32 - 1  # numpy's seed range; Python's and torch's are wider
 MAX_THREADS = 1024  # absolute; a run is also held to this machine's CPU count (validate.py)
@@ -231,7 +231,8 @@ class Field:
         if self.rule.ok(value):
             return
         if isinstance(self.rule, Choice):
-            raise ConfigError(self.path, f"unknown {show(value)}; allowed: {self.allowed()}")
+            near = did_you_mean(value, self.rule.options)
+            raise ConfigError(self.path, f"unknown {show(value)}{near}; allowed: {self.allowed()}")
         raise ConfigError(self.path, f"{show(value)} is not allowed; must be {self.allowed()}")
 
 

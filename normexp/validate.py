@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from normexp import schema
-from normexp.errors import ConfigError
+from normexp.errors import ConfigError, did_you_mean
 from normexp.tasks import check_task_groups, get_task
 from normexp.train.device import check_amp
 
@@ -130,7 +130,8 @@ def composition_errors() -> Iterator[None]:
         group, _, choice = (exc.missing_cfg_file or "").rpartition("/")
         if group and exc.options:
             allowed = ", ".join(sorted(exc.options))
-            raise ConfigError(group, f"unknown {choice!r}; allowed: {allowed}") from None
+            near = did_you_mean(choice, exc.options)
+            raise ConfigError(group, f"unknown {choice!r}{near}; allowed: {allowed}") from None
         message = " ".join(str(exc).split("Config search path")[0].split())
         raise ConfigError("override", message) from None
     except ValueError as exc:  # e.g. a config group set to null: group=null
@@ -150,4 +151,7 @@ def composition_errors() -> Iterator[None]:
             ) from None
         if not message.startswith("Could not override"):
             raise ConfigError("override", message) from None
+        near = did_you_mean(key, [f.path for f in schema.fields()])
+        if near:  # a typo of a setting that exists: adding a new key is the wrong fix
+            raise ConfigError(key, f"no such setting{near}") from None
         raise ConfigError(key, f"no such setting; to add a new one use +{key}=...") from None

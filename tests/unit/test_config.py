@@ -271,3 +271,33 @@ def test_other_exceptions_pass_through(quiet_env, capsys):
     with one_line_errors():
         pass  # no error: nothing printed, no exit
     assert capsys.readouterr().err == ""
+
+
+# --- near misses --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "field", "suggested"),
+    [
+        ("norm=grop", "norm", "'group'"),
+        ("experiment=bn_smal_batch", "experiment", "'bn_small_batch'"),
+        ("train.batch_sise=8", "train.batch_sise", "'train.batch_size'"),
+        ("norm.position=pree", "norm.position", "'pre'"),
+    ],
+)
+def test_a_typo_is_answered_with_the_setting_meant(hydra_ctx, override, field, suggested):
+    from normexp.validate import composition_errors
+
+    with pytest.raises(ConfigError) as info, composition_errors():
+        resolve(override)
+    message = str(info.value)
+    assert info.value.field == field and f"(did you mean {suggested}?)" in message, message
+    assert "+train" not in message  # a typo's fix is the key meant, not a new key
+
+
+def test_a_value_far_from_every_option_gets_no_suggestion(hydra_ctx):
+    from normexp.validate import composition_errors
+
+    with pytest.raises(ConfigError) as info, composition_errors():
+        resolve("norm=foo")
+    assert "did you mean" not in str(info.value) and "allowed: batch" in str(info.value)
