@@ -271,7 +271,7 @@ def test_the_check_declaration_stays_out_of_run_keys(tmp_path):
         ("standard", {"bn_small_batch": 12, "bn_small_batch_resnet": 6, "bn_position": 4,
                       "bn_position_control": 2, "not_ics": 6, "weight_side": 4}),
         # quick (check_profiles): C8's cells only, the others cannot pass at its scale
-        ("quick", {"bn_small_batch": 12, "bn_small_batch_resnet": 0, "bn_position": 0,
+        ("quick", {"bn_small_batch": 16, "bn_small_batch_resnet": 0, "bn_position": 0,
                    "bn_position_control": 0, "not_ics": 0, "weight_side": 0}),
     ],
 )  # fmt: skip
@@ -295,8 +295,8 @@ def test_cost_projection_prices_the_check_stage():
     from normexp.bench.cost import profile_cost
 
     table = profile_cost("quick", experiments=["bn_small_batch", "bn_small_batch_groups"])
-    assert table.loc["bn_small_batch", "check"] == 12  # batch 2, 32, 128 x BN, GN, LN, none
-    assert table.loc["bn_small_batch", "ladder"] == 12 * 3  # each checked cell's 3 seeds at x0.5
+    assert table.loc["bn_small_batch", "check"] == 16  # quick's batch 2, 8, 32, 128 x 4 norms
+    assert table.loc["bn_small_batch", "ladder"] == 16 * 3  # each checked cell's 3 seeds at x0.5
     assert table.loc["bn_small_batch_groups", "check"] == 0  # declares no check
 
 
