@@ -20,7 +20,9 @@ from tests.unit.test_convergence_check import finish
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 MEMBERS = ((0, 1.0), (1, 0.5), (2, 2.0))  # (seed, LR multiplier)
-CELL = ("experiment=bn_small_batch", "norm=batch", "train.batch_size=4", "train.epochs=2")
+# batch 8: the largest the CNN packs at on a CPU, the fewest steps per epoch (32 at smoke)
+CELL = ("experiment=bn_small_batch", "norm=batch", "train.batch_size=8", "train.epochs=1")
+TWO_EPOCHS = "train.epochs=2"  # where a second epoch is what is tested
 # float32: a packed step rounds as the separate one does up to the last bit (the grouped conv
 # sums in another order); over two epochs of a tiny net that stays far below 1e-3 of the loss,
 # and an evaluation may flip the odd borderline image (1 of 128).
@@ -68,7 +70,7 @@ def assert_close(packed: dict, separate: dict) -> None:
 
 
 def test_a_packed_group_trains_each_member_as_its_separate_run(smoke_cfg):
-    cfgs = member_cfgs(smoke_cfg)
+    cfgs = member_cfgs(smoke_cfg, TWO_EPOCHS)
     separate, packed = train_separately(cfgs), train_packed(cfgs)
     for (s_summary, s_log), (p_summary, p_log) in zip(separate, packed, strict=True):
         assert [m["epoch"] for m in p_log] == [m["epoch"] for m in s_log] == [1, 2]
@@ -93,7 +95,7 @@ def test_a_diverging_member_ends_diverged_and_the_others_train_on(smoke_cfg):
 
 
 def test_a_killed_group_resumes_from_its_checkpoints_as_if_never_stopped(smoke_cfg, tmp_path):
-    cfgs = member_cfgs(smoke_cfg)
+    cfgs = member_cfgs(smoke_cfg, TWO_EPOCHS)
     whole = train_packed(cfgs)
     checkpoints = [tmp_path / f"ckpt{k}.pt" for k in range(len(cfgs))]
 
@@ -146,7 +148,7 @@ def test_why_not_packed_names_what_trains_separately(smoke_cfg):
     assert "noisy_batch" in why_not_packed(noisy) and pack_limit(noisy) == 1
     off = resolve_config(smoke_cfg(*CELL, "runtime.pack=off"))
     assert why_not_packed(off) == "runtime.pack is off"
-    assert pack_limit(resolve_config(smoke_cfg(*CELL))) == 10  # auto at batch 4 on the CPU
+    assert pack_limit(resolve_config(smoke_cfg(*CELL))) == 10  # auto at batch 8 on the CPU
     large = resolve_config(smoke_cfg(*CELL[:-2], "train.batch_size=32"))
     assert pack_limit(large) == 1 and pack_limit(large, "cuda:0") == 16
     assert pack_limit(resolve_config(smoke_cfg(*CELL, "runtime.pack=2"))) == 2
@@ -201,7 +203,7 @@ def test_the_sweeper_packs_the_seeds_of_small_batch_cells_only(hydra_ctx, tmp_pa
 def test_the_cost_model_prices_a_packed_group_below_its_separate_runs(smoke_cfg):
     from normexp.bench.cost import EVAL_ONCE, job_seconds, pack_speedup, priced_seconds
 
-    cfgs = member_cfgs(smoke_cfg)  # three runs of the CNN at batch 4: one packed group
+    cfgs = member_cfgs(smoke_cfg, "train.batch_size=4")  # the CNN at batch 4: one group
     jobs = [("record", c) for c in cfgs]
     before = priced_seconds(jobs, now=False)
     assert before == [job_seconds(c) for c in cfgs]
@@ -209,6 +211,7 @@ def test_the_cost_model_prices_a_packed_group_below_its_separate_runs(smoke_cfg)
     assert 1.0 < gain < pack_speedup("cnn", 2, 3)  # between batch 2's gain and batch 8's
     now = priced_seconds(jobs)
     assert now == pytest.approx([b * EVAL_ONCE["cnn"] / gain for b in before])
-    alone = [("record", c) for c in member_cfgs(smoke_cfg, "runtime.pack=off")]
+    off = member_cfgs(smoke_cfg, "train.batch_size=4", "runtime.pack=off")
+    alone = [("record", c) for c in off]
     assert priced_seconds(alone) == pytest.approx([b * EVAL_ONCE["cnn"] for b in before])
     assert pack_speedup("cnn", 32, 4) == pack_speedup("mlp", 2, 4) == pack_speedup("cnn", 2, 1) == 1
