@@ -21,10 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from normexp.models.packed import pack_inputs, pack_models, replica_state_dict
+from normexp.models.packed import pack_inputs, pack_models, replica_losses, replica_state_dict
 from normexp.train import Diverged
 from normexp.train.checkpoint import TrainingState, progress_bar
 from normexp.train.device import pick_device, seed_everything
@@ -186,27 +185,27 @@ def _train_epoch(
         r.hooks.model.train()
         r.hooks.begin_epoch()
     iterators = [iter(r.hooks.batches()) for r in replicas]
-    losses = [torch.zeros((), device=device) for _ in replicas]
-    correct = [torch.zeros((), device=device, dtype=torch.long) for _ in replicas]
-    seen = [0] * len(replicas)
+    k_all = len(replicas)
+    losses = torch.zeros(k_all, device=device)  # each replica's summed training loss
+    correct = torch.zeros(k_all, device=device, dtype=torch.long)
+    seen = 0  # images per replica this epoch (each draws a batch of the cell's size per step)
+    alive = torch.tensor([r.alive for r in replicas], device=device)
     for step in range(1, limit + 1):
         xs, ys = [], []
         for r, it in zip(replicas, iterators, strict=True):
             x, y = next(it) if r.alive else (None, None)
             xs.append(x)
             ys.append(y)
-        template = next(x for x in xs if x is not None)
-        xs = [torch.zeros_like(template) if x is None else x for x in xs]
+        template = next(i for i, x in enumerate(xs) if x is not None)
+        xs = [torch.zeros_like(xs[template]) if x is None else x for x in xs]
+        targets = torch.stack([ys[template] if y is None else y for y in ys])
         out = group.model(pack_inputs(xs))  # (K, B, classes)
-        total = torch.zeros((), device=device)
-        for k, r in enumerate(replicas):
-            if not r.alive:
-                continue
-            loss = F.cross_entropy(out[k], ys[k])
-            total = total + loss
-            losses[k] += loss.detach() * len(ys[k])
-            correct[k] += (out[k].detach().argmax(1) == ys[k]).sum()
-            seen[k] += len(ys[k])
+        per_replica = replica_losses(out, targets)  # one call for the K losses
+        # A dead replica adds nothing (where, not a product: its loss may be NaN).
+        total = torch.where(alive, per_replica, torch.zeros_like(per_replica)).sum()
+        losses += per_replica.detach() * targets.shape[1]
+        seen += targets.shape[1]
+        correct += (out.detach().argmax(-1) == targets).sum(1)
         group.optimizer.zero_grad(set_to_none=True)
         total.backward()
         group.optimizer.step()
@@ -214,6 +213,7 @@ def _train_epoch(
         if step % DIVERGENCE_CHECK_EVERY == 0:
             bar.update(DIVERGENCE_CHECK_EVERY)
             _check(replicas, losses, f"non-finite training loss in epoch {epoch}, step {step}")
+            alive = torch.tensor([r.alive for r in replicas], device=device)
         if not any(r.alive for r in replicas):
             break
     bar.update(limit % DIVERGENCE_CHECK_EVERY)
@@ -224,7 +224,7 @@ def _train_epoch(
     for k, r in enumerate(replicas):
         if not r.alive:
             continue
-        train_loss = losses[k].item() / seen[k]
+        train_loss = losses[k].item() / seen
         if not math.isfinite(train_loss):
             r.outcome = Diverged(f"non-finite training loss in epoch {epoch}")
             continue
@@ -232,8 +232,8 @@ def _train_epoch(
             "epoch": epoch,
             "lr": r.hooks.optimizer.param_groups[0]["lr"],
             "train_loss": train_loss,
-            "train_acc": correct[k].item() / seen[k],
-            r.hooks.throughput: seen[k] / train_time,  # the group's time: replicas share it
+            "train_acc": correct[k].item() / seen,
+            r.hooks.throughput: seen / train_time,  # the group's time: replicas share it
         }
     return out_metrics
 
@@ -248,7 +248,8 @@ def _sync_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, step: int) -> N
     scheduler._last_lr = list(lrs)  # what get_last_lr() reports, as step() leaves it
 
 
-def _check(replicas: list[Replica], losses: list[Tensor], message: str) -> None:
-    for k, r in enumerate(replicas):
-        if r.alive and not torch.isfinite(losses[k]):
+def _check(replicas: list[Replica], losses: Tensor, message: str) -> None:
+    finite = torch.isfinite(losses).tolist()  # one host sync for the K replicas
+    for r, ok in zip(replicas, finite, strict=True):
+        if r.alive and not ok:
             r.outcome = Diverged(message)
