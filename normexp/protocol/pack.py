@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 
 from normexp.errors import ConfigError
 from normexp.models.packed import pack_refusal
+from normexp.protocol.overrides import Job, without
 from normexp.protocol.select import LR_MULT
 from normexp.train.packed_optim import packed_optim_refusal
 
 if TYPE_CHECKING:
     from normexp.protocol.plan import JobRecords
 
-Job = tuple[str, ...]
 SEED = "seed"
 PACK_WITH = "runtime.pack_with"
 # The frozen table ``auto`` reads: the largest batch at which each model packs, and the most
@@ -41,14 +41,6 @@ PACK_TABLE = {
     "cuda": {"max_k": 16, "max_batch": {"cnn": 4096, "resnet": 4096, "mlp": 4096}},
 }
 PACK_TASKS = ("classification",)
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def _value(job: Sequence[str], key: str) -> str | None:
-    return next((o.split("=", 1)[1] for o in job if _key(o) == key), None)
 
 
 def why_not_packed(config: Mapping) -> str | None:
@@ -81,7 +73,7 @@ def pack_limit(config: Mapping, device: str = "cpu") -> int:
 
 def group_key(job: Sequence[str]) -> Job:
     """What the members of a group share: every override but the seed and the multiplier."""
-    return tuple(o for o in job if _key(o) not in (SEED, LR_MULT))
+    return without(job, SEED, LR_MULT)
 
 
 def pack_with(members: Sequence[Sequence[str]], records: "JobRecords") -> str:

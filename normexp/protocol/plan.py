@@ -23,6 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from normexp.compose import JobComposer
 from normexp.errors import ConfigError
+from normexp.protocol.overrides import Job
+from normexp.protocol.overrides import key_of as _key
+from normexp.protocol.overrides import without as _without
 from normexp.protocol.select import LR_MULT, STATUS, select_lr, widened
 from normexp.protocol.subgrid import in_subgrid, runs_check
 from normexp.tracking.store import (
@@ -35,7 +38,6 @@ from normexp.tracking.store import (
 )
 from normexp.validate import resolve_config, runs_remotely
 
-Job = tuple[str, ...]  # one job's overrides, as Hydra's launcher takes them
 SEED, BATCH, STAGE_SELECT = "seed", "train.batch_size", "protocol.stage=select"
 STAGE_CHECK = "protocol.stage=check"
 STAGE_LADDER = "protocol.stage=ladder"
@@ -45,14 +47,6 @@ EPOCHS, STEPS = "train.epochs", "train.steps"
 def uses_protocol(config: DictConfig) -> bool:
     """Whether the composed (master) config asks for LR selection."""
     return OmegaConf.select(config, "protocol.lr_grid", default=None) is not None
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def _without(job: Sequence[str], *keys: str) -> Job:
-    return tuple(o for o in job if _key(o) not in keys)
 
 
 def _mult(m: float) -> str:

@@ -23,7 +23,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from normexp.models.packed import pack_inputs, pack_models, replica_losses, replica_state_dict
+from normexp.models.packed import (
+    pack_inputs,
+    pack_models,
+    replica_losses,
+    replica_state_dict,
+    replica_tensor,
+)
 from normexp.train import Diverged
 from normexp.train.checkpoint import TrainingState, progress_bar
 from normexp.train.device import pick_device, seed_everything
@@ -117,14 +123,12 @@ class PackedGroup:
 
     def store(self, k: int) -> None:
         """Replica k's weights, buffers and momentum into its own model and optimizer."""
-        r, k_all = self.replicas[k], len(self.replicas)
+        r = self.replicas[k]
         r.hooks.model.load_state_dict(replica_state_dict(self.model, k))
         for name, state in _momentum_names(r.hooks.model, r.hooks.optimizer).items():
             buffer = self.optimizer.state[self.params[name]].get("momentum_buffer")
             if buffer is not None:
-                mine = block(buffer, k, k_all)
-                param = dict(r.hooks.model.named_parameters())[name]
-                state["momentum_buffer"] = mine.reshape(param.shape).clone()
+                state["momentum_buffer"] = replica_tensor(self.model, name, buffer, k).clone()
 
 
 def fit_packed(

@@ -65,7 +65,8 @@ def test_the_import_reader_sees_each_form_of_import(tmp_path):
 LAYERS = (
     # vocabulary: the rules a config obeys, errors, the metric and experiment catalogues
     ("errors", "rules", "validate_fields", "stopping", "catalogue", "metrics", "compose"),
-    ("protocol.select", "protocol.subgrid"),  # the LR protocol's rules, pure functions
+    # the LR protocol's rules and a job's overrides, pure functions
+    ("protocol.select", "protocol.subgrid", "protocol.overrides"),
     ("norms",),
     ("models", "data"),
     ("train",),
