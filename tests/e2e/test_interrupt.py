@@ -72,7 +72,7 @@ def test_sigkill_midway_then_rerun_finishes_every_run_once(tmp_path, cifar_data)
 
     # Resumed with more workers than before: concurrent writers must not lose or tear records.
     rerun = run_cli(
-        [*sweep_args(tmp_path, extra), "hydra.launcher.n_jobs=3"], tmp_path / "results", data_dir
+        [*sweep_args(tmp_path, extra), "hydra.launcher.n_jobs=2"], tmp_path / "results", data_dir
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     after = finished(runs_dir)

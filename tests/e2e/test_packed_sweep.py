@@ -16,6 +16,7 @@ SWEEP = [
     "normexp.run", "-m", "experiment=bn_small_batch", "profile=smoke", "runtime.progress=false",
     "tracking.mode=disabled", "hydra.sweeper.params.norm=batch",
     "scale.smoke.sweep.batch_sizes='2'", "hydra.sweeper.params.seed='0,1'",
+    "hydra.launcher.n_jobs=1",  # a group job trains in the sweep's process as in a worker's
 ]
 PROTOCOL = ["protocol.lr_grid=[0.5,2.0]", "protocol.max_widen=0", "protocol.check=null"]
 

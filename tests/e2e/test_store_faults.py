@@ -15,7 +15,9 @@ from tests.helpers import run_cli
 
 pytestmark = pytest.mark.slow
 RUN = ["normexp.run", "profile=smoke", "tracking.mode=disabled", "runtime.progress=false"]
-SWEEP = ["normexp.run", "-m", *RUN[1:], "seed=0,1"]
+# The jobs in the sweep's own process: the store's faults are the point, not the workers
+# (tests/e2e/test_interrupt.py), and each worker is another start of torch.
+SWEEP = ["normexp.run", "-m", *RUN[1:], "seed=0,1", "hydra.launcher.n_jobs=1"]
 
 
 def single_error_line(result: subprocess.CompletedProcess, path: Path | str) -> str:

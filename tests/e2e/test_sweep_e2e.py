@@ -39,8 +39,12 @@ def test_smoke_sweep_writes_store_table_figure_and_wandb_then_resumes(smoke_stor
         summary = json.loads((run / "summary.json").read_text())
         assert 0.0 <= summary["test_err"] <= 1.0 and "wandb_error" not in summary
         assert ("test_acc_batch_stats" in summary) == (config["norm"]["name"] == "batch")
-        assert list((run / "wandb").glob("offline-run-*")), f"no W&B offline run in {run}"
     assert len(seen) == NORMS * BATCHES  # every grid cell once
+    mirrored = sorted((results / "smoke" / "runs" / "bn_position_control").glob("*/status.json"))
+    assert mirrored  # the sweep that went to W&B offline (tests/e2e/conftest.py WANDB_OFFLINE)
+    for run in (status.parent for status in mirrored):
+        assert "wandb_error" not in json.loads((run / "summary.json").read_text())
+        assert list((run / "wandb").glob("offline-run-*")), f"no W&B offline run in {run}"
     sittings = bn_small_batch_sittings(results)
     sitting = sittings[0]
     assert len(sittings) == 1

@@ -19,7 +19,6 @@ from normexp.tracking.store import run_key
 # worker, so the fixture its tests share is built once.
 pytestmark = pytest.mark.xdist_group("test_profiles_scale")
 
-QUICK_BUDGET_MIN = 60
 STANDARD_BUDGET_MIN = 12 * 60  # `make run-sweep` and `make run-grid` together (DESIGN.md)
 
 
@@ -103,14 +102,15 @@ def test_standard_rows_never_enter_a_run_key(hydra_ctx):
 def test_profile_cost_prices_what_run_sweep_runs_and_the_grid_apart():
     # The frozen time model (normexp/bench/cost.py) on 2 workers: pure arithmetic over the jobs.
     # `make run-sweep` leaves out the grid (`make run-grid`) and the GPU bundle's experiments.
-    quick, standard = whole_sweep_cost("quick"), whole_sweep_cost("standard")
-    assert standard["run_min"].sum() > quick["run_min"].sum()
-    assert set(quick.index) == set(standard.index) == set(sweep_experiments())
+    # Standard only: each profile costs tens of seconds of composing, and quick's projection
+    # (about 76 min, over its hour) is printed by `python -m normexp.bench.cost --profile quick`.
+    standard = whole_sweep_cost("standard")
+    assert set(standard.index) == set(sweep_experiments())
     left_out = set(makefile_list("GRID_EXPERIMENTS")) | set(gpu_experiments())
     assert left_out and set(sweep_experiments()) == set(experiment_names()) - left_out
     assert all(name.startswith("gpu_") for name in gpu_experiments())
     assert gpu_experiments() == sorted(e for part in gpu_bundle.PARTS.values() for e in part)
-    assert quick.loc["bn_small_batch", "select"] > 0  # the LR selection runs are counted
+    assert standard.loc["bn_small_batch", "select"] > 0  # the LR selection runs are counted
     assert (standard["run_min"] > 0).all()  # every experiment is priced, the LSTM ones included
     grid = profile_cost("smoke", experiments=makefile_list("GRID_EXPERIMENTS"))  # one seed
     assert set(grid.index) == set(makefile_list("GRID_EXPERIMENTS")) and grid["record"].sum() > 0
@@ -126,13 +126,3 @@ def test_standard_sweep_and_grid_fit_twelve_hours_with_their_ladders():
     sweep = whole_sweep_cost("standard")
     assert sweep["ladder"].sum() > 0  # priced with its ladders
     assert sweep["wall_min"].sum() + grid["wall_min"].sum() <= STANDARD_BUDGET_MIN
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="quick within 60 min: 3 seeds of record, the LR selection in every cell at its own "
-    "batch size, C7's and C8's checks and ladders and the batch-2 checks project to about 76 "
-    "min packed (docs/profiles.md)",
-)
-def test_quick_cost_fits_an_hour():
-    assert whole_sweep_cost("quick")["wall_min"].sum() <= QUICK_BUDGET_MIN
