@@ -5,9 +5,12 @@ train/test comparisons of claim C5 treat them all alike. Running variances are u
 ``nn.BatchNorm``; normalization uses the biased batch variance.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from normexp.errors import ConfigError
 from normexp.norms.layers import BatchNorm
@@ -164,29 +167,67 @@ class BatchRenorm(BatchNorm):
 
 @register_norm(
     "noisy_batch",
-    params={"max_shift": Num(0), "max_scale": Num(1), "eps": EPS, "momentum": MOMENTUM},
+    params={
+        "step_shift": Num(0),
+        "step_scale": Num(1),
+        "max_shift": Num(0),
+        "max_scale": Num(1),
+        "eps": EPS,
+        "momentum": MOMENTUM,
+    },
     uses_batch_stats=True,
     pooled_over=ACROSS_SAMPLES,
 )
 class NoisyBatchNorm(BatchNorm):
-    """BN followed, in training only, by noise whose distribution changes at every step
-    (Santurkar et al. 2018, "noisy BN"): per step and per (sample, channel) a scale
-    s ~ U(1, max_scale) and a shift m ~ U(−max_shift, max_shift), so every layer's input
-    distribution moves all the time, with non-zero mean and non-unit variance."""
+    """BN followed, in the training loop's forward passes only, by noise whose distribution moves
+    at every step: Santurkar et al. 2018's "noisy BN" (Sec. 2.1: "i.i.d. noise sampled from a
+    non-zero mean and non-unit variance distribution [...] this noise distribution changes at
+    each time step"). Each training-mode forward pass t draws, per channel j, the step's centres
+    μ_jt ~ U(−step_shift, step_shift) and σ_jt ~ U(1, step_scale), shared by the batch; then
+    each sample i draws its own scale and shift around them, i.i.d.:
+
+        y_ij ← s_ij · BN(x)_ij + m_ij,
+        s_ij = σ_jt · U(1, max_scale),  m_ij = μ_jt + U(−max_shift, max_shift)
+
+    so every channel's mean and scale differ from step to step (the per-sample part alone,
+    ``step_shift=0, step_scale=1``, is a fixed distribution whose shifts average out over the
+    batch: the earlier noisy BN of this suite). The noise never enters BN's own statistics, and
+    is off in eval mode and inside ``training_noise_off`` (BN statistics recomputed, test
+    batches normalized by their own statistics): evaluation sees the network without noise, as
+    the paper evaluates it. Draws come from torch's global RNG, so a seed fixes them and the
+    probes, which reset that RNG before each pass, see the step's own draw."""
 
     def __init__(
         self,
         num_features: int,
+        step_shift: float = 0.5,
+        step_scale: float = 1.5,
         max_shift: float = 0.5,
         max_scale: float = 1.5,
         eps: float = 1e-5,
         momentum: float = 0.1,
     ) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum)
+        self.step_shift, self.step_scale = step_shift, step_scale
         self.max_shift, self.max_scale = max_shift, max_scale
+        self.noise_on = True  # training_noise_off clears it for passes that are not training
+
+    def draw_noise(self, n: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """(scale, shift) of one step, each of shape (n, C): the step's per-channel centres
+        times (plus) each sample's own draw (see the class doc)."""
+
+        def uniform(shape: tuple[int, ...], lo: float, hi: float) -> Tensor:
+            return torch.empty(shape, device=like.device, dtype=like.dtype).uniform_(lo, hi)
+
+        c = self.num_features
+        step_shift = uniform((c,), -self.step_shift, self.step_shift)
+        step_scale = uniform((c,), 1.0, self.step_scale)
+        scale = uniform((n, c), 1.0, self.max_scale).mul_(step_scale)
+        shift = uniform((n, c), -self.max_shift, self.max_shift).add_(step_shift)
+        return scale, shift
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training:
+        if not self.training or not self.noise_on:
             return super().forward(x)
         y = F.batch_norm(
             x,
@@ -199,14 +240,26 @@ class NoisyBatchNorm(BatchNorm):
             self.eps,
         )
         self.num_batches_tracked.add_(1)
-        shape = (*x.shape[:2], *([1] * (x.dim() - 2)))
-        s = torch.empty(shape, device=x.device, dtype=x.dtype).uniform_(1.0, self.max_scale)
-        m = torch.empty(shape, device=x.device, dtype=x.dtype).uniform_(
-            -self.max_shift, self.max_shift
-        )
+        scale, shift = self.draw_noise(x.shape[0], x)
+        view = (*x.shape[:2], *([1] * (x.dim() - 2)))
         # (gamma*x_hat + beta)*s + m, in place on the native kernel's output (its backward
         # needs only the input); s and m are constants, so the backward is one multiply.
-        return y.mul_(s).add_(m)
+        return y.mul_(scale.view(view)).add_(shift.view(view))
+
+
+@contextmanager
+def training_noise_off(model: nn.Module) -> Iterator[None]:
+    """Every noisy BN in ``model`` without its noise while inside (a training-mode pass that is
+    not a training step: precise BN's statistics, the test set by batch statistics)."""
+    noisy = [m for m in model.modules() if isinstance(m, NoisyBatchNorm)]
+    saved = [m.noise_on for m in noisy]
+    for m in noisy:
+        m.noise_on = False
+    try:
+        yield
+    finally:
+        for m, on in zip(noisy, saved, strict=True):
+            m.noise_on = on
 
 
 @register_norm(

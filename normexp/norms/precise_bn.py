@@ -7,6 +7,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from normexp.norms.batch_variants import training_noise_off
+
 BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
 
@@ -14,7 +16,8 @@ BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 def recompute_bn_stats(model: nn.Module, batches: Iterable[Tensor], num_batches: int) -> int:
     """Set each BN layer's running mean/var to the average, over ``num_batches`` inputs, of the
     per-batch mean and unbiased variance of that layer's input, with the network in training mode
-    (as during training). Returns the number of batches used."""
+    (as during training, but without noisy BN's noise: the statistics are those of the network
+    that is evaluated). Returns the number of batches used."""
     bns = [m for m in model.modules() if isinstance(m, BN_TYPES)]
     if not bns or num_batches <= 0:
         return 0
@@ -40,9 +43,10 @@ def recompute_bn_stats(model: nn.Module, batches: Iterable[Tensor], num_batches:
     model.train()
     used = 0
     try:
-        for x in itertools.islice(batches, num_batches):  # draws no batch it won't use
-            model(x)
-            used += 1
+        with training_noise_off(model):
+            for x in itertools.islice(batches, num_batches):  # draws no batch it won't use
+                model(x)
+                used += 1
     finally:
         for hook in hooks:
             hook.remove()

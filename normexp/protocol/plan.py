@@ -166,7 +166,7 @@ def cell_check_job(jobs: Sequence[Job], records: "JobRecords") -> Job | None:
 
 
 def _rows(jobs: list[Job], records: JobRecords, metric: str) -> "pd.DataFrame":
-    """One row per finished selection run: multiplier, status, the validation metric only."""
+    """One row per finished selection run: multiplier, status, the selection metric only."""
     rows = []
     for job in jobs:
         config, record = records(job)

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from normexp.norms.batch_variants import training_noise_off
+
 
 def iterate(x: Tensor, y: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
     for i in range(0, len(x), batch_size):
@@ -43,8 +45,9 @@ def evaluate_with_batch_stats(
     model: nn.Module, x: Tensor, y: Tensor, batch_size: int
 ) -> tuple[float, float]:
     """BN normalizes each test batch by its own statistics, as in training (batches of the
-    training size). The running averages are restored afterwards and the random state too (noisy
-    BN draws its noise in train mode): evaluation never changes training, whenever it runs."""
+    training size), without noisy BN's noise (evaluation sees the network without it). The
+    running averages are restored afterwards and the random state too: evaluation never changes
+    training, whenever it runs."""
     buffers = {
         k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k
     }
@@ -52,7 +55,9 @@ def evaluate_with_batch_stats(
     n = len(x) - len(x) % batch_size if len(x) % batch_size == 1 else len(x)  # no batch of one
     accelerator = [x.device] if x.device.type != "cpu" else []
     try:
-        with torch.random.fork_rng(accelerator, device_type=x.device.type):
+        with torch.random.fork_rng(accelerator, device_type=x.device.type), training_noise_off(
+            model
+        ):
             return accuracy_and_loss(model, x[:n], y[:n], batch_size)
     finally:
         model.load_state_dict(buffers, strict=False)

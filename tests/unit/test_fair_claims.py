@@ -61,6 +61,7 @@ def ics_table(
                     **{
                         "target.train_acc": target,
                         "train_acc": acc[-1],
+                        "val_acc": acc[-1] - 0.05,
                         "train_loss": 1.0 + 0.01 * seed + (0.2 if step is None else 0),
                         "trained_steps": BUDGET,
                         "running_train_acc_steps": str(steps),
@@ -102,6 +103,10 @@ def test_c9_supported_when_noisy_bn_is_as_fast_as_bn_and_none_never_gets_there(t
     assert v["details"]["means"]["none"]["censored_seeds"] == list(SEEDS)
     assert v["details"]["target_train_acc"] == 0.6
     assert "60% training accuracy" in part(v, 0)["statistic"]
+    # reported beside (a): final training and validation accuracy, noisy BN − BN, in pp
+    assert v["details"]["means"]["batch"]["val_acc_pct"] == pytest.approx(65.0)
+    assert v["details"]["val_acc_noisy_minus_bn_pp"][0] == pytest.approx(0.0, abs=1e-9)
+    assert v["details"]["train_acc_noisy_minus_none_pp"][0] == pytest.approx(20.0)  # 70 − 50
     table = ics_table({"none": None, "batch": 900, "noisy_batch": 1000})
     drawn(not_ics.ANALYSIS, {"not_ics": table}, tmp_path)
 

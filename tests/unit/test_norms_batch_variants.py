@@ -12,9 +12,12 @@ from normexp.norms.batch_variants import (
     GhostBatchNorm,
     MeanOnlyBatchNorm,
     NoisyBatchNorm,
+    training_noise_off,
 )
 from normexp.norms.layers import BatchNorm, RMSNorm
+from normexp.norms.precise_bn import recompute_bn_stats
 from normexp.norms.registry import make_norm
+from normexp.train.evaluate import evaluate_with_batch_stats
 from tests.helpers import CONFIG_DIR
 from tests.norm_reference import (
     INPUTS,
@@ -286,14 +289,30 @@ def test_batch_renorm_r_and_d_carry_no_gradient():
 # --- 1. noisy batch norm ---------------------------------------------------------------------
 
 
-def noisy_and_plain(max_shift=0.5, max_scale=1.5) -> tuple[NoisyBatchNorm, BatchNorm]:
-    noisy = make_norm("noisy_batch", C, max_shift=max_shift, max_scale=max_scale)
+FIXED = {"step_shift": 0.0, "step_scale": 1.0}  # the per-sample noise alone: a fixed distribution
+
+
+def noisy_and_plain(max_shift=0.5, max_scale=1.5, **step) -> tuple[NoisyBatchNorm, BatchNorm]:
+    noisy = make_norm("noisy_batch", C, max_shift=max_shift, max_scale=max_scale, **step)
     assert isinstance(noisy, NoisyBatchNorm)
     set_affine(noisy)
     set_running(noisy, torch.linspace(-1.0, 1.0, C), torch.linspace(0.5, 2.0, C))
     plain = make_norm("batch", C)
     plain.load_state_dict(noisy.state_dict())
     return noisy, plain
+
+
+def affine_per_sample_and_channel(out: torch.Tensor, y: torch.Tensor) -> tuple:
+    """(s, m), each (N, C), with out = s·y + m per (n, c): least squares over the H·W values of
+    that (n, c), checked to fit."""
+    out, y = out.double(), y.double()
+    yc = y - y.mean(dim=(2, 3), keepdim=True)
+    oc = out - out.mean(dim=(2, 3), keepdim=True)
+    s = (yc * oc).sum(dim=(2, 3)) / (yc * yc).sum(dim=(2, 3))
+    m = out.mean(dim=(2, 3)) - s * y.mean(dim=(2, 3))
+    fitted = y * s[..., None, None] + m[..., None, None]
+    torch.testing.assert_close(out, fitted, atol=1e-4, rtol=1e-5)  # affine per (n, c)
+    return s, m
 
 
 @INPUTS
@@ -307,18 +326,10 @@ def test_noisy_batch_in_eval_is_plain_batch_norm(make_x):
 
 def test_noisy_batch_in_training_is_bn_then_a_bounded_affine_map_per_sample_and_channel():
     max_shift, max_scale = 0.7, 2.0
-    noisy, plain = noisy_and_plain(max_shift, max_scale)
+    noisy, plain = noisy_and_plain(max_shift, max_scale, **FIXED)
     x = image_input(n=16, h=3, w=3)
     torch.manual_seed(123)
-    out = noisy.train()(x).double()
-    y = plain.train()(x).double()
-    # recover (s, m) per (n, c) by least squares over the H·W values of that (n, c)
-    yc = y - y.mean(dim=(2, 3), keepdim=True)
-    oc = out - out.mean(dim=(2, 3), keepdim=True)
-    s = (yc * oc).sum(dim=(2, 3)) / (yc * yc).sum(dim=(2, 3))
-    m = out.mean(dim=(2, 3)) - s * y.mean(dim=(2, 3))
-    fitted = y * s[..., None, None] + m[..., None, None]
-    torch.testing.assert_close(out, fitted, atol=1e-4, rtol=1e-5)  # affine per (n, c)
+    s, m = affine_per_sample_and_channel(noisy.train()(x), plain.train()(x))
     tol = 1e-4
     assert s.min() >= 1 - tol and s.max() <= max_scale + tol
     assert m.min() >= -max_shift - tol and m.max() <= max_shift + tol
@@ -332,18 +343,46 @@ def test_noisy_batch_in_training_is_bn_then_a_bounded_affine_map_per_sample_and_
     torch.testing.assert_close(noisy.running_var, plain.running_var)
 
 
+def test_noisy_batch_moves_each_channels_mean_and_scale_at_every_step():
+    # Santurkar et al.'s noise: per step, each channel's scale and shift are redrawn, shared by
+    # the batch (no per-sample part here, so they are read off exactly)
+    noisy, plain = noisy_and_plain(0.0, 1.0, step_shift=0.5, step_scale=1.5)
+    x = image_input(n=8, h=3, w=3)
+    y = plain.train()(x)
+    noisy.train()
+    draws = [affine_per_sample_and_channel(noisy(x), y) for _ in range(2)]
+    for s, m in draws:
+        assert (s.std(dim=0) < 1e-5).all() and (m.std(dim=0) < 1e-5).all()  # one per channel
+        assert s.min() >= 1 - 1e-4 and s.max() <= 1.5 + 1e-4
+        assert m.min() >= -0.5 - 1e-4 and m.max() <= 0.5 + 1e-4
+        assert s[0].std() > 0.01 and m[0].std() > 0.01  # and differ between channels
+    (s1, m1), (s2, m2) = draws
+    assert ((s1[0] - s2[0]).abs() > 1e-3).all() and ((m1[0] - m2[0]).abs() > 1e-3).all()
+
+
+@pytest.mark.parametrize(("step", "moves"), [({}, True), (FIXED, False)])
+def test_noisy_batch_shifts_do_not_average_out_over_the_batch_unless_fixed(step, moves):
+    # the batch mean of each channel's shift: near the step's centre, which moves between steps
+    # (mean |change| 1/3); with the fixed noise it stays near 0 (64 samples: about 0.04)
+    channels = 16
+    noisy = make_norm("noisy_batch", channels, max_shift=0.5, max_scale=1.5, **step).train()
+    x = image_input(n=64, c=channels, h=2, w=2)
+    y = make_norm("batch", channels).train()(x)
+    means = [affine_per_sample_and_channel(noisy(x), y)[1].mean(dim=0) for _ in range(3)]
+    moved = torch.stack([(a - b).abs() for a, b in zip(means[:-1], means[1:], strict=True)]).mean()
+    assert (moved > 0.15) if moves else (moved < 0.1), moved
+
+
 def test_noisy_batch_dense_stays_within_the_noise_bounds():
-    max_shift, max_scale = 0.5, 1.5
-    noisy, plain = noisy_and_plain(max_shift, max_scale)
+    noisy, plain = noisy_and_plain(0.5, 1.5, step_shift=0.25, step_scale=2.0)
     x = dense_input(n=64)
     out = noisy.train()(x).double()
     y = plain.train()(x).double()
-    # out = s·y + m with s in [1, max_scale], m in [-max_shift, max_shift]
-    diff = out - y
-    low = torch.minimum(y, y * max_scale) - max_shift
-    high = torch.maximum(y, y * max_scale) + max_shift
+    # out = s·y + m with s in [1, 2·1.5], m in [-(0.25 + 0.5), 0.25 + 0.5]
+    low = torch.minimum(y, y * 3.0) - 0.75
+    high = torch.maximum(y, y * 3.0) + 0.75
     assert (out >= low - 1e-5).all() and (out <= high + 1e-5).all()
-    assert diff.abs().max() > 0.1  # noise there at all
+    assert (out - y).abs().max() > 0.1  # noise there at all
 
 
 def test_noisy_batch_draws_new_noise_each_step_and_is_seeded():
@@ -355,6 +394,47 @@ def test_noisy_batch_draws_new_noise_each_step_and_is_seeded():
     assert (first - second).abs().max() > 1e-2
     torch.manual_seed(1)
     torch.testing.assert_close(noisy(x), first, atol=0, rtol=0)
+
+
+@INPUTS
+def test_noisy_batch_without_its_noise_is_plain_batch_norm_in_training(make_x):
+    noisy, plain = noisy_and_plain()
+    noisy.train(), plain.train()
+    x = make_x()
+    rng = torch.get_rng_state()
+    with training_noise_off(noisy):
+        torch.testing.assert_close(noisy(x), plain(x), atol=0, rtol=0)
+    assert torch.equal(torch.get_rng_state(), rng)  # no noise drawn
+    torch.testing.assert_close(noisy.running_mean, plain.running_mean, atol=0, rtol=0)
+    torch.testing.assert_close(noisy.running_var, plain.running_var, atol=0, rtol=0)
+    assert (noisy(x) - plain(x)).abs().max() > 1e-2  # back on after the block
+
+
+def noisy_and_plain_nets() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Two conv nets, equal but for noisy BN vs BN after each conv."""
+
+    def net(norm: str) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, C, 3), make_norm(norm, C), torch.nn.ReLU(),
+            torch.nn.Conv2d(C, C, 3), make_norm(norm, C), torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(C, 3),
+        )  # fmt: skip
+
+    return net("noisy_batch").double(), net("batch").double()
+
+
+def test_precise_bn_and_the_batch_statistics_test_pass_see_no_noise():
+    noisy, plain = noisy_and_plain_nets()
+    g = torch.Generator().manual_seed(2)
+    batches = [torch.randn(8, 3, 6, 6, generator=g, dtype=torch.float64) for _ in range(3)]
+    assert recompute_bn_stats(noisy, batches, 3) == recompute_bn_stats(plain, batches, 3) == 3
+    for a, b in zip(noisy.buffers(), plain.buffers(), strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    x, y = torch.cat(batches), torch.arange(24) % 3
+    assert evaluate_with_batch_stats(noisy, x, y, 8) == evaluate_with_batch_stats(plain, x, y, 8)
+    with torch.no_grad():  # guard: a training step's pass would differ
+        assert (noisy.train()(x) - plain.train()(x)).abs().max() > 1e-2
 
 
 # --- 1. mean-only batch norm, RMSNorm --------------------------------------------------------

@@ -73,9 +73,20 @@ def test_selection_never_reads_test_metrics():
     assert chosen(select_lr(poisoned, ["norm", "batch"], grid)) == reference
     no_test = df.drop(columns=["test_acc", "test_err"])
     assert chosen(select_lr(no_test, ["norm", "batch"], grid)) == reference
-    for metric in ("test_acc", "test_err", "train_acc"):
-        with pytest.raises(ValueError, match="validation"):
+    for metric in ("test_acc", "test_err", "train_loss"):
+        with pytest.raises(ValueError, match="validation metric or the training accuracy"):
             select_lr(df, ["norm", "batch"], grid, metric=metric)
+
+
+def test_a_claim_about_training_selects_on_the_training_accuracy_alone():
+    # C9 selects on the last epoch's training accuracy: validation is then never read
+    df = synthetic()
+    grid = [0.25, 0.5, 1.0, 2.0]
+    by_val = chosen(select_lr(df, ["norm", "batch"], grid, seeds=2))
+    trained = df.assign(train_acc=df["val_acc"], val_acc=1 - df["val_acc"])
+    assert chosen(select_lr(trained, ["norm", "batch"], grid, "train_acc", seeds=2)) == by_val
+    only_train = trained.drop(columns=["val_acc"])
+    assert chosen(select_lr(only_train, ["norm", "batch"], grid, "train_acc", 2)) == by_val
 
 
 def test_ties_go_to_the_smaller_lr_and_diverged_runs_score_worst():
@@ -133,6 +144,7 @@ def finish(record: RunRecord, config: dict, status: str, val_acc: float) -> None
     record.start(config)
     record.append_metrics({"epoch": 1, "val_acc": val_acc})
     summary = {"epochs": 1, "run_key": record.key, "status": status, "val_acc": val_acc}
+    summary["train_acc"] = val_acc  # what not_ics selects on (C9 is about training)
     summary["test_acc"] = 1 - val_acc
     record.finish(status, summary)
 

@@ -4,8 +4,11 @@ Two tests at one batch size, the LR per norm chosen by the fair protocol, on the
 and (from standard on) the CIFAR ResNet, each architecture's runs decided apart; the one whose
 baseline (BN vs none test accuracy at batch 32, these runs) shows no norm clearly worse than BN
 decides (normexp/analysis/verdict/architecture.py; stated at the end of the rule):
-(a) "noisy BN" (BN followed, in training, by per-step, per-(sample, channel) random scale and
-shift, so every layer's input distribution keeps moving) still trains about as fast as BN;
+(a) "noisy BN" (Santurkar et al.'s: after each BN, in the training steps only, a scale and a
+shift per (sample, channel) drawn around per-channel centres that are themselves redrawn at
+every step, non-zero in mean and non-unit in scale, so every layer's input distribution moves
+from step to step; none at evaluation; normexp/norms/batch_variants.py) still trains about as
+fast as BN;
 (b) ICS, measured as the change of a conv layer's gradient G when the earlier layers take their
 gradient step on the same batch (G'), is not lower with BN: ‖G − G'‖₂ (absolute), ‖G − G'‖₂ /
 ‖G‖₂ (relative to the gradient's size, comparable across norms whose gradients differ in scale)
@@ -18,8 +21,12 @@ batches trained since the previous probe point, as trained: noisy BN's noise on;
 or above the target ``target.train_acc``, stated per profile in experiments/not_ics.yaml before
 running (quick: 60%, which BN reaches comfortably within the 2000-step schedule). A run that
 never reaches it is censored: its steps are set to the budget + 1 (``trained_steps`` + 1), a lower
-bound of the steps it would need. Training accuracy, not test: the claim is about optimization.
-The final training loss (last epoch's mean, as trained) is reported beside it.
+bound of the steps it would need. Training accuracy, not test: the claim is about optimization,
+and Santurkar et al. compare training accuracy against steps (their Fig. 2). Each norm's LR is
+chosen on the same kind of measure, its final training accuracy (``protocol.select_on:
+train_acc``, experiments/not_ics.yaml). The final training loss (last epoch's mean, as
+trained), the final training accuracy and the validation accuracy (evaluated without the noise)
+are reported beside it, not tested.
 
 Verdict rule. Paired by seed, on log10 of the steps to target. (a) "noisy BN trains about as
 fast as BN": *supported* if steps(noisy BN) / steps(BN) lies below MARGIN_RATIO = 1.25 and both
@@ -83,14 +90,17 @@ from normexp.analysis.verdict import (
 )
 from normexp.analysis.verdict.paired import difference, json_safe
 from normexp.analysis.verdict.spec import Claim, Grid, Quote
+from normexp.metrics import metric
 
 EXPERIMENT = "not_ics"
+VAL_ACC = metric("val_acc")  # the last epoch's, evaluated without noisy BN's noise
 MARGIN_RATIO = 1.25  # noisy BN "trains about as fast as BN": steps noisy / BN below this
 ANCHOR = (
-    "Santurkar et al. 2018, Fig. 2: VGG on CIFAR-10, noisy BN trains about as well as BN and "
-    "better than no norm; Fig. 5 / Sec. 2.2: with BN the ICS (ℓ2 change of a layer's gradient "
-    "after the earlier layers update) is as large or larger and the cosine as low or lower "
-    "(qualitative: no numbers in the text)"
+    "Santurkar et al. 2018, Fig. 2: VGG on CIFAR-10, noisy BN (noise after each BN whose mean "
+    "and variance change at every step) trains about as well as BN and better than no norm, "
+    "in training accuracy against steps; Fig. 5 / Sec. 2.2: with BN the ICS (ℓ2 change of a "
+    "layer's gradient after the earlier layers update) is as large or larger and the cosine as "
+    "low or lower (qualitative: no numbers in the text)"
 )
 CLAIM = Claim.from_doc("C9", EXPERIMENT, ANCHOR, __doc__)
 NORM_ORDER = ("none", "batch", "noisy_batch")
@@ -461,7 +471,8 @@ def _evidence(df: pd.DataFrame) -> _Evidence:
 
 def _measures(df: pd.DataFrame) -> dict[str, dict[str, dict[int, float]]]:
     """{measure: {norm: {seed: value}}}: the ICS measures (each run's mean over layers and probe
-    points), the final training loss and the test accuracy in %."""
+    points), the final training loss, and the final training, validation and test accuracy
+    in %."""
 
     def per_norm(column: str) -> dict[str, dict[int, float]]:
         return {n: by_seed(df, column, {col.NORM: n}) for n in NORM_ORDER}
@@ -471,6 +482,8 @@ def _measures(df: pd.DataFrame) -> dict[str, dict[str, dict[int, float]]]:
         "ics_l2_rel": per_norm(col.ICS_REL_MEAN),
         "ics_cos": per_norm(col.ICS_COS_MEAN),
         "train_loss": per_norm(col.TRAIN_LOSS),
+        "train_acc_pct": _accuracy(df, col.TRAIN_ACC),
+        "val_acc_pct": _accuracy(df, VAL_ACC),
         "test_acc_pct": _accuracy(df, col.TEST_ACC),
     }
 
@@ -506,16 +519,26 @@ def _claim_call(part_a: str, part_b: str) -> str:
     return "inconclusive"
 
 
+# The measures reported beside (a), noisy BN minus BN and minus none, by their key prefix in the
+# details: final training loss and accuracy (as trained), validation and test accuracy.
+GAP_MEASURES = {
+    "train_loss": "train_loss",
+    "train_acc": "train_acc_pct",
+    "val_acc": "val_acc_pct",
+    "test_acc": "test_acc_pct",
+}
+
+
 def _noisy_bn_gaps(ev: _Evidence) -> dict[str, tuple[float, float, float]]:
-    """Noisy BN's final training loss and test accuracy (pp) minus BN's and none's, paired by
+    """Noisy BN's final training loss and accuracies (pp) minus BN's and none's, paired by
     seed: (mean, lo, hi), by their key in the details."""
-    loss, test = ev.measures["train_loss"], ev.measures["test_acc_pct"]
-    return {
-        "train_loss_noisy_minus_bn": paired_difference(loss["noisy_batch"], loss["batch"])[:3],
-        "train_loss_noisy_minus_none": paired_difference(loss["noisy_batch"], loss["none"])[:3],
-        "test_acc_noisy_minus_bn_pp": paired_difference(test["noisy_batch"], test["batch"])[:3],
-        "test_acc_noisy_minus_none_pp": paired_difference(test["noisy_batch"], test["none"])[:3],
-    }
+    gaps = {}
+    for prefix, measure in GAP_MEASURES.items():
+        values, unit = ev.measures[measure], "_pp" if measure.endswith("_pct") else ""
+        for other in ("batch", "none"):
+            key = f"{prefix}_noisy_minus_{'bn' if other == 'batch' else other}{unit}"
+            gaps[key] = paired_difference(values["noisy_batch"], values[other])[:3]
+    return gaps
 
 
 def _effect_text(ev: _Evidence) -> str:
@@ -524,13 +547,16 @@ def _effect_text(ev: _Evidence) -> str:
     r_test, abs_test, c_test = ev.rel_l2, ev.abs_l2, ev.cos
     gaps = _noisy_bn_gaps(ev)
     loss_bn, loss_none = gaps["train_loss_noisy_minus_bn"], gaps["train_loss_noisy_minus_none"]
+    train_bn, val_bn = gaps["train_acc_noisy_minus_bn_pp"], gaps["val_acc_noisy_minus_bn_pp"]
     counts = ", ".join(f"{label(n)} {len(censored[n])}" for n in NORM_ORDER)
     return (
         f"steps to {pct} training accuracy, noisy BN / BN: {_ratio_text(like_bn)}, none / noisy "
         f"BN: {_ratio_text(noisy_over_none)}, none / BN: {_ratio_text(bn_over_none)} "
         f"({like_bn['seeds']} seeds; runs that never reached it, censored at the budget + 1: "
         f"{counts}); final training loss, noisy BN − BN: {_ci_text(*loss_bn, '+.3f')}, noisy BN "
-        f"− none: {_ci_text(*loss_none, '+.3f')}; ICS with vs without BN: log10 relative ℓ2 "
+        f"− none: {_ci_text(*loss_none, '+.3f')}; final training accuracy, noisy BN − BN: "
+        f"{_ci_text(*train_bn)} pp; validation accuracy (no noise), noisy BN − BN: "
+        f"{_ci_text(*val_bn)} pp; ICS with vs without BN: log10 relative ℓ2 "
         f"ratio {_ci_text(r_test['mean'], *r_test['ci'], '+.2f')}, absolute "
         f"{_ci_text(abs_test['mean'], *abs_test['ci'], '+.2f')}, cosine difference "
         f"{_ci_text(c_test['mean'], *c_test['ci'], '+.3f')} ({r_test['seeds']} seeds)"
@@ -570,6 +596,8 @@ def _means(ev: _Evidence) -> dict[str, dict]:
             "steps_to_target": _mean_of({s: v for s, (v, _) in ev.reached.get(norm, {}).items()}),
             "censored_seeds": censored[norm],
             "train_loss": _mean_of(m["train_loss"][norm]),
+            "train_acc_pct": _mean_of(m["train_acc_pct"][norm]),
+            "val_acc_pct": _mean_of(m["val_acc_pct"][norm]),
             "test_acc_pct": _mean_of(m["test_acc_pct"][norm]),
             "ics_l2": _mean_of(m["ics_l2"][norm]),
             "ics_l2_rel": _mean_of(m["ics_l2_rel"][norm]),

@@ -25,6 +25,7 @@ METRIC_LABEL = {
     "valid_bpc": "validation bpc (lower: better)",
     "valid_ppl": "validation perplexity (lower: better)",
     "val_psnr": "validation PSNR (dB)",
+    "train_acc": "training accuracy (last epoch, as trained)",
 }
 
 
@@ -36,7 +37,7 @@ def selection_runs(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def selection_metric(selection: pd.DataFrame) -> str:
-    """The validation metric the selection runs were chosen on (``protocol.select_on``)."""
+    """The metric the selection runs were chosen on (``protocol.select_on``)."""
     values = selection[SELECT_ON].dropna() if SELECT_ON in selection else pd.Series(dtype=str)
     return str(values.iloc[0]) if len(values) else "val_acc"
 
