@@ -162,11 +162,7 @@ def declared_flags(record: pd.DataFrame) -> pd.Series:
         c for c in record.columns
         if c in (col.PROFILE, CHECK_PROFILES) or c in checks or c.removesuffix(".name") in paths
     ]  # fmt: skip
-    keys = (
-        record[reads].astype(str).agg("\x1f".join, axis=1).to_list()
-        if reads
-        else [""] * len(record)
-    )
+    keys = [repr(values) for values in record[reads].itertuples(index=False, name=None)]
     flags: dict[str, bool] = {}
     for position, key in enumerate(keys):
         if key not in flags:
