@@ -5,13 +5,16 @@ statistics of a model."""
 
 import json
 import math
+import re
 from pathlib import Path
 
 import hydra
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 import normexp
@@ -25,10 +28,12 @@ from normexp.analysis.claims import (
     recommendations,
     weight_side,
 )
+from normexp.analysis.one_scale import MixedScaleError
 from normexp.analysis.verdict import by_seed
 from normexp.analysis.verdict.record import MIN_SEEDS, declared_seeds
 from normexp.models import build_model
 from normexp.sweep import compose_jobs, sweep_overrides
+from normexp.tracking.collect import scale_signature
 from normexp.train.weight_stats import weight_statistics
 from normexp.validate import resolve_config
 
@@ -301,6 +306,35 @@ def test_bn_small_batch_without_the_devices_runs_keeps_the_plain_verdict(tmp_pat
     drawn(bn_small_batch.ANALYSIS, tables, tmp_path)
 
 
+def at_scale(df: pd.DataFrame, epochs: int) -> pd.DataFrame:
+    """``df``'s runs as collect records them at a profile row of ``epochs`` epochs."""
+    row = {"n_train": 4000, "epochs": epochs, "widths": [16, 32, 64]}
+    return df.assign(scale=scale_signature({"profile": "quick", "scale": {"quick": row}}))
+
+
+def test_bn_small_batch_leaves_out_what_runs_at_another_scale_and_its_panel_refuses(tmp_path):
+    """The GN-paper protocol and the remedies at another scale than the plain runs: their
+    statistics are left out, saying why; the panel that would combine them refuses."""
+    plain = at_scale(plain_table(bn_degrades=True), epochs=8)
+    tables = {
+        "bn_small_batch": plain,
+        "bn_small_batch_devices": at_scale(devices_table(bn_degrades=True), epochs=4),
+        "bn_small_batch_remedies": at_scale(remedies_table(), epochs=4),
+    }
+    v = bn_small_batch.ANALYSIS.verdict(tables)
+    check(v, "supported")  # the plain protocol decides, at its own scale
+    gn = v["details"]["gn_paper_protocol"]
+    assert gn["call"] == bn_small_batch.LEFT_OUT and "epochs 4" in gn["why"]
+    assert v["details"]["remedies"] == {}
+    assert "bn_small_batch_remedies is left out" in v["notes"]
+    assert "GN-paper protocol" not in v["effect"]
+    fig, ax = plt.subplots()
+    with pytest.raises(MixedScaleError, match="GN-paper-protocol panel"):
+        bn_small_batch._draw_devices(ax, plain, tables["bn_small_batch_devices"])
+    plt.close(fig)
+    drawn(bn_small_batch.ANALYSIS, tables, tmp_path)  # the figure leaves the panel out instead
+
+
 # --- C5 bn_train_test ------------------------------------------------------------------
 
 
@@ -476,10 +510,11 @@ def test_weight_statistics_of_a_weight_normalized_cnn(side):
 # --- experiments: compose, resolve, grid sizes -----------------------------------------
 
 CONFIG_DIR = Path(normexp.__file__).parent.parent / "configs"
-GRIDS = {  # experiment -> (claim id, grid points per seed)
+GRIDS = {  # experiment -> (claim id, grid points per seed, or {profile: points})
     "weight_side": ("C2", 8),
     "bn_position": ("C3", 8),
-    "bn_small_batch_devices": ("C4", 4),
+    # the splits whose total is in bn_small_batch's grid at the profile (quick: 32 and 128)
+    "bn_small_batch_devices": ("C4", {"smoke": 4, "quick": 2}),
     "bn_small_batch_remedies": ("C4", 4),
 }
 # Reported beside C4's verdict, not decided on: they run the profile's report seeds
@@ -503,6 +538,7 @@ def jobs_of(experiment: str, profile: str) -> list[dict]:
 @pytest.mark.parametrize("experiment", sorted(GRIDS))
 def test_new_experiments_resolve_with_their_grid(hydra_ctx, experiment, profile):
     claim, points = GRIDS[experiment]
+    points = points[profile] if isinstance(points, dict) else points
     jobs = jobs_of(experiment, profile)
     seeds = {j["seed"] for j in jobs}
     if experiment in REPORTED:
@@ -565,11 +601,25 @@ def test_devices_split_batch_over_eight_devices(hydra_ctx):
         assert j["devices"]["batch"] == j["train"]["batch_size"]
 
 
-def test_devices_totals_are_batch_sizes_of_the_plain_grid(hydra_ctx):
-    """GN/LN/IN/none for the GN-paper protocol are read from bn_small_batch at the same total."""
-    plain = {j["train"]["batch_size"] for j in jobs_of("bn_small_batch", "smoke")}
-    totals = {j["train"]["batch_size"] for j in jobs_of("bn_small_batch_devices", "smoke")}
-    assert totals <= plain
+def test_devices_run_at_the_plain_runs_scale_and_totals(hydra_ctx):
+    """GN/LN/IN/none for the GN-paper protocol are read from bn_small_batch at the same total:
+    at every profile those runs exist, at the same scale (one scale per figure and statistic)."""
+
+    def rows(experiment: str) -> dict:  # every profile's scale row, without composing jobs
+        cfg = hydra.compose("config", overrides=[f"experiment={experiment}"])
+        return OmegaConf.to_container(cfg.scale, resolve=True)
+
+    plain, devices = (rows(e) for e in ("bn_small_batch", "bn_small_batch_devices"))
+    for profile in ("smoke", "quick", "standard", "paper"):
+
+        def scale(table: dict, p: str = profile) -> str:
+            return scale_signature({"profile": p, "scale": table})
+
+        assert scale(devices) == scale(plain), profile
+        sizes = {int(b) for b in plain[profile]["sweep"]["batch_sizes"].split(",")}
+        # each split states its total (test_devices_split_batch_over_eight_devices checks it)
+        totals = {int(b) for b in re.findall(r"batch: (\d+)", devices[profile]["sweep"]["devices"])}
+        assert totals and totals <= sizes, profile
 
 
 def test_remedies_pair_gn_with_weight_standardization(hydra_ctx):

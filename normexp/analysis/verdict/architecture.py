@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from normexp.analysis import columns as col
+from normexp.analysis.one_scale import one_scale
 from normexp.analysis.style import mark_not_run, norm_color, norm_label, seed_bar
 from normexp.analysis.verdict import ALPHA, by_seed, join_notes
 from normexp.analysis.verdict.paired import batch_cells, difference, fmt_ci, json_safe
@@ -357,7 +358,9 @@ class PerArchitecture:
 
 def draw_baseline(ax, dfs: Mapping[str, pd.DataFrame]) -> None:  # noqa: ANN001 - a matplotlib Axes
     """The baseline of each architecture ({model: its runs}): BN and no-norm test accuracy at
-    batch 32 (mean, 95% CI, seeds as dots), the paired gap written above each pair."""
+    batch 32 (mean, 95% CI, seeds as dots), the paired gap written above each pair; the
+    architectures' runs at one scale."""
+    one_scale("the baseline panel", {name(m, df): df for m, df in dfs.items()})
     ticks, labels, top = [], [], 0.0
     for i, (model, df) in enumerate(dfs.items()):
         test = baseline(df)
