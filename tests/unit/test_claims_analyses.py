@@ -601,21 +601,24 @@ def test_devices_split_batch_over_eight_devices(hydra_ctx):
         assert j["devices"]["batch"] == j["train"]["batch_size"]
 
 
-def test_devices_run_at_the_plain_runs_scale_and_totals(hydra_ctx):
-    """GN/LN/IN/none for the GN-paper protocol are read from bn_small_batch at the same total:
-    at every profile those runs exist, at the same scale (one scale per figure and statistic)."""
+def test_devices_and_remedies_run_at_the_plain_runs_scale_and_totals(hydra_ctx):
+    """GN/LN/IN/none for the GN-paper protocol are read from bn_small_batch at the same total,
+    and BN/GN beside the remedies: at every profile those runs exist, at the same scale (one
+    scale per figure and statistic)."""
 
     def rows(experiment: str) -> dict:  # every profile's scale row, without composing jobs
         cfg = hydra.compose("config", overrides=[f"experiment={experiment}"])
         return OmegaConf.to_container(cfg.scale, resolve=True)
 
-    plain, devices = (rows(e) for e in ("bn_small_batch", "bn_small_batch_devices"))
+    plain, devices, remedies = (
+        rows(e) for e in ("bn_small_batch", "bn_small_batch_devices", "bn_small_batch_remedies")
+    )
     for profile in ("smoke", "quick", "standard", "paper"):
 
         def scale(table: dict, p: str = profile) -> str:
             return scale_signature({"profile": p, "scale": table})
 
-        assert scale(devices) == scale(plain), profile
+        assert scale(devices) == scale(remedies) == scale(plain), profile
         sizes = {int(b) for b in plain[profile]["sweep"]["batch_sizes"].split(",")}
         # each split states its total (test_devices_split_batch_over_eight_devices checks it)
         totals = {int(b) for b in re.findall(r"batch: (\d+)", devices[profile]["sweep"]["devices"])}
