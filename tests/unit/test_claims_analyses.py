@@ -6,6 +6,7 @@ statistics of a model."""
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import hydra
@@ -20,15 +21,20 @@ from torch import nn
 import normexp
 from normexp.analysis import columns
 from normexp.analysis.claims import (
+    analysis_named,
+    bn_generation,
     bn_position,
     bn_small_batch,
     bn_train_test,
     ln_in_cnn,
     load_analyses,
     recommendations,
+    rnn_norm,
     weight_side,
 )
+from normexp.analysis.figures import verdict_of_record
 from normexp.analysis.one_scale import MixedScaleError
+from normexp.analysis.style import norm_label
 from normexp.analysis.verdict import by_seed
 from normexp.analysis.verdict.record import MIN_SEEDS, declared_seeds
 from normexp.models import build_model
@@ -405,22 +411,33 @@ def generation_table(best: str) -> pd.DataFrame:
     return table(cells, noise=0.05)
 
 
-def rnn_table(best: str) -> pd.DataFrame:
-    """Character-level runs, plus word-level ones (no bpc, another winner) that must be ignored."""
-    cells = [
-        ({"norm.name": n, "data.level": "char"}, {"test_bpc": 1.40 if n == best else 1.55})
-        for n in ("none", "layer", "batch_per_step", "batch_shared", "rms")
+def rnn_table(bpc: str | dict) -> pd.DataFrame:
+    """Character-level runs (``bpc``: the best cell, or each cell's bpc), plus word-level ones
+    (no bpc, another winner) that must be ignored."""
+    cells = ("none", "layer", "batch_per_step", "batch_shared", "rms")
+    bpc = bpc if isinstance(bpc, dict) else {bpc: 1.40}
+    rows = [
+        ({"norm.name": n, "data.level": "char"}, {"test_bpc": bpc.get(n, 1.55)}) for n in cells
     ]
     word = [({"norm.name": n, "data.level": "word"}, {"test_ppl": 120.0}) for n in ("none", "rms")]
-    return table(cells + word)
+    return table(rows + word)
+
+
+STYLE, RESTORE = "bn_generation_style", "bn_generation"  # C6's deciding task, and the other
+
+
+def c11_tables(generation: str = "instance", rnn: str | dict = "layer") -> dict:
+    """C11's sources, each with a known winner; restoration's the opposite of stylization's."""
+    return {
+        "bn_small_batch": plain_table(bn_degrades=True),
+        STYLE: generation_table(generation),
+        RESTORE: generation_table("batch" if generation == "instance" else "instance"),
+        "rnn_norm": rnn_table(rnn),
+    }
 
 
 def test_recommendations_supported_when_every_winner_is_the_blogs(tmp_path):
-    tables = {
-        "bn_small_batch": plain_table(bn_degrades=True),
-        "bn_generation": generation_table("instance"),
-        "rnn_norm": rnn_table("layer"),
-    }
+    tables = c11_tables()
     v = recommendations.verdict(tables)
     check(v, "supported")
     rows = {r["scenario"]: r for r in v["details"]["scenarios"]}
@@ -432,12 +449,7 @@ def test_recommendations_supported_when_every_winner_is_the_blogs(tmp_path):
 
 
 def test_recommendations_contradicted_when_a_winner_clearly_differs():
-    tables = {
-        "bn_small_batch": plain_table(bn_degrades=True),
-        "bn_generation": generation_table("batch"),
-        "rnn_norm": rnn_table("layer"),
-    }
-    v = recommendations.verdict(tables)
+    v = recommendations.verdict(c11_tables(generation="batch"))
     check(v, "contradicted")
     rows = {r["scenario"]: r for r in v["details"]["scenarios"]}
     assert rows["image generation"]["call"] == "differs"
@@ -452,6 +464,70 @@ def test_recommendations_missing_scenarios_are_not_run_yet(tmp_path):
     assert calls["image generation"] == calls["RNN"] == "not run yet"
     assert calls["tiny batch"] == "matches"
     drawn(recommendations.ANALYSIS, tables, tmp_path)
+
+
+def test_c11_reads_c6s_deciding_task_and_follows_it_when_it_changes(monkeypatch):
+    """C6 is decided on its deciding task (stylization): C11's generation row reads that task,
+    with C6's score, through the registry; another deciding task moves the row with it."""
+    c6 = analysis_named("bn_generation")
+    assert c6.score.experiment == bn_generation.DECIDING_TASK.experiment == STYLE
+    assert STYLE in analysis_named("recommendations").reads  # the registry adds it
+    assert RESTORE not in analysis_named("recommendations").reads
+    tables = c11_tables(generation="instance")  # restoration: BN best, stylization: IN best
+    rows = {r["scenario"]: r for r in recommendations.judge_all(tables)}
+    assert rows["image generation"]["experiment"] == STYLE
+    assert rows["image generation"]["winner"] == "instance"
+    assert rows["image generation"]["call"] == "matches"
+    assert recommendations.sub_deciding(tables)["C11 image generation"].keys() == {STYLE}
+    restoration = replace(c6.score, experiment=RESTORE)  # as if C6 were decided on C6a
+    monkeypatch.setattr(bn_generation, "ANALYSIS", replace(c6, score=restoration))
+    rows = {r["scenario"]: r for r in recommendations.judge_all(tables)}
+    assert rows["image generation"]["experiment"] == RESTORE
+    assert rows["image generation"]["call"] == "differs"
+
+
+def test_c11_counts_rmsnorm_in_lns_family_as_c7b_does():
+    """RMSNorm best, LN next, BN per step behind: the blog's pick (LN) is compared with the
+    best cell outside LN's family (BN per step), never with RMSNorm."""
+    assert analysis_named("rnn_norm").score.family == rnn_norm.FAMILY == {"rms": "layer"}
+    assert "RMSNorm counted in LN's family" in rnn_norm.family_note()
+    bpc = {"rms": 1.38, "layer": 1.40, "batch_per_step": 1.45}
+    rows = {r["scenario"]: r for r in recommendations.judge_all(c11_tables(rnn=bpc))}
+    rnn = rows["RNN"]
+    assert rnn["winner"] == "rms" and rnn["rival"] == "batch_per_step"
+    assert rnn["blog_vs_rival"]["mean"] == pytest.approx(0.05, abs=0.01)
+    assert rnn["call"] == "matches"
+    assert f"{norm_label('rms')} in LN's family, not a rival" in rnn["where"]
+
+
+def with_checks(df: pd.DataFrame, metric: str, value: float, gain: float) -> pd.DataFrame:
+    """``df`` as runs of record plus, per cell, a check run at twice the epochs on the first
+    seed whose final ``metric`` differs by ``gain`` (one convergence check per cell)."""
+    df = df.assign(**{metric: value, "protocol.stage": "record", "train.epochs": 4})
+    doubled = df[df["seed"] == df["seed"].min()]
+    doubled = doubled.assign(**{metric: value + gain, "protocol.stage": "check", "train.epochs": 8})
+    both = pd.concat([df, doubled], ignore_index=True)
+    return both.assign(run_key=[f"run{i}" for i in range(len(both))])  # the pairs are found by it
+
+
+def test_each_c11_row_takes_its_sources_regime():
+    """The LSTM cells pass the convergence check, the CNN's are not checked: C11's RNN row keeps
+    its call at convergence, its tiny-batch row (C4's cells) reads under-trained, and so does
+    the claim."""
+    tables = c11_tables()
+    tables["rnn_norm"] = with_checks(tables["rnn_norm"], "valid_bpc", 1.5, gain=-0.001)
+    c11 = analysis_named("recommendations")
+    record = {"declared": {"quick": [0, 1, 2]}, "outside_declared": 0,
+              "added_by_other_files": {}, "commits": []}  # fmt: skip
+    v = verdict_of_record(c11, tables, record, tables)
+    sub = {s["id"]: s for s in v["sub"]}
+    rnn, tiny = sub["C11 RNN"], sub["C11 tiny batch"]
+    assert rnn["deciding_runs"] == ["rnn_norm"] and rnn["regime"]["kind"] == "at convergence"
+    assert rnn["verdict"] == "supported" and not rnn.get("under_trained")
+    assert tiny["regime"]["kind"] == "at a fixed budget"
+    assert tiny["verdict"] == "inconclusive" and tiny["call_at_budget"] == "supported"
+    assert tiny["deciding_runs"] == ["bn_small_batch (cnn)"]
+    assert v["under_trained"] and v["call_at_budget"] == "supported"
 
 
 # --- weight statistics -----------------------------------------------------------------

@@ -297,11 +297,17 @@ def deciding(
     """The deciding cells of the architecture of record; with its baseline's cells when the
     baseline chose it (their seeds of record count too)."""
     chosen, test = of_record(per_arch, experiment, verdict_of, deciding_of)
-    cells = {f"{k} ({chosen})": v for k, v in deciding_of(per_arch[chosen]).items()}
+    cells = deciding_on(chosen, per_arch[chosen], deciding_of)
     if test["shows_gap"]:
         runs = baseline_runs(col.table(per_arch[chosen], experiment))
         cells[f"{experiment} {BASELINE} ({chosen})"] = runs
     return cells
+
+
+def deciding_on(model: str, tables: Tables, deciding_of: Callable[[Tables], Tables]) -> Tables:
+    """The deciding cells of one architecture's tables, each named after it ('bn_small_batch
+    (resnet)'), its baseline's aside."""
+    return {f"{k} ({model})": v for k, v in deciding_of(tables).items()}
 
 
 def is_baseline(key: str) -> bool:
