@@ -312,6 +312,17 @@ def test_bn_small_batch_without_the_devices_runs_keeps_the_plain_verdict(tmp_pat
     drawn(bn_small_batch.ANALYSIS, tables, tmp_path)
 
 
+def test_the_gn_paper_protocol_reads_the_splits_whose_total_has_gn_runs():
+    """Quick's plain grid (2, 8, 32, 128) has no GN at totals 16 and 64: the protocol is read
+    at 4 and 16 images per device (totals 32 and 128), not left "not run yet" by the others."""
+    plain = plain_table(bn_degrades=True)
+    plain = plain[plain["train.batch_size"].isin([2, 8, 32, 128])]
+    tables = {"bn_small_batch": plain, "bn_small_batch_devices": devices_table(True)}
+    gn = bn_small_batch.ANALYSIS.verdict(tables)["details"]["gn_paper_protocol"]
+    assert (gn["small_per_device"], gn["reference_per_device"]) == (4, 16)
+    assert gn["total_batch"] == {"4": 32, "16": 128} and gn["call"] != "not run yet"
+
+
 def at_scale(df: pd.DataFrame, epochs: int) -> pd.DataFrame:
     """``df``'s runs as collect records them at a profile row of ``epochs`` epochs."""
     row = {"n_train": 4000, "epochs": epochs, "widths": [16, 32, 64]}

@@ -91,8 +91,9 @@ RULE = Rule(
     estimate="C4a's",
     postscript=(
         "Both are decided on the plain protocol; the details give (a) and (b) for the GN-paper "
-        "protocol too (b = images per device, BN with per-device statistics vs GN at the same "
-        f"total batch; b_r = the largest per-device batch ≤ {REFERENCE_BATCH}), and the "
+        "protocol too (b = images per device, over the splits whose total batch the plain "
+        "protocol's GN runs have; BN with per-device statistics vs GN at the same total batch; "
+        f"b_r = the largest per-device batch ≤ {REFERENCE_BATCH}), and the "
         "remedies' paired differences at each of their batch sizes (batch renorm − BN, "
         "GN+WS − GN, GN+WS − BN)."
     ),
@@ -280,9 +281,11 @@ def devices_part(df: pd.DataFrame, devices: pd.DataFrame) -> dict:
     one_scale("C4's GN-paper-protocol statistic", {DEVICES: devices, EXPERIMENT: df})
     ok = devices[devices[col.STATUS] == "ok"]
     total_of = {int(g): int(b) for g, b in zip(ok[col.GROUP_SIZE], ok[col.BATCH], strict=True)}
-    sizes = sorted(total_of)
+    gn = df[(df[col.NORM] == "group") & (df[col.STATUS] == "ok")]
+    sizes = sorted(g for g, total in total_of.items() if total in set(gn[col.BATCH]))
     if len(sizes) < 2:
-        return {"call": "not run yet", "why": "needs two per-device batch sizes"}
+        why = "needs two per-device batch sizes whose total batch has GN runs"
+        return {"call": "not run yet", "why": why}
 
     def device_gap(g: int) -> dict[int, float]:
         bn = by_seed(ok, col.TEST_ERR, {col.GROUP_SIZE: g})
