@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     known = known_profiles(args.results_dir)
     if args.profile not in known:  # a typo would otherwise get a report of its own, empty
         parser.error(f"unknown profile {args.profile!r}; known: {', '.join(sorted(known))}")
-    write_figures_and_verdicts(profile_dir(args.results_dir, args.profile), args.wandb_mode)
+    with one_line_errors():  # e.g. runs of two scales in one statistic (analysis/one_scale.py)
+        write_figures_and_verdicts(profile_dir(args.results_dir, args.profile), args.wandb_mode)
 
 
 if __name__ == "__main__":
