@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from normexp.analysis import one_scale as scales
 from normexp.metrics import by_epoch, metric
 
 Tables = dict[str, pd.DataFrame]  # experiment name -> collected table (empty: not run yet)
@@ -28,6 +29,7 @@ SEED = "seed"
 RUN_KEY = "run_key"
 FINISHED_AT = "finished_at"
 PROFILE = "profile"
+SCALE = scales.SCALE  # what the run's profile sets for it (normexp/analysis/one_scale.py)
 
 # --- config fields (dotted, as collect flattens the resolved config) --------------------------
 NORM = "norm.name"
@@ -160,10 +162,13 @@ def has_rows(df: pd.DataFrame, *columns: str) -> bool:
 
 def table(tables: dict[str, pd.DataFrame], experiment: str) -> pd.DataFrame:
     """The runs of record of ``experiment``; an empty table if it was not run. LR-selection
-    runs (protocol.stage select) only choose the LR: no analysis reads them as results."""
+    runs (protocol.stage select) only choose the LR: no analysis reads them as results. Runs of
+    record at two scales (normexp/analysis/one_scale.py) are refused: every statistic and panel
+    reads its runs through here."""
     df = tables.get(experiment, pd.DataFrame())
     if STAGE in df:
         df = df[df[STAGE].fillna("record") == "record"].reset_index(drop=True)
+    scales.one_scale(f"the runs of record of {experiment}", {experiment: df})
     return df
 
 

@@ -19,9 +19,9 @@ from normexp.analysis.verdict.convergence import with_check_runs
 from normexp.analysis.verdict.ladder import with_ladder_runs
 from normexp.analysis.verdict.lr_selection import protocol_entry
 from normexp.analysis.verdict.record import apply_record, of_record
-from normexp.analysis.verdict.regime import apply_regime, budget_text, deciding_cells, regime_of
+from normexp.analysis.verdict.regime import apply_regime, apply_sub_regime, regime_of_runs
 from normexp.analysis.verdict.spec import ClaimAnalysis
-from normexp.analysis.verdict.tuning import apply_tuning, edge_cells
+from normexp.analysis.verdict.tuning import apply_sub_tuning, apply_tuning, edge_cells
 from normexp.catalogue import PROFILE_CONFIGS
 from normexp.errors import one_line_errors
 from normexp.tracking.collect import DamagedRun, experiments_in_store, write_collected
@@ -54,18 +54,28 @@ def verdict_of_record(
     """The verdict as the report states it: the analysis's rule on its runs of record, withheld
     where the deciding cells lack declared seeds, and named with its regime (at convergence or
     at a fixed budget, from the convergence check of its deciding cells in the raw tables), and
-    withheld where a deciding cell's LR sits at the edge of its grid."""
+    withheld where a deciding cell's LR sits at the edge of its grid. A sub-claim with deciding
+    runs of its own (``sub_deciding``: C11's rows, each on its source's) is judged on those."""
     verdict = analysis.verdict(mine)
     if analysis.reads:
-        deciding = analysis.deciding(mine) if analysis.deciding else mine
-        deciding = {k: table(deciding, k) for k in deciding}  # runs of record: no check runs
+        deciding = compared_runs(analysis.deciding(mine) if analysis.deciding else mine)
         verdict = apply_record(verdict, record, deciding)
-        compared = {k: df for k, df in deciding.items() if not is_baseline(k)}
         raw = raw if raw is not None else mine
-        regime = regime_of(deciding_cells(raw, compared), budget_text(compared))
-        verdict = apply_regime(verdict, regime, analysis.about_training)
+        own = analysis.sub_deciding(mine) if analysis.sub_deciding else {}
+        for sub in verdict.get("sub") or []:
+            if (runs := own.get(sub["id"])) is not None:
+                runs = {k: df for k, df in compared_runs(runs).items() if not is_baseline(k)}
+                apply_sub_regime(sub, runs, regime_of_runs(raw, runs), analysis.about_training)
+                apply_sub_tuning(sub, edge_cells(raw, runs))
+        compared = {k: df for k, df in deciding.items() if not is_baseline(k)}
+        verdict = apply_regime(verdict, regime_of_runs(raw, compared), analysis.about_training)
         verdict = apply_tuning(verdict, edge_cells(raw, compared))
     return verdict
+
+
+def compared_runs(deciding: Tables) -> Tables:
+    """Deciding tables as their runs of record (the check and ladder runs beside them out)."""
+    return {k: table(deciding, k) for k in deciding}
 
 
 def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> list[dict]:
@@ -154,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     known = known_profiles(args.results_dir)
     if args.profile not in known:  # a typo would otherwise get a report of its own, empty
         parser.error(f"unknown profile {args.profile!r}; known: {', '.join(sorted(known))}")
-    write_figures_and_verdicts(profile_dir(args.results_dir, args.profile), args.wandb_mode)
+    with one_line_errors():  # e.g. runs of two scales in one statistic (analysis/one_scale.py)
+        write_figures_and_verdicts(profile_dir(args.results_dir, args.profile), args.wandb_mode)
 
 
 if __name__ == "__main__":

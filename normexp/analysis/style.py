@@ -1,6 +1,7 @@
 """One look for every figure: a colour per norm, the same everywhere, and the panels that
 several claims' figures share (anchor bars, per-seed bars, log2 batch axes, captions)."""
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -51,6 +52,22 @@ def mark_not_run(ax, what: str) -> None:  # noqa: ANN001 - a matplotlib Axes
         transform=ax.transAxes,
         color="#888888",
         fontsize=12,
+    )
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def mark_left_out(ax, what: str, why: str) -> None:  # noqa: ANN001 - a matplotlib Axes
+    """An empty panel that says ``what`` was left out of this report, and ``why``."""
+    ax.text(
+        0.5,
+        0.5,
+        f"{what}: left out\n" + textwrap.fill(why, 90),
+        ha="center",
+        va="center",
+        transform=ax.transAxes,
+        color="#888888",
+        fontsize=9,
     )
     ax.set_xticks([])
     ax.set_yticks([])

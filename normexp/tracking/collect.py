@@ -6,7 +6,9 @@ profile than its folder's (a run copied into the wrong partition), is left out o
 never half-used: the caller gets it in its ``damaged`` list (the report counts and names such
 runs)."""
 
+import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +30,21 @@ class DamagedRun:
     path: Path
     problems: tuple[str, ...]
 
-# Config subtrees that say how or where a run was executed, not what it computed.
+# Config subtrees that say how or where a run was executed, not what it computed (the ``scale``
+# table holds every profile's row: the run's own becomes the ``scale`` column instead).
 DROPPED_PREFIXES = ("scale.", "paths.", "runtime.", "tracking.")
+SCALE_SWEEP = "sweep"  # the entry of a scale row that holds grid values (a batch size), not scale
+
+
+def scale_signature(config: Mapping) -> str | None:
+    """What the run's profile sets for it: its profile's row of the resolved ``scale`` table,
+    less ``sweep``, as canonical JSON (normexp/analysis/one_scale.py); None without that row."""
+    rows = config.get("scale")
+    row = rows.get(config.get("profile")) if isinstance(rows, Mapping) else None
+    if not isinstance(row, Mapping):
+        return None
+    entries = {k: v for k, v in row.items() if k != SCALE_SWEEP}
+    return json.dumps(entries, sort_keys=True, separators=(", ", ": "), default=str)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -82,6 +97,7 @@ def collect_runs(
         row.update({f"provenance.{k}": v for k, v in summary.get("provenance", {}).items()})
         row.update(_protocol_columns(record, config))
         row.update(
+            scale=scale_signature(config),
             run_key=record.key,
             status=status["status"],
             error=status.get("error"),

@@ -217,6 +217,22 @@ def test_resnet_without_the_gap_does_not_decide(claim):
 # --- C11 reads C4's architecture of record ------------------------------------------------
 
 
+def test_c11_otherwise_reads_c8s_architecture_and_batch_sizes():
+    """C11's batch ≥ 32 row reads C8's architecture of record and the batch sizes of C8's
+    deciding cells: here the ResNet's, at 32."""
+    from normexp.analysis.claims import recommendations
+
+    tables = {"bn_small_batch": plain_table(True), RESNET: resnet_table(bn_degrades=False)}
+    assert arch(ln_in_cnn.ANALYSIS.verdict(tables))["decided_on"] == "resnet"
+    rows = {r["scenario"]: r for r in recommendations.judge_all(tables)}
+    large = rows["otherwise (batch ≥ 32)"]
+    assert large["experiment"] == RESNET
+    assert large["where"].startswith("ResNet-20, C8's batch sizes, 32")
+    assert recommendations.sub_deciding(tables)["C11 otherwise (batch ≥ 32)"].keys() == {
+        "bn_small_batch (resnet)"
+    }
+
+
 def test_c11_tiny_batch_reads_the_architecture_that_decides_c4():
     from normexp.analysis.claims import recommendations
 
@@ -226,7 +242,13 @@ def test_c11_tiny_batch_reads_the_architecture_that_decides_c4():
     tiny = rows["tiny batch"]
     assert tiny["experiment"] == RESNET and tiny["where"].startswith("ResNet-20")
     assert tiny["where"].endswith("(BN, GN)")  # the ResNet runs two norms at batch 2
-    assert set(recommendations.deciding(tables)) == {RESNET, "bn_generation", "rnn_norm"}
+    # its regime rests on C4's deciding cells there, exactly (the baseline's aside)
+    mine = recommendations.sub_deciding(tables)["C11 tiny batch"]
+    c4 = bn_small_batch.ANALYSIS.deciding(tables)
+    assert mine.keys() == {"bn_small_batch (resnet)"} == c4.keys() - {
+        k for k in c4 if architecture.is_baseline(k)
+    }
+    assert mine["bn_small_batch (resnet)"].equals(c4["bn_small_batch (resnet)"])
     assert tiny["winner"] == "batch" and tiny["call"] == "differs"
     assert arch(bn_small_batch.ANALYSIS.verdict(tables))["decided_on"] == "resnet"
     sub = {s["id"]: s for s in recommendations.verdict(tables)["sub"]}

@@ -5,30 +5,41 @@ statistics of a model."""
 
 import json
 import math
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import hydra
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 import normexp
 from normexp.analysis import columns
 from normexp.analysis.claims import (
+    analysis_named,
+    bn_generation,
     bn_position,
     bn_small_batch,
     bn_train_test,
     ln_in_cnn,
     load_analyses,
     recommendations,
+    rnn_norm,
     weight_side,
 )
+from normexp.analysis.figures import verdict_of_record
+from normexp.analysis.one_scale import MixedScaleError
+from normexp.analysis.style import norm_label
 from normexp.analysis.verdict import by_seed
 from normexp.analysis.verdict.record import MIN_SEEDS, declared_seeds
 from normexp.models import build_model
 from normexp.sweep import compose_jobs, sweep_overrides
+from normexp.tracking.collect import scale_signature
 from normexp.train.weight_stats import weight_statistics
 from normexp.validate import resolve_config
 
@@ -301,6 +312,46 @@ def test_bn_small_batch_without_the_devices_runs_keeps_the_plain_verdict(tmp_pat
     drawn(bn_small_batch.ANALYSIS, tables, tmp_path)
 
 
+def test_the_gn_paper_protocol_reads_the_splits_whose_total_has_gn_runs():
+    """Quick's plain grid (2, 8, 32, 128) has no GN at totals 16 and 64: the protocol is read
+    at 4 and 16 images per device (totals 32 and 128), not left "not run yet" by the others."""
+    plain = plain_table(bn_degrades=True)
+    plain = plain[plain["train.batch_size"].isin([2, 8, 32, 128])]
+    tables = {"bn_small_batch": plain, "bn_small_batch_devices": devices_table(True)}
+    gn = bn_small_batch.ANALYSIS.verdict(tables)["details"]["gn_paper_protocol"]
+    assert (gn["small_per_device"], gn["reference_per_device"]) == (4, 16)
+    assert gn["total_batch"] == {"4": 32, "16": 128} and gn["call"] != "not run yet"
+
+
+def at_scale(df: pd.DataFrame, epochs: int) -> pd.DataFrame:
+    """``df``'s runs as collect records them at a profile row of ``epochs`` epochs."""
+    row = {"n_train": 4000, "epochs": epochs, "widths": [16, 32, 64]}
+    return df.assign(scale=scale_signature({"profile": "quick", "scale": {"quick": row}}))
+
+
+def test_bn_small_batch_leaves_out_what_runs_at_another_scale_and_its_panel_refuses(tmp_path):
+    """The GN-paper protocol and the remedies at another scale than the plain runs: their
+    statistics are left out, saying why; the panel that would combine them refuses."""
+    plain = at_scale(plain_table(bn_degrades=True), epochs=8)
+    tables = {
+        "bn_small_batch": plain,
+        "bn_small_batch_devices": at_scale(devices_table(bn_degrades=True), epochs=4),
+        "bn_small_batch_remedies": at_scale(remedies_table(), epochs=4),
+    }
+    v = bn_small_batch.ANALYSIS.verdict(tables)
+    check(v, "supported")  # the plain protocol decides, at its own scale
+    gn = v["details"]["gn_paper_protocol"]
+    assert gn["call"] == bn_small_batch.LEFT_OUT and "epochs 4" in gn["why"]
+    assert v["details"]["remedies"] == {}
+    assert "bn_small_batch_remedies is left out" in v["notes"]
+    assert "GN-paper protocol" not in v["effect"]
+    fig, ax = plt.subplots()
+    with pytest.raises(MixedScaleError, match="GN-paper-protocol panel"):
+        bn_small_batch._draw_devices(ax, plain, tables["bn_small_batch_devices"])
+    plt.close(fig)
+    drawn(bn_small_batch.ANALYSIS, tables, tmp_path)  # the figure leaves the panel out instead
+
+
 # --- C5 bn_train_test ------------------------------------------------------------------
 
 
@@ -371,22 +422,33 @@ def generation_table(best: str) -> pd.DataFrame:
     return table(cells, noise=0.05)
 
 
-def rnn_table(best: str) -> pd.DataFrame:
-    """Character-level runs, plus word-level ones (no bpc, another winner) that must be ignored."""
-    cells = [
-        ({"norm.name": n, "data.level": "char"}, {"test_bpc": 1.40 if n == best else 1.55})
-        for n in ("none", "layer", "batch_per_step", "batch_shared", "rms")
+def rnn_table(bpc: str | dict) -> pd.DataFrame:
+    """Character-level runs (``bpc``: the best cell, or each cell's bpc), plus word-level ones
+    (no bpc, another winner) that must be ignored."""
+    cells = ("none", "layer", "batch_per_step", "batch_shared", "rms")
+    bpc = bpc if isinstance(bpc, dict) else {bpc: 1.40}
+    rows = [
+        ({"norm.name": n, "data.level": "char"}, {"test_bpc": bpc.get(n, 1.55)}) for n in cells
     ]
     word = [({"norm.name": n, "data.level": "word"}, {"test_ppl": 120.0}) for n in ("none", "rms")]
-    return table(cells + word)
+    return table(rows + word)
+
+
+STYLE, RESTORE = "bn_generation_style", "bn_generation"  # C6's deciding task, and the other
+
+
+def c11_tables(generation: str = "instance", rnn: str | dict = "layer") -> dict:
+    """C11's sources, each with a known winner; restoration's the opposite of stylization's."""
+    return {
+        "bn_small_batch": plain_table(bn_degrades=True),
+        STYLE: generation_table(generation),
+        RESTORE: generation_table("batch" if generation == "instance" else "instance"),
+        "rnn_norm": rnn_table(rnn),
+    }
 
 
 def test_recommendations_supported_when_every_winner_is_the_blogs(tmp_path):
-    tables = {
-        "bn_small_batch": plain_table(bn_degrades=True),
-        "bn_generation": generation_table("instance"),
-        "rnn_norm": rnn_table("layer"),
-    }
+    tables = c11_tables()
     v = recommendations.verdict(tables)
     check(v, "supported")
     rows = {r["scenario"]: r for r in v["details"]["scenarios"]}
@@ -398,12 +460,7 @@ def test_recommendations_supported_when_every_winner_is_the_blogs(tmp_path):
 
 
 def test_recommendations_contradicted_when_a_winner_clearly_differs():
-    tables = {
-        "bn_small_batch": plain_table(bn_degrades=True),
-        "bn_generation": generation_table("batch"),
-        "rnn_norm": rnn_table("layer"),
-    }
-    v = recommendations.verdict(tables)
+    v = recommendations.verdict(c11_tables(generation="batch"))
     check(v, "contradicted")
     rows = {r["scenario"]: r for r in v["details"]["scenarios"]}
     assert rows["image generation"]["call"] == "differs"
@@ -418,6 +475,70 @@ def test_recommendations_missing_scenarios_are_not_run_yet(tmp_path):
     assert calls["image generation"] == calls["RNN"] == "not run yet"
     assert calls["tiny batch"] == "matches"
     drawn(recommendations.ANALYSIS, tables, tmp_path)
+
+
+def test_c11_reads_c6s_deciding_task_and_follows_it_when_it_changes(monkeypatch):
+    """C6 is decided on its deciding task (stylization): C11's generation row reads that task,
+    with C6's score, through the registry; another deciding task moves the row with it."""
+    c6 = analysis_named("bn_generation")
+    assert c6.score.experiment == bn_generation.DECIDING_TASK.experiment == STYLE
+    assert STYLE in analysis_named("recommendations").reads  # the registry adds it
+    assert RESTORE not in analysis_named("recommendations").reads
+    tables = c11_tables(generation="instance")  # restoration: BN best, stylization: IN best
+    rows = {r["scenario"]: r for r in recommendations.judge_all(tables)}
+    assert rows["image generation"]["experiment"] == STYLE
+    assert rows["image generation"]["winner"] == "instance"
+    assert rows["image generation"]["call"] == "matches"
+    assert recommendations.sub_deciding(tables)["C11 image generation"].keys() == {STYLE}
+    restoration = replace(c6.score, experiment=RESTORE)  # as if C6 were decided on C6a
+    monkeypatch.setattr(bn_generation, "ANALYSIS", replace(c6, score=restoration))
+    rows = {r["scenario"]: r for r in recommendations.judge_all(tables)}
+    assert rows["image generation"]["experiment"] == RESTORE
+    assert rows["image generation"]["call"] == "differs"
+
+
+def test_c11_counts_rmsnorm_in_lns_family_as_c7b_does():
+    """RMSNorm best, LN next, BN per step behind: the blog's pick (LN) is compared with the
+    best cell outside LN's family (BN per step), never with RMSNorm."""
+    assert analysis_named("rnn_norm").score.family == rnn_norm.FAMILY == {"rms": "layer"}
+    assert "RMSNorm counted in LN's family" in rnn_norm.family_note()
+    bpc = {"rms": 1.38, "layer": 1.40, "batch_per_step": 1.45}
+    rows = {r["scenario"]: r for r in recommendations.judge_all(c11_tables(rnn=bpc))}
+    rnn = rows["RNN"]
+    assert rnn["winner"] == "rms" and rnn["rival"] == "batch_per_step"
+    assert rnn["blog_vs_rival"]["mean"] == pytest.approx(0.05, abs=0.01)
+    assert rnn["call"] == "matches"
+    assert f"{norm_label('rms')} in LN's family, not a rival" in rnn["where"]
+
+
+def with_checks(df: pd.DataFrame, metric: str, value: float, gain: float) -> pd.DataFrame:
+    """``df`` as runs of record plus, per cell, a check run at twice the epochs on the first
+    seed whose final ``metric`` differs by ``gain`` (one convergence check per cell)."""
+    df = df.assign(**{metric: value, "protocol.stage": "record", "train.epochs": 4})
+    doubled = df[df["seed"] == df["seed"].min()]
+    doubled = doubled.assign(**{metric: value + gain, "protocol.stage": "check", "train.epochs": 8})
+    both = pd.concat([df, doubled], ignore_index=True)
+    return both.assign(run_key=[f"run{i}" for i in range(len(both))])  # the pairs are found by it
+
+
+def test_each_c11_row_takes_its_sources_regime():
+    """The LSTM cells pass the convergence check, the CNN's are not checked: C11's RNN row keeps
+    its call at convergence, its tiny-batch row (C4's cells) reads under-trained, and so does
+    the claim."""
+    tables = c11_tables()
+    tables["rnn_norm"] = with_checks(tables["rnn_norm"], "valid_bpc", 1.5, gain=-0.001)
+    c11 = analysis_named("recommendations")
+    record = {"declared": {"quick": [0, 1, 2]}, "outside_declared": 0,
+              "added_by_other_files": {}, "commits": []}  # fmt: skip
+    v = verdict_of_record(c11, tables, record, tables)
+    sub = {s["id"]: s for s in v["sub"]}
+    rnn, tiny = sub["C11 RNN"], sub["C11 tiny batch"]
+    assert rnn["deciding_runs"] == ["rnn_norm"] and rnn["regime"]["kind"] == "at convergence"
+    assert rnn["verdict"] == "supported" and not rnn.get("under_trained")
+    assert tiny["regime"]["kind"] == "at a fixed budget"
+    assert tiny["verdict"] == "inconclusive" and tiny["call_at_budget"] == "supported"
+    assert tiny["deciding_runs"] == ["bn_small_batch (cnn)"]
+    assert v["under_trained"] and v["call_at_budget"] == "supported"
 
 
 # --- weight statistics -----------------------------------------------------------------
@@ -476,10 +597,11 @@ def test_weight_statistics_of_a_weight_normalized_cnn(side):
 # --- experiments: compose, resolve, grid sizes -----------------------------------------
 
 CONFIG_DIR = Path(normexp.__file__).parent.parent / "configs"
-GRIDS = {  # experiment -> (claim id, grid points per seed)
+GRIDS = {  # experiment -> (claim id, grid points per seed, or {profile: points})
     "weight_side": ("C2", 8),
     "bn_position": ("C3", 8),
-    "bn_small_batch_devices": ("C4", 4),
+    # the splits whose total is in bn_small_batch's grid at the profile (quick: 32 and 128)
+    "bn_small_batch_devices": ("C4", {"smoke": 4, "quick": 2}),
     "bn_small_batch_remedies": ("C4", 4),
 }
 # Reported beside C4's verdict, not decided on: they run the profile's report seeds
@@ -503,6 +625,7 @@ def jobs_of(experiment: str, profile: str) -> list[dict]:
 @pytest.mark.parametrize("experiment", sorted(GRIDS))
 def test_new_experiments_resolve_with_their_grid(hydra_ctx, experiment, profile):
     claim, points = GRIDS[experiment]
+    points = points[profile] if isinstance(points, dict) else points
     jobs = jobs_of(experiment, profile)
     seeds = {j["seed"] for j in jobs}
     if experiment in REPORTED:
@@ -565,11 +688,28 @@ def test_devices_split_batch_over_eight_devices(hydra_ctx):
         assert j["devices"]["batch"] == j["train"]["batch_size"]
 
 
-def test_devices_totals_are_batch_sizes_of_the_plain_grid(hydra_ctx):
-    """GN/LN/IN/none for the GN-paper protocol are read from bn_small_batch at the same total."""
-    plain = {j["train"]["batch_size"] for j in jobs_of("bn_small_batch", "smoke")}
-    totals = {j["train"]["batch_size"] for j in jobs_of("bn_small_batch_devices", "smoke")}
-    assert totals <= plain
+def test_devices_and_remedies_run_at_the_plain_runs_scale_and_totals(hydra_ctx):
+    """GN/LN/IN/none for the GN-paper protocol are read from bn_small_batch at the same total,
+    and BN/GN beside the remedies: at every profile those runs exist, at the same scale (one
+    scale per figure and statistic)."""
+
+    def rows(experiment: str) -> dict:  # every profile's scale row, without composing jobs
+        cfg = hydra.compose("config", overrides=[f"experiment={experiment}"])
+        return OmegaConf.to_container(cfg.scale, resolve=True)
+
+    plain, devices, remedies = (
+        rows(e) for e in ("bn_small_batch", "bn_small_batch_devices", "bn_small_batch_remedies")
+    )
+    for profile in ("smoke", "quick", "standard", "paper"):
+
+        def scale(table: dict, p: str = profile) -> str:
+            return scale_signature({"profile": p, "scale": table})
+
+        assert scale(devices) == scale(remedies) == scale(plain), profile
+        sizes = {int(b) for b in plain[profile]["sweep"]["batch_sizes"].split(",")}
+        # each split states its total (test_devices_split_batch_over_eight_devices checks it)
+        totals = {int(b) for b in re.findall(r"batch: (\d+)", devices[profile]["sweep"]["devices"])}
+        assert totals and totals <= sizes, profile
 
 
 def test_remedies_pair_gn_with_weight_standardization(hydra_ctx):

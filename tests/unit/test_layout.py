@@ -78,6 +78,7 @@ LAYERS = (
     ("run", "sweep"),
     # analysis, in the order of its pipeline: tables -> statistics -> figures' look -> verdict
     # machinery -> shared curves -> claims -> the report -> the pipeline that runs them
+    ("analysis.one_scale",),  # one scale per figure and statistic: the columns refuse two
     ("analysis.columns", "analysis.stats"),
     ("analysis.style",),
     ("analysis.verdict",),

@@ -15,6 +15,7 @@ from normexp.analysis.verdict.regime import (
     CONVERGED,
     FIXED,
     apply_regime,
+    apply_sub_regime,
     budget_text,
     regime_of,
     regime_short,
@@ -61,6 +62,25 @@ def test_a_sub_claim_about_training_keeps_its_call_and_names_its_budget():
     assert v["verdict"] == "contradicted" and "400 steps" in v["regime_text"]
     mixed = apply_regime(two_part_verdict(), fixed, about_training=("T1a",))
     assert [s["verdict"] for s in mixed["sub"]] == ["supported", "inconclusive"]
+
+
+def test_a_sub_claim_on_runs_of_its_own_keeps_their_regime_whatever_the_claims():
+    """C11's rows: each judged on its source's runs; the claim's regime does not overwrite them,
+    and the claim is withheld when one of them is."""
+    v = two_part_verdict()
+    a, b = v["sub"]
+    apply_sub_regime(a, {"rnn_norm": pd.DataFrame()}, regime_of(cells(True), "4 epochs"))
+    apply_sub_regime(b, {"bn_small_batch (cnn)": pd.DataFrame()}, regime_of(cells(False), "8"))
+    assert a["verdict"] == "supported" and a["deciding_runs"] == ["rnn_norm"]
+    assert b["verdict"] == "inconclusive" and b["call_at_budget"] == "contradicted"
+    v = apply_regime(v, regime_of(cells(True, False), "4 epochs; 8 epochs"))  # the union's
+    assert a["verdict"] == "supported" and a["regime"]["kind"] == CONVERGED
+    assert v["under_trained"] and v["call_at_budget"] == "contradicted"
+    # the claim's own cells converged, one row's source's not checked: the claim is withheld
+    v = two_part_verdict()
+    apply_sub_regime(v["sub"][0], {"t": pd.DataFrame()}, regime_of(cells(None), "8 epochs"))
+    v = apply_regime(v, regime_of(cells(True), "8 epochs"))
+    assert v["under_trained"] and v["sub"][1]["verdict"] == "contradicted"
 
 
 def test_at_convergence_every_call_stands_and_not_run_yet_names_no_regime():

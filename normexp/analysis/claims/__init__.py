@@ -6,6 +6,7 @@ imports another; one claim reads another's outcome through ``analysis_named``.""
 
 import importlib
 import pkgutil
+from dataclasses import replace
 
 from normexp.analysis.verdict.spec import ClaimAnalysis
 
@@ -22,8 +23,16 @@ def _modules() -> list:
 
 
 def load_analyses() -> list[ClaimAnalysis]:
-    """Every claim's declaration, in claim order."""
-    return [m.ANALYSIS for m in _modules()]
+    """Every claim's declaration, in claim order; a claim that reads others (``reads_from``)
+    also reads the experiments that decide them."""
+    found = [m.ANALYSIS for m in _modules()]
+    by_name = {a.name: a for a in found}
+
+    def with_sources(a: ClaimAnalysis) -> ClaimAnalysis:
+        theirs = [e for name in a.reads_from for e in by_name[name].decided_from()]
+        return replace(a, reads=tuple(dict.fromkeys((*a.reads, *theirs)))) if theirs else a
+
+    return [with_sources(a) for a in found]
 
 
 def claim_modules() -> list[str]:

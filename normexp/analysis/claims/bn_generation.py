@@ -19,7 +19,9 @@ small batch IN beating BN would also follow from BN's small-batch weakness (clai
 estimate is D at the normal batch, in dB. This gives sub-verdicts C6a (restoration) and C6b
 (stylization). C6 overall is C6b's verdict: stylization, where per-image statistics are
 nuisance, is the kind of generation the blog's advice and its anchor are about; C6a says whether
-the advice extends to restoration, and the overall effect names the kinds it holds for.
+the advice extends to restoration, and the overall effect names the kinds it holds for. The
+deciding task's runs are C6's deciding runs (its seeds of record and regime), and what C11's
+generation row reads (``DECIDING_TASK``, through the registry's ``score``).
 
 Sample grids: each run writes ``samples.png`` into its run folder and names it in the summary
 (``sample_grid``); the collected table holds only ``run_key``. The figure looks for
@@ -39,7 +41,7 @@ from normexp.analysis import columns as col
 from normexp.analysis.style import mark_not_run, norm_color, norm_label, save_figure
 from normexp.analysis.verdict import by_seed, decide, failures, make_verdict, paired_difference
 from normexp.analysis.verdict.paired import batch_cells
-from normexp.analysis.verdict.spec import Claim, Grid, Quote
+from normexp.analysis.verdict.spec import Claim, Grid, Quote, Score
 from normexp.tracking.store import RunRecord
 from normexp.tracking.wandb_mirror import MEDIA_FILES
 
@@ -68,6 +70,8 @@ class Task:
     title: str  # the figure panel's
     reference: str  # what the dashed line (input_psnr) is
     scope: str  # stated with the sub-verdict
+    metric: str = METRIC  # the summary column it is scored by (higher is better)
+    unit: str = "dB of PSNR"
 
 
 TASKS = (
@@ -91,6 +95,9 @@ TASKS = (
         "content image's do not in the anchor's stylization",
     ),
 )
+
+
+DECIDING_TASK = TASKS[1]  # stylization decides C6 (the rule above); C11 reads it too
 
 
 def psnr_cells(df: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
@@ -235,17 +242,17 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     )
 
 
-def _ran(df: pd.DataFrame) -> bool:
-    return col.has_rows(df, col.NORM, col.BATCH) and METRIC in df
+def _ran(df: pd.DataFrame, metric: str = METRIC) -> bool:
+    return col.has_rows(df, col.NORM, col.BATCH) and metric in df
 
 
 def _gap(
-    df: pd.DataFrame, batch: int, a: str = "instance", b: str = "batch"
+    df: pd.DataFrame, batch: int, a: str = "instance", b: str = "batch", metric: str = METRIC
 ) -> tuple[float, float, float, int]:
-    """Paired difference of ``a`` minus ``b`` test PSNR over seeds at ``batch``: (mean, lo, hi,
-    n)."""
-    first = by_seed(df, METRIC, {col.NORM: a, col.BATCH: batch})
-    second = by_seed(df, METRIC, {col.NORM: b, col.BATCH: batch})
+    """Paired difference of ``a`` minus ``b`` ``metric`` (test PSNR) over seeds at ``batch``:
+    (mean, lo, hi, n)."""
+    first = by_seed(df, metric, {col.NORM: a, col.BATCH: batch})
+    second = by_seed(df, metric, {col.NORM: b, col.BATCH: batch})
     return paired_difference(first, second)
 
 
@@ -341,14 +348,14 @@ def task_verdict(df: pd.DataFrame, task: Task) -> dict:
             task.claim, task.experiment, result, effect, rule=CLAIM.rule, anchor=ANCHOR, **fields
         )
 
-    if not _ran(df):
+    if not _ran(df, task.metric):
         return verdict_of("not run yet", f"no finished runs of {task.experiment} in the store")
     both = df[df[col.NORM].isin(["batch", "instance"]) & (df[col.STATUS] == "ok")]
     sizes = sorted(int(b) for b in both[col.BATCH].unique())
     if not sizes:
         return verdict_of("not run yet", f"no finished BN or IN runs of {task.experiment}")
     normal, small = sizes[-1], sizes[0]
-    normal_gap, small_gap = _gap(df, normal), _gap(df, small)
+    normal_gap, small_gap = (_gap(df, b, metric=task.metric) for b in (normal, small))
     d_normal, n_lo, n_hi, n = normal_gap
     _, s_lo, s_hi, n_small = small_gap
     at_normal = decide(n_lo, n_hi, n)
@@ -382,17 +389,17 @@ def holds_for(subs: list[dict]) -> str:
 
 
 def verdict(tables: dict) -> dict:
-    """C6 overall, which is C6b's verdict, with the complete sub-verdicts C6a and C6b in
-    ``details["sub"]``."""
+    """C6 overall, which is its deciding task's verdict (C6b), with the complete sub-verdicts
+    C6a and C6b in ``details["sub"]``."""
     subs = [task_verdict(col.table(tables, t.experiment), t) for t in TASKS]
-    restoration, style = subs
-    if restoration["verdict"] == style["verdict"] == "not run yet":
+    restoration, style = subs[0], subs[TASKS.index(DECIDING_TASK)]
+    if all(s["verdict"] == "not run yet" for s in subs):
         return CLAIM.not_run_yet(f"no finished runs of {EXPERIMENT} or {STYLE_EXPERIMENT}")
     decided = [s["effect"] for s in subs if s["estimate"] is not None]
     effect = holds_for(subs) + (". " + "; ".join(decided) if decided else "")
     notes = "; ".join(f"{s['claim']}: {s['notes']}" for s in subs if s["notes"])
     # The headline keeps C6a's details at the top level, where other claims (C11) read them.
-    details = {**restoration["details"], "sub": subs, "decided_by": "C6b"}
+    details = {**restoration["details"], "sub": subs, "decided_by": DECIDING_TASK.claim}
     return CLAIM.verdict(
         style["verdict"],
         effect,
@@ -423,11 +430,26 @@ DASHBOARD = (
         media=(next(iter(MEDIA_FILES)),),  # the sample grid each run logs
     ),
 )
+def deciding(tables: dict) -> dict:
+    """The runs that decide C6: its deciding task's (the other task is reported beside it)."""
+    return {DECIDING_TASK.experiment: col.table(tables, DECIDING_TASK.experiment)}
+
+
+# How C6 scores a norm, read by C11's generation row through the registry.
+SCORE = Score(
+    DECIDING_TASK.experiment,
+    DECIDING_TASK.metric,
+    higher_is_better=True,
+    unit=DECIDING_TASK.unit,
+    what=f"{DECIDING_TASK.kind.split(' (')[0]}, CIFAR-10 image-to-image",
+)
 ANALYSIS = CLAIM.analysis(
     "BN does poorly in pixel-level generation; prefer IN",
     (EXPERIMENT, STYLE_EXPERIMENT),
     draw,
     verdict,
+    deciding,
     quote=QUOTE,
     dashboard=DASHBOARD,
+    score=SCORE,
 )

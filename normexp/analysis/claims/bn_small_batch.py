@@ -8,6 +8,11 @@ IN and no norm at total batch 8 × b are the plain runs at that batch size. Reme
 (experiments/bn_small_batch_remedies.yaml): batch renormalization and GN + weight
 standardization in the plain protocol at a few batch sizes.
 
+Scale: the GN-paper protocol and the remedies are read beside the plain runs, so they run at the
+plain runs' scale at every profile (normexp/analysis/one_scale.py: one scale per figure and
+statistic); a profile whose store holds them at another scale leaves their panel, curves and
+statistics out of its report and says why.
+
 Architecture: the plain protocol's cells also run on the CIFAR ResNet (bn_small_batch_resnet:
 BN and GN at 2 and 32, LN and the no-norm baseline at 32); (a) and (b) are computed on each
 architecture apart (the ResNet has no GN-paper protocol or remedies), and the
@@ -23,8 +28,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from normexp.analysis import columns as col
+from normexp.analysis.one_scale import difference_text, one_scale, same_scale
 from normexp.analysis.style import (
     log2_axis,
+    mark_left_out,
     mark_not_run,
     norm_color,
     norm_label,
@@ -45,6 +52,7 @@ from normexp.analysis.verdict.paired import (
     json_safe,
 )
 from normexp.analysis.verdict.record import select
+from normexp.analysis.verdict.regime import CALLS
 from normexp.analysis.verdict.rule import Part, Rule
 from normexp.analysis.verdict.spec import Claim, Grid, Quote
 
@@ -83,8 +91,9 @@ RULE = Rule(
     estimate="C4a's",
     postscript=(
         "Both are decided on the plain protocol; the details give (a) and (b) for the GN-paper "
-        "protocol too (b = images per device, BN with per-device statistics vs GN at the same "
-        f"total batch; b_r = the largest per-device batch ≤ {REFERENCE_BATCH}), and the "
+        "protocol too (b = images per device, over the splits whose total batch the plain "
+        "protocol's GN runs have; BN with per-device statistics vs GN at the same total batch; "
+        f"b_r = the largest per-device batch ≤ {REFERENCE_BATCH}), and the "
         "remedies' paired differences at each of their batch sizes (batch renorm − BN, "
         "GN+WS − GN, GN+WS − BN)."
     ),
@@ -95,6 +104,7 @@ DEVICES = "bn_small_batch_devices"
 REMEDIES = "bn_small_batch_remedies"
 RESNET = "bn_small_batch_resnet"  # C4, C5 and C8's cells and the baseline on the CIFAR ResNet
 DEFAULT_DEVICES = 8  # the GN paper's 8 GPUs, when a table lacks devices.count
+LEFT_OUT = "left out: another scale"  # the call of a protocol left out of a profile's report
 # Curves of the remedies: (norm.name, model.weight_side) -> label; drawn dashed.
 REMEDY_LABELS = {("batch_renorm", "none"): "batch renorm", ("group", "weight_std"): "GN+WS"}
 
@@ -141,6 +151,7 @@ def _draw_plain(ax, df: pd.DataFrame, remedies: pd.DataFrame, model: str = "cnn"
         c = cells[cells["norm"] == norm]
         _curve(ax, c, norm_label(norm), norm_color(norm), "o-")
     if not remedies.empty:
+        one_scale("C4's plain-protocol panel", {EXPERIMENT: df, REMEDIES: remedies})
         rcells = error_by_batch(remedies, key="remedy")
         for remedy in sorted(set(rcells["norm"])):
             name = "batch_renorm" if remedy == "batch renorm" else "group"
@@ -166,6 +177,7 @@ def _scale(df: pd.DataFrame) -> str:
 def _draw_devices(ax, df: pd.DataFrame, devices: pd.DataFrame) -> None:  # noqa: ANN001
     """GN-paper protocol: error vs images per device; per-sample norms from the plain runs at
     the same total batch."""
+    one_scale("C4's GN-paper-protocol panel", {DEVICES: devices, EXPERIMENT: df})
     count = _device_count(devices)
     per_device = sorted(int(g) for g in devices[col.GROUP_SIZE].unique())
     ghost = error_by_batch(devices)
@@ -196,11 +208,26 @@ def _device_count(devices: pd.DataFrame) -> int:
     return int(col.first(devices, col.DEVICES, DEFAULT_DEVICES))
 
 
+def scale_note(extra: str, runs: pd.DataFrame, plain: pd.DataFrame) -> str:
+    """'' when ``extra``'s runs are at the scale of the plain runs they are read beside; else
+    why this profile's report leaves them out (one scale per figure and statistic)."""
+    pair = {extra: runs, EXPERIMENT: plain}
+    if same_scale(pair):
+        return ""
+    return (
+        f"{extra} is left out of this profile's report: its runs are at another scale than the "
+        f"{EXPERIMENT} runs they are compared with ({difference_text(pair)})"
+    )
+
+
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     df = col.table(tables, EXPERIMENT)
     resnet = col.table(tables, RESNET)
     devices = col.table(tables, DEVICES)
     remedies = with_remedy_labels(col.table(tables, REMEDIES))
+    remedies_out = scale_note(REMEDIES, remedies, df)
+    if remedies_out:  # at another scale than the plain runs: not drawn beside them
+        remedies = pd.DataFrame()
     # top: the plain protocol per architecture and the baseline; below: GN-paper protocol, anchor
     fig = plt.figure(figsize=(17, 9.4), layout="constrained")
     grid = fig.add_gridspec(2, 3, width_ratios=(1.5, 1.5, 1))
@@ -214,8 +241,12 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     architecture.draw_baseline(ax_base, {"resnet": resnet, "cnn": df})
     if not _usable(devices, col.GROUP_SIZE):
         mark_not_run(ax_dev, DEVICES)
+    elif why := scale_note(DEVICES, devices, df):
+        mark_left_out(ax_dev, f"GN-paper protocol ({DEVICES})", why)
     else:
         _draw_devices(ax_dev, df, devices)
+    if remedies_out:
+        ax.set_xlabel(f"{ax.get_xlabel()}\n{REMEDIES}: left out (another scale)", fontsize=8)
     for norm, errs in GN_PAPER_ERROR_BY_BATCH.items():
         sizes = sorted(errs)
         ax_ref.plot(
@@ -247,11 +278,14 @@ def devices_part(df: pd.DataFrame, devices: pd.DataFrame) -> dict:
     device of g images) − err(GN at the same total batch), pp, paired by seed."""
     if not _usable(devices, col.GROUP_SIZE) or not _usable(df, col.NORM):
         return {"call": "not run yet"}
+    one_scale("C4's GN-paper-protocol statistic", {DEVICES: devices, EXPERIMENT: df})
     ok = devices[devices[col.STATUS] == "ok"]
     total_of = {int(g): int(b) for g, b in zip(ok[col.GROUP_SIZE], ok[col.BATCH], strict=True)}
-    sizes = sorted(total_of)
+    gn = df[(df[col.NORM] == "group") & (df[col.STATUS] == "ok")]
+    sizes = sorted(g for g, total in total_of.items() if total in set(gn[col.BATCH]))
     if len(sizes) < 2:
-        return {"call": "not run yet", "why": "needs two per-device batch sizes"}
+        why = "needs two per-device batch sizes whose total batch has GN runs"
+        return {"call": "not run yet", "why": why}
 
     def device_gap(g: int) -> dict[int, float]:
         bn = by_seed(ok, col.TEST_ERR, {col.GROUP_SIZE: g})
@@ -277,6 +311,7 @@ def remedies_part(df: pd.DataFrame, remedies: pd.DataFrame) -> dict:
     """Paired differences of test error (pp) at each batch size of the remedies' grid."""
     if remedies.empty or not _usable(df, col.NORM):
         return {}
+    one_scale("C4's remedies statistic", {REMEDIES: remedies, EXPERIMENT: df})
     out = {}
     for batch in sorted(int(b) for b in remedies[col.BATCH].unique()):
 
@@ -325,8 +360,9 @@ def _plain_effect(inter_d: dict, tiny_d: dict, ref: int, small: int) -> str:
 
 
 def _devices_effect(gn_protocol: dict) -> str:
-    """The effect line's GN-paper-protocol part; empty until that protocol has run."""
-    if gn_protocol["call"] == "not run yet":
+    """The effect line's GN-paper-protocol part; empty until that protocol has run (and where
+    it is left out)."""
+    if gn_protocol["call"] not in CALLS:
         return ""
     a, g = gn_protocol["a_gap_growth_pp"], gn_protocol["small_per_device"]
     return (
@@ -358,6 +394,20 @@ def _sub_verdicts(inter_d: dict, tiny_d: dict, ref: int, small: int) -> list[dic
     return RULE.sub_verdicts({"C4a": inter_d, "C4b": tiny_d}, ref=ref, small=small)
 
 
+def reported_beside(df: pd.DataFrame, tables: dict) -> tuple[dict, dict, list[str]]:
+    """The GN-paper protocol's (a) and (b), the remedies' differences, and why either is left
+    out (its runs at another scale than the plain runs ``df``: then not computed)."""
+    devices = col.table(tables, DEVICES)
+    remedy_runs = with_remedy_labels(col.table(tables, REMEDIES))
+    devices_out = scale_note(DEVICES, devices, df)
+    remedies_out = scale_note(REMEDIES, remedy_runs, df)
+    gn_protocol = devices_part(df, devices) if not devices_out else {}
+    remedies = remedies_part(df, remedy_runs) if not remedies_out else {}
+    if devices_out:
+        gn_protocol = {"call": LEFT_OUT, "why": devices_out}
+    return gn_protocol, remedies, [n for n in (devices_out, remedies_out) if n]
+
+
 def verdict_of(tables: dict) -> dict:
     """C4's verdict from one architecture's tables (its runs under bn_small_batch's name)."""
     df = col.table(tables, EXPERIMENT)
@@ -372,8 +422,7 @@ def verdict_of(tables: dict) -> dict:
     inter_d, tiny_d, result = _decide_parts(
         gap(*bn_gn_errors(plain, small)), gap(*bn_gn_errors(plain, ref))
     )
-    gn_protocol = devices_part(df, col.table(tables, DEVICES))
-    remedies = remedies_part(df, with_remedy_labels(col.table(tables, REMEDIES)))
+    gn_protocol, remedies, left_out = reported_beside(df, tables)
     effect = (
         _plain_effect(inter_d, tiny_d, ref, small)
         + _devices_effect(gn_protocol)
@@ -385,7 +434,7 @@ def verdict_of(tables: dict) -> dict:
         effect,
         inter_d,
         sub=_sub_verdicts(inter_d, tiny_d, ref, small),
-        notes=_all_failures(df, tables),
+        notes="; ".join(n for n in (_all_failures(df, tables), *left_out) if n),
         details=json_safe(
             {
                 "small_batch": small,

@@ -13,7 +13,8 @@ together. Two sub-claims. C7a "BN is useless in RNNs": *contradicted* if some B 
 LSTM (d(B, none) < 0, adjusted test rejects); *supported* if every B is worse than the plain
 LSTM (d(B, none) > 0, rejects: useless or harmful; with no equivalence margin, "no effect" can
 only be inconclusive); *inconclusive* otherwise. C7b "only LN is effective in RNNs", with
-RMSNorm counted in LN's family (RMSNorm is LN without the mean: reported, not a rival):
+RMSNorm counted in LN's family (RMSNorm is LN without the mean: reported, not a rival; ``FAMILY``,
+which C11's RNN row reads too):
 *supported* if LN beats the plain LSTM (d(layer, none) < 0) and beats both BN cells
 (d(B, layer) > 0) and no B beats the plain LSTM; *contradicted* if LN does not help
 (d(layer, none) > 0), some B beats LN (d(B, layer) < 0) or some B beats the plain LSTM (then LN
@@ -53,7 +54,7 @@ from normexp.analysis.verdict import (
 )
 from normexp.analysis.verdict.anchors import COOIJMANS_TEST_BPC, ZAREMBA_SMALL_PERPLEXITY
 from normexp.analysis.verdict.paired import difference, json_safe
-from normexp.analysis.verdict.spec import Claim, Grid, Quote
+from normexp.analysis.verdict.spec import Claim, Grid, Quote, Score
 from normexp.models.lstm_cells import BATCH_CELLS as BN_CELLS
 from normexp.models.lstm_cells import CELLS
 from normexp.tracking.store import RunRecord
@@ -67,6 +68,9 @@ ANCHOR = (
     "step); Ba et al. 2016 (Layer Normalization) report LN-LSTM gains on other sequence tasks"
 )
 CLAIM = Claim.from_doc("C7", EXPERIMENT, ANCHOR, __doc__)
+# C7b's family rule, one definition: a cell counted in another's family is reported beside it,
+# never its rival (RMSNorm is LN without the mean). C11's RNN row reads it (``SCORE``).
+FAMILY = {"rms": "layer"}
 # Paired differences the batch grid reports per batch size (a − b, test bpc; unadjusted).
 GRID_PAIRS = (
     ("batch_per_step", "layer"),
@@ -93,6 +97,17 @@ CELL_COLORS = {
 
 def cell_label(cell: str) -> str:
     return CELL_LABELS.get(cell, cell)
+
+
+def in_family_of(head: str) -> list[str]:
+    """The cells counted in ``head``'s family (``FAMILY``), ``head`` not included."""
+    return [c for c, h in FAMILY.items() if h == head]
+
+
+def family_note(head: str = "layer") -> str:
+    """'RMSNorm counted in LN's family': C7b's statement of its family rule."""
+    members = ", ".join(cell_label(c).removesuffix("-LSTM") for c in in_family_of(head))
+    return f"{members} counted in {SHORT[head]}'s family" if members else ""
 
 
 def _level(df: pd.DataFrame) -> str | None:
@@ -196,7 +211,7 @@ def _sub_verdicts(c7a: tuple[str, str], c7b: tuple[str, str], tests: dict, unit:
         ),
         sub_verdict(
             "C7b",
-            "only LN is effective in RNNs (RMSNorm counted in LN's family)",
+            f"only LN is effective in RNNs ({family_note()})",
             only_ln,
             f"{by_only}, test {unit}",
             tests[by_only],
@@ -249,7 +264,17 @@ def verdict_from(df: pd.DataFrame) -> dict:
         sub=_sub_verdicts((useless, by), (only_ln, by_only), {**useless_tests, **only_tests}, unit),
         notes=failures(df),
         details=json_safe(
-            {**_details(runs, scores, unit), "ln_best": ln_best, "bn_helps": bn_helps}
+            {
+                **_details(runs, scores, unit),
+                "ln_best": ln_best,
+                "bn_helps": bn_helps,
+                # LN's family, reported beside it, never its rival (C7b): each minus LN
+                "ln_family": {
+                    c: difference(scores[c], scores["layer"])
+                    for c in in_family_of("layer")
+                    if c in scores
+                },
+            }
         ),
     )
 
@@ -719,6 +744,16 @@ DASHBOARD = (
         curves=("val/bpc", "train/bpc"),
     ),
 )
+# How C7 scores a cell (PTB characters), with its family rule: C11's RNN row reads it.
+SCORE = Score(
+    EXPERIMENT,
+    col.TEST_BPC,
+    higher_is_better=False,
+    unit="bpc",
+    what="LSTM LM, PTB characters",
+    rows={col.LEVEL: "char"},
+    family=FAMILY,
+)
 ANALYSIS = CLAIM.analysis(
     "BN is useless in RNNs; only LN helps there",
     (EXPERIMENT, SMALL_BATCH, WORDS),
@@ -727,4 +762,5 @@ ANALYSIS = CLAIM.analysis(
     deciding,
     quote=QUOTE,
     dashboard=DASHBOARD,
+    score=SCORE,
 )

@@ -121,7 +121,7 @@ def top_rows(secs: list[dict]) -> list[dict]:
                     "ci": _fmt_ci(part) if part.get("estimate") is not None else "—",
                     "p": f"{p:.3g}" if p is not None else "—",
                     "seeds": str(sub["seeds"]) if sub else "—",
-                    "regime": regime_short(v.get("regime")),
+                    "regime": regime_short(part.get("regime") or v.get("regime")),
                 }
             )
     return rows

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from normexp.analysis import columns as col
+from normexp.analysis.one_scale import one_scale
 from normexp.analysis.style import mark_not_run, norm_color, norm_label, seed_bar
 from normexp.analysis.verdict import ALPHA, by_seed, join_notes
 from normexp.analysis.verdict.paired import batch_cells, difference, fmt_ci, json_safe
@@ -296,11 +297,17 @@ def deciding(
     """The deciding cells of the architecture of record; with its baseline's cells when the
     baseline chose it (their seeds of record count too)."""
     chosen, test = of_record(per_arch, experiment, verdict_of, deciding_of)
-    cells = {f"{k} ({chosen})": v for k, v in deciding_of(per_arch[chosen]).items()}
+    cells = deciding_on(chosen, per_arch[chosen], deciding_of)
     if test["shows_gap"]:
         runs = baseline_runs(col.table(per_arch[chosen], experiment))
         cells[f"{experiment} {BASELINE} ({chosen})"] = runs
     return cells
+
+
+def deciding_on(model: str, tables: Tables, deciding_of: Callable[[Tables], Tables]) -> Tables:
+    """The deciding cells of one architecture's tables, each named after it ('bn_small_batch
+    (resnet)'), its baseline's aside."""
+    return {f"{k} ({model})": v for k, v in deciding_of(tables).items()}
 
 
 def is_baseline(key: str) -> bool:
@@ -357,7 +364,9 @@ class PerArchitecture:
 
 def draw_baseline(ax, dfs: Mapping[str, pd.DataFrame]) -> None:  # noqa: ANN001 - a matplotlib Axes
     """The baseline of each architecture ({model: its runs}): BN and no-norm test accuracy at
-    batch 32 (mean, 95% CI, seeds as dots), the paired gap written above each pair."""
+    batch 32 (mean, 95% CI, seeds as dots), the paired gap written above each pair; the
+    architectures' runs at one scale."""
+    one_scale("the baseline panel", {name(m, df): df for m, df in dfs.items()})
     ticks, labels, top = [], [], 0.0
     for i, (model, df) in enumerate(dfs.items()):
         test = baseline(df)

@@ -10,6 +10,9 @@ counts as converged. A sub-claim about final performance decided only at a fixed
 *inconclusive (under-trained)*: its call at that budget is kept beside it (``call_at_budget``),
 never in its place. A sub-claim about training itself (how fast a network trains, what its loss
 landscape is along training: a claim's ``about_training``) keeps its call and names its budget.
+A sub-claim decided by runs of its own (a claim that reads other claims, C11: each row rests on
+its source's deciding runs, ``ClaimAnalysis.sub_deciding``) gets the regime of those runs; the
+claim reads under-trained when any of its sub-claims does.
 """
 
 from collections.abc import Iterable, Mapping
@@ -29,6 +32,7 @@ CONVERGED = "at convergence"
 FIXED = "at a fixed budget"
 UNDER_TRAINED = "under-trained"
 CALLS = ("supported", "contradicted", "inconclusive")  # "not run yet" has no regime to name
+OWN_RUNS = "deciding_runs"  # a sub-claim judged on runs of its own: the names of their tables
 
 
 def deciding_cells(raw: Tables, deciding: Tables) -> pd.DataFrame:
@@ -78,6 +82,12 @@ def _budget(run: pd.Series) -> str:
         return ""
     per = f" × {int(images):,} images" if images is not None and not pd.isna(images) else ""
     return f"{int(epochs)} epochs{per}"
+
+
+def regime_of_runs(raw: Tables, deciding: Tables) -> dict:
+    """The regime of the runs of record ``deciding`` (a claim's compared cells: its baseline's
+    left out), their convergence checks read in ``raw``."""
+    return regime_of(deciding_cells(raw, deciding), budget_text(deciding))
 
 
 def regime_of(cells: pd.DataFrame, budget: str) -> dict:
@@ -150,16 +160,33 @@ def apply_regime(verdict: dict, regime: dict, about_training: Iterable[str] = ()
         return verdict
     verdict["regime"] = dict(regime)
     verdict["regime_text"] = regime_text(regime)
-    if regime["kind"] == CONVERGED:
-        return verdict
     training = set(about_training)
     parts = verdict.get("sub") or []
-    withheld = [s for s in parts if s["id"] not in training and s["verdict"] in CALLS]
-    for sub in withheld:
-        _under_trained(sub)
-    if withheld or (not parts and verdict["claim"] not in training):
+    if regime["kind"] != CONVERGED:
+        for sub in parts:  # those judged on runs of their own have their own regime
+            if OWN_RUNS not in sub:
+                _withhold_at_budget(sub, training)
+    fixed = regime["kind"] != CONVERGED and not parts and verdict["claim"] not in training
+    if fixed or any(s.get("under_trained") for s in parts):
         _under_trained(verdict)
     return verdict
+
+
+def apply_sub_regime(
+    sub: dict, runs: Tables, regime: dict, about_training: Iterable[str] = ()
+) -> None:
+    """``sub`` judged on runs of its own (``runs``: {table name: runs}) at their ``regime``:
+    named, and withheld (under-trained) as ``apply_regime`` would; ``apply_regime`` then leaves
+    it as it is."""
+    sub[OWN_RUNS] = sorted(runs)
+    sub["regime"], sub["regime_text"] = dict(regime), regime_text(regime)
+    if regime["kind"] != CONVERGED:
+        _withhold_at_budget(sub, set(about_training))
+
+
+def _withhold_at_budget(sub: dict, training: set[str]) -> None:
+    if sub["id"] not in training and sub["verdict"] in CALLS:
+        _under_trained(sub)
 
 
 def _under_trained(v: dict) -> None:

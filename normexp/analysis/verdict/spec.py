@@ -2,9 +2,15 @@
 its own file under normexp/analysis/claims/: the blog's words it tests, which collected tables
 it reads, how it draws its figure and decides its verdict (both from those tables only; the
 figure may also read the results folder, which the caller passes in), which runs decide it and
-what its W&B dashboard shows. normexp.analysis.claims finds every declaration."""
+what its W&B dashboard shows. normexp.analysis.claims finds every declaration.
 
-from collections.abc import Callable
+A claim that reads other claims (C11) reads them through the registry, never their modules:
+their architecture of record (``per_architecture``), the runs that decide them (``deciding``)
+and how they score a norm on those runs (``score``: the experiment, metric and family rule
+they decide with). Each reading claim names them in ``reads_from``; their experiments join its
+``reads`` when the registry loads, so it follows them when they change."""
+
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +47,22 @@ class Grid:
 
 
 @dataclass(frozen=True)
+class Score:
+    """How a claim scores a norm on the runs that decide it, for a claim that ranks norms by it
+    (C11): the one definition the claim decides with, so a reader follows it when it changes."""
+
+    experiment: str  # the experiment whose runs decide the claim
+    metric: str  # a summary column
+    higher_is_better: bool
+    unit: str  # as shown, e.g. "dB of PSNR"
+    what: str  # the runs in a few words, e.g. "stylization, CIFAR-10"
+    scale: float = 1.0  # metric × scale is shown
+    rows: Mapping[str, object] = field(default_factory=dict)  # column -> the value rows keep
+    # a norm counted in another's family -> that norm: reported beside it, never its rival
+    family: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ClaimAnalysis:
     claim: str  # "C4"
     name: str  # figure / verdict file name
@@ -62,6 +84,18 @@ class ClaimAnalysis:
     # sub-claims about training itself (speed, landscape): they keep their call at a fixed
     # budget (normexp/analysis/verdict/regime.py); every other is about final performance
     about_training: tuple[str, ...] = ()
+    score: Score | None = None  # how it scores a norm on its deciding runs (C6, C7)
+    reads_from: tuple[str, ...] = ()  # claims (names) whose deciding experiments it reads
+    # per sub-claim id, the runs that decide it where they are not the claim's (C11: each row
+    # its source's): each such sub-claim gets the regime and LR-edge call of its own runs
+    sub_deciding: Callable[[Tables], dict[str, Tables]] | None = None
+
+    def decided_from(self) -> tuple[str, ...]:
+        """The experiments whose runs can decide it: its architectures', else its score's, else
+        every one it reads."""
+        if self.per_architecture is not None:
+            return (self.per_architecture.experiment, self.per_architecture.resnet)
+        return (self.score.experiment,) if self.score is not None else self.reads
 
 
 @dataclass(frozen=True)
@@ -107,6 +141,9 @@ class Claim:
         dashboard: tuple[Grid, ...] = (),
         table: Callable[[Tables], list[str]] | None = None,
         about_training: tuple[str, ...] = (),
+        score: Score | None = None,
+        reads_from: tuple[str, ...] = (),
+        sub_deciding: Callable[[Tables], dict[str, Tables]] | None = None,
     ) -> "ClaimAnalysis":
         """The claim's declaration; decided per architecture, its verdict and deciding cells
         are ``per_architecture``'s (the claim writes them for one architecture's tables)."""
@@ -115,7 +152,7 @@ class Claim:
         assert verdict is not None, f"{self.id}: a verdict, or per_architecture"
         return ClaimAnalysis(
             self.id, self.name, title, reads, draw, verdict, deciding, per_architecture, quote,
-            dashboard, table, about_training,
+            dashboard, table, about_training, score, reads_from, sub_deciding,
         )  # fmt: skip
 
 

@@ -18,7 +18,7 @@ from normexp.analysis import columns as col
 from normexp.analysis.columns import Tables
 from normexp.analysis.verdict.convergence import cell_columns, record_runs, short
 from normexp.analysis.verdict.lr_selection import selection_metric, selection_runs
-from normexp.analysis.verdict.regime import CALLS, raw_table_of
+from normexp.analysis.verdict.regime import CALLS, OWN_RUNS, raw_table_of
 from normexp.protocol.select import select_lr
 
 
@@ -66,15 +66,28 @@ def edge_note(edges: pd.DataFrame) -> str:
 
 def apply_tuning(verdict: dict, edges: pd.DataFrame) -> dict:
     """``verdict`` with every call of the claim withheld when a deciding cell's LR sits at the
-    edge of its grid (module doc); unchanged otherwise."""
+    edge of its grid (module doc); unchanged otherwise. A sub-claim judged on runs of its own
+    (``apply_sub_tuning``) is left as it is."""
     if edges.empty or verdict["verdict"] not in CALLS:
         return verdict
     note = edge_note(edges)
     verdict["notes"] = " ".join([verdict.get("notes") or "", note]).strip()
-    for part in [*(verdict.get("sub") or []), verdict]:
-        if part.get("under_trained"):  # already withheld: its call is beside it
-            part["lr_at_edge"] = True
-        elif part["verdict"] in CALLS and part["verdict"] != "inconclusive":
-            part["call_untuned"], part["verdict"] = part["verdict"], "inconclusive"
-            part["lr_at_edge"] = True
+    for part in [*(s for s in verdict.get("sub") or [] if OWN_RUNS not in s), verdict]:
+        _untuned(part)
     return verdict
+
+
+def apply_sub_tuning(sub: dict, edges: pd.DataFrame) -> None:
+    """A sub-claim judged on runs of its own, withheld when one of their cells' LR sits at the
+    edge of its grid; the cells named in its note."""
+    if not edges.empty and sub["verdict"] in CALLS:
+        sub["note"] = " ".join([sub.get("note") or "", edge_note(edges)]).strip()
+        _untuned(sub)
+
+
+def _untuned(part: dict) -> None:
+    if part.get("under_trained"):  # already withheld: its call is beside it
+        part["lr_at_edge"] = True
+    elif part["verdict"] in CALLS and part["verdict"] != "inconclusive":
+        part["call_untuned"], part["verdict"] = part["verdict"], "inconclusive"
+        part["lr_at_edge"] = True
