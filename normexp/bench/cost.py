@@ -19,31 +19,28 @@ import contextlib
 import copy
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import hydra
 import numpy as np
 import pandas as pd
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from normexp.catalogue import gpu_experiments, makefile_list, sweep_experiments
-from normexp.protocol.overrides import key_of as _key
-from normexp.protocol.overrides import without as _without
 from normexp.protocol.pack import pack_limit
 from normexp.protocol.plan import (
     EPOCHS,
     SEED,
     STEPS,
     JobRecords,
+    _without,
     checked,
     ladder_budgets,
     selection_cell,
     selection_jobs,
     uses_protocol,
 )
-from normexp.protocol.select import LR_MULT
 from normexp.sweep import sweep_overrides
 from normexp.tracking.collect import collect_runs, experiments_in_store
 from normexp.tracking.store import run_key
@@ -230,42 +227,6 @@ def priced_seconds(jobs: list[tuple[str, dict]], now: bool = True) -> list[float
     return out
 
 
-class SeedPatched:
-    """``JobRecords``' resolved configs for pricing, composed once per job without its seed and
-    LR multiplier: the other jobs of that cell are the composed config with those two fields
-    set from their own overrides. Neither is read by any interpolation (the LR multiplier
-    scales the LR in code), so a patched config is the composed one (tests/unit/
-    test_profiles_scale.py checks it): a profile's projection composes a fifth of its jobs."""
-
-    FIELDS = {SEED: ("seed",), LR_MULT: ("optim", "lr_mult")}
-
-    def __init__(self, records: JobRecords) -> None:
-        self.records = records
-        self.composed: dict[tuple, tuple[dict, dict]] = {}  # cell -> (its values, config)
-        self.parser = OverridesParser.create()
-
-    def values(self, job: Sequence[str]) -> dict[str, object]:
-        """The job's seed and multiplier overrides, typed as Hydra types them."""
-        parsed = (self.parser.parse_override(o) for o in job if _key(o) in self.FIELDS)
-        return {o.key_or_group: o.value() for o in parsed}
-
-    def __call__(self, job: Sequence[str]) -> dict:
-        cell, values = _without(tuple(job), SEED, LR_MULT), self.values(job)
-        if cell not in self.composed:
-            self.composed[cell] = (values, self.records(job)[0])
-        base_values, base = self.composed[cell]
-        if values.keys() != base_values.keys():
-            return self.records(job)[0]
-        config = copy.deepcopy(base)
-        for key, value in values.items():
-            *path, field = self.FIELDS[key]
-            section = config
-            for name in path:
-                section = section[name]
-            section[field] = value
-        return config
-
-
 def experiment_jobs(config) -> list[tuple[str, dict]]:
     """Every job a sweep of the composed master ``config`` runs on an empty store, as (stage,
     resolved config): the LR protocol's selection runs at the first grid (normexp.protocol.plan:
@@ -274,23 +235,22 @@ def experiment_jobs(config) -> list[tuple[str, dict]]:
     (each checked cell's first seed at twice the budget; the multiplier, chosen later, does not
     change the price: the first grid value stands in)."""
     records = JobRecords(config, machine=False)
-    resolved = SeedPatched(records)
     basic = [tuple(j) for j in sweep_overrides(config)]
     jobs = [("record", j) for j in basic]
     if uses_protocol(config) and basic:
-        settings = resolved(basic[0])["protocol"]
+        settings = records(basic[0])[0]["protocol"]
         cells: dict[tuple, list[tuple]] = {}
         for j in basic:
             cells.setdefault(_without(j, SEED), []).append(j)
         chosen = dict.fromkeys(selection_cell(c, settings["select_batch_size"]) for c in cells)
         grid, seeds = settings["lr_grid"], settings["selection_seeds"]
         jobs = [("select", j) for c in chosen for j in selection_jobs(c, grid, seeds)] + jobs
-        priced = [(stage, resolved(job)) for stage, job in jobs]
-        return priced + budget_runs(cells, resolved)
-    return [(stage, resolved(job)) for stage, job in jobs]
+        priced = [(stage, records(job)[0]) for stage, job in jobs]
+        return priced + budget_runs(cells, records)
+    return [(stage, records(job)[0]) for stage, job in jobs]
 
 
-def budget_runs(cells: dict[tuple, list[tuple]], resolved: SeedPatched) -> list[tuple[str, dict]]:
+def budget_runs(cells: dict[tuple, list[tuple]], records: JobRecords) -> list[tuple[str, dict]]:
     """The ladder's and the check's runs of every checked cell, as (stage, config): its record
     configs with the budget and stage the planner gives them (normexp.protocol.plan), patched
     rather than composed again (a run of either differs from its run of record in no other
@@ -298,7 +258,7 @@ def budget_runs(cells: dict[tuple, list[tuple]], resolved: SeedPatched) -> list[
     out: list[tuple[str, dict]] = []
     checks = []
     for jobs in cells.values():
-        configs = [resolved(j) for j in jobs]
+        configs = [records(j)[0] for j in jobs]
         if not checked(configs[0]):
             continue
         out += [("ladder", _patched(c, b, "ladder")) for c in configs for b in ladder_budgets(c)]

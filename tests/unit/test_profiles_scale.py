@@ -10,8 +10,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from normexp import gpu_bundle
-from normexp.bench.cost import SeedPatched, experiment_jobs, job_seconds, profile_cost
+from normexp.bench.cost import experiment_jobs, job_seconds, profile_cost
 from normexp.catalogue import experiment_names, gpu_experiments, makefile_list, sweep_experiments
+from normexp.errors import ConfigError
 from normexp.protocol.plan import JobRecords
 from normexp.schema import PROFILES
 from normexp.tracking.store import run_key
@@ -129,16 +130,19 @@ def test_standard_sweep_and_grid_fit_twelve_hours_with_their_ladders():
     assert sweep["wall_min"].sum() + grid["wall_min"].sum() <= STANDARD_BUDGET_MIN
 
 
-def test_a_priced_job_patched_from_its_cell_is_the_job_composed(hydra_ctx):
-    # The projection composes one job per cell and patches the seed and LR multiplier in
-    # (SeedPatched): each patched config must be the one composing gives, run key included.
-    records = JobRecords(master("quick", "bn_small_batch"), machine=False)
-    patched = SeedPatched(records)
+def test_a_job_patched_from_its_cell_is_the_job_composed(hydra_ctx):
+    # JobRecords composes one job per cell and patches the seed and LR multiplier in: each
+    # patched config must be the one composing gives (a fresh JobRecords per job), key included.
+    master_config = master("quick", "bn_small_batch")
+    records = JobRecords(master_config, machine=False)
     cell = ("norm=group", "train.batch_size=8", "protocol.stage=select")
     jobs = [(*cell, "optim.lr_mult=0.5", "seed=100"), (*cell, "optim.lr_mult=2", "seed=101"),
             (*cell, "optim.lr_mult=1.0", "seed=100")]  # fmt: skip
     for job in jobs:
-        config = patched(job)
-        assert config == records(job)[0]
-        assert run_key(config) == run_key(records(job)[0])
-    assert patched(jobs[1])["optim"]["lr_mult"] == 2 and patched(jobs[1])["seed"] == 101
+        config, record = records(job)
+        composed, composed_record = JobRecords(master_config, machine=False)(job)
+        assert config == composed and record.key == composed_record.key
+    assert records(jobs[1])[0]["optim"]["lr_mult"] == 2 and records(jobs[1])[0]["seed"] == 101
+    assert len(records.cells) == 1  # composed once
+    with pytest.raises(ConfigError, match=r"^seed: "):
+        records((*cell, "optim.lr_mult=0.5", "seed=-1"))
