@@ -11,8 +11,11 @@ GPU_PREFIX = "gpu_"  # the GPU bundle's experiments (normexp/gpu_bundle.py), as 
 
 
 def experiment_names() -> list[str]:
-    """Every file of experiments/, in `make run-sweep`'s order."""
-    return sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
+    """Every file of experiments/, in `make run-sweep`'s order: the Makefile's
+    FIRST_EXPERIMENTS (whose outcome others read when they plan), then the rest by name."""
+    names = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
+    first = [n for n in makefile_list("FIRST_EXPERIMENTS") if n in names]
+    return first + [n for n in names if n not in first]
 
 
 def makefile_list(variable: str) -> list[str]:
