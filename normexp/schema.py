@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from normexp.catalogue import experiment_names
+from normexp.catalogue import grouping_deciders
 from normexp.data.ptb import LEVELS
 from normexp.errors import ConfigError
 from normexp.models import MODELS
@@ -92,7 +92,7 @@ def _choices() -> dict[str, Any]:
         "position": POSITIONS,
         "select_on": SELECT_ON,
         "stage": STAGES,
-        "experiment": tuple(experiment_names()),
+        "decider": tuple(grouping_deciders()),
         "norm_params": param_rules(),
     }
 
@@ -206,7 +206,7 @@ def _protocol_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
         F("protocol.ladder", NumList(null=True, below=1), optional=True,
           doc="fractions of the record's budget the checked cells also train at; null: none"),
         F("protocol.stage", Choice(c["stage"]), optional=True),
-        F("protocol.grouping_from", Choice(c["experiment"], null=True), optional=True,
+        F("protocol.grouping_from", Choice(c["decider"], null=True), optional=True,
           doc="the experiment whose decision sets GN's grouping; null: the norm's own"),
     )
 

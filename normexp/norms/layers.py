@@ -84,13 +84,14 @@ def grouping_rule(
         return implied
     if grouping not in GROUPINGS:
         raise ConfigError("norm.grouping", f"unknown {grouping!r}; allowed: {', '.join(GROUPINGS)}")
-    needs = {"width": "norm.channels_per_group", "count": "norm.num_groups"}
-    if grouping == "legacy":
-        raise ConfigError(needs[implied], "must be null with norm.grouping=legacy (per layer)")
+    field = {"width": "norm.channels_per_group", "count": "norm.num_groups"}
+    if grouping == "legacy" or implied != "legacy":  # a number the named rule does not take
+        raise ConfigError(field[implied], f"must be null with norm.grouping={grouping}")
+    what = "the channels of every group" if grouping == "width" else "the groups of every layer"
     raise ConfigError(
-        needs[grouping],
-        f"norm.grouping={grouping} needs it (an integer >= 1 that divides every normalized "
-        "layer's channels) and the other of num_groups, channels_per_group null",
+        field[grouping],
+        f"must be set with norm.grouping={grouping}: {what}, an integer >= 1 that divides every "
+        "normalized layer's channels",
     )
 
 

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from normexp.errors import ConfigError
 from normexp.protocol.overrides import Job
-from normexp.protocol.select import SELECT_DIRECTION, SELECT_ON
+from normexp.protocol.select import SELECT_DIRECTION
 from normexp.protocol.subgrid import field_value
 from normexp.tracking.store import (
     RunRecord,
@@ -44,6 +44,8 @@ APPLIES_TO = ("norm.name", "group")  # the jobs a grouping decision applies to: 
 # The fields of GN's grouping (configs/norm/group.yaml) a decision hands on, when set.
 GROUPING_FIELDS = ("norm.grouping", "norm.channels_per_group", "norm.num_groups")
 ARM = "arm"  # the ablation's arm, by name (a section stands for its name: subgrid.field_value)
+# What a grouping may be chosen on: validation metrics only (never test, nor training accuracy).
+VALIDATION_METRICS = tuple(m for m in SELECT_DIRECTION if m.startswith("val"))
 
 
 def decision_rule(config: Mapping) -> dict | None:
@@ -56,10 +58,10 @@ def decision_rule(config: Mapping) -> dict | None:
     arms, metric = rule.get("arms"), rule.get("select_on", "val_acc")
     if not isinstance(arms, list) or not arms or not all(isinstance(a, str) for a in arms):
         raise ConfigError("protocol.grouping_decision.arms", "a non-empty list of arm names")
-    if metric not in SELECT_ON:
+    if metric not in VALIDATION_METRICS:
         raise ConfigError(
             "protocol.grouping_decision.select_on",
-            f"unknown {metric!r}; allowed: {', '.join(SELECT_ON)} (validation metrics only)",
+            f"unknown {metric!r}; allowed: {', '.join(VALIDATION_METRICS)}",
         )
     return {"arms": arms, "select_on": metric}
 

@@ -58,6 +58,7 @@ NAME_EXTRAS = {
     "bn_position": (("model.name", ""), ("model.activation", "")),
     "smoothness": (("optim.lr_per_128", "lr"),),
     "weight_side": (("arm.name", ""),),
+    "gn_grouping": (("model.name", ""), ("arm.name", "")),  # GN's grouping arms, CNN and ResNet
     "bn_small_batch_devices": (("devices.per_device", "pd"),),
     "gpu_small_batch_devices": (("devices.per_device", "pd"),),
     "bn_small_batch_groups": (("norm.num_groups", "g"),),

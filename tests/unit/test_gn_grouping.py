@@ -15,10 +15,16 @@ from torch import nn
 
 from normexp.analysis.report import gn_grouping as section
 from normexp.analysis.verdict.grouping import decision_of, other_grouping
-from normexp.catalogue import experiment_names
+from normexp.catalogue import experiment_names, grouping_deciders
 from normexp.errors import ConfigError
 from normexp.models import build_model, check_model
-from normexp.protocol.grouping import decide, read_decision, with_decision, write_decision
+from normexp.protocol.grouping import (
+    decide,
+    decision_rule,
+    read_decision,
+    with_decision,
+    write_decision,
+)
 from normexp.protocol.plan import JobRecords, plan
 from normexp.sweep import sweep_overrides
 from normexp.tracking.store import RunRecord, run_key
@@ -75,7 +81,9 @@ def test_a_width_that_misses_a_layer_is_refused_in_one_line():
     ("norm", "field"),
     [
         ({"grouping": "width"}, "norm.channels_per_group"),  # a width rule without its width
-        ({"grouping": "count", "channels_per_group": 8}, "norm.num_groups"),
+        ({"grouping": "count"}, "norm.num_groups"),
+        ({"grouping": "count", "channels_per_group": 8}, "norm.channels_per_group"),
+        ({"grouping": "width", "num_groups": 4}, "norm.num_groups"),
         ({"grouping": "legacy", "channels_per_group": 8}, "norm.channels_per_group"),
     ],
 )
@@ -217,11 +225,16 @@ def test_every_experiment_that_takes_a_decision_runs_after_the_one_that_makes_it
         declared = OmegaConf.load(REPO / "experiments" / f"{name}.yaml")
         source = OmegaConf.select(declared, "protocol.grouping_from", default=None)
         if source is not None:
-            assert OmegaConf.select(OmegaConf.load(REPO / "experiments" / f"{source}.yaml"),
-                                    "protocol.grouping_decision.arms") is not None
-            assert order.index(source) < order.index(name), name
+            assert source in grouping_deciders() and order.index(source) < order.index(name)
             readers.append(name)
     assert set(readers) == set(section.READERS)  # what the report says trains with it
+
+
+@pytest.mark.parametrize("metric", ["test_acc", "train_acc"])
+def test_a_grouping_is_never_chosen_on_test_or_training_accuracy(metric):
+    with pytest.raises(ConfigError) as info:
+        decision_rule({"protocol": {"grouping_decision": {"arms": ["w8"], "select_on": metric}}})
+    assert info.value.field == "protocol.grouping_decision.select_on"
 
 
 # --- the analysis ---------------------------------------------------------------------------
