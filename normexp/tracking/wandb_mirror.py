@@ -61,6 +61,7 @@ NAME_EXTRAS = {
     "gn_grouping": (("model.name", ""), ("arm.name", "")),  # GN's grouping arms, CNN and ResNet
     "bn_small_batch_devices": (("devices.per_device", "pd"),),
     "gpu_small_batch_devices": (("devices.per_device", "pd"),),
+    # retired (gn_grouping replaced it): the names of its committed runs
     "bn_small_batch_groups": (("norm.num_groups", "g"),),
     "norm_position": (("model.name", ""),),
     "not_ics": (("model.name", ""),),  # from standard on the CNN and the ResNet-20

@@ -237,6 +237,23 @@ def test_a_grouping_is_never_chosen_on_test_or_training_accuracy(metric):
     assert info.value.field == "protocol.grouping_decision.select_on"
 
 
+@pytest.mark.parametrize(
+    ("profile", "models", "seeds", "epochs"),
+    [("quick", {"cnn"}, {0, 1, 2}, 4), ("standard", {"cnn", "resnet"}, {0, 1, 2}, 4)],
+)
+def test_the_ablations_cells_per_profile(tmp_path, profile, models, seeds, epochs):
+    with hydra.initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        config = hydra.compose(
+            "config", overrides=["experiment=gn_grouping", f"profile={profile}",
+                                 f"paths.results_dir={tmp_path}"], return_hydra_config=True)
+        jobs = sweep_overrides(config)
+        assert len(jobs) == len(models) * 2 * 4 * len(seeds)  # x batch 2, 32 x 4 arms
+        records = JobRecords(config)
+        resolved = records(jobs[-1])[0]
+    assert resolved["train"]["epochs"] == epochs and resolved["claim"]["name"] == "gn_grouping"
+    assert resolved["protocol"]["lr_grid"]  # each cell's LR selected
+
+
 # --- the analysis ---------------------------------------------------------------------------
 
 
