@@ -239,7 +239,7 @@ def test_a_grouping_is_never_chosen_on_test_or_training_accuracy(metric):
 
 @pytest.mark.parametrize(
     ("profile", "models", "seeds", "epochs"),
-    [("quick", {"cnn"}, {0, 1, 2}, 4), ("standard", {"cnn", "resnet"}, {0, 1, 2}, 4)],
+    [("quick", {"cnn"}, {0, 1, 2}, 4), ("standard", {"cnn", "resnet"}, {0, 1, 2}, 3)],
 )
 def test_the_ablations_cells_per_profile(tmp_path, profile, models, seeds, epochs):
     with hydra.initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):

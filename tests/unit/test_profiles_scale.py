@@ -104,7 +104,7 @@ def test_profile_cost_prices_what_run_sweep_runs_and_the_grid_apart():
     # The frozen time model (normexp/bench/cost.py) on 2 workers: pure arithmetic over the jobs.
     # `make run-sweep` leaves out the grid (`make run-grid`) and the GPU bundle's experiments.
     # Standard only: each profile costs tens of seconds of composing, and quick's projection
-    # (about 79 min, over its hour) is printed by `python -m normexp.bench.cost --profile quick`.
+    # (about 78 min, over its hour) is printed by `python -m normexp.bench.cost --profile quick`.
     standard = whole_sweep_cost("standard")
     assert set(standard.index) == set(sweep_experiments())
     left_out = set(makefile_list("GRID_EXPERIMENTS")) | set(gpu_experiments())

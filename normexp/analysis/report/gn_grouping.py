@@ -239,7 +239,7 @@ def markdown(tables: Tables, results_dir: Path | None = None) -> list[str]:
         return [*lines, f"`{EXPERIMENT}`: not run yet.", ""]
     epochs = col.first(df, col.EPOCHS, "?")
     theirs = {col.first(col.table(tables, e), col.EPOCHS) for e in READERS} - {None, epochs}
-    if theirs:  # standard decides at half its budget (experiments/gn_grouping.yaml says why)
+    if theirs:  # standard decides at 3 of its 8 epochs (experiments/gn_grouping.yaml says why)
         epochs = f"{epochs} (C4's runs of record: {', '.join(str(e) for e in sorted(theirs))})"
     selected = "the LR selected per cell" if col.first(df, "protocol.lr_grid") is not None else (
         "no LR selection at this profile")
