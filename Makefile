@@ -15,7 +15,11 @@ LAUNCH      = hydra/launcher=$(LAUNCHER) $(if $(filter local,$(LAUNCHER)),hydra.
 GRID_EXPERIMENTS := mlp_small_batch norm_position rnn_small_batch rnn_words
 # The GPU bundle's experiments (normexp/gpu_bundle.py) run on a CUDA machine: bash bundle/run_gpu.sh.
 GPU_EXPERIMENTS := $(basename $(notdir $(wildcard experiments/gpu_*.yaml)))
-ALL_EXPERIMENTS := $(filter-out $(GRID_EXPERIMENTS) $(GPU_EXPERIMENTS),$(basename $(notdir $(wildcard experiments/*.yaml))))
+# Experiments whose outcome others read when they plan, run before them: gn_grouping decides GN's
+# grouping, which bn_small_batch, bn_small_batch_resnet and bn_small_batch_remedies train GN with
+# (their GN jobs wait for it: normexp/protocol/grouping.py).
+FIRST_EXPERIMENTS := gn_grouping
+ALL_EXPERIMENTS := $(FIRST_EXPERIMENTS) $(filter-out $(GRID_EXPERIMENTS) $(GPU_EXPERIMENTS) $(FIRST_EXPERIMENTS),$(basename $(notdir $(wildcard experiments/*.yaml))))
 EXPERIMENTS := $(if $(filter all,$(EXPERIMENT)),$(ALL_EXPERIMENTS),$(EXPERIMENT))
 
 .DEFAULT_GOAL := help

@@ -11,8 +11,11 @@ GPU_PREFIX = "gpu_"  # the GPU bundle's experiments (normexp/gpu_bundle.py), as 
 
 
 def experiment_names() -> list[str]:
-    """Every file of experiments/, in `make run-sweep`'s order."""
-    return sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
+    """Every file of experiments/, in `make run-sweep`'s order: the Makefile's
+    FIRST_EXPERIMENTS (whose outcome others read when they plan), then the rest by name."""
+    names = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
+    first = [n for n in makefile_list("FIRST_EXPERIMENTS") if n in names]
+    return first + [n for n in names if n not in first]
 
 
 def makefile_list(variable: str) -> list[str]:
@@ -39,3 +42,16 @@ def sweep_experiments() -> list[str]:
 def cpu_experiments() -> list[str]:
     """The experiments a CPU profile runs (`make run-sweep`, `make run-grid`)."""
     return [name for name in experiment_names() if name not in gpu_experiments()]
+
+
+def grouping_deciders() -> list[str]:
+    """The experiments that decide GN's grouping (their file declares
+    ``protocol.grouping_decision``): what ``protocol.grouping_from`` may name."""
+    import yaml  # only here: the catalogue is otherwise names and the Makefile
+
+    out = []
+    for name in experiment_names():
+        doc = yaml.safe_load((REPO / "experiments" / f"{name}.yaml").read_text()) or {}
+        if (doc.get("protocol") or {}).get("grouping_decision") is not None:
+            out.append(name)
+    return out

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from normexp.catalogue import grouping_deciders
 from normexp.data.ptb import LEVELS
 from normexp.errors import ConfigError
 from normexp.models import MODELS
@@ -91,6 +92,7 @@ def _choices() -> dict[str, Any]:
         "position": POSITIONS,
         "select_on": SELECT_ON,
         "stage": STAGES,
+        "decider": tuple(grouping_deciders()),
         "norm_params": param_rules(),
     }
 
@@ -204,6 +206,8 @@ def _protocol_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
         F("protocol.ladder", NumList(null=True, below=1), optional=True,
           doc="fractions of the record's budget the checked cells also train at; null: none"),
         F("protocol.stage", Choice(c["stage"]), optional=True),
+        F("protocol.grouping_from", Choice(c["decider"], null=True), optional=True,
+          doc="the experiment whose decision sets GN's grouping; null: the norm's own"),
     )
 
 

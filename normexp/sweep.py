@@ -84,9 +84,10 @@ def closing_line(records: list[RunRecord], skipped: int, wall: float) -> tuple[s
 
 def protocol_jobs(config: DictConfig, records: JobRecords) -> tuple[list[Job], list[Job]]:
     """(the jobs the sweeper will launch as far as the store tells now, record jobs of cells
-    whose LR is not chosen yet: validated, not counted). Without an LR grid: every plain job."""
+    whose LR is not chosen yet and GN jobs that wait for their grouping: validated, not
+    counted). Without an LR grid: every plain job (GN's with its grouping, or waiting)."""
     current = plan(config, sweep_overrides(config), records)
-    return current.jobs, current.unplanned
+    return current.jobs, [*current.unplanned, *current.waiting]
 
 
 class SweepCallback(Callback):

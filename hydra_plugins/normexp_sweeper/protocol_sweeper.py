@@ -16,6 +16,11 @@ Each launch round's jobs are grouped into packed groups where packing pays
 (normexp/protocol/pack.py: runs of one cell that differ in seed and LR multiplier, on this CPU
 at batch <= 8): a group is one launched job that trains and writes every member's run.
 Without a grid the sweep's jobs are grouped the same way and launched in one round.
+
+Either way an experiment that reads GN's grouping from another's decision
+(``protocol.grouping_from``; normexp/protocol/grouping.py) launches its GN jobs with the decided
+grouping, or, before that decision is in the store, holds them back and says which command
+makes it; and the experiment that makes the decision writes it after its sweep.
 """
 
 import logging
@@ -28,11 +33,13 @@ from omegaconf import OmegaConf
 
 from normexp.compose import fast_context
 from normexp.errors import one_line_errors
+from normexp.protocol.grouping import waiting_line, write_decision
 from normexp.protocol.pack import group_jobs
 from normexp.protocol.plan import (
     STAGE_CHECK,
     Job,
     JobRecords,
+    Plan,
     plan,
     uses_protocol,
     write_selection,
@@ -57,25 +64,38 @@ class ProtocolSweeper(BasicSweeper):
         device = str(pick_device(records(jobs[0])[0]["train"]["device"]))
         return [list(job) for job in group_jobs(jobs, records, device)]
 
-    def sweep(self, arguments: list[str]) -> Any:
-        if not uses_protocol(self.config):
-            records = JobRecords(self.config)
-            with one_line_errors(), composition_errors():
-                jobs = self._grouped([tuple(j) for j in sweep_overrides(self.config)], records)
-            if not any(o.startswith("runtime.pack_with=") for job in jobs for o in job):
-                return super().sweep(arguments)  # nothing packs: the basic sweeper, job for job
-            sweep_dir = Path(self.config.hydra.sweep.dir)
-            sweep_dir.mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-            results = self.launcher.launch(jobs, initial_job_idx=0)
-            for r in results:
-                _ = r.return_value  # raises if a job raised, as BasicSweeper does
-            return [results]
-        basic = sweep_overrides(self.config)  # the basic sweeper's jobs, as the callback sees them
+    def _launch(self, jobs: list[list[str]], first: int) -> Any:
+        results = self.launcher.launch(jobs, initial_job_idx=first)
+        for r in results:
+            _ = r.return_value  # raises if a job raised, as BasicSweeper does
+        return results
+
+    def _save_sweep_config(self) -> None:
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+
+    def sweep(self, arguments: list[str]) -> Any:
+        basic = [tuple(j) for j in sweep_overrides(self.config)]  # as the callback sees them
         records = JobRecords(self.config)
+        if uses_protocol(self.config):
+            returns, current = self._rounds(basic, records)
+        else:
+            with one_line_errors(), composition_errors():
+                current = plan(self.config, basic, records)  # GN's grouping taken, or waiting
+                jobs = self._grouped(current.jobs, records)
+            packs = any(o.startswith("runtime.pack_with=") for job in jobs for o in job)
+            if not packs and current.jobs == basic:
+                returns = super().sweep(arguments)  # the basic sweeper, job for job
+            else:
+                self._save_sweep_config()
+                returns = [self._launch(jobs, 0)] if jobs else []
+        self._close(current, records)
+        return returns
+
+    def _rounds(self, basic: list[Job], records: JobRecords) -> tuple[list, Plan]:
+        """The LR protocol's rounds: launch what the plan has new until it has nothing."""
+        self._save_sweep_config()
         launched: set[Job] = set()
         returns = []
         while True:
@@ -86,13 +106,20 @@ class ProtocolSweeper(BasicSweeper):
                 break
             with one_line_errors(), composition_errors():
                 grouped = self._grouped(new, records)
-            results = self.launcher.launch(grouped, initial_job_idx=len(launched))
-            for r in results:
-                _ = r.return_value  # raises if a job raised, as BasicSweeper does
+            returns.append(self._launch(grouped, len(launched)))
             launched.update(map(tuple, new))
-            returns.append(results)
-        path = write_selection(current)
-        log.info("normexp: LR selection of %d cells in %s", len(current.selection), path)
+        return returns, current
+
+    def _close(self, current: Plan, records: JobRecords) -> None:
+        """What the sweep leaves for the next: the LR selection, the grouping decision when
+        this experiment makes one, and a line for what could not run yet."""
+        if current.selection:
+            path = write_selection(current)
+            log.info("normexp: LR selection of %d cells in %s", len(current.selection), path)
+        with one_line_errors():
+            decision = write_decision(self.config, current.jobs, current.unplanned, records)
+        if decision is not None:
+            log.info("normexp: GN's grouping decision in %s", decision)
         checks = sum(STAGE_CHECK in job for job in current.jobs)
         if checks:
             log.info("normexp: %d convergence-check runs (twice the budget)", checks)
@@ -102,4 +129,5 @@ class ProtocolSweeper(BasicSweeper):
                 "record runs were not launched: rerun the same command",
                 len(current.unplanned),
             )
-        return returns
+        if current.waiting:
+            log.warning(waiting_line(self.config, len(current.waiting)))

@@ -51,6 +51,12 @@ DEVICES = "devices.count"
 LEVEL = "data.level"  # PTB: char or word
 FINAL_NORM = "model.final_norm"  # CNN: false leaves the last block without its norm (C3's control)
 TARGET_ACC = "target.train_acc"  # C9: the training accuracy whose steps-to-reach are compared
+# GN's grouping (configs/norm/group.yaml): its rule and number; absent in runs before them
+GROUPING = "norm.grouping"
+CHANNELS_PER_GROUP = "norm.channels_per_group"
+NUM_GROUPS = "norm.num_groups"
+ARM = "arm.name"  # an experiment's arm (weight_side, gn_grouping)
+GROUPING_FROM = "protocol.grouping_from"  # the experiment whose decision set GN's grouping
 
 CONFIG_COLUMNS = (
     NORM,
@@ -69,10 +75,14 @@ CONFIG_COLUMNS = (
     LEVEL,
     FINAL_NORM,
     TARGET_ACC,
+    GROUPING,
+    CHANNELS_PER_GROUP,
+    NUM_GROUPS,
 )
 
 # --- summary metrics --------------------------------------------------------------------------
 TEST_ACC = metric("test_acc")  # BN with its running averages, as deployed
+VAL_ACC = metric("val_acc")  # the final model on the validation split (what selection reads)
 TEST_ERR = metric("test_err")
 TRAIN_ACC = metric("train_acc")  # last epoch, as trained
 TRAIN_LOSS = metric("train_loss")  # last epoch's mean, as trained

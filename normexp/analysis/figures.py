@@ -10,7 +10,7 @@ from pathlib import Path
 
 from normexp.analysis.claims import load_analyses
 from normexp.analysis.columns import Tables, table
-from normexp.analysis.report import grid, write_report
+from normexp.analysis.report import gn_grouping, grid, write_report
 from normexp.analysis.report.damage import damaged_in
 from normexp.analysis.report.scales import report_extra
 from normexp.analysis.verdict import ladder
@@ -28,7 +28,7 @@ from normexp.tracking.collect import DamagedRun, experiments_in_store, write_col
 from normexp.tracking.store import RECORD_PROFILE, check_layout, default_results_dir, profile_dir
 
 # Report sections after the claims (not claims: no verdict of their own).
-SECTIONS = (grid.SECTION,)
+SECTIONS = (gn_grouping.SECTION, grid.SECTION)
 
 def collect_tables(results_dir: Path, damaged: list[DamagedRun] | None = None) -> Tables:
     """The collected table of every experiment of one profile's folder ``results_dir``;
@@ -107,7 +107,7 @@ def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> l
             verdict["damaged_runs_left_out"] = left_out
         for section, section_tables in extra:  # which model families support it (not of record)
             if section.families and (line := section.families(section_tables, analysis.claim)):
-                verdict["families"] = line
+                verdict[section.part] = line
         verdict_path = results_dir / "verdicts" / f"{analysis.name}.json"
         verdict_path.parent.mkdir(parents=True, exist_ok=True)
         verdict_path.write_text(json.dumps(verdict, indent=2, ensure_ascii=False) + "\n")
@@ -120,7 +120,8 @@ def write_figures_and_verdicts(results_dir: Path, wandb_mode: str = "auto") -> l
         figures = section.draw(section_tables, results_dir / "figures")
         runs = sum(len(t) for t in section_tables.values())
         print(f"{section.name}: {runs} runs -> {', '.join(map(str, figures))}")
-        text = section.markdown(section_tables)
+        store = {"results_dir": results_dir} if section.reads_store else {}
+        text = section.markdown(section_tables, **store)
         sections.append({"section": section, "figures": figures, "text": text})
     sections.append(report_extra(results_dir))  # every claim at every profile, this one's fresh
     md, page = write_report(results_dir, analyses, tables, wandb_mode, damaged, sections)

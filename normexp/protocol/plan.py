@@ -25,10 +25,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from normexp.compose import JobComposer
 from normexp.errors import ConfigError
+from normexp.protocol.grouping import with_decision
 from normexp.protocol.overrides import Job
 from normexp.protocol.overrides import key_of as _key
 from normexp.protocol.overrides import without as _without
 from normexp.protocol.select import LR_MULT, STATUS, select_lr, widened
+from normexp.protocol.subgrid import field_value as _field
 from normexp.protocol.subgrid import in_subgrid, runs_check
 from normexp.schema import field as schema_field
 from normexp.tracking.store import (
@@ -109,6 +111,8 @@ class Plan:
     jobs: list[Job] = field(default_factory=list)  # every job known now, in launch order
     # one record job per cell whose LR is not chosen yet, at a placeholder LR: to validate
     unplanned: list[Job] = field(default_factory=list)
+    # GN jobs that wait for the grouping decision they take (normexp/protocol/grouping.py)
+    waiting: list[Job] = field(default_factory=list)
     selection: dict[str, dict] = field(default_factory=dict)  # selection cell -> its outcome
     experiment: str = ""
     results_dir: Path | None = None
@@ -124,17 +128,6 @@ def selection_cell(cell: Job, select_batch_size: int | None) -> Job:
 
 def selection_jobs(cell: Job, grid: Sequence[float], seeds: Sequence[int]) -> list[Job]:
     return [(*cell, _mult(m), f"{SEED}={s}", STAGE_SELECT) for m in grid for s in seeds]
-
-
-def _field(config: Mapping, path: str) -> object:
-    """A dotted field of a resolved config; a section (norm, model, an experiment's arm or
-    cell) stands for its ``name`` when it has one. Missing: None."""
-    node: object = config
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node.get("name") if isinstance(node, Mapping) else node
 
 
 def in_check(config: Mapping, check: Mapping | None) -> bool:
@@ -246,9 +239,11 @@ def _decide(cell: Job, settings: Mapping, records: JobRecords) -> tuple[list[Job
 
 def plan(config: DictConfig, basic_jobs: Sequence[Sequence[str]], records: JobRecords) -> Plan:
     """The protocol's jobs for the sweep whose plain jobs are ``basic_jobs`` (see module doc);
-    without an LR grid, the plain jobs themselves."""
+    without an LR grid, the plain jobs themselves. Either way GN's jobs first take the grouping
+    their experiment reads from another's decision, or wait for it (``with_decision``)."""
+    basic_jobs, waiting = with_decision(config, basic_jobs, records)
     if not uses_protocol(config) or not basic_jobs:
-        return Plan(jobs=[tuple(j) for j in basic_jobs])
+        return Plan(jobs=basic_jobs, waiting=waiting)
     first, _ = records(basic_jobs[0])
     settings = first["protocol"]
     if not settings["lr_grid"]:
@@ -266,7 +261,7 @@ def plan(config: DictConfig, basic_jobs: Sequence[Sequence[str]], records: JobRe
             "selection and record seeds must be separate",
         )
     folder = profile_dir(first["paths"]["results_dir"], first["profile"])
-    out = Plan(experiment=first["claim"]["name"], results_dir=folder)
+    out = Plan(experiment=first["claim"]["name"], results_dir=folder, waiting=waiting)
     # Selection cells are named by the batch size and the grid axes that vary across the sweep's
     # cells: an axis with one value at this profile (e.g. model: cnn at quick, cnn,resnet from
     # standard on) is a fixed setting there, so names stay as they were at the cheaper profile.

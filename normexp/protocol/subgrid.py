@@ -12,6 +12,17 @@ def listed(values: object) -> set[str]:
     return {str(v).strip().strip("'\"") for v in items}
 
 
+def field_value(config: Mapping, path: str) -> object:
+    """A dotted field of a resolved config; a section (norm, model, an experiment's arm or
+    cell) stands for its ``name`` when it has one. Missing: None."""
+    node: object = config
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node.get("name") if isinstance(node, Mapping) else node
+
+
 def in_subgrid(value_of: Callable[[str], object], check: Mapping | None) -> bool:
     """Whether every field of the sub-grid ``check`` ({field: "v1,v2" or a list}) has one of its
     listed values; ``value_of(field)`` gives the value (None when missing). Listed values that a

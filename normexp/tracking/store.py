@@ -98,6 +98,8 @@ NEUTRAL_FIELDS = (
     ("model", "final_norm", True),
     ("train", "max_minutes", None),
     ("train", "test_every_epoch", False),  # what a run logs per epoch, not its final metrics
+    ("norm", "grouping", None),  # GN's grouping rule; null: implied by its numbers, as before
+    ("norm", "channels_per_group", None),
 )
 OPTIONAL_SECTIONS = (("protocol", "lr_grid"),)  # (section, switch): left out while switch is null
 # Fields that say which runs a sweep plans, never what one run computes: left out of every key
@@ -108,6 +110,10 @@ PLANNING_FIELDS = (
     ("protocol", "check_profiles"),
     ("protocol", "ladder"),
     ("protocol", "ladders"),
+    # GN's grouping decision: which experiment decides it, by which rule; a run's own grouping
+    # reaches its key through the norm fields the decision sets (normexp/protocol/grouping.py)
+    ("protocol", "grouping_decision"),
+    ("protocol", "grouping_from"),
 )
 # Entries of the per-profile ``scale`` table added after runs were stored: a lookup table whose
 # values a run uses reach its key through the fields that read them (model.depth, ...). `sweep`:

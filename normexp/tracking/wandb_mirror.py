@@ -58,8 +58,10 @@ NAME_EXTRAS = {
     "bn_position": (("model.name", ""), ("model.activation", "")),
     "smoothness": (("optim.lr_per_128", "lr"),),
     "weight_side": (("arm.name", ""),),
+    "gn_grouping": (("model.name", ""), ("arm.name", "")),  # GN's grouping arms, CNN and ResNet
     "bn_small_batch_devices": (("devices.per_device", "pd"),),
     "gpu_small_batch_devices": (("devices.per_device", "pd"),),
+    # retired (gn_grouping replaced it): the names of its committed runs
     "bn_small_batch_groups": (("norm.num_groups", "g"),),
     "norm_position": (("model.name", ""),),
     "not_ics": (("model.name", ""),),  # from standard on the CNN and the ResNet-20

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from normexp.catalogue import experiment_names
 from tests.helpers import REPO, Call, real_ptb, run_cli_batch
 
-FILES = sorted((REPO / "experiments").glob("*.yaml"))
-EXPERIMENTS = [p.stem for p in FILES]
+# make run-sweep's order: gn_grouping's decision before the sweeps whose GN jobs take it
+EXPERIMENTS = experiment_names()
+FILES = [REPO / "experiments" / f"{e}.yaml" for e in EXPERIMENTS]
 # The LSTM experiments read Penn Treebank: run where the real one is configured.
 NEEDS_PTB = {p.stem for p in FILES if "override /data: ptb" in p.read_text()}
 # Its runs (and the report's) also go to W&B, offline: the smallest sweep, as an offline run

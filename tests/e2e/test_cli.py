@@ -38,6 +38,11 @@ OVERRIDE_ROWS = [
     ("instance-in-mlp", ["model=mlp", "norm=instance"], ["norm.name", "dense", "allowed"]),
     ("groups-not-dividing", ["norm=group", "norm.num_groups=3"], ["norm.num_groups", "divide"]),
     (
+        "group-width-not-dividing",
+        ["norm=group", "norm.grouping=width", "norm.channels_per_group=8"],
+        ["norm.channels_per_group", "(4, 4, 8, 8, 8, 8); allowed: 1, 2, 4"],
+    ),
+    (
         "ghost-group-not-dividing",
         ["norm=ghost_batch", "train.batch_size=12"],
         ["norm.group_size", "divisor of train.batch_size=12"],

@@ -2,6 +2,8 @@
 runs kept out of the verdict tables, and the sweeper's check stage (planned in process on a fake
 store; end to end at smoke in tests/unit/test_protocol.py)."""
 
+import json
+
 import hydra
 import numpy as np
 import pandas as pd
@@ -279,6 +281,12 @@ def test_the_check_declaration_stays_out_of_run_keys(tmp_path):
 )  # fmt: skip
 def test_experiments_declare_their_deciding_cells(tmp_path, profile, expected):
     """Every deciding experiment's check is a part of its sweep, at the profiles it names."""
+    # GN's grouping decided (gn_grouping's decision in the store), so that GN's cells are planned
+    decision = {"complete": True, "run_keys": [],
+                "sets": {"norm.grouping": "width", "norm.channels_per_group": 8}}
+    folder = tmp_path / profile / "runs" / "gn_grouping"
+    folder.mkdir(parents=True)
+    (folder / "decision.json").write_text(json.dumps(decision))
     with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         for experiment, n in expected.items():
             config = hydra.compose(
@@ -296,10 +304,10 @@ def test_experiments_declare_their_deciding_cells(tmp_path, profile, expected):
 def test_cost_projection_prices_the_check_stage():
     from normexp.bench.cost import profile_cost
 
-    table = profile_cost("quick", experiments=["bn_small_batch", "bn_small_batch_groups"])
+    table = profile_cost("quick", experiments=["bn_small_batch", "gn_grouping"])
     assert table.loc["bn_small_batch", "check"] == 16  # quick's batch 2, 8, 32, 128 x 4 norms
     assert table.loc["bn_small_batch", "ladder"] == 16 * 3  # each checked cell's 3 seeds at x0.5
-    assert table.loc["bn_small_batch_groups", "check"] == 0  # declares no check
+    assert table.loc["gn_grouping", "check"] == 0  # declares no check
 
 
 @pytest.mark.parametrize("as_collected", [True, False])

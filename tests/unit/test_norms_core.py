@@ -223,7 +223,7 @@ def test_registry_holds_the_base_norms_with_their_properties():
     assert norm_spec("instance").input_kinds == {"image"}
     assert {"dense", "image"} <= norm_spec("layer").input_kinds
     assert norm_parameters("batch") == ["eps", "momentum"]
-    assert set(norm_parameters("group")) == {"num_groups", "channels_per_group", "eps"}
+    assert set(norm_parameters("group")) == {"grouping", "num_groups", "channels_per_group", "eps"}
 
 
 def test_unknown_norm_name_lists_the_allowed_ones():

@@ -105,7 +105,7 @@ def test_profile_cost_prices_what_run_sweep_runs_and_the_grid_apart():
     # The frozen time model (normexp/bench/cost.py) on 2 workers: pure arithmetic over the jobs.
     # `make run-sweep` leaves out the grid (`make run-grid`) and the GPU bundle's experiments.
     # Standard only: each profile costs tens of seconds of composing, and quick's projection
-    # (about 76 min, over its hour) is printed by `python -m normexp.bench.cost --profile quick`.
+    # (about 78 min, over its hour) is printed by `python -m normexp.bench.cost --profile quick`.
     standard = whole_sweep_cost("standard")
     assert set(standard.index) == set(sweep_experiments())
     left_out = set(makefile_list("GRID_EXPERIMENTS")) | set(gpu_experiments())
@@ -121,9 +121,10 @@ def test_profile_cost_prices_what_run_sweep_runs_and_the_grid_apart():
 
 def test_standard_sweep_and_grid_fit_twelve_hours_with_their_ladders():
     # With the ladders, the LR selected at every cell's own batch size, C7 under the protocol and
-    # the batch-2 cells checked, priced as the suite runs (packed small-batch groups, the test
-    # set once per run): `make run-sweep PROFILE=standard` about 503 min, `make run-grid` 144
-    # (docs/profiles.md); priced as before those, 798.
+    # the batch-2 cells checked and GN's grouping decided first (gn_grouping), priced as the
+    # suite runs (packed small-batch groups, the test set once per run): `make run-sweep
+    # PROFILE=standard` about 565 min, `make run-grid` 144 (docs/profiles.md); priced as before
+    # those, 890.
     grid = profile_cost("standard", experiments=makefile_list("GRID_EXPERIMENTS"))
     sweep = whole_sweep_cost("standard")
     assert sweep["ladder"].sum() > 0  # priced with its ladders

@@ -206,8 +206,13 @@ def test_without_a_grid_the_plan_is_the_basic_sweepers_jobs(tmp_path):
                 return_hydra_config=True,
             )
             assert config.hydra.sweeper._target_.endswith(".ProtocolSweeper")  # the default
-            basic = sweep_overrides(config)
-            assert plan(config, basic, JobRecords(config)).jobs == [tuple(j) for j in basic]
+            basic = [tuple(j) for j in sweep_overrides(config)]
+            planned = plan(config, basic, JobRecords(config))
+            # an empty store: GN jobs that take gn_grouping's decision wait for it, in order
+            assert planned.jobs == [j for j in basic if j not in planned.waiting]
+            assert set(planned.waiting) <= set(basic)
+            assert bool(planned.waiting) == (experiment in ("bn_small_batch",
+                                                            "bn_small_batch_remedies"))
 
 
 def test_selection_seeds_must_not_be_seeds_of_record(tmp_path):

@@ -17,7 +17,6 @@ from normexp.norms import make_norm, make_norm_factory
 from normexp.norms.layers import resolve_num_groups
 from normexp.norms.registry import norms_for
 from normexp.norms.weight_side import Standardize
-from normexp.sweep import sweep_overrides
 from normexp.validate import resolve_config
 
 IMAGE_NORMS = norms_for("image")
@@ -231,28 +230,6 @@ def test_resnet_config_per_profile(hydra_ctx, profile, depth, width_mult):
     model = config["model"]
     assert (model["depth"], model["width_mult"], model["shortcut"]) == (depth, width_mult, "A")
     assert config["norm"]["num_groups"] is None  # the GN paper's default grouping
-
-
-@pytest.mark.usefixtures("results_in_tmp")
-@pytest.mark.parametrize("profile", ["smoke", "quick"])
-def test_group_count_ablation_grid(hydra_ctx, profile):
-    cfg = hydra.compose(
-        "config",
-        overrides=["experiment=bn_small_batch_groups", f"profile={profile}"],
-        return_hydra_config=True,
-    )
-    overrides = sweep_overrides(cfg)
-    # reported, not decided on: the profile's report seeds (quick: 0-2)
-    assert len(overrides) == 6 * (1 if profile == "smoke" else 3)
-    # one seed's cells resolved (and so validated): the others differ in the seed only
-    first = [o for o in overrides if "seed=0" in o]
-    jobs = [resolve_config(hydra.compose("config", overrides=o)) for o in first]
-    cells = {(j["norm"]["name"], j["norm"]["num_groups"], j["train"]["batch_size"]) for j in jobs}
-    assert cells == {("group", g, b) for g in (2, 4, 8) for b in (2, 32)}
-    assert {(j["claim"]["id"], j["claim"]["name"]) for j in jobs} == {
-        ("C4", "bn_small_batch_groups")
-    }
-    assert {j["model"]["name"] for j in jobs} == {"cnn"}
 
 
 # --- GN's default grouping -------------------------------------------------------------

@@ -65,6 +65,7 @@ PARTS = (
     ("notes", "Notes"),
     ("record_note", "Seeds of record"),
     ("families", "Families"),  # from the grid section (normexp/analysis/report/grid.py)
+    ("gn_grouping", "GN's grouping"),  # C4, C8, C11 (normexp/analysis/report/gn_grouping.py)
 )
 TOP_HEADER = (
     "claim",

@@ -17,6 +17,9 @@ them), and each verdict says how many:
   The store cannot tell which file made a run, so the sweep log (``sweeps.jsonl``) does: a
   sitting whose command ran ``experiment=X`` into store folder Y ≠ X made the runs that finished
   during it. A rerun with more seeds is a new, declared run of the whole cell (its own store).
+- a GN run of an experiment that takes GN's grouping from the grouping ablation's decision
+  but does not carry the grouping it chose (an earlier design's run left in the folder;
+  normexp/analysis/verdict/grouping.py).
 
 Commits: the verdict lists the commits its runs of record came from; more than one is flagged
 unless the pair is declared equivalent in ``EQUIVALENT_COMMITS`` with the reason.
@@ -32,6 +35,7 @@ from omegaconf import OmegaConf
 
 from normexp.analysis import columns as col
 from normexp.analysis.columns import Tables, unique_values
+from normexp.analysis.verdict.grouping import other_grouping
 from normexp.catalogue import PROFILE_CONFIGS
 from normexp.tracking.store import read_sittings
 
@@ -87,9 +91,11 @@ def extension_keys(results_dir: Path | None, experiment: str, df: pd.DataFrame) 
 
 def of_record(tables: Tables, results_dir: Path | None = None) -> tuple[Tables, dict]:
     """The runs of record of each table, and what was left out: {"declared": {profile: seeds},
-    "outside_declared": n, "added_by_other_files": {experiment: n}, "commits": [...]}."""
+    "outside_declared": n, "added_by_other_files": {experiment: n}, "other_grouping":
+    {experiment: n}, "commits": [...]}."""
     out: Tables = {}
-    info: dict = {"declared": {}, "outside_declared": 0, "added_by_other_files": {}}
+    info: dict = {"declared": {}, "outside_declared": 0, "added_by_other_files": {},
+                  "other_grouping": {}}
     commits: set[str] = set()
     for experiment, df in tables.items():
         if df.empty or col.PROFILE not in df:
@@ -106,7 +112,10 @@ def of_record(tables: Tables, results_dir: Path | None = None) -> tuple[Tables, 
         extra = keep & df[col.RUN_KEY].isin(added) if added else pd.Series(False, df.index)
         if extra.any():
             info["added_by_other_files"][experiment] = int(extra.sum())
-        out[experiment] = df[keep & ~extra]
+        stale = keep & other_grouping(df, results_dir)
+        if stale.any():
+            info["other_grouping"][experiment] = int(stale.sum())
+        out[experiment] = df[keep & ~extra & ~stale]
         commits |= set(unique_values(out[experiment], col.COMMIT))
     info["commits"] = sorted(commits)
     return out, info
@@ -163,6 +172,8 @@ def apply_record(verdict: dict, info: dict, deciding: Tables) -> dict:
         parts.append(f"{info['outside_declared']} runs with undeclared seeds left out")
     for experiment, n in info["added_by_other_files"].items():
         parts.append(f"{n} runs added to {experiment} by another experiment file left out")
+    for experiment, n in info.get("other_grouping", {}).items():
+        parts.append(f"{n} GN runs of {experiment} without the decided grouping left out")
     if note := commits_note(info["commits"]):
         parts.append(note)
     verdict["record"] = record

@@ -165,5 +165,8 @@ class ReportSection:
     reads: tuple[str, ...]  # experiments whose collected tables it needs
     draw: Callable[[Tables, Path], list[Path]]  # draw(tables, figures_dir): its figures
     markdown: Callable[[Tables], list[str]]  # its text (markdown lines), figures aside
-    # families(tables, claim id): a line for that claim's verdict ("" for none)
+    # families(tables, claim id): a line for that claim's verdict ("" for none), under ``part``
     families: Callable[[Tables, str], str] | None = None
+    part: str = "families"  # the verdict's key for that line (the report's PARTS name it)
+    # markdown(tables, results_dir=...) also reads what the sweeps wrote beside the runs
+    reads_store: bool = False
