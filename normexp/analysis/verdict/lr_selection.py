@@ -25,6 +25,7 @@ METRIC_LABEL = {
     "valid_bpc": "validation bpc (lower: better)",
     "valid_ppl": "validation perplexity (lower: better)",
     "val_psnr": "validation PSNR (dB)",
+    "val_stylization_loss": "validation stylization loss (lower: better)",
 }
 
 
