@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import skip_init
 
 from normexp.data.augment import CIFAR10_MEAN, CIFAR10_STD
 from normexp.errors import ConfigError
@@ -81,7 +82,7 @@ def random_vgg(seed: int) -> LossNetwork:
         if block > 1:
             layers.append(nn.AvgPool2d(2))
         for k in range(1, convs + 1):
-            conv = nn.Conv2d(channels, width, 3, padding=1)
+            conv = skip_init(nn.Conv2d, channels, width, 3, padding=1)  # no global RNG draw
             nn.init.kaiming_normal_(conv.weight, nonlinearity="relu", generator=generator)
             bound = 1 / math.sqrt(channels * 9)
             nn.init.uniform_(conv.bias, -bound, bound, generator=generator)
@@ -111,9 +112,8 @@ def check_features(name: object) -> None:
 
 def vgg16() -> LossNetwork:
     """The ``vgg16`` loss network, its first three blocks, from the cached weights only."""
+    check_features("vgg16")  # before importing torchvision (seconds): a missing file fails fast
     from torchvision.models import vgg16 as torchvision_vgg16
-
-    check_features("vgg16")
     net = torchvision_vgg16()
     net.load_state_dict(torch.load(vgg16_weights_path(), map_location="cpu", weights_only=True))
     last = max(VGG16_RELU_INDEX.values())
