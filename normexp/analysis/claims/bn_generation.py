@@ -400,7 +400,8 @@ def gram_verdict(df: pd.DataFrame) -> tuple[str, str, dict | None, list[dict], s
         + "; ".join(parts)
         + f" ({seeds} seeds)"
     )
-    return call, effect, tests.get(("batch", normal)), subs, failures(df), json_safe(
+    notes = f"{DECIDING_TASK.name}: {failures(df)}"
+    return call, effect, tests[("batch", normal)], subs, notes, json_safe(
         _loss_details(df, tests, sizes)
     )
 
