@@ -552,6 +552,7 @@ def verdict(tables: dict) -> dict:
             f"{r['effect']}, {REPORTED_PHRASES[r['verdict']]}" for r in ran
         )
     reported_notes = "; ".join(f"{r['task']}: {r['notes']}" for r in ran if r["notes"])
+    all_notes = "; ".join(p for p in (notes, reported_notes) if p)
     fields = {}
     if measured is not None and measured["seeds"]:
         fields = {"estimate": measured["mean"], "ci": tuple(measured["ci"])}
@@ -559,7 +560,7 @@ def verdict(tables: dict) -> dict:
         call,
         effect,
         sub=subs or None,
-        notes="; ".join(p for p in (notes, reported_notes) if p),
+        notes=f"{all_notes}." if all_notes else "",  # a sentence: others append theirs
         details={**details, "decided_by": GRAM_EXPERIMENT, "reported": reported},
         ci_note="" if fields else "no paired BN and IN runs at the normal batch",
         **fields,
