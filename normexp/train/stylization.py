@@ -11,11 +11,12 @@ Loss: content + style_weight × style, per image, averaged over the batch (conte
 content image returned unchanged (content loss 0, all style loss) and the style image pasted in
 its place (style loss 0, all content loss), averaged over the first CALIBRATION_IMAGES images of
 CIFAR-10's training set. Neither preserving the content nor imposing the style is favoured, and
-the optimum is a compromise: on those images a half-contrast copy of each image costs less than
-either extreme, and a flat grey image more. (A first rule, the two terms equal for the
-generator's initial output, a flat image with all-zero features here, made the unchanged content
-image cost 6 times the flat image: it would have rewarded erasing the content. It was replaced
-from these values on fixed images, before any run of record.) The summary records the weight.
+the optimum is a compromise: on those images (random features, weight 0.93) both extremes cost
+0.27, a half-contrast copy of each image 0.16 and the generator's flat initial output 0.40. (A
+first rule, the two terms equal for that initial output, made the unchanged content image cost
+more than the flat one, 0.79 against 0.59: it would have rewarded erasing the content. It was
+replaced from these values on fixed images, before any run of record.) The summary records the
+weight.
 
 Held-out metric: the same loss on validation (every epoch) and test content images (the final
 model; the same test images for every run), the outputs clipped to [0, 1] as a saved image

@@ -304,8 +304,7 @@ def _label(rival: str, batch: int) -> str:
 
 
 def _pct(test: dict) -> str:
-    if not test["seeds"]:
-        return "no paired seeds"
+    """'+5.0% [+4.7, +5.3]' (no interval below 2 seeds)."""
     lo, hi = test["ci"]
     if test["seeds"] < 2:
         return f"{test['mean']:+.1f}%"
