@@ -22,7 +22,8 @@ from normexp.train.packed_fit import GroupMismatch
 from normexp.validate import resolve_config
 
 log = logging.getLogger("normexp")
-HEADLINE_METRICS = ("test_acc", "test_psnr", "test_bpc", "test_ppl")  # the first one present
+# The metric a finished run logs on its line: the first one its summary has.
+HEADLINE_METRICS = ("test_acc", "test_psnr", "test_stylization_loss", "test_bpc", "test_ppl")
 # Write failures that mean "the store cannot be written", not "this run failed".
 STORE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 CHECKPOINT = "checkpoint.pt"

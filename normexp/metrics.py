@@ -72,7 +72,7 @@ def logged_by(task: str) -> set[str]:
 
 
 CLASSIFY = ("classification", "instrumented_classification")
-IMAGE_TASKS = (*CLASSIFY, "image_to_image")
+IMAGE_TASKS = (*CLASSIFY, "image_to_image", "stylization")
 LM = ("language_model",)
 EVERY = (*IMAGE_TASKS, *LM)
 
@@ -158,7 +158,20 @@ register_metric("test_psnr", "dB", "higher", I2I, doc="BN with its running avera
 register_metric("test_psnr_batch_stats", "dB", "higher", I2I)
 register_metric("test_ssim", "", "higher", I2I)
 register_metric("input_psnr", "dB", None, I2I, doc="the corrupted input against its target")
-register_metric("sample_grid", "", None, I2I, doc="the file of the run's sample grid")
+register_metric("sample_grid", "", None, (*I2I, "stylization"), doc="the run's sample grid file")
+
+# --- Gram-loss stylization (C6's deciding task) ----------------------------------------------
+# The loss (content + style_weight x Gram style) on held-out content images, outputs clipped.
+GRAM = ("stylization",)
+LOSS_DOC = "content + style_weight x style loss, outputs clipped to [0, 1]"
+register_metric("val_stylization_loss", "", "lower", GRAM, per_epoch=True, doc=LOSS_DOC)
+register_metric("best_val_stylization_loss", "", "lower", GRAM)
+register_metric("test_stylization_loss", "", "lower", GRAM, doc=f"{LOSS_DOC}; BN as deployed")
+register_metric("test_stylization_loss_batch_stats", "", "lower", GRAM)
+register_metric("test_content_loss", "", "lower", GRAM, doc="its content term")
+register_metric("test_style_loss", "", "lower", GRAM, doc="its style term, weighted")
+register_metric("input_stylization_loss", "", None, GRAM, doc="the content image unchanged")
+register_metric("style_weight", "", None, GRAM, doc="the style term's weight (rule or setting)")
 
 # --- language model (C7) --------------------------------------------------------------------
 for name in ("bpc", "ppl", "loss"):

@@ -28,6 +28,7 @@ from normexp.errors import ConfigError
 from normexp.models import MODELS
 from normexp.models.blocks import ACTIVATIONS
 from normexp.models.cnn import HEADS
+from normexp.models.loss_network import FEATURES
 from normexp.models.lstm_cells import CELLS
 from normexp.models.resnet import SHORTCUTS
 from normexp.norms.registry import NORMS, norm_spec, param_rules
@@ -78,6 +79,7 @@ def _choices() -> dict[str, Any]:
         "probes": PROBES,
         "loss": tuple(LOSSES),
         "target": tuple(TARGETS),
+        "features": FEATURES,
         "optim": OPTIMIZERS,
         "lr_scaling": LR_SCALING,
         "schedule": SCHEDULES,
@@ -98,7 +100,7 @@ def _choices() -> dict[str, Any]:
 
 
 PROFILES = ("smoke", "quick", "standard", "paper")
-# The tasks with train.test_every_epoch (image_to_image evaluates its test set once, always).
+# The tasks with train.test_every_epoch (the image-to-image tasks evaluate their test set once).
 TESTED_TASKS = ("classification", "instrumented_classification", "language_model")
 
 
@@ -158,13 +160,27 @@ def _train_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
         F("train.probes", ChoiceList(c["probes"]), (task, ("instrumented_classification",))),
         F("train.probe_step_sizes", NumList(), (task, ("instrumented_classification",))),
         F("train.loss", Choice(c["loss"]), (task, ("image_to_image",))),
-        F("train.samples", Int(0), (task, ("image_to_image",))),
+        F("train.samples", Int(0), (task, ("image_to_image", "stylization"))),
         F("train.corruption.contrast", Interval(), (task, ("image_to_image",))),
         F("train.corruption.colour_gain", Interval(), (task, ("image_to_image",))),
         F("train.corruption.brightness", Num(0, 1), (task, ("image_to_image",))),
         F("train.corruption.colour_offset", Num(0, 1), (task, ("image_to_image",))),
         F("train.corruption.noise", Num(0), (task, ("image_to_image",)), optional=True),
         F("train.target", Choice(c["target"]), (task, ("image_to_image",)), optional=True),
+        F(
+            "train.features",
+            Choice(c["features"]),
+            (task, ("stylization",)),
+            doc="vgg16: torchvision's weights must be in torch's cache (never downloaded)",
+        ),
+        F("train.features_seed", Int(0), (task, ("stylization",))),
+        F("train.style_seed", Int(0), (task, ("stylization",))),
+        F(
+            "train.style_weight",
+            Num(0, lo_open=True, null=True),
+            (task, ("stylization",)),
+            doc="null: the rule (content unchanged and style pasted cost the same)",
+        ),
         F("train.seq_len", Int(1), (task, ("language_model",))),
         F("train.long_eval_factor", Int(1), (task, ("language_model",))),
     )

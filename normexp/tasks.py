@@ -1,17 +1,24 @@
 """Tasks: what a run does, chosen by ``train.task``. Each task brings its own config rules, its
 data preparation (run before anything is written) and its training loop, and is registered by
 the module that trains it (normexp.train.classification, .instrumented, .image_to_image,
-.language_model)."""
+.stylization, .language_model)."""
 
 from normexp.errors import ConfigError
-from normexp.train import classification, image_to_image, instrumented, language_model
+from normexp.train import (
+    classification,
+    image_to_image,
+    instrumented,
+    language_model,
+    stylization,
+)
 from normexp.train.task import Task
 
 DEFAULT_TASK = "classification"  # configs/config.yaml's train group
 # Every task by name, each declared by the module that trains it, in the order error lines list
 # them; the first that trains a model is the task that model means.
 TASKS: dict[str, Task] = {
-    m.TASK.name: m.TASK for m in (classification, instrumented, image_to_image, language_model)
+    m.TASK.name: m.TASK
+    for m in (classification, instrumented, image_to_image, stylization, language_model)
 }
 
 

@@ -68,6 +68,15 @@ PTB_TRAIN_TOKENS = {"char": 5_017_482, "word": 929_589}
 # (a CNN factor priced it at a third of its time): the committed quick store's mlp_small_batch
 # (commit ab6c42f, 4 epochs x 4000 images, idle), median per batch size.
 MLP_MS_PER_IMAGE = {2: 1.26, 4: 0.66, 8: 0.36, 16: 0.20, 32: 0.13, 64: 0.11, 128: 0.09}
+# The Gram-loss stylization (task stylization, C6): the generator's run plus its fixed loss
+# network (a forward on the output and back through it, a forward on the content image; the
+# same without the backward at evaluation), which does not grow with the generator's widths.
+# What it adds, in units of the generator's own time at widths 8/16/32 (GENERATOR_MS_PER_IMAGE):
+# measured with the two tasks' training hooks side by side, IN at the quick scale, one thread,
+# interleaved, min of 5 (2-core machine under load 2-5): a training image 3.72 vs 1.68 ms at
+# batch 4, 2.29 vs 1.14 at 32; a validation image 0.91 vs 0.35 and 1.10 vs 0.43 ms; a quick run
+# (16,000 training and 3,000 evaluated images) 2.23x restoration's at batch 4, 2.05x at 32.
+LOSS_NETWORK_FACTOR = {4: 1.23, 32: 1.05}
 # ResNet-20 / CNN training-step time by batch size (interpolated), interleaved on one core.
 RESNET_FACTOR = {2: 2.4, 32: 3.9}
 # train=instrumented: the ICS probe adds a forward/backward pass per conv layer every 25 steps
@@ -172,8 +181,10 @@ def job_seconds(config: Mapping) -> float:
         return tokens * LSTM_US_PER_TOKEN[level] * 1e-6
     n_train = data["n_train"] or 50_000 - data["n_val"]  # null: all that is left after n_val
     images = train["steps"] * batch if train.get("steps") else train["epochs"] * n_train
-    if train["task"] == "image_to_image":
+    if train["task"] in ("image_to_image", "stylization"):
         width = (model["widths"][0] / 8) ** 2
+        if train["task"] == "stylization":  # the loss network's share, whatever the widths
+            width += at_batch(LOSS_NETWORK_FACTOR, batch)
         return images * at_batch(GENERATOR_MS_PER_IMAGE, batch) * 1e-3 * width
     per_image = at_batch(CNN_MS_PER_IMAGE, batch) * 1e-3
     if model["name"] == "resnet":

@@ -1,6 +1,7 @@
 """Per-image photometric corruptions and targets of the image-to-image tasks (C6): each image gets
 its own contrast, brightness and colour cast (optionally plus pixel noise); the target is either
-the clean image (restoration, C6a) or a fixed stylization of it (C6b, see ``stylize``).
+the clean image (restoration) or a fixed stylization of it (see ``stylize``): C6's reported
+tasks.
 
 Pixels are in [0, 1] (uint8 / 255); the clean image, also in [0, 1], is the target. Per image n
 and channel c the corruption is an affine map about mid-grey,
@@ -136,8 +137,8 @@ def to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
 
 # --- targets ---------------------------------------------------------------------------------
 
-# The fixed stylization (C6b). Numbers chosen once by hand, not tuned: a colour mixing that is
-# no permutation or scaling of the channels (a "false colour" palette), an unsharp mask that
+# The fixed map (bn_generation_style). Numbers chosen once by hand, not tuned: a colour mixing that
+# is no permutation or scaling of the channels (a "false colour" palette), an unsharp mask that
 # needs spatial context, and a sigmoid tone curve whose offsets set the output's mean colour.
 STANDARDIZE_EPS = 0.01  # pixel units: channels flatter than 1% contrast are not blown up
 STYLE_MIX = ((0.6, 0.7, -0.3), (-0.4, 0.5, 0.7), (0.5, -0.6, 0.5))  # rows: output channels

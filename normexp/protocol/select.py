@@ -3,12 +3,12 @@
 Rule (written before any result is seen; README "Fair protocol"): in each cell, every multiplier
 of the grid is scored by the mean, over the selection seeds, of the runs' final validation
 metric (``protocol.select_on``: accuracy for a classifier, bits per character for the character
-LSTM, PSNR for an image-to-image network; each in its better direction; or, for a claim about
-training itself, the final training accuracy as trained: C9's noisy BN); a diverged run scores
-worst; the best mean wins, ties going to the smaller multiplier (the safer step). A winner at
-either end of the grid is ``at_edge``: the optimum may lie outside, and the sweeper widens the
-grid there. A cell with a grid value that has fewer than ``seeds`` finished runs is not
-``complete`` and gets no choice.
+LSTM, PSNR for an image-to-image network, the held-out loss for the Gram-loss stylization; each
+in its better direction; or, for a claim about training itself, the final training accuracy as
+trained: C9's noisy BN); a diverged run scores worst; the best mean wins, ties going to the
+smaller multiplier (the safer step). A winner at either end of the grid is ``at_edge``: the
+optimum may lie outside, and the sweeper widens the grid there. A cell with a grid value that
+has fewer than ``seeds`` finished runs is not ``complete`` and gets no choice.
 
 Only the cell columns, the multiplier, the status and the selection metric are read: test
 metrics can never influence the choice, and asking to select on one is refused.
@@ -27,7 +27,8 @@ STAGE = "protocol.stage"
 # The metrics a selection may use, with the direction that is better: validation metrics, and
 # the last epoch's training accuracy (as trained) for claims about training itself (C9).
 SELECT_DIRECTION = {"val_acc": "higher", "valid_bpc": "lower", "valid_ppl": "lower",
-                    "val_psnr": "higher", "train_acc": "higher"}
+                    "val_psnr": "higher", "val_stylization_loss": "lower",
+                    "train_acc": "higher"}
 SELECT_ON = tuple(SELECT_DIRECTION)
 STAGES = ("select", "record", "ladder", "check")  # ladder: lower budgets; check: doubled (plan.py)
 DIVERGED_SCORE = -math.inf

@@ -316,8 +316,8 @@ def _train_task(
     return train_image_to_image(c, log_epoch, bar_row, checkpoint, artifacts_dir=run_dir)
 
 
-# C6: undo per-image contrast / colour changes of CIFAR-10 images (C6a), or map them to a
-# fixed stylization that discards them (C6b), with a generator
+# C6 (reported tasks): undo per-image contrast / colour changes of CIFAR-10 images, or map them
+# to a fixed stylization that discards them, with a generator
 TASK = Task(
     "image_to_image",
     check_image_to_image,

@@ -28,6 +28,7 @@ BASES = {
     ("train.task", "classification"): ("profile=smoke",),
     ("train.task", "instrumented_classification"): ("profile=smoke", "experiment=not_ics"),
     ("train.task", "image_to_image"): ("profile=smoke", "experiment=bn_generation"),
+    ("train.task", "stylization"): ("profile=smoke", "experiment=bn_generation_gram"),
     ("train.task", "language_model"): ("profile=smoke", "experiment=rnn_norm"),
     ("data.name", "cifar10"): ("profile=smoke",),
     ("data.name", "ptb"): ("profile=smoke", "experiment=rnn_norm"),

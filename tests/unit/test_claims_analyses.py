@@ -434,15 +434,30 @@ def rnn_table(bpc: str | dict) -> pd.DataFrame:
     return table(rows + word)
 
 
-STYLE, RESTORE = "bn_generation_style", "bn_generation"  # C6's deciding task, and the other
+# C6's deciding task (the Gram-loss stylization, scored by its test loss: lower is better), and
+# the two tasks reported beside it (test PSNR)
+GRAM, STYLE, RESTORE = "bn_generation_gram", "bn_generation_style", "bn_generation"
+
+
+def gram_loss_table(best: str) -> pd.DataFrame:
+    """Gram-loss stylization runs: ``best`` has the lowest held-out loss (0.20 against 0.26)."""
+    cells = []
+    for b in (4, 32):
+        for norm in ("batch", "instance", "layer", "none"):
+            loss = {"test_stylization_loss": 0.20 if norm == best else 0.26}
+            cells.append(({"norm.name": norm, "train.batch_size": b}, loss))
+    return table(cells)
 
 
 def c11_tables(generation: str = "instance", rnn: str | dict = "layer") -> dict:
-    """C11's sources, each with a known winner; restoration's the opposite of stylization's."""
+    """C11's sources, each with a known winner; the reported C6 tasks' the opposite of the Gram
+    task's, so reading one of them instead would change the generation row."""
+    other = "batch" if generation == "instance" else "instance"
     return {
         "bn_small_batch": plain_table(bn_degrades=True),
-        STYLE: generation_table(generation),
-        RESTORE: generation_table("batch" if generation == "instance" else "instance"),
+        GRAM: gram_loss_table(generation),
+        STYLE: generation_table(other),
+        RESTORE: generation_table(other),
         "rnn_norm": rnn_table(rnn),
     }
 
@@ -478,22 +493,37 @@ def test_recommendations_missing_scenarios_are_not_run_yet(tmp_path):
 
 
 def test_c11_reads_c6s_deciding_task_and_follows_it_when_it_changes(monkeypatch):
-    """C6 is decided on its deciding task (stylization): C11's generation row reads that task,
-    with C6's score, through the registry; another deciding task moves the row with it."""
+    """C6 is decided on its deciding task (the Gram-loss stylization, by its test loss, lower is
+    better): C11's generation row reads that task, with C6's score, through the registry; the
+    lowest loss wins. Another deciding task moves the row with it."""
     c6 = analysis_named("bn_generation")
-    assert c6.score.experiment == bn_generation.DECIDING_TASK.experiment == STYLE
-    assert STYLE in analysis_named("recommendations").reads  # the registry adds it
-    assert RESTORE not in analysis_named("recommendations").reads
-    tables = c11_tables(generation="instance")  # restoration: BN best, stylization: IN best
+    task = bn_generation.DECIDING_TASK
+    assert c6.score.experiment == task.experiment == GRAM
+    assert c6.score.metric == task.metric == "test_stylization_loss"
+    assert not c6.score.higher_is_better and not task.higher_is_better
+    assert GRAM in analysis_named("recommendations").reads  # the registry adds it
+    assert not {STYLE, RESTORE} & set(analysis_named("recommendations").reads)
+    tables = c11_tables(generation="instance")  # Gram task: IN lowest; the reported: BN best
     rows = {r["scenario"]: r for r in recommendations.judge_all(tables)}
-    assert rows["image generation"]["experiment"] == STYLE
-    assert rows["image generation"]["winner"] == "instance"
-    assert rows["image generation"]["call"] == "matches"
-    assert recommendations.sub_deciding(tables)["C11 image generation"].keys() == {STYLE}
-    restoration = replace(c6.score, experiment=RESTORE)  # as if C6 were decided on C6a
+    row = rows["image generation"]
+    assert row["experiment"] == GRAM and row["unit"] == c6.score.unit
+    assert row["winner"] == "instance" and row["call"] == "matches"
+    assert row["means"]["instance"] == pytest.approx(20.0, abs=0.5)  # the loss ×100
+    assert row["blog_vs_rival"]["mean"] == pytest.approx(6.0, abs=0.5)  # > 0: IN's loss lower
+    assert recommendations.sub_deciding(tables)["C11 image generation"].keys() == {GRAM}
+    # BN's loss lowest: the row differs (a higher loss never wins)
+    rows = {r["scenario"]: r for r in recommendations.judge_all(c11_tables(generation="batch"))}
+    assert rows["image generation"]["winner"] == "batch"
+    assert rows["image generation"]["call"] == "differs"
+    # as if C6 were decided on the restoration, by its PSNR (higher is better)
+    restoration = replace(
+        c6.score, experiment=RESTORE, metric="test_psnr", higher_is_better=True, unit="dB",
+        scale=1.0,
+    )
     monkeypatch.setattr(bn_generation, "ANALYSIS", replace(c6, score=restoration))
     rows = {r["scenario"]: r for r in recommendations.judge_all(tables)}
     assert rows["image generation"]["experiment"] == RESTORE
+    assert rows["image generation"]["winner"] == "batch"
     assert rows["image generation"]["call"] == "differs"
 
 

@@ -121,10 +121,9 @@ def test_profile_cost_prices_what_run_sweep_runs_and_the_grid_apart():
 
 def test_standard_sweep_and_grid_fit_twelve_hours_with_their_ladders():
     # With the ladders, the LR selected at every cell's own batch size, C7 under the protocol and
-    # the batch-2 cells checked and GN's grouping decided first (gn_grouping), priced as the
-    # suite runs (packed small-batch groups, the test set once per run): `make run-sweep
-    # PROFILE=standard` about 565 min, `make run-grid` 144 (docs/profiles.md); priced as before
-    # those, 890.
+    # the batch-2 cells checked, GN's grouping decided first (gn_grouping), C4's extras at
+    # bn_small_batch's scale and C6's Gram-loss stylization, priced as the suite runs (packed
+    # small-batch groups, the test set once per run): docs/profiles.md has the numbers.
     grid = profile_cost("standard", experiments=makefile_list("GRID_EXPERIMENTS"))
     sweep = whole_sweep_cost("standard")
     assert sweep["ladder"].sum() > 0  # priced with its ladders

@@ -12,8 +12,8 @@ source when that changes (finished runs only, seeds paired):
   of C8's deciding cells (≥ 32 where LN, BN and GN all pass the convergence check; without one,
   every batch size ≥ 32), each seed's test error averaged over those every candidate has;
 - image generation (source C6, bn_generation): C6's deciding task and how C6 scores it (its
-  ``score``: today stylization, bn_generation_style, test PSNR, higher is better), averaged per
-  seed over the batch sizes every norm has;
+  ``score``: today the Gram-loss stylization, bn_generation_gram, held-out test loss, lower is
+  better, shown ×100), averaged per seed over the batch sizes every norm has;
 - RNN (source C7, rnn_norm): how C7 scores a cell (PTB characters, test bits per character,
   lower is better; rows sharing a seed averaged) and C7's family rule: RMSNorm is counted in
   LN's family, reported beside LN, never its rival, as C7b counts it.

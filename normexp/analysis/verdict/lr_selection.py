@@ -26,6 +26,7 @@ METRIC_LABEL = {
     "valid_ppl": "validation perplexity (lower: better)",
     "val_psnr": "validation PSNR (dB)",
     "train_acc": "training accuracy (last epoch, as trained)",
+    "val_stylization_loss": "validation stylization loss (lower: better)",
 }
 
 
