@@ -87,14 +87,16 @@ class SweepProgress:
         state = status.get("status")
         return state in FINISHED or (state == "failed" and status.get("time", 0) >= self.start)
 
-    def scan(self) -> tuple[int, float | None]:
-        """Settled runs, and the seconds left: the mean time of the runs that ended in this
-        sitting (start: its config.json, written when it starts; end: its status) times the
-        rounds of ``workers`` runs left. None before a run of this sitting has ended, rather
-        than a guess."""
-        done, times = 0, []
+    def scan(self) -> tuple[int, float | None, int]:
+        """Settled runs; the seconds left: the mean time of the runs that ended in this sitting
+        (start: its config.json, written when it starts; end: its status) times the rounds of
+        ``workers`` runs left, None before a run of this sitting has ended, rather than a
+        guess; and the runs running now (started in this sitting: 0 while workers start)."""
+        done, running, times = 0, 0, []
         for record in self.records:
             status = record.status or {}
+            if status.get("status") == "running" and status.get("time", 0) >= self.start:
+                running += 1
             if not self.settled(record):
                 continue
             done += 1
@@ -102,9 +104,9 @@ class SweepProgress:
             if took is not None:
                 times.append(took)
         if not times:
-            return done, None
+            return done, None, running
         rounds = math.ceil((len(self.records) - done) / self.workers)
-        return done, sum(times) / len(times) * rounds
+        return done, sum(times) / len(times) * rounds, running
 
 
 def _run_time(record: RunRecord, status: dict, since: float) -> float | None:
@@ -128,8 +130,12 @@ def launcher_workers(launcher: Mapping, runs: int) -> int:
     return max(1, min(launcher.get("array_parallelism") or runs, runs))
 
 
-def sweep_bar(total: int, initial: int) -> tqdm:
-    """The sweep's bar on row 0, showing ``initial`` finished runs from the start."""
+CHECKING = "checking the jobs"  # the bar's postfix until the sweep's runs are counted
+
+
+def sweep_bar(total: int | None = None, initial: int = 0) -> tqdm:
+    """The sweep's bar on row 0, shown from the sweep's first second: without ``total`` while
+    the jobs are composed and checked (seconds at standard), then ``count``'s."""
     bar = tqdm(
         total=total,
         initial=initial,
@@ -140,8 +146,32 @@ def sweep_bar(total: int, initial: int) -> tqdm:
         dynamic_ncols=True,
         disable=None,  # a terminal only: logs and CI get the closing line
     )
-    bar.set_postfix_str(format_eta(None), refresh=True)
+    bar.set_postfix_str(CHECKING if total is None else format_eta(None), refresh=True)
     return bar
+
+
+def count(
+    bar: tqdm, total: int, done: int, eta: float | None, running: int | None = None
+) -> None:
+    """Set the sweep bar to ``done`` settled runs of ``total``, with its ETA and the runs
+    running now, when known (not redrawn)."""
+    bar.total = total
+    busy = "" if running is None else f", {running} running"
+    bar.set_postfix_str(format_eta(eta) + busy, refresh=False)
+    bar.update(done - bar.n)
+
+
+class SweepLogFile(logging.FileHandler):
+    """The sweep's log file, <sweep dir>/sweep.log (configs/hydra/hydra_logging/normexp.yaml):
+    the launchers' line per launched job goes here, not to the terminal. Its folder is made and
+    the file opened at its first line, so a single run, which launches nothing, writes none."""
+
+    def __init__(self, filename: str, mode: str = "a", encoding: str = "utf-8") -> None:
+        super().__init__(filename, mode, encoding, delay=True)
+
+    def _open(self):  # noqa: ANN202 - logging's own
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
 
 
 class ProgressSlot:

@@ -3,10 +3,13 @@
 Before any job starts: every job's config is composed and validated (a bad value stops the sweep
 with one line, nothing written). If the store holds every run finished, the sweep ends there, in
 this process: the closing line, exit 0, no worker started. Else the data is prepared once
-(downloaded if allowed, verified), so workers never race to download. During the sweep: a
-progress bar fed by the results store, which is what jobs in other processes or on other
-machines share (normexp/console.py): it starts at the runs finished before, log lines scroll
-above it, its ETA comes from the runs of this sitting. After: one line counting
+(downloaded if allowed, verified), so workers never race to download. From the sweep's first
+second: a progress bar, its elapsed time running while the jobs are checked, then fed by the
+results store, which is what jobs in other processes or on other machines share
+(normexp/console.py): it counts from the runs finished before, log lines scroll above it, its
+ETA comes from the runs of this sitting; the launcher's line per launched job goes to the
+sweep's log file, <sweep dir>/sweep.log (configs/hydra/hydra_logging/normexp.yaml), not to the
+terminal. After: one line counting
 ok / diverged / failed runs, the same as a JSON line appended to <results>/<profile>/sweeps.jsonl
 (the command, its wall time, the commit and machine: the report's record of each sitting); exit 1 if
 any failed. A sitting stopped by Ctrl-C or SIGTERM still writes its line, marked interrupted, and
@@ -15,13 +18,14 @@ marked aborted. So the wall time of every sitting of a long resumed sweep is on 
 """
 
 import atexit
+import contextlib
 import json
 import os
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +38,7 @@ from tqdm import tqdm
 
 from normexp import stopping
 from normexp.compose import JobComposer
-from normexp.console import SweepProgress, format_eta, launcher_workers, log_above_bars, sweep_bar
+from normexp.console import SweepProgress, count, launcher_workers, log_above_bars, sweep_bar
 from normexp.errors import one_line_errors
 from normexp.job import prepare_data
 from normexp.protocol.plan import Job, JobRecords, plan, uses_protocol
@@ -99,6 +103,8 @@ class SweepCallback(Callback):
         self.start = time.time()
         self.stop = threading.Event()
         self.watcher: threading.Thread | None = None
+        self.bar: tqdm | None = None
+        self.progress: SweepProgress | None = None  # set once the sweep is launched
         self.line_written = False
         self.remote = False
         self.signal: int | None = None
@@ -120,7 +126,8 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         began = time.time()
         local = not runs_remotely(config)
-        with one_line_errors(), composition_errors():
+        self._start_watching()  # the bar from the first second: checking takes seconds
+        with one_line_errors(), self._bar_closed_on_error(), composition_errors():
             check_hydra(config)
             # Composes and resolves (validates) each job once; jobs on other machines (SLURM)
             # are checked against theirs when they start. Under the LR protocol, record jobs
@@ -133,15 +140,17 @@ class SweepCallback(Callback):
             first = resolved[0][0]
             self.experiment, self.profile = first["claim"]["name"], first["profile"]
         self.skipped = sum(r.is_finished() for r in self.records)
+        self._first_count()
         if self.records and self.skipped == len(self.records) and not checked_only:
             self._nothing_to_run(time.time() - began)  # exits: no worker, no data
         if resolved:  # after the check above: a finished sweep needs no data, nor a store
-            with one_line_errors():
+            with one_line_errors(), self._bar_closed_on_error():
                 ensure_writable(self.records[0].path.parents[2])
                 prepare_data(resolved[0][0])
         self.start = time.time()
         self._record_if_interrupted(remote=not local)
-        self._start_watching(config)
+        workers = launcher_workers(config.hydra.launcher, len(self.records))
+        self.progress = SweepProgress(self.records, workers, self.start)  # the bar counts now
 
     def _record_if_interrupted(self, remote: bool) -> None:
         """Until the closing line is written, a stop (normexp.stopping: SIGINT, SIGTERM) writes
@@ -158,9 +167,7 @@ class SweepCallback(Callback):
     def _exit_before_end(self) -> None:
         if self.line_written or not self.records:
             return
-        self.stop.set()
-        if self.watcher is not None:
-            self.watcher.join(timeout=1)
+        self._stop_watching(timeout=1)
         wall = time.time() - self.start
         line, counts = closing_line(self.records, self.skipped, wall)
         how = "interrupted" if self.signal is not None else "aborted"
@@ -175,6 +182,7 @@ class SweepCallback(Callback):
 
     def _nothing_to_run(self, wall: float) -> None:
         """Every run is finished: say so in the closing line, record the sitting, exit 0."""
+        self._stop_watching()
         line, counts = closing_line(self.records, self.skipped, wall)
         print(
             f"{line}; all {len(self.records)} were finished already, so no job was started",
@@ -183,20 +191,40 @@ class SweepCallback(Callback):
         self._record_sitting(self.records[0].path.parents[2], wall, counts)
         raise SystemExit(0)
 
-    def _start_watching(self, config: DictConfig) -> None:
-        """The sweep bar, shown now with the runs finished before; log lines go above it."""
+    def _start_watching(self) -> None:
+        """The sweep bar, shown now: checking the jobs until they are counted; log lines go
+        above it."""
         log_above_bars()
-        workers = launcher_workers(config.hydra.launcher, len(self.records))
-        progress = SweepProgress(self.records, workers, self.start)
-        bar = sweep_bar(len(self.records), self.skipped)
-        self.watcher = threading.Thread(target=self._watch, args=(progress, bar), daemon=True)
+        self.bar = sweep_bar()
+        self.watcher = threading.Thread(target=self._watch, args=(self.bar,), daemon=True)
         self.watcher.start()
+
+    def _first_count(self) -> None:
+        """The bar's total and the runs finished before, as soon as the jobs are known (the
+        watcher, which redraws it meanwhile, counts from the store once ``self.progress`` is
+        set)."""
+        if self.bar is not None:
+            with self.bar.get_lock():
+                count(self.bar, len(self.records), self.skipped, None)
+
+    @contextlib.contextmanager
+    def _bar_closed_on_error(self) -> Iterator[None]:
+        """An error before the sweep launches closes the bar first: its line goes below it."""
+        try:
+            yield
+        except BaseException:
+            self._stop_watching()
+            raise
+
+    def _stop_watching(self, timeout: float | None = None) -> None:
+        """The watcher's last count, and the bar closed."""
+        self.stop.set()
+        if self.watcher is not None:
+            self.watcher.join(timeout)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         atexit.unregister(self._exit_before_end)
-        self.stop.set()
-        if self.watcher is not None:
-            self.watcher.join()
+        self._stop_watching()
         self._recount_protocol(config)
         wall = time.time() - self.start
         line, counts = closing_line(self.records, self.skipped, wall)
@@ -257,17 +285,16 @@ class SweepCallback(Callback):
         except OSError as exc:
             print(f"normexp: could not record the sweep in sweeps.jsonl: {exc}", file=sys.stderr)
 
-    def _watch(self, progress: SweepProgress, bar: tqdm) -> None:
-        """Read the store every second; redraw the bar four times a second, as a job's log
-        line may have pushed it down a row."""
-        done, tick = bar.n, 0
+    def _watch(self, bar: tqdm) -> None:
+        """Once the sweep is launched (``self.progress``), read the store every second; redraw
+        the bar four times a second (its elapsed time runs while the jobs are checked), as a
+        job's log line may have pushed it down a row."""
+        tick = 0
         while True:
             stopping = self.stop.wait(0.25)
-            if stopping or tick % 4 == 0:
-                now, eta = progress.scan()
-                bar.set_postfix_str(format_eta(eta), refresh=False)
-                bar.update(now - done)
-                done = now
+            progress = self.progress
+            if progress is not None and (stopping or tick % 4 == 0):
+                count(bar, len(progress.records), *progress.scan())
             bar.refresh()
             tick += 1
             if stopping:

@@ -2,6 +2,13 @@
 tables, the claims' verdicts with their CIs (the report's numbers), and slicing of the runs by
 norm × batch × position × model × seed with a mean and 95% CI over seeds per cell.
 
+Only runs of record are averaged, as in the report: the collected tables also hold the fair
+protocol's other runs (``protocol.stage``: LR selection on selection seeds, the budget ladder's
+lower budgets, the convergence check's doubled budget), which would pull a cell's mean toward
+another budget or LR. ``runs_of_record`` keeps the runs the report reads (``columns.table``:
+stage record; ``verdict.record.of_record``: declared seeds, made by the declaring experiment
+file); ``slice_runs`` keeps stage record by default and ``cell_means`` refuses a mix of stages.
+
 ``python -m normexp.analysis.explore [--profile P]`` executes the notebook against one profile's
 folder of the store (``make figures`` does it after the report), with outputs that are the same
 bytes on a rerun. The committed notebook is the profile of record's (``RECORD_PROFILE``): for it
@@ -16,12 +23,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from normexp.analysis import columns as col
 from normexp.analysis.claims import load_analyses
-from normexp.analysis.columns import Tables
+from normexp.analysis.columns import Tables, table
 from normexp.analysis.figures import of_record_for, verdict_of_record
+from normexp.analysis.report import STAGE_LABELS
 from normexp.analysis.stats import mean_ci
+from normexp.analysis.verdict.record import of_record
 from normexp.catalogue import REPO
 from normexp.errors import one_line_errors
+from normexp.protocol.select import STAGES
 from normexp.tracking.store import RECORD_PROFILE, check_layout, default_results_dir, profile_dir
 
 # The slicing axes and the collected table's column for each.
@@ -33,28 +44,53 @@ AXES = {
     "seed": "seed",
 }
 NOTEBOOK = REPO / "notebooks" / "explore_results.ipynb"
+RECORD = "record"  # the stage of the runs of record (older tables without the column: all)
 
 
 def load_tables(results_dir: Path) -> Tables:
     """The tables ``make figures`` collected in one profile's folder: {experiment: one row per
-    run}."""
+    run}, every stage (``runs_of_record`` keeps the ones the report averages)."""
     folder = Path(results_dir) / "collected"
     return {p.stem: pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))}
 
 
-def runs_table(tables: Tables) -> pd.DataFrame:
-    """Runs per experiment and status, with the seeds each has."""
+def runs_of_record(tables: Tables, results_dir: Path | None = None) -> Tables:
+    """The runs of record of every collected table, as the report reads them: stage record
+    (one scale), declared seeds, made by the declaring experiment file (the sweep log of the
+    profile folder ``results_dir`` says which file made a run; None: not checked)."""
+    record, _ = of_record({e: table(tables, e) for e in tables}, results_dir)
+    return record
+
+
+def _stages(df: pd.DataFrame) -> pd.Series:
+    return df[col.STAGE].fillna(RECORD) if col.STAGE in df else pd.Series(RECORD, df.index)
+
+
+def runs_table(tables: Tables, results_dir: Path | None = None) -> pd.DataFrame:
+    """Per experiment: its runs, how many of them are of record and of each other stage of the
+    fair protocol (a stage no experiment ran left out), the seeds of record, and the runs of
+    record by status."""
+    record = runs_of_record(tables, results_dir)
     rows = []
     for name, df in tables.items():
-        row = {"experiment": name, "runs": len(df), "seeds": df["seed"].nunique()}
-        row.update(df["status"].value_counts().to_dict())
+        stages = _stages(df).value_counts()
+        mine = record.get(name, df.iloc[:0])
+        row = {"experiment": name, "runs": len(df), "of record": len(mine)}
+        row.update({label: int(stages.get(s, 0)) for s, label in STAGE_LABELS.items()})
+        row["seeds of record"] = mine[col.SEED].nunique() if not mine.empty else 0
+        row.update(mine[col.STATUS].value_counts().to_dict() if not mine.empty else {})
         rows.append(row)
-    return pd.DataFrame(rows).set_index("experiment").fillna(0).astype(int)
+    if not rows:  # nothing collected yet
+        return pd.DataFrame()
+    out = pd.DataFrame(rows).set_index("experiment").fillna(0).astype(int)
+    unused = [label for label in STAGE_LABELS.values() if label in out and not out[label].any()]
+    return out.drop(columns=unused)
 
 
 def verdict_table(tables: Tables, results_dir: Path) -> pd.DataFrame:
-    """Each claim's verdict, effect estimate and 95% CI, decided from ``tables`` (of the profile
-    folder ``results_dir``) exactly as the report decides it: its runs of record, its rule."""
+    """Each claim's verdict, effect estimate and 95% CI, decided from ``tables`` (every stage,
+    as ``load_tables`` gives them, of the profile folder ``results_dir``) exactly as the report
+    decides it: its runs of record, its rule, the convergence check's runs for its regime."""
     rows = []
     for a in load_analyses():
         v = verdict_of_record(a, *of_record_for(a, tables, Path(results_dir)), tables)
@@ -77,15 +113,22 @@ def _wanted(value: object) -> list:
     return list(value) if isinstance(value, Iterable) and not isinstance(value, str) else [value]
 
 
-def slice_runs(df: pd.DataFrame, status: str | None = "ok", **where: object) -> pd.DataFrame:
+def slice_runs(
+    df: pd.DataFrame, status: str | None = "ok", stage: str | None = RECORD, **where: object
+) -> pd.DataFrame:
     """The runs of ``df`` whose axes (keys of ``AXES``: norm, batch, position, model, seed) take
-    the given value, or one of the given values for a list; ``status=None`` keeps every run."""
+    the given value, or one of the given values for a list; ``status=None`` keeps every status,
+    ``stage=None`` every stage of the fair protocol (default: the runs of record only)."""
     unknown = set(where) - set(AXES)
     if unknown:
         raise ValueError(f"unknown axes {sorted(unknown)}; slice by {list(AXES)}")
+    if stage is not None and stage not in STAGES:
+        raise ValueError(f"stage: unknown {stage!r}; allowed: {', '.join(STAGES)} or None")
     mask = pd.Series(True, index=df.index)
     if status is not None:
         mask &= df["status"] == status
+    if stage is not None:
+        mask &= _stages(df) == stage
     for axis, value in where.items():
         if value is not None:
             mask &= df[AXES[axis]].isin(_wanted(value))
@@ -96,7 +139,13 @@ def cell_means(
     df: pd.DataFrame, metric: str, by: Sequence[str] = ("norm", "batch"), scale: float = 1.0
 ) -> pd.DataFrame:
     """Per cell of the axes ``by``: mean of ``metric`` × ``scale`` over runs, its 95% CI over
-    seeds (Student t) and the number of seeds."""
+    seeds (Student t) and the number of seeds. Runs of one stage only (``slice_runs`` keeps the
+    runs of record): a selection or check run of a seed would be averaged into its cell."""
+    if len(mixed := sorted(_stages(df).unique())) > 1:
+        raise ValueError(
+            f"cell_means: runs of stages {mixed} would share a cell; slice_runs(df) keeps the "
+            "runs of record"
+        )
     columns = [AXES[b] for b in by]
     rows = []
     for key, cell in df.groupby(columns, dropna=False):

@@ -36,6 +36,8 @@ NAMESPACES = (
     ("weight_", "weights"),
 )
 STEP_METRIC = "epoch"
+STAGE_PATH = "protocol.stage"  # select, record, ladder or check (normexp/protocol/select.py)
+RECORD_STAGE = "record"  # the runs of record; a stored run without the field is one
 PERF_SUFFIXES = ("_per_s", "_time_s")
 # Files a task writes into its run folder that are logged as media at finish.
 MEDIA_FILES = {"media/samples": "samples.png"}
@@ -102,9 +104,17 @@ def _get(config: Mapping, path: str):
     return node
 
 
+def _budget(config: Mapping) -> str:
+    """A run's budget in its name: ``s<steps>`` where a step budget is set, else ``e<epochs>``."""
+    steps = _get(config, "train.steps")
+    return f"s{steps}" if steps is not None else f"e{_get(config, 'train.epochs')}"
+
+
 def run_identity(config: Mapping, key: str) -> dict:
     """The W&B id, name, group, tags and config of a store run. The id is the run key, so a
-    resumed run continues its W&B run; the config is the store's (no machine paths)."""
+    resumed run continues its W&B run; the config is the store's (no machine paths), with
+    ``protocol.stage`` always set (runs stored before the field were runs of record), so a
+    dashboard or a user filters the runs of record on it, as on the ``stage:`` tag."""
     experiment = config["claim"]["name"]
     norm = config["norm"]
     name = (
@@ -114,21 +124,23 @@ def run_identity(config: Mapping, key: str) -> dict:
     for path, prefix in NAME_EXTRAS.get(experiment, ()):
         if _get(config, path) is not None:
             name += f"-{prefix}{_get(config, path)}"
-    # The fair protocol's runs beside the runs of record: a selection run per LR multiplier, a
-    # check run at the doubled budget (README "Fair protocol").
-    stage = _get(config, "protocol.stage")
+    # The fair protocol's runs beside the runs of record: a selection run per LR multiplier,
+    # ladder runs at lower budgets, a check run at the doubled budget (README "Fair protocol").
+    stage = _get(config, STAGE_PATH) or RECORD_STAGE
     if stage == "select":
         name += f"-select-lr{_get(config, 'optim.lr_mult'):g}x"
-    elif stage == "check":
-        name += f"-check-e{_get(config, 'train.epochs')}"
-    tags = [config["claim"]["id"], experiment]
+    elif stage in ("ladder", "check"):
+        name += f"-{stage}-{_budget(config)}"
+    tags = [config["claim"]["id"], experiment, f"stage:{stage}"]
     tags += [f"{label}:{_get(config, p)}" for label, p in FACTORS if _get(config, p) is not None]
+    stored = portable(config)
+    stored["protocol"] = {**(stored.get("protocol") or {}), "stage": stage}
     return {
         "run_id": key,
         "name": name,
         "group": experiment,
         "tags": tags,
-        "config": {**portable(config), "run_key": key},
+        "config": {**stored, "run_key": key},
     }
 
 

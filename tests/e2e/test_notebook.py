@@ -8,8 +8,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-from normexp.analysis.explore import cell_means, execute_notebook, slice_runs
+from normexp.analysis.explore import NOTEBOOK, cell_means, execute_notebook, slice_runs
 from normexp.analysis.stats import mean_ci
+from normexp.catalogue import PROFILE_CONFIGS
 from normexp.tracking.store import RECORD_PROFILE, profile_dir
 from tests.helpers import REPO
 
@@ -78,3 +79,15 @@ def test_notebook_executes_on_the_committed_results(tmp_path):
             assert f"{v['ci'][0]:.2f}" in text and f"{v['ci'][1]:.2f}" in text
     markdown = [o.get("data", {}).get("text/markdown", "") for o in outputs]
     assert any("blog's pick vs best rival" in m for m in markdown)  # C11's table
+    # It names the profile it read, and counts runs of record apart from the protocol's others.
+    assert any(f"Profile **`{RECORD_PROFILE}`**" in m for m in markdown)
+    runs = next(o for o in outputs if "seeds of record" in o.get("data", {}).get("text/html", ""))
+    assert all(f"<th>{h}</th>" in runs["data"]["text/html"] for h in ("of record", "LR selection"))
+
+
+def test_the_notebooks_text_names_no_profile_of_its_own():
+    """Its executed copies serve every profile: the profile it read is in its outputs only."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    text = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+    named = [p.stem for p in PROFILE_CONFIGS.glob("*.yaml") if f"`{p.stem}`" in text]
+    assert not named, f"the notebook's text names the profile(s) {named}"

@@ -1,19 +1,22 @@
-"""The HTML report as headless Chromium renders it: every figure decodes, no markdown markup is
-left as text, the Chinese quotes carry ``lang`` and name an installed CJK font, C11's table is a
-table. Skipped where Chromium is not installed (.ci/run installs it)."""
+"""The HTML report as headless Chromium renders it: every figure decodes (the LR selection's in
+their claims' sections too), no markdown markup is left as text, the table of contents reaches
+every section, verdicts are coloured in every table, the Chinese quotes carry ``lang`` and name
+an installed CJK font, C11's table is a table. One Chromium page load for all of it. Skipped
+where Chromium is not installed (.ci/run installs it)."""
 
 import html
 import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from PIL import Image
 
 from normexp.analysis.claims import load_analyses
-from normexp.analysis.report import write_report
+from normexp.analysis.report import scales, write_report
 from normexp.analysis.report.browser import chromium, dump_dom, screenshot
 from normexp.tracking.store import RECORD_PROFILE, profile_dir
 from tests.helpers import REPO
@@ -28,7 +31,16 @@ window.addEventListener("load", () => {
   const sections = [...document.querySelectorAll("section")];
   const probe = {
     images: [...document.images].map(i => ({alt: i.alt, complete: i.complete,
-                                             width: i.naturalWidth, height: i.naturalHeight})),
+                                             width: i.naturalWidth, height: i.naturalHeight,
+                                             section: i.closest("section")?.id})),
+    contents: [...document.querySelectorAll("#contents a")].map(a => {
+      const target = document.getElementById(a.getAttribute("href").slice(1));
+      return {href: a.getAttribute("href"), found: !!target, shown: !!target?.offsetHeight};
+    }),
+    verdictCells: [...document.querySelectorAll("td")]
+      .filter(td => /^(supported|contradicted|inconclusive)\\b/.test(td.innerText.trim()))
+      .map(td => ({text: td.innerText.trim().slice(0, 40), color: getComputedStyle(td).color})),
+    bodyColor: getComputedStyle(document.body).color,
     text: [...document.body.children].filter(e => !["PRE", "SCRIPT"].includes(e.tagName))
           .map(e => e.innerText).join("\\n"),
     chinese: [...document.querySelectorAll("[lang]")].filter(e => e !== document.documentElement)
@@ -55,6 +67,16 @@ MARKUP = {
 }
 
 
+def scales_section() -> dict:
+    """The Scales section from the committed verdicts of every profile and its committed figure
+    (not redrawn): a section after the claims, with a verdict in most cells."""
+    profiles = scales.profiles_in(RESULTS.parent)
+    rows = scales.scale_rows({p: scales.read_verdicts(RESULTS.parent / p) for p in profiles})
+    text = scales.section_text(rows, profiles)
+    return {"section": scales.SECTION, "figures": [RESULTS / "figures" / scales.FIGURE],
+            "text": text}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     """report.html built from the committed results' verdicts, figures and collected tables."""
@@ -63,8 +85,18 @@ def report(tmp_path_factory):
         shutil.copytree(RESULTS / folder, out / folder)
     shutil.copy(RESULTS / "sweeps.jsonl", out / "sweeps.jsonl")
     tables = {p.stem: pd.read_parquet(p) for p in sorted((RESULTS / "collected").glob("*.parquet"))}
-    write_report(out, load_analyses(), tables, wandb_mode="disabled")
+    write_report(out, load_analyses(), tables, "disabled", extras=[scales_section()])
     return out / "report.html"
+
+
+def lr_figures() -> dict[str, str]:
+    """{claim's section: its LR selection's figure}, from the committed verdicts."""
+    found = {}
+    for path in sorted((RESULTS / "verdicts").glob("*.json")):
+        name = (json.loads(path.read_text()).get("protocol") or {}).get("lr_figure")
+        if name:
+            found[path.stem] = Path(name).stem
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +110,36 @@ def probe(report) -> dict:
 
 def test_every_figure_decodes_in_the_browser(probe):
     claims = {a.name for a in load_analyses()}  # the page is built without the grid section
-    figures = sorted(p.stem for p in (RESULTS / "figures").glob("*.png") if p.stem in claims)
+    figures = [p.stem for p in (RESULTS / "figures").glob("*.png") if p.stem in claims]
+    figures = [f for f in figures if f != "recommendations"] + [*lr_figures().values(), "scales"]
     images = probe["images"]
-    assert sorted(i["alt"] for i in images) == [f for f in figures if f != "recommendations"]
+    assert sorted(i["alt"] for i in images) == sorted(figures)
     broken = [i["alt"] for i in images if not (i["complete"] and i["width"] > 100)]
     assert not broken, f"images the browser could not decode: {broken}"
+
+
+def test_the_lr_figures_appear_in_their_claims_sections(probe):
+    expected = lr_figures()
+    assert len(expected) >= 5  # the committed claims with LR selection
+    shown = {(i["section"], i["alt"]) for i in probe["images"]}
+    assert set(expected.items()) <= shown
+    assert probe["text"].count("Chosen LR (") >= len(expected)
+
+
+def test_the_table_of_contents_links_resolve(probe):
+    contents = probe["contents"]
+    hrefs = [c["href"] for c in contents]
+    claims = [f"#{a.name}" for a in load_analyses()]
+    assert hrefs == ["#scale", *claims, f"#{scales.SECTION.name}", "#compute"]
+    unresolved = [c["href"] for c in contents if not (c["found"] and c["shown"])]
+    assert not unresolved, f"contents links to nothing shown: {unresolved}"
+
+
+def test_verdicts_are_coloured_in_every_table(probe):
+    cells = probe["verdictCells"]
+    assert len(cells) > 20  # the top table's and the Scales table's
+    plain = [c["text"] for c in cells if c["color"] == probe["bodyColor"]]
+    assert not plain, f"verdict cells in the body's colour: {plain}"
 
 
 def test_no_markdown_markup_is_left_as_text(probe):
@@ -96,7 +153,7 @@ def test_no_markdown_markup_is_left_as_text(probe):
 
 def test_c11_is_an_html_table(probe):
     c11 = probe["sections"]["recommendations"]
-    assert c11 == {"tables": 1, "images": 0}
+    assert c11 == {"tables": 1, "images": int("recommendations" in lr_figures())}  # no figure
     assert "blog's pick vs best rival" in probe["text"]
 
 

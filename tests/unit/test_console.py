@@ -133,15 +133,34 @@ def fake_jobs(monkeypatch):
     calls: list = []
     monkeypatch.setattr(run_module, "run_job", _fake_job(calls))
     monkeypatch.setattr(sweep_module, "prepare_data", lambda config: calls.append("data"))
-    bars: list = []
-    real_bar = sweep_module.sweep_bar
+    bars: list = []  # per sweep: its bar's first count, (runs, finished before)
+    real_bar, real_count, real_jobs = (
+        sweep_module.sweep_bar, sweep_module.count, sweep_module.protocol_jobs
+    )
 
-    def sweep_bar(total: int, initial: int):
-        bars.append((total, initial))
+    def sweep_bar(total=None, initial=0):
+        calls.append("bar")
+        bars.append(None)
         return real_bar(total, initial)
 
+    def count(bar, total, done, eta, running=None):
+        if bars[-1] is None:
+            bars[-1] = (total, done)
+        return real_count(bar, total, done, eta, running)
+
+    def protocol_jobs(config, records):
+        calls.append("jobs composed")
+        return real_jobs(config, records)
+
     monkeypatch.setattr(sweep_module, "sweep_bar", sweep_bar)
+    monkeypatch.setattr(sweep_module, "count", count)
+    monkeypatch.setattr(sweep_module, "protocol_jobs", protocol_jobs)
     return calls, bars
+
+
+def _ran(calls: list) -> list:
+    """The seeds of the jobs that ran, from ``fake_jobs``' calls."""
+    return [c for c in calls if isinstance(c, int)]
 
 
 def test_a_finished_sweep_starts_no_job_and_a_partial_one_does(
@@ -149,15 +168,16 @@ def test_a_finished_sweep_starts_no_job_and_a_partial_one_does(
 ):
     calls, bars = fake_jobs
     assert _sweep_in_process(tmp_path, monkeypatch, "first") == 0
-    assert sorted(c for c in calls if c != "data") == [0, 0, 1, 1] and "data" in calls
-    assert bars == [(4, 0)]
+    assert sorted(_ran(calls)) == [0, 0, 1, 1] and "data" in calls
+    # the bar is up before the jobs are composed and checked, counting from 0 of 4
+    assert calls.index("bar") < calls.index("jobs composed") and bars == [(4, 0)]
     capsys.readouterr()
 
     calls.clear()
     assert _sweep_in_process(tmp_path, monkeypatch, "second") == 0
     err = capsys.readouterr().err
-    assert calls == []  # no job ran, and the data was not even prepared
-    assert bars == [(4, 0)]  # no bar either
+    assert _ran(calls) == [] and "data" not in calls  # no job ran, no data was prepared
+    assert bars[-1] == (4, 4)  # its bar says so
     assert "sweep of 4 runs (4 finished before, skipped)" in err
     assert "all 4 were finished already, so no job was started" in err
     sittings = (tmp_path / "results" / "smoke" / "sweeps.jsonl").read_text().splitlines()
@@ -167,7 +187,7 @@ def test_a_finished_sweep_starts_no_job_and_a_partial_one_does(
     runs = sorted((tmp_path / "results" / "smoke" / "runs" / "adhoc").iterdir())
     (runs[0] / "status.json").unlink()
     assert _sweep_in_process(tmp_path, monkeypatch, "third") == 0
-    assert len([c for c in calls if c != "data"]) == 4 and "data" in calls
+    assert len(_ran(calls)) == 4 and "data" in calls
     assert bars[-1] == (4, 3)
     assert "sweep of 4 runs (3 finished before, skipped)" in capsys.readouterr().err
 
@@ -183,7 +203,7 @@ def _stopped_sweep(tmp_path, monkeypatch, fake_jobs, stop) -> tuple[list, Path, 
     finish = run_module.run_job
 
     def third_stops(cfg, row, in_sweep=False):
-        if len([c for c in calls if c != "data"]) == 2:
+        if len(_ran(calls)) == 2:
             stop()
         return finish(cfg, row, in_sweep)
 
@@ -263,22 +283,28 @@ def test_eta_is_unknown_until_a_run_of_this_sitting_ends_then_from_their_times(t
     before = [_ended(tmp_path, k, "ok", start - 90, start - 50) for k in ("a", "b")]
     waiting = [RunRecord(tmp_path, "exp", k) for k in ("e", "f", "g")]
     progress = SweepProgress([*before, *waiting], workers=2, start=start)
-    assert progress.scan() == (2, None)  # runs finished before this sitting say nothing
+    assert progress.scan() == (2, None, 0)  # runs finished before this sitting say nothing
 
     this_sitting = [
         _ended(tmp_path, "c", "ok", start + 100, start + 130),  # 30 s
         _ended(tmp_path, "d", "failed", start + 100, start + 110),  # 10 s, failed: counted
     ]
+    running = RunRecord(tmp_path, "exp", "e")
+    running.start({"seed": 0, "claim": {"name": "exp"}})  # started in this sitting
+    stale = RunRecord(tmp_path, "exp", "f")
+    stale.start({"seed": 1, "claim": {"name": "exp"}})
+    atomic_write_json(stale.path / "status.json", {"status": "running", "time": start - 10})
     progress = SweepProgress([*before, *this_sitting, *waiting], workers=2, start=start)
-    done, eta = progress.scan()
+    done, eta, now_running = progress.scan()
     assert done == 4
     assert eta == pytest.approx(20 * 2)  # mean 20 s x ceil(3 left / 2 workers)
+    assert now_running == 1  # a run left "running" by a killed sitting is not running now
 
 
 def test_a_run_that_failed_before_this_sitting_is_not_counted_as_settled(tmp_path):
     start = time.time()
     old = _ended(tmp_path, "a", "failed", start - 100, start - 50)
-    assert SweepProgress([old], workers=1, start=start).scan() == (0, None)
+    assert SweepProgress([old], workers=1, start=start).scan() == (0, None, 0)
 
 
 def test_the_bar_shows_the_runs_finished_before_from_its_first_draw():
@@ -344,6 +370,43 @@ def test_a_log_line_is_written_above_a_bar_of_this_process():
     finally:
         bar.close()
         logger.handlers = []
+
+
+@pytest.fixture
+def restored_logging():
+    """The root's and the launchers' loggers as they were, after a test applies Hydra's."""
+    names = ("", "hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher")
+    loggers = [logging.getLogger(n) for n in names]
+    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    yield
+    for lg, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        for handler in lg.handlers:
+            if handler not in handlers:
+                handler.close()
+        lg.handlers, lg.level, lg.propagate = handlers, level, propagate
+
+
+def test_launch_lines_go_to_the_sweeps_log_file_not_the_terminal(tmp_path, restored_logging):
+    """The launchers log a line per launched job (hundreds at standard): the suite's Hydra
+    logging (configs/hydra/hydra_logging/normexp.yaml, applied again at every launch round)
+    puts them in <sweep dir>/sweep.log; other lines stay on the terminal, through tqdm."""
+    from hydra.core.utils import configure_log
+
+    sweep_dir = tmp_path / "sweep"
+    with hydra.initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = _multirun_config([f"hydra.sweep.dir={sweep_dir}", *SWEEP])
+    terminal = _Terminal()
+    with contextlib.redirect_stdout(terminal):
+        for _ in range(2):  # each launch round applies it
+            configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)
+        assert not sweep_dir.exists()  # made at the first launch line: a single run makes none
+        root = logging.getLogger()
+        assert [type(h) for h in root.handlers] == [console.TqdmLogHandler]
+        for launcher in ("hydra_joblib_launcher._core", "hydra_submitit_launcher.x"):
+            logging.getLogger(f"hydra_plugins.{launcher}").info("\t#7 : norm=group seed=1")
+        logging.getLogger("normexp.sweep_test").info("normexp: a line for the terminal")
+    assert "#7" not in terminal.getvalue() and "a line for the terminal" in terminal.getvalue()
+    assert (sweep_dir / "sweep.log").read_text().count("#7 : norm=group seed=1") == 2
 
 
 # --- per-run bar rows ----------------------------------------------------------------------

@@ -186,12 +186,19 @@ def test_publish_refuses_when_the_server_is_unreachable(tmp_path, monkeypatch, c
 
 
 def test_every_run_set_shows_one_profile_only():
-    """Profiles are partitions on W&B too: each run set filters on the profile asked for."""
+    """Profiles are partitions on W&B too: each run set filters on the profile asked for; the
+    panels on training runs show its runs of record only (tests/unit/test_record_only.py
+    evaluates such a filter on a store)."""
     for report in claim_dashboards("someone", "normexp", "standard"):
         assert "(standard)" in report.title
-        for grid in grids_of(report):
+        figure, *panels = grids_of(report)
+        for grid in [figure, *panels]:
             for runset in grid.runsets:
                 assert "Config('profile') = 'standard'" in runset.filters
+        for runset in (r for grid in panels for r in grid.runsets):
+            assert "Config('protocol.stage') = 'record'" in runset.filters
+            assert "Config('seed') in [0, 1, 2, 3, 4]" in runset.filters
+    assert "Config('seed')" not in dashboards.record_filter("no-such-profile")  # none declared
 
 
 def test_sync_looks_in_the_store_the_environment_names(tmp_path, monkeypatch):

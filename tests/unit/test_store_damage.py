@@ -357,8 +357,11 @@ def test_make_figures_names_damaged_runs_and_never_uses_them(tmp_path, capsys):
     assert section.startswith("\n## Damaged runs (left out)\n\n1 run of the store failed")
     assert "| `exp` | no claim | `b_bad` | metrics.jsonl line 1: not JSON |" in section
     without_page = (results / "report.html").read_text()
-    assert page.startswith(without_page.split("</body>")[0])  # the section goes before </body>
-    assert "<h2>Damaged runs (left out)</h2>" in page and "b_bad" in page
+    # the section closes the page, and its contents link it
+    assert page.split('<nav id="contents"')[0] == without_page.split('<nav id="contents"')[0]
+    assert page.index('<h2 id="damaged">Damaged runs (left out)</h2>') > page.index("</pre>")
+    assert page.rstrip().endswith("</table></body>\n</html>") and "b_bad" in page
+    assert 'href="#damaged"' in page and 'href="#damaged"' not in without_page
 
 
 def test_a_sweep_counts_a_run_still_damaged_at_its_end_as_not_done(tmp_path, capsys):

@@ -253,6 +253,29 @@ def test_identity_is_readable_and_keyed_by_the_run_key():
     assert config["paths"]["results_dir"] == "/home/me/results"  # the caller's config untouched
 
 
+def test_the_stage_is_a_tag_and_a_config_field_and_names_the_run():
+    """Users (and the dashboards) filter the runs of record on it; a run stored before the
+    field existed was a run of record."""
+    stages = {  # stage: (seed, epochs, name)
+        "record": (0, 4, "bn_small_batch/batch-pre-b32-s0"),
+        "select": (100, 4, "bn_small_batch/batch-pre-b32-s100-select-lr2x"),
+        "ladder": (0, 2, "bn_small_batch/batch-pre-b32-s0-ladder-e2"),
+        "check": (0, 8, "bn_small_batch/batch-pre-b32-s0-check-e8"),
+    }
+    for stage, (seed, epochs, name) in stages.items():
+        config = config_for(**{"protocol.stage": stage, "norm.name": "batch", "seed": seed,
+                               "train.batch_size": 32, "train.epochs": epochs,
+                               "optim.lr_mult": 2.0})  # fmt: skip
+        ident = run_identity(config, "k")
+        assert f"stage:{stage}" in ident["tags"] and ident["name"] == name
+        assert ident["config"]["protocol"]["stage"] == stage
+    older = config_for()
+    del older["protocol"]["stage"]
+    ident = run_identity(older, "k")
+    assert "stage:record" in ident["tags"] and ident["config"]["protocol"]["stage"] == "record"
+    assert "stage" not in older["protocol"]  # the caller's config untouched
+
+
 def _reading(node, prefix: str, path: str = "") -> list[str]:
     """The paths of ``node`` whose value reads ``${<prefix>.…}``."""
     if isinstance(node, dict):

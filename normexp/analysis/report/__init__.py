@@ -5,6 +5,7 @@ table are also logged to a W&B run of their own (its files in the same folder)."
 
 import base64
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from normexp.analysis.report.compute import (
     sittings_markdown,
     stage_of,
 )
+from normexp.analysis.report.damage import ANCHOR as DAMAGED_ANCHOR
+from normexp.analysis.report.damage import TITLE as DAMAGED_TITLE
 from normexp.analysis.report.damage import damaged_runs_html, damaged_runs_markdown
 from normexp.analysis.verdict import chance_note
 from normexp.analysis.verdict.lr_selection import protocol_markdown
@@ -102,6 +105,15 @@ def _verdict_text(v: dict) -> str:
     return f"{v['verdict']} ({'; '.join(why)})" if why else v["verdict"]
 
 
+def _seeds_text(part: dict, verdict: dict) -> str:
+    """The seeds a top-table row rests on: its own test's, else (a claim without sub-claims)
+    the seeds of record finished in the claim's weakest deciding cell; "—" without runs."""
+    seeds = part.get("seeds")
+    if seeds is None:
+        seeds = (verdict.get("record", {}).get("finished_of_declared") or [None])[0]
+    return "—" if seeds is None else str(seeds)
+
+
 def top_rows(secs: list[dict]) -> list[dict]:
     """The top table: one row per sub-claim (one per claim without sub-claims), each with the
     statistic that decided it."""
@@ -118,10 +130,10 @@ def top_rows(secs: list[dict]) -> list[dict]:
                     "says": sub["statement"] if sub else a.title,
                     "verdict": _verdict_text(part),
                     "css": part["verdict"].split()[0],
-                    "statistic": sub["statistic"] if sub else (v.get("ci_note") or "—"),
+                    "statistic": part.get("statistic") or part.get("ci_note") or "—",
                     "ci": _fmt_ci(part) if part.get("estimate") is not None else "—",
                     "p": f"{p:.3g}" if p is not None else "—",
-                    "seeds": str(sub["seeds"]) if sub else "—",
+                    "seeds": _seeds_text(part, v),
                     "regime": regime_short(part.get("regime") or v.get("regime")),
                 }
             )
@@ -332,6 +344,34 @@ def _brief(provenance: dict) -> dict:
 
 # CommonMark with tables; raw HTML in the texts is shown as text, never inserted.
 _MD = MarkdownIt("commonmark", {"html": False}).enable("table")
+# A table cell whose text starts with a verdict (or C11's call) is coloured as the top table's.
+VERDICT_CLASSES = {
+    "supported": "supported",
+    "contradicted": "contradicted",
+    "inconclusive": "inconclusive",
+    "not run yet": "not",
+    "matches": "matches",
+    "differs": "differs",
+    "tie": "tie",
+}
+_VERDICT_START = re.compile(r"[*_\s]*(" + "|".join(VERDICT_CLASSES) + r")\b")
+
+
+def verdict_class(text: str) -> str | None:
+    """The CSS class of a table cell that states a verdict ("**supported** +1.2 pp ...",
+    "inconclusive (...)", "differs"); None for any other cell."""
+    found = _VERDICT_START.match(text)
+    return VERDICT_CLASSES[found.group(1)] if found else None
+
+
+def _td_open(renderer, tokens, idx, options, env) -> str:  # noqa: ANN001 - markdown-it's rule
+    inline = tokens[idx + 1] if idx + 1 < len(tokens) else None
+    if inline is not None and inline.type == "inline" and (css := verdict_class(inline.content)):
+        tokens[idx].attrJoin("class", css)
+    return renderer.renderToken(tokens, idx, options, env)
+
+
+_MD.add_render_rule("td_open", _td_open)
 _TEMPLATES = Environment(
     loader=PackageLoader("normexp.analysis.report", "templates"),
     autoescape=select_autoescape(["html", "j2"]),
@@ -339,11 +379,17 @@ _TEMPLATES = Environment(
 )
 
 
-def _ladder_uri(figures: Path, verdict: dict) -> str | None:
-    """The budget ladder's figure of a verdict, embedded; None without one."""
-    name = verdict.get("ladder_figure")
+def _figure_uri(figures: Path, name: str | None) -> str | None:
+    """A figure a verdict names (``figures/<file>.png``), embedded; None without one."""
     path = figures / Path(name).name if name else None
     return _data_uri(path) if path is not None and path.exists() else None
+
+
+def _lr_figure(figures: Path, verdict: dict) -> tuple[str, str] | None:
+    """The LR selection's figure of a verdict (REPORT.md links it), as (alt, embedded)."""
+    name = (verdict.get("protocol") or {}).get("lr_figure")
+    uri = _figure_uri(figures, name)
+    return (Path(name).stem, uri) if uri else None
 
 
 def _inline(text: str) -> Markup:
@@ -354,9 +400,23 @@ def _block(lines: list[str]) -> Markup:
     return Markup(_MD.render("\n".join(lines)))
 
 
-def render_html(secs: list[dict], provenance: dict, extras: Sequence[dict] = ()) -> str:
+def contents(secs: list[dict], extras: Sequence[dict], closing: str = "") -> list[tuple]:
+    """The page's table of contents: (anchor, title) of every section, in page order."""
+    entries = [("scale", "Scale")]
+    entries += [(a.name, f"{a.claim} `{a.name}`: {a.title}") for a in (s["analysis"] for s in secs)]
+    entries += [(x["section"].name, x["section"].title) for x in extras]
+    entries.append(("compute", "Compute and provenance"))
+    if closing:
+        entries.append((DAMAGED_ANCHOR, DAMAGED_TITLE))
+    return [(anchor, _inline(title)) for anchor, title in entries]
+
+
+def render_html(
+    secs: list[dict], provenance: dict, extras: Sequence[dict] = (), closing: str = ""
+) -> str:
     """The same content as REPORT.md, its markdown rendered and laid out by the template, with
-    the figures embedded so the page stands alone."""
+    the figures embedded so the page stands alone, a table of contents, and ``closing`` (the
+    damaged runs' section, when any) at the end."""
     rows = []
     for s in secs:
         a, v, blog = s["analysis"], s["verdict"], s["blog"]
@@ -373,9 +433,12 @@ def render_html(secs: list[dict], provenance: dict, extras: Sequence[dict] = ())
                 "run": _inline(s["run"]),
                 "table": _block(s["table"]) if s["table"] else None,
                 "image": _data_uri(s["figure"]) if s["figure"].exists() else None,
-                "ladder": _ladder_uri(s["figure"].parent, v),
+                "ladder": _figure_uri(s["figure"].parent, v.get("ladder_figure")),
                 "effect": _inline(v.get("effect", "")),
                 "parts": [(label, _inline(v[key])) for key, label in PARTS if v.get(key)],
+                # chosen LRs, the LR figure's link, convergence-check lines: as in REPORT.md
+                "protocol": _block(protocol_markdown(v)) if protocol_markdown(v) else None,
+                "lr_figure": _lr_figure(s["figure"].parent, v),
             }
         )
     top = [
@@ -397,6 +460,8 @@ def render_html(secs: list[dict], provenance: dict, extras: Sequence[dict] = ())
         ],
         top=top,
         top_header=TOP_HEADER,
+        contents=contents(secs, extras, closing),
+        closing=Markup(closing),
         top_note=_block([VERDICT_NOTE, "", commits_line(provenance), "", *_progress(provenance)]),
         scale=_block([SCALE_NOTE]),
         compute=_block(compute_lines(provenance)),
@@ -475,8 +540,7 @@ def write_report(
     md.write_text(text, encoding="utf-8")
     page = results_dir / "report.html"
     damage = damaged_runs_html(damaged, analyses)
-    html = render_html(secs, provenance, extras)
-    page.write_text(html.replace("</body>", damage + "</body>"), "utf-8")
+    page.write_text(render_html(secs, provenance, extras, damage), "utf-8")
     error = log_to_wandb(secs, results_dir, wandb_mode)
     if error:
         print(f"report: {error} (the report files are written)")

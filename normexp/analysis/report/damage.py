@@ -9,6 +9,7 @@ from normexp.analysis.verdict.spec import ClaimAnalysis
 from normexp.tracking.collect import DamagedRun
 
 TITLE = "Damaged runs (left out)"
+ANCHOR = "damaged"  # its id in report.html (the table of contents links it)
 
 
 def _claims_reading(experiment: str, analyses: Sequence[ClaimAnalysis]) -> str:
@@ -57,7 +58,8 @@ def damaged_runs_html(damaged: Sequence[DamagedRun], analyses: Sequence[ClaimAna
         for x, c, k, p in _rows(damaged, analyses)
     )
     return (
-        f"<h2>{e(TITLE)}</h2><p>{e(_lead(damaged))}</p><table><tr><th>experiment</th>"
+        f'<h2 id="{ANCHOR}">{e(TITLE)}</h2><p>{e(_lead(damaged))}</p><table><tr>'
+        "<th>experiment</th>"
         f"<th>claims</th><th>run</th><th>problem</th></tr>{rows}</table>"
     )
 

@@ -2,6 +2,12 @@
 ``dashboard``: which metrics to compare across which config fields; ``wandb-workspaces``).
 Building needs no network; publishing does.
 
+Every panel shows the runs the report averages, of one profile: its runs of record (the
+``protocol.stage`` field the mirror logs; the LR selection's, the budget ladder's and the
+convergence check's runs are left out) on the seeds the profile declares
+(normexp/analysis/verdict/record.py). Runs that another experiment file added to the same store
+folder cannot be told apart by their config; the report leaves them out from the sweep log.
+
     python -m normexp.analysis.report.dashboards            # build offline, list the reports
     python -m normexp.analysis.report.dashboards --sync     # upload every offline run
     python -m normexp.analysis.report.dashboards --publish  # save the reports (online only)
@@ -19,19 +25,35 @@ import wandb_workspaces.reports.v2 as wr
 
 from normexp import metrics
 from normexp.analysis.claims import load_analyses
+from normexp.analysis.verdict.record import declared_seeds
 from normexp.analysis.verdict.spec import ClaimAnalysis, Grid
 from normexp.tracking.store import RECORD_PROFILE, default_results_dir
-from normexp.tracking.wandb_mirror import STEP_METRIC, _logged_in, _unreachable, wandb_key
+from normexp.tracking.wandb_mirror import (
+    RECORD_STAGE,
+    STAGE_PATH,
+    STEP_METRIC,
+    _logged_in,
+    _unreachable,
+    wandb_key,
+)
 
 REPORT_GROUP = "report"  # the W&B group of the report run (normexp.analysis.report)
 FIGURE_KEY = "figures/{name}"  # media key of a claim's figure in the report run
 AGG = {"groupby_aggfunc": "mean", "groupby_rangefunc": "stderr"}  # mean ± s.e. over seeds
 
 
+def record_filter(profile: str) -> str:
+    """The W&B filter on one profile's runs of record: that profile (profiles are partitions),
+    stage record, and its declared seeds (none declared: no seed filter)."""
+    filters = f"Config('profile') = '{profile}' and Config('{STAGE_PATH}') = '{RECORD_STAGE}'"
+    if seeds := declared_seeds(profile):
+        filters += f" and Config('seed') in [{', '.join(map(str, seeds))}]"
+    return filters
+
+
 def _runset(grid: Grid, entity: str, project: str, profile: str):
     names = ", ".join(repr(e) for e in grid.experiments)
-    # Profiles are partitions: a dashboard never mixes runs of two profiles.
-    filters = f"Config('profile') = '{profile}' and Config('claim.name') in [{names}]"
+    filters = f"{record_filter(profile)} and Config('claim.name') in [{names}]"
     if grid.where:
         filters += f" and {grid.where}"
     return wr.Runset(
@@ -119,7 +141,10 @@ def build_report(spec: ClaimAnalysis, entity: str, project: str, profile: str = 
     for grid in grids_of(spec):
         blocks += [
             wr.H2(grid.title),
-            wr.P(f"Grouped by {', '.join(grid.group_by)}; bars: mean ± s.e. over seeds."),
+            wr.P(
+                f"Grouped by {', '.join(grid.group_by)}; bars: mean ± s.e. over seeds. The runs "
+                "of record only, as in the report (stage record, the declared seeds)."
+            ),
             wr.PanelGrid(runsets=[_runset(grid, entity, project, profile)], panels=_panels(grid)),
         ]
     return wr.Report(
