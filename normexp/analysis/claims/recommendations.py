@@ -400,8 +400,9 @@ def verdict(tables: dict) -> dict:
         estimate=float(matches),
         ci_note=f"the estimate counts scenarios that match, of {len(rows)}; "
         "each scenario's CI is in the details",
-        notes="scenarios not run yet: "
-        + (", ".join(r["scenario"] for r in rows if r["call"] == "not run yet") or "none"),
+        notes="scenarios not run yet: "  # a sentence: the report appends its sources' notes
+        + (", ".join(r["scenario"] for r in rows if r["call"] == "not run yet") or "none")
+        + ".",
         details=json_safe({"scenarios": rows}),
     )
 
