@@ -72,6 +72,7 @@ LAYERS = (
     ("train",),
     ("tasks", "protocol.pack"),  # every task, from the train modules; which runs pack
     ("tracking",),  # the store, collect, the W&B mirror
+    ("protocol.grouping",),  # GN's grouping decided from the store, read by the planner
     ("schema", "console"),  # every config field, from every registry
     ("validate",),
     ("protocol.plan", "job"),
