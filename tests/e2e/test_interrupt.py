@@ -44,10 +44,12 @@ def finished(runs_dir):
 
 
 def sweep_until(tmp_path, cifar_data, runs_dir, runs: int, stderr) -> subprocess.Popen:
-    """The sweep started in a process group of its own, returned once ``runs`` runs are ok."""
+    """The sweep started in a process group of its own, returned once ``runs`` runs are ok. Its
+    jobs run in its own process (a run killed mid-way leaves its lock as a killed worker's
+    would); the resume below starts workers."""
     data_dir, extra = cifar_data
     proc = subprocess.Popen(
-        [sys.executable, "-m", *sweep_args(tmp_path, extra)],
+        [sys.executable, "-m", *sweep_args(tmp_path, extra), "hydra.launcher.n_jobs=1"],
         cwd=REPO,
         env=cli_env(tmp_path / "results", data_dir),
         stdout=subprocess.DEVNULL,
@@ -65,7 +67,7 @@ def test_sigkill_midway_then_rerun_finishes_every_run_once(tmp_path, cifar_data)
     data_dir, extra = cifar_data
     runs_dir = tmp_path / "results" / "smoke" / "runs" / "bn_small_batch"
     proc = sweep_until(tmp_path, cifar_data, runs_dir, 3, stderr=subprocess.DEVNULL)
-    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and all of its workers, mid-run
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its process group, mid-run
     proc.wait()
     before = finished(runs_dir)
     assert 3 <= len(before) < RUNS, "kill the sweep while it is still running"
