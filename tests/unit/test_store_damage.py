@@ -339,9 +339,6 @@ def test_make_figures_names_damaged_runs_and_never_uses_them(tmp_path, capsys):
     results = profile_dir(tmp_path / "results", "smoke")
     good = finished(results, "a_good")
     bad = finished(results, "b_bad")
-    write_figures_and_verdicts(results, wandb_mode="disabled")
-    for report in ("REPORT.md", "report.html"):
-        assert "Damaged runs" not in (results / report).read_text()  # a clean store: no section
     (bad.path / "metrics.jsonl").write_text("garbage\n")
     capsys.readouterr()
     verdicts = write_figures_and_verdicts(results, wandb_mode="disabled")
@@ -353,10 +350,12 @@ def test_make_figures_names_damaged_runs_and_never_uses_them(tmp_path, capsys):
     shutil.rmtree(bad.path)
     assert write_figures_and_verdicts(results, wandb_mode="disabled") == verdicts
     without_md = (results / "REPORT.md").read_text()
+    assert "Damaged runs" not in without_md  # a clean store: no section
     section = md.removeprefix(without_md)  # the report without the run, then the section
     assert section.startswith("\n## Damaged runs (left out)\n\n1 run of the store failed")
     assert "| `exp` | no claim | `b_bad` | metrics.jsonl line 1: not JSON |" in section
     without_page = (results / "report.html").read_text()
+    assert "Damaged runs" not in without_page
     # the section closes the page, and its contents link it
     assert page.split('<nav id="contents"')[0] == without_page.split('<nav id="contents"')[0]
     assert page.index('<h2 id="damaged">Damaged runs (left out)</h2>') > page.index("</pre>")
