@@ -114,6 +114,9 @@ register_metric("val_loss", "nats", "lower", CLASSIFY, per_epoch=True)
 register_metric(
     "packed_replicas", "count", None, CLASSIFY, doc="runs in its packed group (wall time shared)"
 )
+register_metric(
+    "compiled", "", None, CLASSIFY, doc="its training step ran compiled (runtime.compile)"
+)
 register_metric("test_loss", "nats", "lower", (*CLASSIFY, *LM), per_epoch=True, doc=ONCE)
 register_metric("precise_bn_batches_used", "count", None, CLASSIFY)
 register_metric("weight_count", "count", None, CLASSIFY)

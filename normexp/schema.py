@@ -61,6 +61,7 @@ from normexp.rules import max_jobs as max_jobs
 from normexp.rules import show as show
 from normexp.tasks import all_tasks
 from normexp.tracking.wandb_mirror import MODES
+from normexp.train.compiling import COMPILE_MODES
 from normexp.train.device import DEVICES
 from normexp.train.image_to_image import LOSSES, TARGETS
 from normexp.train.instrumented import PROBES
@@ -102,6 +103,7 @@ def _choices() -> dict[str, Any]:
 PROFILES = ("smoke", "quick", "standard", "paper")
 # The tasks with train.test_every_epoch (the image-to-image tasks evaluate their test set once).
 TESTED_TASKS = ("classification", "instrumented_classification", "language_model")
+CLASSIFY_TASKS = ("classification", "instrumented_classification")  # train.val_every
 
 
 def _run_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
@@ -124,6 +126,12 @@ def _run_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
         F("runtime.progress", Bool()),
         F("runtime.channels_last", Bool(), optional=True),
         F("runtime.pack", PackRule(), optional=True, doc="replicas per packed group"),
+        F(
+            "runtime.compile",
+            Choice(COMPILE_MODES),
+            optional=True,
+            doc="torch.compile of the training step; auto: where the bench table says it pays",
+        ),
         F("tracking.mode", Choice(c["mode"])),
         F("tracking.project", Name()),
     )
@@ -155,6 +163,13 @@ def _train_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
             (task, TESTED_TASKS),
             optional=True,
             doc="false: the test set once, on the final model; true: every epoch too",
+        ),
+        F(
+            "train.val_every",
+            Int(0),
+            (task, CLASSIFY_TASKS),
+            optional=True,
+            doc="validation every N epochs and after the last; 0: the last only",
         ),
         F("train.probe_every", Int(0), (task, ("instrumented_classification",))),
         F("train.probes", ChoiceList(c["probes"]), (task, ("instrumented_classification",))),

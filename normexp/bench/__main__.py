@@ -25,8 +25,10 @@ RUNNERS = {
     "replicas": ("replicas", "bench_replicas"),
     "sweep": ("sweep", "bench_sweep"),
     "rnn": ("rnn", "bench_rnn"),
+    "compile": ("compiled", "bench_compile"),
+    "validation": ("evaluation", "bench_validation"),
 }
-TAKES_DATA = ("data", "harness", "flops", "sweep")
+TAKES_DATA = ("data", "harness", "flops", "sweep", "compile", "validation")
 
 
 def run_section(name: str, data_dir: Path, repeats: int) -> list[dict]:

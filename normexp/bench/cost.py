@@ -44,6 +44,8 @@ from normexp.protocol.plan import (
 from normexp.sweep import sweep_overrides
 from normexp.tracking.collect import collect_runs, experiments_in_store
 from normexp.tracking.store import run_key
+from normexp.train.cadence import validation_due
+from normexp.train.compiling import why_not_compiled
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,6 +93,28 @@ ROUNDS_OVERHEAD = 1.075
 # net's epoch, so it gets the same factor; the MLP's evaluation is a small share of its
 # overhead-bound steps, and the LSTM and generator were not measured: priced as before.
 EVAL_ONCE = {"cnn": 0.84, "resnet": 0.84}
+# Validation only at the epochs train.val_every asks (normexp/train/cadence.py; #30): the share
+# of a validated epoch spent validating, at the batch measured, standard-sized runs (n_val =
+# n_train / 5), from `make bench` ("validation" rows, load 3-4 on the 2 cores: a run validated
+# every epoch against the same run validated after its last epoch only, interleaved): CNN b128
+# 8.8% and ResNet-20 b32 9.1% of an epoch, from the runs' own epoch lines (an epoch's time less
+# its training time); the two runs' CPU totals implied 5.4-8.4% and 12.5-13.4% (two benches:
+# whole runs apart, noisier), and a validation pass timed alone 6% of either's epoch. With the
+# last epoch only, a standard 8-epoch run takes 0.92x (CNN b128) and 0.92x (ResNet b32) its
+# time validated every epoch. The pass costs the same seconds at any training batch, so
+# ``cadence_factor`` moves the share with the training time per image (less at batch 2).
+VAL_SHARE = {"cnn": (128, 0.088), "resnet": (32, 0.091)}
+VAL_MEASURED_RATIO = 0.2  # n_val / n_train of the measured runs
+# torch.compile (runtime.compile auto: normexp/train/compiling.py's COMPILE_TABLE says which
+# runs compile): the compiled training step's speed-up by model, norm and batch, and a compile's
+# CPU seconds (the largest measured), from `make bench` ("compile" rows: one thread,
+# interleaved, CPU clock, load 4-5 on 2 cores; the CNN, slower compiled, never compiles). Each
+# compiled run pays a compile: cold in the first runs of its graph (model, norm, batch) in a
+# sweep, warm in the others (inductor's cache persists on the machine). The speed-up is applied
+# to the whole run: its evaluation (a few % of it) is not compiled, a slight overstatement.
+COMPILE_SPEEDUP = {"resnet": {"batch": {32: 1.14, 128: 1.10}, "none": {32: 1.06, 128: 1.08}}}
+COMPILE_SECONDS = {"warm": 3.0, "cold": 43.0}
+COLD_RUNS = 2  # a graph's first runs start side by side on the 2 workers: both compile cold
 # Packed groups (normexp/protocol/pack.py): a replica's time in a packed group of K over its
 # separate run's, per replica-image, from `make bench` (normexp/bench/replicas.py: packed vs
 # separate training steps, one thread, interleaved; the lower of two runs on a loaded machine).
@@ -213,10 +237,56 @@ def pack_speedup(model: str, batch_size: int, k: int) -> float:
     return at_batch(at, batch_size)
 
 
+def train_ms_per_image(config: Mapping, batch_size: int) -> float:
+    """A CIFAR-10 classifier's time model (ms per training image) at ``batch_size``, relative
+    units: CNN_MS_PER_IMAGE, times the ResNet's and the probes' factors."""
+    model = config["model"]["name"]
+    ms = at_batch(CNN_MS_PER_IMAGE, batch_size)
+    if model == "resnet":
+        ms *= at_batch(RESNET_FACTOR, batch_size)
+    if config["train"]["task"] == "instrumented_classification":
+        ms *= INSTRUMENTED_FACTOR[model]
+    return ms
+
+
+def cadence_factor(config: Mapping) -> float:
+    """A classifier's time validated as train.val_every says over its time validated every
+    epoch (VAL_SHARE; 1.0 where not measured: the MLP, the other tasks)."""
+    train, data, model = config["train"], config["data"], config["model"]["name"]
+    if model not in VAL_SHARE or "val_every" not in train:
+        return 1.0
+    n_train = data["n_train"] or 50_000 - data["n_val"]
+    batch = int(train["batch_size"])
+    per_epoch = n_train // batch
+    epochs = math.ceil(train["steps"] / per_epoch) if train.get("steps") else train["epochs"]
+    skipped = sum(not validation_due(e, epochs, train) for e in range(1, epochs + 1))
+    measured_batch, share = VAL_SHARE[model]
+    # validation seconds per training second, at this batch and this n_val / n_train
+    ratio = share / (1 - share) * (data["n_val"] / n_train) / VAL_MEASURED_RATIO
+    ratio *= train_ms_per_image(config, measured_batch) / train_ms_per_image(config, batch)
+    return 1 - ratio / (1 + ratio) * skipped / epochs
+
+
+def compile_speedup(config: Mapping) -> float:
+    """A compiled run's speed-up (COMPILE_SPEEDUP; 1.0 where not measured)."""
+    by_batch = COMPILE_SPEEDUP.get(config["model"]["name"], {}).get(config["norm"]["name"])
+    return at_batch(by_batch, config["train"]["batch_size"]) if by_batch else 1.0
+
+
+def compile_seconds(config: Mapping, seen: dict) -> float:
+    """A run's compile seconds: warm, or cold for the first COLD_RUNS runs of its graph
+    (counted in ``seen``)."""
+    graph = (config["model"]["name"], config["norm"]["name"], config["train"]["batch_size"])
+    seen[graph] = seen.get(graph, 0) + 1
+    return COMPILE_SECONDS["cold" if seen[graph] <= COLD_RUNS else "warm"]
+
+
 def priced_seconds(jobs: list[tuple[str, dict]], now: bool = True) -> list[float]:
     """Each job's seconds: ``job_seconds``, and with ``now`` as the suite runs it today: the test
-    set once per run (EVAL_ONCE) and the runs of each packed group (the same stage and config
-    but the seed and LR multiplier, in groups of at most ``pack_limit``) at PACK_SPEEDUP."""
+    set once per run (EVAL_ONCE), validation at its cadence (``cadence_factor``), the runs of
+    each packed group (the same stage and config but the seed and LR multiplier, in groups of
+    at most ``pack_limit``) at PACK_SPEEDUP, and compiled runs (``why_not_compiled``) at
+    COMPILE_SPEEDUP plus their compile."""
     base = [job_seconds(config) for _, config in jobs]
     if not now:
         return base
@@ -230,11 +300,16 @@ def priced_seconds(jobs: list[tuple[str, dict]], now: bool = True) -> list[float
         model, train = config["model"]["name"], config["train"]
         once = 1.0 if train.get("test_every_epoch") else EVAL_ONCE.get(model, 1.0)
         limit = pack_limit(config)
+        cadence = cadence_factor(config)
         for start in range(0, len(members), limit):
             chunk = members[start : start + limit]
             gain = pack_speedup(model, train["batch_size"], len(chunk))
             for i in chunk:
-                out[i] = base[i] * once / gain
+                out[i] = base[i] * once * cadence / gain
+    graphs: dict = {}
+    for i, (_, config) in enumerate(jobs):  # packed groups never compile
+        if pack_limit(config) == 1 and why_not_compiled(config) is None:
+            out[i] = out[i] / compile_speedup(config) + compile_seconds(config, graphs)
     return out
 
 
@@ -296,8 +371,8 @@ def profile_cost(
     grid's) on an empty store: one row per experiment (selection, record, ladder and check runs,
     run-minutes on one core, wall minutes on ``workers`` cores), in run order. A run that an earlier
     experiment already holds (the same run key) is counted once. ``now``: priced as the suite
-    runs today (packed groups, the test set once per run: ``priced_seconds``); else as every run
-    was before them."""
+    runs today (packed groups, the test set once per run, validation at its cadence, compiled
+    steps: ``priced_seconds``); else as every run was before them."""
     seen: set[str] = set()
     rows = []
     context = (
@@ -363,8 +438,8 @@ def main() -> None:
                 f"{table['check'].sum()} check runs, "
                 f"{table['run_min'].sum():.0f} run-min, "
                 f"{table['wall_min'].sum():.0f} min on {args.workers} workers (projected); "
-                f"{before['wall_min'].sum():.0f} min priced as before (separate runs, the test "
-                "set every epoch)\n"
+                f"{before['wall_min'].sum():.0f} min priced as before (separate eager runs, the "
+                "test set and validation every epoch)\n"
             )
             totals[target] = (table["wall_min"].sum(), before["wall_min"].sum())
         now, then = (sum(t[i] for t in totals.values()) for i in (0, 1))

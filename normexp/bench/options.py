@@ -13,9 +13,10 @@ from normexp.bench.harness import MODEL, NORM
 from normexp.models import build_model
 
 ADOPT = 1.05  # below a 5% gain an option is not worth its cost (compile time, complexity)
-# What the suite does with each option (runtime.channels_last); torch.compile helps the step
-# rate but costs a compile per run process (about 12 s with a cold cache, more again when
-# evaluation switches the model's mode) against quick runs of 15-40 s, so it stays off.
+# What the suite does with each option (runtime.channels_last). torch.compile is adopted per
+# cell, where its own rows (normexp/bench/compiled.py: ResNet-20 vs this CNN, batch 32 and 128,
+# compile cold and warm) show a gain that repays the compile within a run (runtime.compile
+# auto, normexp/train/compiling.py); this CNN is not one of those cells.
 ADOPTED = {"channels_last"}
 Step = Callable[[torch.Tensor, torch.Tensor], None]
 

@@ -100,6 +100,7 @@ NEUTRAL_FIELDS = (
     ("train", "test_every_epoch", False),  # what a run logs per epoch, not its final metrics
     ("norm", "grouping", None),  # GN's grouping rule; null: implied by its numbers, as before
     ("norm", "channels_per_group", None),
+    ("train", "val_every", 1),  # every epoch, as runs were validated before it
 )
 OPTIONAL_SECTIONS = (("protocol", "lr_grid"),)  # (section, switch): left out while switch is null
 # Fields that say which runs a sweep plans, never what one run computes: left out of every key
@@ -118,7 +119,7 @@ PLANNING_FIELDS = (
 # Entries of the per-profile ``scale`` table added after runs were stored: a lookup table whose
 # values a run uses reach its key through the fields that read them (model.depth, ...). `sweep`:
 # per-profile sweep values (a model or batch-size dimension), which reach it as model.name, ...
-ADDED_SCALE_ENTRIES = ("resnet", "sweep")
+ADDED_SCALE_ENTRIES = ("resnet", "sweep", "val_every")
 # Profiles added after runs were stored: their rows of the per-profile lookup tables (``scale``,
 # ``protocol.profiles``) are left out of every key, for the same reason.
 ADDED_PROFILES = ("standard",)

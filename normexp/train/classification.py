@@ -16,11 +16,13 @@ from normexp.metrics import did_not_train
 from normexp.models import build_model, check_model
 from normexp.norms.precise_bn import recompute_bn_stats
 from normexp.norms.weight_side import l1_penalty
+from normexp.train.cadence import validation_due
 from normexp.train.cifar_splits import CifarSplits
+from normexp.train.compiling import TrainingForward, why_not_compiled
 from normexp.train.device import autocast, place_model
 from normexp.train.evaluate import evaluate, evaluate_with_batch_stats, has_batch_stats
 from normexp.train.fit import TaskHooks, fit
-from normexp.train.optim import build_optimizer_and_scheduler
+from normexp.train.optim import build_optimizer_and_scheduler, training_epochs
 from normexp.train.packed_fit import Outcome, fit_packed
 from normexp.train.task import Task
 from normexp.train.weight_stats import weight_statistics
@@ -33,14 +35,21 @@ if TYPE_CHECKING:
 
 
 class Classification(TaskHooks):
-    """Cross-entropy training (plus L1 on the weights when asked); validation after every epoch
-    (the LR selection, the convergence check and the curves read it), the test set and BN's
+    """Cross-entropy training (plus L1 on the weights when asked); validation after the last
+    epoch (the LR selection, the convergence check and the ladder read it) and every
+    ``train.val_every`` epochs before it (normexp/train/cadence.py), the test set and BN's
     batch-statistics pass once, on the final model (every epoch with train.test_every_epoch);
     with ``probes``, each due step is probed before its update."""
 
     headline = "val_acc"  # the test set is not evaluated during training (issue #30, #31)
 
-    def __init__(self, cfg: Mapping, device: torch.device, probes: "StepProbes | None") -> None:
+    def __init__(
+        self,
+        cfg: Mapping,
+        device: torch.device,
+        probes: "StepProbes | None",
+        packed: bool = False,
+    ) -> None:
         data_cfg, train_cfg = cfg["data"], cfg["train"]
         self.cfg, self.device, self.probes = cfg, device, probes
         self.amp = train_cfg.get("amp", False)  # absent in configs stored before it existed
@@ -58,6 +67,11 @@ class Classification(TaskHooks):
         self.test_y = cifar.test_y[s.test_idx].to(device)
         self.model = place_model(build_model(cfg["model"], cfg["norm"]), device, cfg["runtime"])
         self.steps_per_epoch = len(self.train_batches)
+        self.epochs = training_epochs(train_cfg, self.steps_per_epoch)
+        # a packed group trains the packed model, never this one's forward (normexp/train/
+        # packed_fit.py); instrumented runs probe the original module: both stay eager
+        compile_it = not packed and why_not_compiled(cfg, device.type) is None
+        self.train_forward = TrainingForward(self.model, compile_it, cfg["runtime"]["threads"])
         self.optimizer, self.scheduler = build_optimizer_and_scheduler(
             self.model, cfg, self.steps_per_epoch
         )
@@ -85,7 +99,7 @@ class Classification(TaskHooks):
             lr = self.optimizer.param_groups[0]["lr"]
             self.probes.before_step(self.model, x, y, step, lr)
         with autocast(self.device, self.amp):  # the forward pass and loss only; eval stays fp32
-            out = self.model(x)
+            out = self.train_forward(x)
             loss = F.cross_entropy(out, y)
         if self.l1:
             loss = loss + self.l1 * l1_penalty(self.model)
@@ -99,8 +113,10 @@ class Classification(TaskHooks):
         return {"train_acc": self.correct.item() / seen}
 
     def evaluate(self, metrics: dict) -> None:
-        model, eval_bs = self.model, self.eval_bs
-        metrics["val_acc"], metrics["val_loss"] = evaluate(model, self.val_x, self.val_y, eval_bs)
+        if validation_due(metrics["epoch"], self.epochs, self.cfg["train"]):
+            metrics["val_acc"], metrics["val_loss"] = evaluate(
+                self.model, self.val_x, self.val_y, self.eval_bs
+            )
         if self.test_every_epoch:
             self.evaluate_test(metrics)
         if self.probes is not None:
@@ -143,8 +159,9 @@ class Classification(TaskHooks):
             self.precise_bn(final)
         return {
             "test_err": 1.0 - final["test_acc"],
-            "best_val_acc": max(m["val_acc"] for m in history),
+            "best_val_acc": max(m["val_acc"] for m in history if "val_acc" in m),
             "did_not_train": did_not_train(history[-1]["val_acc"]),
+            "compiled": self.train_forward.compiled,
             **self.splits.sizes(),
             **weight_statistics(self.model),
             **(self.probes.summary() if self.probes is not None else {}),
@@ -183,7 +200,7 @@ def train_classifiers_packed(
     each logging and checkpointing as its separate run (normexp/train/packed_fit.py)."""
     return fit_packed(
         cfgs,
-        lambda cfg, device: Classification(cfg, device, None),
+        lambda cfg, device: Classification(cfg, device, None, packed=True),
         log_epochs,
         progress_position,
         checkpoints,

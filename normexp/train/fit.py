@@ -101,9 +101,9 @@ def fit(
             hooks.evaluate(metrics)
             metrics["epoch_time_s"] = time.perf_counter() - t0
             state.end_epoch(metrics, log_epoch)
-            bar.set_postfix(
-                loss=f"{metrics['train_loss']:.4g}", **{hooks.headline: metrics[hooks.headline]}
-            )
+            # the headline is absent from an epoch without validation (train.val_every)
+            shown = {k: metrics[k] for k in (hooks.headline,) if k in metrics}
+            bar.set_postfix(loss=f"{metrics['train_loss']:.4g}", **shown)
             # Stop before an epoch that would end past the wall budget (the last one's time
             # predicts the next); the schedule is then cut short, and the summary says so.
             late = limit_s is not None and state.elapsed_s + metrics["epoch_time_s"] > limit_s

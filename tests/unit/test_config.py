@@ -38,6 +38,7 @@ def scale_of(config: dict) -> dict:
         "n_val": config["data"]["n_val"],
         "n_test": config["data"]["n_test"],
         "epochs": config["train"]["epochs"],
+        "val_every": config["train"]["val_every"],
         "widths": config["model"]["widths"],
     }
 
