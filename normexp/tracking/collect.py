@@ -33,17 +33,20 @@ class DamagedRun:
 # Config subtrees that say how or where a run was executed, not what it computed (the ``scale``
 # table holds every profile's row: the run's own becomes the ``scale`` column instead).
 DROPPED_PREFIXES = ("scale.", "paths.", "runtime.", "tracking.")
-SCALE_SWEEP = "sweep"  # the entry of a scale row that holds grid values (a batch size), not scale
+# Entries of a scale row that are not scale: ``sweep`` holds grid values (a batch size), and
+# ``val_every`` how often a run is validated (what it logs per epoch, never what a statistic
+# reads: normexp/train/cadence.py), so runs stored before it share their scale with new ones.
+NOT_SCALE = ("sweep", "val_every")
 
 
 def scale_signature(config: Mapping) -> str | None:
     """What the run's profile sets for it: its profile's row of the resolved ``scale`` table,
-    less ``sweep``, as canonical JSON (normexp/analysis/one_scale.py); None without that row."""
+    less NOT_SCALE, as canonical JSON (normexp/analysis/one_scale.py); None without that row."""
     rows = config.get("scale")
     row = rows.get(config.get("profile")) if isinstance(rows, Mapping) else None
     if not isinstance(row, Mapping):
         return None
-    entries = {k: v for k, v in row.items() if k != SCALE_SWEEP}
+    entries = {k: v for k, v in row.items() if k not in NOT_SCALE}
     return json.dumps(entries, sort_keys=True, separators=(", ", ": "), default=str)
 
 

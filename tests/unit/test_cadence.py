@@ -8,6 +8,7 @@ import pytest
 from normexp.errors import ConfigError
 from normexp.schema import validate
 from normexp.tasks import get_task
+from normexp.tracking.collect import scale_signature
 from normexp.tracking.store import run_key
 from normexp.train.cadence import validation_due
 from normexp.validate import resolve_config
@@ -87,3 +88,11 @@ def test_a_negative_cadence_is_refused_naming_the_field(config):
     cfg["train"]["val_every"] = -1
     with pytest.raises(ConfigError, match=r"^train\.val_every: -1 is not allowed"):
         validate(cfg)
+
+
+def test_the_cadence_is_no_part_of_a_runs_scale():
+    # one scale per figure and statistic: runs stored before the field share their scale
+    row = {"n_train": 10_000, "epochs": 8}
+    before = scale_signature({"profile": "standard", "scale": {"standard": row}})
+    after = scale_signature({"profile": "standard", "scale": {"standard": {**row, "val_every": 0}}})
+    assert before == after

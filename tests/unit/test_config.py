@@ -69,6 +69,7 @@ def test_smoke_profile_values(hydra_ctx):
         "n_val": 128,
         "n_test": 256,
         "epochs": 1,
+        "val_every": 1,
         "widths": [4, 8, 8],
     }
 
