@@ -237,14 +237,14 @@ def pack_speedup(model: str, batch_size: int, k: int) -> float:
     return at_batch(at, batch_size)
 
 
-def train_ms_per_image(config: Mapping, batch_size: int) -> float:
-    """A CIFAR-10 classifier's time model (ms per training image) at ``batch_size``, relative
-    units: CNN_MS_PER_IMAGE, times the ResNet's and the probes' factors."""
+def train_ms_per_image(config: Mapping, batch_size: int, probes: bool = True) -> float:
+    """A CIFAR-10 conv net's time model (ms per training image) at ``batch_size``, relative
+    units: CNN_MS_PER_IMAGE, times the ResNet's and (with ``probes``) the probes' factors."""
     model = config["model"]["name"]
     ms = at_batch(CNN_MS_PER_IMAGE, batch_size)
     if model == "resnet":
         ms *= at_batch(RESNET_FACTOR, batch_size)
-    if config["train"]["task"] == "instrumented_classification":
+    if probes and config["train"]["task"] == "instrumented_classification":
         ms *= INSTRUMENTED_FACTOR[model]
     return ms
 
@@ -261,9 +261,11 @@ def cadence_factor(config: Mapping) -> float:
     epochs = math.ceil(train["steps"] / per_epoch) if train.get("steps") else train["epochs"]
     skipped = sum(not validation_due(e, epochs, train) for e in range(1, epochs + 1))
     measured_batch, share = VAL_SHARE[model]
-    # validation seconds per training second, at this batch and this n_val / n_train
+    # validation seconds per training second, at this batch and this n_val / n_train (the
+    # measured runs had no probes: an instrumented run's epochs are longer, its share smaller)
     ratio = share / (1 - share) * (data["n_val"] / n_train) / VAL_MEASURED_RATIO
-    ratio *= train_ms_per_image(config, measured_batch) / train_ms_per_image(config, batch)
+    ratio *= train_ms_per_image(config, measured_batch, probes=False)
+    ratio /= train_ms_per_image(config, batch)
     return 1 - ratio / (1 + ratio) * skipped / epochs
 
 

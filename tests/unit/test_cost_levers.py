@@ -49,3 +49,9 @@ def test_compiled_runs_pay_a_cold_compile_in_their_graphs_first_runs_then_warm()
     assert compile_seconds(config(batch=128), seen) == COMPILE_SECONDS["cold"]  # another graph
     assert compile_speedup(config()) == COMPILE_SPEEDUP["resnet"]["batch"][32]
     assert compile_speedup(config(model="cnn")) == 1.0  # not measured to gain: never priced
+
+
+def test_an_instrumented_run_saves_a_smaller_share_its_probes_lengthen_its_epochs():
+    instrumented = config()
+    instrumented["train"]["task"] = "instrumented_classification"
+    assert cadence_factor(config()) < cadence_factor(instrumented) < 1
