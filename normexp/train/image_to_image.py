@@ -206,6 +206,20 @@ def save_sample_grid(
     tmp.replace(path)
 
 
+def pixel_batches(
+    splits: CifarSplits,
+    device: torch.device,
+    batch_size: int,
+    augment: bool,
+    generator: torch.Generator,
+) -> Iterable:
+    """The training images as [0, 1] pixels (mean 0, std 1: no standardization), the input and
+    the target of the image-to-image tasks."""
+    return splits.train_batches(
+        device, batch_size, augment, generator, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)
+    )
+
+
 class ImageToImage(TaskHooks):
     """Map fresh corruptions of each training batch to the target of their clean images;
     validation PSNR after every epoch, test PSNR / SSIM (and a sample grid in
@@ -223,13 +237,8 @@ class ImageToImage(TaskHooks):
         self.splits = s = CifarSplits.of_run(cfg)
         self.generator = torch.Generator(device=device).manual_seed(cfg["seed"])
         self.batch_size, self.eval_bs = train_cfg["batch_size"], train_cfg["eval_batch_size"]
-        self.train_batches = s.train_batches(  # [0, 1] pixels: mean 0, std 1
-            device,
-            self.batch_size,
-            data_cfg["augment"],
-            self.generator,
-            mean=(0.0, 0.0, 0.0),
-            std=(1.0, 1.0, 1.0),
+        self.train_batches = pixel_batches(
+            s, device, self.batch_size, data_cfg["augment"], self.generator
         )
         val_clean = to_unit(s.cifar.train_x[s.val_idx].to(device))
         self.val_in = fixed_corruption(val_clean, ranges, VAL_CORRUPTION_SEED + cfg["seed"])

@@ -40,7 +40,12 @@ from normexp.train.classification import check_cifar10_fields, prepare_cifar10
 from normexp.train.device import place_model
 from normexp.train.evaluate import has_batch_stats
 from normexp.train.fit import TaskHooks, fit
-from normexp.train.image_to_image import SAMPLE_GRID, PixelSpace, save_sample_grid
+from normexp.train.image_to_image import (
+    SAMPLE_GRID,
+    PixelSpace,
+    pixel_batches,
+    save_sample_grid,
+)
 from normexp.train.optim import build_optimizer_and_scheduler
 from normexp.train.task import Task
 from normexp.validate_fields import check_int, check_number
@@ -97,13 +102,8 @@ class Stylization(TaskHooks):
             self.style_weight = self.rule_weight(cfg, device)
         self.generator = torch.Generator(device=device).manual_seed(cfg["seed"])
         self.batch_size, self.eval_bs = train_cfg["batch_size"], train_cfg["eval_batch_size"]
-        self.train_batches = s.train_batches(  # [0, 1] pixels: mean 0, std 1
-            device,
-            self.batch_size,
-            data_cfg["augment"],
-            self.generator,
-            mean=(0.0, 0.0, 0.0),
-            std=(1.0, 1.0, 1.0),
+        self.train_batches = pixel_batches(
+            s, device, self.batch_size, data_cfg["augment"], self.generator
         )
         self.val_x = to_unit(s.cifar.train_x[s.val_idx].to(device))
         self.test_x = to_unit(s.cifar.test_x[s.test_idx].to(device))
