@@ -43,32 +43,18 @@ def panels(n: int, figsize: tuple[float, float], widths: Sequence[float] | None 
 
 def mark_not_run(ax, what: str) -> None:  # noqa: ANN001 - a matplotlib Axes
     """An empty panel that says ``what`` has not been run yet."""
-    ax.text(
-        0.5,
-        0.5,
-        f"{what}: not run yet",
-        ha="center",
-        va="center",
-        transform=ax.transAxes,
-        color="#888888",
-        fontsize=12,
-    )
-    ax.set_xticks([])
-    ax.set_yticks([])
+    empty_panel(ax, f"{what}: not run yet", fontsize=12)
 
 
 def mark_left_out(ax, what: str, why: str) -> None:  # noqa: ANN001 - a matplotlib Axes
     """An empty panel that says ``what`` was left out of this report, and ``why``."""
-    ax.text(
-        0.5,
-        0.5,
-        f"{what}: left out\n" + textwrap.fill(why, 90),
-        ha="center",
-        va="center",
-        transform=ax.transAxes,
-        color="#888888",
-        fontsize=9,
-    )
+    empty_panel(ax, f"{what}: left out\n" + textwrap.fill(why, 90), fontsize=9)
+
+
+def empty_panel(ax, text: str, fontsize: float) -> None:  # noqa: ANN001 - a matplotlib Axes
+    """A panel with no axes and ``text`` in grey at its centre."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes,
+            color="#888888", fontsize=fontsize)  # fmt: skip
     ax.set_xticks([])
     ax.set_yticks([])
 

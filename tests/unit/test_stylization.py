@@ -32,6 +32,7 @@ from normexp.tasks import get_task
 from normexp.train.image_to_image import SAMPLE_GRID
 from normexp.train.stylization import balanced_style_weight
 from normexp.validate import resolve_config
+from tests.unit.test_generation import task_config as generation_task_config
 
 REPO = Path(normexp.__file__).resolve().parent.parent
 EXPERIMENT = "bn_generation_gram"
@@ -159,17 +160,8 @@ def test_vgg16_without_cached_weights_is_refused_in_one_line_without_downloading
 
 
 def task_config(data_dir: Path, extra: list[str], *overrides: str) -> dict:
-    return resolve_config(
-        compose(
-            f"experiment={EXPERIMENT}",
-            "profile=smoke",
-            f"paths.data_dir={data_dir}",
-            "runtime.progress=false",
-            "tracking.mode=disabled",
-            *extra,
-            *overrides,
-        )
-    )
+    """A smoke run of this experiment, resolved (the generation tests' helper)."""
+    return generation_task_config(data_dir, extra, *overrides, experiment=EXPERIMENT)
 
 
 def test_task_trains_at_smoke_scale_and_writes_summary_and_sample_grid(
