@@ -15,7 +15,7 @@ from normexp.protocol.pack import member_overrides, why_not_packed
 from normexp.tasks import get_task
 from normexp.tracking.provenance import provenance
 from normexp.tracking.store import FINISHED, RunLocked, RunRecord, cannot_write, record_of
-from normexp.tracking.wandb_mirror import WandbMirror, run_identity
+from normexp.tracking.wandb_mirror import WandbMirror, exit_code
 from normexp.train import Diverged
 from normexp.train.device import pick_device
 from normexp.train.packed_fit import GroupMismatch
@@ -102,12 +102,7 @@ class Started:
     def __init__(self, config: dict, record: RunRecord) -> None:
         record.start(config)
         self.config, self.record = config, record
-        self.mirror = WandbMirror(
-            mode=config["tracking"]["mode"],
-            project=config["tracking"]["project"],
-            run_dir=record.path,
-            **run_identity(config, record.key),
-        )
+        self.mirror = WandbMirror.for_run(config, record.key, record.path)
         self.checkpoint = record.path / CHECKPOINT
 
     def log_epoch(self, metrics: dict) -> None:
@@ -150,7 +145,7 @@ def _finish(run: Started, status: str, error: str | None, summary: dict) -> dict
         "run_key": record.key,
         "provenance": provenance(str(pick_device(config["train"]["device"]))),
     }
-    mirror.finish(summary, exit_code=0 if status == "ok" else 1, run_dir=record.path)
+    mirror.finish(summary, exit_code=exit_code(status), run_dir=record.path)
     if mirror.error:  # recorded, never fatal: the local store is the source of truth
         summary["wandb_error"] = mirror.error
     record.finish(status, summary, error)

@@ -4,6 +4,10 @@ W&B only mirrors: any failure of it (no network, bad credentials, its own except
 and never loses or blocks the local result. Online mode is bounded: the server is probed first
 (seconds), ``wandb.init`` and ``finish`` have timeouts, and after the first online failure in a
 process every later run of that process goes offline (one warning line), to be synced later.
+
+A live run (normexp.job) and a run replayed from the store (normexp.tracking.wandb_replay) are
+opened, logged and finished by the same code (``WandbMirror.for_run``, ``log``, ``finish`` with
+``exit_code``), so they carry the same id, name, group, tags, config and metric names.
 """
 
 import logging
@@ -39,6 +43,16 @@ STEP_METRIC = "epoch"
 STAGE_PATH = "protocol.stage"  # select, record, ladder or check (normexp/protocol/select.py)
 RECORD_STAGE = "record"  # the runs of record; a stored run without the field is one
 PERF_SUFFIXES = ("_per_s", "_time_s")
+# wandb.Settings of a live run: its console output (log lines, progress bars) is captured into
+# W&B's Logs tab ("wrap": the write methods of sys.stdout/stderr, the terminal is left as it is);
+# no system metrics (a CPU sweep's workers would each sample the machine).
+LIVE_SETTINGS = {
+    "silent": True,
+    "console": "wrap",
+    "x_disable_stats": True,
+    "init_timeout": INIT_TIMEOUT_S,
+    "finish_timeout": FINISH_TIMEOUT_S,
+}
 # Files a task writes into its run folder that are logged as media at finish.
 MEDIA_FILES = {"media/samples": "samples.png"}
 
@@ -144,6 +158,12 @@ def run_identity(config: Mapping, key: str) -> dict:
     }
 
 
+def exit_code(status: str) -> int:
+    """The exit code a run's W&B run finishes with: 0 for ``ok``, 1 for ``diverged`` or
+    ``failed`` (W&B shows them as failed)."""
+    return 0 if status == "ok" else 1
+
+
 def resolve_mode(mode: str) -> str:
     """``auto``: WANDB_MODE if set; online when the user has logged in; else offline."""
     if mode not in MODES:
@@ -204,7 +224,8 @@ def _go_offline(reason: str) -> None:
 class WandbMirror:
     """One W&B run per job; every call is guarded, ``error`` holds the first failure.
 
-    With ``run_id`` the W&B run is resumed when it exists (``resume="allow"``)."""
+    With ``run_id`` the W&B run is resumed when it exists (``resume="allow"``); ``settings``
+    override LIVE_SETTINGS (wandb.Settings fields)."""
 
     def __init__(
         self,
@@ -217,8 +238,10 @@ class WandbMirror:
         run_dir: Path,
         job_type: str = "train",
         run_id: str | None = None,
+        settings: Mapping | None = None,
     ) -> None:
         self.mode = resolve_mode(mode)
+        self.settings = {**LIVE_SETTINGS, **(settings or {})}
         self.error: str | None = None
         self.run = None
         if self.mode == "disabled":
@@ -247,26 +270,37 @@ class WandbMirror:
             }
             if run_id is not None:
                 kwargs.update(id=run_id, resume="allow")
+            kwargs["settings"] = wandb.Settings(**self.settings)
             try:
-                self.run = wandb.init(mode=self.mode, settings=self._settings(wandb), **kwargs)
+                self.run = wandb.init(mode=self.mode, **kwargs)
             except Exception as exc:  # noqa: BLE001
                 if self.mode != "online":
                     raise
                 _go_offline(f"{type(exc).__name__}: {exc}".splitlines()[0])
                 self.mode = "offline"
-                self.run = wandb.init(mode=self.mode, settings=self._settings(wandb), **kwargs)
+                self.run = wandb.init(mode=self.mode, **kwargs)
             self._define_metrics()
         except Exception as exc:  # noqa: BLE001 - the mirror must never take the run down
             self._fail("init", exc)
 
-    @staticmethod
-    def _settings(wandb):
-        return wandb.Settings(
-            silent=True,
-            console="off",
-            x_disable_stats=True,
-            init_timeout=INIT_TIMEOUT_S,
-            finish_timeout=FINISH_TIMEOUT_S,
+    @classmethod
+    def for_run(
+        cls,
+        config: Mapping,
+        key: str,
+        run_dir: Path,
+        mode: str | None = None,
+        settings: Mapping | None = None,
+    ) -> "WandbMirror":
+        """The W&B run of the store run ``key`` of this resolved ``config`` (``run_identity``),
+        in the project and mode its ``tracking`` section names (``mode`` overrides it), its
+        files under ``run_dir``."""
+        return cls(
+            mode=mode or config["tracking"]["mode"],
+            project=config["tracking"]["project"],
+            run_dir=run_dir,
+            settings=settings,
+            **run_identity(config, key),
         )
 
     def _define_metrics(self) -> None:
