@@ -15,7 +15,12 @@ from pathlib import Path
 import pandas as pd
 
 from normexp.metrics import by_epoch
-from normexp.tracking.store import RunRecord, iter_records, read_json
+from normexp.tracking.store import (  # noqa: F401 - experiments_in_store: collect's callers
+    RunRecord,
+    experiments_in_store,
+    iter_records,
+    read_json,
+)
 from normexp.train.optim import peak_lr
 
 log = logging.getLogger("normexp")
@@ -119,12 +124,6 @@ def _protocol_columns(record: RunRecord, config: dict) -> dict:
     if {"lr_per_128", "lr_scaling"} <= optim.keys() and "batch_size" in train:
         out["peak_lr"] = peak_lr(optim, train["batch_size"])
     return out
-
-
-def experiments_in_store(folder: Path) -> list[str]:
-    """The experiments with runs in a profile's folder."""
-    runs = Path(folder) / "runs"
-    return sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
 
 
 def write_collected(

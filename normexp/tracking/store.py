@@ -406,6 +406,12 @@ def selection_path(folder: Path, experiment: str) -> Path:
     return Path(folder) / "runs" / experiment / "selection.json"
 
 
+def experiments_in_store(folder: Path) -> list[str]:
+    """The experiments with runs in a profile's folder."""
+    runs = Path(folder) / "runs"
+    return sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+
+
 def iter_records(folder: Path, experiment: str) -> Iterator[RunRecord]:
     """The run folders of one experiment in a profile's ``folder``."""
     runs = Path(folder) / "runs" / experiment

@@ -1,14 +1,13 @@
 """The W&B mirror: mode resolution, and that no failure of W&B ever reaches the run."""
 
 import json
-import struct
 from pathlib import Path
 
 import pytest
 import wandb
 import yaml
-from wandb.proto import wandb_internal_pb2
 
+from normexp.catalogue import experiment_names
 from normexp.errors import ConfigError
 from normexp.tracking import wandb_mirror
 from normexp.tracking.wandb_mirror import (
@@ -20,6 +19,7 @@ from normexp.tracking.wandb_mirror import (
     run_identity,
     wandb_key,
 )
+from normexp.tracking.wandb_replay import read_records
 from tests.helpers import REPO as ROOT
 
 
@@ -298,11 +298,16 @@ def swept_paths(experiment_file: Path) -> list[str]:
     return paths
 
 
-@pytest.mark.parametrize(
-    "experiment_file",
-    sorted((ROOT / "configs" / "experiment").glob("*.yaml")),
-    ids=lambda p: p.stem,
-)
+EXPERIMENT_FILES = [ROOT / "experiments" / f"{name}.yaml" for name in experiment_names()]
+
+
+def test_the_factor_check_reads_every_experiment_file():
+    """The files the next test checks are experiments/*.yaml, each sweeping something."""
+    assert len(EXPERIMENT_FILES) >= 20 and all(f.is_file() for f in EXPERIMENT_FILES)
+    assert all(swept_paths(f) for f in EXPERIMENT_FILES)
+
+
+@pytest.mark.parametrize("experiment_file", EXPERIMENT_FILES, ids=lambda p: p.stem)
 def test_every_swept_factor_is_a_tag_and_part_of_the_name(experiment_file):
     factor_paths = {path for _, path in FACTORS}
     core = {"norm.name", "norm.position", "train.batch_size", "seed"}
@@ -335,45 +340,39 @@ def _same_cell(experiment: Path, key: str, config: dict) -> bool:
 # --- the offline run folder, as `wandb sync` reads it ----------------------------------
 
 
-def wandb_records(run_file: Path):
-    """Records of a .wandb file (a LevelDB-style log of protobuf records, 32 KiB blocks)."""
-    data = run_file.read_bytes()
-    assert data[:4] == b":W&B"
-    block, header = 32768, 7
-    pos, buf = 7, b""
-    while pos + header <= len(data):
-        left = block - pos % block
-        if left < header:  # block trailer padding
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + header])
-        buf += data[pos + header : pos + header + length]
-        pos += header + length
-        if kind in (1, 4):  # FULL or LAST chunk
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(buf)
-            buf = b""
-            yield record
-
-
 def parse_run(run_dir: Path) -> dict:
+    """What ``wandb sync`` would upload from an offline run folder: its run record (id, name,
+    group, tags), config values, history rows, summary, metric definitions, exit code and
+    console output. ``history``/``summary``: the key sets; ``rows``/``summary_values``: values."""
     (run_file,) = run_dir.glob("run-*.wandb")
-    out = {"history": set(), "summary": set(), "metrics": {}, "run": None}
+    out = {"history": set(), "summary": set(), "metrics": {}, "run": None, "config": {},
+           "rows": [], "summary_values": {}, "exit_code": None, "output": ""}  # fmt: skip
 
-    def keys(items) -> set[str]:
-        return {item.key or "/".join(item.nested_key) for item in items}
+    def key(item) -> str:
+        return item.key or "/".join(item.nested_key)
 
-    for record in wandb_records(run_file):
+    for record in read_records(run_file):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             out["run"] = record.run
+            out["config"] |= {i.key: json.loads(i.value_json) for i in record.run.config.update}
+        elif kind == "config":
+            out["config"] |= {i.key: json.loads(i.value_json) for i in record.config.update}
         elif kind == "history":
-            out["history"] |= keys(record.history.item)
+            row = {key(i): json.loads(i.value_json) for i in record.history.item}
+            out["rows"].append(row)
+            out["history"] |= set(row)
         elif kind == "summary":
-            out["summary"] |= keys(record.summary.update)
+            values = {key(i): json.loads(i.value_json) for i in record.summary.update}
+            out["summary_values"] |= values
+            out["summary"] |= set(values)
         elif kind == "metric":
             metric = record.metric
             out["metrics"][metric.glob_name or metric.name] = metric.step_metric
+        elif kind == "exit":
+            out["exit_code"] = record.exit.exit_code
+        elif kind == "output_raw":
+            out["output"] += record.output_raw.line
     return out
 
 
@@ -387,6 +386,7 @@ def test_offline_run_has_the_id_names_metrics_and_media(clean_env, tmp_path):
         ident = run_identity(config, "abc123")
         m = WandbMirror("offline", "normexp-test", run_dir=run_dir, **ident)
         assert m.error is None, m.error
+        print(f"a line the job printed in epoch {epoch}")  # W&B's Logs tab shows it
         m.log({"epoch": epoch, "train_loss": 1.0, "val_acc": 0.5, "lr": 0.1, "images_per_s": 9.0})
         m.finish({"test_acc": 0.5, "test_err": 0.5, "status": "ok"}, 0, run_dir=run_dir)
         assert m.error is None, m.error
@@ -407,6 +407,7 @@ def test_offline_run_has_the_id_names_metrics_and_media(clean_env, tmp_path):
     assert list((folders[-1] / "files" / "media" / "images").rglob("samples_*.png"))
     assert {"test/acc", "test/err", "run/status"} <= run["summary"]
     assert run["metrics"]["train/*"] == "epoch" and run["metrics"]["val/*"] == "epoch"
+    assert "a line the job printed in epoch 2" in run["output"]  # console captured
 
 
 # --- online without a network ----------------------------------------------------------
