@@ -59,8 +59,8 @@ migrate: setup ## move an old-layout store (results/runs/) into one folder per p
 screenshot: setup ## results/PROFILE/report_screenshot.png: report.html's first screen in headless Chromium
 	$(PY) -m normexp.analysis.report.browser --page results/$(PROFILE)/report.html --out results/$(PROFILE)/report_screenshot.png
 
-wandb-sync: setup ## upload every offline W&B run (training and report runs) in the store ($NORMEXP_RESULTS_DIR or results/)
-	$(PY) -m normexp.analysis.report.dashboards --sync
+wandb-sync: setup ## replay PROFILE's stored runs that have no W&B run into offline ones, upload them when logged in ($NORMEXP_RESULTS_DIR or results/)
+	$(PY) -m normexp.analysis.report.dashboards --sync --profile $(PROFILE) $(ARGS)
 
 dashboards: setup ## publish one W&B report per claim (needs `wandb login`); ARGS="--entity me"
 	$(PY) -m normexp.analysis.report.dashboards --publish $(ARGS)

@@ -202,14 +202,41 @@ def test_every_run_set_shows_one_profile_only():
 
 
 def test_sync_looks_in_the_store_the_environment_names(tmp_path, monkeypatch):
+    """PROFILE's runs only (profiles are partitions), in $NORMEXP_RESULTS_DIR's store."""
     store = tmp_path / "elsewhere"
     (store / "quick/runs/c4/k1/wandb/offline-run-1-k1").mkdir(parents=True)
+    (store / "standard/runs/c4/k2/wandb/offline-run-2-k2").mkdir(parents=True)
+    (store / "standard/wandb/offline-run-3-report").mkdir(parents=True)
     monkeypatch.setenv("NORMEXP_RESULTS_DIR", str(store))
     monkeypatch.setattr(dashboards, "_online_problem", lambda: None)
     calls = []
     monkeypatch.setattr(dashboards.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
     assert main(["--sync"]) == 0
     assert calls[0][-1] == str(store / "quick/runs/c4/k1/wandb/offline-run-1-k1")
+    assert main(["--sync", "--profile", "standard"]) == 0
+    assert calls[1][-2:] == [
+        str(store / "standard/runs/c4/k2/wandb/offline-run-2-k2"),
+        str(store / "standard/wandb/offline-run-3-report"),
+    ]
+
+
+def test_sync_offline_replays_and_says_in_one_line_where_the_runs_wait(tmp_path, monkeypatch,
+                                                                        capsys):  # fmt: skip
+    store = tmp_path / "results"
+    (store / "quick/runs/c4/k1/wandb/offline-run-1-k1").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in ("WANDB_API_KEY", "NETRC"):
+        monkeypatch.delenv(var, raising=False)
+    replayed = []
+    monkeypatch.setattr(dashboards, "replay", lambda folder, workers: replayed.append(folder)
+                        or (3, []))  # fmt: skip
+    monkeypatch.setattr(dashboards.subprocess, "call", lambda cmd: pytest.fail("uploaded"))
+    assert main(["--sync", "--results-dir", str(store)]) == 0
+    assert replayed == [store / "quick"]
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "3 run(s) replayed; 1 offline W&B run(s)" in out
+    assert f"{store / 'quick'}/runs/*/*/wandb/" in out and "not logged in" in out
+    assert "make wandb-sync PROFILE=quick" in out
 
 
 def test_a_claim_decided_per_architecture_shows_each_architecture_in_its_own_grid():

@@ -9,8 +9,13 @@ convergence check's runs are left out) on the seeds the profile declares
 folder cannot be told apart by their config; the report leaves them out from the sweep log.
 
     python -m normexp.analysis.report.dashboards            # build offline, list the reports
-    python -m normexp.analysis.report.dashboards --sync     # upload every offline run
+    python -m normexp.analysis.report.dashboards --sync     # replay the store, upload its runs
     python -m normexp.analysis.report.dashboards --publish  # save the reports (online only)
+
+``--sync`` (``make wandb-sync``) first replays every stored run of the profile that has no W&B
+run into an offline one (normexp.tracking.wandb_replay), then uploads the profile's offline runs
+(training, replayed and report runs) when the user is logged in and W&B can be reached; else it
+leaves them offline and says where, in one line.
 """
 
 import argparse
@@ -27,7 +32,7 @@ from normexp import metrics
 from normexp.analysis.claims import load_analyses
 from normexp.analysis.verdict.record import declared_seeds
 from normexp.analysis.verdict.spec import ClaimAnalysis, Grid
-from normexp.tracking.store import RECORD_PROFILE, default_results_dir
+from normexp.tracking.store import NOT_PROFILES, RECORD_PROFILE, default_results_dir, profile_dir
 from normexp.tracking.wandb_mirror import (
     RECORD_STAGE,
     STAGE_PATH,
@@ -36,6 +41,7 @@ from normexp.tracking.wandb_mirror import (
     _unreachable,
     wandb_key,
 )
+from normexp.tracking.wandb_replay import offline_runs, replay
 
 REPORT_GROUP = "report"  # the W&B group of the report run (normexp.analysis.report)
 FIGURE_KEY = "figures/{name}"  # media key of a claim's figure in the report run
@@ -162,12 +168,16 @@ def claim_dashboards(entity: str, project: str, profile: str = RECORD_PROFILE) -
     return [build_report(spec, entity, project, profile) for spec in load_analyses()]
 
 
-def offline_run_dirs(results_dir: Path) -> list[Path]:
-    """Every offline W&B run under the results store, of every profile: training runs
-    (<profile>/runs/<experiment>/<run_key>/wandb/) and report runs (<profile>/wandb/)."""
-    found = set(results_dir.glob("*/runs/*/*/wandb/offline-run-*"))
-    found |= set(results_dir.glob("*/wandb/offline-run-*"))
-    return sorted(p for p in found if p.is_dir())
+def offline_run_dirs(results_dir: Path, profile: str | None = None) -> list[Path]:
+    """Every offline W&B run under the results store, of one profile or of every profile:
+    training runs (<profile>/runs/<experiment>/<run_key>/wandb/, live or replayed) and report
+    runs (<profile>/wandb/)."""
+    if profile is not None:
+        folders = [profile_dir(results_dir, profile)]
+    else:
+        folders = [p for p in sorted(Path(results_dir).glob("*/"))
+                   if p.name not in NOT_PROFILES and not p.name.startswith(".")]  # fmt: skip
+    return sorted(run for folder in folders for run in offline_runs(folder))
 
 
 def _online_problem() -> str | None:
@@ -177,21 +187,61 @@ def _online_problem() -> str | None:
     return _unreachable(url)
 
 
+def sync(
+    results_dir: Path,
+    profile: str,
+    project: str = "normexp",
+    entity: str | None = None,
+    workers: int | None = None,
+) -> int:
+    """``make wandb-sync``: replay the profile's stored runs that lack a W&B run, then upload
+    the profile's offline runs when online (``wandb sync`` skips those it uploaded before);
+    offline, one line says where they are and how to upload them later."""
+    folder = profile_dir(results_dir, profile)
+    replayed, failed = replay(folder, workers)
+    for path, error in failed:
+        print(f"wandb-sync: could not replay {path}: {error}", file=sys.stderr)
+    runs = offline_run_dirs(results_dir, profile)
+    problem = _online_problem()
+    if problem:
+        print(
+            f"wandb-sync: {replayed} run(s) replayed; {len(runs)} offline W&B run(s) of profile "
+            f"{profile} stay in {folder}/runs/*/*/wandb/ and {folder}/wandb/ ({problem}); "
+            f"upload them later with `make wandb-sync PROFILE={profile}`"
+        )
+        return 1 if failed else 0
+    if not runs:
+        print(f"wandb-sync: no W&B runs of profile {profile} under {folder}")
+        return 1 if failed else 0
+    cmd = [sys.executable, "-m", "wandb", "sync", "--project", project]
+    cmd += ["--entity", entity] if entity else []
+    return subprocess.call([*cmd, *map(str, runs)]) or (1 if failed else 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m normexp.analysis.report.dashboards")
     parser.add_argument("--project", default="normexp")
     parser.add_argument("--entity", default=None, help="default: your W&B default entity")
     parser.add_argument(
         "--results-dir", type=Path, default=default_results_dir(),
-        help="the store whose offline runs --sync uploads (default: $NORMEXP_RESULTS_DIR or "
-        "./results)",
+        help="the store --sync replays and uploads (default: $NORMEXP_RESULTS_DIR or ./results)",
     )  # fmt: skip
-    parser.add_argument("--profile", default=RECORD_PROFILE, help="whose runs the reports show")
+    parser.add_argument(
+        "--profile", default=RECORD_PROFILE,
+        help=f"whose runs the reports show and --sync replays (default: {RECORD_PROFILE})",
+    )  # fmt: skip
+    parser.add_argument("--workers", type=int, default=None,
+                        help="--sync: replaying processes (default: one per core)")  # fmt: skip
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--publish", action="store_true", help="save the reports to W&B")
-    action.add_argument("--sync", action="store_true", help="upload every offline run")
+    action.add_argument(
+        "--sync", action="store_true",
+        help="replay the profile's stored runs without a W&B run, upload them when online",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    if not (args.publish or args.sync):
+    if args.sync:
+        return sync(args.results_dir, args.profile, args.project, args.entity, args.workers)
+    if not args.publish:
         for report in claim_dashboards(args.entity or "<entity>", args.project, args.profile):
             grids = [b for b in report.blocks if type(b).__name__ == "PanelGrid"]
             print(f"{report.title}: {sum(len(g.panels) for g in grids)} panels")
@@ -201,14 +251,6 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"dashboards: cannot reach W&B: {problem}; nothing sent", file=sys.stderr)
         return 1
-    if args.sync:
-        runs = offline_run_dirs(args.results_dir)
-        if not runs:
-            print(f"dashboards: no offline runs under {args.results_dir}")
-            return 0
-        cmd = [sys.executable, "-m", "wandb", "sync", "--project", args.project]
-        cmd += ["--entity", args.entity] if args.entity else []
-        return subprocess.call([*cmd, *map(str, runs)])
     entity = args.entity or wandb.Api().default_entity
     for report in claim_dashboards(entity, args.project, args.profile):
         report.save()
