@@ -90,8 +90,14 @@ def grids_of(report: wr.Report) -> list[wr.PanelGrid]:
     return [b for b in report.blocks if isinstance(b, wr.PanelGrid)]
 
 
-def test_one_report_per_claim_built_offline():
-    reports = claim_dashboards("someone", "normexp")
+@pytest.fixture(scope="module")
+def store() -> dashboards.Store:
+    """The committed profile of record's runs of record and verdicts, read once."""
+    return dashboards.read_store(COMMITTED)
+
+
+def test_one_report_per_claim_built_offline(store):
+    reports = claim_dashboards("someone", "normexp", store=store)
     assert [s.name for s in SPECS] == claim_modules()  # every claim, in claim order
     assert len(reports) == len(SPECS)
     for spec, report in zip(SPECS, reports, strict=True):
@@ -104,8 +110,8 @@ def test_one_report_per_claim_built_offline():
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.claim)
-def test_every_panel_names_a_key_the_runs_log(spec):
-    report = dashboards.build_report(spec, "someone", "normexp")
+def test_every_panel_names_a_key_the_runs_log(spec, store):
+    report = dashboards.build_report(spec, "someone", "normexp", store=store)
     figure_grid, *grids = grids_of(report)
     assert referenced(figure_grid)["media"] <= FIGURE_KEYS
     for grid_spec, grid in zip(dashboards.grids_of(spec), grids, strict=True):
@@ -121,12 +127,12 @@ def test_every_panel_names_a_key_the_runs_log(spec):
             assert not unknown, f"{spec.claim} '{grid_spec.title}': no run logs {kind} {unknown}"
 
 
-def test_a_panel_on_an_unregistered_metric_is_refused_where_it_is_built():
+def test_a_panel_on_an_unregistered_metric_is_refused_where_it_is_built(store):
     spec = SPECS[3]  # C4
     bad = Grid("typo", spec.dashboard[0].experiments, ("norm.name",), bars=("test/error",))
     assert dashboards.unregistered(bad) == ["test/error"]
     with pytest.raises(ValueError, match="'typo': test/error is no registered metric"):
-        dashboards.build_report(dataclasses.replace(spec, dashboard=(bad,)), "e", "p")
+        dashboards.build_report(dataclasses.replace(spec, dashboard=(bad,)), "e", "p", store=store)
 
 
 def test_the_report_run_logs_each_figure_under_its_key(tmp_path, monkeypatch):
@@ -134,7 +140,8 @@ def test_the_report_run_logs_each_figure_under_its_key(tmp_path, monkeypatch):
     import wandb
     from test_wandb_mirror import parse_run
 
-    from normexp.analysis.report import log_to_wandb
+    from normexp.analysis.report import log_to_wandb, report_run_id
+    from normexp.tracking.provenance import code_commit
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -151,6 +158,9 @@ def test_the_report_run_logs_each_figure_under_its_key(tmp_path, monkeypatch):
     (folder,) = dashboards.offline_run_dirs(tmp_path)  # where `--sync` looks
     run = parse_run(folder)
     assert run["run"].run_group == dashboards.REPORT_GROUP
+    # one W&B run per profile and commit: the next `make figures` at this commit resumes it
+    assert run["run"].run_id == report_run_id("smoke", code_commit())
+    assert run["config"]["commit"] == code_commit()
     assert any(k.startswith(FIGURE_KEY.format(name="bn_small_batch")) for k in run["history"])
 
 
@@ -183,6 +193,57 @@ def test_publish_refuses_when_the_server_is_unreachable(tmp_path, monkeypatch, c
     monkeypatch.setattr(wr.Report, "save", lambda self, **kw: pytest.fail("saved offline"))
     assert main(["--publish"]) == 1
     assert "127.0.0.1:9 unreachable" in capsys.readouterr().err
+
+
+def test_the_report_run_has_one_id_per_profile_and_commit():
+    from normexp.analysis.report import report_run_id
+
+    ids = {report_run_id(p, c) for p in ("quick", "standard") for c in ("abc", "abc+dirty")}
+    assert len(ids) == 4 and report_run_id("quick", "abc") == report_run_id("quick", "abc")
+    assert all(i.startswith(("report-quick-", "report-standard-")) and len(i) < 64 for i in ids)
+
+
+def test_every_claim_shows_every_experiment_that_decides_it():
+    """Each architecture and task a verdict may rest on has a grid (C4: the ResNet's
+    bn_small_batch_resnet; C3: the control; C11: its sources' deciding runs)."""
+    for spec in SPECS:
+        shown = {e for grid in dashboards.grids_of(spec) for e in grid.experiments}
+        missing = set(spec.decided_from()) - shown
+        assert not missing, f"{spec.claim}'s W&B report leaves out {missing}"
+    c4 = next(s for s in SPECS if s.claim == "C4")
+    assert "bn_small_batch_resnet" in c4.decided_from()  # the architecture that decided
+
+
+def test_each_report_opens_with_the_claims_rows_of_the_reports_verdict_table(store):
+    """The verdict table of each claim's W&B report: its rows of REPORT.md's, word for word."""
+    report_md = (COMMITTED / "REPORT.md").read_text()
+    for spec, report in zip(SPECS, claim_dashboards("e", "p", store=store), strict=True):
+        heading, table = report.blocks[:2]
+        assert isinstance(heading, wr.H2) and isinstance(table, wr.MarkdownBlock)
+        rows = [line for line in table.text.splitlines() if line.startswith("| ")]
+        assert len(rows) >= 2 and all(row in report_md for row in rows), spec.claim
+        assert f"{spec.claim}" in rows[1] and "**Verdict: " in table.text
+    empty = dashboards.Store(COMMITTED.parent / "nowhere", {}, {})
+    text = dashboards.build_report(SPECS[3], "e", "p", store=empty).blocks[1].text
+    assert "No verdict" in text and "make figures PROFILE=nowhere" in text
+
+
+def test_bars_leave_the_interval_to_the_ci_table_under_them(store):
+    """W&B draws ± s.e. or nothing on bars; the report's 95% CIs are in the table under them."""
+    c4 = next(s for s in SPECS if s.claim == "C4")
+    report = dashboards.build_report(c4, "e", "p", store=store)
+    blocks = report.blocks
+    for i, block in enumerate(blocks):
+        if not isinstance(block, wr.PanelGrid) or not any(
+            isinstance(p, wr.BarPlot) for p in block.panels
+        ):
+            continue
+        assert all(p.groupby_rangefunc == "none" for p in block.panels
+                   if isinstance(p, wr.BarPlot))  # fmt: skip
+        table = blocks[i + 1]
+        assert isinstance(table, wr.MarkdownBlock) and "mean [95% CI]" in table.text
+    first = next(b for b in blocks if isinstance(b, wr.MarkdownBlock) and "mean [95%" in b.text)
+    assert "| batch | 2 | " in first.text  # BN at batch 2, the cell C4 rests on
 
 
 def test_every_run_set_shows_one_profile_only():

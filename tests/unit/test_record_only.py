@@ -137,7 +137,9 @@ def test_the_dashboards_groups_are_the_reports(store):
         (run_identity(_nested(row), key)["config"], {wandb_key("test_err"): row["test_err"]})
         for key, (_, row) in zip(table[col.RUN_KEY], table.iterrows(), strict=True)
     ]
-    report = dashboards.build_report(bn_small_batch.ANALYSIS, "e", "p", PROFILE)
+    report = dashboards.build_report(
+        bn_small_batch.ANALYSIS, "e", "p", PROFILE, dashboards.read_store(folder)
+    )
     grid_spec = dashboards.grids_of(bn_small_batch.ANALYSIS)[0]
     grid = [b for b in report.blocks if type(b).__name__ == "PanelGrid"][1]
     (runset,) = grid.runsets
@@ -152,3 +154,29 @@ def test_the_dashboards_groups_are_the_reports(store):
     assert mean[("batch", 2)] - mean[("group", 2)] == pytest.approx(_c4b(verdict))
     every_stage = [c for c, _ in runs if _value(c, "protocol.stage") != "record"]
     assert every_stage and not [c for c in every_stage if shown(tree, c)]
+    assert all(dashboards.passes(tree, lambda _, path, c=c: _value(c, path)) == shown(tree, c)
+               for c, _ in runs)  # the dashboards' own evaluation of a run set: W&B's  # fmt: skip
+
+
+def test_the_dashboards_cis_are_the_reports(store):
+    """The table under a grid's bars: per group, the mean and 95% CI over seeds that the
+    notebook's cells give (Student t, the report's), on the runs of record only."""
+    folder, _ = store
+    tables = explore.load_tables(folder)
+    report = dashboards.build_report(
+        bn_small_batch.ANALYSIS, "e", "p", PROFILE, dashboards.read_store(folder)
+    )
+    grid_spec = dashboards.grids_of(bn_small_batch.ANALYSIS)[0]
+    (runset,) = [b for b in report.blocks if type(b).__name__ == "PanelGrid"][1].runsets
+    record = explore.runs_of_record(tables, folder)
+    cis = dashboards.group_cis(grid_spec, record, runset.filters)
+    cis = cis.set_index(["norm.name", "train.batch_size"])
+    cells = explore.cell_means(explore.slice_runs(record[EXPERIMENT]), "test_err")
+    assert len(cis) == len(cells) and set(cis["seeds"]) == {len(SEEDS)}
+    for cell, row in cells.iterrows():
+        got = cis.loc[cell, ["test/err", "test/err low", "test/err high"]].tolist()
+        assert got == pytest.approx([row["mean"], row["ci_low"], row["ci_high"]])
+    texts = [getattr(b, "text", "") for b in report.blocks]
+    table = next(t for t in texts if "test/err: mean [95% CI]" in t)
+    low, high = cells.loc[("batch", 2), ["ci_low", "ci_high"]]
+    assert f"| batch | 2 | {cells.loc[('batch', 2), 'mean']:.4g} [{low:.4g}, {high:.4g}] |" in table

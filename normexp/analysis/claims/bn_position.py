@@ -302,6 +302,13 @@ DASHBOARD = (
         curves=("val/acc", "train/loss"),
         parallel=("model.name", "model.activation", "norm.position", "test/acc"),
     ),
+    Grid(
+        "Control: CNN, ReLU, the same layer before the head in both positions",
+        (CONTROL,),
+        ("norm.position",),
+        bars=("test/acc",),
+        curves=("val/acc", "train/loss"),
+    ),
 )
 ANALYSIS = CLAIM.analysis(
     "BN after the activation beats BN before it",

@@ -4,6 +4,7 @@ collected tables that ``figures`` wrote in that profile's folder; the figures an
 table are also logged to a W&B run of their own (its files in the same folder)."""
 
 import base64
+import hashlib
 import json
 import re
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from normexp.analysis.verdict.regime import UNDER_TRAINED, regime_short
 from normexp.analysis.verdict.spec import ClaimAnalysis
 from normexp.catalogue import cpu_experiments, makefile_list
 from normexp.tracking.collect import DamagedRun
+from normexp.tracking.provenance import code_commit
 from normexp.tracking.store import atomic_write_json, read_sittings
 from normexp.tracking.wandb_mirror import WandbMirror
 
@@ -138,6 +140,31 @@ def top_rows(secs: list[dict]) -> list[dict]:
                 }
             )
     return rows
+
+
+def top_table_markdown(secs: list[dict]) -> list[str]:
+    """The verdict table (markdown lines): one row per sub-claim of the claims of ``secs``
+    (each a dict with ``analysis`` and ``verdict``), as REPORT.md opens with it; each claim's
+    W&B report shows its own rows (normexp.analysis.report.dashboards)."""
+    lines = ["| " + " | ".join(TOP_HEADER) + " |", "|" + "---|" * len(TOP_HEADER)]
+    for r in top_rows(secs):
+        cells = (
+            f"{r['claim']} `{r['name']}`",
+            r["says"],
+            f"**{r['verdict']}**",
+            r["statistic"],
+            r["ci"],
+            r["p"],
+            r["seeds"],
+            r["regime"],
+        )
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return lines
+
+
+def verdict_line(verdict: dict) -> str:
+    """A claim's verdict as its report section states it, with its effect."""
+    return f"**Verdict: {_verdict_text(verdict)}.** {verdict.get('effect', '')}"
 
 
 def commits_line(provenance: dict) -> str:
@@ -292,21 +319,8 @@ def render_markdown(secs: list[dict], provenance: dict, extras: Sequence[dict] =
         f"Each claim of the blog post *{BLOG_TITLE}* tested with real runs. "
         "Regenerate with `make figures` (from the results store) after `make run-sweep`.",
         "",
-        "| " + " | ".join(TOP_HEADER) + " |",
-        "|" + "---|" * len(TOP_HEADER),
+        *top_table_markdown(secs),
     ]
-    for r in top_rows(secs):
-        cells = (
-            f"{r['claim']} `{r['name']}`",
-            r["says"],
-            f"**{r['verdict']}**",
-            r["statistic"],
-            r["ci"],
-            r["p"],
-            r["seeds"],
-            r["regime"],
-        )
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", VERDICT_NOTE, "", commits_line(provenance), ""]
     lines += _progress(provenance)
     lines += ["## Scale", "", SCALE_NOTE, ""]
@@ -320,7 +334,7 @@ def render_markdown(secs: list[dict], provenance: dict, extras: Sequence[dict] =
             lines += [*s["table"], ""]
         elif s["figure"].exists():
             lines += [f"![{a.name}](figures/{s['figure'].name})", ""]
-        lines += [f"**Verdict: {_verdict_text(v)}.** {v.get('effect', '')}", ""]
+        lines += [verdict_line(v), ""]
         if v.get("ladder_figure"):
             lines += [f"![{a.name} budget ladder]({v['ladder_figure']})", ""]
         for key, label in PARTS:
@@ -469,17 +483,27 @@ def render_html(
     )
 
 
+def report_run_id(profile: str, commit: str) -> str:
+    """The W&B id of a profile's report run at one code commit: every `make figures` at that
+    commit logs into the same W&B run (resumed), a new commit starts another."""
+    digest = hashlib.sha256(f"{profile}\n{commit}".encode()).hexdigest()[:12]
+    return f"report-{re.sub(r'[^A-Za-z0-9_-]', '-', profile)}-{digest}"
+
+
 def log_to_wandb(secs: list[dict], results_dir: Path, mode: str) -> str | None:
-    """The figures and the verdict table in a W&B run of their own; returns the error, if any."""
+    """The figures and the verdict table in a W&B run of their own, one per profile and code
+    commit (``report_run_id``); returns the error, if any."""
+    profile, commit = results_dir.name, code_commit()
     mirror = WandbMirror(
         mode=mode,
         project="normexp",
         group="report",
-        name=f"report-{results_dir.name}",
-        tags=["report", f"profile:{results_dir.name}"],
-        config={"profile": results_dir.name},  # the dashboards show one profile's runs
+        name=f"report-{profile}",
+        tags=["report", f"profile:{profile}", f"commit:{commit[:10]}"],
+        config={"profile": profile, "commit": commit},  # the dashboards show one profile's runs
         run_dir=results_dir,
         job_type="report",
+        run_id=report_run_id(profile, commit),
     )
     if mirror.run is not None:
         try:
