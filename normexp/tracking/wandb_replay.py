@@ -19,7 +19,6 @@ replays the run again, so nothing is half-uploaded and a second call replays not
 """
 
 import argparse
-import contextlib
 import multiprocessing
 import os
 import shutil
@@ -267,7 +266,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="replaying processes (default: one per core)")  # fmt: skip
     args = parser.parse_args(argv)
     folder = profile_dir(args.results_dir, args.profile)
-    replayed, failed = replay(folder, args.workers)
+    try:
+        replayed, failed = replay(folder, args.workers)
+    except KeyboardInterrupt:
+        print("\nwandb replay: interrupted; the runs replayed so far are kept, the next call "
+              "replays the rest", file=sys.stderr)  # fmt: skip
+        return 130
     for path, error in failed:
         print(f"wandb replay: {path}: {error}", file=sys.stderr)
     print(f"wandb replay: {replayed} run(s) replayed into {folder}/runs/*/*/wandb/{REPLAY_DIR}/")
@@ -275,5 +279,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main())
+    sys.exit(main())

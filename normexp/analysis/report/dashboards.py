@@ -353,7 +353,12 @@ def sync(
     the profile's offline runs when online (``wandb sync`` skips those it uploaded before);
     offline, one line says where they are and how to upload them later."""
     folder = profile_dir(results_dir, profile)
-    replayed, failed = replay(folder, workers)
+    try:
+        replayed, failed = replay(folder, workers)
+    except KeyboardInterrupt:
+        print(f"\nwandb-sync: interrupted; the runs replayed so far are kept, "
+              f"`make wandb-sync PROFILE={profile}` replays the rest", file=sys.stderr)  # fmt: skip
+        return 130
     for path, error in failed:
         print(f"wandb-sync: could not replay {path}: {error}", file=sys.stderr)
     runs = offline_run_dirs(results_dir, profile)
