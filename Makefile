@@ -62,8 +62,8 @@ screenshot: setup ## results/PROFILE/report_screenshot.png: report.html's first 
 wandb-sync: setup ## replay PROFILE's stored runs that have no W&B run into offline ones, upload them when logged in ($NORMEXP_RESULTS_DIR or results/)
 	$(PY) -m normexp.analysis.report.dashboards --sync --profile $(PROFILE) $(ARGS)
 
-dashboards: setup ## publish one W&B report per claim (needs `wandb login`); ARGS="--entity me"
-	$(PY) -m normexp.analysis.report.dashboards --publish $(ARGS)
+dashboards: setup ## publish one W&B report per claim on PROFILE's runs (needs `wandb login`); ARGS="--entity me"
+	$(PY) -m normexp.analysis.report.dashboards --publish --profile $(PROFILE) $(ARGS)
 
 test: setup ## run the test suite (one worker per core; PYTEST_ARGS="-n 0" runs it in one process)
 	$(PY) -m pytest -q -n auto --dist loadgroup $(PYTEST_ARGS)
