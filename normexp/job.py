@@ -145,15 +145,16 @@ def _finish(run: Started, status: str, error: str | None, summary: dict) -> dict
         "run_key": record.key,
         "provenance": provenance(str(pick_device(config["train"]["device"]))),
     }
+    headline = next((k for k in HEADLINE_METRICS if k in summary), None)
+    result = f" {headline}={summary[headline]:.4g}" if headline else ""
+    # before the mirror finishes, so that the run's W&B Logs tab ends with its outcome
+    log.info("%s %s [%s]%s", status, describe(config), record.key, result)
     mirror.finish(summary, exit_code=exit_code(status), run_dir=record.path)
     if mirror.error:  # recorded, never fatal: the local store is the source of truth
         summary["wandb_error"] = mirror.error
     record.finish(status, summary, error)
     if status in FINISHED:
         checkpoint.unlink(missing_ok=True)  # a finished run is never resumed
-    headline = next((k for k in HEADLINE_METRICS if k in summary), None)
-    result = f" {headline}={summary[headline]:.4g}" if headline else ""
-    log.info("%s %s [%s]%s", status, describe(config), record.key, result)
     return summary
 
 
