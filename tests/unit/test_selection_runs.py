@@ -75,6 +75,17 @@ def test_a_selection_run_of_the_generator_writes_no_test_metrics_nor_sample_grid
     assert not (tmp_path / SAMPLE_GRID).exists()
 
 
+@pytest.mark.usefixtures("results_in_tmp")
+def test_a_selection_run_of_the_lstm_reads_no_test_split(compose_global, fake_ptb):
+    run = ("experiment=rnn_norm", "profile=smoke", "runtime.progress=false", "norm=none",
+           f"paths.data_dir={fake_ptb}", "data.train_tokens=2000", "train.epochs=1")  # fmt: skip
+    record, _ = train(resolve_config(compose_global(*run)))
+    selection, _ = train(resolve_config(compose_global(*run, SELECT)))
+    assert "test_bpc" in record and not any(k.startswith("test_") for k in selection)
+    for key in ("train_bpc", "valid_bpc", "valid_bpc_long"):
+        assert selection[key] == record[key], key
+
+
 def test_only_the_selection_stage_is_a_selection_run():
     assert selection_run({"protocol": {"stage": "select"}})
     for stage in ("record", "ladder", "check"):
