@@ -85,7 +85,6 @@ RESNET_FACTOR = {2: 2.4, 32: 3.9}
 # train=instrumented: the ICS probe adds a forward/backward pass per conv layer every 25 steps
 # (the landscape probe about 5): 6 convs in the CNN, 19 in the ResNet-20.
 INSTRUMENTED_FACTOR = {"cnn": 1.2, "resnet": 1.6}
-CLASSIFY = ("classification", "instrumented_classification")
 # make run-sweep's wall time over (run seconds / workers): 52.9 min measured for the committed
 # quick store's 98.5 run-minutes on 2 workers (stragglers at the end of each round, startup).
 ROUNDS_OVERHEAD = 1.075
@@ -153,6 +152,7 @@ TEST_PASS = {
     "resnet": {2: (0.176, 0.328, 0.335), 32: (0.388, 0.318, 0.677)},
     "mlp": {2: (0.011, 0.087, 0.016), 128: (0.272, 0.330, 0.409)},
 }
+CLASSIFY = ("classification", "instrumented_classification")  # the tasks TEST_PASS prices
 
 COLUMNS = {  # collected column -> short name
     "train.task": "task",

@@ -38,7 +38,6 @@ def validation_due(epoch: int, epochs: int, train: Mapping) -> bool:
     return every != LAST_ONLY and epoch % every == 0
 
 
-
 def selection_run(config: Mapping) -> bool:
     """Whether a run (resolved config) is one of the LR selection's, which measures its
     selection metric only: no test set, no probes (a config without a protocol section, as a
