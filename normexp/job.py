@@ -22,8 +22,11 @@ from normexp.train.packed_fit import GroupMismatch
 from normexp.validate import resolve_config
 
 log = logging.getLogger("normexp")
-# The metric a finished run logs on its line: the first one its summary has.
-HEADLINE_METRICS = ("test_acc", "test_psnr", "test_stylization_loss", "test_bpc", "test_ppl")
+# The metric a finished run logs on its line: the first one its summary has (an LR selection's
+# run has no test metrics: its validation metric, or C9's training accuracy, which it is read on).
+HEADLINE_METRICS = ("test_acc", "test_psnr", "test_stylization_loss", "test_bpc", "test_ppl",
+                    "val_acc", "val_psnr", "val_stylization_loss", "valid_bpc", "valid_ppl",
+                    "train_acc")  # fmt: skip
 # Write failures that mean "the store cannot be written", not "this run failed".
 STORE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 CHECKPOINT = "checkpoint.pt"

@@ -125,6 +125,7 @@ def _run_fields(c: Mapping[str, Any]) -> tuple[Field, ...]:
         F("runtime.threads", Int(1, MAX_THREADS), doc="also at most this machine's CPUs"),
         F("runtime.progress", Bool()),
         F("runtime.channels_last", Bool(), optional=True),
+        F("runtime.fused_sgd", Bool(), optional=True, doc="SGD's update in one fused kernel"),
         F("runtime.pack", PackRule(), optional=True, doc="replicas per packed group"),
         F(
             "runtime.compile",

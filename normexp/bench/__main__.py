@@ -27,8 +27,10 @@ RUNNERS = {
     "rnn": ("rnn", "bench_rnn"),
     "compile": ("compiled", "bench_compile"),
     "validation": ("evaluation", "bench_validation"),
+    "sgd": ("sgd", "bench_sgd"),
+    "test": ("evaluation", "bench_test_pass"),
 }
-TAKES_DATA = ("data", "harness", "flops", "sweep", "compile", "validation")
+TAKES_DATA = ("data", "harness", "flops", "sweep", "compile", "validation", "sgd", "test")
 
 
 def run_section(name: str, data_dir: Path, repeats: int) -> list[dict]:

@@ -28,6 +28,7 @@ import pandas as pd
 from hydra.core.global_hydra import GlobalHydra
 
 from normexp.catalogue import gpu_experiments, makefile_list, sweep_experiments
+from normexp.norms import norm_spec
 from normexp.protocol.pack import pack_limit
 from normexp.protocol.plan import (
     EPOCHS,
@@ -44,7 +45,7 @@ from normexp.protocol.plan import (
 from normexp.sweep import sweep_overrides
 from normexp.tracking.collect import collect_runs, experiments_in_store
 from normexp.tracking.store import run_key
-from normexp.train.cadence import validation_due
+from normexp.train.cadence import selection_run, validation_due
 from normexp.train.compiling import why_not_compiled
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,6 +125,34 @@ PACK_SPEEDUP = {
     "cnn": {2: {4: 1.62, 8: 1.91}, 8: {4: 1.15}},
     "resnet": {2: {4: 1.48, 8: 1.58}, 4: {4: 1.29}},
 }
+# Fused SGD (runtime.fused_sgd: one kernel per parameter instead of PyTorch's per-parameter loop
+# of separate ops; normexp/train/optim.py): an unpacked run's training time over its time with
+# the looped SGD these tables measured, by batch, from `make bench` ("sgd" rows: the suite's
+# training steps, Classification's train_epoch, built twice from one seed, differing only in
+# the optimizer, interleaved on one thread, CPU clock; MLP with BN; the lower of two runs,
+# 1.42-1.50 / 1.42-1.47 / 1.23 / 1.09 at batch 2 / 8 / 32 / 128, load 6 on 2 cores). The
+# update's seconds are the same at every norm, so a cheaper step (no norm) gains a little more,
+# a costlier one (GN) a little less. Applied to the whole run: its evaluation (about 1% of an
+# MLP run) gains nothing, a slight overstatement. The conv nets' steps are their convolutions
+# (the quick CNN and the ResNet-20 at batch 32: 0.98-0.99 and 1.00-1.02): not priced. Packed
+# groups step PackedSGD: not priced.
+FUSED_SGD_SPEEDUP = {"mlp": {2: 1.42, 8: 1.42, 32: 1.23, 128: 1.09}}
+# The final test pass that an LR selection's run no longer does (normexp/train/cadence.py),
+# from `make bench` ("test pass" rows: standard-sized BN runs with precise BN, each piece timed
+# against the same run's training steps, interleaved on one thread, CPU clock, median of 3,
+# load 6 on 2 cores): per image evaluated, in training images at that batch, (the test set in
+# eval mode, BN's batch-statistics pass, precise BN's population pass). A run's test pass is
+# the first for every norm, the second for a norm with batch statistics, and precise BN's pass
+# plus a second eval-mode test pass when train.precise_bn_batches > 0. Validation is an
+# eval-mode pass too (n_val images at each validated epoch). Not measured: the LSTM, the
+# generators (a selection run of theirs is priced as before). Its probes (train=instrumented):
+# INSTRUMENTED_FACTOR.
+TEST_PASS = {
+    "cnn": {2: (0.115, 0.253, 0.238), 32: (0.408, 0.307, 0.765), 128: (0.424, 0.381, 0.895)},
+    "resnet": {2: (0.176, 0.328, 0.335), 32: (0.388, 0.318, 0.677)},
+    "mlp": {2: (0.011, 0.087, 0.016), 128: (0.272, 0.330, 0.409)},
+}
+CLASSIFY = ("classification", "instrumented_classification")  # the tasks TEST_PASS prices
 
 COLUMNS = {  # collected column -> short name
     "train.task": "task",
@@ -244,9 +273,14 @@ def train_ms_per_image(config: Mapping, batch_size: int, probes: bool = True) ->
     ms = at_batch(CNN_MS_PER_IMAGE, batch_size)
     if model == "resnet":
         ms *= at_batch(RESNET_FACTOR, batch_size)
-    if probes and config["train"]["task"] == "instrumented_classification":
+    if probes and probed(config):
         ms *= INSTRUMENTED_FACTOR[model]
     return ms
+
+
+def probed(config: Mapping) -> bool:
+    """Whether a run runs train=instrumented's probes (an LR selection's run does not)."""
+    return config["train"]["task"] == "instrumented_classification" and not selection_run(config)
 
 
 def cadence_factor(config: Mapping) -> float:
@@ -269,6 +303,49 @@ def cadence_factor(config: Mapping) -> float:
     return 1 - ratio / (1 + ratio) * skipped / epochs
 
 
+def fused_sgd_speedup(config: Mapping) -> float:
+    """An unpacked SGD run's speed-up from runtime.fused_sgd (FUSED_SGD_SPEEDUP; 1.0 where not
+    measured to gain, off, another optimizer, or a packed group)."""
+    by_batch = FUSED_SGD_SPEEDUP.get(config["model"]["name"])
+    if not by_batch or config["optim"]["name"] != "sgd":
+        return 1.0
+    if not config["runtime"].get("fused_sgd", False) or pack_limit(config) > 1:
+        return 1.0
+    return at_batch(by_batch, config["train"]["batch_size"])
+
+
+def selection_factor(config: Mapping, pack_gain: float = 1.0) -> float:
+    """An LR selection's run's time over its time with the probes and the final test pass it no
+    longer runs (normexp/train/cadence.py); 1.0 for the other stages. Without probes, its time
+    over the probed run's is 1 / INSTRUMENTED_FACTOR; the test pass's share of the rest, in
+    training images (TEST_PASS): the pass over training (its images / ``pack_gain``, a packed
+    replica's gain: its evaluation is its own), validation and the pass."""
+    if not selection_run(config):
+        return 1.0
+    train, data, model = config["train"], config["data"], config["model"]["name"]
+    factor = 1.0
+    if train["task"] == "instrumented_classification":
+        factor /= INSTRUMENTED_FACTOR[model]
+    if model not in TEST_PASS or train["task"] not in CLASSIFY:
+        return factor
+    n_train = data["n_train"] or 50_000 - data["n_val"]
+    n_test, batch = data["n_test"] or 10_000, int(train["batch_size"])
+    test, batch_stats, precise = (at_batch({b: r[i] for b, r in TEST_PASS[model].items()}, batch)
+                                  for i in range(3))  # fmt: skip
+    tested = n_test * test
+    if norm_spec(config["norm"]["name"]).uses_batch_stats:
+        tested += n_test * batch_stats
+        if train.get("precise_bn_batches", 0) > 0:
+            population = min(max(batch, train["eval_batch_size"] // batch * batch), n_train)
+            tested += train["precise_bn_batches"] * population * precise + n_test * test
+    steps = n_train // batch  # per epoch (the last partial batch is dropped)
+    epochs = math.ceil(train["steps"] / steps) if train.get("steps") else train["epochs"]
+    trained = (train.get("steps") or epochs * steps) * batch
+    validated = sum(validation_due(e, epochs, train) for e in range(1, epochs + 1))
+    run = trained / pack_gain + validated * data["n_val"] * test + tested
+    return factor * (1 - tested / run)
+
+
 def compile_speedup(config: Mapping) -> float:
     """A compiled run's speed-up (COMPILE_SPEEDUP; 1.0 where not measured)."""
     by_batch = COMPILE_SPEEDUP.get(config["model"]["name"], {}).get(config["norm"]["name"])
@@ -287,8 +364,9 @@ def priced_seconds(jobs: list[tuple[str, dict]], now: bool = True) -> list[float
     """Each job's seconds: ``job_seconds``, and with ``now`` as the suite runs it today: the test
     set once per run (EVAL_ONCE), validation at its cadence (``cadence_factor``), the runs of
     each packed group (the same stage and config but the seed and LR multiplier, in groups of
-    at most ``pack_limit``) at PACK_SPEEDUP, and compiled runs (``why_not_compiled``) at
-    COMPILE_SPEEDUP plus their compile."""
+    at most ``pack_limit``) at PACK_SPEEDUP, an LR selection's runs without probes or test pass
+    (``selection_factor``), unpacked SGD runs fused (FUSED_SGD_SPEEDUP), and compiled runs
+    (``why_not_compiled``) at COMPILE_SPEEDUP plus their compile."""
     base = [job_seconds(config) for _, config in jobs]
     if not now:
         return base
@@ -306,10 +384,12 @@ def priced_seconds(jobs: list[tuple[str, dict]], now: bool = True) -> list[float
         for start in range(0, len(members), limit):
             chunk = members[start : start + limit]
             gain = pack_speedup(model, train["batch_size"], len(chunk))
+            selection = selection_factor(config, gain)
             for i in chunk:
-                out[i] = base[i] * once * cadence / gain
+                out[i] = base[i] * once * cadence / gain * selection
     graphs: dict = {}
     for i, (_, config) in enumerate(jobs):  # packed groups never compile
+        out[i] /= fused_sgd_speedup(config)
         if pack_limit(config) == 1 and why_not_compiled(config) is None:
             out[i] = out[i] / compile_speedup(config) + compile_seconds(config, graphs)
     return out
@@ -374,7 +454,8 @@ def profile_cost(
     run-minutes on one core, wall minutes on ``workers`` cores), in run order. A run that an earlier
     experiment already holds (the same run key) is counted once. ``now``: priced as the suite
     runs today (packed groups, the test set once per run, validation at its cadence, compiled
-    steps: ``priced_seconds``); else as every run was before them."""
+    steps, the fused SGD, selection runs without test pass or probes: ``priced_seconds``); else
+    as every run was before them."""
     seen: set[str] = set()
     rows = []
     context = (
@@ -440,8 +521,9 @@ def main() -> None:
                 f"{table['check'].sum()} check runs, "
                 f"{table['run_min'].sum():.0f} run-min, "
                 f"{table['wall_min'].sum():.0f} min on {args.workers} workers (projected); "
-                f"{before['wall_min'].sum():.0f} min priced as before (separate eager runs, the "
-                "test set and validation every epoch)\n"
+                f"{before['wall_min'].sum():.0f} min priced as before (separate eager runs, "
+                "looped SGD, the test set and validation every epoch, selection runs tested "
+                "and probed)\n"
             )
             totals[target] = (table["wall_min"].sum(), before["wall_min"].sum())
         now, then = (sum(t[i] for t in totals.values()) for i in (0, 1))

@@ -16,7 +16,7 @@ from normexp.metrics import did_not_train
 from normexp.models import build_model, check_model
 from normexp.norms.precise_bn import recompute_bn_stats
 from normexp.norms.weight_side import l1_penalty
-from normexp.train.cadence import validation_due
+from normexp.train.cadence import selection_run, validation_due
 from normexp.train.cifar_splits import CifarSplits
 from normexp.train.compiling import TrainingForward, why_not_compiled
 from normexp.train.device import autocast, place_model
@@ -38,7 +38,8 @@ class Classification(TaskHooks):
     """Cross-entropy training (plus L1 on the weights when asked); validation after the last
     epoch (the LR selection, the convergence check and the ladder read it) and every
     ``train.val_every`` epochs before it (normexp/train/cadence.py), the test set and BN's
-    batch-statistics pass once, on the final model (every epoch with train.test_every_epoch);
+    batch-statistics pass once, on the final model (every epoch with train.test_every_epoch),
+    except in an LR selection's run, which never evaluates its test set (``selection_run``);
     with ``probes``, each due step is probed before its update."""
 
     headline = "val_acc"  # the test set is not evaluated during training (issue #30, #31)
@@ -77,8 +78,9 @@ class Classification(TaskHooks):
         )
         self.batch_stats = has_batch_stats(self.model)
         self.l1 = cfg["optim"]["l1"]
+        self.tested = not selection_run(cfg)  # an LR selection's run has no test set
         # absent in configs stored before it existed (those runs were tested every epoch)
-        self.test_every_epoch = train_cfg.get("test_every_epoch", False)
+        self.test_every_epoch = self.tested and train_cfg.get("test_every_epoch", False)
 
     def stateful(self) -> dict[str, object]:
         return {"generator": self.generator, "probes": self.probes}
@@ -152,13 +154,14 @@ class Classification(TaskHooks):
 
     def summary(self, history: list[dict], final: dict) -> dict:
         # The final model's test metrics (with test_every_epoch the last epoch has them, from
-        # the same model); before precise BN, which replaces the running averages.
-        if not self.test_every_epoch:
+        # the same model); before precise BN, which replaces the running averages. An LR
+        # selection's run has none: it is read on validation (or training accuracy) only.
+        if self.tested and not self.test_every_epoch:
             self.evaluate_test(final)
-        if self.batch_stats and self.cfg["train"]["precise_bn_batches"] > 0:
+        if self.tested and self.batch_stats and self.cfg["train"]["precise_bn_batches"] > 0:
             self.precise_bn(final)
         return {
-            "test_err": 1.0 - final["test_acc"],
+            **({"test_err": 1.0 - final["test_acc"]} if self.tested else {}),
             "best_val_acc": max(m["val_acc"] for m in history if "val_acc" in m),
             "did_not_train": did_not_train(history[-1]["val_acc"]),
             "compiled": self.train_forward.compiled,

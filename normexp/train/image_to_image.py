@@ -32,6 +32,7 @@ from normexp.data.corruptions import (
 )
 from normexp.errors import ConfigError
 from normexp.models.generator import build_generator, check_generator
+from normexp.train.cadence import selection_run
 from normexp.train.cifar_splits import CifarSplits
 from normexp.train.classification import check_cifar10_fields, prepare_cifar10
 from normexp.train.device import place_model
@@ -271,7 +272,15 @@ class ImageToImage(TaskHooks):
         )
 
     def summary(self, history: list[dict], final: dict) -> dict:
-        """Test metrics of the final model only: the verdict reads nothing else."""
+        """Test metrics of the final model only: the verdict reads nothing else (none, and no
+        sample grid, in an LR selection's run: normexp/train/cadence.py)."""
+        out = {
+            "best_val_psnr": max(m["val_psnr"] for m in history),
+            **self.splits.sizes(),
+            "sample_grid": None,  # file name inside the run folder, or None
+        }
+        if selection_run(self.cfg):
+            return out
         model, space, test_in, test_target = self.model, self.space, self.test_in, self.test_target
         final["test_psnr"], final["test_ssim"] = evaluate_quality(
             model, space, test_in, test_target, self.eval_bs, ssim=True
@@ -283,17 +292,12 @@ class ImageToImage(TaskHooks):
         # The reference without a network: the target map applied to the corrupted input (for
         # restoration the input itself; for the style, stylizing the noisy input undenoised).
         final["input_psnr"] = psnr_per_image(self.target(test_in), test_target).mean().item()
-        sample_grid = None
         if self.artifacts_dir is not None and self.cfg["train"]["samples"] > 0:
             k = min(self.cfg["train"]["samples"], len(test_in))
             path = Path(self.artifacts_dir) / SAMPLE_GRID
             save_sample_grid(model, space, test_in[:k], test_target[:k], path)
-            sample_grid = SAMPLE_GRID
-        return {
-            "best_val_psnr": max(m["val_psnr"] for m in history),
-            **self.splits.sizes(),
-            "sample_grid": sample_grid,  # file name inside the run folder, or None
-        }
+            out["sample_grid"] = SAMPLE_GRID
+        return out
 
 
 def train_image_to_image(

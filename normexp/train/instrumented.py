@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from normexp.errors import ConfigError
+from normexp.train.cadence import selection_run
 from normexp.train.classification import check_classification, prepare_cifar10, train_classifier
 from normexp.train.landscape import ics_per_layer, landscape_along_gradient
 from normexp.train.task import Task
@@ -228,11 +229,15 @@ def train_instrumented(
     progress_position: int = 0,
     checkpoint: Path | None = None,
 ) -> dict:
-    """The classification loop with probes before the steps that are due (see StepProbes)."""
+    """The classification loop with probes before the steps that are due (see StepProbes);
+    an LR selection's run without them (normexp/train/cadence.py: it is read on its selection
+    metric only, and probes never change training)."""
     train_cfg = cfg["train"]
-    probes = StepProbes(
-        train_cfg["probe_every"], train_cfg["probes"], train_cfg["probe_step_sizes"]
-    )
+    probes = None
+    if not selection_run(cfg):
+        probes = StepProbes(
+            train_cfg["probe_every"], train_cfg["probes"], train_cfg["probe_step_sizes"]
+        )
     return train_classifier(cfg, log_epoch, progress_position, checkpoint, probes=probes)
 
 

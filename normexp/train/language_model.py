@@ -29,6 +29,7 @@ from normexp.data.paths import resolve_data_dir
 from normexp.data.ptb import LEVELS, PTBCorpus, batchify, bptt_windows, load_ptb
 from normexp.errors import ConfigError
 from normexp.models.lstm import build_language_model, check_lstm, detach_state
+from normexp.train.cadence import selection_run
 from normexp.train.fit import TaskHooks, fit
 from normexp.train.optim import build_optimizer_and_scheduler, training_steps
 from normexp.train.task import Task
@@ -103,8 +104,8 @@ def evaluate_lm(model: torch.nn.Module, data: torch.Tensor, seq_len: int) -> flo
 class LanguageModel(TaskHooks):
     """Truncated BPTT over the training stream (state carried across windows, reset every
     epoch); validation after every epoch and the test split once, on the final model (every
-    epoch with train.test_every_epoch), each at the training length and at ``long_eval_factor``
-    times it."""
+    epoch with train.test_every_epoch; never in an LR selection's run), each at the training
+    length and at ``long_eval_factor`` times it."""
 
     throughput = "tokens_per_s"
 
@@ -134,8 +135,9 @@ class LanguageModel(TaskHooks):
         )
         self.clip = cfg["optim"].get("clip_grad_norm")
         self.budget = training_steps(train_cfg, self.steps_per_epoch)
+        self.tested = not selection_run(cfg)  # an LR selection's run has no test split
         # absent in configs stored before it existed (those runs were tested every epoch)
-        self.test_every_epoch = train_cfg.get("test_every_epoch", False)
+        self.test_every_epoch = self.tested and train_cfg.get("test_every_epoch", False)
 
     def begin_epoch(self) -> None:
         self.state = None
@@ -165,8 +167,8 @@ class LanguageModel(TaskHooks):
             metrics[f"{split}_{self.unit}{suffix}"] = from_nats(nats, self.level)
 
     def summary(self, history: list[dict], final: dict) -> dict:
-        if not self.test_every_epoch:  # the final model's (the last epoch's with the option)
-            self.evaluate_split("test", final)
+        if self.tested and not self.test_every_epoch:  # the final model's (the last epoch's
+            self.evaluate_split("test", final)  # with the option); none in an LR selection's
         unit, tokens = self.unit, self.tokens
         return {
             f"best_valid_{unit}": min(m[f"valid_{unit}"] for m in history),

@@ -35,6 +35,7 @@ from normexp.data.style_image import procedural_style
 from normexp.errors import ConfigError
 from normexp.models.generator import build_generator, check_generator
 from normexp.models.loss_network import StyleContentLoss, build_loss_network, check_features
+from normexp.train.cadence import selection_run
 from normexp.train.cifar_splits import CifarSplits
 from normexp.train.classification import check_cifar10_fields, prepare_cifar10
 from normexp.train.device import place_model
@@ -183,7 +184,16 @@ class Stylization(TaskHooks):
         metrics[f"val_{HELD_OUT}"] = self.deployed(self.val_x)[0]
 
     def summary(self, history: list[dict], final: dict) -> dict:
-        """Test metrics of the final model only: the verdict reads nothing else."""
+        """Test metrics of the final model only: the verdict reads nothing else (none, and no
+        sample grid, in an LR selection's run: normexp/train/cadence.py)."""
+        out = {
+            f"best_val_{HELD_OUT}": min(m[f"val_{HELD_OUT}"] for m in history),
+            "style_weight": self.style_weight,
+            **self.splits.sizes(),
+            "sample_grid": None,  # file name inside the run folder, or None
+        }
+        if selection_run(self.cfg):
+            return out
         total, content, style = self.deployed(self.test_x)
         final[f"test_{HELD_OUT}"], final["test_content_loss"], final["test_style_loss"] = (
             total, content, style,
@@ -193,19 +203,13 @@ class Stylization(TaskHooks):
         # The reference without a network: each content image returned unchanged.
         with torch.no_grad():
             final[f"input_{HELD_OUT}"] = self.objective(self.test_x, self.test_x).mean().item()
-        sample_grid = None
         if self.artifacts_dir is not None and self.cfg["train"]["samples"] > 0:
             k = min(self.cfg["train"]["samples"], len(self.test_x))
             path = Path(self.artifacts_dir) / SAMPLE_GRID
             styles = self.style.expand(k, *self.style.shape)
             save_sample_grid(self.model, self.space, self.test_x[:k], styles, path)
-            sample_grid = SAMPLE_GRID
-        return {
-            f"best_val_{HELD_OUT}": min(m[f"val_{HELD_OUT}"] for m in history),
-            "style_weight": self.style_weight,
-            **self.splits.sizes(),
-            "sample_grid": sample_grid,  # file name inside the run folder, or None
-        }
+            out["sample_grid"] = SAMPLE_GRID
+        return out
 
 
 def train_stylization(

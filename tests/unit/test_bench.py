@@ -51,6 +51,33 @@ def test_the_replicas_rows_compare_per_replica_image(monkeypatch):
     assert row["ours"].endswith("ms/img") and "fp64" in row["mark"]
 
 
+TINY_MLP = {"name": "mlp", "hidden": 16, "depth": 2, "activation": "relu", "weight_side": "none"}
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_sgd_rows_time_the_suites_steps_fused_and_looped(monkeypatch, cifar_data):
+    import normexp.bench.sgd as sgd
+
+    monkeypatch.setattr(sgd, "CASES", (("MLP", TINY_MLP, 64),))
+    monkeypatch.setattr(sgd, "IMAGES", 256)
+    step, same = sgd.bench_sgd(cifar_data[0], repeats=1)
+    assert step["name"] == "MLP BN, b=64" and step["ratio"] > 0
+    assert step["ours"].endswith("ms/img") and step["reference"] == "looped SGD"
+    assert same["meets_target"]  # fused and looped: the same update in float64
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_test_pass_rows_price_each_piece_in_training_images(monkeypatch, cifar_data):
+    import normexp.bench.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "TEST_CASES", (("MLP", TINY_MLP, (64,)),))
+    monkeypatch.setattr(evaluation, "STANDARD", {"n_train": 256, "n_val": 64, "n_test": 128})
+    monkeypatch.setattr(evaluation, "PRECISE_BATCHES", 1)
+    (row,) = evaluation.bench_test_pass(cifar_data[0], repeats=1)
+    assert row["name"] == "MLP BN, b=64"
+    assert all(row[k] > 0 for k in ("eval", "batch_stats", "precise", "train_ms"))
+
+
 def test_cost_model_arithmetic():
     runs = pd.DataFrame(
         {

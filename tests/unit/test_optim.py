@@ -11,6 +11,7 @@ from normexp.errors import ConfigError
 from normexp.models import build_model
 from normexp.train.optim import (
     build_optimizer,
+    build_optimizer_and_scheduler,
     build_scheduler,
     lr_factor,
     parameter_groups,
@@ -154,6 +155,41 @@ def test_build_sgd_uses_scaled_lr_and_groups():
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.05, 0.05])
     assert [g["weight_decay"] for g in opt.param_groups] == [5e-4, 0.0]
     assert all(g["momentum"] == 0.9 and g["nesterov"] for g in opt.param_groups)
+
+
+@pytest.mark.parametrize(("dtype", "rtol"), [(torch.float64, 1e-14), (torch.float32, 1e-6)])
+def test_fused_sgd_steps_as_the_looped_sgd_up_to_rounding(dtype, rtol):
+    # runtime.fused_sgd: the same update (weight decay on weights only, Nesterov momentum, the
+    # schedule's LR) in one kernel per parameter; only the rounding of a fused multiply-add may
+    # differ, so float64 agrees to its last bits and float32 to its own
+    models = {k: tiny_model().to(dtype) for k in ("loop", "fused")}
+    opts = {k: build_optimizer(m, SGD, 32, fused=k == "fused") for k, m in models.items()}
+    scheds = {k: build_scheduler(o, SGD, 6) for k, o in opts.items()}
+    assert [o.defaults.get("fused") for o in opts.values()] == [None, True]
+    g = torch.Generator().manual_seed(0)
+    shapes = [p.shape for p in models["loop"].parameters()]
+    for _ in range(6):
+        grads = [torch.randn(shape, generator=g, dtype=dtype) for shape in shapes]
+        for k, model in models.items():
+            for p, grad in zip(model.parameters(), grads, strict=True):
+                p.grad = grad.clone()
+            opts[k].step()
+            scheds[k].step()
+    pairs = zip(models["loop"].parameters(), models["fused"].parameters(), strict=True)
+    for a, b in pairs:
+        torch.testing.assert_close(b, a, rtol=rtol, atol=rtol * a.abs().max().item())
+
+
+def test_a_runs_config_asks_for_the_fused_sgd_and_adam_is_never_fused(compose_global):
+    cfg = compose_global("profile=smoke")
+    assert cfg.runtime.fused_sgd  # the default
+    fused, _ = build_optimizer_and_scheduler(tiny_model(), cfg, 10)
+    assert fused.defaults["fused"]
+    cfg.runtime.fused_sgd = False
+    looped, _ = build_optimizer_and_scheduler(tiny_model(), cfg, 10)
+    assert not looped.defaults.get("fused")
+    adam = {**SGD, "name": "adam", "lr_per_128": 1e-3, "lr_scaling": "none"}
+    assert not build_optimizer(tiny_model(), adam, 8, fused=True).defaults.get("fused")
 
 
 def test_build_adam_and_unknown_optimizer():
