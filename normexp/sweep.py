@@ -132,7 +132,7 @@ class SweepCallback(Callback):
             # Composes and resolves (validates) each job once; jobs on other machines (SLURM)
             # are checked against theirs when they start. Under the LR protocol, record jobs
             # of cells whose LR is not chosen yet are checked at a placeholder LR, not counted.
-            records = JobRecords(config, machine=local)
+            records = JobRecords.of_sweep(config)
             jobs, checked_only = protocol_jobs(config, records)
             resolved = [records(job) for job in [*jobs, *checked_only]]
         self.records = [record for _, record in resolved[: len(jobs)]]
@@ -251,7 +251,7 @@ class SweepCallback(Callback):
         """Under the LR protocol the record runs are known only after selection: count the
         jobs the store now says the sweep had."""
         if config is not None and uses_protocol(config):
-            records = JobRecords(config, machine=not runs_remotely(config))
+            records = JobRecords.of_sweep(config)
             self.records = [records(job)[1] for job in protocol_jobs(config, records)[0]]
 
     def _record_sitting(

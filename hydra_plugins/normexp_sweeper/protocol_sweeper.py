@@ -77,7 +77,7 @@ class ProtocolSweeper(BasicSweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         basic = [tuple(j) for j in sweep_overrides(self.config)]  # as the callback sees them
-        records = JobRecords(self.config)
+        records = JobRecords.of_sweep(self.config)  # the jobs the callback checked
         if uses_protocol(self.config):
             returns, current = self._rounds(basic, records)
         else:

@@ -58,6 +58,9 @@ def _mult(m: float) -> str:
     return f"{LR_MULT}={float(m)!r}"
 
 
+_OF_SWEEP: list["JobRecords"] = []  # JobRecords.of_sweep's instance
+
+
 class JobRecords:
     """The resolved config and store record of a job's overrides. One job per cell (its
     overrides but the seed and LR multiplier) is composed; the cell's other jobs are that
@@ -75,6 +78,17 @@ class JobRecords:
         self.cache: dict[Job, tuple[dict, RunRecord]] = {}
         self.cells: dict[Job, tuple[dict, dict]] = {}  # cell -> (its patched values, config)
         self.parser = OverridesParser.create()
+
+    @classmethod
+    def of_sweep(cls, config: DictConfig) -> "JobRecords":
+        """The one instance for the sweep whose master config is ``config`` (this process's
+        latest): the sweep callback checks every job before the sweeper plans them, and the
+        sweeper then reuses those configs instead of composing each job again."""
+        machine = not runs_remotely(config)
+        latest = _OF_SWEEP[0] if _OF_SWEEP else None
+        if latest is None or latest.config is not config or latest.machine != machine:
+            _OF_SWEEP[:] = [cls(config, machine)]
+        return _OF_SWEEP[0]
 
     def __call__(self, job: Sequence[str]) -> tuple[dict, RunRecord]:
         job = tuple(job)

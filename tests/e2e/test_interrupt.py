@@ -123,7 +123,9 @@ def test_sigterm_at_any_moment_exits_143_with_its_sitting_and_leaves_nothing(
     args = sweep_args(tmp_path, extra, SHORT)
     if moment == "mid_epoch":
         args.append("train.epochs=3")  # a run holds its lock for a second: polling sees it
-    else:
+    if moment in ("planned", "closing"):  # before any job, after every job: no workers needed
+        args.append("hydra.launcher.n_jobs=1")
+    if moment != "mid_epoch":
         args += ["+hydra.callbacks.stop_at._target_=tests.stop_at.StopAt"]
         args += [f"+hydra.callbacks.stop_at.moment={moment}"]
     proc = subprocess.Popen(

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from normexp.tracking.store import RunRecord, iter_records
-from tests.helpers import run_cli
+from tests.helpers import Call, run_cli, run_cli_batch
 
 pytestmark = pytest.mark.slow
 RUN = ["normexp.run", "profile=smoke", "tracking.mode=disabled", "runtime.progress=false"]
 # The jobs in the sweep's own process: the store's faults are the point, not the workers
 # (tests/e2e/test_interrupt.py), and each worker is another start of torch.
 SWEEP = ["normexp.run", "-m", *RUN[1:], "seed=0,1", "hydra.launcher.n_jobs=1"]
+COMMANDS = (RUN, SWEEP)  # each refused the same way, whether a single run or a sweep
 
 
 def single_error_line(result: subprocess.CompletedProcess, path: Path | str) -> str:
@@ -50,23 +51,24 @@ def cli_args(args: list[str], tmp_path: Path, extra: list[str]) -> list[str]:
 
 
 @pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux's /proc")
-@pytest.mark.parametrize("command", [RUN, SWEEP], ids=["run", "sweep"])
-def test_a_results_directory_that_cannot_be_created_is_one_line(tmp_path, cifar_data, command):
+def test_a_results_directory_that_cannot_be_created_is_one_line(tmp_path, cifar_data):
     data_dir, extra = cifar_data
     results = Path("/proc/normexp_cannot_be_created")
-    result = run_cli(cli_args(command, tmp_path, extra), results, data_dir)
-    single_error_line(result, results)
+    # a single run and a sweep, one after the other in one process (tests.helpers.run_cli_batch)
+    calls = [Call(cli_args(command, tmp_path, extra), results, data_dir) for command in COMMANDS]
+    for result in run_cli_batch(calls):
+        single_error_line(result, results)
 
 
-@pytest.mark.parametrize("command", [RUN, SWEEP], ids=["run", "sweep"])
-def test_a_read_only_store_is_one_line_and_its_runs_stay(tmp_path, cifar_data, command):
+def test_a_read_only_store_is_one_line_and_its_runs_stay(tmp_path, cifar_data):
     data_dir, extra = cifar_data
     with tmpfs(tmp_path / "store", "8m") as store:
         first = run_cli(cli_args(RUN, tmp_path, extra), store, data_dir)
         assert first.returncode == 0, first.stderr[-3000:]
         subprocess.run(["mount", "-o", "remount,ro", str(store)], check=True)
-        result = run_cli(cli_args([*command, "seed=1"], tmp_path, extra), store, data_dir)
-        assert "read-only" in single_error_line(result, store).lower()
+        calls = [Call(cli_args([*c, "seed=1"], tmp_path, extra), store, data_dir) for c in COMMANDS]
+        for result in run_cli_batch(calls):
+            assert "read-only" in single_error_line(result, store).lower()
         [record] = iter_records(store / "smoke", "adhoc")
         assert record.is_finished()
 
