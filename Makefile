@@ -53,7 +53,7 @@ figures: setup ## collect PROFILE's runs, draw every figure, write its report (r
 notebook: setup ## execute notebooks/explore_results.ipynb against PROFILE's results (another profile's copy: results/PROFILE/)
 	$(PY) -m normexp.analysis.explore --profile $(PROFILE)
 
-migrate: setup ## move an old-layout store (results/runs/) into one folder per profile (results/<profile>/runs/)
+migrate: setup ## bring a store up to date: rekey its runs, move an old layout (results/runs/) into results/<profile>/runs/
 	$(PY) -m normexp.tracking.migrate
 
 screenshot: setup ## results/PROFILE/report_screenshot.png: report.html's first screen in headless Chromium

@@ -1,4 +1,12 @@
-"""``python -m normexp.tracking.migrate [--results-dir DIR]``: move a store of the old layout
+"""``python -m normexp.tracking.migrate [--results-dir DIR]``: bring a store up to date without
+retraining anything. Two steps, each a no-op on a store that needs none.
+
+**Rekey.** A run's folder is named by its key (normexp.tracking.store.run_key); when the key's
+rule changes (the per-profile lookup tables left out of it), each run whose folder name is not
+the key its config.json now gives is renamed to it, and its summary.json says the new key. A run
+whose new name is taken, or whose config cannot be read, stays and is named.
+
+**Layout.** Move a store of the old layout
 (``<results>/runs/<experiment>/<run_key>/``, runs of every profile in one folder) into profile
 partitions (``<results>/<profile>/runs/<experiment>/<run_key>/``), without retraining anything.
 
@@ -18,7 +26,13 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from normexp.tracking.store import default_results_dir, profile_dir, read_json
+from normexp.tracking.store import (
+    atomic_write_json,
+    default_results_dir,
+    profile_dir,
+    read_json,
+    run_key,
+)
 
 # Outputs of `make figures` in the old layout: made from every run in the store together.
 OLD_OUTPUTS = (
@@ -126,6 +140,31 @@ def migrate(results_dir: Path) -> tuple[set[str], list[str]]:
     return profiles, problems + notes
 
 
+def rekey(results_dir: Path) -> tuple[int, list[str]]:
+    """Rename every run of every profile partition to the key its config now gives: (runs
+    renamed, runs left in place with why)."""
+    renamed, problems = 0, []
+    for config_path in sorted(Path(results_dir).glob("*/runs/*/*/config.json")):
+        run = config_path.parent
+        config = read_json(config_path)
+        if config is None:
+            problems.append(f"{run}: config.json unreadable, left in place")
+            continue
+        key = run_key(config)
+        if key == run.name:
+            continue
+        dest = run.with_name(key)
+        if dest.exists():
+            problems.append(f"{run}: its key's folder {dest.name} exists already, left in place")
+            continue
+        os.replace(run, dest)
+        summary = read_json(dest / "summary.json")
+        if isinstance(summary, dict) and summary.get("run_key") == run.name:
+            atomic_write_json(dest / "summary.json", {**summary, "run_key": key})
+        renamed += 1
+    return renamed, problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m normexp.tracking.migrate", description=__doc__)
     parser.add_argument(
@@ -137,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (args.results_dir / "runs").is_dir():
         print(f"migrate: {args.results_dir} has no runs/ folder: nothing to move")
-        return 0
+        renamed, problems = rekey(args.results_dir)
+        for problem in problems:
+            print(f"migrate: {problem}", file=sys.stderr)
+        print(f"migrate: {renamed} run(s) renamed to the key their config now gives")
+        return 1 if problems else 0
     profiles, problems = migrate(args.results_dir)
     for problem in problems:
         print(f"migrate: {problem}", file=sys.stderr)

@@ -116,13 +116,13 @@ PLANNING_FIELDS = (
     ("protocol", "grouping_decision"),
     ("protocol", "grouping_from"),
 )
-# Entries of the per-profile ``scale`` table added after runs were stored: a lookup table whose
-# values a run uses reach its key through the fields that read them (model.depth, ...). `sweep`:
-# per-profile sweep values (a model or batch-size dimension), which reach it as model.name, ...
-ADDED_SCALE_ENTRIES = ("resnet", "sweep", "val_every")
-# Profiles added after runs were stored: their rows of the per-profile lookup tables (``scale``,
-# ``protocol.profiles``) are left out of every key, for the same reason.
-ADDED_PROFILES = ("standard",)
+# Per-profile lookup tables: every profile's row sits in every run's config, but a run reads
+# only its own profile's values, and those reach its key through the fields that read them
+# (model.widths, train.epochs, protocol.lr_grid, ...). The tables themselves are left out of
+# the key, so editing one profile's row never changes another profile's keys (a long sweep
+# resumed across sessions keeps its runs). Stores keyed before: ``make migrate`` rekeys them.
+LOOKUP_TABLES = ("scale",)  # top-level sections
+LOOKUP_FIELDS = (("protocol", "profiles"),)  # (section, field)
 
 
 def _without_neutral(identity: dict) -> dict:
@@ -130,7 +130,7 @@ def _without_neutral(identity: dict) -> dict:
         node = identity.get(section)
         if isinstance(node, Mapping) and name in node and node[name] == neutral:
             identity[section] = {k: v for k, v in node.items() if k != name}
-    for section, name in PLANNING_FIELDS:
+    for section, name in (*PLANNING_FIELDS, *LOOKUP_FIELDS):
         node = identity.get(section)
         if isinstance(node, Mapping) and name in node:
             identity[section] = {k: v for k, v in node.items() if k != name}
@@ -138,18 +138,8 @@ def _without_neutral(identity: dict) -> dict:
         node = identity.get(section)
         if isinstance(node, Mapping) and node.get(switch) is None:
             identity.pop(section)
-    if isinstance(identity.get("scale"), Mapping):
-        identity["scale"] = {
-            profile: {k: v for k, v in entries.items() if k not in ADDED_SCALE_ENTRIES}
-            if isinstance(entries, Mapping)
-            else entries
-            for profile, entries in identity["scale"].items()
-            if profile not in ADDED_PROFILES
-        }
-    protocol = identity.get("protocol")
-    if isinstance(protocol, Mapping) and isinstance(protocol.get("profiles"), Mapping):
-        rows = {k: v for k, v in protocol["profiles"].items() if k not in ADDED_PROFILES}
-        identity["protocol"] = {**protocol, "profiles": rows}
+    for table in LOOKUP_TABLES:
+        identity.pop(table, None)
     return identity
 
 

@@ -5,6 +5,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -116,6 +117,48 @@ def test_run_key_changes_with_nested_values():
     changed = copy.deepcopy(config)
     changed["model"]["widths"] = [4, 16]
     assert run_key(changed) != run_key(config)
+
+
+def test_no_profiles_lookup_row_reaches_a_key_but_the_values_it_sets_do():
+    # Every profile's scale and protocol rows sit in every config; editing one (here smoke's
+    # and quick's) must leave the keys of runs stored at any profile as they are, while the
+    # value a run reads from its own row reaches its key through the field it sets.
+    config = {**make_config(), "protocol": {"lr_grid": [1.0], "profiles": {"quick": {"x": 1}}}}
+    edited = copy.deepcopy(config)
+    edited["scale"] = {"smoke": {"n_train": 512}, "quick": {"n_train": 9}}
+    edited["protocol"]["profiles"] = {"quick": {"x": 2}, "smoke": {}}
+    assert run_key(edited) == run_key(config)
+    edited["model"]["widths"] = [4, 16]  # what the row's edit would set through an interpolation
+    assert run_key(edited) != run_key(config)
+
+
+def test_migrate_renames_runs_to_their_current_keys_once(tmp_path, capsys):
+    from normexp.tracking import migrate
+
+    results = tmp_path / "results"
+    fresh = RunRecord(profile_dir(results, "smoke"), "bn_small_batch", run_key(make_config(seed=1)))
+    fresh.start(make_config(seed=1))
+    old = results / "smoke" / "runs" / "bn_small_batch" / "0123456789abcdef"  # an old rule's name
+    old.mkdir(parents=True)
+    atomic_write_json(old / "config.json", make_config())
+    atomic_write_json(old / "summary.json", {"run_key": old.name, "test_acc": 0.5})
+    taken = results / "quick" / "runs" / "bn_small_batch"
+    (taken / "fedcba9876543210").mkdir(parents=True)  # renamed, its key's folder is taken
+    atomic_write_json(taken / "fedcba9876543210" / "config.json", make_config(batch=4))
+    (taken / run_key(make_config(batch=4))).mkdir()
+
+    assert migrate.main(["--results-dir", str(results)]) == 1
+    new = old.with_name(run_key(make_config()))
+    assert not old.exists() and read_json(new / "summary.json") == {
+        "run_key": new.name,
+        "test_acc": 0.5,
+    }
+    assert fresh.path.is_dir() and (taken / "fedcba9876543210").is_dir()
+    out = capsys.readouterr()
+    assert "1 run(s) renamed" in out.out and "fedcba9876543210: its key's folder" in out.err
+    shutil.rmtree(taken)
+    assert migrate.main(["--results-dir", str(results)]) == 0
+    assert "0 run(s) renamed" in capsys.readouterr().out
 
 
 # --- RunRecord -------------------------------------------------------------------------
