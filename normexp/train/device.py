@@ -3,6 +3,7 @@
 import contextlib
 import os
 import random
+import sys
 from collections.abc import Mapping
 
 import numpy as np
@@ -32,9 +33,20 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # Deterministic kernels on the CPU cost nothing measurable; on CUDA they forbid cuDNN's
     # autotuning (benchmark), which picks kernels by timing and so can differ between runs.
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    deterministic_kernels(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
+
+
+def deterministic_kernels(on: bool) -> None:
+    """``torch.use_deterministic_algorithms(on, warn_only=True)`` without its import of
+    inductor's config, a second of CPU in every run's process that never compiles. Inductor
+    takes the same choice from its environment variable when a compile imports it, or from its
+    config once it is loaded."""
+    torch.set_deterministic_debug_mode("warn" if on else "default")
+    os.environ["TORCHINDUCTOR_DETERMINISTIC"] = "1" if on else "0"
+    if (inductor := sys.modules.get("torch._inductor.config")) is not None:
+        inductor.deterministic = on
 
 
 def check_amp(train: Mapping) -> None:

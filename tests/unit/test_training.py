@@ -2,6 +2,7 @@
 after a kill, divergence, L1, precise BN and what is evaluated when."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -219,3 +220,25 @@ def test_fit_stops_a_non_finite_loss_at_the_next_check():
         build = lambda d: ToyRegression(d, steps, nan_at=every + 3, n=2 * every + 5)  # noqa: E731
         fit(toy_config(), build, lambda m: None)
     assert len(steps) == 2 * every  # stopped at the first check after the NaN
+
+
+def test_deterministic_kernels_as_torch_sets_them_without_loading_inductor(monkeypatch):
+    import sys
+
+    from normexp.train.device import deterministic_kernels
+
+    monkeypatch.setenv("TORCHINDUCTOR_DETERMINISTIC", "0")
+    before = torch.get_deterministic_debug_mode()
+    loaded = "torch._inductor.config" in sys.modules  # another test may have compiled
+    try:
+        deterministic_kernels(True)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert os.environ["TORCHINDUCTOR_DETERMINISTIC"] == "1"  # what inductor reads at import
+        assert ("torch._inductor.config" in sys.modules) == loaded
+        if loaded:
+            assert sys.modules["torch._inductor.config"].deterministic is True
+        deterministic_kernels(False)
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.set_deterministic_debug_mode(before)
