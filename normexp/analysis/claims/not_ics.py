@@ -109,7 +109,7 @@ def _norms(df: pd.DataFrame) -> list[str]:
 
 def _scale_note(df: pd.DataFrame) -> str:
     lr, seeds = df[col.LR].iloc[0], df[col.SEED].nunique()
-    return f"{scale_note(df)}, LR {lr} per 128, {seeds} seed(s); ICS: mean over conv layers 2…k"
+    return f"{scale_note(df)}, LR {lr} per 128, {seeds} seed(s)"
 
 
 def steps_to_target(
@@ -176,7 +176,7 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         for ax in axes:
             mark_not_run(ax, EXPERIMENT)
     else:
-        note = _scale_note(df)
+        note = f"{_scale_note(df)}; ICS: mean over conv layers 2…k"
         _draw_panels(df, axes)
     for ax in axes:
         ax.grid(alpha=0.3)
