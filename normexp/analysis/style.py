@@ -277,6 +277,8 @@ def save_figure(  # noqa: ANN201
         size = title_size or matplotlib.rcParams["figure.titlesize"]
         fig.suptitle(wrap(title, 90), fontsize=size)
     out.parent.mkdir(parents=True, exist_ok=True)
+    for sub in _figures(fig)[1:]:  # white on the figure's white; its edge at y = ±0 would
+        sub.patch.set_visible(False)  # print as "0" or "-0" from run to run in the PDF
     fig.savefig(out, **{"dpi": DPI, **savefig_kwargs})
     problems = figure_problems(fig)  # after drawing: its ticks are made, cheap to read
     if problems and os.environ.get(CHECK_ENV) == "strict":
