@@ -152,7 +152,7 @@ def mark_not_run(ax, what: str) -> None:  # noqa: ANN001 - a matplotlib Axes
 
 def mark_left_out(ax, what: str, why: str) -> None:  # noqa: ANN001 - a matplotlib Axes
     """An empty panel that says ``what`` was left out of this report, and ``why``."""
-    empty_panel(ax, f"{what}: left out\n" + textwrap.fill(why, 60), fontsize=MIN_FONT_PT)
+    empty_panel(ax, wrap(f"{what}: left out\n{why}", 42), fontsize=MIN_FONT_PT)
 
 
 def empty_panel(ax, text: str, fontsize: float) -> None:  # noqa: ANN001 - a matplotlib Axes
