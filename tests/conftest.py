@@ -4,6 +4,7 @@ Plain helpers (paths, the subprocess runner) are in tests/helpers.py, fake data 
 tests/fake_data.py."""
 
 import copy
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,11 @@ from tests.fake_data import write_cifar, write_fake_ptb
 from tests.helpers import CONFIG_DIR, real_data_dir
 
 E2E = Path(__file__).resolve().parent / "e2e"
+# Every figure a test draws, in this process or a command it starts, keeps the house rules
+# (page width, 9 pt text, the registry's palette: normexp/analysis/style.py) or fails.
+os.environ.setdefault("NORMEXP_FIGURE_CHECK", "strict")
+# PNGs only: a vector copy redraws every figure (the tests that check it ask for it).
+os.environ.setdefault("NORMEXP_FIGURE_FORMATS", "png")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import caption, finish, norm_color, norm_label, save_figure
+from normexp.analysis.style import caption, ci_line, finish, norm_color, norm_label, save_figure
 from normexp.analysis.verdict import failures, join_notes, ok_mask
 
 COLORS = {"noisy_batch": "#e377c2"}
@@ -81,8 +81,7 @@ def curve(
 
 
 def plot_curve(ax, xs: Sequence, mean: Sequence, lo: Sequence, hi: Sequence, **kw) -> None:  # noqa: ANN001
-    ax.plot(xs, mean, marker="o", ms=3, lw=1.6, **kw)
-    ax.fill_between(xs, lo, hi, color=kw.get("color"), alpha=0.18, lw=0)
+    ci_line(ax, xs, mean, lo, hi, fmt="o-", ms=2.5, lw=1.4, **kw)
 
 
 def usable(df: pd.DataFrame, *columns: str) -> bool:
@@ -111,8 +110,8 @@ def save_landscape(  # noqa: PLR0913
     anchor: str,
     model: str = "VGG-style CNN",
 ) -> Path:
-    """The figure at ``out``, cropped to its content; when runs were drawn (a scale ``note``),
-    first grids and legends on every panel, and the scale and the anchor below them."""
+    """The figure at ``out``; when runs were drawn (a scale ``note``), first grids and legends on
+    every panel, and the scale and the anchor in a caption below them."""
     if note is not None:
         for ax in axes:
             finish(ax)
@@ -121,6 +120,4 @@ def save_landscape(  # noqa: PLR0913
             f"Ours: CIFAR-10 {model}, {note}; mean and 95% CI "
             "over seeds (geometric on log axes). Anchor: " + anchor,
         )
-    return save_figure(fig, out, title, bbox_inches="tight")
-
-
+    return save_figure(fig, out, title)

@@ -157,6 +157,33 @@ def cell_means(
     )
 
 
+def plot_cell_means(cells: pd.DataFrame, ax=None, ylabel: str = ""):  # noqa: ANN001, ANN201
+    """``cell_means(..., by=["norm", "batch"])`` as the report draws it: one line per norm
+    against the batch size (log2 axis), the mean with its 95% CI as error bars, each norm in
+    its registry colour and short name (the report's palette, ``normexp.analysis.style``).
+    Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    from normexp.analysis.style import norm_color, norm_label
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    for norm, cell in cells.groupby(level="norm", sort=False):
+        batch = cell.index.get_level_values("batch")
+        err = [cell["mean"] - cell["ci_low"], cell["ci_high"] - cell["mean"]]
+        ax.errorbar(batch, cell["mean"], yerr=err, marker="o", capsize=3,
+                    color=norm_color(norm), label=norm_label(norm))  # fmt: skip
+    ax.set_xscale("log", base=2)
+    sizes = sorted(set(cells.index.get_level_values("batch")))
+    ax.set_xticks(sizes, [str(b) for b in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("batch size")
+    ax.set_ylabel(ylabel or "mean and 95% CI over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return ax.figure
+
+
 def _normalize(notebook) -> None:  # noqa: ANN001 - an nbformat NotebookNode
     """Drop what changes from one execution to the next: timings and random cell ids."""
     for i, cell in enumerate(notebook.cells):

@@ -1,13 +1,15 @@
-"""``python -m normexp.analysis.figures [--profile P]``: collect one profile's runs, then draw
-every claim's figure and write its verdict and the report, all in that profile's folder
-(results/<profile>/figures/<claim>.png, results/<profile>/verdicts/<claim>.json,
-results/<profile>/REPORT.md); other profiles' folders are not written, and only their verdicts
-are read (the report's scale table, normexp/analysis/report/scales.py)."""
+"""``python -m normexp.analysis.figures [--profile P] [--formats png,pdf]``: collect one
+profile's runs, then draw every claim's figure and write its verdict and the report, all in that
+profile's folder (results/<profile>/figures/<claim>.png and its vector copy <claim>.pdf,
+results/<profile>/verdicts/<claim>.json, results/<profile>/REPORT.md and report.html); other
+profiles' folders are not written, and only their verdicts are read (the report's scale table,
+normexp/analysis/report/scales.py)."""
 
 import argparse
 import json
 from pathlib import Path
 
+from normexp.analysis import style
 from normexp.analysis.claims import load_analyses
 from normexp.analysis.columns import Tables, table
 from normexp.analysis.report import gn_grouping, grid, write_report
@@ -159,13 +161,24 @@ def main(argv: list[str] | None = None) -> None:
         help="W&B run that shows the figures and verdicts (default: auto = offline unless "
         "logged in)",
     )
+    parser.add_argument(
+        "--formats",
+        default=",".join(style.current_formats()),
+        help="the files of each figure, comma-separated: the PNG the report shows, and vector "
+        "copies beside it that its images link to (pdf, svg; default: $NORMEXP_FIGURE_FORMATS, "
+        f"else {','.join(style.FORMATS)})",
+    )
     args = parser.parse_args(argv)
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    if unknown := sorted(set(formats) - {"png", "pdf", "svg"}):
+        parser.error(f"--formats: unknown {', '.join(unknown)}; allowed: png, pdf, svg")
     with one_line_errors():
         check_layout(args.results_dir)
     known = known_profiles(args.results_dir)
     if args.profile not in known:  # a typo would otherwise get a report of its own, empty
         parser.error(f"unknown profile {args.profile!r}; known: {', '.join(sorted(known))}")
-    with one_line_errors():  # e.g. runs of two scales in one statistic (analysis/one_scale.py)
+    with one_line_errors(), style.formats(formats):  # errors: e.g. runs of two scales in one
+        # statistic (analysis/one_scale.py)
         write_figures_and_verdicts(profile_dir(args.results_dir, args.profile), args.wandb_mode)
 
 

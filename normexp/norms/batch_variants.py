@@ -46,7 +46,7 @@ def _ghost_pooled_values(ctx: NormContext) -> int:
     "ghost_batch",
     params={"group_size": Int(1), "eps": EPS, "momentum": MOMENTUM},
     pooled_over="the samples of one consecutive group of group_size, one channel, all positions",
-    color="#17becf",
+    color="#393b79",
     uses_batch_stats=True,
     check=_check_ghost_groups,
     pooled_values=_ghost_pooled_values,
@@ -167,6 +167,7 @@ class BatchRenorm(BatchNorm):
 
 @register_norm(
     "noisy_batch",
+    color="#e377c2",
     params={
         "step_shift": Num(0),
         "step_scale": Num(1),
@@ -265,6 +266,7 @@ def training_noise_off(model: nn.Module) -> Iterator[None]:
 @register_norm(
     "mean_only_batch",
     params={"eps": EPS, "momentum": MOMENTUM},
+    color="#7b4173",
     uses_batch_stats=True,
     pooled_over=ACROSS_SAMPLES,
 )

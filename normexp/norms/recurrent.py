@@ -22,7 +22,10 @@ _BN_RULES = {"eps": EPS_RULE, "momentum": MOMENTUM_RULE, "gamma_init": Num(0, lo
 register_cell("none", CellNorm("none"))
 register_cell("layer", CellNorm("layer", {"eps": EPS}))  # Ba et al. 2016, LN-LSTM
 # Cooijmans et al. 2016, BN-LSTM: statistics kept per time step.
-register_cell("batch_per_step", CellNorm("batch", _BN, per_step=True), params=_BN_RULES)
+# BN's colour: the BN-LSTM of the literature.
+register_cell(
+    "batch_per_step", CellNorm("batch", _BN, per_step=True), params=_BN_RULES, color="#1f77b4"
+)
 # BN-LSTM with one set of population statistics for all time steps.
-register_cell("batch_shared", CellNorm("batch", _BN), params=_BN_RULES)
+register_cell("batch_shared", CellNorm("batch", _BN), params=_BN_RULES, color="#17becf")
 register_cell("rms", CellNorm("rms", {"eps": EPS}))

@@ -88,6 +88,14 @@ ACROSS_CHANNELS = "one sample, all channels, all positions"
 
 NORMS: dict[str, NormSpec] = {}
 CELL_ORDER: list[str] = []  # the LSTM cells' norms, in the order experiments list them
+# The weight-side arms' colours (model.weight_side's methods, and optim's L1 / L2 penalties: the
+# blog's weight-side "normalizations"): the same palette as the norms' (``palette``).
+WEIGHT_SIDE_COLORS = {
+    "weight_norm": "#bcbd22",
+    "weight_std": "#637939",
+    "l1": "#8c6d31",
+    "l2": "#843c39",
+}
 
 
 def register_norm(
@@ -131,6 +139,13 @@ def register_cell(name: str, cell: CellNorm, **facts: object) -> None:
 def _load() -> None:
     # Importing the layer modules fills the registry; done here so callers need one import.
     from normexp.norms import batch_variants, layers, recurrent  # noqa: F401
+
+
+def palette() -> dict[str, str]:
+    """{name: colour} of every registered norm and weight-side arm: the one palette that every
+    figure and the notebook draw with."""
+    _load()
+    return {**{n: spec.color for n, spec in NORMS.items()}, **WEIGHT_SIDE_COLORS}
 
 
 def norm_spec(name: str, field: str = "norm.name") -> NormSpec:

@@ -66,6 +66,8 @@ def smoke_store(tmp_path_factory, cifar_data) -> SmokeStore:
     by_data: dict[Path, list[str]] = {}  # a batch's sweeps share their data (run_cli_batch)
     for experiment in experiments:
         by_data.setdefault(store.data_of(experiment), []).append(experiment)
+    # PNGs only (tests/conftest.py: NORMEXP_FIGURE_FORMATS=png; the vector copies are checked
+    # on their own), each checked against the house rules (NORMEXP_FIGURE_CHECK=strict)
     figures = ["normexp.analysis.figures", "--results-dir", str(store.results)]
     figures += ["--profile", "smoke", "--wandb-mode", "offline"]
     for i, (data, group) in enumerate(by_data.items()):

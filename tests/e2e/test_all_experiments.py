@@ -5,8 +5,10 @@ sweeps and `figures` run once a session (tests/e2e/conftest.py: smoke_store)."""
 import json
 
 import pytest
+from PIL import Image
 
 from normexp import metrics
+from normexp.analysis import style
 from tests.e2e.conftest import EXPERIMENTS, NEEDS_PTB
 from tests.helpers import real_data_dir, real_ptb
 
@@ -40,6 +42,14 @@ def test_figures_give_every_verdict_and_both_reports(smoke_store):
         assert verdict["verdict"] in ("supported", "contradicted", "inconclusive", "not run yet")
         assert (smoke / "figures" / f"{verdict['experiment']}.png").exists()
     assert (smoke / "REPORT.md").exists() and (smoke / "report.html").exists()
+    # Every figure keeps the house rules (NORMEXP_FIGURE_CHECK=strict would have failed the
+    # command): fits the report's column, where 9 pt is its smallest text.
+    assert "figure " not in result.stderr
+    for png in (smoke / "figures").glob("*.png"):
+        with Image.open(png) as image:
+            width = image.size[0]
+        assert width <= style.COLUMN_PX, png.name
+        assert style.display_font_pt(style.MIN_FONT_PT, width) >= 9
 
 
 def test_every_key_a_smoke_run_logs_is_a_metric_registered_for_its_task(smoke_store):

@@ -1,16 +1,30 @@
 """The exploration notebook: its helpers slice and summarize runs, and it executes against the
 committed results with the report's verdicts and CIs in its outputs."""
 
+import base64
+import io
 import json
 import math
 
+import matplotlib.pyplot as plt
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_hex
+from PIL import Image
 
-from normexp.analysis.explore import NOTEBOOK, cell_means, execute_notebook, slice_runs
+from normexp.analysis.explore import (
+    NOTEBOOK,
+    cell_means,
+    execute_notebook,
+    plot_cell_means,
+    slice_runs,
+)
 from normexp.analysis.stats import mean_ci
+from normexp.analysis.style import norm_color, norm_label
 from normexp.catalogue import PROFILE_CONFIGS
+from normexp.norms.registry import palette
 from normexp.tracking.store import RECORD_PROFILE, profile_dir
 from tests.helpers import REPO
 
@@ -83,6 +97,25 @@ def test_notebook_executes_on_the_committed_results(tmp_path):
     assert any(f"Profile **`{RECORD_PROFILE}`**" in m for m in markdown)
     runs = next(o for o in outputs if "seeds of record" in o.get("data", {}).get("text/html", ""))
     assert all(f"<th>{h}</th>" in runs["data"]["text/html"] for h in ("of record", "LR selection"))
+    # The error-bar plot draws each norm in its registry colour, as the report does, and no
+    # other colour of the palette (matplotlib's default cycle would give GN orange, LN red).
+    png = next(o["data"]["image/png"] for o in outputs if "image/png" in o.get("data", {}))
+    with Image.open(io.BytesIO(base64.b64decode(png))) as image:
+        pixels = {to_hex(np.array(c) / 255) for _, c in image.convert("RGB").getcolors(1 << 20)}
+    drawn = ("batch", "group", "layer", "instance", "none")  # C4's norms
+    assert {norm_color(n) for n in drawn} <= pixels
+    others = set(palette().values()) - {norm_color(n) for n in drawn}
+    assert not others & pixels, f"colours of norms not drawn: {others & pixels}"
+
+
+def test_the_plot_helper_draws_each_norm_in_its_registry_colour_and_name():
+    cells = cell_means(slice_runs(_runs()), "test_err", by=["norm", "batch"], scale=100)
+    fig = plot_cell_means(cells, ylabel="test error (%)")
+    legend = fig.axes[0].get_legend()
+    pairs = zip(legend.legend_handles, legend.get_texts(), strict=True)
+    shown = {t.get_text(): to_hex(h.get_color()) for h, t in pairs}
+    assert shown == {norm_label(n): norm_color(n) for n in ("batch", "group")}
+    plt.close(fig)
 
 
 def test_the_notebooks_text_names_no_profile_of_its_own():

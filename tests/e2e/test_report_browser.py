@@ -1,8 +1,9 @@
 """The HTML report as headless Chromium renders it: every figure decodes (the LR selection's in
-their claims' sections too), no markdown markup is left as text, the table of contents reaches
-every section, verdicts are coloured in every table, the Chinese quotes carry ``lang`` and name
-an installed CJK font, C11's table is a table. One Chromium page load for all of it. Skipped
-where Chromium is not installed (.ci/run installs it)."""
+their claims' sections too) from figures/ beside the page, each a link to its full-size file and
+shown at its own size where it fits the column, no markdown markup is left as text, the table
+of contents reaches every section, verdicts are coloured in every table, the Chinese quotes
+carry ``lang`` and name an installed CJK font, C11's table is a table. One Chromium page load
+for all of it. Skipped where Chromium is not installed (.ci/run installs it)."""
 
 import html
 import json
@@ -18,6 +19,7 @@ from PIL import Image
 from normexp.analysis.claims import load_analyses
 from normexp.analysis.report import scales, write_report
 from normexp.analysis.report.browser import chromium, dump_dom, screenshot
+from normexp.analysis.style import COLUMN_PX
 from normexp.tracking.store import RECORD_PROFILE, profile_dir
 from tests.helpers import REPO
 
@@ -32,6 +34,7 @@ window.addEventListener("load", () => {
   const probe = {
     images: [...document.images].map(i => ({alt: i.alt, complete: i.complete,
                                              width: i.naturalWidth, height: i.naturalHeight,
+                                             shown: i.width, link: i.closest("a")?.href,
                                              section: i.closest("section")?.id})),
     contents: [...document.querySelectorAll("#contents a")].map(a => {
       const target = document.getElementById(a.getAttribute("href").slice(1));
@@ -116,6 +119,15 @@ def test_every_figure_decodes_in_the_browser(probe):
     assert sorted(i["alt"] for i in images) == sorted(figures)
     broken = [i["alt"] for i in images if not (i["complete"] and i["width"] > 100)]
     assert not broken, f"images the browser could not decode: {broken}"
+
+
+def test_every_figure_links_to_its_full_size_file_and_fits_the_column_unscaled(probe, report):
+    for image in probe["images"]:
+        assert image["link"], f"{image['alt']}: not a link"
+        target = Path(image["link"].removeprefix("file://"))
+        assert target.parent == report.parent / "figures" and target.exists(), image
+        if image["width"] <= COLUMN_PX:  # a page-sized PNG is shown at its own size
+            assert image["shown"] == image["width"], image
 
 
 def test_the_lr_figures_appear_in_their_claims_sections(probe):

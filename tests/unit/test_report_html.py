@@ -87,6 +87,7 @@ def report(tmp_path) -> tuple[str, str, dict]:
     figures.mkdir()
     for name in ("toy", "toy_lr", "toy_ladder", "other", "scales"):
         _png(figures / f"{name}.png")
+    (figures / "toy.pdf").write_bytes(b"%PDF-1.4\n")  # toy's vector copy (the others have none)
     sub = {"statement": "a", "verdict": "contradicted", "estimate": -1.5, "ci": [-2, -1],
            "p_holm": 0.004, "seeds": 5, "statistic": "A − B, pp"}  # fmt: skip
     toy = {
@@ -134,12 +135,15 @@ def test_the_page_carries_every_block_of_report_md(report):
     assert not missing, f"REPORT.md blocks not in report.html: {missing}"
     assert "Chosen LR (toy_exp, multiplier of the batch-scaled base). norm=batch: x2" in text
     assert "Convergence check (toy_exp). 2 cell(s) fail it" in text
-    # every figure REPORT.md shows or links is embedded; its links are kept
+    # every figure REPORT.md shows or links is shown from figures/ beside the page, at its own
+    # size, each a link to its vector copy where it has one (else to itself); its links are kept
     figures = {Path(s).stem for s in re.findall(r"\]\((figures/[^)]+\.png)\)", md)}
     assert figures == {"toy", "toy_lr", "toy_ladder", "other", "scales"}
-    embedded = [i for i in shown.images if i["src"].startswith("data:image/png;base64,")]
-    assert {i["alt"].removesuffix(" budget ladder") for i in embedded} >= figures - {"toy_ladder"}
-    assert len(embedded) == len(figures)
+    assert {Path(i["src"]).stem for i in shown.images} == figures
+    assert all(i["src"].startswith("figures/") and i["width"] == "8" for i in shown.images)
+    assert "data:image" not in page
+    assert "figures/toy.pdf" in shown.links and "[![toy](figures/toy.png)](figures/toy.pdf)" in md
+    assert "figures/other.png" in shown.links  # no vector copy: the PNG itself
     assert "figures/toy_lr.png" in shown.links
 
 

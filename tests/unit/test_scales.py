@@ -2,6 +2,7 @@
 
 import json
 
+from normexp.analysis import style
 from normexp.analysis.report import extra_markdown, render_html, scales
 
 C4A = "growth of BN − GN test error from batch 32 to 2, pp"  # the statistic the anchor measures
@@ -158,16 +159,19 @@ def _store(tmp_path) -> None:
 
 def test_report_renders_the_scales_section(tmp_path):
     _store(tmp_path)
-    extra = scales.report_extra(tmp_path / "quick")  # quick's report reads standard's too
+    with style.formats(["png", "pdf"]):
+        extra = scales.report_extra(tmp_path / "quick")  # quick's report reads standard's too
     figure = tmp_path / "quick" / "figures" / scales.FIGURE
     assert extra["figures"] == [figure] and figure.stat().st_size > 5_000
     md = "\n".join(extra_markdown([extra]))
     assert md.startswith("## Scales: every sub-claim at every profile")
-    assert "![scales](figures/scales.png)" in md
+    assert "[![scales](figures/scales.png)](figures/scales.pdf)" in md  # links its vector copy
+    assert figure.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
     assert "| claim | the blog says | statistic | quick | standard | anchor | with scale |" in md
     assert "grows with scale: +2.1 pp at quick → +5.3 pp at standard" in md
     page = render_html([], {"compute": []}, [extra])
-    assert '<section id="scales">' in page and '<img alt="scales" src="data:image/png' in page
+    assert '<section id="scales">' in page and 'src="figures/scales.png"' in page
+    assert '<a href="figures/scales.pdf" title="full size, vector"><img alt="scales"' in page
     assert "<th>with scale</th>" in page and "toward the anchor" in page
 
 

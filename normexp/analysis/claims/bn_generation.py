@@ -49,7 +49,18 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from normexp.analysis import columns as col
-from normexp.analysis.style import mark_not_run, norm_color, norm_label, save_figure
+from normexp.analysis.style import (
+    MIN_FONT_PT,
+    NEUTRAL,
+    REFERENCE,
+    caption,
+    figure,
+    mark_not_run,
+    norm_color,
+    norm_label,
+    save_figure,
+    wrap,
+)
 from normexp.analysis.verdict import (
     all_parts,
     by_seed,
@@ -192,97 +203,91 @@ def _draw_metric(ax, df: pd.DataFrame, task: Task) -> None:  # noqa: ANN001 - a 
                 yerr=[[row["value"] - row["lo"]], [row["hi"] - row["value"]]],
                 fmt=markers[k % len(markers)],
                 color=norm_color(norm),
-                ms=7,
                 capsize=3,
                 mfc="white" if k == 0 and len(sizes) > 1 else norm_color(norm),
             )
             if row["failed"]:
-                ax.plot(i + offset, row["value"], "x", color="black", ms=9)
+                ax.plot(i + offset, row["value"], "x", color="black", ms=8)
     for k, batch in enumerate(sizes):  # legend entries for the batch sizes
         ax.plot(
             [],
             [],
             markers[k % len(markers)],
-            color="#444444",
-            mfc="white" if k == 0 and len(sizes) > 1 else "#444444",
+            color=NEUTRAL,
+            mfc="white" if k == 0 and len(sizes) > 1 else NEUTRAL,
             label=f"batch {batch}",
         )
     if col.first(df, task.reference_metric) is not None:
         reference = float(col.first(df, task.reference_metric))
-        ax.axhline(reference, color="#888888", ls="--", lw=1, label=task.reference)
+        ax.axhline(reference, color=REFERENCE, ls="--", lw=1, label=wrap(task.reference, 24))
     ax.set_xticks(range(len(norms)), [norm_label(n) for n in norms])
     ax.set_xlim(-0.6, len(norms) - 0.4)
     better = "higher" if task.higher_is_better else "lower"
     what = "test PSNR (dB" if task.unit == "dB" else "test loss (content + style"
-    ax.set_ylabel(f"{what}, {better} is better)")
+    ax.set_ylabel(f"{what}),\n{better} is better")
     seeds = int(cells["seeds"].max()) if not cells.empty else 0
-    profile, n_train = col.first(df, col.PROFILE, "?"), col.first(df, col.N_TRAIN, 0)
-    ax.set_title(
-        f"{task.title}\nCIFAR-10, {profile} profile ({int(n_train)} train images), "
-        f"mean and 95% CI over {seeds} seed(s)",
-        fontsize=10,
-    )
+    ax.set_title(f"{task.title} (mean, 95% CI, {seeds} seeds)")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(frameon=False, fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
-def _draw_grids(fig, spec, df: pd.DataFrame, grids: dict, task: Task) -> None:  # noqa: ANN001
+def _draw_grids(fig, df: pd.DataFrame, grids: dict, task: Task) -> None:  # noqa: ANN001
     cells = metric_cells(df, task)
     norms = _ordered(set(cells["norm"]))
     sizes = sorted(cells["batch_size"].unique())
-    sub = spec.subgridspec(len(sizes), len(norms), wspace=0.05, hspace=0.05)
     crop = GRID_GAP + GRID_IMAGES * (GRID_SIDE + GRID_GAP)
+    axes = fig.subplots(len(sizes), len(norms), squeeze=False)
     for r, batch in enumerate(sizes):
         for c, norm in enumerate(norms):
-            ax = fig.add_subplot(sub[r, c])
+            ax = axes[r, c]
             ax.set_xticks([])
             ax.set_yticks([])
             path = grids.get((norm, int(batch)))
             if path is None:
-                ax.text(0.5, 0.5, "no grid", ha="center", va="center", color="#888888")
+                ax.text(0.5, 0.5, "no grid", ha="center", va="center", color=REFERENCE)
             else:
                 ax.imshow(plt.imread(path)[:, :crop], interpolation="nearest")
             if r == 0:
-                ax.set_title(norm_label(norm), fontsize=9, color=norm_color(norm))
+                ax.set_title(norm_label(norm), color=norm_color(norm), loc="center")
             if c == 0:
-                ax.set_ylabel(f"batch {batch}\n{task.rows}", fontsize=8)
+                ax.set_ylabel(f"batch {batch}")
+    fig.supxlabel(f"samples of the first seed; rows of each: {task.rows}", fontsize=MIN_FONT_PT)
 
 
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
-    """Per task (the deciding one first): its test metric by norm and batch size (top), the
-    sample grids of its runs (below)."""
+    """Per task (the deciding one first), one row: its test metric by norm and batch size, and
+    beside it the sample grids of its runs."""
     dfs = [col.table(tables, t.experiment) for t in TASKS]
     ran = [_ran(df, t) for df, t in zip(dfs, TASKS, strict=True)]
     grids = [
         sample_grid_paths(df, results_dir, t.experiment) if r else {}
         for df, t, r in zip(dfs, TASKS, ran, strict=True)
     ]
-    any_grids = any(grids)
-    fig = plt.figure(figsize=(24, 8.4 if any_grids else 4.8), constrained_layout=True)
-    spec = fig.add_gridspec(
-        2 if any_grids else 1, len(TASKS), height_ratios=[1.3, 1] if any_grids else [1]
-    )
-    for k, (task, df) in enumerate(zip(TASKS, dfs, strict=True)):
-        ax = fig.add_subplot(spec[0, k])
-        if not ran[k]:
-            mark_not_run(ax, task.experiment)
+    sizes = [df[col.BATCH].nunique() if r else 0 for df, r in zip(dfs, ran, strict=True)]
+    heights = [
+        (2.4 + (0.4 + 1.05 * n if g else 0)) if r else 0.8
+        for r, g, n in zip(ran, grids, sizes, strict=True)
+    ]
+    fig = figure(sum(heights) + 0.5)
+    rows = fig.subfigures(len(TASKS), 1, height_ratios=heights)
+    for row, task, df, did, grid, n in zip(rows, TASKS, dfs, ran, grids, sizes, strict=True):
+        if not did:
+            mark_not_run(row.subplots(), task.experiment)
             continue
-        _draw_metric(ax, df, task)
-        if grids[k]:
-            _draw_grids(fig, spec[1, k], df, grids[k], task)
+        if not grid:
+            _draw_metric(row.subplots(), df, task)
+            continue
+        top, bottom = row.subfigures(2, 1, height_ratios=(2.4, 0.4 + 1.05 * n))
+        _draw_metric(top.subplots(), df, task)
+        _draw_grids(bottom, df, grid, task)
     if any(r and not g for r, g in zip(ran, grids, strict=True)):
-        fig.text(
-            0.01,
-            0.005,
-            "sample grids not found next to the results (see normexp.analysis.claims.bn_generation)",  # noqa: E501
-            fontsize=8,
-            color="#888888",
-        )
+        caption(fig, "sample grids not found next to the results "
+                "(see normexp.analysis.claims.bn_generation)")  # fmt: skip
     return save_figure(
         fig,
         out,
-        "C6: does BN do poorly in pixel-level generation, and IN better? Decided on the Gram-loss "
-        "stylization (anchor: Ulyanov et al. 2016, qualitative only); two tasks reported",
+        "C6: BN, IN and the others in pixel-level generation; decided on the Gram-loss "
+        "stylization (anchor: Ulyanov et al. 2016, qualitative), two tasks reported",
     )
 
 

@@ -26,10 +26,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.colors import to_hex, to_rgb
 
 from normexp.analysis import columns as col
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import anchor_bars, mark_not_run, panels, save_figure
+from normexp.analysis.style import (
+    anchor_bars,
+    caption,
+    figure,
+    mark_not_run,
+    norm_color,
+    save_figure,
+)
 from normexp.analysis.verdict import by_seed, failures, holm_family, join_notes, sub_verdict
 from normexp.analysis.verdict.anchors import CAFFENET_TOP1
 from normexp.analysis.verdict.paired import difference, json_safe
@@ -45,8 +53,11 @@ CLAIM = Claim.from_doc("C3", EXPERIMENT, ANCHOR, __doc__)
 KEY_CELL = ("cnn", "relu")  # the claim's setting
 CONTROL_CELL = ("cnn, same layer before the head", "relu")  # the control's rows, relabelled
 CELLS = (("cnn", "relu"), CONTROL_CELL, ("cnn", "tanh"), ("mlp", "relu"), ("mlp", "tanh"))
-CELL_CALLS = {"supported": "post better", "contradicted": "pre better", "inconclusive": "unclear"}
-POSITION_COLORS = {"pre": "#1f77b4", "post": "#ff7f0e"}
+CELL_CALLS = {
+    "supported": "after\nbetter", "contradicted": "before\nbetter", "inconclusive": "unclear"
+}
+# Both positions are BN's: its colour, filled before the activation, open (lighter) after it.
+POSITION_STYLE = {"pre": {"fmt": "o", "mfc": None}, "post": {"fmt": "s", "mfc": "white"}}
 
 
 def _usable(df: pd.DataFrame) -> bool:
@@ -74,7 +85,7 @@ def with_control(tables: dict) -> pd.DataFrame:
 
 def _cell_label(model: str, activation: str) -> str:
     if (model, activation) == CONTROL_CELL:
-        return "CNN relu, control:\nno norm in the\nlast block"
+        return "CNN relu,\ncontrol¹"
     return f"{model.upper()}\n{activation}"
 
 
@@ -109,17 +120,17 @@ def _accuracy_panel(
             x + (k - 0.5) * 0.25,
             means,
             yerr=[los, his],
-            fmt="o",
-            color=POSITION_COLORS[position],
-            capsize=4,
-            label=f"BN {position} activation",
+            color=norm_color("batch"),
+            capsize=3,
+            label=f"BN {'before' if position == 'pre' else 'after'} the activation",
+            **POSITION_STYLE[position],
         )
     ax.set_xticks(x, [_cell_label(m, a) for m, a in cells])
     ax.set_ylabel("test accuracy (%)")
     seeds = int(df[df[col.STATUS] == "ok"][col.SEED].nunique())
-    ax.set_title(f"Ours: CIFAR-10, mean and 95% CI over {seeds} seed(s)", fontsize=10)
+    ax.set_title(f"Ours: CIFAR-10, mean and 95% CI over {seeds} seed(s)")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(frameon=False, fontsize=9)
+    ax.legend()
 
 
 def _difference_panel(
@@ -139,21 +150,22 @@ def _difference_panel(
             CELL_CALLS[d["decision"]],
             (xi, d["ci"][1] if np.isfinite(d["ci"][1]) else 0),  # no finite upper bound: at 0
             textcoords="offset points",
-            xytext=(0, 6),
+            xytext=(0, 4),
             ha="center",
-            fontsize=8,
         )
     ax.set_xticks(x, [_cell_label(m, a) for m, a in cells])
-    ax.set_ylabel("post − pre (pp of accuracy)")
-    ax.set_title(
-        "Paired difference per cell (> 0: after is better); CNN/ReLU decides", fontsize=10
-    )
+    ax.set_ylabel("after − before (pp of accuracy)")
+    ax.set_title("Paired difference, 95% CI (CNN relu decides)")
+    ax.margins(y=0.15)
     ax.grid(alpha=0.3, axis="y")
 
 
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     df = with_control(tables)
-    fig, (ax_acc, ax_diff, ax_ref) = panels(3, (14, 4.4), (1.4, 1.2, 0.8))
+    fig = figure(6.2)
+    top, bottom = fig.subfigures(2, 1, height_ratios=(1, 1.05))
+    ax_acc = top.subplots()
+    ax_diff, ax_ref = bottom.subplots(1, 2, width_ratios=(2.2, 1))
     if df.empty:
         mark_not_run(ax_acc, EXPERIMENT)
         mark_not_run(ax_diff, EXPERIMENT)
@@ -162,18 +174,21 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         x = np.arange(len(cells))
         _accuracy_panel(ax_acc, df, cells, x)
         _difference_panel(ax_diff, df, cells, x)
+        if CONTROL_CELL in cells:
+            caption(fig, "¹ Control: the CNN/ReLU cell with no norm in its last conv block, so "
+                    "that the head sees a ReLU in both positions (by default BN after the "
+                    "activation sits right before the head).")  # fmt: skip
+    bn = norm_color("batch")
     anchor_bars(
         ax_ref,
         CAFFENET_TOP1,
-        [POSITION_COLORS[p] for p in CAFFENET_TOP1],
-        ["BN before\nReLU", "BN after\nReLU"],
-        ylim=(40, 52),
+        [bn, to_hex(np.add(0.45 * np.array(to_rgb(bn)), 0.55))],  # after: lighter, as open marks
+        ["before\nReLU", "after\nReLU"],
         ylabel="top-1 accuracy (%)",
-        title="Anchor: CaffeNet, ImageNet\n(one run each)",
-        offset=0.3,
+        title="Anchor: CaffeNet\n(ImageNet, one run each)",
         unit="%",
     )
-    return save_figure(fig, out, "C3: is BN better after the activation than before it?")
+    return save_figure(fig, out, "C3: BN before vs after the activation (test accuracy)")
 
 
 def _decided(df: pd.DataFrame, cells: list[tuple[str, str]]) -> dict[str, dict]:

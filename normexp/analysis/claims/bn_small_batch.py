@@ -24,12 +24,16 @@ Verdict rule: ``RULE`` below (normexp/analysis/verdict/rule.py writes its text).
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.one_scale import difference_text, one_scale, same_scale
 from normexp.analysis.style import (
+    NEUTRAL,
+    REFERENCE,
+    caption,
+    ci_line,
+    figure,
     log2_axis,
     mark_left_out,
     mark_not_run,
@@ -135,12 +139,13 @@ def with_remedy_labels(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _curve(ax, cells: pd.DataFrame, label: str, color: str, style: str, x_scale: float = 1):  # noqa: ANN001
+    """A norm's error against the batch size with its 95% CI: a band, or an error bar where it
+    ran at one size; × where runs failed."""
     c = cells.sort_values("batch_size")
     xs = c["batch_size"] / x_scale
-    ax.plot(xs, c["err"], style, color=color, label=label, lw=1.8)
-    ax.fill_between(xs, c["lo"], c["hi"], color=color, alpha=0.15, lw=0)
+    ci_line(ax, xs, c["err"], c["lo"], c["hi"], color=color, label=label, fmt=style, lw=1.6)
     bad = c[c["failed"] > 0]
-    ax.plot(bad["batch_size"] / x_scale, bad["err"], "x", color="black", ms=9)
+    ax.plot(bad["batch_size"] / x_scale, bad["err"], "x", color="black", ms=8)
 
 
 def _draw_plain(ax, df: pd.DataFrame, remedies: pd.DataFrame, model: str = "cnn") -> None:  # noqa: ANN001
@@ -158,20 +163,16 @@ def _draw_plain(ax, df: pd.DataFrame, remedies: pd.DataFrame, model: str = "cnn"
             _curve(ax, rcells[rcells["norm"] == remedy], remedy, norm_color(name), "D--")
     sizes = sorted(set(cells["batch_size"]) | set(remedies.get(col.BATCH, [])))
     seeds = int(cells["seeds"].max())
-    ax.set_title(
-        f"Ours, plain: CIFAR-10 {architecture.name(model, df)}, {_scale(df)}, mean, 95% CI, "
-        f"{seeds} seed(s)",
-        fontsize=9,
-    )
+    ax.set_title(f"Ours, plain: {architecture.name(model, df)}\n(mean, 95% CI, {seeds} seeds)")
     ax.set_ylabel("test error (%)")
     dashed = "; dashed: remedies" if not remedies.empty else ""
-    log2_axis(ax, [int(s) for s in sizes], f"batch size (= BN batch){dashed}")
+    log2_axis(ax, [int(s) for s in sizes], f"batch size (= BN batch){dashed}", legend=False)
 
 
 def _scale(df: pd.DataFrame) -> str:
-    """'quick profile (4000 train images)'."""
+    """'quick profile, 4,000 train images'."""
     profile, n_train = col.first(df, col.PROFILE, "?"), col.first(df, col.N_TRAIN, 0)
-    return f"{profile} profile ({int(n_train)} train images)"
+    return f"{profile} profile, {int(n_train):,} train images"
 
 
 def _draw_devices(ax, df: pd.DataFrame, devices: pd.DataFrame) -> None:  # noqa: ANN001
@@ -181,9 +182,7 @@ def _draw_devices(ax, df: pd.DataFrame, devices: pd.DataFrame) -> None:  # noqa:
     count = _device_count(devices)
     per_device = sorted(int(g) for g in devices[col.GROUP_SIZE].unique())
     ghost = error_by_batch(devices)
-    _curve(
-        ax, ghost, f"BN, statistics per device ({count} devices)", norm_color("batch"), "o-", count
-    )
+    _curve(ax, ghost, f"BN per device ({count} devices)", norm_color("batch"), "o-", count)
     if _usable(df, col.NORM):
         totals = set(int(b) for b in devices[col.BATCH].unique())
         plain = error_by_batch(df[df[col.BATCH].isin(totals)])
@@ -194,14 +193,12 @@ def _draw_devices(ax, df: pd.DataFrame, devices: pd.DataFrame) -> None:  # noqa:
             if norm == "batch":
                 label, style = f"BN over all {count} devices (plain run)", "o:"
             else:
-                label, style = f"{norm_label(norm)} (plain run, same total batch)", "o-"
+                label, style = f"{norm_label(norm)} (plain run)", "o-"
             _curve(ax, c, label, norm_color(norm), style, count)
-    ax.set_title(
-        f"Ours, GN-paper protocol: batch = {count} × images per device, LR by total batch",
-        fontsize=9,
-    )
+    ax.set_title(f"Ours, GN-paper protocol: batch = {count} ×\nimages per device, LR by total")
     ax.set_ylabel("test error (%)")
-    log2_axis(ax, per_device, "images per device (BN batch)")
+    log2_axis(ax, per_device, "images per device (BN batch)", legend=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, columnspacing=1)
 
 
 def _device_count(devices: pd.DataFrame) -> int:
@@ -220,7 +217,44 @@ def scale_note(extra: str, runs: pd.DataFrame, plain: pd.DataFrame) -> str:
     )
 
 
+def paired_gaps(df: pd.DataFrame) -> pd.DataFrame:
+    """D(b) = err_BN(b) − err_GN(b) in pp, paired by seed, at every batch size with both: the
+    statistic C4 decides on (``RULE``), one row per size (mean, 95% CI, seeds)."""
+    rows = []
+    if _usable(df, col.NORM):
+        plain = _plain(df)
+        for b in sorted(int(v) for v in plain[col.BATCH].unique()):
+            d = against_zero(gap(*bn_gn_errors(plain, b)))
+            if d["seeds"]:
+                rows.append({"batch_size": b, "mean": d["mean"], "lo": d["ci"][0],
+                             "hi": d["ci"][1], "seeds": d["seeds"]})  # fmt: skip
+    return pd.DataFrame(rows, columns=["batch_size", "mean", "lo", "hi", "seeds"])
+
+
+def _draw_statistic(ax, archs: dict[str, pd.DataFrame]) -> None:  # noqa: ANN001
+    """The deciding statistic D(b) per architecture (its runs of record), and the anchor's."""
+    sizes: set[int] = set()
+    for (model, df), style in zip(archs.items(), ("o-", "s--"), strict=False):
+        gaps = paired_gaps(df)
+        if gaps.empty:
+            continue
+        sizes |= set(gaps["batch_size"])
+        color = "black" if style == "o-" else NEUTRAL
+        ci_line(ax, gaps["batch_size"], gaps["mean"], gaps["lo"], gaps["hi"], color=color,
+                fmt=style, label=f"ours, {architecture.name(model, df)}")  # fmt: skip
+    anchor = {b: GN_PAPER_ERROR_BY_BATCH["batch"][b] - GN_PAPER_ERROR_BY_BATCH["group"][b]
+              for b in sorted(GN_PAPER_ERROR_BY_BATCH["batch"])}  # fmt: skip
+    ax.plot(list(anchor), list(anchor.values()), "^:", color=REFERENCE,
+            label="GN paper, ResNet-50 ImageNet")  # fmt: skip
+    ax.axhline(0, color=REFERENCE, lw=1)
+    ax.set_ylabel("BN − GN test error (pp)")
+    ax.set_title("The deciding statistic: BN − GN test\nerror, paired by seed (95% CI)")
+    log2_axis(ax, sorted(sizes | set(anchor)), "batch size (= BN batch; GN paper: per GPU)")
+
+
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
+    """First the statistic C4 decides on, per architecture, beside the anchor's; then the
+    plain protocol's errors per architecture, the GN-paper protocol and the baseline."""
     df = col.table(tables, EXPERIMENT)
     resnet = col.table(tables, RESNET)
     devices = col.table(tables, DEVICES)
@@ -228,16 +262,22 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     remedies_out = scale_note(REMEDIES, remedies, df)
     if remedies_out:  # at another scale than the plain runs: not drawn beside them
         remedies = pd.DataFrame()
-    # top: the plain protocol per architecture and the baseline; below: GN-paper protocol, anchor
-    fig = plt.figure(figsize=(17, 9.4), layout="constrained")
-    grid = fig.add_gridspec(2, 3, width_ratios=(1.5, 1.5, 1))
-    ax, ax_res, ax_base = (fig.add_subplot(grid[0, i]) for i in range(3))
-    ax_dev, ax_ref = fig.add_subplot(grid[1, :2]), fig.add_subplot(grid[1, 2])
+    fig = figure(10.4)
+    rows = fig.subfigures(3, 1, height_ratios=(1.05, 1, 1.25))
+    ax_stat, ax_ref = rows[0].subplots(1, 2, width_ratios=(1.6, 1))
+    ax, ax_res = rows[1].subplots(1, 2, sharey=True)
+    ax_dev, ax_base = rows[2].subplots(1, 2, width_ratios=(1.1, 1))
+    _draw_statistic(ax_stat, {"resnet": resnet, "cnn": df})
     for axis, runs, extra, model in ((ax, df, remedies, "cnn"), (ax_res, resnet, None, "resnet")):
         if not _usable(runs, col.NORM):
             mark_not_run(axis, f"{EXPERIMENT if model == 'cnn' else RESNET}")
         else:
             _draw_plain(axis, runs, pd.DataFrame() if extra is None else extra, model)
+    handles = {}
+    for axis in (ax, ax_res):
+        handles |= dict(zip(*reversed(axis.get_legend_handles_labels()), strict=True))
+    if handles:
+        rows[1].legend(handles.values(), handles.keys(), loc="outside right center")
     architecture.draw_baseline(ax_base, {"resnet": resnet, "cnn": df})
     if not _usable(devices, col.GROUP_SIZE):
         mark_not_run(ax_dev, DEVICES)
@@ -246,16 +286,21 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     else:
         _draw_devices(ax_dev, df, devices)
     if remedies_out:
-        ax.set_xlabel(f"{ax.get_xlabel()}\n{REMEDIES}: left out (another scale)", fontsize=8)
+        ax.set_xlabel(f"{ax.get_xlabel()}\n{REMEDIES}: left out (another scale)")
+    ax_res.set_ylabel("")
+    caption(fig, f"C4b: BN − GN > 0 at the smallest batch; C4a: BN − GN grows from batch "
+            f"{REFERENCE_BATCH} (the GN paper's) down to it. Each architecture is decided apart; "
+            "the one whose own baseline shows BN clearly ahead of no norm decides (the verdict "
+            "names it).")  # fmt: skip
     for norm, errs in GN_PAPER_ERROR_BY_BATCH.items():
         sizes = sorted(errs)
         ax_ref.plot(
             sizes, [errs[s] for s in sizes], "s--", color=norm_color(norm), label=norm_label(norm)
         )
-    ax_ref.set_title("Anchor: GN paper, ResNet-50 ImageNet (one run each)", fontsize=9)
+    ax_ref.set_title("Anchor: GN paper, ResNet-50\nImageNet (one run each)")
     ax_ref.set_ylabel("top-1 error (%)")
     log2_axis(ax_ref, sorted(GN_PAPER_ERROR_BY_BATCH["batch"]), "images per GPU")
-    return save_figure(fig, out, "C4: does BN degrade at small batch sizes, and does GN not?")
+    return save_figure(fig, out, f"C4: BN against GN as the batch shrinks; {_scale(df)}")
 
 
 def _plain(df: pd.DataFrame) -> pd.DataFrame:

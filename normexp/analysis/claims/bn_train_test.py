@@ -19,7 +19,16 @@ from pathlib import Path
 import pandas as pd
 
 from normexp.analysis import columns as col
-from normexp.analysis.style import log2_axis, mark_not_run, panels, save_figure
+from normexp.analysis.style import (
+    NEUTRAL,
+    REFERENCE,
+    ci_line,
+    log2_axis,
+    mark_not_run,
+    norm_color,
+    panels,
+    save_figure,
+)
 from normexp.analysis.verdict import architecture, by_seed, failures
 from normexp.analysis.verdict.paired import cell_stats, difference, fmt_ci, json_safe
 from normexp.analysis.verdict.record import select
@@ -64,11 +73,16 @@ RULE = Rule(
 )
 CLAIM = Claim("C5", NAME, ANCHOR, RULE.text())
 NO_RUNS = f"no finished BN runs of {EXPERIMENT} with batch-statistics accuracy"
+# One BN network evaluated three ways: BN's colour, a line style each.
 MODES = {
-    col.TEST_ACC: ("running averages (EMA), as deployed", "#1f77b4", "o-"),
-    col.TEST_ACC_BATCH_STATS: ("batch statistics (training batch size)", "#d62728", "s--"),
-    col.TEST_ACC_PRECISE_BN: ("precise BN (recomputed population)", "#2ca02c", "^:"),
+    col.TEST_ACC: ("running averages (deployed)", "o-"),
+    col.TEST_ACC_BATCH_STATS: ("batch statistics", "s--"),
+    col.TEST_ACC_PRECISE_BN: ("precise BN (recomputed)", "^:"),
 }
+DIFFERENCES = (  # (key of per_batch, label, colour, style): paired differences, no norm's colour
+    ("batch_minus_running", "batch statistics − running", "black", "s-"),
+    ("precise_minus_running", "precise BN − running", NEUTRAL, "^:"),
+)
 
 
 def bn_runs(df: pd.DataFrame) -> pd.DataFrame:
@@ -101,13 +115,13 @@ def per_batch(df: pd.DataFrame) -> dict:
 
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     df = bn_runs(col.table(tables, EXPERIMENT))
-    fig, (ax, ax_diff) = panels(2, (11, 4.2))
+    fig, (ax, ax_diff) = panels(2, 3.6)
     if not _measured(df):
         mark_not_run(ax, f"{EXPERIMENT} (BN runs)")
         mark_not_run(ax_diff, f"{EXPERIMENT} (BN runs)")
     else:
         sizes = sorted(int(b) for b in df[col.BATCH].unique())
-        for column, (label, color, style) in MODES.items():
+        for column, (label, style) in MODES.items():
             if column not in df:
                 continue
             rows = []
@@ -115,25 +129,17 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
                 vals = [v for v in by_seed(df, column, {col.BATCH: b}).values() if v == v]
                 rows.append(cell_stats(vals, 100) + (b,))
             rows = [r for r in rows if r[3] > 0]
-            if not rows:
-                continue
-            xs = [r[4] for r in rows]
-            ax.plot(xs, [r[0] for r in rows], style, color=color, label=label, lw=1.6)
-            ax.fill_between(xs, [r[1] for r in rows], [r[2] for r in rows], color=color, alpha=0.15)
+            if rows:
+                stats = [[r[i] for r in rows] for i in (4, 0, 1, 2)]
+                ci_line(ax, *stats, color=norm_color("batch"), label=label, fmt=style)
         diffs = per_batch(df)
-        for key, color, label in (
-            ("batch_minus_running", "#d62728", "batch statistics − running averages"),
-            ("precise_minus_running", "#2ca02c", "precise BN − running averages"),
-        ):
+        for key, label, color, style in DIFFERENCES:
             xs = [b for b in sizes if diffs[b][key]["seeds"] > 0]
-            if not xs:
-                continue
             means = [diffs[b][key]["mean"] for b in xs]
             lo = [diffs[b][key]["ci"][0] for b in xs]
             hi = [diffs[b][key]["ci"][1] for b in xs]
-            ax_diff.plot(xs, means, "o-", color=color, label=label)
-            ax_diff.fill_between(xs, lo, hi, color=color, alpha=0.15)
-        ax_diff.axhline(0, color="#888888", lw=1)
+            ci_line(ax_diff, xs, means, lo, hi, color=color, label=label, fmt=style)
+        ax_diff.axhline(0, color=REFERENCE, lw=1)
         ax_diff.axhspan(-EQUIVALENCE_PP, EQUIVALENCE_PP, color="#cccccc", alpha=0.4, lw=0)
         for a in (ax, ax_diff):
             log2_axis(a, sizes, "training batch size")
@@ -141,15 +147,14 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         lo, hi = int(seed_counts.min()), int(seed_counts.max())
         seeds = f"{lo} seeds" if lo == hi else f"{lo}-{hi} seeds per batch size"
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"Ours: BN CNN, one network evaluated 3 ways ({seeds})", fontsize=10)
+        ax.set_title(f"Ours: one BN CNN evaluated 3 ways\n(mean, 95% CI, {seeds})")
         ax_diff.set_ylabel("paired difference (pp), 95% CI")
-        ax_diff.set_title(
-            f"Differences (grey band: ±{EQUIVALENCE_PP} pp, no practical difference)", fontsize=10
-        )
+        band = f"±{EQUIVALENCE_PP} pp"
+        ax_diff.set_title(f"Differences (grey: within {band},\nno practical difference)")
     return save_figure(
         fig,
         out,
-        "C5: do BN's statistics differ between training and inference? "
+        "C5: BN's accuracy with training-time vs inference-time statistics "
         "(anchor: Wu & Johnson 2021, qualitative)",
     )
 

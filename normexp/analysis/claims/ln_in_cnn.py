@@ -34,6 +34,7 @@ from normexp.analysis.style import (
     panels,
     save_figure,
     seed_bar,
+    wrap,
 )
 from normexp.analysis.verdict import architecture, conjunction, failures, holm_family, sub_verdict
 from normexp.analysis.verdict.anchors import GN_PAPER_ERROR_AT_32
@@ -133,7 +134,7 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     mine = per_arch[model]
     arch = architecture.name(model, col.table(mine, EXPERIMENT))
     df = trained_runs(mine)
-    fig, (ax, ax_ref) = panels(2, (11, 4.2), (1.4, 1))
+    fig, (ax, ax_ref) = panels(2, 3.8, (1.5, 1))
     batches = large_batches(df, DECIDING) if _usable(df) else []  # the verdict's batch sizes
     # every norm with runs at all of them (IN and none are shown, not decided on)
     norms = [n for n in NORM_ORDER if batches and set(batches) <= set(large_batches(df, (n,)))]
@@ -142,14 +143,12 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         x = np.arange(len(norms))
         for i, norm in enumerate(norms):
             errs = pooled_error(df, norm, batches)
-            seed_bar(ax, i, errs.values(), norm_color(norm), width=0.6, capsize=5)
+            seed_bar(ax, i, errs.values(), norm_color(norm), width=0.6)
         ax.set_xticks(x, [norm_label(n) for n in norms])
         ax.set_ylabel("test error (%)")
         sizes = ", ".join(str(b) for b in batches)
-        ax.set_title(
-            f"Ours: CIFAR-10 {arch}, error averaged over batch {sizes}; mean, 95% CI, seeds",
-            fontsize=10,
-        )
+        ax.set_title(wrap(f"Ours: CIFAR-10 {arch}, error averaged over batch {sizes}; mean, "
+                          "95% CI, seeds", 50))  # fmt: skip
         ax.grid(alpha=0.3, axis="y")
     elif not gains.empty:
         draw_gains(ax, gains, arch)
@@ -160,13 +159,11 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         GN_PAPER_ERROR_AT_32,
         [norm_color(n) for n in GN_PAPER_ERROR_AT_32],
         [norm_label(n) for n in GN_PAPER_ERROR_AT_32],
-        ylim=(20, 30),
         ylabel="top-1 error (%)",
-        title="Anchor: GN paper, ResNet-50 ImageNet, 32/GPU",
-        offset=0.1,
+        title="Anchor: GN paper, ResNet-50\nImageNet, 32 images/GPU",
         alpha=0.8,
     )
-    return save_figure(fig, out, "C8: is LN worse than BN and GN in a CNN (batch ≥ 32)?")
+    return save_figure(fig, out, "C8: LN against BN and GN in a CNN at batch ≥ 32")
 
 
 def checked_gains(tables: dict) -> pd.DataFrame:
@@ -186,17 +183,17 @@ def draw_gains(ax, gains: pd.DataFrame, arch: str) -> None:  # noqa: ANN001 - a 
     x = np.arange(len(gains))
     norms = list(gains[col.NORM])
     ax.bar(x, gains["gain"], color=[norm_color(n) for n in norms], alpha=0.8, width=0.7)
-    ax.axhline(THRESHOLD_PP, color="black", lw=1, ls="--")
-    ax.text(len(gains) - 0.5, THRESHOLD_PP, f" trained: < {THRESHOLD_PP:g} pp", va="bottom",
-            ha="right", fontsize=8)
-    labels = [f"{norm_label(n)}\n{int(b)}" for n, b in zip(norms, gains[col.BATCH], strict=True)]
-    ax.set_xticks(x, labels, fontsize=8)
-    ax.set_ylabel("val. accuracy gain from 2× budget (pp)")
-    ax.set_title(
-        f"Ours, {arch}: no batch size with LN, BN and GN all trained (convergence check "
-        "per norm and batch)",
-        fontsize=9,
-    )
+    ax.axhline(THRESHOLD_PP, color="black", lw=1, ls="--", label=f"trained: < {THRESHOLD_PP:g} pp")
+    ax.legend(frameon=True, framealpha=0.9, edgecolor="none")
+    labels = [
+        f"{norm_label(n).replace(' ', chr(10))}\n{int(b)}"
+        for n, b in zip(norms, gains[col.BATCH], strict=True)
+    ]
+    ax.set_xticks(x, labels)
+    ax.set_xlabel("norm, batch size")
+    ax.set_ylabel("val. accuracy gain, 2× budget (pp)")
+    ax.set_title(wrap(f"Ours, {arch}: no batch size with LN, BN and GN all trained "
+                      "(convergence check per norm and batch)", 50))  # fmt: skip
     ax.grid(alpha=0.3, axis="y")
 
 

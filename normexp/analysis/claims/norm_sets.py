@@ -15,13 +15,12 @@ import functools
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.colors import LightSource, to_rgb, to_rgba
 from torch import Tensor
 
-from normexp.analysis.style import norm_color  # also selects the Agg backend
+from normexp.analysis.style import caption, figure, norm_color, save_figure  # selects Agg
 from normexp.analysis.verdict.spec import ClaimAnalysis, Quote
 from normexp.errors import ConfigError
 from normexp.norms.layers import InstanceNorm, resolve_num_groups
@@ -301,10 +300,10 @@ def _darker(color: str, factor: float = 0.45) -> tuple[float, float, float]:
 def _drawn_title(name: str) -> str:
     return {
         "batch": "Batch Norm",
-        "ghost_batch": f"Ghost Batch Norm (groups of {CHECKED['ghost_batch']['group_size']})",
+        "ghost_batch": f"Ghost Batch Norm\n(groups of {CHECKED['ghost_batch']['group_size']})",
         "layer": "Layer Norm",
         "instance": "Instance Norm",
-        "group": f"Group Norm ({CHECKED['group']['num_groups']} groups)",
+        "group": f"Group Norm\n({CHECKED['group']['num_groups']} groups)",
     }[name]
 
 
@@ -350,8 +349,8 @@ def _draw_set_cube(
     ax.set_title(
         f"{_drawn_title(name)}\n|S| = {int(s.sum())} of {s.numel()}"
         + ("" if match else "  (≠ definition!)"),
-        fontsize=11,
         color=_darker(norm_color(name), 0.8),
+        loc="center",
     )
     return match
 
@@ -363,17 +362,12 @@ def _caption(fig, matches: list[bool]) -> None:  # noqa: ANN001
         if all(matches)
         else f"Only {sum(matches)} of {len(DRAWN)} equal their definitions"
     )
-    fig.text(
-        0.5,
-        0.03,
+    caption(
+        fig,
         "Measured, not drawn: coloured voxels are the inputs x_j with ∂y/∂x_j ≠ 0 for one output "
         "y (dark voxel), from autograd on the registered layers (float64, training mode, random "
-        f"input).\n{agree}; IN is refused for dense/recurrent inputs "
-        f"(S = one neuron). Compare {ANCHOR}.",
-        ha="center",
-        va="bottom",
-        fontsize=9.5,
-        color="#444444",
+        f"input). {agree}; IN is refused for dense/recurrent inputs (S = one neuron). "
+        f"Compare {ANCHOR}.",
     )
 
 
@@ -388,22 +382,16 @@ def draw(out: Path) -> Path:
     # Visible from the default view: first sample, first channel, top of the H·W column.
     index = (0, 0, h_ - 1, w_ - 1)
     light = LightSource(azdeg=120, altdeg=40)  # even light: the dark voxel stays the darkest
-    fig = plt.figure(figsize=(15, 4.4))
+    fig = figure(5.4)
+    cols = 3
     matches = []
     for k, name in enumerate(DRAWN):
-        ax = fig.add_subplot(1, len(DRAWN), k + 1, projection="3d")
+        ax = fig.add_subplot(-(-len(DRAWN) // cols), cols, k + 1, projection="3d")
         matches.append(_draw_set_cube(ax, name, index, light))
-    fig.suptitle(
-        f"C1: the set S each norm pools μ, σ over — input N={n_}, C={c_}, H×W={h_}×{w_}",
-        fontsize=13,
-        y=0.98,
-    )
     _caption(fig, matches)
-    fig.subplots_adjust(left=0.005, right=0.97, top=0.86, bottom=0.12, wspace=0.12)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
-    return out
+    return save_figure(
+        fig, out, f"C1: the set S each norm pools μ, σ over; input N={n_}, C={c_}, H×W={h_}×{w_}"
+    )
 
 
 QUOTE = Quote(

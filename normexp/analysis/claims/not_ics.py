@@ -57,7 +57,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from normexp.analysis import columns as col
@@ -74,10 +73,7 @@ from normexp.analysis.curves import (
     usable,
 )
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import (
-    mark_not_run,
-    seed_bar,
-)
+from normexp.analysis.style import figure, mark_not_run, seed_bar
 from normexp.analysis.verdict import (
     architecture,
     by_seed,
@@ -160,35 +156,35 @@ def target_of(df: pd.DataFrame) -> float | None:
 
 
 def _bars(ax, per_norm: dict[str, list[float]], ylabel: str, title: str, censored=None) -> None:  # noqa: ANN001
-    """One bar per norm (mean, 95% CI, seeds as dots); censored seeds ringed in red."""
+    """One bar per norm (mean, 95% CI, seeds as dots); censored seeds ringed."""
     names = list(per_norm)
     for i, norm in enumerate(names):
         if per_norm[norm]:
-            seed_bar(ax, i, per_norm[norm], color(norm), width=0.6, capsize=4)
+            seed_bar(ax, i, per_norm[norm], color(norm), width=0.6)
         for v in (censored or {}).get(norm, []):
-            ax.plot([i], [v], "o", mfc="none", mec="#d62728", ms=9)
+            ax.plot([i], [v], "o", mfc="none", mec="black", ms=9)
     ax.set_xticks(range(len(names)), [label(n) for n in names])
     ax.set(ylabel=ylabel, title=title)
 
 
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     model, df = record_runs(tables)  # the verdict's architecture
-    fig, grid = plt.subplots(2, 3, figsize=(15, 8.4), constrained_layout=True)
-    axes = list(grid.flat)
+    fig = figure(8.6)
+    axes = list(fig.subplots(3, 2).flat)
     note = None
     if not usable(df):
         for ax in axes:
             mark_not_run(ax, EXPERIMENT)
     else:
-        note = _scale_note(df)
+        note = f"{_scale_note(df)}; ICS: mean over conv layers 2…k"
         _draw_panels(df, axes)
     for ax in axes:
         ax.grid(alpha=0.3)
     return save_landscape(
         fig,
-        [ax for ax in axes if ax.get_legend_handles_labels()[0]],  # legends where labelled
+        [ax for ax in axes[:2] if ax.get_legend_handles_labels()[0]],  # the norms; censored
         out,
-        "C9: does BN's benefit come from reducing internal covariate shift?",
+        "C9: BN's training speed, with and without internal covariate shift (noisy BN)",
         note,
         ANCHOR,
         architecture.name(model, df),
@@ -196,8 +192,8 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
 
 
 def _draw_panels(df: pd.DataFrame, axes: list) -> None:
-    """The six panels, in the grid's order: training accuracy, steps to target, final loss (top);
-    ICS ℓ2, relative ℓ2, cosine (bottom)."""
+    """The six panels, in the grid's order: training accuracy, steps to target; final loss,
+    ICS ℓ2; relative ℓ2, cosine."""
     acc_ax, steps_ax, loss_ax, l2_ax, rel_ax, cos_ax = axes
     target = target_of(df)
     for norm in _norms(df):
@@ -208,9 +204,11 @@ def _draw_panels(df: pd.DataFrame, axes: list) -> None:
         loss_ax,
         {n: list(by_seed(df, col.TRAIN_LOSS, {col.NORM: n}).values()) for n in _norms(df)},
         "training loss",
-        "Final training loss (last epoch, as trained)",
+        "Final training loss (as trained)",
     )
     _label_ics(l2_ax, rel_ax, cos_ax)
+    for ax in (steps_ax, loss_ax):
+        ax.grid(alpha=0.3, axis="y")
 
 
 def _draw_norm_curves(df: pd.DataFrame, norm: str, acc_ax, ics_axes: tuple) -> None:  # noqa: ANN001
@@ -235,7 +233,9 @@ def _draw_norm_curves(df: pd.DataFrame, norm: str, acc_ax, ics_axes: tuple) -> N
 
 def _label_accuracy(acc_ax, target: float | None) -> None:  # noqa: ANN001
     if target is not None:
-        acc_ax.axhline(100 * target, color="black", ls=":", lw=1, label="target")
+        acc_ax.axhline(100 * target, color="black", ls=":", lw=1)
+        acc_ax.annotate(f"target {100 * target:g}%", (0.02, 100 * target), va="bottom",
+                        xycoords=("axes fraction", "data"))  # fmt: skip
     acc_ax.set(
         xlabel="training step",
         ylabel="training accuracy (%)",
@@ -256,19 +256,17 @@ def _draw_steps_to_target(steps_ax, df: pd.DataFrame, target: float | None) -> N
         f"Steps to {100 * target:g}% training accuracy",
         {n: [v for v, c in per.values() if c] for n, per in reached.items()},
     )
-    steps_ax.plot([], [], "o", mfc="none", mec="#d62728", label="censored: budget + 1")
+    steps_ax.plot([], [], "o", mfc="none", mec="black", ms=9, label="censored: budget + 1")
 
 
 def _label_ics(l2_ax, rel_ax, cos_ax) -> None:  # noqa: ANN001
     panels = (
-        (l2_ax, "‖G − G'‖₂", "ICS, ℓ2 change of a layer's gradient (absolute)"),
-        (rel_ax, "‖G − G'‖₂ / ‖G‖₂", "ICS, ℓ2 change relative to the gradient"),
-        (cos_ax, "1 − cos(G, G')", "ICS, 1 − cosine of G and G' (0: no shift)"),
+        (l2_ax, "‖G − G′‖₂", "ICS: ℓ2 change of a layer's gradient"),
+        (rel_ax, "‖G − G′‖₂ / ‖G‖₂", "ICS: ℓ2 change, relative"),
+        (cos_ax, "1 − cos(G, G′)", "ICS: 1 − cosine (0: no shift)"),
     )
     for ax, ylabel, title in panels:
-        ax.set(
-            xlabel="training step", ylabel=f"{ylabel} (mean over conv layers 2…k)", title=title
-        )
+        ax.set(xlabel="training step", ylabel=ylabel, title=title)
         ax.set_yscale("log")
 
 

@@ -36,14 +36,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.claims import analysis_named
 from normexp.analysis.columns import Tables
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import norm_label, save_figure
+from normexp.analysis.style import REFERENCE, figure, norm_color, norm_label, save_figure
 from normexp.analysis.verdict import architecture, holm_family, sub_verdict
 from normexp.analysis.verdict.paired import difference, json_safe, pooled_by_seed
 from normexp.analysis.verdict.record import select
@@ -337,27 +336,45 @@ def markdown_table(tables: dict) -> list[str]:
 
 
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
+    """Per scenario, the blog's pick against its best rival (> 0: the pick better; mean and 95%
+    CI over seeds, in the scenario's unit: a panel per unit), the pick's colour; the table is
+    the report's."""
     rows = judge_all(tables)
-    header = list(HEADER)
-    cells = table_cells(rows)
-    fig, ax = plt.subplots(figsize=(20, 1.2 + 0.5 * len(rows)), layout="constrained")
-    ax.axis("off")
-    table = ax.table(cellText=cells, colLabels=header, loc="center", cellLoc="left")
-    table.auto_set_font_size(False)
-    table.set_fontsize(9)
-    table.scale(1, 1.6)
-    colors = {"matches": "#d9f2d9", "differs": "#f8d7d7", "tie": "#fff3cd"}
-    for i, r in enumerate(rows, start=1):
-        table[i, len(header) - 1].set_facecolor(colors.get(r["call"], "#eeeeee"))
-    for j in range(len(header)):
-        table[0, j].set_text_props(weight="bold")
-    table.auto_set_column_width(list(range(len(header))))
-    ax.set_title(
-        "C11: the blog's recommendations vs our winners (margins: mean and 95% CI over seeds, "
-        "> 0 favours the first)",
-        fontsize=11,
+    units = list(dict.fromkeys(r["unit"] for r in rows if r.get("blog_vs_rival")))
+    units = units or [""]
+    by_unit = {u: [r for r in rows if r["unit"] == u] for u in units}
+    left = [r for r in rows if r["unit"] not in units]  # not run: shown in the first panel
+    by_unit[units[0]] = by_unit[units[0]] + left
+    heights = [0.6 + 0.45 * len(by_unit[u]) for u in units]
+    fig = figure(sum(heights) + 0.8)
+    axes = fig.subplots(len(units), 1, height_ratios=heights, squeeze=False)[:, 0]
+    for ax, unit in zip(axes, units, strict=True):
+        shown = by_unit[unit]
+        for y, r in enumerate(shown):
+            d = r.get("blog_vs_rival")
+            if d and d["seeds"]:
+                lo, hi = d["ci"]
+                ax.errorbar(d["mean"], y, xerr=[[d["mean"] - lo], [hi - d["mean"]]], fmt="o",
+                            color=norm_color(r["blog_pick"]), capsize=3)  # fmt: skip
+                ax.annotate(r["call"], (hi, y), xytext=(5, 0), textcoords="offset points",
+                            va="center")  # fmt: skip
+            else:
+                ax.annotate(r["call"], (0, y), xytext=(5, 0), textcoords="offset points",
+                            va="center", color=REFERENCE)  # fmt: skip
+        labels = [
+            f"{r['scenario']}: {norm_label(r['blog_pick'])}"
+            + (f" vs {norm_label(r['rival'])}" if "rival" in r else "")
+            for r in shown
+        ]
+        ax.set_yticks(range(len(shown)), labels)
+        ax.set_ylim(len(shown) - 0.5, -0.5)
+        ax.axvline(0, color=REFERENCE, lw=1)
+        ax.margins(x=0.25)
+        ax.set_xlabel(f"the blog's pick − its best rival, {unit or 'score'} (> 0: the pick better)")
+        ax.grid(alpha=0.3, axis="x")
+    return save_figure(
+        fig, out, "C11: the blog's recommendations against our winners (mean, 95% CI over seeds)"
     )
-    return save_figure(fig, out)
 
 
 def verdict(tables: dict) -> dict:

@@ -43,7 +43,17 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import mark_not_run, save_figure
+from normexp.analysis.style import (
+    NEUTRAL,
+    REFERENCE,
+    anchor_bars,
+    caption,
+    ci_line,
+    figure,
+    mark_not_run,
+    norm_color,
+    save_figure,
+)
 from normexp.analysis.verdict import (
     all_parts,
     by_seed,
@@ -86,13 +96,11 @@ CELL_LABELS = {
     "rms": "RMSNorm-LSTM",
 }
 CELL_MARKERS = {"none": "o", "layer": "s", "batch_per_step": "^", "batch_shared": "v", "rms": "D"}
-CELL_COLORS = {
-    "none": "#7f7f7f",
-    "layer": "#ff7f0e",
-    "batch_per_step": "#1f77b4",
-    "batch_shared": "#17becf",
-    "rms": "#8c564b",
-}
+
+
+def cell_color(cell: str) -> str:
+    """A cell's colour: its norm's, from the registry (the palette of every figure)."""
+    return norm_color(cell)
 
 
 def cell_label(cell: str) -> str:
@@ -400,16 +408,14 @@ def _draw_curves(ax, curves: pd.DataFrame, unit: str) -> None:  # noqa: ANN001
         c = curves[curves["cell"] == cell]
         stats = [(e, *mean_ci(list(g["bits"]))) for e, g in c.groupby("epoch")]
         epochs, mean, lo, hi = (np.array(v, dtype=float) for v in zip(*stats, strict=True))
-        color = CELL_COLORS.get(cell, "#333333")
+        color = cell_color(cell)
         marker = CELL_MARKERS.get(cell, "o")
         style = "--" if cell in ("rms", "batch_shared") else "-"
-        ax.plot(epochs, mean, marker + style, color=color, label=cell_label(cell), lw=1.8, ms=5)
-        ax.fill_between(epochs, lo, hi, color=color, alpha=0.15, lw=0)
+        ci_line(ax, epochs, mean, lo, hi, color=color, label=cell_label(cell), fmt=marker + style)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation {unit}")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False, fontsize=8)
 
 
 def _draw_final(ax, cells: pd.DataFrame, unit: str, lengths: tuple[int, int] | None) -> None:
@@ -423,7 +429,7 @@ def _draw_final(ax, cells: pd.DataFrame, unit: str, lengths: tuple[int, int] | N
         for x, (_, row) in zip(xs, cells.iterrows(), strict=True):
             if not math.isfinite(row[value]):
                 continue
-            color = CELL_COLORS.get(row["cell"], "#333333")
+            color = cell_color(row["cell"])
             ax.errorbar(
                 x + offset,
                 row[value],
@@ -431,61 +437,54 @@ def _draw_final(ax, cells: pd.DataFrame, unit: str, lengths: tuple[int, int] | N
                 fmt=marker,
                 color=color,
                 mfc=color if value == "bits" else "white",
-                ms=7,
-                capsize=4,
-                lw=1.5,
+                capsize=3,
                 label=label if x == 0 else None,
             )
-            ax.annotate(
-                f"{row[value]:.3f}",
-                (x + offset, row[f"{value}_hi"]),
-                textcoords="offset points",
-                xytext=(0, 4),
-                ha="center",
-                fontsize=7,
-            )
+            if value == "bits":
+                ax.annotate(
+                    f"{row[value]:.3f}",
+                    (x, row[f"{value}_hi"]),
+                    textcoords="offset points",
+                    xytext=(0, 4),
+                    ha="center",
+                )
     names = [
-        cell_label(c).replace(", ", ",\n") + (f"\n({n} failed)" if n else "")
+        SHORT.get(c, c).replace(" ", "\n") + (f"\n({n} failed)" if n else "")
         for c, n in zip(cells["cell"], cells["failed"], strict=True)
     ]
-    ax.set_xticks(xs, names, fontsize=8)
-    ax.set_ylabel(f"test {unit} (mean, 95% CI over seeds)")
+    ax.set_xticks(xs, names)
+    ax.set_ylabel(f"test {unit} (mean, 95% CI)")
     ax.grid(alpha=0.3, axis="y")
+    ax.margins(y=0.15)
     handles = [
-        plt.Line2D([], [], marker="o", color="#444444", ls="", label=trained),
-        plt.Line2D([], [], marker="s", color="#444444", mfc="white", ls="", label=longer),
+        plt.Line2D([], [], marker="o", color=NEUTRAL, ls="", label=trained),
+        plt.Line2D([], [], marker="s", color=NEUTRAL, mfc="white", ls="", label=longer),
     ]
-    ax.legend(handles=handles, frameon=False, fontsize=8, loc="best")
+    ax.legend(handles=handles, loc="best")
 
 
 def _draw_anchor(ax) -> None:  # noqa: ANN001
     cells = list(COOIJMANS_TEST_BPC)
-    values = [COOIJMANS_TEST_BPC[c] for c in cells]
-    bars = ax.bar(range(len(cells)), values, color=[CELL_COLORS[c] for c in cells], width=0.6)
-    for bar, v in zip(bars, values, strict=True):
-        ax.annotate(
-            f"{v:.2f}",
-            (bar.get_x() + bar.get_width() / 2, v),
-            textcoords="offset points",
-            xytext=(0, 3),
-            ha="center",
-            fontsize=9,
-        )
-    ax.set_xticks(range(len(cells)), ["LSTM", "BN-LSTM\n(per-step)"], fontsize=8)
-    ax.set_ylim(1.2, 1.45)
-    ax.set_ylabel("test bpc")
-    ax.set_title("Anchor: Cooijmans et al. 2016,\nPTB chars, 1000 units (one run each)", fontsize=9)
-    ax.grid(alpha=0.3, axis="y")
+    anchor_bars(
+        ax,
+        COOIJMANS_TEST_BPC,
+        [cell_color(c) for c in cells],
+        ["LSTM", "BN-LSTM\n(per step)"],
+        ylabel="test bpc",
+        title="Anchor: Cooijmans et al. 2016, PTB\nchars, 1000 units (one run each)",
+    )
 
 
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
-    """Top row: rnn_norm (what decides); bottom row: the batch grid and the word level."""
+    """Top row: rnn_norm (what decides); then the batch grid; then the word level and the
+    anchor."""
     df = col.table(tables, EXPERIMENT)
     runs, unit = scored(df)
-    fig = plt.figure(figsize=(16, 9.8), layout="constrained")
-    top, bottom = fig.subfigures(2, 1)
-    ax_curve, ax_final, ax_ref = top.subplots(1, 3, width_ratios=(1.3, 1.4, 0.55))
-    ax_grid, ax_gap, ax_words = bottom.subplots(1, 3, width_ratios=(1.2, 1.2, 1.0))
+    fig = figure(10.2)
+    rows = fig.subfigures(3, 1, height_ratios=(1.1, 1, 1))
+    ax_curve, ax_final = rows[0].subplots(1, 2)
+    ax_grid, ax_gap = rows[1].subplots(1, 2)
+    ax_words, ax_ref = rows[2].subplots(1, 2, width_ratios=(1.5, 1))
     _draw_batch_grid(ax_grid, ax_gap, col.table(tables, SMALL_BATCH))
     _draw_words(ax_words, col.table(tables, WORDS))
     if runs.empty:
@@ -509,19 +508,21 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         n_train = col.first(ok, col.N_TRAIN_TOKENS)
         level = "characters" if unit == "bpc" else "words"
         size = f", {int(n_train):,} training {level}" if n_train is not None else ""
-        ax_curve.set_title(f"Ours: PTB {level}, {profile} profile{size}", fontsize=9)
-        ax_final.set_title(
-            f"Ours: test {unit} at the trained and at longer windows, {seeds} seed(s)", fontsize=9
-        )
+        ax_curve.set_title(f"Ours: PTB {level}, {profile} profile\n{size.lstrip(', ')}")
+        ax_final.set_title(f"Ours: test {unit}, {seeds} seeds")
         v = verdict_from(df)
         subtitle = f"verdict: {v['verdict']}" + _summary_line(v)
-        _note_longer_windows(ax_final, v, unit)
+        _note_longer_windows(fig, v, unit)
+    handles = {}
+    for ax in (ax_curve, ax_grid):
+        handles |= dict(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    if handles:
+        rows[0].legend(handles.values(), handles.keys(), loc="outside upper center", ncols=3)
     _draw_anchor(ax_ref)
     return save_figure(
         fig,
         out,
-        "C7: is BN useless in RNNs, and LN the only norm that helps there?\n" + _wrap(subtitle),
-        title_size=10,
+        "C7: BN, LN and RMSNorm in an LSTM language model\n" + _wrap(subtitle, 88),
     )
 
 
@@ -533,30 +534,22 @@ def _draw_grid_cells(ax, grid: dict, batches: list[int]) -> None:  # noqa: ANN00
         if not pts:
             continue
         xs = [b for b, _ in pts]
-        color = CELL_COLORS.get(cell, "#333333")
-        ax.plot(
+        ci_line(
+            ax,
             xs,
             [r["bits"] for _, r in pts],
-            CELL_MARKERS.get(cell, "o") + "-",
-            color=color,
-            label=cell_label(cell),
-            lw=1.6,
-            ms=5,
-        )
-        ax.fill_between(
-            xs,
             [r["bits_lo"] for _, r in pts],
             [r["bits_hi"] for _, r in pts],
-            color=color,
-            alpha=0.15,
-            lw=0,
+            color=cell_color(cell),
+            label=cell_label(cell),
+            fmt=CELL_MARKERS.get(cell, "o") + "-",
         )
 
 
 def _draw_grid_gaps(ax_gap, grid: dict, batches: list[int]) -> None:  # noqa: ANN001
     """BN per step minus LN and minus the plain LSTM (the first two GRID_PAIRS) per batch size;
     a missing CI bound falls back to the mean."""
-    for (a, b), style in zip(GRID_PAIRS[:2], ("^-", "v--"), strict=True):
+    for (a, b), style, color in zip(GRID_PAIRS[:2], ("^-", "v--"), ("black", NEUTRAL), strict=True):
         d = [
             (x, g["differences"].get(f"{a} - {b}"))
             for x, g in zip(batches, grid.values(), strict=True)
@@ -564,19 +557,11 @@ def _draw_grid_gaps(ax_gap, grid: dict, batches: list[int]) -> None:  # noqa: AN
         d = [(x, t) for x, t in d if t and t["mean"] is not None]
         if d:
             xs = [x for x, _ in d]
-            ax_gap.plot(
-                xs,
-                [t["mean"] for _, t in d],
-                style,
-                color=CELL_COLORS[b],
-                label=f"{SHORT[a]} − {SHORT[b]}",
-                lw=1.6,
-                ms=5,
-            )
             lo = [t["ci"][0] if t["ci"][0] is not None else t["mean"] for _, t in d]
             hi = [t["ci"][1] if t["ci"][1] is not None else t["mean"] for _, t in d]
-            ax_gap.fill_between(xs, lo, hi, color=CELL_COLORS[b], alpha=0.15, lw=0)
-    ax_gap.axhline(0, color="#444444", lw=0.8)
+            ci_line(ax_gap, xs, [t["mean"] for _, t in d], lo, hi, color=color, fmt=style,
+                    label=f"{SHORT[a]} − {SHORT[b]}")  # fmt: skip
+    ax_gap.axhline(0, color=REFERENCE, lw=1)
 
 
 def _label_grid_axes(ax, ax_gap, df: pd.DataFrame, batches: list[int]) -> None:  # noqa: ANN001
@@ -584,20 +569,17 @@ def _label_grid_axes(ax, ax_gap, df: pd.DataFrame, batches: list[int]) -> None: 
     for a in (ax, ax_gap):
         a.set_xscale("log", base=2)
         a.set_xticks(batches, [str(b) for b in batches])
-        a.set_xlabel("batch size (same number of steps at every size)")
+        a.minorticks_off()
+        a.set_xlabel("batch size (same steps at every size)")
         a.grid(alpha=0.3)
-        a.legend(frameon=False, fontsize=8)
-    ax.set_ylabel("test bpc (mean, 95% CI over seeds)")
-    ax_gap.set_ylabel("paired difference, test bpc (> 0: BN worse)")
+    ax_gap.legend()
+    ax.set_ylabel("test bpc (mean, 95% CI)")
+    ax_gap.set_ylabel("paired difference, test bpc\n(> 0: BN worse)")
     profile = col.first(df, col.PROFILE, "?")
     steps = col.first(df, "train.steps")
     budget = f", {int(steps)} steps" if steps is not None else ""
-    ax.set_title(f"{SMALL_BATCH}: PTB characters, {profile} profile{budget}", fontsize=9)
-    ax_gap.set_title(
-        "BN per step minus LN and minus the plain LSTM, per batch size\n"
-        "(unadjusted CIs; reported, not part of the verdict)",
-        fontsize=9,
-    )
+    ax.set_title(f"{SMALL_BATCH}: PTB characters,\n{profile} profile{budget}")
+    ax_gap.set_title("BN per step minus LN, minus plain\n(unadjusted CIs; not in the verdict)")
 
 
 def _draw_batch_grid(ax, ax_gap, df: pd.DataFrame) -> None:  # noqa: ANN001
@@ -625,7 +607,7 @@ def _draw_words(ax, df: pd.DataFrame) -> None:  # noqa: ANN001
             for x, (_, row) in zip(xs, cells.iterrows(), strict=True):
                 if not math.isfinite(row[value]):
                     continue
-                color = CELL_COLORS.get(row["cell"], "#333333")
+                color = cell_color(row["cell"])
                 err = [[row[value] - row[f"{value}_lo"]], [row[f"{value}_hi"] - row[value]]]
                 ax.errorbar(
                     x + offset,
@@ -634,7 +616,6 @@ def _draw_words(ax, df: pd.DataFrame) -> None:  # noqa: ANN001
                     fmt=marker,
                     color=color,
                     mfc=color if value == "ppl" else "white",
-                    ms=6,
                     capsize=3,
                 )
                 if value == "ppl":
@@ -644,25 +625,22 @@ def _draw_words(ax, df: pd.DataFrame) -> None:  # noqa: ANN001
                         textcoords="offset points",
                         xytext=(0, 4),
                         ha="center",
-                        fontsize=7,
                     )
-        ax.set_xticks(xs, [SHORT.get(c, c) for c in cells["cell"]], fontsize=8)
+        ax.set_xticks(xs, [SHORT.get(c, c).replace(" ", "\n") for c in cells["cell"]])
         ax.set_title(
             f"{WORDS}: PTB words, {words['profile']} profile\n"
-            "(filled: trained length, open: longer windows)",
-            fontsize=9,
+            "(filled: trained length, open: longer)"
         )
-    ax.axhline(ZAREMBA_SMALL_PERPLEXITY["test"], color="#d62728", ls=":", lw=1.2)
+    ax.axhline(ZAREMBA_SMALL_PERPLEXITY["test"], color="black", ls=":", lw=1.2)
     ax.annotate(
-        f"Zaremba et al. 2014, small LSTM (2×200, all of PTB): {ZAREMBA_SMALL_PERPLEXITY['test']}",
+        f"Zaremba et al. 2014, small LSTM: {ZAREMBA_SMALL_PERPLEXITY['test']}",
         (0.02, ZAREMBA_SMALL_PERPLEXITY["test"]),
         xycoords=("axes fraction", "data"),
         xytext=(0, 3),
         textcoords="offset points",
-        fontsize=7,
-        color="#d62728",
     )
-    ax.set_ylabel("test perplexity (mean, 95% CI over seeds)")
+    ax.set_ylim(0, None)
+    ax.set_ylabel("test perplexity (mean, 95% CI)")
     ax.grid(alpha=0.3, axis="y")
 
 
@@ -696,18 +674,18 @@ SHORT = {
 }
 
 
-def _note_longer_windows(ax, v: dict, unit: str) -> None:  # noqa: ANN001
-    """What the longer windows change per cell, as the final-score panel's x label."""
+def _note_longer_windows(fig, v: dict, unit: str) -> None:  # noqa: ANN001
+    """What the longer windows change per cell, as the figure's caption."""
     long = (v.get("details") or {}).get("long_minus_trained", {})
     parts = [
         f"{SHORT.get(c, c)} {d['mean']:+.4f}" for c, d in long.items() if d["mean"] is not None
     ]
     if parts:
-        ax.set_xlabel(
-            f"longer minus trained windows ({unit}, mean over seeds): "
-            + ", ".join(parts)
-            + "\n(state carried across windows: only per-step statistics can make them differ)",
-            fontsize=8,
+        caption(
+            fig,
+            f"Longer minus trained windows ({unit}, mean over seeds): " + ", ".join(parts)
+            + " (state carried across windows: only per-step statistics can make them differ). "
+            "Zaremba et al. 2014: a 2×200 LSTM on all of PTB (words).",
         )
 
 

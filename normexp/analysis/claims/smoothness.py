@@ -27,7 +27,6 @@ two; (b) is a count, not a test. The report shows (a) and (b) as two rows, C10 (
 import math
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from normexp.analysis import columns as col
@@ -43,7 +42,7 @@ from normexp.analysis.curves import (
     usable,
 )
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.style import mark_not_run
+from normexp.analysis.style import ci_line, figure, mark_not_run
 from normexp.analysis.verdict import by_seed, conjunction, finite, holm_family, sub_verdict
 from normexp.analysis.verdict.paired import difference
 from normexp.analysis.verdict.spec import Claim, Grid, Quote
@@ -60,9 +59,9 @@ ANCHOR = (
 CLAIM = Claim.from_doc("C10", EXPERIMENT, ANCHOR, __doc__)
 NORMS = ("none", "batch")
 PROBES = (
-    ("loss_range", "loss range along the step", "max − min of L(w − ηg)"),
-    ("grad_predictiveness", "gradient predictiveness", "max ‖∇L(w) − ∇L(w − ηg)‖₂"),
-    ("beta_smoothness", "effective β-smoothness", "max ‖∇L(w) − ∇L(w − ηg)‖₂ / ‖ηg‖₂"),
+    ("loss_range", "Loss range along the step", "max − min of L(w − ηg)"),
+    ("grad_predictiveness", "Gradient predictiveness", "max ‖∇L(w) − ∇L(w − ηg)‖₂"),
+    ("beta_smoothness", "Effective β-smoothness", "max ‖∇L(w) − ∇L(w − ηg)‖₂ / ‖ηg‖₂"),
 )
 
 
@@ -119,7 +118,8 @@ def _scale_note(df: pd.DataFrame) -> str:
 
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     df = col.table(tables, EXPERIMENT)
-    fig, axes = plt.subplots(1, 4, figsize=(19, 4.3), constrained_layout=True)
+    fig = figure(6.4)
+    axes = list(fig.subplots(2, 2).flat)
     note = None
     if not usable(df, col.PROBE_STEP_SIZES):
         for ax in axes:
@@ -141,20 +141,22 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         trained, threshold = trains(cells)
         for norm in [n for n in NORMS if n in set(cells["norm"])]:
             c = cells[cells["norm"] == norm].sort_values("lr")
-            ax.plot(c["lr"], c["acc"], "o-", color=color(norm), label=label(norm), lw=1.8)
-            ax.fill_between(c["lr"], c["lo"], c["hi"], color=color(norm), alpha=0.18, lw=0)
+            ci_line(ax, c["lr"], c["acc"], c["lo"], c["hi"], color=color(norm), label=label(norm))
             bad = c[c["bad"] > 0]
-            ax.plot(bad["lr"], [100 * CHANCE] * len(bad), "x", color=color(norm), ms=10, mew=2)
+            ax.plot(bad["lr"], [100 * CHANCE] * len(bad), "x", color=color(norm), ms=9, mew=2)
         if math.isfinite(threshold):
-            ax.axhline(threshold, color="black", ls=":", lw=1, label="“trains” threshold")
+            ax.axhline(threshold, color="black", ls=":", lw=1)
+            ax.annotate("“trains” threshold", (0.02, threshold), va="bottom",
+                        xycoords=("axes fraction", "data"))  # fmt: skip
         ax.set_xscale("log")
         ax.set(
             xlabel="peak learning rate per 128 examples",
             ylabel="final test accuracy (%)",
-            title="Learning rates that train (x: diverged / failed)",
+            title="Learning rates that train (×: diverged)",
         )
     return save_landscape(
-        fig, axes, out, "C10: does BN make the loss landscape smoother?", note, ANCHOR
+        fig, axes, out, "C10: the loss landscape along the gradient, with and without BN", note,
+        ANCHOR,
     )
 
 

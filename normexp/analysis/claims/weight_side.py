@@ -35,10 +35,11 @@ import pandas as pd
 from normexp.analysis import columns as col
 from normexp.analysis.columns import L2_NORM, NEAR_ZERO
 from normexp.analysis.style import (
+    REFERENCE,
     anchor_bars,
+    figure,
     mark_not_run,
     norm_color,
-    panels,
     save_figure,
     seed_bar,
 )
@@ -46,6 +47,7 @@ from normexp.analysis.verdict import all_parts, by_seed, failures, holm_family, 
 from normexp.analysis.verdict.anchors import SALIMANS_KINGMA_ERROR
 from normexp.analysis.verdict.paired import difference, fmt_ci, json_safe
 from normexp.analysis.verdict.spec import Claim, Grid, Quote
+from normexp.norms.registry import WEIGHT_SIDE_COLORS
 
 EXPERIMENT = "weight_side"
 ANCHOR = (
@@ -77,12 +79,19 @@ SUB_CLAIMS = (  # (part, the blog's statement, the statistic that decides it)
         "test accuracy, WN alone − none, pp",
     ),
 )
-ARM_COLORS = {
+ARM_COLORS = {  # the palette's (normexp.norms.registry.palette)
     "none": norm_color("none"),
     "BN": norm_color("batch"),
-    "WN": "#bcbd22",
-    "WN + mean-only BN": "#e377c2",
+    "WN": WEIGHT_SIDE_COLORS["weight_norm"],
+    "WN + mean-only BN": norm_color("mean_only_batch"),
 }
+
+
+def arm_color(arm: str) -> str:
+    """An arm's colour: its own, else its penalty's (every strength of L1 one, of L2 one)."""
+    if arm in ARM_COLORS:
+        return ARM_COLORS[arm]
+    return WEIGHT_SIDE_COLORS["l1" if arm.startswith("L1") else "l2"]
 
 
 def arm_label(norm: str, weight_side: str, l1: float, wd: float) -> str:
@@ -177,9 +186,8 @@ def _bar_panel(ax, df: pd.DataFrame, arms: list[str], column: str, scale: float,
         vals = list(values(df, column, arm, scale).values())
         if not vals:
             continue
-        color = ARM_COLORS.get(arm, "#9467bd" if arm.startswith("L1") else "#8c564b")
-        seed_bar(ax, i, vals, color, width=0.65, capsize=4)
-    ax.set_xticks(np.arange(len(arms)), arms, rotation=40, ha="right", fontsize=8)
+        seed_bar(ax, i, vals, arm_color(arm), width=0.65)
+    ax.set_xticks(np.arange(len(arms)), arms, rotation=40, ha="right", rotation_mode="anchor")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, axis="y")
 
@@ -187,8 +195,8 @@ def _bar_panel(ax, df: pd.DataFrame, arms: list[str], column: str, scale: float,
 def _c_panel(ax, measured: dict) -> None:  # noqa: ANN001
     """C2 (c): WN alone − none (decides) and WN + mean-only BN − none (reported beside)."""
     shown = (
-        ("WN alone\n(decides C2c)", measured["parts"]["c_wn_minus_none_acc_pp"], "WN"),
-        ("WN + mean-only BN\n(reported)", measured["wn_mean_only_bn_minus_none_acc_pp"], None),
+        ("WN\ndecides", measured["parts"]["c_wn_minus_none_acc_pp"], "WN"),
+        ("WN +\nmean-\nonly BN", measured["wn_mean_only_bn_minus_none_acc_pp"], None),
     )
     for i, (_, d, arm) in enumerate(shown):
         if not d["seeds"]:
@@ -196,12 +204,12 @@ def _c_panel(ax, measured: dict) -> None:  # noqa: ANN001
         lo, hi = d["ci"]
         color = ARM_COLORS[arm or "WN + mean-only BN"]
         yerr = [[d["mean"] - lo], [hi - d["mean"]]]
-        ax.errorbar(i, d["mean"], yerr=yerr, fmt="s", color=color, capsize=4)
-    ax.axhline(0, color="#888888", lw=1)
-    ax.set_xticks(range(len(shown)), [name for name, _, _ in shown], fontsize=8)
+        ax.errorbar(i, d["mean"], yerr=yerr, fmt="s", color=color, capsize=3)
+    ax.axhline(0, color=REFERENCE, lw=1)
+    ax.set_xticks(range(len(shown)), [name for name, _, _ in shown])
     ax.set_xlim(-0.6, len(shown) - 0.4)
     ax.set_ylabel("test accuracy − none (pp)")
-    ax.set_title("C2 (c): paired over seeds, 95% CI", fontsize=10)
+    ax.set_title("C2 (c): paired, 95% CI")
     ax.grid(alpha=0.3, axis="y")
 
 
@@ -211,8 +219,10 @@ def _finished(df: pd.DataFrame) -> bool:
 
 def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
     df = with_arms(col.table(tables, EXPERIMENT))
-    fig, axes = panels(5, (19, 4.6), (1, 1, 1, 0.6, 0.7))
-    ax_acc, ax_zero, ax_norm, ax_c, ax_ref = axes
+    fig = figure(7.0)
+    top, bottom = fig.subfigures(2, 1)
+    ax_acc, ax_c, ax_ref = top.subplots(1, 3, width_ratios=(1.7, 0.9, 1.1))
+    ax_zero, ax_norm = bottom.subplots(1, 2)
     if not _finished(df):
         for ax in (ax_acc, ax_zero, ax_norm, ax_c):
             mark_not_run(ax, EXPERIMENT)
@@ -220,30 +230,27 @@ def draw(tables: dict, out: Path, results_dir: Path | None = None) -> Path:
         arms = arm_order(df)
         seeds = int(df[df[col.STATUS] == "ok"][col.SEED].nunique())
         _bar_panel(ax_acc, df, arms, col.TEST_ACC, 100, "test accuracy (%)")
-        ax_acc.set_title(f"Ours: CIFAR-10 CNN, mean, 95% CI, {seeds} seed(s)", fontsize=10)
+        ax_acc.set_title(f"Ours: CIFAR-10 CNN, mean,\n95% CI, {seeds} seed(s)")
         _bar_panel(ax_zero, df, arms, NEAR_ZERO, 100, "near-zero weights (%)")
-        ax_zero.set_title("|w| < 1e-3 × layer's max |w|", fontsize=10)
-        _bar_panel(ax_norm, df, arms, L2_NORM, 1, "‖w‖₂ over all conv/linear weights")
-        ax_norm.set_title("Size of the (effective) weights", fontsize=10)
+        ax_zero.set_title("|w| < 10⁻³ × the layer's max |w|")
+        _bar_panel(ax_norm, df, arms, L2_NORM, 1, "‖w‖₂, all conv/linear weights")
+        ax_norm.set_title("Size of the (effective) weights")
         _c_panel(ax_c, parts(df))
     anchor_bars(
         ax_ref,
         SALIMANS_KINGMA_ERROR,
         [ARM_COLORS[n] for n in SALIMANS_KINGMA_ERROR],
-        list(SALIMANS_KINGMA_ERROR),
-        ylim=(6, 9.5),
+        [n.replace(" + ", " +\n") for n in SALIMANS_KINGMA_ERROR],
         ylabel="test error (%)",
-        title="Anchor: Salimans & Kingma 2016\nCIFAR-10 (one run each)",
-        offset=0.05,
+        title="Anchor: Salimans &\nKingma 2016, CIFAR-10\n(one run each)",
         width=0.65,
         alpha=0.8,
-        label_size=8,
         rotation=40,
-        fontsize=8,
         ha="right",
+        rotation_mode="anchor",
     )
     return save_figure(
-        fig, out, "C2: weight-side normalization: WN vs BN, L1 (sparse?) vs L2 (small?)"
+        fig, out, "C2: weight-side normalization: WN vs BN, and the weights L1 and L2 leave"
     )
 
 

@@ -1,9 +1,10 @@
-"""The report of one profile: results/<profile>/REPORT.md and a self-contained
-results/<profile>/report.html (figures embedded), built only from the verdicts, figures and
-collected tables that ``figures`` wrote in that profile's folder; the figures and the verdict
-table are also logged to a W&B run of their own (its files in the same folder)."""
+"""The report of one profile: results/<profile>/REPORT.md and results/<profile>/report.html,
+built only from the verdicts, figures and collected tables that ``figures`` wrote in that
+profile's folder; the figures and the verdict table are also logged to a W&B run of their own
+(its files in the same folder). Both show each figure from figures/ beside them (the PNG, at the
+column's width) as a link to its full-size vector copy (PDF), so the page opens from disk with
+its folder."""
 
-import base64
 import hashlib
 import json
 import re
@@ -26,6 +27,7 @@ from normexp.analysis.report.compute import (
 from normexp.analysis.report.damage import ANCHOR as DAMAGED_ANCHOR
 from normexp.analysis.report.damage import TITLE as DAMAGED_TITLE
 from normexp.analysis.report.damage import damaged_runs_html, damaged_runs_markdown
+from normexp.analysis.style import vector_copy
 from normexp.analysis.verdict import chance_note
 from normexp.analysis.verdict.lr_selection import protocol_markdown
 from normexp.analysis.verdict.record import commits_note
@@ -300,7 +302,7 @@ def extra_markdown(extras: Sequence[dict]) -> list[str]:
     for x in extras:
         section = x["section"]
         lines += [f"## {section.title}", ""]
-        lines += [f"![{p.stem}](figures/{p.name})" for p in x["figures"] if p.exists()] + [""]
+        lines += [figure_markdown(p.stem, p) for p in x["figures"] if p.exists()] + [""]
         lines += [*x["text"], ""]
     return lines
 
@@ -330,13 +332,14 @@ def render_markdown(secs: list[dict], provenance: dict, extras: Sequence[dict] =
         if blog:
             lines += [f"> {blog['zh']}", ">", f"> *{blog['en']}*", ""]
         lines += [f"**What was run.** {s['run']}", ""]
+        if v.get("ladder_figure"):  # the deciding statistics at every budget: they lead
+            ladder = s["figure"].parent / Path(v["ladder_figure"]).name
+            lines += [figure_markdown(f"{a.name} budget ladder", ladder), ""]
         if s["table"]:
             lines += [*s["table"], ""]
         elif s["figure"].exists():
-            lines += [f"![{a.name}](figures/{s['figure'].name})", ""]
+            lines += [figure_markdown(a.name, s["figure"]), ""]
         lines += [verdict_line(v), ""]
-        if v.get("ladder_figure"):
-            lines += [f"![{a.name} budget ladder]({v['ladder_figure']})", ""]
         for key, label in PARTS:
             if v.get(key):
                 lines += [f"*{label}.* {v[key]}", ""]
@@ -347,8 +350,28 @@ def render_markdown(secs: list[dict], provenance: dict, extras: Sequence[dict] =
     return "\n".join(lines)
 
 
-def _data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+def figure_ref(path: Path) -> dict:
+    """A figure as the report shows it, by paths relative to the report (which lies beside
+    figures/): ``src`` the PNG, ``href`` its full-size vector copy (the PNG itself without
+    one), ``width`` and ``height`` the PNG's pixels."""
+    from PIL import Image  # the PNG's header: its size
+
+    folder = path.parent.name
+    vector = vector_copy(path)
+    with Image.open(path) as image:
+        width, height = image.size
+    return {
+        "src": f"{folder}/{path.name}",
+        "href": f"{folder}/{(vector or path).name}",
+        "width": width,
+        "height": height,
+    }
+
+
+def figure_markdown(alt: str, path: Path) -> str:
+    """A figure in REPORT.md: the PNG, a link to its vector copy."""
+    ref = figure_ref(path)
+    return f"[![{alt}]({ref['src']})]({ref['href']})"
 
 
 def _brief(provenance: dict) -> dict:
@@ -393,17 +416,18 @@ _TEMPLATES = Environment(
 )
 
 
-def _figure_uri(figures: Path, name: str | None) -> str | None:
-    """A figure a verdict names (``figures/<file>.png``), embedded; None without one."""
+def _figure_at(figures: Path, name: str | None) -> dict | None:
+    """A figure a verdict names (``figures/<file>.png``) as ``figure_ref`` gives it; None
+    without one."""
     path = figures / Path(name).name if name else None
-    return _data_uri(path) if path is not None and path.exists() else None
+    return figure_ref(path) if path is not None and path.exists() else None
 
 
-def _lr_figure(figures: Path, verdict: dict) -> tuple[str, str] | None:
-    """The LR selection's figure of a verdict (REPORT.md links it), as (alt, embedded)."""
+def _lr_figure(figures: Path, verdict: dict) -> tuple[str, dict] | None:
+    """The LR selection's figure of a verdict (REPORT.md links it), as (alt, its reference)."""
     name = (verdict.get("protocol") or {}).get("lr_figure")
-    uri = _figure_uri(figures, name)
-    return (Path(name).stem, uri) if uri else None
+    ref = _figure_at(figures, name)
+    return (Path(name).stem, ref) if ref else None
 
 
 def _inline(text: str) -> Markup:
@@ -428,9 +452,9 @@ def contents(secs: list[dict], extras: Sequence[dict], closing: str = "") -> lis
 def render_html(
     secs: list[dict], provenance: dict, extras: Sequence[dict] = (), closing: str = ""
 ) -> str:
-    """The same content as REPORT.md, its markdown rendered and laid out by the template, with
-    the figures embedded so the page stands alone, a table of contents, and ``closing`` (the
-    damaged runs' section, when any) at the end."""
+    """The same content as REPORT.md, its markdown rendered and laid out by the template, each
+    figure the PNG beside the page linking to its vector copy (``figure_ref``), a table of
+    contents, and ``closing`` (the damaged runs' section, when any) at the end."""
     rows = []
     for s in secs:
         a, v, blog = s["analysis"], s["verdict"], s["blog"]
@@ -446,8 +470,8 @@ def render_html(
                 "en": blog.get("en", ""),
                 "run": _inline(s["run"]),
                 "table": _block(s["table"]) if s["table"] else None,
-                "image": _data_uri(s["figure"]) if s["figure"].exists() else None,
-                "ladder": _figure_uri(s["figure"].parent, v.get("ladder_figure")),
+                "image": figure_ref(s["figure"]) if s["figure"].exists() else None,
+                "ladder": _figure_at(s["figure"].parent, v.get("ladder_figure")),
                 "effect": _inline(v.get("effect", "")),
                 "parts": [(label, _inline(v[key])) for key, label in PARTS if v.get(key)],
                 # chosen LRs, the LR figure's link, convergence-check lines: as in REPORT.md
@@ -467,7 +491,7 @@ def render_html(
             {
                 "name": x["section"].name,
                 "title": _inline(x["section"].title),
-                "images": [(p.stem, _data_uri(p)) for p in x["figures"] if p.exists()],
+                "images": [(p.stem, figure_ref(p)) for p in x["figures"] if p.exists()],
                 "text": _block(x["text"]),
             }
             for x in extras

@@ -57,9 +57,10 @@ def screenshot(page: Path, out: Path, size: tuple[int, int] = FIRST_SCREEN) -> P
     return out
 
 
-def dump_dom(page: Path) -> str:
-    """The page's DOM as serialized after its scripts ran."""
-    return _headless(page, "--dump-dom").stdout
+def dump_dom(page: Path, size: tuple[int, int] = FIRST_SCREEN) -> str:
+    """The page's DOM as serialized after its scripts ran, in a window of ``size`` pixels (a
+    desktop's: the column at its full width)."""
+    return _headless(page, "--dump-dom", f"--window-size={size[0]},{size[1]}").stdout
 
 
 def main(argv: list[str] | None = None) -> int:

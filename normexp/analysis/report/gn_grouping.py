@@ -39,7 +39,7 @@ READERS = ("bn_small_batch", "bn_small_batch_resnet", "bn_small_batch_remedies")
 READS = (EXPERIMENT, *READERS)
 CLAIMS = ("C4", "C8", "C11")
 MODEL_ORDER = ("cnn", "resnet")
-CHOSEN_COLOR, OTHER_COLOR = "#2ca02c", "#7f7f7f"
+CHOSEN_COLOR, OTHER_COLOR = style.norm_color("group"), style.REFERENCE  # GN's; grey
 
 
 def ablation(tables: Tables) -> pd.DataFrame:
@@ -92,9 +92,9 @@ def _point(ax, x: float, values: list[float], color: str, filled: bool) -> None:
 
 
 def _arm_axis(ax, xs: np.ndarray, arms: list[str], title: str, ylabel: str) -> None:  # noqa: ANN001
-    ax.set_xticks(xs, arms)
+    ax.set_xticks(xs, arms, rotation=30, ha="right", rotation_mode="anchor")
     ax.set_xlim(xs[0] - 0.5, xs[-1] + 0.5)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, axis="y")
 
@@ -104,14 +104,15 @@ def draw(tables: Tables, figures_dir: Path) -> list[Path]:
     out = figures_dir / "gn_grouping.png"
     df = ablation(tables)
     if df.empty:
-        fig, ax = style.panels(1, (6, 3.5))
+        fig, ax = style.panels(1, 3.0)
         style.mark_not_run(ax, EXPERIMENT)
         return [style.save_figure(fig, out, "GN's grouping")]
     decision = decision_of(df)
     chosen = decision["chosen"] if decision else None
     arms = arm_order(df, decision)
     grid = cells(df)
-    fig, axes = style.panels(len(grid) + 1, (3.3 * (len(grid) + 1), 3.8))
+    rows = -(-(len(grid) + 1) // 3)
+    fig, axes = style.panels(len(grid) + 1, 0.6 + 2.9 * rows, rows=rows)
     xs = np.arange(len(arms))
     color = {arm: CHOSEN_COLOR if arm == chosen else OTHER_COLOR for arm in arms}
     for ax, (model, batch) in zip(np.atleast_1d(axes), grid, strict=False):
@@ -123,19 +124,19 @@ def draw(tables: Tables, figures_dir: Path) -> list[Path]:
         ax.plot([], [], "o", color="black", mfc="white", label="validation")
         ax.plot([], [], "s", color="black", label="test")
         _arm_axis(ax, xs, arms, f"{architecture_name(model, df)}, batch {batch}", "error (%)")
-        ax.legend(frameon=False, fontsize=7)
+        ax.legend()
     ax = np.atleast_1d(axes)[-1]
     for x, arm in zip(xs, arms, strict=True):
         values = pooled(df, arm)
         if values:
             _point(ax, x, values, color[arm], False)
             ax.plot([x] * len(values), values, ".", color="black", alpha=0.5)
-    _arm_axis(ax, xs, arms, "the decision's statistic: validation error\npooled over the "
-              "cells, per seed (dots)", "validation error (%)")
+    _arm_axis(ax, xs, arms, "Decides: validation error,\npooled over the cells (dots: seeds)",
+              "validation error (%)")
     seeds = int(df[col.SEED].nunique())
     title = (f"GN's grouping: error per arm (mean, 95% CI over {seeds} seed(s)); chosen: "
-             f"{chosen or 'not decided yet'} (green)")
-    return [style.save_figure(fig, out, title, title_size=11)]
+             f"{chosen or 'not decided yet'} (in GN's colour)")
+    return [style.save_figure(fig, out, title)]
 
 
 def rule_text(decision: dict | None) -> str:

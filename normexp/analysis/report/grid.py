@@ -58,6 +58,13 @@ NORM_ORDER = (
 )
 NA = "—"  # a claim that does not apply to a family
 LABELS = {"rms": "RMS", "batch_per_step": "BN per step", "batch_shared": "BN shared"}
+# Each norm's call (C3's words), above its difference
+POSITION_CALLS = {
+    "supported": "after\nbetter", "contradicted": "before\nbetter", "inconclusive": "unclear"
+}
+# Dashed, another marker: the norms whose curves often lie on another's (BN shared on BN per
+# step, RMS on LN) stay visible.
+FORMATS = {"batch_shared": "v--", "rms": "D--"}
 
 
 def label(norm: str) -> str:
@@ -382,34 +389,41 @@ def _norms_in(names: object) -> list[str]:
 
 
 def draw_batch(tables: Tables, out: Path) -> Path:
-    fig, axes = style.panels(len(FAMILIES), (5.2 * len(FAMILIES), 4.2))
-    for ax, f in zip(np.atleast_1d(axes), FAMILIES, strict=True):
+    fig = style.figure(3.9)
+    head, body = fig.subfigures(2, 1, height_ratios=(0.55, 3.3))
+    axes = body.subplots(1, len(FAMILIES), squeeze=False)[0]
+    legend: dict[str, object] = {}
+    for ax, f in zip(axes, FAMILIES, strict=True):
         df = family_runs(tables, f)
         if not _has_scores(df, f.metric):
             style.mark_not_run(ax, f"{f.name} ({f.experiment})")
-            ax.set_title(f.name, fontsize=10)
+            ax.set_title(f.name)
             continue
         cells = batch_cells(df, f.metric, "v", scale=f.scale)
         for norm in _norms_in(cells["norm"]):
             c = cells[cells["norm"] == norm].sort_values("batch_size")
-            color = style.norm_color(norm)
-            ax.plot(c["batch_size"], c["v"], "o-", color=color, label=label(norm))
-            ax.fill_between(c["batch_size"], c["lo"], c["hi"], color=color, alpha=0.15)
+            style.ci_line(ax, c["batch_size"], c["v"], c["lo"], c["hi"],
+                          color=style.norm_color(norm), label=label(norm),
+                          fmt=FORMATS.get(norm, "o-"))  # fmt: skip
         seeds = int(cells["seeds"].max())
-        ax.set_title(f"{f.name} ({f.experiment}): mean, 95% CI, {seeds} seed(s)", fontsize=9)
+        ax.set_title(f"{f.name} ({f.experiment}),\n{seeds} seeds", loc="center")
         ax.set_ylabel(f.label)
-        style.log2_axis(ax, sorted(int(b) for b in cells["batch_size"].unique()), "batch size")
-    return style.save_figure(fig, out, "Score vs batch size per norm, per model family")
+        style.log2_axis(ax, sorted(int(b) for b in cells["batch_size"].unique()), "batch size",
+                        legend=False)  # fmt: skip
+        legend |= dict(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    head.legend(legend.values(), legend.keys(), loc="center", ncols=min(len(legend), 4))
+    return style.save_figure(fig, out, "Score against batch size per norm and model family "
+                             "(mean, 95% CI over seeds)")  # fmt: skip
 
 
 def draw_position(tables: Tables, out: Path) -> Path:
     families = [f for f in FAMILIES if f.name in POSITION_FAMILIES]
-    fig, axes = style.panels(len(families), (5.2 * len(families), 4.0))
+    fig, axes = style.panels(len(families), 3.4)
     for ax, f in zip(np.atleast_1d(axes), families, strict=True):
         tests = position_tests(tables, f)
         if not tests:
             style.mark_not_run(ax, f"{f.name} ({POSITION_EXPERIMENT})")
-            ax.set_title(f.name, fontsize=10)
+            ax.set_title(f.name)
             continue
         for x, (norm, t) in enumerate(tests.items()):
             lo, hi = t["ci"]
@@ -419,16 +433,20 @@ def draw_position(tables: Tables, out: Path) -> Path:
                 yerr=[[t["mean"] - lo], [hi - t["mean"]]],
                 fmt="s",
                 color=style.norm_color(norm),
-                capsize=4,
+                capsize=3,
             )
-            ax.annotate(t["decision"], (x, hi), textcoords="offset points", xytext=(0, 5),
-                        ha="center", fontsize=7)
-        ax.axhline(0, color="#888888", lw=1)
+            ax.annotate(POSITION_CALLS.get(t["decision"], t["decision"]), (x, hi), ha="center",
+                        textcoords="offset points", xytext=(0, 4))  # fmt: skip
+        ax.axhline(0, color=style.REFERENCE, lw=1)
         ax.set_xticks(range(len(tests)), [label(n) for n in tests])
+        ax.set_xlim(-0.6, len(tests) - 0.4)
+        ax.margins(y=0.15)
         ax.set_ylabel("post − pre test accuracy (pp)")
-        ax.set_title(f"{f.name}: paired by seed, 95% CI (> 0: after is better)", fontsize=9)
+        ax.set_title(f"{f.name}: paired by seed, 95% CI")
         ax.grid(alpha=0.3, axis="y")
-    return style.save_figure(fig, out, "Pre vs post the activation, per norm and family")
+    return style.save_figure(
+        fig, out, "Before vs after the activation, per norm and family (> 0: after is better)"
+    )
 
 
 def draw(tables: Tables, figures_dir: Path) -> list[Path]:

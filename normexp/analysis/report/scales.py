@@ -32,13 +32,12 @@ same statistic at both profiles is compared instead, by the same rule, and the s
 
 import json
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from normexp.analysis.claims import load_analyses
-from normexp.analysis.style import save_figure
+from normexp.analysis.style import NEUTRAL, REFERENCE, caption, figure, save_figure
 from normexp.analysis.verdict import anchors
 from normexp.analysis.verdict.architecture import NAMES as ARCHITECTURES
 from normexp.analysis.verdict.spec import ReportSection
@@ -55,7 +54,6 @@ SECTION = ReportSection(
     markdown=lambda tables: [],
 )
 UNITS = re.compile(r"(?<![\w])(pp|bpc|dB|%)(?![\w])")
-PROFILE_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
 
 
 def _anchor_values() -> list[tuple[str, str, float, str]]:
@@ -450,42 +448,67 @@ def section_text(rows: Sequence[Mapping], profiles: Sequence[str]) -> list[str]:
     return [intro, "", *markdown_table(rows, profiles), "", rule]
 
 
+def axis_label(row: Mapping) -> str:
+    """A panel's y label: the statistic's unit, else what kind of number it is (a ratio, a
+    log10 ratio, a count), else the statistic itself, shortened."""
+    if row["unit"]:
+        return row["unit"]
+    statistic = split_architecture(row["statistic"] or "")[1]
+    for word, label in (("log10", "log10 ratio"), ("ratio", "ratio"), ("count", "count")):
+        if word in statistic:
+            return label
+    return textwrap.shorten(statistic, 24, placeholder="…") or "value"
+
+
 def draw(rows: Sequence[Mapping], profiles: Sequence[str], out: Path) -> Path:
     """Per sub-claim (one panel each, its own unit), the estimate with its 95% CI at each
-    profile (dot and whisker, a colour per profile) and the anchor's value as a dashed line."""
+    profile (a dot and whisker, a marker per profile) and the anchor's value as a dashed line;
+    a panel whose profiles decided on different architectures names each under its profile
+    and marks the change with a dotted line between them."""
     shown = [r for r in rows if any(c.get("estimate") is not None for c in r["cells"].values())]
-    cols = min(5, max(1, len(shown)))
+    cols = min(4, max(1, len(shown)))
     nrows = max(1, -(-len(shown) // cols))
-    fig, axes = plt.subplots(
-        nrows, cols, figsize=(2.6 * cols, 2.3 * nrows), layout="constrained", squeeze=False
-    )
-    colors = {p: PROFILE_COLORS[i % len(PROFILE_COLORS)] for i, p in enumerate(profiles)}
+    fig = figure(0.9 + 2.05 * nrows)
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    markers = ("o", "s", "D", "^", "v")
     for ax, row in zip(axes.flat, shown, strict=False):
+        mixed = mixed_architectures(row)
+        ticks = []
         for i, profile in enumerate(profiles):
             entry = row["cells"].get(profile)
+            arch = split_architecture((entry or {}).get("statistic") or "")[0]
+            ticks.append(f"{profile}\n{_short_arch(arch)}" if mixed and arch else profile)
             if not entry or entry.get("estimate") is None:
                 continue
             est = entry["estimate"]
             lo, hi = entry.get("ci") or (est, est)
-            ax.errorbar(
-                i, est, yerr=[[est - lo], [hi - est]], fmt="o", color=colors[profile],
-                capsize=3, label=profile,
-            )
-        ax.axhline(0, color="#999999", lw=0.8)
+            ax.errorbar(i, est, yerr=[[est - lo], [hi - est]], fmt=markers[i % len(markers)],
+                        color="black", capsize=3)  # fmt: skip
+        ax.axhline(0, color=REFERENCE, lw=0.8)
         if row["anchor"] is not None:
-            ax.axhline(row["anchor"][0], color="#d62728", ls="--", lw=1, label="anchor")
-        ax.set_xlim(-0.6, len(profiles) - 0.4)
-        ax.set_xticks(range(len(profiles)), profiles, fontsize=7)
-        ax.set_title(row["id"], fontsize=9)
-        ax.set_ylabel(row["unit"] or "estimate", fontsize=8)
-        ax.tick_params(axis="y", labelsize=7)
+            ax.axhline(row["anchor"][0], color="black", ls="--", lw=1)
+        if mixed:  # the architecture changes between two profiles
+            for i in range(1, len(profiles)):
+                ax.axvline(i - 0.5, color=NEUTRAL, ls=":", lw=1.2)
+        ax.set_xlim(-0.55, len(profiles) - 0.45)
+        ax.set_xticks(range(len(profiles)), ticks)
+        ax.set_title(f"{row['id']}{' ‡' if mixed else ''}\n({axis_label(row)})", loc="center")
         ax.grid(alpha=0.3, axis="y")
     for ax in list(axes.flat)[len(shown):]:
         ax.axis("off")
     if not shown:
         axes.flat[0].text(0.5, 0.5, "no estimates yet", ha="center", va="center")
+    if any(mixed_architectures(r) for r in shown):
+        caption(fig, "‡ decided on different architectures at different profiles (named under "
+                "each profile; dotted line: the change): the estimates measure different "
+                "networks.")  # fmt: skip
     title = "Each sub-claim's estimate (95% CI over seeds) by profile; dashed: the anchor"
-    return save_figure(fig, out, title, title_size=10)
+    return save_figure(fig, out, title)
+
+
+def _short_arch(name: str) -> str:
+    """'VGG-style CNN' -> 'VGG', 'ResNet-20' stays: an architecture under a tick."""
+    return name.replace("-style CNN", "").replace(" CNN", "")
 
 
 def report_extra(results_dir: Path) -> dict:

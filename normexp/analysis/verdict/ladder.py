@@ -14,12 +14,11 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.columns import Tables
-from normexp.analysis.style import save_figure
+from normexp.analysis.style import REFERENCE, ci_line, figure, save_figure
 
 LADDER = "ladder"  # the stage of a ladder run
 RUNG = "ladder.fraction"  # at_rung's mark on a run standing in for its run of record
@@ -157,27 +156,25 @@ def draw(ladder: dict, out: Path, title: str) -> Path:
     95% CI at every rung, against the budget as a fraction of the record's (log2 axis)."""
     points = ladder["points"]
     panels = [(sub, arch, rows) for sub, by in points.items() for arch, rows in by.items()]
-    cols = min(3, len(panels))
+    cols = min(2, len(panels))
     nrows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(
-        nrows, cols, figsize=(max(6.5, 4.2 * cols), 3.4 * nrows), squeeze=False,
-        layout="constrained",
-    )  # fmt: skip
+    fig = figure(0.8 + 2.9 * nrows)
+    axes = fig.subplots(nrows, cols, squeeze=False)
     for ax, (sub, arch, rows) in zip(axes.flat, panels, strict=False):
         rows = sorted(rows)
-        xs = [r[0] for r in rows]
-        ax.plot(xs, [r[1] for r in rows], "o-", color="#1f77b4")
-        with_ci = [r for r in rows if r[2] is not None and r[3] is not None]
-        ax.fill_between([r[0] for r in with_ci], [r[2] for r in with_ci],
-                        [r[3] for r in with_ci], color="#1f77b4", alpha=0.2)  # fmt: skip
-        ax.axhline(0, color="#888888", lw=1)
+        nan = float("nan")
+        lo = [nan if r[2] is None else r[2] for r in rows]
+        hi = [nan if r[3] is None else r[3] for r in rows]
+        ci_line(ax, [r[0] for r in rows], [r[1] for r in rows], lo, hi, color="black")
+        ax.axhline(0, color=REFERENCE, lw=1)
         ax.set_xscale("log", base=2)
         ax.set_xticks(ladder["fractions"], [f"×{f:g}" for f in ladder["fractions"]])
-        ax.set_xlabel("budget, × the record's (the verdict's rung: ×1)")
-        statistic = ladder.get("statistics", {}).get(sub, "estimate")
-        ax.set_ylabel(textwrap.fill(f"{statistic} (95% CI)", 40), fontsize=8)
-        ax.set_title(f"{sub}" + (f" ({arch})" if arch else ""), fontsize=10)
+        ax.minorticks_off()
+        ax.set_xlabel("budget, × the record's (verdict: ×1)")
+        statistic = ladder.get("statistics", {}).get(sub, "the statistic")
+        ax.set_ylabel(textwrap.fill(f"{statistic} (95% CI)", 40))
+        ax.set_title(f"{sub}" + (f" ({arch})" if arch else ""))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    return save_figure(fig, out, title, title_size=11)
+    return save_figure(fig, out, title)

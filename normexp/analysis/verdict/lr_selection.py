@@ -7,6 +7,7 @@ those not checked).
 one the report calls. Selection runs are read here only: every analysis reads runs of record
 (``columns.table``)."""
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.columns import Tables, table
-from normexp.analysis.style import norm_color, panels, save_figure
+from normexp.analysis.style import figure, norm_color, norm_label, save_figure
 from normexp.analysis.verdict.convergence import cell_columns, cell_convergence, failing_note, short
 from normexp.analysis.verdict.spec import ClaimAnalysis
 from normexp.protocol.select import select_lr
@@ -47,41 +48,118 @@ def _label(row: pd.Series, columns: list[str]) -> str:
     return " ".join(f"{short(c)}={row[c]}" for c in columns) or "all"
 
 
+def _keyed(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``columns`` of ``df`` as text, a missing value as '—' (a cell that lacks a parameter,
+    e.g. GN's group size for BN, is a cell of its own, not dropped)."""
+    return df[columns].astype(object).where(df[columns].notna(), "—").astype(str)
+
+
+def _value(v: str) -> str:
+    """1.0 -> 1, 16.0 -> 16: a config value as a label."""
+    try:
+        return f"{float(v):g}"
+    except ValueError:
+        return v
+
+
+def _order(key: tuple) -> tuple:
+    """Panels in order of their values, numbers by value ('2' before '16'), '—' last."""
+    out = []
+    for v in key:
+        try:
+            out.append((0, float(v), ""))
+        except ValueError:
+            out.append((1 if v != "—" else 2, 0.0, v))
+    return tuple(out)
+
+
+def _panel_title(columns: list[str], key: tuple, constant: set[str]) -> str:
+    """'cnn, batch 32, group_size 16, epochs 4': a panel's cell group in a few words (a
+    parameter the group lacks left out, and one that takes a single value where set:
+    ``constant``), wrapped to the panel."""
+    words = []
+    for c, v in zip(columns, key, strict=True):
+        if v == "—" or c in constant:
+            continue
+        words.append(v if c == col.MODEL else f"{'batch' if c == col.BATCH else short(c)} "
+                     f"{_value(v)}")  # fmt: skip
+    return textwrap.fill(", ".join(words), 26) or "selection"
+
+
+def lr_panels(sel: pd.DataFrame) -> tuple[list[str], str | None, list[tuple]]:
+    """How the LR figure splits the selection: (the columns that key a panel, the column that
+    keys a line within one, the panels' keys in order). A line per norm where the norm varies
+    (so the lines of a panel differ in colour), else per value of the varying column with the
+    fewest values (drawn in one colour, told apart by style and legend); a panel per value of
+    every other varying column, the batch size included."""
+    varying = cell_columns(sel)
+    if col.BATCH in sel and col.BATCH not in varying and sel[col.BATCH].notna().any():
+        varying = [*varying, col.BATCH]  # named in every title even where it is one size
+    rest = [c for c in varying if c != col.BATCH]
+    line = col.NORM if col.NORM in rest else min(rest, key=lambda c: sel[c].nunique(), default=None)
+    panel_cols = [c for c in varying if c != line]
+    keys = (
+        sorted(set(map(tuple, _keyed(sel, panel_cols).itertuples(index=False))), key=_order)
+        if panel_cols else [()]
+    )  # fmt: skip
+    return panel_cols, line, keys
+
+
+LINE_STYLES = ("o-", "s--", "^:", "D-.")
+
+
 def draw_lr(raw: Tables, analysis: ClaimAnalysis, out: Path) -> Path | None:
-    """Mean validation accuracy (over selection seeds) vs LR multiplier, one line per cell, one
-    panel per batch size; the chosen multiplier ringed. None when the claim had no selection."""
+    """Mean validation accuracy (over selection seeds) vs LR multiplier, one panel per cell
+    group (``lr_panels``), a line per norm in its colour; the chosen multiplier ringed. None
+    when the claim had no selection."""
     frames = [selection_runs(raw.get(e, pd.DataFrame())) for e in analysis.reads]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return None
     sel = pd.concat(frames, ignore_index=True)
     metric = selection_metric(sel)
-    cells = [c for c in cell_columns(sel) if c != col.BATCH]
-    batches = sorted(sel[col.BATCH].unique()) if col.BATCH in sel else [None]
-    fig, axes = panels(len(batches), (4.2 * len(batches), 3.4))
-    for ax, batch in zip(np.atleast_1d(axes), batches, strict=True):
-        here = sel if batch is None else sel[sel[col.BATCH] == batch]
-        for _, group in here.groupby(cells, sort=True) if cells else [((), here)]:
+    panel_cols, line, keys = lr_panels(sel)
+    styles = {}
+    if line and line != col.NORM:
+        styles = dict(zip(sorted(_keyed(sel, [line])[line].unique()), LINE_STYLES, strict=False))
+    ncols = min(3, len(keys))
+    nrows = -(-len(keys) // ncols)
+    fig = figure(1.2 + 2.25 * nrows)
+    head, body = fig.subfigures(2, 1, height_ratios=(0.5, 2.25 * nrows))
+    axes = list(body.subplots(nrows, ncols, squeeze=False, sharex=True).flat)
+    keyed = _keyed(sel, [*panel_cols, *([line] if line else [])])
+    constant = {c for c in panel_cols if sel[c].dropna().astype(str).nunique() <= 1}
+    legend: dict[str, object] = {}
+    for ax, key in zip(axes, keys, strict=False):
+        here = sel[(keyed[panel_cols] == list(key)).all(axis=1)] if panel_cols else sel
+        groups = here.groupby(keyed.loc[here.index, line], sort=True) if line else [("", here)]
+        for name, group in groups:
             grid = sorted(group[col.LR_MULT].astype(float).unique())
             choice = select_lr(group.assign(cell=0), ["cell"], grid, metric)
             score = choice.iloc[0]["score"]
             xs = [g for g in grid if np.isfinite(score.get(g, np.nan))]
             row = group.iloc[0]
-            color = norm_color(row[col.NORM]) if col.NORM in row else None
-            ax.plot(xs, [score[g] for g in xs], "o-", label=_label(row, cells), color=color)
+            color = norm_color(row[col.NORM]) if col.NORM in row else "black"
+            fmt = styles.get(name, "o-")
+            label = norm_label(name) if line == col.NORM else f"{short(line)} {_value(name)}"
+            (handle,) = ax.plot(xs, [score[g] for g in xs], fmt, color=color, label=label,
+                                mfc="white" if fmt != "o-" else color)  # fmt: skip
+            legend.setdefault(label, handle)
             best = choice.iloc[0]["chosen"]
             if best is not None and np.isfinite(score[best]):
-                ax.plot([best], [score[best]], "o", ms=12, mfc="none", color=color or "black")
+                ax.plot([best], [score[best]], "o", ms=11, mfc="none", color=color)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("LR multiplier (x batch-scaled base)")
-        ax.set_ylabel(METRIC_LABEL.get(metric, metric))
-        ax.set_title("selection" + ("" if batch is None else f", batch {batch}"), fontsize=9)
+        ax.set_title(_panel_title(panel_cols, key, constant), loc="center")
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:  # a panel whose cells all diverged has no line
-            ax.legend(frameon=False, fontsize=7)
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    for ax in axes[max(0, len(keys) - ncols) : len(keys)]:  # the lowest shown in each column
+        ax.tick_params(labelbottom=True)
     label = METRIC_LABEL.get(metric, metric)
-    title = f"{analysis.claim}: {label} vs learning rate (ringed: chosen)"
-    return save_figure(fig, out, title, title_size=10)
+    body.supxlabel("LR multiplier (× the batch-scaled base LR); ringed: chosen")
+    body.supylabel(label)
+    head.legend(legend.values(), legend.keys(), loc="center", ncols=min(len(legend), 5))
+    return save_figure(fig, out, f"{analysis.claim}: {label} against the learning rate, per cell")
 
 
 def chosen_lrs(record: pd.DataFrame) -> list[dict]:
