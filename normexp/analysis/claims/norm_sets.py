@@ -20,7 +20,13 @@ import torch
 from matplotlib.colors import LightSource, to_rgb, to_rgba
 from torch import Tensor
 
-from normexp.analysis.style import caption, figure, norm_color, save_figure  # selects Agg
+from normexp.analysis.style import (  # selects Agg
+    caption,
+    current_formats,
+    figure,
+    norm_color,
+    save_figure,
+)
 from normexp.analysis.verdict.spec import ClaimAnalysis, Quote
 from normexp.errors import ConfigError
 from normexp.norms.layers import InstanceNorm, resolve_num_groups
@@ -408,7 +414,7 @@ QUOTE = Quote(
 )
 # C1's figure and verdict are functions of the code alone: a process that reports several stores
 # (the tests, a notebook) computes them once.
-_DRAWN: dict[str, dict[str, bytes]] = {}  # out's name -> the files drawn for it, by name
+_DRAWN: dict[tuple, dict[str, bytes]] = {}  # (out's name, formats) -> its files' bytes by name
 
 
 @functools.cache
@@ -417,16 +423,19 @@ def _verdict_once() -> dict:
 
 
 def _draw_once(out: Path) -> Path:
-    """``draw(out)``, drawn on the first call for a file name and the same bytes written after."""
+    """``draw(out)``, drawn on the first call for a file name and set of formats, the same
+    bytes written after."""
     out = Path(out)
     if out.suffix != ".png":
         out = out / f"{EXPERIMENT}.png"
-    if out.name not in _DRAWN:
+    key = (out.name, tuple(current_formats()))
+    if key not in _DRAWN:
         path = draw(out)
-        _DRAWN[out.name] = {p.name: p.read_bytes() for p in path.parent.glob(f"{path.stem}.*")}
+        names = [f"{path.stem}.{f}" for f in key[1]]
+        _DRAWN[key] = {n: (path.parent / n).read_bytes() for n in names}
         return path
     out.parent.mkdir(parents=True, exist_ok=True)
-    for name, data in _DRAWN[out.name].items():
+    for name, data in _DRAWN[key].items():
         (out.parent / name).write_bytes(data)
     return out
 
