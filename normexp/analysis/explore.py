@@ -25,11 +25,11 @@ import pandas as pd
 
 from normexp.analysis import columns as col
 from normexp.analysis.claims import load_analyses
-from normexp.analysis.columns import Tables, table
+from normexp.analysis.columns import Tables
 from normexp.analysis.figures import of_record_for, verdict_of_record
 from normexp.analysis.report import STAGE_LABELS
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.verdict.record import of_record
+from normexp.analysis.verdict.record import load_tables, runs_of_record  # noqa: F401 (notebook)
 from normexp.catalogue import REPO
 from normexp.errors import one_line_errors
 from normexp.protocol.select import STAGES
@@ -45,21 +45,6 @@ AXES = {
 }
 NOTEBOOK = REPO / "notebooks" / "explore_results.ipynb"
 RECORD = "record"  # the stage of the runs of record (older tables without the column: all)
-
-
-def load_tables(results_dir: Path) -> Tables:
-    """The tables ``make figures`` collected in one profile's folder: {experiment: one row per
-    run}, every stage (``runs_of_record`` keeps the ones the report averages)."""
-    folder = Path(results_dir) / "collected"
-    return {p.stem: pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))}
-
-
-def runs_of_record(tables: Tables, results_dir: Path | None = None) -> Tables:
-    """The runs of record of every collected table, as the report reads them: stage record
-    (one scale), declared seeds, made by the declaring experiment file (the sweep log of the
-    profile folder ``results_dir`` says which file made a run; None: not checked)."""
-    record, _ = of_record({e: table(tables, e) for e in tables}, results_dir)
-    return record
 
 
 def _stages(df: pd.DataFrame) -> pd.Series:

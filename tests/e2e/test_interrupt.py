@@ -123,7 +123,7 @@ def test_sigterm_at_any_moment_exits_143_with_its_sitting_and_leaves_nothing(
     args = sweep_args(tmp_path, extra, SHORT)
     if moment == "mid_epoch":
         args.append("train.epochs=3")  # a run holds its lock for a second: polling sees it
-    if moment in ("planned", "closing"):  # before any job, after every job: no workers needed
+    if moment != "jobs_start":  # the workers' own stop: jobs_start (and the SIGKILL test's resume)
         args.append("hydra.launcher.n_jobs=1")
     if moment != "mid_epoch":
         args += ["+hydra.callbacks.stop_at._target_=tests.stop_at.StopAt"]
@@ -157,6 +157,6 @@ def test_sigterm_at_any_moment_exits_143_with_its_sitting_and_leaves_nothing(
     assert not list(runs_dir.glob("*/run.lock"))
 
     if moment == "mid_epoch":  # resumed in process (workers resuming: the SIGKILL test above)
-        rerun = run_cli([*args, "hydra.launcher.n_jobs=1"], tmp_path / "results", data_dir)
+        rerun = run_cli(args, tmp_path / "results", data_dir)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         assert len(finished(runs_dir)) == 4

@@ -44,10 +44,9 @@ from normexp import metrics
 from normexp.analysis import columns as col
 from normexp.analysis.claims import analysis_named, load_analyses
 from normexp.analysis.columns import Tables
-from normexp.analysis.explore import load_tables, runs_of_record
 from normexp.analysis.report import top_table_markdown, verdict_line
 from normexp.analysis.stats import mean_ci
-from normexp.analysis.verdict.record import declared_seeds
+from normexp.analysis.verdict.record import declared_seeds, load_tables, runs_of_record
 from normexp.analysis.verdict.spec import ClaimAnalysis, Grid
 from normexp.tracking.store import NOT_PROFILES, RECORD_PROFILE, default_results_dir, profile_dir
 from normexp.tracking.wandb_mirror import (

@@ -34,7 +34,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from normexp.analysis import columns as col
-from normexp.analysis.columns import Tables, unique_values
+from normexp.analysis.columns import Tables, table, unique_values
 from normexp.analysis.verdict.grouping import other_grouping
 from normexp.catalogue import PROFILE_CONFIGS
 from normexp.tracking.store import read_sittings
@@ -197,3 +197,18 @@ def select(df: pd.DataFrame, where: Mapping[str, object]) -> pd.DataFrame:
         many = isinstance(wanted, list | tuple)
         mask &= df[column].isin(wanted) if many else df[column] == wanted
     return df[mask]
+
+
+def load_tables(results_dir: Path) -> Tables:
+    """The tables ``make figures`` collected in one profile's folder: {experiment: one row per
+    run}, every stage (``runs_of_record`` keeps the ones the report averages)."""
+    folder = Path(results_dir) / "collected"
+    return {p.stem: pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))}
+
+
+def runs_of_record(tables: Tables, results_dir: Path | None = None) -> Tables:
+    """The runs of record of every collected table, as the report reads them: stage record
+    (one scale), declared seeds, made by the declaring experiment file (the sweep log of the
+    profile folder ``results_dir`` says which file made a run; None: not checked)."""
+    record, _ = of_record({e: table(tables, e) for e in tables}, results_dir)
+    return record
