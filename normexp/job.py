@@ -22,11 +22,22 @@ from normexp.train.packed_fit import GroupMismatch
 from normexp.validate import resolve_config
 
 log = logging.getLogger("normexp")
-# The metric a finished run logs on its line: the first one its summary has (an LR selection's
-# run has no test metrics: its validation metric, or C9's training accuracy, which it is read on).
+# The metric a finished run logs on its line: the first one its summary has. An LR selection's
+# run has no test metrics and logs the one it is read on (protocol.select_on: its validation
+# metric, or C9's training accuracy).
 HEADLINE_METRICS = ("test_acc", "test_psnr", "test_stylization_loss", "test_bpc", "test_ppl",
                     "val_acc", "val_psnr", "val_stylization_loss", "valid_bpc", "valid_ppl",
                     "train_acc")  # fmt: skip
+
+
+def headline_metric(config: Mapping, summary: Mapping) -> str | None:
+    """The metric a finished run's line shows (HEADLINE_METRICS; a selection run's select_on)."""
+    protocol = config.get("protocol") or {}
+    if protocol.get("stage") == "select" and protocol.get("select_on") in summary:
+        return protocol["select_on"]
+    return next((k for k in HEADLINE_METRICS if k in summary), None)
+
+
 # Write failures that mean "the store cannot be written", not "this run failed".
 STORE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 CHECKPOINT = "checkpoint.pt"
@@ -148,7 +159,7 @@ def _finish(run: Started, status: str, error: str | None, summary: dict) -> dict
         "run_key": record.key,
         "provenance": provenance(str(pick_device(config["train"]["device"]))),
     }
-    headline = next((k for k in HEADLINE_METRICS if k in summary), None)
+    headline = headline_metric(config, summary)
     result = f" {headline}={summary[headline]:.4g}" if headline else ""
     # before the mirror finishes, so that the run's W&B Logs tab ends with its outcome
     log.info("%s %s [%s]%s", status, describe(config), record.key, result)

@@ -106,3 +106,16 @@ def test_a_single_run_that_fails_is_recorded_then_exits_1(tmp_path, cifar_data, 
     (run_dir,) = run_dirs(tmp_path)
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "failed" and "a bug in training" in status["error"]
+
+
+def test_a_runs_line_shows_its_test_metric_and_a_selection_run_the_one_it_is_read_on():
+    from normexp.job import headline_metric
+
+    summary = {"train_acc": 0.9, "val_acc": 0.7}
+    record = {"protocol": {"stage": "record", "select_on": "train_acc"}}
+    assert headline_metric(record, {**summary, "test_acc": 0.6}) == "test_acc"
+    assert headline_metric(record, summary) == "val_acc"  # no test set: the validation metric
+    for select_on in ("train_acc", "val_acc"):  # C9 selects on training accuracy, others on val
+        selection = {"protocol": {"stage": "select", "select_on": select_on}}
+        assert headline_metric(selection, summary) == select_on
+    assert headline_metric({}, {"epochs": 1}) is None
