@@ -5,9 +5,6 @@ from torch import nn
 
 def init_weights(model: nn.Module, activation: str) -> None:
     # He init keeps the un-normalized baseline trainable at depth; the norms then start at identity.
-    if any(p.is_meta for p in model.parameters()):
-        # A shape-only build (normexp/models/probe.py) has no values to set.
-        return
     nonlinearity = "relu" if activation in ("relu", "gelu") else activation
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):

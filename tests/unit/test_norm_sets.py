@@ -5,6 +5,7 @@ import torch
 
 from normexp.analysis.claims import norm_sets
 from normexp.analysis.claims.norm_sets import defined_set, measured_set, reference_indices
+from normexp.analysis.style import formats
 
 SHAPE = (4, 6, 2, 3)  # H != W so a mix-up of spatial axes would show
 NORMS = {
@@ -100,3 +101,22 @@ def test_figures_cli_writes_figure_and_verdict(tmp_path, capsys):
     v = json.loads((folder / "verdicts" / "norm_sets.json").read_text())
     assert v["verdict"] == "supported"
     assert "norm_sets: from the layers (no runs), supported" in capsys.readouterr().out
+
+
+def test_c1_figure_is_drawn_once_per_process_and_copied_after(tmp_path, monkeypatch):
+    # a function of the code alone: later reports of the process get the first drawing's bytes
+    drawn = []
+
+    def fake_draw(out):
+        drawn.append(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(b"png %d" % len(drawn))
+        return out
+
+    monkeypatch.setattr(norm_sets, "draw", fake_draw)
+    monkeypatch.setattr(norm_sets, "_DRAWN", {})
+    with formats(["png"]):
+        first = norm_sets.ANALYSIS.draw({}, tmp_path / "a" / "norm_sets.png")
+        second = norm_sets.ANALYSIS.draw({}, tmp_path / "b" / "norm_sets.png")
+    assert len(drawn) == 1 and second.read_bytes() == first.read_bytes() == b"png 1"
+

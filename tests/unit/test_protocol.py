@@ -196,6 +196,20 @@ def test_plan_stages_selection_widening_and_record_jobs(tmp_path):
         assert cfg["optim"]["lr_mult"] == 4.0
 
 
+def test_the_sweep_callback_and_the_sweeper_share_one_jobrecords(tmp_path):
+    # The callback checks every job before the sweeper plans them: the sweeper reuses those
+    # configs (each job composed once); another sweep (another master config) gets its own.
+    with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        config = master_config(tmp_path)
+        other = master_config(tmp_path)
+        records = JobRecords.of_sweep(config)
+        job = tuple(sweep_overrides(config)[0])
+        checked = records(job)
+        again = JobRecords.of_sweep(config)
+        assert again is records and again(job) is checked  # cached, not composed again
+        assert JobRecords.of_sweep(other) is not records
+
+
 def test_without_a_grid_the_plan_is_the_basic_sweepers_jobs(tmp_path):
     with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         for experiment in sorted(p.stem for p in (REPO / "experiments").glob("*.yaml")):
